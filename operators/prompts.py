@@ -1,0 +1,54 @@
+"""Prompt rendering: the user text of each row, from one column or a template over columns.
+
+A row that cannot give a prompt (null or empty) gets an error string instead; the other rows
+go on. The model's chat template is applied later, by the engine adapter, which owns the
+tokenizer.
+
+>>> r = PromptRenderer(template="Label: {text}")
+>>> r.render({"text": ["good", None, "  "]})
+(['Label: good', None, None], [None, "column 'text' is null", 'prompt is empty'])
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Any
+
+
+class PromptRenderer:
+    def __init__(self, prompt_column: str | None = None, template: str | None = None):
+        if (prompt_column is None) == (template is None):
+            raise ValueError("give exactly one of prompt_column or template")
+        self.prompt_column = prompt_column
+        self.template = template
+        if template is not None:
+            self.columns = [f for _, f, _, _ in string.Formatter().parse(template) if f]
+        else:
+            self.columns = [prompt_column]
+
+    def render(self, columns: dict[str, list[Any]]) -> tuple[list[str | None], list[str | None]]:
+        """Prompts and errors, one of each per row; exactly one of the pair is None."""
+        n = len(columns[self.columns[0]])
+        prompts: list[str | None] = []
+        errors: list[str | None] = []
+        for i in range(n):
+            text, error = self._one({c: columns[c][i] for c in self.columns})
+            prompts.append(text)
+            errors.append(error)
+        return prompts, errors
+
+    def _one(self, row: dict[str, Any]) -> tuple[str | None, str | None]:
+        for name, value in row.items():
+            if value is None:
+                what = "prompt" if self.template is None else f"column {name!r}"
+                return None, f"{what} is null"
+        if self.template is None:
+            value = row[self.prompt_column]
+            if not isinstance(value, str):
+                return None, f"prompt must be text, got {type(value).__name__}"
+        # Blank in every column it reads means there is nothing to ask, template or not.
+        if all(isinstance(v, str) and not v.strip() for v in row.values()):
+            return None, "prompt is empty"
+        if self.template is None:
+            return row[self.prompt_column], None
+        return self.template.format_map(row), None

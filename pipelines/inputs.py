@@ -1,0 +1,146 @@
+"""Find the input shards and check them before any engine starts.
+
+Only Parquet footers and the id column are read here: planning 10M rows must stay cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
+
+from pipelines.spec import InputSpec
+
+
+class InputError(ValueError):
+    """Input that cannot run; the message names the path or column at fault."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One input Parquet file, as listed at planning time."""
+
+    path: str  # as the file system names it, with the protocol for remote ones
+    size: int
+    version: str  # mtime on a file system, ETag on S3: a changed file changes the run's fingerprint
+    num_rows: int
+    row_group_rows: tuple[int, ...]
+    prompt_bytes: int  # uncompressed bytes of the prompt columns, for estimating tokens
+
+
+def _is_hidden(path: str) -> bool:
+    # Spark's _SUCCESS, .crc files and the like: the same rule pyarrow's dataset reader uses.
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    return name.startswith(("_", "."))
+
+
+def _expand(fs, pattern: str) -> list[str]:
+    if any(ch in pattern for ch in "*?["):
+        matches = fs.glob(pattern)
+        files: list[str] = []
+        for match in matches:
+            files.extend(fs.find(match) if fs.isdir(match) else [match])
+        return files
+    if not fs.exists(pattern):
+        raise InputError(f"input path does not exist: {pattern}")
+    return fs.find(pattern) if fs.isdir(pattern) else [pattern]
+
+
+def _version(info: dict) -> str:
+    for key in ("ETag", "etag", "mtime", "LastModified", "created"):
+        if info.get(key) is not None:
+            return str(info[key])
+    return ""
+
+
+def list_shards(spec: InputSpec) -> list[Shard]:
+    """Every Parquet file the spec's paths name, sorted, with footers checked."""
+    shards: list[Shard] = []
+    needed = spec.columns_read()
+    for pattern in spec.paths:
+        fs, root = url_to_fs(pattern, **spec.storage_options)
+        files = sorted(p for p in _expand(fs, root) if not _is_hidden(p))
+        if not files:
+            raise InputError(f"no Parquet files under {pattern}")
+        for path in files:
+            shards.append(_read_footer(fs, path, needed))
+    names = [s.path for s in shards]
+    if len(set(names)) != len(names):
+        raise InputError("input paths overlap: a file is named twice; list each shard once")
+    return shards
+
+
+def _read_footer(fs, path: str, needed: list[str]) -> Shard:
+    full = path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
+    info = fs.info(path)
+    try:
+        with fs.open(path, "rb") as fh:
+            meta = pq.ParquetFile(fh).metadata
+    except (pa.ArrowInvalid, OSError) as err:
+        raise InputError(f"not a Parquet file: {full} ({err})") from None
+    schema = meta.schema.to_arrow_schema()
+    missing = [c for c in needed if c not in schema.names]
+    if missing:
+        raise InputError(
+            f"{full} has no column {', '.join(repr(c) for c in missing)}; "
+            f"its columns are: {', '.join(schema.names)}"
+        )
+    indices = [schema.get_field_index(c) for c in needed[1:]]
+    prompt_bytes = sum(
+        meta.row_group(g).column(i).total_uncompressed_size
+        for g in range(meta.num_row_groups)
+        for i in indices
+    )
+    return Shard(
+        path=full,
+        size=int(info.get("size") or 0),
+        version=_version(info),
+        num_rows=meta.num_rows,
+        row_group_rows=tuple(meta.row_group(g).num_rows for g in range(meta.num_row_groups)),
+        prompt_bytes=prompt_bytes,
+    )
+
+
+def check_unique_ids(spec: InputSpec, shards: list[Shard]) -> None:
+    """Refuse duplicate ids across all shards.
+
+    Only 8-byte hashes are kept (80 MB for 10M rows, freed after planning); a hash that
+    repeats is confirmed against the real values so a collision never refuses good input.
+    """
+    hashes = []
+    for shard in shards:
+        ids = _read_ids(spec, shard)
+        if ids.null_count:
+            raise InputError(f"{shard.path}: column {spec.id_column!r} has {ids.null_count} null ids")
+        hashes.append(pd.util.hash_array(np.asarray(ids.to_pandas(), dtype=object)))
+    if not hashes:
+        return
+    allh = np.concatenate(hashes)
+    allh.sort()
+    repeated = set(allh[1:][allh[1:] == allh[:-1]].tolist())
+    if not repeated:
+        return
+    seen: dict[object, str] = {}
+    for shard in shards:
+        ids = _read_ids(spec, shard).to_pylist()
+        hs = pd.util.hash_array(np.asarray(ids, dtype=object))
+        for value, h in zip(ids, hs):
+            if int(h) not in repeated:
+                continue
+            if value in seen:
+                raise InputError(
+                    f"duplicate id {value!r} in column {spec.id_column!r}: "
+                    f"in {seen[value]} and in {shard.path}; ids must be unique"
+                )
+            seen[value] = shard.path
+
+
+def _read_ids(spec: InputSpec, shard: Shard) -> pa.ChunkedArray:
+    fs, path = url_to_fs(shard.path, **spec.storage_options)
+    with fs.open(path, "rb") as fh:
+        return pq.read_table(fh, columns=[spec.id_column]).column(0)

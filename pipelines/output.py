@@ -1,0 +1,149 @@
+"""The output folder: its manifest, and the commit of each unit's results, at most once.
+
+Layout (readers such as `pyarrow.dataset.dataset(PATH)` skip names starting with _ or .):
+    PATH/part-<unit>.parquet      committed results of one unit; its footer holds the unit's
+                                  counts, so status needs no row scan
+    PATH/_spotbatch/manifest.json the plan and the fingerprint of what decides the answers
+    PATH/.staging/                results being written, before their commit
+
+A commit never overwrites: on a file system it is a hard link from the staged file to the
+final name (link fails if the name exists); elsewhere (S3) an exclusive create, which S3 turns
+into a conditional put (If-None-Match). The storage refuses a second commit of a unit, so a
+stale attempt of an actor thought dead cannot add a second copy.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import uuid
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
+
+MANIFEST = "_spotbatch/manifest.json"
+STAGING = ".staging"
+PART_PREFIX = "part-"
+STATS_KEY = b"spotbatch.unit"
+
+
+class OutputError(ValueError):
+    """An output path that this run must not write to."""
+
+
+class OutputStore:
+    def __init__(self, path: str, storage_options: dict[str, Any] | None = None):
+        self.url = path
+        self.storage_options = dict(storage_options or {})
+        self.fs, self.root = url_to_fs(path, **self.storage_options)
+        self.root = self.root.rstrip("/")
+        self.local = isinstance(self.fs, LocalFileSystem)
+
+    def _path(self, name: str) -> str:
+        return f"{self.root}/{name}"
+
+    def part_name(self, unit_id: str) -> str:
+        return f"{PART_PREFIX}{unit_id}.parquet"
+
+    # -- manifest -------------------------------------------------------------------------
+    def read_manifest(self) -> dict[str, Any] | None:
+        path = self._path(MANIFEST)
+        if not self.fs.exists(path):
+            return None
+        with self.fs.open(path, "rb") as fh:
+            return json.load(fh)
+
+    def create_manifest(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Write the manifest unless one exists; return the one that is there afterwards.
+
+        Two runs started at once both try; the storage lets exactly one create it."""
+        data = json.dumps(manifest, indent=1).encode()
+        try:
+            self._create(self._path(MANIFEST), data)
+        except FileExistsError:
+            pass
+        found = self.read_manifest()
+        assert found is not None
+        return found
+
+    def check_is_ours(self) -> None:
+        """Refuse a folder that holds files spotbatch did not write, before writing anything."""
+        if not self.fs.exists(self.root) or self.read_manifest() is not None:
+            return
+        if not self.fs.isdir(self.root):
+            raise OutputError(f"output path {self.url} is a file, not a folder")
+        foreign = [p for p in self.fs.ls(self.root, detail=False) if not p.rstrip("/").endswith(STAGING)]
+        if foreign:
+            name = foreign[0].rstrip("/").rsplit("/", 1)[-1]
+            raise OutputError(
+                f"output path {self.url} already holds files that are not a spotbatch run "
+                f"(e.g. {name}); choose an empty or new folder"
+            )
+
+    # -- units ----------------------------------------------------------------------------
+    def committed_units(self) -> set[str]:
+        if not self.fs.exists(self.root):
+            return set()
+        names = (p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False))
+        return {
+            n[len(PART_PREFIX) : -len(".parquet")]
+            for n in names
+            if n.startswith(PART_PREFIX) and n.endswith(".parquet")
+        }
+
+    def commit(self, unit_id: str, table: pa.Table, stats: dict[str, Any]) -> bool:
+        """Commit a unit's results; False when the unit was committed already (nothing written)."""
+        meta = dict(table.schema.metadata or {})
+        meta[STATS_KEY] = json.dumps(stats).encode()
+        table = table.replace_schema_metadata(meta)
+        final = self._path(self.part_name(unit_id))
+        if self.local:
+            return self._commit_local(final, unit_id, table)
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        try:
+            self._create(final, buf.getvalue())
+        except FileExistsError:
+            return False
+        return True
+
+    def _commit_local(self, final: str, unit_id: str, table: pa.Table) -> bool:
+        staging = self._path(STAGING)
+        os.makedirs(staging, exist_ok=True)
+        staged = f"{staging}/{unit_id}-{uuid.uuid4().hex}.parquet"
+        try:
+            pq.write_table(table, staged)
+            with open(staged, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.link(staged, final)  # atomic, and refuses an existing name
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            if os.path.exists(staged):
+                os.unlink(staged)
+
+    def _create(self, path: str, data: bytes) -> None:
+        """Create `path` holding `data`, or raise FileExistsError if it exists."""
+        if self.local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            staged = f"{path}.{uuid.uuid4().hex}.tmp"
+            with open(staged, "wb") as fh:
+                fh.write(data)
+            try:
+                os.link(staged, path)
+            finally:
+                os.unlink(staged)
+            return
+        with self.fs.open(path, "xb") as fh:
+            fh.write(data)
+
+    def unit_stats(self, unit_id: str) -> dict[str, Any]:
+        """The counts a committed unit carries in its footer."""
+        with self.fs.open(self._path(self.part_name(unit_id)), "rb") as fh:
+            meta = pq.ParquetFile(fh).schema_arrow.metadata or {}
+        return json.loads(meta[STATS_KEY])

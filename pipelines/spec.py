@@ -1,0 +1,226 @@
+"""The pipeline spec: one validated object, from YAML or from Python.
+
+Every field has a description; every invalid value is reported as `section.field must be ...,
+got VALUE` before any cluster or engine starts.
+
+>>> spec = PipelineSpec(input={"paths": "data/*.parquet", "prompt_column": "text"},
+...                     output={"path": "out/"})
+>>> spec.sampling.max_tokens
+256
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class SpecError(ValueError):
+    """A spec that cannot run; the message names every problem found."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class InputSpec(_Section):
+    paths: list[str] = Field(
+        description="Parquet files, folders or glob patterns; local paths or s3:// URLs."
+    )
+    id_column: str = Field("id", description="Column that names each row; copied to the output.")
+    prompt_column: str | None = Field(None, description="Column holding the prompt text.")
+    template: str | None = Field(
+        None, description="Prompt built from columns, Python format style: 'Summarize: {text}'."
+    )
+    system_prompt: str | None = Field(None, description="System message sent with every prompt (chat format).")
+    format: Literal["chat", "raw"] = Field(
+        "chat", description="chat: apply the model's chat template; raw: send the text as it is."
+    )
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="fsspec options for the input file system (e.g. S3 endpoint)."
+    )
+
+    @field_validator("paths", mode="before")
+    @classmethod
+    def _one_path_is_a_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("paths")
+    @classmethod
+    def _not_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("must name at least one path")
+        return value
+
+    @model_validator(mode="after")
+    def _one_prompt_source(self) -> "InputSpec":
+        if (self.prompt_column is None) == (self.template is None):
+            raise ValueError("set exactly one of prompt_column or template")
+        if self.template is not None:
+            template_columns(self.template)  # raises on a malformed template
+        return self
+
+    def columns_read(self) -> list[str]:
+        """Input columns the pipeline reads, id first."""
+        if self.prompt_column is not None:
+            prompt_cols = [self.prompt_column]
+        else:
+            prompt_cols = template_columns(self.template or "")
+        return [self.id_column] + [c for c in prompt_cols if c != self.id_column]
+
+
+def template_columns(template: str) -> list[str]:
+    """The column names a template refers to, in order of first use."""
+    names: list[str] = []
+    try:
+        for _, field, spec, conv in string.Formatter().parse(template):
+            if field is None:
+                continue
+            if field == "" or not field.isidentifier():
+                raise ValueError(f"template fields must name a column, like {{text}}; got {{{field}}}")
+            if field not in names:
+                names.append(field)
+    except ValueError as err:
+        raise ValueError(f"template is not valid: {err}") from None
+    if not names:
+        raise ValueError("template must refer to at least one column, like {text}")
+    return names
+
+
+class ModelSpec(_Section):
+    name: str = Field(
+        "smollm2-135m", description="A known model name (smollm2-135m, tiny-random) or a model folder."
+    )
+    dtype: str = Field("auto", description="Weights dtype passed to vLLM: auto, bfloat16, float16, float32.")
+    max_model_len: int | None = Field(
+        2048, gt=0, description="Context length; prompts longer than this become error records."
+    )
+    quantization: str | None = Field(None, description="vLLM quantization method (awq, gptq, fp8, ...).")
+    enforce_eager: bool = Field(False, description="Skip graph compilation: faster start, slower steps.")
+    engine_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Other vllm.LLM arguments, passed through unchanged."
+    )
+
+
+class SamplingSpec(_Section):
+    max_tokens: int = Field(256, gt=0, description="Most tokens generated per row.")
+    temperature: float = Field(0.0, ge=0, description="0 is greedy.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    seed: int | None = Field(0, description="Sampling seed, per request, so reruns answer alike.")
+    stop: list[str] = Field(default_factory=list, description="Strings that end generation.")
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop_is_a_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class ComputeSpec(_Section):
+    actors: int | None = Field(1, gt=0, description="A fixed number of engine actors.")
+    min_actors: int | None = Field(None, gt=0, description="Autoscaling lower bound (with max_actors).")
+    max_actors: int | None = Field(None, gt=0, description="Autoscaling upper bound (with min_actors).")
+    cpus_per_actor: float = Field(1.0, gt=0, description="CPUs Ray reserves for each engine actor.")
+    gpus_per_actor: float = Field(0.0, ge=0, description="GPUs per engine actor; 0 runs the engine on CPU.")
+    engine_threads: int | None = Field(
+        None, gt=0, description="CPU engines: threads the engine computes with (default: the node's cores)."
+    )
+    accelerator_type: str | None = Field(None, description="Ray accelerator type, e.g. A10G, L4, H100.")
+    spot_resource: str | None = Field(
+        None, description="Custom Ray resource that marks spot nodes; engine actors are pinned to them."
+    )
+    resources: dict[str, float] = Field(default_factory=dict, description="Other custom resources per actor.")
+    tokens_per_unit: int = Field(
+        100_000, gt=0, description="Estimated prompt tokens per work unit (the unit of commit and retry)."
+    )
+
+    @model_validator(mode="after")
+    def _fixed_or_range(self) -> "ComputeSpec":
+        if (self.min_actors is None) != (self.max_actors is None):
+            raise ValueError("set both min_actors and max_actors, or neither")
+        if self.min_actors is not None and self.max_actors is not None and self.min_actors > self.max_actors:
+            raise ValueError(f"min_actors must be <= max_actors, got {self.min_actors} > {self.max_actors}")
+        return self
+
+
+class OutputSpec(_Section):
+    path: str = Field(description="Folder for results, local or s3://.")
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="fsspec options for the output file system."
+    )
+
+
+class PipelineSpec(_Section):
+    input: InputSpec
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    sampling: SamplingSpec = Field(default_factory=SamplingSpec)
+    compute: ComputeSpec = Field(default_factory=ComputeSpec)
+    output: OutputSpec
+
+
+_RULES = {
+    "greater_than": "must be > {gt}",
+    "greater_than_equal": "must be >= {ge}",
+    "less_than": "must be < {lt}",
+    "less_than_equal": "must be <= {le}",
+}
+
+
+def _describe(error: dict) -> str:
+    where = ".".join(str(p) for p in error["loc"]) or "spec"
+    kind = error["type"]
+    if kind == "missing":
+        return f"{where} is required"
+    if kind == "extra_forbidden":
+        return f"{where} is not a known field"
+    if kind in _RULES:
+        return f"{where} {_RULES[kind].format(**error['ctx'])}, got {error['input']!r}"
+    if kind == "value_error":
+        return f"{where}: {error['ctx']['error']}"
+    return f"{where}: {error['msg']}, got {error['input']!r}"
+
+
+def validate_spec(data: dict[str, Any]) -> PipelineSpec:
+    """A PipelineSpec from plain data, or a SpecError listing every problem."""
+    try:
+        return PipelineSpec.model_validate(data)
+    except ValidationError as err:
+        problems = [_describe(e) for e in err.errors()]
+        raise SpecError("invalid spec:\n  " + "\n  ".join(problems)) from None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """A copy of `data` with `dotted.key=value` overrides; values are parsed as YAML."""
+    result = yaml.safe_load(yaml.safe_dump(data))  # deep copy; never mutate the caller's dict
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise SpecError(f"--set takes dotted.key=value, got {item!r}")
+        node = result
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise SpecError(f"--set {key}: {part} is not a section")
+        node[leaf] = yaml.safe_load(raw)
+    return result
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None, output: str | None = None) -> PipelineSpec:
+    """Read a YAML spec, apply --set overrides and --output, validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"spec file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise SpecError(f"spec file {path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"spec file {path} must hold a mapping, got {type(data).__name__}")
+    data = apply_overrides(data, overrides or [])
+    if output is not None:
+        data.setdefault("output", {})["path"] = output
+    return validate_spec(data)
