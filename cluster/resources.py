@@ -31,17 +31,18 @@ class ActorResources:
         return res
 
     def map_batches_options(self) -> dict[str, Any]:
-        """Keyword arguments for `Dataset.map_batches` of the engine stage."""
-        concurrency: int | tuple[int, int] = (
-            self.min_actors if self.min_actors == self.max_actors else (self.min_actors, self.max_actors)
-        )
-        options: dict[str, Any] = {
-            "num_cpus": self.cpus,
-            "concurrency": concurrency,
-            # A lost node's actors are restarted elsewhere and their in-flight unit retried.
-            "max_restarts": -1,
-            "max_task_retries": -1,
-        }
+        """Keyword arguments for `Dataset.map_batches` of the engine stage.
+
+        Ray Data's own actor defaults (max_restarts=-1, max_task_retries=-1) are what spot
+        nodes need: a lost node's actors restart elsewhere and its in-flight units are retried.
+        """
+        from ray.data import ActorPoolStrategy
+
+        if self.min_actors == self.max_actors:
+            pool = ActorPoolStrategy(size=self.min_actors)
+        else:
+            pool = ActorPoolStrategy(min_size=self.min_actors, max_size=self.max_actors)
+        options: dict[str, Any] = {"num_cpus": self.cpus, "compute": pool}
         if self.gpus:
             options["num_gpus"] = self.gpus
         if self.accelerator_type:

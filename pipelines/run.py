@@ -1,0 +1,127 @@
+"""Put a run together: check, plan, then stream pending units through Ray Data.
+
+Everything that can be found wrong without an engine is found here, before the cluster is
+asked for any GPU: the spec, the input files and columns, duplicate ids, the output folder.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from cluster.resources import ActorResources
+from cluster.session import ray_session
+from operators.model_store import resolve_model
+from pipelines.inputs import check_unique_ids, list_shards
+from pipelines.output import OutputError, OutputStore
+from pipelines.plan import Plan, fingerprint_parts, fingerprint, make_plan
+from pipelines.spec import PipelineSpec
+from pipelines.stages import UnitGenerator, read_units
+
+
+@dataclass
+class RunSummary:
+    output: str
+    units_total: int
+    units_run: int = 0
+    rows: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    engine_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    finished: bool = False
+    error_examples: list[str] = field(default_factory=list)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.completion_tokens / self.wall_seconds if self.wall_seconds else 0.0
+
+    def add(self, unit: dict) -> None:
+        self.units_run += 1
+        for key in ("rows", "errors", "prompt_tokens", "completion_tokens", "engine_seconds"):
+            setattr(self, key, getattr(self, key) + unit[key])
+
+
+def actor_resources(spec: PipelineSpec) -> ActorResources:
+    c = spec.compute
+    low = c.min_actors if c.min_actors is not None else c.actors or 1
+    high = c.max_actors if c.max_actors is not None else c.actors or 1
+    return ActorResources(
+        cpus=c.cpus_per_actor,
+        gpus=c.gpus_per_actor,
+        accelerator_type=c.accelerator_type,
+        spot_resource=c.spot_resource,
+        resources=c.resources,
+        min_actors=low,
+        max_actors=high,
+    )
+
+
+def prepare(spec: PipelineSpec) -> tuple[OutputStore, Plan]:
+    """Validate input and output, and load or create the run's plan. No engine is touched."""
+    store = OutputStore(spec.output.path, spec.output.storage_options)
+    store.check_is_ours()
+    shards = list_shards(spec.input)
+    parts = fingerprint_parts(spec, shards)
+    manifest = store.read_manifest()
+    if manifest is None:
+        check_unique_ids(spec.input, shards)
+        plan = make_plan(spec, shards)
+        manifest = store.create_manifest({**plan.to_json(), "spec": spec.model_dump(mode="json")})
+    if manifest["fingerprint"] != fingerprint(parts):
+        changed = [k for k, v in parts.items() if manifest["parts"].get(k) != v]
+        raise OutputError(
+            f"output path {spec.output.path} holds another run's results; what differs from it: "
+            f"{', '.join(changed)}. Use a new output path for a new run."
+        )
+    return store, Plan.from_json(manifest)
+
+
+def run(
+    spec: PipelineSpec,
+    address: str | None = None,
+    on_unit: Callable[[dict, RunSummary], None] | None = None,
+) -> RunSummary:
+    """Run (or resume) a spec; returns what this invocation did."""
+    started = time.monotonic()
+    store, plan = prepare(spec)
+    committed = store.committed_units()
+    pending = [u for u in plan.units if u.unit_id not in committed]
+    summary = RunSummary(output=spec.output.path, units_total=len(plan.units))
+    if pending:
+        if spec.model.name.startswith(("/", ".", "~")):
+            resolve_model(spec.model.name, build=False)  # a bad path fails here, not in an actor
+        with ray_session(address):
+            for unit in _stream(spec, plan, pending):
+                summary.add(unit)
+                if on_unit:
+                    on_unit(unit, summary)
+    summary.wall_seconds = time.monotonic() - started
+    summary.finished = store.committed_units() >= {u.unit_id for u in plan.units}
+    return summary
+
+
+def _stream(spec: PipelineSpec, plan: Plan, pending: list):
+    import ray.data
+
+    resources = actor_resources(spec)
+    spec_data = spec.model_dump(mode="json")
+    units = ray.data.from_items(
+        [{"unit_id": u.unit_id, "path": u.path, "start": u.start, "stop": u.stop} for u in pending],
+        override_num_blocks=len(pending),
+    )
+    rows = units.map_batches(read_units, fn_kwargs={"spec_data": spec_data}, batch_size=1, batch_format="pyarrow")
+    results = rows.map_batches(
+        UnitGenerator,
+        fn_constructor_kwargs={
+            "spec_data": spec_data,
+            "fingerprint": plan.fingerprint,
+            "tensor_parallel_size": resources.tensor_parallel_size(),
+        },
+        batch_size=None,
+        batch_format="pyarrow",
+        **resources.map_batches_options(),
+    )
+    yield from results.iter_rows()
