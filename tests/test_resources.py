@@ -1,0 +1,59 @@
+"""The GPU path is the CPU path's code with other numbers: checked here by configuration,
+since no GPU is at hand (shared/ENVIRONMENT.md)."""
+
+from ray.data import ActorPoolStrategy
+
+from operators.engine import EngineConfig, effective_dtype, engine_env
+from pipelines.run import actor_resources
+from pipelines.spec import PipelineSpec
+
+BASE = {"input": {"paths": "in/", "prompt_column": "text"}, "output": {"path": "out/"}}
+
+
+def spec(**compute) -> PipelineSpec:
+    return PipelineSpec(**BASE, compute=compute)
+
+
+def test_gpu_spot_actors_ask_for_gpus_accelerator_and_spot_nodes():
+    res = actor_resources(spec(gpus_per_actor=2, cpus_per_actor=8, accelerator_type="L4",
+                               spot_resource="spot", resources={"disk_ssd": 1}, min_actors=1, max_actors=6))
+    opts = res.map_batches_options()
+    assert opts["num_gpus"] == 2 and opts["num_cpus"] == 8
+    assert opts["accelerator_type"] == "L4"
+    assert opts["resources"] == {"disk_ssd": 1, "spot": 0.001}
+    assert isinstance(opts["compute"], ActorPoolStrategy)
+    assert (opts["compute"].min_size, opts["compute"].max_size) == (1, 6)
+    # a failed actor must be restarted and its unit retried, never given up on
+    assert "max_restarts" not in opts and "max_task_retries" not in opts
+    assert res.tensor_parallel_size() == 2
+
+
+def test_cpu_actors_ask_for_no_gpu():
+    opts = actor_resources(spec(actors=3)).map_batches_options()
+    assert "num_gpus" not in opts and "accelerator_type" not in opts and "resources" not in opts
+    assert opts["compute"].min_size == opts["compute"].max_size == 3
+
+
+def test_gpu_engines_get_no_cpu_engine_settings():
+    env = engine_env(gpus=1, cpu_threads=None)
+    assert env["HF_HUB_OFFLINE"] == "1"
+    assert not any(k.startswith("VLLM_CPU") or k == "OMP_NUM_THREADS" for k in env)
+
+
+def test_cpu_engines_use_the_cores_they_are_given():
+    env = engine_env(gpus=0, cpu_threads=4)
+    assert env["OMP_NUM_THREADS"] == "4" and env["VLLM_CPU_OMP_THREADS_BIND"] == "0-3"
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == "1"
+
+
+def test_dtype_auto_is_kept_on_gpu_and_explicit_dtypes_always():
+    assert effective_dtype("auto", on_cpu=False) == "auto"
+    assert effective_dtype("bfloat16", on_cpu=True) == "bfloat16"
+    assert effective_dtype("auto", on_cpu=True) in ("auto", "float32")
+
+
+def test_engine_kwargs_pass_through_and_win():
+    cfg = EngineConfig(model_path="/m", tensor_parallel_size=2, engine_kwargs={"gpu_memory_utilization": 0.8,
+                                                                                "enforce_eager": True})
+    kw = cfg.llm_kwargs()
+    assert kw["tensor_parallel_size"] == 2 and kw["gpu_memory_utilization"] == 0.8 and kw["enforce_eager"] is True
