@@ -1,0 +1,98 @@
+"""The `spotbatch` command as users call it: exit codes, messages, the summary."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+import yaml
+
+from jobs.cli import main
+from pipelines.spec import load_spec
+from tests.conftest import write_shards
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def spotbatch(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    return subprocess.run([sys.executable, "-m", "jobs.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def write_spec(tmp_path: Path, model: str = "tiny-random", **input_kw) -> Path:
+    spec = {
+        "input": {"paths": str(tmp_path / "in"), "prompt_column": "text", **input_kw},
+        "model": {"name": model, "max_model_len": 512, "enforce_eager": True},
+        "sampling": {"max_tokens": 8},
+        "output": {"path": str(tmp_path / "out")},
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_example_spec_is_valid():
+    spec = load_spec(ROOT / "examples" / "summaries.yaml")
+    assert spec.input.columns_read() == ["doc_id", "title", "body"]
+
+
+@pytest.mark.parametrize(
+    "setup, args, message",
+    [
+        (lambda t: None, ["run", "{t}/missing.yaml"], "spec file not found"),
+        (lambda t: (t / "in").mkdir(), ["run", "{t}/spec.yaml"], "no Parquet files under"),
+        (lambda t: None, ["run", "{t}/spec.yaml"], "input path does not exist"),
+        (lambda t: write_shards(t / "in", [{"id": 1, "text": "a"}], 1), ["run", "{t}/spec.yaml", "--set",
+         "sampling.max_tokens=-3"], "sampling.max_tokens must be > 0, got -3"),
+        (lambda t: write_shards(t / "in", [{"id": 1, "body": "a"}], 1), ["run", "{t}/spec.yaml"],
+         "has no column 'text'; its columns are: id, body"),
+        (lambda t: write_shards(t / "in", [{"id": 1, "text": "a"}], 1), ["run", "{t}/spec.yaml", "--set",
+         "model.name=/nowhere/model"], "model '/nowhere/model' is neither a known name"),
+    ],
+)
+def test_user_errors_exit_2_with_a_message_and_no_traceback(tmp_path, capsys, setup, args, message):
+    write_spec(tmp_path)
+    setup(tmp_path)
+    code = main([a.format(t=tmp_path) for a in args])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_output_holding_someone_elses_files_is_refused_and_untouched(tmp_path, capsys):
+    write_shards(tmp_path / "in", [{"id": 1, "text": "a"}], 1)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "report.parquet").write_bytes(b"precious")
+    assert main(["run", str(write_spec(tmp_path))]) == 2
+    assert "already holds files that are not a spotbatch run" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["report.parquet"]
+    assert (tmp_path / "out" / "report.parquet").read_bytes() == b"precious"
+
+
+def test_models_prepare_is_idempotent(tiny_model):
+    before = (tiny_model / "config.json").stat().st_mtime_ns
+    result = spotbatch("models", "prepare", "tiny-random")
+    assert result.returncode == 0 and str(tiny_model) in result.stdout
+    assert (tiny_model / "config.json").stat().st_mtime_ns == before
+
+
+@pytest.mark.engine
+def test_run_then_rerun_then_changed_spec(tmp_path, ray_cluster, tiny_model):
+    rows = [{"id": i, "text": f"prompt number {i}"} for i in range(24)]
+    write_shards(tmp_path / "in", rows, shards=3)
+    spec = write_spec(tmp_path)
+    first = spotbatch("run", str(spec), "--address", ray_cluster)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "finished: 24 rows in 3 of 3 units, 0 with errors" in first.stdout
+    assert "completion tokens/s" in first.stdout
+    assert sorted(ds.dataset(str(tmp_path / "out")).to_table().column("id").to_pylist()) == list(range(24))
+
+    again = spotbatch("run", str(spec), "--address", ray_cluster)
+    assert again.returncode == 0 and "nothing to do: all 3 units" in again.stdout
+
+    changed = spotbatch("run", str(spec), "--address", ray_cluster, "--set", "sampling.temperature=0.5",
+                        "--set", "input.system_prompt=Be brief.")
+    assert changed.returncode == 2
+    assert "what differs from it: system prompt, sampling" in changed.stderr
