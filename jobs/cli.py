@@ -24,6 +24,16 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if summary.finished else 1
 
 
+def _status(args: argparse.Namespace) -> int:
+    import json
+
+    from pipelines.status import format_status, run_status
+
+    status = run_status(args.output)
+    print(json.dumps(status.to_json(), indent=1) if args.json else format_status(status))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from jobs.demo import demo
 
@@ -47,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a spec value, e.g. --set sampling.max_tokens=64 (repeatable)")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a private local Ray)")
     p.set_defaults(func=_run)
+
+    p = sub.add_parser("status", help="how far a run has come: units, rows, tokens")
+    p.add_argument("output", help="the run's output path")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_status)
 
     p = sub.add_parser("demo", help="make sample prompts and run them on SmolLM2 on a local Ray")
     p.add_argument("--output", help="where results go (default: a new temp folder)")

@@ -4,6 +4,9 @@ Layout (readers such as `pyarrow.dataset.dataset(PATH)` skip names starting with
     PATH/part-<unit>.parquet      committed results of one unit; its footer holds the unit's
                                   counts, so status needs no row scan
     PATH/_spotbatch/manifest.json the plan and the fingerprint of what decides the answers
+    PATH/_spotbatch/attempts/<unit>/<attempt>.start.json, .end.json
+                                  every attempt at a unit: where it ran and how it ended;
+                                  an attempt with no end was lost (preempted node, dead driver)
     PATH/.staging/                results being written, before their commit
 
 A commit never overwrites: on a file system it is a hard link from the staged file to the
@@ -17,6 +20,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import time
 import uuid
 from typing import Any
 
@@ -26,6 +30,7 @@ from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
 MANIFEST = "_spotbatch/manifest.json"
+ATTEMPTS = "_spotbatch/attempts"
 STAGING = ".staging"
 PART_PREFIX = "part-"
 STATS_KEY = b"spotbatch.unit"
@@ -141,6 +146,29 @@ class OutputStore:
             return
         with self.fs.open(path, "xb") as fh:
             fh.write(data)
+
+    # -- attempts -------------------------------------------------------------------------
+    def start_attempt(self, unit_id: str, info: dict[str, Any]) -> str:
+        """Record that work on a unit begins; returns the attempt's id."""
+        attempt = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}"
+        self._create(self._path(f"{ATTEMPTS}/{unit_id}/{attempt}.start.json"), json.dumps(info).encode())
+        return attempt
+
+    def end_attempt(self, unit_id: str, attempt: str, outcome: dict[str, Any]) -> None:
+        self._create(self._path(f"{ATTEMPTS}/{unit_id}/{attempt}.end.json"), json.dumps(outcome).encode())
+
+    def attempts(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """unit -> attempt -> {"start": {...}, "end": {...} or absent}, in one listing."""
+        root = self._path(ATTEMPTS)
+        if not self.fs.exists(root):
+            return {}
+        result: dict[str, dict[str, dict[str, Any]]] = {}
+        for path in self.fs.find(root):
+            unit_id, name = path[len(root) + 1 :].split("/", 1)
+            attempt, kind, _ = name.rsplit(".", 2)
+            with self.fs.open(path, "rb") as fh:
+                result.setdefault(unit_id, {}).setdefault(attempt, {})[kind] = json.load(fh)
+        return result
 
     def unit_stats(self, unit_id: str) -> dict[str, Any]:
         """The counts a committed unit carries in its footer."""

@@ -99,6 +99,15 @@ def result_table(spec: PipelineSpec, ids: pa.ChunkedArray, cols: dict[str, list]
     )
 
 
+def _node_id() -> str:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # outside Ray (unit tests): the host is the node
+        return os.uname().nodename
+
+
 class UnitGenerator:
     """An engine actor: loads the model once, then generates and commits whole units."""
 
@@ -131,6 +140,7 @@ class UnitGenerator:
             chat=spec.input.format == "chat",
         )
         self.store = OutputStore(spec.output.path, spec.output.storage_options)
+        self.node_id = _node_id()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         summaries = []
@@ -144,8 +154,14 @@ class UnitGenerator:
         return pa.Table.from_pylist(summaries, schema=SUMMARY_SCHEMA)
 
     def _run_unit(self, unit_id: str, rows: pa.Table) -> dict[str, Any]:
+        attempt = self.store.start_attempt(unit_id, {"node": self.node_id, "pid": os.getpid(), "time": time.time()})
         started = time.monotonic()
-        cols = self.generate(rows.column(PROMPT).to_pylist(), rows.column(ERROR).to_pylist())
+        try:
+            cols = self.generate(rows.column(PROMPT).to_pylist(), rows.column(ERROR).to_pylist())
+        except Exception as err:
+            # Recorded, then raised: Ray retries the unit; status shows why it failed.
+            self.store.end_attempt(unit_id, attempt, {"outcome": "failed", "error": repr(err)[:2000]})
+            raise
         seconds = time.monotonic() - started
         table = result_table(self.spec, rows.column(ID), cols, self.fingerprint)
         stats = {
@@ -157,4 +173,6 @@ class UnitGenerator:
             "engine_seconds": seconds,
         }
         committed = self.store.commit(unit_id, table, stats)
+        outcome = "committed" if committed else "already committed"
+        self.store.end_attempt(unit_id, attempt, {"outcome": outcome, **stats})
         return {**stats, "committed": committed}

@@ -45,7 +45,7 @@ class Node:
         except ProcessLookupError:
             pass
 
-    def stop(self, grace: float = 15.0) -> None:
+    def stop(self, grace: float = 5.0) -> None:
         self.kill(signal.SIGTERM)
         try:
             self.proc.wait(grace)

@@ -40,10 +40,16 @@ def test_gpu_engines_get_no_cpu_engine_settings():
     assert not any(k.startswith("VLLM_CPU") or k == "OMP_NUM_THREADS" for k in env)
 
 
-def test_cpu_engines_use_the_cores_they_are_given():
-    env = engine_env(gpus=0, cpu_threads=4)
+def test_a_cpu_engine_with_the_whole_node_pins_every_core():
+    env = engine_env(gpus=0, cpu_threads=None, cores=4)
     assert env["OMP_NUM_THREADS"] == "4" and env["VLLM_CPU_OMP_THREADS_BIND"] == "0-3"
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    assert engine_env(gpus=0, cpu_threads=16, cores=4)["VLLM_CPU_OMP_THREADS_BIND"] == "0-3"
+
+
+def test_cpu_engines_sharing_a_node_are_not_pinned_to_the_same_cores():
+    env = engine_env(gpus=0, cpu_threads=1, cores=4)
+    assert env["OMP_NUM_THREADS"] == "1" and env["VLLM_CPU_OMP_THREADS_BIND"] == "nobind"
 
 
 def test_dtype_auto_is_kept_on_gpu_and_explicit_dtypes_always():

@@ -1,0 +1,77 @@
+"""What an output folder holds: read from the manifest, unit footers and attempt records only,
+so its cost grows with units, never with rows."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pipelines.output import OutputError, OutputStore
+
+
+@dataclass
+class RunStatus:
+    output: str
+    fingerprint: str
+    units_total: int
+    units_committed: int
+    units_pending: int
+    units_failed: int  # pending units whose latest attempt ended in an error
+    units_retried: int  # units attempted more than once (lost nodes, dead drivers, errors)
+    attempts: int
+    attempts_lost: int  # attempts that never ended: their node or driver died under them
+    rows_total: int
+    rows_done: int
+    rows_failed: int  # committed rows that are error records
+    prompt_tokens: int
+    completion_tokens: int
+    finished: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_status(path: str, storage_options: dict[str, Any] | None = None) -> RunStatus:
+    store = OutputStore(path, storage_options)
+    manifest = store.read_manifest()
+    if manifest is None:
+        raise OutputError(f"no spotbatch run at {path} (no _spotbatch/manifest.json)")
+    planned = {u["unit_id"] for u in manifest["units"]}
+    committed = store.committed_units() & planned
+    stats = [store.unit_stats(u) for u in sorted(committed)]
+    attempts = store.attempts()
+    failed = 0
+    for unit_id in planned - committed:
+        tries = attempts.get(unit_id, {})
+        if tries and tries[max(tries)].get("end", {}).get("outcome") == "failed":
+            failed += 1
+    all_attempts = [a for tries in attempts.values() for a in tries.values()]
+    return RunStatus(
+        output=path,
+        fingerprint=manifest["fingerprint"],
+        units_total=len(planned),
+        units_committed=len(committed),
+        units_pending=len(planned) - len(committed),
+        units_failed=failed,
+        units_retried=sum(1 for tries in attempts.values() if len(tries) > 1),
+        attempts=len(all_attempts),
+        attempts_lost=sum(1 for a in all_attempts if "end" not in a),
+        rows_total=manifest["input_rows"],
+        rows_done=sum(s["rows"] for s in stats),
+        rows_failed=sum(s["errors"] for s in stats),
+        prompt_tokens=sum(s["prompt_tokens"] for s in stats),
+        completion_tokens=sum(s["completion_tokens"] for s in stats),
+        finished=committed == planned,
+    )
+
+
+def format_status(s: RunStatus) -> str:
+    state = "finished" if s.finished else "not finished (run the same spec again to resume)"
+    return (
+        f"{s.output}: {state}\n"
+        f"units: {s.units_committed}/{s.units_total} committed, {s.units_pending} pending "
+        f"({s.units_failed} failed on their last attempt), {s.units_retried} retried\n"
+        f"attempts: {s.attempts} ({s.attempts_lost} lost with their node or driver)\n"
+        f"rows: {s.rows_done:,}/{s.rows_total:,} done, {s.rows_failed:,} error records\n"
+        f"tokens: {s.prompt_tokens:,} prompt + {s.completion_tokens:,} completion"
+    )
