@@ -44,23 +44,25 @@ class OutputStore:
     def __init__(self, path: str, storage_options: dict[str, Any] | None = None):
         self.url = path
         self.storage_options = dict(storage_options or {})
-        self.fs, self.root = url_to_fs(path, **self.storage_options)
+        # No listing cache: what is committed must always be read from the storage itself
+        # (s3fs would otherwise answer from listings taken before other actors committed).
+        self.fs, self.root = url_to_fs(path, **{"use_listings_cache": False, **self.storage_options})
         self.root = self.root.rstrip("/")
         self.local = isinstance(self.fs, LocalFileSystem)
 
     def _path(self, name: str) -> str:
         return f"{self.root}/{name}"
 
+
     def part_name(self, unit_id: str) -> str:
         return f"{PART_PREFIX}{unit_id}.parquet"
 
     # -- manifest -------------------------------------------------------------------------
     def read_manifest(self) -> dict[str, Any] | None:
-        path = self._path(MANIFEST)
-        if not self.fs.exists(path):
+        try:
+            return json.loads(self.fs.cat_file(self._path(MANIFEST)))
+        except (FileNotFoundError, NotADirectoryError):
             return None
-        with self.fs.open(path, "rb") as fh:
-            return json.load(fh)
 
     def create_manifest(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Write the manifest unless one exists; return the one that is there afterwards.
@@ -99,6 +101,9 @@ class OutputStore:
             for n in names
             if n.startswith(PART_PREFIX) and n.endswith(".parquet")
         }
+
+    def is_committed(self, unit_id: str) -> bool:
+        return self.fs.exists(self._path(self.part_name(unit_id)))
 
     def commit(self, unit_id: str, table: pa.Table, stats: dict[str, Any]) -> bool:
         """Commit a unit's results; False when the unit was committed already (nothing written)."""
@@ -166,8 +171,7 @@ class OutputStore:
         for path in self.fs.find(root):
             unit_id, name = path[len(root) + 1 :].split("/", 1)
             attempt, kind, _ = name.rsplit(".", 2)
-            with self.fs.open(path, "rb") as fh:
-                result.setdefault(unit_id, {}).setdefault(attempt, {})[kind] = json.load(fh)
+            result.setdefault(unit_id, {}).setdefault(attempt, {})[kind] = json.loads(self.fs.cat_file(path))
         return result
 
     def unit_stats(self, unit_id: str) -> dict[str, Any]:

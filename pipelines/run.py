@@ -6,6 +6,7 @@ asked for any GPU: the spec, the input files and columns, duplicate ids, the out
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -24,7 +25,8 @@ from pipelines.stages import UnitGenerator, read_units
 class RunSummary:
     output: str
     units_total: int
-    units_run: int = 0
+    units_run: int = 0  # units this invocation committed
+    units_skipped: int = 0  # units another run (or a stale attempt) committed first
     rows: int = 0
     errors: int = 0
     prompt_tokens: int = 0
@@ -39,8 +41,12 @@ class RunSummary:
         return self.completion_tokens / self.wall_seconds if self.wall_seconds else 0.0
 
     def add(self, unit: dict) -> None:
+        self.engine_seconds += unit["engine_seconds"]
+        if not unit["committed"]:
+            self.units_skipped += 1
+            return
         self.units_run += 1
-        for key in ("rows", "errors", "prompt_tokens", "completion_tokens", "engine_seconds"):
+        for key in ("rows", "errors", "prompt_tokens", "completion_tokens"):
             setattr(self, key, getattr(self, key) + unit[key])
 
 
@@ -89,6 +95,10 @@ def run(
     store, plan = prepare(spec)
     committed = store.committed_units()
     pending = [u for u in plan.units if u.unit_id not in committed]
+    # Start at a random place: two runs on one output then work on different units instead
+    # of racing through the same ones in lockstep (commits stay exactly-once either way).
+    start = random.SystemRandom().randrange(len(pending)) if pending else 0  # libraries seed `random`
+    pending = pending[start:] + pending[:start]
     summary = RunSummary(output=spec.output.path, units_total=len(plan.units))
     if pending:
         if spec.model.name.startswith(("/", ".", "~")):

@@ -154,6 +154,11 @@ class UnitGenerator:
         return pa.Table.from_pylist(summaries, schema=SUMMARY_SCHEMA)
 
     def _run_unit(self, unit_id: str, rows: pa.Table) -> dict[str, Any]:
+        if self.store.is_committed(unit_id):
+            # Another run on the same output, or an attempt thought lost, finished it first:
+            # spend no engine time on it.
+            return {"unit_id": unit_id, "rows": 0, "errors": 0, "prompt_tokens": 0,
+                    "completion_tokens": 0, "engine_seconds": 0.0, "committed": False}
         attempt = self.store.start_attempt(unit_id, {"node": self.node_id, "pid": os.getpid(), "time": time.time()})
         started = time.monotonic()
         try:

@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
@@ -38,12 +40,27 @@ class Node:
         self.proc = proc
         self.log = log
 
+    def processes(self) -> list[psutil.Process]:
+        """The node's processes: `ray start` and everything below it."""
+        try:
+            root = psutil.Process(self.proc.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Signal every process of this node (raylet, workers, GCS on a head)."""
+        """Signal every process of this node: its process group (raylet, GCS on a head) and
+        every descendant, since Ray starts workers in sessions of their own."""
+        tree = self.processes()[1:]
         try:
             os.killpg(self.proc.pid, sig)
         except ProcessLookupError:
             pass
+        for child in tree:
+            try:
+                child.send_signal(sig)
+            except psutil.NoSuchProcess:
+                pass
 
     def stop(self, grace: float = 5.0) -> None:
         self.kill(signal.SIGTERM)

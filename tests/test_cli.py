@@ -1,8 +1,5 @@
 """The `spotbatch` command as users call it: exit codes, messages, the summary."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -12,14 +9,7 @@ import yaml
 from jobs.cli import main
 from pipelines.spec import load_spec
 from tests.conftest import write_shards
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def spotbatch(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    return subprocess.run([sys.executable, "-m", "jobs.cli", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+from tests.helpers import ROOT, spotbatch
 
 
 def write_spec(tmp_path: Path, model: str = "tiny-random", **input_kw) -> Path:

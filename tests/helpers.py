@@ -1,0 +1,52 @@
+"""Running `spotbatch` as users do (a separate process), and waiting on a run's progress."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def spotbatch_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "jobs.cli", *args]
+
+
+def spotbatch_env() -> dict[str, str]:
+    return {**os.environ, "RAY_AUTH_MODE": "disabled"}
+
+
+def spotbatch(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(spotbatch_cmd(*args), cwd=ROOT, env=spotbatch_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def start_spotbatch(*args: str, log: Path) -> subprocess.Popen:
+    with open(log, "w") as fh:
+        return subprocess.Popen(spotbatch_cmd(*args), cwd=ROOT, env=spotbatch_env(),
+                                stdout=fh, stderr=subprocess.STDOUT)
+
+
+def write_spec(path: Path, spec: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str, proc: subprocess.Popen | None = None,
+               log: Path | None = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text()[-4000:] if log else ""
+            raise AssertionError(f"spotbatch exited ({proc.returncode}) before {what}:\n{tail}")
+        time.sleep(0.25)
+    raise TimeoutError(f"timed out waiting for {what}")
