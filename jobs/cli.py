@@ -19,7 +19,7 @@ def _run(args: argparse.Namespace) -> int:
     from pipelines.run import run
 
     spec = load_spec(args.spec, overrides=args.set, output=args.output)
-    summary = run(spec, address=args.address)
+    summary = run(spec, address=args.address, new_run=args.new_run)
     print(format_summary(summary))
     return 0 if summary.finished else 1
 
@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec value, e.g. --set sampling.max_tokens=64 (repeatable)")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a private local Ray)")
+    p.add_argument("--new-run", action="store_true",
+                   help="the output holds a run of another spec: move its results aside and start over")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("status", help="how far a run has come: units, rows, tokens")

@@ -7,6 +7,7 @@ Layout (readers such as `pyarrow.dataset.dataset(PATH)` skip names starting with
     PATH/_spotbatch/attempts/<unit>/<attempt>.start.json, .end.json
                                   every attempt at a unit: where it ran and how it ended;
                                   an attempt with no end was lost (preempted node, dead driver)
+    PATH/_spotbatch/superseded/   results of an earlier spec, moved aside by --new-run
     PATH/.staging/                results being written, before their commit
 
 A commit never overwrites: on a file system it is a hard link from the staged file to the
@@ -31,6 +32,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 MANIFEST = "_spotbatch/manifest.json"
 ATTEMPTS = "_spotbatch/attempts"
+SUPERSEDED = "_spotbatch/superseded"
 STAGING = ".staging"
 PART_PREFIX = "part-"
 STATS_KEY = b"spotbatch.unit"
@@ -76,6 +78,18 @@ class OutputStore:
         found = self.read_manifest()
         assert found is not None
         return found
+
+    def supersede(self, fingerprint: str) -> str:
+        """Move a run's results, attempts and manifest under _spotbatch/superseded/, where
+        readers do not see them and nothing is lost; returns where they went."""
+        dest = f"{SUPERSEDED}/{fingerprint}-{time.strftime('%Y%m%dT%H%M%S')}"
+        names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False)]
+        moves = [n for n in names if n.startswith(PART_PREFIX)] + [ATTEMPTS, MANIFEST]
+        self.fs.makedirs(self._path(dest), exist_ok=True)
+        for name in moves:
+            if self.fs.exists(self._path(name)):
+                self.fs.mv(self._path(name), self._path(f"{dest}/{name.rsplit('/', 1)[-1]}"), recursive=True)
+        return self._path(dest)
 
     def check_is_ours(self) -> None:
         """Refuse a folder that holds files spotbatch did not write, before writing anything."""

@@ -65,13 +65,20 @@ def actor_resources(spec: PipelineSpec) -> ActorResources:
     )
 
 
-def prepare(spec: PipelineSpec) -> tuple[OutputStore, Plan]:
-    """Validate input and output, and load or create the run's plan. No engine is touched."""
+def prepare(spec: PipelineSpec, new_run: bool = False) -> tuple[OutputStore, Plan]:
+    """Validate input and output, and load or create the run's plan. No engine is touched.
+
+    An output that holds a run of a different spec is refused, naming what changed, unless
+    `new_run`: then that run's results are moved aside (never deleted) and a new run begins."""
     store = OutputStore(spec.output.path, spec.output.storage_options)
     store.check_is_ours()
     shards = list_shards(spec.input)
     parts = fingerprint_parts(spec, shards)
     manifest = store.read_manifest()
+    if manifest is not None and new_run and manifest["fingerprint"] != fingerprint(parts):
+        moved = store.supersede(manifest["fingerprint"])
+        print(f"spotbatch: the earlier run's results were moved to {moved}")
+        manifest = None
     if manifest is None:
         check_unique_ids(spec.input, shards)
         plan = make_plan(spec, shards)
@@ -80,7 +87,8 @@ def prepare(spec: PipelineSpec) -> tuple[OutputStore, Plan]:
         changed = [k for k, v in parts.items() if manifest["parts"].get(k) != v]
         raise OutputError(
             f"output path {spec.output.path} holds another run's results; what differs from it: "
-            f"{', '.join(changed)}. Use a new output path for a new run."
+            f"{', '.join(changed)}. Use a new output path, or --new-run to move its results "
+            f"aside and start over."
         )
     return store, Plan.from_json(manifest)
 
@@ -88,11 +96,12 @@ def prepare(spec: PipelineSpec) -> tuple[OutputStore, Plan]:
 def run(
     spec: PipelineSpec,
     address: str | None = None,
+    new_run: bool = False,
     on_unit: Callable[[dict, RunSummary], None] | None = None,
 ) -> RunSummary:
     """Run (or resume) a spec; returns what this invocation did."""
     started = time.monotonic()
-    store, plan = prepare(spec)
+    store, plan = prepare(spec, new_run=new_run)
     committed = store.committed_units()
     pending = [u for u in plan.units if u.unit_id not in committed]
     # Start at a random place: two runs on one output then work on different units instead

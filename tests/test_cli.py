@@ -1,5 +1,6 @@
 """The `spotbatch` command as users call it: exit codes, messages, the summary."""
 
+import json
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -82,7 +83,29 @@ def test_run_then_rerun_then_changed_spec(tmp_path, ray_cluster, tiny_model):
     again = spotbatch("run", str(spec), "--address", ray_cluster)
     assert again.returncode == 0 and "nothing to do: all 3 units" in again.stdout
 
-    changed = spotbatch("run", str(spec), "--address", ray_cluster, "--set", "sampling.temperature=0.5",
-                        "--set", "input.system_prompt=Be brief.")
+    status = spotbatch("status", str(tmp_path / "out"), "--json")
+    assert status.returncode == 0
+    figures = json.loads(status.stdout)
+    assert figures["units_total"] == figures["units_committed"] == 3 and figures["finished"] is True
+    assert figures["rows_done"] == 24 and figures["rows_failed"] == 0
+
+    change = ["--set", "sampling.temperature=0.5", "--set", "input.system_prompt=Be brief."]
+    changed = spotbatch("run", str(spec), "--address", ray_cluster, *change)
     assert changed.returncode == 2
     assert "what differs from it: system prompt, sampling" in changed.stderr
+    assert "--new-run" in changed.stderr
+
+    old_parts = sorted(p.name for p in (tmp_path / "out").glob("part-*.parquet"))
+    renewed = spotbatch("run", str(spec), "--address", ray_cluster, "--new-run", *change)
+    assert renewed.returncode == 0, renewed.stderr[-3000:]
+    assert "moved to" in renewed.stdout
+    table = ds.dataset(str(tmp_path / "out")).to_table()
+    assert sorted(table.column("id").to_pylist()) == list(range(24))  # the new run only
+    assert len(set(table.column("spec_fingerprint").to_pylist())) == 1
+    kept = list((tmp_path / "out" / "_spotbatch" / "superseded").glob("*/part-*.parquet"))
+    assert sorted(p.name for p in kept) == old_parts  # the old results, moved, not lost
+
+
+def test_status_of_a_folder_without_a_run(tmp_path, capsys):
+    assert main(["status", str(tmp_path)]) == 2
+    assert "no spotbatch run at" in capsys.readouterr().err

@@ -53,6 +53,8 @@ def test_killing_a_spot_node_mid_run_loses_nothing_and_redoes_only_its_unit(tmp_
         def victim():
             # a spot node whose engine actor is inside a unit right now
             pids = {a["pid"] for a in in_flight(store)}
+            head = {p.pid for p in cluster.head.processes()}
+            assert not pids & head, "an engine actor ran on the head, which is not a spot node"
             for node in spot_nodes:
                 if pids & {p.pid for p in node.processes()}:
                     return node
