@@ -21,7 +21,9 @@ def _run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, overrides=args.set, output=args.output)
     summary = run(spec, address=args.address, new_run=args.new_run)
     print(format_summary(summary))
-    return 0 if summary.finished else 1
+    if summary.finished:
+        return 0
+    return 3 if summary.stopped else 1
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -32,6 +34,12 @@ def _status(args: argparse.Namespace) -> int:
     status = run_status(args.output)
     print(json.dumps(status.to_json(), indent=1) if args.json else format_status(status))
     return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from jobs.report import report
+
+    return report(args.output, as_json=args.json, plot=args.plot, compare=args.compare)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -64,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="the run's output path")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_status)
+
+    p = sub.add_parser("report", help="what a run cost: $ per token, load/useful/idle/wasted, tokens/s")
+    p.add_argument("output", help="the run's output path")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--plot", metavar="FILE.png", help="draw the cost split and tokens/s over time")
+    p.add_argument("--compare", metavar="OTHER", help="another run's output, for $ per 1M tokens side by side")
+    p.set_defaults(func=_report)
 
     p = sub.add_parser("demo", help="make sample prompts and run them on SmolLM2 on a local Ray")
     p.add_argument("--output", help="where results go (default: a new temp folder)")

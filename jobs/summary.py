@@ -1,18 +1,56 @@
-"""How a run's summary reads in a terminal or a job log."""
+"""How a run's summary and its cost read in a terminal or a job log."""
 
 from __future__ import annotations
 
+from operators.cost import BUCKETS, CostSummary
 from pipelines.run import RunSummary
 
 
-def format_summary(s: RunSummary) -> str:
-    state = "finished" if s.finished else "NOT finished (re-run the same command to resume)"
-    if s.units_run == 0 and s.finished:
-        return f"nothing to do: all {s.units_total} units of {s.output} are committed ({state})"
-    return (
-        f"{state}: {s.rows:,} rows in {s.units_run} of {s.units_total} units, {s.errors:,} with errors\n"
-        f"tokens: {s.prompt_tokens:,} prompt + {s.completion_tokens:,} completion; "
-        f"{s.tokens_per_second:,.0f} completion tokens/s over {s.wall_seconds:,.1f} s wall "
-        f"({s.engine_seconds:,.1f} engine-seconds)\n"
-        f"results: {s.output}  (pyarrow.dataset.dataset(path) reads them)"
+def usd(x: float | None) -> str:
+    """Dollars readable at any size: $1,234.56, $0.8123, $0.000474."""
+    if x is None:
+        return "-"
+    if abs(x) >= 1:
+        return f"${x:,.2f}"
+    return f"${x:.4f}" if abs(x) >= 0.01 else f"${x:.6f}"
+
+
+def format_cost(c: CostSummary) -> str:
+    split = ", ".join(
+        f"{b} {usd(c.breakdown_usd[b])} ({c.breakdown_usd[b] / c.total_usd:.0%})" if c.total_usd else f"{b} $0"
+        for b in BUCKETS
     )
+    lines = [
+        f"cost: {usd(c.total_usd)} over {c.actors} engine actor(s): {split}; "
+        f"on-demand would have been {usd(c.on_demand_usd)}",
+        f"per 1M tokens, all-in: {usd(c.usd_per_1m_input_tokens)} input, {usd(c.usd_per_1m_output_tokens)} output",
+    ]
+    if c.reference:
+        r = c.reference
+        lines.append(
+            f"vs {r['name']} (as of {r['as_of']}): {usd(r['usd'])} for the same tokens"
+            + (f", this run cost {r['ratio']:.2f}x that" if r["ratio"] is not None else "")
+        )
+    return "\n".join(lines)
+
+
+def format_summary(s: RunSummary) -> str:
+    if s.stopped:
+        state = f"stopped: {s.stopped} (raise cost.max_cost_usd and re-run to go on)"
+    elif s.finished:
+        state = "finished"
+    else:
+        state = "NOT finished (re-run the same command to resume)"
+    if s.units_run == 0 and s.finished:
+        text = f"nothing to do: all {s.units_total} units of {s.output} are committed ({state})"
+    else:
+        text = (
+            f"{state}: {s.rows:,} rows in {s.units_run} of {s.units_total} units, {s.errors:,} with errors\n"
+            f"tokens: {s.prompt_tokens:,} prompt + {s.completion_tokens:,} completion; "
+            f"{s.tokens_per_second:,.0f} completion tokens/s over {s.wall_seconds:,.1f} s wall "
+            f"({s.engine_seconds:,.1f} engine-seconds)\n"
+            f"results: {s.output}  (pyarrow.dataset.dataset(path) reads them)"
+        )
+    if s.cost is not None and s.cost.actors:
+        text += "\n" + format_cost(s.cost)
+    return text

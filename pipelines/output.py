@@ -4,9 +4,7 @@ Layout (readers such as `pyarrow.dataset.dataset(PATH)` skip names starting with
     PATH/part-<unit>.parquet      committed results of one unit; its footer holds the unit's
                                   counts, so status needs no row scan
     PATH/_spotbatch/manifest.json the plan and the fingerprint of what decides the answers
-    PATH/_spotbatch/attempts/<unit>/<attempt>.start.json, .end.json
-                                  every attempt at a unit: where it ran and how it ended;
-                                  an attempt with no end was lost (preempted node, dead driver)
+    PATH/_spotbatch/attempts|actors|runs|stop/   the run's records (see pipelines/records.py)
     PATH/_spotbatch/superseded/   results of an earlier spec, moved aside by --new-run
     PATH/.staging/                results being written, before their commit
 
@@ -31,7 +29,8 @@ from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
 MANIFEST = "_spotbatch/manifest.json"
-ATTEMPTS = "_spotbatch/attempts"
+# The run's records (pipelines/records.py writes them); they move with their results.
+ATTEMPTS, ACTORS, RUNS, STOP = "_spotbatch/attempts", "_spotbatch/actors", "_spotbatch/runs", "_spotbatch/stop"
 SUPERSEDED = "_spotbatch/superseded"
 STAGING = ".staging"
 PART_PREFIX = "part-"
@@ -80,11 +79,11 @@ class OutputStore:
         return found
 
     def supersede(self, fingerprint: str) -> str:
-        """Move a run's results, attempts and manifest under _spotbatch/superseded/, where
+        """Move a run's results, records and manifest under _spotbatch/superseded/, where
         readers do not see them and nothing is lost; returns where they went."""
         dest = f"{SUPERSEDED}/{fingerprint}-{time.strftime('%Y%m%dT%H%M%S')}"
         names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False)]
-        moves = [n for n in names if n.startswith(PART_PREFIX)] + [ATTEMPTS, MANIFEST]
+        moves = [n for n in names if n.startswith(PART_PREFIX)] + [ATTEMPTS, ACTORS, RUNS, STOP, MANIFEST]
         self.fs.makedirs(self._path(dest), exist_ok=True)
         for name in moves:
             if self.fs.exists(self._path(name)):
@@ -151,6 +150,35 @@ class OutputStore:
             if os.path.exists(staged):
                 os.unlink(staged)
 
+    def create(self, name: str, data: bytes) -> None:
+        """Create PATH/name holding data, or raise FileExistsError."""
+        self._create(self._path(name), data)
+
+    def put(self, name: str, data: bytes) -> None:
+        """Write PATH/name whole, replacing what was there (for records that are rewritten)."""
+        path = self._path(name)
+        if self.local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            staged = f"{path}.{uuid.uuid4().hex}.tmp"
+            with open(staged, "wb") as fh:
+                fh.write(data)
+            os.replace(staged, path)  # readers see the old or the new, never half
+        else:
+            self.fs.pipe_file(path, data)
+
+    def read(self, name: str) -> bytes | None:
+        try:
+            return self.fs.cat_file(self._path(name))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def find(self, folder: str) -> list[str]:
+        """Names (relative to PATH) of the files under PATH/folder."""
+        root = self._path(folder)
+        if not self.fs.exists(root):
+            return []
+        return [p[len(self.root) + 1 :] for p in self.fs.find(root)]
+
     def _create(self, path: str, data: bytes) -> None:
         """Create `path` holding `data`, or raise FileExistsError if it exists."""
         if self.local:
@@ -165,28 +193,6 @@ class OutputStore:
             return
         with self.fs.open(path, "xb") as fh:
             fh.write(data)
-
-    # -- attempts -------------------------------------------------------------------------
-    def start_attempt(self, unit_id: str, info: dict[str, Any]) -> str:
-        """Record that work on a unit begins; returns the attempt's id."""
-        attempt = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}"
-        self._create(self._path(f"{ATTEMPTS}/{unit_id}/{attempt}.start.json"), json.dumps(info).encode())
-        return attempt
-
-    def end_attempt(self, unit_id: str, attempt: str, outcome: dict[str, Any]) -> None:
-        self._create(self._path(f"{ATTEMPTS}/{unit_id}/{attempt}.end.json"), json.dumps(outcome).encode())
-
-    def attempts(self) -> dict[str, dict[str, dict[str, Any]]]:
-        """unit -> attempt -> {"start": {...}, "end": {...} or absent}, in one listing."""
-        root = self._path(ATTEMPTS)
-        if not self.fs.exists(root):
-            return {}
-        result: dict[str, dict[str, dict[str, Any]]] = {}
-        for path in self.fs.find(root):
-            unit_id, name = path[len(root) + 1 :].split("/", 1)
-            attempt, kind, _ = name.rsplit(".", 2)
-            result.setdefault(unit_id, {}).setdefault(attempt, {})[kind] = json.loads(self.fs.cat_file(path))
-        return result
 
     def unit_stats(self, unit_id: str) -> dict[str, Any]:
         """The counts a committed unit carries in its footer."""

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import dataclass
 
 from cluster.resources import ActorResources
 from cluster.session import ray_session
 from operators.model_store import resolve_model
+from operators.cost import CostSummary
 from pipelines.inputs import check_unique_ids, list_shards
+from pipelines.ledger import compute_ledger, write_ledger
 from pipelines.output import OutputError, OutputStore
-from pipelines.plan import Plan, fingerprint_parts, fingerprint, make_plan
+from pipelines.plan import Plan, fingerprint, fingerprint_parts, make_plan
+from pipelines.progress import RunMonitor
+from pipelines.records import Records, new_id
 from pipelines.spec import PipelineSpec
 from pipelines.stages import UnitGenerator, read_units
 
@@ -34,7 +37,8 @@ class RunSummary:
     engine_seconds: float = 0.0
     wall_seconds: float = 0.0
     finished: bool = False
-    error_examples: list[str] = field(default_factory=list)
+    stopped: str | None = None  # why the run ended early: "budget"
+    cost: CostSummary | None = None  # of the whole output, every invocation so far
 
     @property
     def tokens_per_second(self) -> float:
@@ -93,15 +97,13 @@ def prepare(spec: PipelineSpec, new_run: bool = False) -> tuple[OutputStore, Pla
     return store, Plan.from_json(manifest)
 
 
-def run(
-    spec: PipelineSpec,
-    address: str | None = None,
-    new_run: bool = False,
-    on_unit: Callable[[dict, RunSummary], None] | None = None,
-) -> RunSummary:
-    """Run (or resume) a spec; returns what this invocation did."""
+def run(spec: PipelineSpec, address: str | None = None, new_run: bool = False,
+        interactive: bool | None = None) -> RunSummary:
+    """Run (or resume) a spec; returns what this invocation did and what the output cost."""
     started = time.monotonic()
     store, plan = prepare(spec, new_run=new_run)
+    records = Records(store)
+    reference = spec.cost.reference.model_dump() if spec.cost.reference else None
     committed = store.committed_units()
     pending = [u for u in plan.units if u.unit_id not in committed]
     # Start at a random place: two runs on one output then work on different units instead
@@ -112,17 +114,44 @@ def run(
     if pending:
         if spec.model.name.startswith(("/", ".", "~")):
             resolve_model(spec.model.name, build=False)  # a bad path fails here, not in an actor
-        with ray_session(address):
-            for unit in _stream(spec, plan, pending):
-                summary.add(unit)
-                if on_unit:
-                    on_unit(unit, summary)
+        usd_before = compute_ledger(store).summary.total_usd
+        budget = spec.cost.max_cost_usd
+        if budget is not None and usd_before >= budget:
+            summary.stopped = "budget"
+        else:
+            summary.stopped = _run_pending(spec, plan, pending, store, records, address, usd_before, interactive,
+                                           summary)
     summary.wall_seconds = time.monotonic() - started
     summary.finished = store.committed_units() >= {u.unit_id for u in plan.units}
+    ledger = compute_ledger(store, reference)
+    if pending:
+        write_ledger(store, ledger)
+    summary.cost = ledger.summary
     return summary
 
 
-def _stream(spec: PipelineSpec, plan: Plan, pending: list):
+def _run_pending(spec, plan, pending, store, records, address, usd_before, interactive, summary) -> str | None:
+    """Stream the pending units; returns why the run stopped early, if it did."""
+    run_id = new_id()
+    run_record = {"started_at": time.time(), "units_pending": len(pending), "ended_at": None, "stopped": None,
+                  "max_cost_usd": spec.cost.max_cost_usd,
+                  "reference": spec.cost.reference.model_dump() if spec.cost.reference else None}
+    records.run_record(run_id, run_record)
+    committed_rows = sum(store.unit_stats(u)["rows"] for u in store.committed_units())
+    monitor = RunMonitor(plan.input_rows, committed_rows, len(pending), usd_before, spec.cost.max_cost_usd,
+                         lambda reason: records.request_stop(run_id, reason), interactive)
+    try:
+        with ray_session(address):
+            for unit in _stream(spec, plan, pending, run_id):
+                summary.add(unit)
+                monitor.on_unit(unit)
+    finally:
+        monitor.close()
+        records.run_record(run_id, {**run_record, "ended_at": time.time(), "stopped": monitor.stopped})
+    return monitor.stopped
+
+
+def _stream(spec: PipelineSpec, plan: Plan, pending: list, run_id: str):
     import ray.data
 
     resources = actor_resources(spec)
@@ -137,6 +166,7 @@ def _stream(spec: PipelineSpec, plan: Plan, pending: list):
         fn_constructor_kwargs={
             "spec_data": spec_data,
             "fingerprint": plan.fingerprint,
+            "run_id": run_id,
             "tensor_parallel_size": resources.tensor_parallel_size(),
         },
         batch_size=None,

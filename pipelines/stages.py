@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from typing import Any
 
@@ -21,11 +22,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
+from cluster.node_facts import this_node
 from operators.engine import EngineConfig, VLLMEngine, engine_env
 from operators.generate import GenerateOperator
 from operators.model_store import resolve_model
 from operators.prompts import PromptRenderer
 from pipelines.output import OutputStore
+from pipelines.records import HEARTBEAT_SECONDS, Records, new_id
 from pipelines.spec import PipelineSpec
 
 UNIT, UNIT_ROWS, ID, PROMPT, ERROR = "__unit", "__unit_rows", "__id", "__prompt", "__error"
@@ -33,6 +36,10 @@ UNIT, UNIT_ROWS, ID, PROMPT, ERROR = "__unit", "__unit_rows", "__id", "__prompt"
 SUMMARY_SCHEMA = pa.schema(
     [
         ("unit_id", pa.string()),
+        ("actor_id", pa.string()),
+        ("actor_started_at", pa.float64()),
+        ("actor_usd_per_second", pa.float64()),
+        ("skipped", pa.string()),  # why a unit was not run: "committed" already, or "stop: budget"
         ("rows", pa.int64()),
         ("errors", pa.int64()),
         ("prompt_tokens", pa.int64()),
@@ -99,21 +106,16 @@ def result_table(spec: PipelineSpec, ids: pa.ChunkedArray, cols: dict[str, list]
     )
 
 
-def _node_id() -> str:
-    try:
-        import ray
-
-        return ray.get_runtime_context().get_node_id()
-    except Exception:  # outside Ray (unit tests): the host is the node
-        return os.uname().nodename
-
-
 class UnitGenerator:
-    """An engine actor: loads the model once, then generates and commits whole units."""
+    """An engine actor: loads the model once, then generates and commits whole units, and
+    keeps the records its cost is computed from (pipelines/records.py)."""
 
-    def __init__(self, spec_data: dict[str, Any], fingerprint: str, tensor_parallel_size: int = 1):
+    def __init__(self, spec_data: dict[str, Any], fingerprint: str, run_id: str, tensor_parallel_size: int = 1):
+        started_at = time.time()  # the actor's node-seconds are counted from here
         self.spec = spec = PipelineSpec.model_validate(spec_data)
         self.fingerprint = fingerprint
+        self.run_id = run_id
+        self.actor_id = new_id()
         # Before vLLM (and torch) are imported: thread counts are read once, at load.
         os.environ.update(engine_env(spec.compute.gpus_per_actor, spec.compute.engine_threads))
         if "torch" in sys.modules:
@@ -140,8 +142,24 @@ class UnitGenerator:
             chat=spec.input.format == "chat",
         )
         self.store = OutputStore(spec.output.path, spec.output.storage_options)
-        self.node_id = _node_id()
+        self.records = Records(self.store)
+        self.node = this_node(spec.cost, spec.compute.spot_resource, spec.compute.gpus_per_actor,
+                              int(os.environ.get("OMP_NUM_THREADS", "0")) or os.cpu_count() or 1)
+        self.started_at = started_at
+        self.records.actor_started(self.actor_id, {
+            "run_id": run_id, "pid": os.getpid(), "started_at": started_at, "loaded_at": time.time(),
+            **self.node.to_json(),
+        })
+        threading.Thread(target=self._beat, daemon=True).start()
 
+    def _beat(self) -> None:
+        """Say we are alive; the last beat bounds when a preempted actor stopped costing."""
+        while True:
+            try:
+                self.records.actor_beat(self.actor_id, {"time": time.time()})
+            except Exception:  # a missed beat only makes the estimate of its end earlier
+                pass
+            time.sleep(HEARTBEAT_SECONDS)
     def __call__(self, batch: pa.Table) -> pa.Table:
         summaries = []
         for unit_id in pc.unique(batch.column(UNIT)).to_pylist():
@@ -153,19 +171,30 @@ class UnitGenerator:
             summaries.append(self._run_unit(unit_id, rows))
         return pa.Table.from_pylist(summaries, schema=SUMMARY_SCHEMA)
 
+    def _summary(self, unit_id: str, skipped: str | None = None, **stats: Any) -> dict[str, Any]:
+        base = {"rows": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0, "engine_seconds": 0.0,
+                "committed": False}
+        return {**base, **stats, "unit_id": unit_id, "actor_id": self.actor_id, "skipped": skipped,
+                "actor_started_at": self.started_at, "actor_usd_per_second": self.node.usd_per_second}
+
     def _run_unit(self, unit_id: str, rows: pa.Table) -> dict[str, Any]:
+        stop = self.records.stop_requested(self.run_id)
+        if stop:
+            return self._summary(unit_id, skipped=f"stop: {stop}")
         if self.store.is_committed(unit_id):
             # Another run on the same output, or an attempt thought lost, finished it first:
             # spend no engine time on it.
-            return {"unit_id": unit_id, "rows": 0, "errors": 0, "prompt_tokens": 0,
-                    "completion_tokens": 0, "engine_seconds": 0.0, "committed": False}
-        attempt = self.store.start_attempt(unit_id, {"node": self.node_id, "pid": os.getpid(), "time": time.time()})
+            return self._summary(unit_id, skipped="committed")
+        attempt = self.records.start_attempt(
+            unit_id, {"actor_id": self.actor_id, "run_id": self.run_id, "node": self.node.node_id,
+                      "pid": os.getpid(), "time": time.time()})
         started = time.monotonic()
         try:
             cols = self.generate(rows.column(PROMPT).to_pylist(), rows.column(ERROR).to_pylist())
         except Exception as err:
             # Recorded, then raised: Ray retries the unit; status shows why it failed.
-            self.store.end_attempt(unit_id, attempt, {"outcome": "failed", "error": repr(err)[:2000]})
+            self.records.end_attempt(unit_id, attempt, {"outcome": "failed", "error": repr(err)[:2000],
+                                                        "time": time.time()})
             raise
         seconds = time.monotonic() - started
         table = result_table(self.spec, rows.column(ID), cols, self.fingerprint)
@@ -179,5 +208,5 @@ class UnitGenerator:
         }
         committed = self.store.commit(unit_id, table, stats)
         outcome = "committed" if committed else "already committed"
-        self.store.end_attempt(unit_id, attempt, {"outcome": outcome, **stats})
-        return {**stats, "committed": committed}
+        self.records.end_attempt(unit_id, attempt, {"outcome": outcome, "time": time.time(), **stats})
+        return self._summary(**stats, committed=committed)

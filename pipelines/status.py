@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pipelines.output import OutputError, OutputStore
+from pipelines.records import Records
 
 
 @dataclass
@@ -39,7 +40,7 @@ def run_status(path: str, storage_options: dict[str, Any] | None = None) -> RunS
     planned = {u["unit_id"] for u in manifest["units"]}
     committed = store.committed_units() & planned
     stats = [store.unit_stats(u) for u in sorted(committed)]
-    attempts = store.attempts()
+    attempts = Records(store).attempts()
     failed = 0
     for unit_id in planned - committed:
         tries = attempts.get(unit_id, {})

@@ -8,7 +8,10 @@ every process it started dies at once, as on a preempted instance.
 import pyarrow.dataset as ds
 import pytest
 
+from jobs.summary import format_cost
+from pipelines.ledger import compute_ledger
 from pipelines.output import OutputStore
+from pipelines.records import Records
 from pipelines.status import format_status, run_status
 from tests.conftest import write_shards
 from tests.helpers import start_spotbatch, wait_until, write_spec
@@ -31,7 +34,7 @@ def spot_cluster():
 
 def in_flight(store: OutputStore) -> list[dict]:
     """Start records of attempts that have not ended."""
-    return [a["start"] for tries in store.attempts().values() for a in tries.values() if "end" not in a]
+    return [a["start"] for tries in Records(store).attempts().values() for a in tries.values() if "end" not in a]
 
 
 def test_killing_a_spot_node_mid_run_loses_nothing_and_redoes_only_its_unit(tmp_path, spot_cluster, tiny_model):
@@ -75,3 +78,12 @@ def test_killing_a_spot_node_mid_run_loses_nothing_and_redoes_only_its_unit(tmp_
     assert status.attempts_lost >= 1  # the kill did land on work in flight
     # redone work is bounded by what was in flight on the lost node: its one engine actor
     assert status.units_retried <= 1, status
+
+    # the lost attempt shows as waste, priced at spot, and the report still adds up
+    ledger = compute_ledger(OutputStore(str(tmp_path / "out")))
+    print(format_cost(ledger.summary))
+    assert ledger.summary.breakdown_usd["wasted"] > 0
+    assert sum(ledger.summary.breakdown_usd.values()) == pytest.approx(ledger.summary.total_usd, rel=1e-9)
+    assert sum(ledger.actors.column("usd_total").to_pylist()) == pytest.approx(ledger.summary.total_usd, rel=1e-9)
+    assert set(ledger.actors.column("market").to_pylist()) == {"spot"}
+    assert ledger.summary.on_demand_usd > ledger.summary.total_usd

@@ -10,6 +10,7 @@ import pytest
 import s3fs
 
 from pipelines.output import OutputStore
+from pipelines.records import Records
 from pipelines.status import format_status, run_status
 from tests.conftest import write_shards
 from tests.helpers import spotbatch, start_spotbatch, wait_until, write_spec
@@ -84,7 +85,7 @@ def test_two_runs_at_once_never_commit_a_unit_twice(tmp_path, ray_cluster, tiny_
         assert proc.wait(600) == 0, (tmp_path / f"run{i}.log").read_text()[-3000:]
     ids = output_ids(str(tmp_path / "out"), {})
     assert len(ids) == ROWS and set(ids) == set(range(ROWS))
-    attempts = OutputStore(str(tmp_path / "out")).attempts()
+    attempts = Records(OutputStore(str(tmp_path / "out"))).attempts()
     outcomes = [a["end"]["outcome"] for tries in attempts.values() for a in tries.values()]
     assert outcomes.count("committed") == len(attempts) == 30  # each unit committed by exactly one run
     refused = outcomes.count("already committed")

@@ -9,6 +9,7 @@ import s3fs
 
 from pipelines.inputs import list_shards
 from pipelines.output import OutputStore
+from pipelines.records import Records
 from pipelines.spec import InputSpec
 
 
@@ -34,10 +35,11 @@ def test_manifest_and_attempts_on_s3(s3_server, prefix):
     store = OutputStore(f"{prefix}/out", s3_server)
     assert store.create_manifest({"fingerprint": "a"})["fingerprint"] == "a"
     assert store.create_manifest({"fingerprint": "b"})["fingerprint"] == "a"
-    attempt = store.start_attempt("u1", {"node": "n1"})
-    store.start_attempt("u1", {"node": "n2"})
-    store.end_attempt("u1", attempt, {"outcome": "committed"})
-    tries = store.attempts()["u1"]
+    records = Records(store)
+    attempt = records.start_attempt("u1", {"node": "n1"})
+    records.start_attempt("u1", {"node": "n2"})
+    records.end_attempt("u1", attempt, {"outcome": "committed"})
+    tries = records.attempts()["u1"]
     assert len(tries) == 2 and sum("end" in t for t in tries.values()) == 1
 
 

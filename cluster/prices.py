@@ -1,0 +1,77 @@
+"""The price catalog: $/hour of an instance type in a market, with where the price came from.
+
+>>> quote = PriceCatalog.load().quote("g5.xlarge", "on_demand")
+>>> quote.usd_per_hour, quote.source
+(1.006, 'AWS EC2 On-Demand rate card, us-east-1, Linux (2026-06-17)')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CATALOG = Path(__file__).with_name("prices.yaml")
+MARKETS = ("on_demand", "spot", "reserved")
+
+
+class PriceError(ValueError):
+    """An instance type or market the catalog cannot price."""
+
+
+@dataclass(frozen=True)
+class PriceQuote:
+    instance_type: str
+    market: str
+    usd_per_hour: float
+    source: str
+    on_demand_usd_per_hour: float  # the same machine on-demand, for "what it would have cost"
+
+
+def normalize_market(market: str) -> str:
+    """`spot`, `on-demand`, `ON_DEMAND`, `reserved`... as the catalog names them."""
+    name = market.strip().lower().replace("-", "_")
+    if name not in MARKETS:
+        raise PriceError(f"unknown market {market!r}; known: {', '.join(MARKETS)}")
+    return name
+
+
+class PriceCatalog:
+    def __init__(self, entries: dict[str, dict[str, Any]], as_of: str):
+        self.entries = entries
+        self.as_of = as_of
+
+    @classmethod
+    def load(cls, path: Path = CATALOG, overrides: dict[str, dict[str, Any]] | None = None) -> "PriceCatalog":
+        """The catalog, with a spec's overrides merged per instance type and market."""
+        data = yaml.safe_load(path.read_text())
+        entries = {k: dict(v) for k, v in data["instance_types"].items()}
+        for name, prices in (overrides or {}).items():
+            entry = entries.setdefault(name, {})
+            for market, value in prices.items():
+                if market.endswith("_source"):
+                    continue
+                market = normalize_market(market)
+                entry[market] = float(value)
+                entry[f"{market}_source"] = prices.get(f"{market}_source", "spec override (cost.prices)")
+        return cls(entries, str(data.get("as_of", "")))
+
+    def quote(self, instance_type: str, market: str) -> PriceQuote:
+        market = normalize_market(market)
+        entry = self.entries.get(instance_type)
+        if entry is None:
+            raise PriceError(
+                f"no price for instance type {instance_type!r}; known: {', '.join(sorted(self.entries))}; "
+                f"add it under cost.prices in the spec"
+            )
+        if entry.get(market) is None:
+            raise PriceError(f"no {market} price for {instance_type!r}; add it under cost.prices in the spec")
+        return PriceQuote(
+            instance_type=instance_type,
+            market=market,
+            usd_per_hour=float(entry[market]),
+            source=str(entry.get(f"{market}_source", "")),
+            on_demand_usd_per_hour=float(entry.get("on_demand") or entry[market]),
+        )

@@ -1,0 +1,81 @@
+"""`spotbatch report`: what a run cost, as a table, JSON, or a chart."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jobs.summary import format_cost
+from operators.cost import BUCKETS
+from pipelines.ledger import Ledger, compute_ledger
+from pipelines.output import OutputStore
+from pipelines.records import Records
+from pipelines.status import format_status, run_status
+
+
+def latest_reference(store: OutputStore) -> dict[str, Any] | None:
+    """The reference price of the latest invocation that named one."""
+    runs = sorted(Records(store).runs().items())
+    return next((r["reference"] for _, r in reversed(runs) if r.get("reference")), None)
+
+
+def load_ledger(path: str) -> Ledger:
+    store = OutputStore(path)
+    return compute_ledger(store, latest_reference(store))
+
+
+def report_json(path: str, ledger: Ledger) -> dict[str, Any]:
+    return {**ledger.summary.to_json(), "status": run_status(path).to_json(),
+            "tokens_per_second": tokens_per_second(ledger)}
+
+
+def tokens_per_second(ledger: Ledger, window: float = 10.0) -> list[tuple[float, float]]:
+    """(seconds since the first run started, output tokens/s) per window, from unit commits."""
+    if not ledger.timeline or ledger.started_at is None:
+        return []
+    buckets: dict[int, int] = {}
+    for t, tokens in ledger.timeline:
+        buckets[int((t - ledger.started_at) // window)] = buckets.get(int((t - ledger.started_at) // window), 0) + tokens
+    last = max(buckets)
+    series = [(i * window, buckets.get(i, 0) / window) for i in range(last + 1)]
+    return series + [((last + 1) * window, series[-1][1])]  # so a step plot shows the last window too
+
+
+def draw_chart(ledger: Ledger, path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    usd = ledger.summary.breakdown_usd
+    colors = {"load": "#8c8c8c", "useful": "#2a9d48", "idle": "#e0b341", "wasted": "#d1495b"}
+    left.bar(list(BUCKETS), [usd[b] for b in BUCKETS], color=[colors[b] for b in BUCKETS])
+    left.set_ylabel("US$")
+    left.set_title(f"cost split, total ${ledger.summary.total_usd:.4f}")
+    series = tokens_per_second(ledger)
+    if series:
+        right.step([t for t, _ in series], [v for _, v in series], where="post")
+    right.set_xlabel("seconds since start")
+    right.set_ylabel("output tokens/s")
+    right.set_title("throughput (committed units)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def report(path: str, as_json: bool = False, plot: str | None = None, compare: str | None = None) -> int:
+    ledger = load_ledger(path)
+    other = load_ledger(compare) if compare else None
+    if as_json:
+        data = report_json(path, ledger)
+        print(json.dumps({"run": data, "compare": report_json(compare, other)} if other else data, indent=1))
+    else:
+        print(format_status(run_status(path)))
+        print(format_cost(ledger.summary))
+        if other is not None:
+            print(f"\ncompared with {compare}:\n{format_cost(other.summary)}")
+    if plot:
+        draw_chart(ledger, plot, path)
+    return 0

@@ -1,0 +1,112 @@
+"""The ledger: what a run (every invocation on one output) cost, from its records.
+
+It is computed from the records alone, so it works on a finished, partial, preempted or
+still-running run, and is written beside the results as Parquet:
+    _spotbatch/ledger/actors.parquet   one row per engine actor: node, price, seconds and $ per bucket
+    _spotbatch/ledger/units.parquet    one row per unit: attempts, tokens, useful and wasted $
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from operators.cost import BUCKETS, ActorTime, Attempt, CostSummary, split_actor_time, summarize
+from pipelines.output import OutputStore
+from pipelines.records import HEARTBEAT_SECONDS, Records
+
+LEDGER = "_spotbatch/ledger"
+
+
+@dataclass
+class Ledger:
+    summary: CostSummary
+    actors: pa.Table
+    units: pa.Table
+    timeline: list[tuple[float, int]]  # (commit time, output tokens of that unit), in order
+    started_at: float | None
+
+
+def _actor_end(actor: dict[str, Any], runs: dict[str, dict[str, Any]], now: float) -> float:
+    """When the actor stopped costing: its run's end if it lived that long, else its last beat."""
+    last_seen = actor["last_seen"]
+    run_end = runs.get(actor.get("run_id"), {}).get("ended_at")
+    if run_end is not None and last_seen >= run_end - 2 * HEARTBEAT_SECONDS:
+        return max(run_end, last_seen)  # released with the run
+    if run_end is None and now - last_seen <= 2 * HEARTBEAT_SECONDS:
+        return now  # alive: the run is going on
+    return last_seen  # preempted, or its driver died: it cost until its last sign of life
+
+
+def compute_ledger(store: OutputStore, reference: dict[str, Any] | None = None, now: float | None = None) -> Ledger:
+    records = Records(store)
+    now = now or time.time()
+    runs = records.runs()
+    actor_records = records.actors()
+    attempts: list[Attempt] = []
+    per_unit: dict[str, dict[str, Any]] = {}
+    for unit_id, tries in records.attempts().items():
+        for t in tries.values():
+            start, end = t["start"], t.get("end")
+            committed = bool(end) and end.get("outcome") == "committed"
+            attempts.append(Attempt(
+                unit_id=unit_id, actor_id=start.get("actor_id", ""), started_at=start["time"],
+                ended_at=end.get("time") if end else None, committed=committed,
+                input_tokens=end.get("prompt_tokens", 0) if committed else 0,
+                output_tokens=end.get("completion_tokens", 0) if committed else 0,
+            ))
+    actors: list[ActorTime] = []
+    for actor_id, rec in sorted(actor_records.items()):
+        mine = [a for a in attempts if a.actor_id == actor_id]
+        ended = max([_actor_end(rec, runs, now)] + [a.ended_at for a in mine if a.ended_at is not None])
+        actors.append(split_actor_time(ActorTime(
+            actor_id=actor_id, started_at=rec["started_at"], loaded_at=rec["loaded_at"], ended_at=ended,
+            usd_per_second=rec["usd_per_hour"] * rec["share"] / 3600,
+            on_demand_usd_per_second=rec["on_demand_usd_per_hour"] * rec["share"] / 3600,
+        ), mine))
+    by_actor = {a.actor_id: a for a in actors}
+    for a in attempts:
+        row = per_unit.setdefault(a.unit_id, {"unit_id": a.unit_id, "attempts": 0, "input_tokens": 0,
+                                              "output_tokens": 0, "useful_seconds": 0.0, "wasted_seconds": 0.0,
+                                              "usd_useful": 0.0, "usd_wasted": 0.0})
+        actor = by_actor.get(a.actor_id)
+        end = a.ended_at if a.ended_at is not None else (actor.ended_at if actor else a.started_at)
+        seconds = max(0.0, end - a.started_at)
+        rate = actor.usd_per_second if actor else 0.0
+        kind = "useful" if a.committed else "wasted"
+        row["attempts"] += 1
+        row["input_tokens"] += a.input_tokens
+        row["output_tokens"] += a.output_tokens
+        row[f"{kind}_seconds"] += seconds
+        row[f"usd_{kind}"] += seconds * rate
+    input_tokens = sum(a.input_tokens for a in attempts)
+    output_tokens = sum(a.output_tokens for a in attempts)
+    actor_rows = [
+        {**{k: v for k, v in actor_records[a.actor_id].items() if k in (
+            "run_id", "node_id", "instance_type", "market", "usd_per_hour", "share", "price_source")},
+         "actor_id": a.actor_id, "started_at": a.started_at, "ended_at": a.started_at + a.lifetime,
+         **{f"{b}_seconds": a.seconds[b] for b in BUCKETS}, **{f"usd_{b}": a.usd(b) for b in BUCKETS},
+         "usd_total": sum(a.usd(b) for b in BUCKETS)}
+        for a in actors
+    ]
+    timeline = sorted((a.ended_at, a.output_tokens) for a in attempts if a.committed and a.ended_at)
+    return Ledger(
+        summary=summarize(actors, input_tokens, output_tokens, reference),
+        actors=pa.Table.from_pylist(actor_rows),
+        units=pa.Table.from_pylist(sorted(per_unit.values(), key=lambda r: r["unit_id"])),
+        timeline=timeline,
+        started_at=min((r["started_at"] for r in runs.values()), default=None),
+    )
+
+
+def write_ledger(store: OutputStore, ledger: Ledger) -> None:
+    """Rewrite the ledger files (they are derived from the records, which stay the truth)."""
+    for name, table in (("actors", ledger.actors), ("units", ledger.units)):
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        store.put(f"{LEDGER}/{name}.parquet", buf.getvalue())

@@ -1,0 +1,98 @@
+"""Live progress of a run, and the budget: rows, tokens/s, ETA, $ so far and projected.
+
+Shown as a progress bar in a terminal or notebook, and as a log line every LOG_SECONDS where
+there is no terminal (under `ray job submit`, cron). Dollars here are live estimates from the
+actors' prices and ages; the ledger computed from the records afterwards is the exact figure.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Callable
+
+LOG_SECONDS = 10.0
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+class RunMonitor:
+    def __init__(self, rows_total: int, rows_done_before: int, units_pending: int, usd_before: float,
+                 max_cost_usd: float | None, request_stop: Callable[[str], None], interactive: bool | None = None):
+        self.rows_total = rows_total
+        self.rows_before = rows_done_before
+        self.units_pending = units_pending
+        self.usd_before = usd_before
+        self.max_cost_usd = max_cost_usd
+        self.request_stop = request_stop
+        self.started = time.monotonic()
+        self.rows = self.tokens = self.units = 0
+        self.actors: dict[str, tuple[float, float]] = {}  # actor -> (started_at, $/s)
+        self.stopped: str | None = None
+        self._last_log = 0.0
+        interactive = sys.stdout.isatty() if interactive is None else interactive
+        self._bar = None
+        if interactive:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=rows_total, initial=rows_done_before, unit="row", dynamic_ncols=True)
+
+    def spent(self, now: float | None = None) -> float:
+        now = now or time.time()
+        return self.usd_before + sum((now - t0) * rate for t0, rate in self.actors.values())
+
+    def projected(self) -> float | None:
+        """$ when every pending unit is done, at this run's cost per unit so far."""
+        if not self.units:
+            return None
+        run_usd = self.spent() - self.usd_before
+        return self.spent() + run_usd / self.units * (self.units_pending - self.units)
+
+    def on_unit(self, unit: dict[str, Any]) -> None:
+        self.actors.setdefault(unit["actor_id"], (unit["actor_started_at"], unit["actor_usd_per_second"]))
+        if unit["committed"]:
+            self.units += 1
+            self.rows += unit["rows"]
+            self.tokens += unit["completion_tokens"]
+        self._check_budget()
+        self._show()
+
+    def _check_budget(self) -> None:
+        if self.max_cost_usd is None or self.stopped or not self.units:
+            return
+        per_unit = (self.spent() - self.usd_before) / self.units
+        # every actor will take one more unit before it hears of a stop
+        if self.spent() + per_unit * len(self.actors) > self.max_cost_usd:
+            self.stopped = "budget"
+            self.request_stop("budget")
+
+    def line(self) -> str:
+        elapsed = time.monotonic() - self.started
+        rate = self.rows / elapsed if elapsed else 0
+        left = self.rows_total - self.rows_before - self.rows
+        projected = self.projected()
+        return (f"{self.rows_before + self.rows:,}/{self.rows_total:,} rows, "
+                f"{self.tokens / elapsed if elapsed else 0:,.0f} tokens/s, "
+                f"ETA {_eta(left / rate if rate else None)}, ${self.spent():.4g} spent"
+                + (f", ${projected:.4g} projected" if projected is not None else "")
+                + (" [stopping: budget]" if self.stopped else ""))
+
+    def _show(self) -> None:
+        if self._bar is not None:
+            self._bar.update(self.rows_before + self.rows - self._bar.n)
+            self._bar.set_postfix_str(self.line().split(", ", 1)[1])
+            return
+        now = time.monotonic()
+        if now - self._last_log >= LOG_SECONDS:
+            self._last_log = now
+            print(f"spotbatch progress: {self.line()}", flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
