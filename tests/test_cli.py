@@ -78,6 +78,10 @@ def test_run_then_rerun_then_changed_spec(tmp_path, ray_cluster, tiny_model):
     assert first.returncode == 0, first.stderr[-3000:]
     assert "finished: 24 rows in 3 of 3 units, 0 with errors" in first.stdout
     assert "completion tokens/s" in first.stdout
+    # no terminal: progress comes as log lines, with rate, ETA and dollars
+    progress = [line for line in first.stdout.splitlines() if line.startswith("spotbatch progress:")]
+    assert progress and all(w in progress[0] for w in ("rows", "tokens/s", "ETA", "spent"))
+    assert "cost: $" in first.stdout and "per 1M tokens" in first.stdout
     assert sorted(ds.dataset(str(tmp_path / "out")).to_table().column("id").to_pylist()) == list(range(24))
 
     again = spotbatch("run", str(spec), "--address", ray_cluster)

@@ -1,0 +1,38 @@
+from pipelines.progress import RunMonitor
+
+
+def unit(actor="a", rows=10, tokens=100, committed=True, started=0.0, rate=0.01):
+    return {"actor_id": actor, "actor_started_at": started, "actor_usd_per_second": rate,
+            "committed": committed, "rows": rows, "completion_tokens": tokens}
+
+
+def test_log_lines_carry_rows_rate_eta_and_dollars(capsys):
+    m = RunMonitor(rows_total=100, rows_done_before=20, units_pending=8, usd_before=1.0, max_cost_usd=None,
+                   request_stop=lambda r: None, interactive=False)
+    m.on_unit(unit())
+    line = capsys.readouterr().out
+    assert line.startswith("spotbatch progress: 30/100 rows") and "ETA" in line and "spent" in line
+    assert m.spent() > 1.0 and m.projected() > m.spent()
+
+
+def test_budget_stops_admitting_units_once_the_next_ones_would_pass_it():
+    import time
+
+    stops = []
+    now = time.time()
+    m = RunMonitor(rows_total=1000, rows_done_before=0, units_pending=100, usd_before=0.0, max_cost_usd=10.0,
+                   request_stop=stops.append, interactive=False)
+    # one actor, 300 s old at $0.01/s: $3 spent for 1 unit; $3 + $3 for its next unit < $10
+    m.on_unit(unit("a", started=now - 300))
+    assert stops == [] and m.stopped is None
+    # a second actor, 300 s old: $6 spent for 2 units; $6 + 2 actors x $3 a unit > $10
+    m.on_unit(unit("b", started=now - 300))
+    assert stops == ["budget"] and m.stopped == "budget"
+
+
+def test_no_budget_never_stops():
+    stops = []
+    m = RunMonitor(rows_total=10, rows_done_before=0, units_pending=1, usd_before=0.0, max_cost_usd=None,
+                   request_stop=stops.append, interactive=False)
+    m.on_unit(unit(started=0.0, rate=1.0))
+    assert stops == [] and m.stopped is None
