@@ -33,14 +33,16 @@ class Ledger:
 
 
 def _actor_end(actor: dict[str, Any], runs: dict[str, dict[str, Any]], now: float) -> float:
-    """When the actor stopped costing: its run's end if it lived that long, else its last beat."""
+    """When the actor stopped costing: its run's end if it lived that long; else (preempted, or
+    its driver died) the end of the heartbeat interval in which it died: it beat no more, and
+    a node is billed until it is gone, so this errs by less than one interval, on the high side."""
     last_seen = actor["last_seen"]
     run_end = runs.get(actor.get("run_id"), {}).get("ended_at")
     if run_end is not None and last_seen >= run_end - 2 * HEARTBEAT_SECONDS:
         return max(run_end, last_seen)  # released with the run
     if run_end is None and now - last_seen <= 2 * HEARTBEAT_SECONDS:
         return now  # alive: the run is going on
-    return last_seen  # preempted, or its driver died: it cost until its last sign of life
+    return min(last_seen + HEARTBEAT_SECONDS, run_end or now)
 
 
 def compute_ledger(store: OutputStore, reference: dict[str, Any] | None = None, now: float | None = None) -> Ledger:

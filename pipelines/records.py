@@ -55,6 +55,22 @@ class Records:
             result.setdefault(unit_id, {}).setdefault(attempt, {})[kind] = self._json(name)
         return result
 
+    def held_elsewhere(self, unit_id: str, run_id: str) -> bool:
+        """Whether a live actor of another run is generating this unit now: an attempt with no
+        end, whose actor still beats. One small listing per unit."""
+        prefix = f"{ATTEMPTS}/{unit_id}/"
+        starts = [n for n in self.store.find(prefix.rstrip("/")) if n.endswith(".start.json")]
+        for name in starts:
+            if self.store.read(name.replace(".start.json", ".end.json")) is not None:
+                continue
+            start = self._json(name) or {}
+            if start.get("run_id") == run_id:
+                continue  # our own lost attempt: Ray is retrying it through us
+            beat = self._json(f"{ACTORS}/{start.get('actor_id')}.beat.json") or {}
+            if time.time() - beat.get("time", 0) <= 2 * HEARTBEAT_SECONDS:
+                return True
+        return False
+
     # -- actors ---------------------------------------------------------------------------
     def actor_started(self, actor_id: str, info: dict[str, Any]) -> None:
         self.store.create(f"{ACTORS}/{actor_id}.json", json.dumps(info).encode())

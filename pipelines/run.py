@@ -140,15 +140,30 @@ def _run_pending(spec, plan, pending, store, records, address, usd_before, inter
     committed_rows = sum(store.unit_stats(u)["rows"] for u in store.committed_units())
     monitor = RunMonitor(plan.input_rows, committed_rows, len(pending), usd_before, spec.cost.max_cost_usd,
                          lambda reason: records.request_stop(run_id, reason), interactive)
+    left_to_others: list[str] = []
     try:
         with ray_session(address):
             for unit in _stream(spec, plan, pending, run_id):
                 summary.add(unit)
                 monitor.on_unit(unit)
+                if unit["skipped"] == "held by another run":
+                    left_to_others.append(unit["unit_id"])
+        _await_other_runs(store, records, left_to_others, run_id)
     finally:
         monitor.close()
         records.run_record(run_id, {**run_record, "ended_at": time.time(), "stopped": monitor.stopped})
     return monitor.stopped
+
+
+def _await_other_runs(store: OutputStore, records: Records, unit_ids: list[str], run_id: str) -> None:
+    """Wait for units this run left to another run, while that run's actors live. A unit whose
+    holder died stays pending, and the summary says to run again."""
+    waiting = set(unit_ids)
+    while waiting:
+        waiting -= store.committed_units()
+        waiting = {u for u in waiting if records.held_elsewhere(u, run_id)}
+        if waiting:
+            time.sleep(1.0)
 
 
 def _stream(spec: PipelineSpec, plan: Plan, pending: list, run_id: str):

@@ -185,6 +185,10 @@ class UnitGenerator:
             # Another run on the same output, or an attempt thought lost, finished it first:
             # spend no engine time on it.
             return self._summary(unit_id, skipped="committed")
+        if self.records.held_elsewhere(unit_id, self.run_id):
+            # Another run is generating it: move on (the driver waits for it at the end)
+            # instead of racing it, which would leave two runs in lockstep on every unit.
+            return self._summary(unit_id, skipped="held by another run")
         attempt = self.records.start_attempt(
             unit_id, {"actor_id": self.actor_id, "run_id": self.run_id, "node": self.node.node_id,
                       "pid": os.getpid(), "time": time.time()})

@@ -40,6 +40,17 @@ class Node:
         self.proc = proc
         self.log = log
 
+    def wait_started(self, timeout: float = 90) -> None:
+        """Until `ray start` says the node is up; fails with its log if it exits first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "Ray runtime started" in self.log.read_text(errors="replace"):
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"Ray node exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        raise TimeoutError(f"Ray node did not start:\n{self.log.read_text()[-3000:]}")
+
     def processes(self) -> list[psutil.Process]:
         """The node's processes: `ray start` and everything below it."""
         try:
@@ -87,7 +98,6 @@ class LocalCluster:
              "--include-dashboard=false", f"--temp-dir={self.temp_dir}"],
             cpus=head_cpus, resources={},
         )
-        self._wait_for_port()
 
     def _start(self, args: list[str], cpus: int, resources: dict[str, float]) -> Node:
         log = Path(self.temp_dir) / f"node-{len(self.nodes)}.log"
@@ -98,18 +108,8 @@ class LocalCluster:
             proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
         node = Node(proc, log)
         self.nodes.append(node)
+        node.wait_started()
         return node
-
-    def _wait_for_port(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.head.proc.poll() is not None:
-                raise RuntimeError(f"Ray head exited: {self.head.log.read_text()[-2000:]}")
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.2)
-        raise TimeoutError("Ray head did not open its port")
 
     def add_node(self, cpus: int = 1, resources: dict[str, float] | None = None) -> Node:
         return self._start([f"--address={self.address}"], cpus=cpus, resources=resources or {})

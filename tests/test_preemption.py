@@ -19,7 +19,7 @@ from tests.ray_nodes import LocalCluster
 
 pytestmark = pytest.mark.engine
 
-ROWS = 600
+ROWS = 400
 
 
 @pytest.fixture
@@ -43,8 +43,9 @@ def test_killing_a_spot_node_mid_run_loses_nothing_and_redoes_only_its_unit(tmp_
     spec = write_spec(tmp_path / "spec.yaml", {
         "input": {"paths": str(tmp_path / "in"), "prompt_column": "text"},
         "model": {"name": "tiny-random", "max_model_len": 512, "enforce_eager": True},
-        "sampling": {"max_tokens": 64},
-        "compute": {"actors": 2, "spot_resource": "spot", "engine_threads": 1, "tokens_per_unit": 1400},
+        "sampling": {"max_tokens": 128},
+        # 20 units of 20 rows, seconds each, so the kill lands inside one, not between two
+        "compute": {"actors": 2, "spot_resource": "spot", "engine_threads": 1, "tokens_per_unit": 2700},
         "output": {"path": str(tmp_path / "out")},
     })
     log = tmp_path / "run.log"

@@ -89,6 +89,9 @@ def test_two_runs_at_once_never_commit_a_unit_twice(tmp_path, ray_cluster, tiny_
     outcomes = [a["end"]["outcome"] for tries in attempts.values() for a in tries.values()]
     assert outcomes.count("committed") == len(attempts) == 30  # each unit committed by exactly one run
     refused = outcomes.count("already committed")
-    # Both runs may generate a unit they reach at the same moment (no leases yet); only
-    # one of them commits it. The figure goes in the issue note.
+
     print(f"{len(attempts)} units; {refused} attempts generated a unit the other run committed first")
+    # a unit held by a live actor of the other run is left to it, so the runs do not race in
+    # lockstep (which generated 22 of 30 units twice before); two claims in the same
+    # millisecond can still collide
+    assert refused <= len(attempts) // 6
