@@ -102,12 +102,11 @@ def run(spec: PipelineSpec, address: str | None = None, new_run: bool = False,
     """Run (or resume) a spec; returns what this invocation did and what the output cost."""
     started = time.monotonic()
     store, plan = prepare(spec, new_run=new_run)
-    records = Records(store)
     reference = spec.cost.reference.model_dump() if spec.cost.reference else None
     committed = store.committed_units()
     pending = [u for u in plan.units if u.unit_id not in committed]
-    # Start at a random place: two runs on one output then work on different units instead
-    # of racing through the same ones in lockstep (commits stay exactly-once either way).
+    # Start at a random place, so two runs on one output begin on different units (commits
+    # stay exactly-once either way; see Records.held_elsewhere for how they keep apart).
     start = random.SystemRandom().randrange(len(pending)) if pending else 0  # libraries seed `random`
     pending = pending[start:] + pending[:start]
     summary = RunSummary(output=spec.output.path, units_total=len(plan.units))
@@ -119,8 +118,8 @@ def run(spec: PipelineSpec, address: str | None = None, new_run: bool = False,
         if budget is not None and usd_before >= budget:
             summary.stopped = "budget"
         else:
-            summary.stopped = _run_pending(spec, plan, pending, store, records, address, usd_before, interactive,
-                                           summary)
+            summary.stopped = _run_pending(spec, plan, pending, store, summary, address=address,
+                                           usd_before=usd_before, reference=reference, interactive=interactive)
     summary.wall_seconds = time.monotonic() - started
     summary.finished = store.committed_units() >= {u.unit_id for u in plan.units}
     ledger = compute_ledger(store, reference)
@@ -130,12 +129,14 @@ def run(spec: PipelineSpec, address: str | None = None, new_run: bool = False,
     return summary
 
 
-def _run_pending(spec, plan, pending, store, records, address, usd_before, interactive, summary) -> str | None:
-    """Stream the pending units; returns why the run stopped early, if it did."""
+def _run_pending(spec: PipelineSpec, plan: Plan, pending: list, store: OutputStore, summary: RunSummary, *,
+                 address: str | None, usd_before: float, reference: dict | None,
+                 interactive: bool | None) -> str | None:
+    """Stream the pending units into `summary`; returns why the run stopped early, if it did."""
+    records = Records(store)
     run_id = new_id()
     run_record = {"started_at": time.time(), "units_pending": len(pending), "ended_at": None, "stopped": None,
-                  "max_cost_usd": spec.cost.max_cost_usd,
-                  "reference": spec.cost.reference.model_dump() if spec.cost.reference else None}
+                  "max_cost_usd": spec.cost.max_cost_usd, "reference": reference}
     records.run_record(run_id, run_record)
     committed_rows = sum(store.unit_stats(u)["rows"] for u in store.committed_units())
     monitor = RunMonitor(plan.input_rows, committed_rows, len(pending), usd_before, spec.cost.max_cost_usd,

@@ -160,6 +160,7 @@ class UnitGenerator:
             except Exception:  # a missed beat only makes the estimate of its end earlier
                 pass
             time.sleep(HEARTBEAT_SECONDS)
+
     def __call__(self, batch: pa.Table) -> pa.Table:
         summaries = []
         for unit_id in pc.unique(batch.column(UNIT)).to_pylist():
