@@ -11,6 +11,7 @@ from cluster.prices import PriceCatalog
 
 INSTANCE_TYPE_LABEL = "spotbatch.io/instance-type"
 MARKET_LABEL = "ray.io/market-type"  # set by Ray from RAY_NODE_MARKET_TYPE (KubeRay does)
+OWN_MARKET_LABEL = "spotbatch.io/market"  # for the cluster launcher's node labels
 NODE_GROUP_LABEL = "ray.io/node-group"
 
 
@@ -43,7 +44,7 @@ def describe_node(
 ) -> NodeFacts:
     group = cost.node_groups.get(labels.get(NODE_GROUP_LABEL, ""))
     instance_type = labels.get(INSTANCE_TYPE_LABEL) or (group.instance_type if group else cost.instance_type)
-    market = labels.get(MARKET_LABEL) or (group.market if group else None)
+    market = labels.get(MARKET_LABEL) or labels.get(OWN_MARKET_LABEL) or (group.market if group else None)
     if market is None:
         market = "spot" if spot_resource and node_resources.get(spot_resource) else cost.market
     quote = PriceCatalog.load(overrides=cost.prices).quote(instance_type, market)

@@ -8,6 +8,7 @@ import sys
 from operators.model_store import BUILDERS, ModelNotFoundError, models_dir, prepare_model
 from pipelines.inputs import InputError
 from pipelines.output import OutputError
+from pipelines.schedule import parse_run_date, uses_run_date, with_run_date
 from pipelines.spec import SpecError, load_spec
 
 # Errors the user can fix; they exit 2 with their message and no traceback.
@@ -19,6 +20,9 @@ def _run(args: argparse.Namespace) -> int:
     from pipelines.run import run
 
     spec = load_spec(args.spec, overrides=args.set, output=args.output)
+    if uses_run_date(spec) or args.date:
+        spec = with_run_date(spec, parse_run_date(args.date))
+        print(f"spotbatch: run of {spec.output.path}")
     summary = run(spec, address=args.address, new_run=args.new_run)
     print(format_summary(summary))
     if summary.finished:
@@ -64,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec value, e.g. --set sampling.max_tokens=64 (repeatable)")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a private local Ray)")
+    p.add_argument("--date", help="fills {date} in the spec's paths (default: today, UTC): nightly runs")
     p.add_argument("--new-run", action="store_true",
                    help="the output holds a run of another spec: move its results aside and start over")
     p.set_defaults(func=_run)

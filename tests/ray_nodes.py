@@ -86,18 +86,24 @@ class Node:
 class LocalCluster:
     """A head node plus any number of worker nodes, all on this machine."""
 
-    def __init__(self, head_cpus: int = 4, object_store_mb: int = 256):
+    def __init__(self, head_cpus: int = 4, object_store_mb: int = 256, dashboard: bool = False):
         self.temp_dir = tempfile.mkdtemp(prefix="sb-ray-", dir="/tmp")
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.object_store_mb = object_store_mb
         self.env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
         self.nodes: list[Node] = []
-        self.head = self._start(
-            ["--head", f"--port={self.port}", f"--ray-client-server-port={free_port()}",
-             "--include-dashboard=false", f"--temp-dir={self.temp_dir}"],
-            cpus=head_cpus, resources={},
-        )
+        self.dashboard_url = None
+        head_args = ["--head", f"--port={self.port}", f"--ray-client-server-port={free_port()}",
+                     f"--temp-dir={self.temp_dir}"]
+        if dashboard:  # needed for `ray job submit`
+            dashboard_port = free_port()
+            self.dashboard_url = f"http://127.0.0.1:{dashboard_port}"
+            head_args += ["--include-dashboard=true", "--dashboard-host=127.0.0.1",
+                          f"--dashboard-port={dashboard_port}"]
+        else:
+            head_args.append("--include-dashboard=false")
+        self.head = self._start(head_args, cpus=head_cpus, resources={})
 
     def _start(self, args: list[str], cpus: int, resources: dict[str, float]) -> Node:
         log = Path(self.temp_dir) / f"node-{len(self.nodes)}.log"

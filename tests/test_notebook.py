@@ -1,0 +1,25 @@
+"""The quickstart notebook runs top to bottom (on the tiny model, for time)."""
+
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+pytestmark = pytest.mark.engine
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
+
+
+def test_quickstart_notebook_runs(tmp_path, tiny_model, monkeypatch):
+    monkeypatch.setenv("SPOTBATCH_NOTEBOOK_MODEL", "tiny-random")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(NOTEBOOK.parent.parent)}}).execute()
+    text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "finished 48 rows 0 errors" in text
+    assert "cost: $" in text and "vs a provider's batch API" in text
+    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert images, "the cost chart was not shown"
