@@ -119,6 +119,19 @@ class SamplingSpec(_Section):
         return [value] if isinstance(value, str) else value
 
 
+class PreemptionNoticeSpec(_Section):
+    kind: Literal["aws", "gce", "url"] = Field(description="aws: spot instance-action; gce: preempted flag; url: any.")
+    url: str | None = Field(None, description="Endpoint to poll instead of the cloud's default; {node_id} is filled.")
+    poll_seconds: float = Field(2.0, gt=0, description="How often each engine actor polls.")
+    window_seconds: float = Field(120.0, gt=0, description="Time from notice to termination (AWS: 120, GCE: 30).")
+
+    @model_validator(mode="after")
+    def _url_kind_needs_a_url(self) -> "PreemptionNoticeSpec":
+        if self.kind == "url" and not self.url:
+            raise ValueError("kind url needs a url")
+        return self
+
+
 class ComputeSpec(_Section):
     actors: int | None = Field(1, gt=0, description="A fixed number of engine actors.")
     min_actors: int | None = Field(None, gt=0, description="Autoscaling lower bound (with max_actors).")
@@ -135,6 +148,9 @@ class ComputeSpec(_Section):
     resources: dict[str, float] = Field(default_factory=dict, description="Other custom resources per actor.")
     tokens_per_unit: int = Field(
         100_000, gt=0, description="Estimated prompt tokens per work unit (the unit of commit and retry)."
+    )
+    preemption_notice: PreemptionNoticeSpec | None = Field(
+        None, description="Watch for spot termination notices and drain the node when one comes."
     )
 
     @model_validator(mode="after")

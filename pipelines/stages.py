@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from cluster.node_facts import this_node
+from cluster.preemption import check_notice, drain_this_node
 from operators.engine import EngineConfig, VLLMEngine, engine_env
 from operators.generate import GenerateOperator
 from operators.model_store import resolve_model
@@ -151,6 +152,24 @@ class UnitGenerator:
             **self.node.to_json(),
         })
         threading.Thread(target=self._beat, daemon=True).start()
+        self._busy = threading.Lock()  # held while a unit is generated and committed
+        self._draining = False
+        if spec.compute.preemption_notice:
+            threading.Thread(target=self._watch_notice, daemon=True).start()
+
+    def _watch_notice(self) -> None:
+        """On a spot termination notice: tell Ray to place nothing new on this node, finish
+        and commit the unit in hand, then leave. Ray restarts the actor on another node and
+        sends it the units this one had queued: nothing in flight is lost."""
+        cfg = self.spec.compute.preemption_notice
+        while (notice := check_notice(cfg.kind, cfg.url, self.node.node_id)) is None:
+            time.sleep(cfg.poll_seconds)
+        self._draining = True
+        self.records.actor_beat(self.actor_id, {"time": time.time(), "notice": notice.detail})
+        drain_this_node(f"spot notice ({notice.source}): {notice.detail}", cfg.window_seconds)
+        with self._busy:
+            self.records.actor_beat(self.actor_id, {"time": time.time(), "drained": notice.detail})
+            os._exit(0)  # not ray.actor.exit_actor(): an intended exit would not be restarted
 
     def _beat(self) -> None:
         """Say we are alive; the last beat bounds when a preempted actor stopped costing."""
@@ -179,6 +198,12 @@ class UnitGenerator:
                 "actor_started_at": self.started_at, "actor_usd_per_second": self.node.usd_per_second}
 
     def _run_unit(self, unit_id: str, rows: pa.Table) -> dict[str, Any]:
+        if self._draining:
+            os._exit(0)  # take no new unit on a node that is going away; Ray retries it elsewhere
+        with self._busy:
+            return self._run_unit_now(unit_id, rows)
+
+    def _run_unit_now(self, unit_id: str, rows: pa.Table) -> dict[str, Any]:
         stop = self.records.stop_requested(self.run_id)
         if stop:
             return self._summary(unit_id, skipped=f"stop: {stop}")
