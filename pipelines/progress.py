@@ -33,6 +33,7 @@ class RunMonitor:
         self.request_stop = request_stop
         self.started = time.monotonic()
         self.rows = self.tokens = self.units = 0
+        self.unit_seconds = 0.0  # engine seconds of the units committed in this run
         self.actors: dict[str, tuple[float, float]] = {}  # actor -> (started_at, $/s)
         self.stopped: str | None = None
         self._last_log = 0.0
@@ -60,15 +61,16 @@ class RunMonitor:
             self.units += 1
             self.rows += unit["rows"]
             self.tokens += unit["completion_tokens"]
+            self.unit_seconds += unit["engine_seconds"]
         self._check_budget()
         self._show()
 
     def _check_budget(self) -> None:
         if self.max_cost_usd is None or self.stopped or not self.units:
             return
-        per_unit = (self.spent() - self.usd_before) / self.units
-        # every actor will take one more unit before it hears of a stop
-        if self.spent() + per_unit * len(self.actors) > self.max_cost_usd:
+        # every actor will take one more unit, of the measured average length, before it hears of a stop
+        next_round = sum(rate for _, rate in self.actors.values()) * self.unit_seconds / self.units
+        if self.spent() + next_round > self.max_cost_usd:
             self.stopped = "budget"
             self.request_stop("budget")
 

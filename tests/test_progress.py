@@ -1,9 +1,9 @@
 from pipelines.progress import RunMonitor
 
 
-def unit(actor="a", rows=10, tokens=100, committed=True, started=0.0, rate=0.01):
+def unit(actor="a", rows=10, tokens=100, committed=True, started=0.0, rate=0.01, seconds=100.0):
     return {"actor_id": actor, "actor_started_at": started, "actor_usd_per_second": rate,
-            "committed": committed, "rows": rows, "completion_tokens": tokens}
+            "committed": committed, "rows": rows, "completion_tokens": tokens, "engine_seconds": seconds}
 
 
 def test_log_lines_carry_rows_rate_eta_and_dollars(capsys):
@@ -22,11 +22,14 @@ def test_budget_stops_admitting_units_once_the_next_ones_would_pass_it():
     now = time.time()
     m = RunMonitor(rows_total=1000, rows_done_before=0, units_pending=100, usd_before=0.0, max_cost_usd=10.0,
                    request_stop=stops.append, interactive=False)
-    # one actor, 300 s old at $0.01/s: $3 spent for 1 unit; $3 + $3 for its next unit < $10
+    # one actor, 300 s old at $0.01/s: $3 spent; its next 100-s unit, $1, makes $4 < $10
     m.on_unit(unit("a", started=now - 300))
     assert stops == [] and m.stopped is None
-    # a second actor, 300 s old: $6 spent for 2 units; $6 + 2 actors x $3 a unit > $10
+    # a second actor, 300 s old: $6 spent; their next units, $2, make $8 < $10
     m.on_unit(unit("b", started=now - 300))
+    assert stops == []
+    # a unit of 700 s: units now average 300 s, $3 each, $6 for the next round: $6 + $6 > $10
+    m.on_unit(unit("a", seconds=700.0))
     assert stops == ["budget"] and m.stopped == "budget"
 
 
