@@ -96,7 +96,8 @@ class OutputStore:
             return
         if not self.fs.isdir(self.root):
             raise OutputError(f"output path {self.url} is a file, not a folder")
-        foreign = [p for p in self.fs.ls(self.root, detail=False) if not p.rstrip("/").endswith(STAGING)]
+        ours = (STAGING, MANIFEST.split("/")[0])  # an interrupted --new-run leaves only _spotbatch/
+        foreign = [p for p in self.fs.ls(self.root, detail=False) if not p.rstrip("/").endswith(ours)]
         if foreign:
             name = foreign[0].rstrip("/").rsplit("/", 1)[-1]
             raise OutputError(
@@ -171,6 +172,13 @@ class OutputStore:
             return self.fs.cat_file(self._path(name))
         except (FileNotFoundError, NotADirectoryError):
             return None
+
+    def read_many(self, names: list[str]) -> dict[str, bytes]:
+        """Several small files at once (s3fs fetches them concurrently)."""
+        if not names:
+            return {}
+        data = self.fs.cat([self._path(n) for n in names], on_error="omit")
+        return {p[len(self.root) + 1 :]: v for p, v in data.items()}
 
     def find(self, folder: str) -> list[str]:
         """Names (relative to PATH) of the files under PATH/folder."""

@@ -49,10 +49,10 @@ class Records:
     def attempts(self) -> dict[str, dict[str, dict[str, Any]]]:
         """unit -> attempt -> {"start": {...}, "end": {...} or absent}."""
         result: dict[str, dict[str, dict[str, Any]]] = {}
-        for name in self.store.find(ATTEMPTS):
+        for name, data in self.store.read_many(self.store.find(ATTEMPTS)).items():
             unit_id, file = name[len(ATTEMPTS) + 1 :].split("/", 1)
             attempt, kind, _ = file.rsplit(".", 2)
-            result.setdefault(unit_id, {}).setdefault(attempt, {})[kind] = self._json(name)
+            result.setdefault(unit_id, {}).setdefault(attempt, {})[kind] = json.loads(data)
         return result
 
     def held_elsewhere(self, unit_id: str, run_id: str) -> bool:
@@ -82,12 +82,12 @@ class Records:
         """actor -> its start record, with "last_seen" from its latest beat."""
         result: dict[str, dict[str, Any]] = {}
         beats: dict[str, dict[str, Any]] = {}
-        for name in self.store.find(ACTORS):
+        for name, data in self.store.read_many(self.store.find(ACTORS)).items():
             file = name.rsplit("/", 1)[-1]
             if file.endswith(".beat.json"):
-                beats[file[: -len(".beat.json")]] = self._json(name) or {}
+                beats[file[: -len(".beat.json")]] = json.loads(data)
             else:
-                result[file[: -len(".json")]] = self._json(name)
+                result[file[: -len(".json")]] = json.loads(data)
         for actor_id, record in result.items():
             record["last_seen"] = beats.get(actor_id, {}).get("time", record.get("loaded_at") or record["started_at"])
         return result
@@ -97,7 +97,8 @@ class Records:
         self.store.put(f"{RUNS}/{run_id}.json", json.dumps(info).encode())
 
     def runs(self) -> dict[str, dict[str, Any]]:
-        return {n.rsplit("/", 1)[-1][: -len(".json")]: self._json(n) for n in self.store.find(RUNS)}
+        files = self.store.read_many(self.store.find(RUNS))
+        return {n.rsplit("/", 1)[-1][: -len(".json")]: json.loads(d) for n, d in files.items()}
 
     def request_stop(self, run_id: str, reason: str) -> None:
         self.store.put(f"{STOP}/{run_id}.json", json.dumps({"reason": reason, "time": time.time()}).encode())

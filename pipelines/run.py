@@ -113,8 +113,9 @@ def run(spec: PipelineSpec, address: str | None = None, new_run: bool = False,
     if pending:
         if spec.model.name.startswith(("/", ".", "~")):
             resolve_model(spec.model.name, build=False)  # a bad path fails here, not in an actor
-        usd_before = compute_ledger(store).summary.total_usd
         budget = spec.cost.max_cost_usd
+        # what earlier invocations spent counts against a budget; without one, skip reading it
+        usd_before = compute_ledger(store).summary.total_usd if budget is not None else 0.0
         if budget is not None and usd_before >= budget:
             summary.stopped = "budget"
         else:
@@ -138,7 +139,8 @@ def _run_pending(spec: PipelineSpec, plan: Plan, pending: list, store: OutputSto
     run_record = {"started_at": time.time(), "units_pending": len(pending), "ended_at": None, "stopped": None,
                   "max_cost_usd": spec.cost.max_cost_usd, "reference": reference}
     records.run_record(run_id, run_record)
-    committed_rows = sum(store.unit_stats(u)["rows"] for u in store.committed_units())
+    pending_ids = {u.unit_id for u in pending}
+    committed_rows = sum(u.rows for u in plan.units if u.unit_id not in pending_ids)
     monitor = RunMonitor(plan.input_rows, committed_rows, len(pending), usd_before, spec.cost.max_cost_usd,
                          lambda reason: records.request_stop(run_id, reason), interactive)
     left_to_others: list[str] = []

@@ -1,8 +1,8 @@
 """Real Ray nodes for tests: each a `ray start --block` process group of its own.
 
 Each node gets free ports and the cluster one short temp dir; a node is stopped (or killed,
-like a preempted spot node) by signalling its own process group, never by `ray stop`, which
-would kill every Ray process on the machine.
+like a preempted spot node) by signalling its own processes, never with Ray's own command that
+stops every Ray process on the machine.
 """
 
 from __future__ import annotations

@@ -52,3 +52,8 @@ def test_new_and_empty_folders_are_fine(tmp_path):
     OutputStore(str(tmp_path / "new")).check_is_ours()
     (tmp_path / "empty").mkdir()
     OutputStore(str(tmp_path / "empty")).check_is_ours()
+
+
+def test_a_folder_left_by_an_interrupted_new_run_is_still_ours(tmp_path):
+    (tmp_path / "out" / "_spotbatch" / "superseded" / "f-1").mkdir(parents=True)
+    OutputStore(str(tmp_path / "out")).check_is_ours()
