@@ -76,6 +76,9 @@ def report(path: str, as_json: bool = False, plot: str | None = None, compare: s
         print(format_cost(ledger.summary))
         if other is not None:
             print(f"\ncompared with {compare}:\n{format_cost(other.summary)}")
+            mine, theirs = ledger.summary.usd_per_1m_output_tokens, other.summary.usd_per_1m_output_tokens
+            if mine and theirs:
+                print(f"per 1M output tokens, {path} costs {mine / theirs:.2f}x {compare}")
     if plot:
         draw_chart(ledger, plot, path)
     return 0

@@ -69,6 +69,9 @@ def test_ledger_reconciles_with_seconds_prices_and_tokens(tmp_path, ray_cluster,
     assert data["output_tokens"] == ledger.summary.output_tokens
     assert (tmp_path / "cost.png").read_bytes()[:4] == b"\x89PNG"
 
+    compared = spotbatch("report", str(tmp_path / "out"), "--compare", str(tmp_path / "out"))
+    assert compared.returncode == 0 and "costs 1.00x" in compared.stdout
+
 
 def test_budget_stops_early_and_a_larger_budget_finishes(tmp_path, ray_cluster, tiny_model):
     # $360/hour: a dollar is ten seconds of the engine actor, so the figures are easy to follow
