@@ -57,11 +57,10 @@ class Records:
 
     def held_elsewhere(self, unit_id: str, run_id: str) -> bool:
         """Whether a live actor of another run is generating this unit now: an attempt with no
-        end, whose actor still beats. One small listing per unit."""
-        prefix = f"{ATTEMPTS}/{unit_id}/"
-        starts = [n for n in self.store.find(prefix.rstrip("/")) if n.endswith(".start.json")]
-        for name in starts:
-            if self.store.read(name.replace(".start.json", ".end.json")) is not None:
+        end, whose actor still beats. One small listing per unit, and reads only of open attempts."""
+        names = set(self.store.find(f"{ATTEMPTS}/{unit_id}"))
+        for name in names:
+            if not name.endswith(".start.json") or name.replace(".start.json", ".end.json") in names:
                 continue
             start = self._json(name) or {}
             if start.get("run_id") == run_id:
