@@ -54,7 +54,9 @@ def compute_ledger(store: OutputStore, reference: dict[str, Any] | None = None, 
     per_unit: dict[str, dict[str, Any]] = {}
     for unit_id, tries in records.attempts().items():
         for t in tries.values():
-            start, end = t["start"], t.get("end")
+            start, end = t.get("start"), t.get("end")
+            if start is None:  # not readable (yet); an end is never written before its start
+                continue
             committed = bool(end) and end.get("outcome") == "committed"
             attempts.append(Attempt(
                 unit_id=unit_id, actor_id=start.get("actor_id", ""), started_at=start["time"],
@@ -62,9 +64,12 @@ def compute_ledger(store: OutputStore, reference: dict[str, Any] | None = None, 
                 input_tokens=end.get("prompt_tokens", 0) if committed else 0,
                 output_tokens=end.get("completion_tokens", 0) if committed else 0,
             ))
+    by_actor_attempts: dict[str, list[Attempt]] = {}
+    for a in attempts:
+        by_actor_attempts.setdefault(a.actor_id, []).append(a)
     actors: list[ActorTime] = []
     for actor_id, rec in sorted(actor_records.items()):
-        mine = [a for a in attempts if a.actor_id == actor_id]
+        mine = by_actor_attempts.get(actor_id, [])
         ended = max([_actor_end(rec, runs, now)] + [a.ended_at for a in mine if a.ended_at is not None])
         actors.append(split_actor_time(ActorTime(
             actor_id=actor_id, started_at=rec["started_at"], loaded_at=rec["loaded_at"], ended_at=ended,
