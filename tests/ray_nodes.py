@@ -91,7 +91,9 @@ class LocalCluster:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.object_store_mb = object_store_mb
-        self.env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+        # As from an activated venv: a job's `python` entrypoint must be this environment's.
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        self.env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "PATH": path}
         self.nodes: list[Node] = []
         self.dashboard_url = None
         head_args = ["--head", f"--port={self.port}", f"--ray-client-server-port={free_port()}",
