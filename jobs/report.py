@@ -35,7 +35,8 @@ def tokens_per_second(ledger: Ledger, window: float = 10.0) -> list[tuple[float,
         return []
     buckets: dict[int, int] = {}
     for t, tokens in ledger.timeline:
-        buckets[int((t - ledger.started_at) // window)] = buckets.get(int((t - ledger.started_at) // window), 0) + tokens
+        i = int((t - ledger.started_at) // window)
+        buckets[i] = buckets.get(i, 0) + tokens
     last = max(buckets)
     series = [(i * window, buckets.get(i, 0) / window) for i in range(last + 1)]
     return series + [((last + 1) * window, series[-1][1])]  # so a step plot shows the last window too
