@@ -23,6 +23,7 @@ class ActorResources:
     resources: dict[str, float] = field(default_factory=dict)
     min_actors: int = 1
     max_actors: int = 1
+    units_in_flight: int = 1  # calls an actor runs at once (threads); see EngineFeeder
 
     def custom_resources(self) -> dict[str, float]:
         res = dict(self.resources)
@@ -38,10 +39,15 @@ class ActorResources:
         """
         from ray.data import ActorPoolStrategy
 
+        # Each call is one unit; several run at once in threads so the engine is fed the next
+        # unit while the last one finishes. No more are queued at an actor than it runs, so a
+        # lost node takes no more than that with it.
+        calls = {"max_concurrent_calls_per_actor": self.units_in_flight, "enable_true_multi_threading": True,
+                 "max_tasks_in_flight_per_actor": self.units_in_flight}
         if self.min_actors == self.max_actors:
-            pool = ActorPoolStrategy(size=self.min_actors)
+            pool = ActorPoolStrategy(size=self.min_actors, **calls)
         else:
-            pool = ActorPoolStrategy(min_size=self.min_actors, max_size=self.max_actors)
+            pool = ActorPoolStrategy(min_size=self.min_actors, max_size=self.max_actors, **calls)
         options: dict[str, Any] = {"num_cpus": self.cpus, "compute": pool}
         if self.gpus:
             options["num_gpus"] = self.gpus

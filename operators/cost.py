@@ -3,7 +3,8 @@
 Every second of an engine actor's life falls in exactly one bucket, so the buckets add up to
 the whole by construction:
     load    from the actor's start until its model was loaded
-    useful  attempts whose results were committed
+    useful  attempts whose results were committed (a second shared by k attempts in flight
+            on one engine counts 1/k to each)
     wasted  attempts that were lost (node preempted, driver killed), failed, or generated a
             unit that another attempt committed first
     idle    the rest: waiting for work, and the tail before the actor was released
@@ -47,16 +48,35 @@ class Attempt:
     output_tokens: int = 0
 
 
+def attempt_seconds(attempts: list[Attempt], actor_end: float) -> list[float]:
+    """Engine seconds of each attempt. An actor works on a few units at once (the next one
+    is fed while the last one's tail runs), so a second in which k attempts ran is split
+    k ways: the shares add up to the time the actor had any work, never more.
+
+    >>> attempt_seconds([Attempt("a", "x", 0, 10, True), Attempt("b", "x", 5, 15, True)], 20)
+    [7.5, 7.5]
+    """
+    spans = [(a.started_at, a.ended_at if a.ended_at is not None else max(actor_end, a.started_at))
+             for a in attempts]
+    edges = sorted({t for span in spans for t in span})
+    shares = [0.0] * len(spans)
+    for lo, hi in zip(edges, edges[1:]):
+        active = [i for i, (s, e) in enumerate(spans) if s <= lo and e >= hi]
+        for i in active:
+            shares[i] += (hi - lo) / len(active)
+    return shares
+
+
 def split_actor_time(actor: ActorTime, attempts: Iterable[Attempt]) -> ActorTime:
     """Fill `actor.seconds` from its attempts. A lost attempt runs until the actor's end."""
+    attempts = list(attempts)
     load = max(0.0, actor.loaded_at - actor.started_at)
     useful = wasted = 0.0
-    for a in attempts:
-        end = a.ended_at if a.ended_at is not None else max(actor.ended_at, a.started_at)
+    for a, seconds in zip(attempts, attempt_seconds(attempts, actor.ended_at)):
         if a.committed:
-            useful += end - a.started_at
+            useful += seconds
         else:
-            wasted += end - a.started_at
+            wasted += seconds
     lifetime = max(actor.ended_at - actor.started_at, load + useful + wasted)
     actor.seconds = {"load": load, "useful": useful, "wasted": wasted, "idle": lifetime - load - useful - wasted}
     return actor

@@ -43,6 +43,7 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str
+    cached_prompt_tokens: int = 0  # prompt tokens the engine's prefix cache already held
 
 
 class RowRejected(ValueError):
@@ -109,6 +110,7 @@ class VLLMEngine:
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
+        self._param_cache: dict[tuple, Any] = {}
 
     def encode(self, prompt: str, system_prompt: str | None, chat: bool) -> list[int]:
         """Token ids of the prompt as the model will see it (chat template applied when chat)."""
@@ -120,30 +122,58 @@ class VLLMEngine:
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return list(self.tokenizer.encode(text, add_special_tokens=False))
 
-    def generate(self, prompts: list[list[int]], sampling: dict[str, Any]) -> list[Completion]:
-        """Completions in the order of `prompts`; raises RowRejected when vLLM refuses an input."""
+    def kv_capacity_tokens(self) -> int:
+        """Tokens the KV cache holds: what can be in flight before vLLM must preempt."""
+        cache = self.llm.llm_engine.vllm_config.cache_config
+        return int((cache.num_gpu_blocks or 0) * cache.block_size) or 1 << 16
+
+    @property
+    def prefix_block_tokens(self) -> int:
+        """The prefix cache's unit: prompts that share this many leading tokens share a block."""
+        return int(self.llm.llm_engine.vllm_config.cache_config.block_size)
+
+    def _params(self, sampling: dict[str, Any]):
         from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        key = (sampling["max_tokens"], sampling["temperature"], sampling["top_p"], sampling.get("seed"),
+               tuple(sampling.get("stop") or ()))
+        params = self._param_cache.get(key)
+        if params is None:
+            params = self._param_cache[key] = SamplingParams(
+                max_tokens=sampling["max_tokens"],
+                temperature=sampling["temperature"],
+                top_p=sampling["top_p"],
+                seed=sampling.get("seed"),
+                stop=sampling.get("stop") or None,
+                output_kind=RequestOutputKind.FINAL_ONLY,  # one output per request, when it ends
+            )
+        return params
+
+    def add(self, request_id: str, token_ids: list[int], sampling: dict[str, Any]) -> None:
+        """Queue one request; raises RowRejected when vLLM refuses this input."""
         from vllm.inputs import TokensPrompt
 
-        params = SamplingParams(
-            max_tokens=sampling["max_tokens"],
-            temperature=sampling["temperature"],
-            top_p=sampling["top_p"],
-            seed=sampling.get("seed"),
-            stop=sampling.get("stop") or None,
-        )
         try:
-            outputs = self.llm.generate(
-                [TokensPrompt(prompt_token_ids=ids) for ids in prompts], params, use_tqdm=False
-            )
+            self.llm.llm_engine.add_request(request_id, TokensPrompt(prompt_token_ids=token_ids),
+                                            self._params(sampling))
         except ValueError as err:  # vLLM's input validation errors are ValueErrors
             raise RowRejected(str(err)) from err
-        return [
-            Completion(
+
+    def abort(self, request_ids: list[str]) -> None:
+        self.llm.llm_engine.abort_request(request_ids)
+
+    def step(self) -> list[tuple[str, Completion]]:
+        """One engine iteration; the requests it finished, by the id they were added under."""
+        done = []
+        for out in self.llm.llm_engine.step():
+            if not out.finished:
+                continue
+            done.append((out.request_id, Completion(
                 text=out.outputs[0].text,
                 prompt_tokens=len(out.prompt_token_ids),
                 completion_tokens=len(out.outputs[0].token_ids),
                 finish_reason=str(out.outputs[0].finish_reason),
-            )
-            for out in outputs
-        ]
+                cached_prompt_tokens=int(out.num_cached_tokens or 0),
+            )))
+        return done

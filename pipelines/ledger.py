@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from operators.cost import BUCKETS, ActorTime, Attempt, CostSummary, split_actor_time, summarize
+from operators.cost import BUCKETS, ActorTime, Attempt, CostSummary, attempt_seconds, split_actor_time, summarize
 from pipelines.output import OutputStore
 from pipelines.records import HEARTBEAT_SECONDS, Records
 
@@ -77,20 +77,20 @@ def compute_ledger(store: OutputStore, reference: dict[str, Any] | None = None, 
             on_demand_usd_per_second=rec["on_demand_usd_per_hour"] * rec["share"] / 3600,
         ), mine))
     by_actor = {a.actor_id: a for a in actors}
-    for a in attempts:
-        row = per_unit.setdefault(a.unit_id, {"unit_id": a.unit_id, "attempts": 0, "input_tokens": 0,
-                                              "output_tokens": 0, "useful_seconds": 0.0, "wasted_seconds": 0.0,
-                                              "usd_useful": 0.0, "usd_wasted": 0.0})
-        actor = by_actor.get(a.actor_id)
-        end = a.ended_at if a.ended_at is not None else (actor.ended_at if actor else a.started_at)
-        seconds = max(0.0, end - a.started_at)
-        rate = actor.usd_per_second if actor else 0.0
-        kind = "useful" if a.committed else "wasted"
-        row["attempts"] += 1
-        row["input_tokens"] += a.input_tokens
-        row["output_tokens"] += a.output_tokens
-        row[f"{kind}_seconds"] += seconds
-        row[f"usd_{kind}"] += seconds * rate
+    for actor_id, mine in by_actor_attempts.items():
+        actor = by_actor.get(actor_id)
+        shares = attempt_seconds(mine, actor.ended_at if actor else max(a.started_at for a in mine))
+        for a, seconds in zip(mine, shares):
+            row = per_unit.setdefault(a.unit_id, {
+                "unit_id": a.unit_id, "attempts": 0, "input_tokens": 0, "output_tokens": 0,
+                "useful_seconds": 0.0, "wasted_seconds": 0.0, "usd_useful": 0.0, "usd_wasted": 0.0})
+            rate = actor.usd_per_second if actor else 0.0
+            kind = "useful" if a.committed else "wasted"
+            row["attempts"] += 1
+            row["input_tokens"] += a.input_tokens
+            row["output_tokens"] += a.output_tokens
+            row[f"{kind}_seconds"] += seconds
+            row[f"usd_{kind}"] += seconds * rate
     input_tokens = sum(a.input_tokens for a in attempts)
     output_tokens = sum(a.output_tokens for a in attempts)
     actor_rows = [

@@ -55,6 +55,14 @@ class Records:
             result.setdefault(unit_id, {}).setdefault(attempt, {})[kind] = json.loads(data)
         return result
 
+    def unit_attempts(self, unit_id: str) -> dict[str, dict[str, Any]]:
+        """attempt -> {"start": {...}, "end": {...} or absent}, for one unit."""
+        result: dict[str, dict[str, Any]] = {}
+        for name, data in self.store.read_many(self.store.find(f"{ATTEMPTS}/{unit_id}")).items():
+            attempt, kind, _ = name.rsplit("/", 1)[-1].rsplit(".", 2)
+            result.setdefault(attempt, {})[kind] = json.loads(data)
+        return result
+
     def held_elsewhere(self, unit_id: str, run_id: str) -> bool:
         """Whether a live actor of another run is generating this unit now: an attempt with no
         end, whose actor still beats. One small listing per unit, and reads only of open attempts."""

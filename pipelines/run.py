@@ -66,6 +66,7 @@ def actor_resources(spec: PipelineSpec) -> ActorResources:
         resources=c.resources,
         min_actors=low,
         max_actors=high,
+        units_in_flight=c.units_in_flight,
     )
 
 

@@ -149,6 +149,22 @@ class ComputeSpec(_Section):
     tokens_per_unit: int = Field(
         100_000, gt=0, description="Estimated prompt tokens per work unit (the unit of commit and retry)."
     )
+    units_in_flight: int = Field(
+        2, gt=0, description="Work units each engine actor holds at once: the next unit's requests are "
+        "fed while the last one's tail decodes. More keeps the engine fuller; a lost node loses them all.",
+    )
+    max_tokens_in_flight: int | None = Field(
+        None, gt=0, description="Token budget per engine (prompt + max_tokens of the requests it runs); "
+        "default: what its KV cache holds.",
+    )
+    request_timeout_seconds: float | None = Field(
+        None, gt=0, description="A request not finished this long after its unit started is an error "
+        "record of class timeout.",
+    )
+    max_attempts: int = Field(
+        4, gt=0, description="Attempts at a unit that may fail (engine died) or be lost (node preempted) "
+        "before its rows are written as error records (engine_error, preempted_exhausted) instead.",
+    )
     preemption_notice: PreemptionNoticeSpec | None = Field(
         None, description="Watch for spot termination notices and drain the node when one comes."
     )

@@ -25,6 +25,8 @@ from fsspec.core import url_to_fs
 from cluster.node_facts import this_node
 from cluster.preemption import check_notice, drain_this_node
 from operators.engine import EngineConfig, VLLMEngine, engine_env
+from operators.failures import ENGINE_ERROR, PREEMPTED_EXHAUSTED
+from operators.feeder import EngineFailed, EngineFeeder
 from operators.generate import GenerateOperator
 from operators.model_store import resolve_model
 from operators.prompts import PromptRenderer
@@ -99,8 +101,10 @@ def result_table(spec: PipelineSpec, ids: pa.ChunkedArray, cols: dict[str, list]
             "output": pa.array(cols["output"], pa.string()),
             "prompt_tokens": pa.array(cols["prompt_tokens"], pa.int64()),
             "completion_tokens": pa.array(cols["completion_tokens"], pa.int64()),
+            "cached_prompt_tokens": pa.array(cols["cached_prompt_tokens"], pa.int64()),
             "finish_reason": pa.array(cols["finish_reason"], pa.string()),
             "error": pa.array(cols["error"], pa.string()),
+            "error_class": pa.array(cols["error_class"], pa.string()),
             "model": pa.array([spec.model.name] * n, pa.string()),
             "spec_fingerprint": pa.array([fingerprint] * n, pa.string()),
         }
@@ -136,11 +140,14 @@ class UnitGenerator:
                 engine_kwargs=spec.model.engine_kwargs,
             )
         )
+        self.feeder = EngineFeeder(self.engine, spec.compute.max_tokens_in_flight)
         self.generate = GenerateOperator(
             self.engine,
+            self.feeder,
             sampling=spec.sampling.model_dump(),
             system_prompt=spec.input.system_prompt,
             chat=spec.input.format == "chat",
+            timeout_seconds=spec.compute.request_timeout_seconds,
         )
         self.store = OutputStore(spec.output.path, spec.output.storage_options)
         self.records = Records(self.store)
@@ -152,7 +159,8 @@ class UnitGenerator:
             **self.node.to_json(),
         })
         threading.Thread(target=self._beat, daemon=True).start()
-        self._busy = threading.Lock()  # held while a unit is generated and committed
+        self._in_hand = 0  # units being generated or committed (several, on their own threads)
+        self._idle = threading.Condition()
         self._draining = False
         if spec.compute.preemption_notice:
             threading.Thread(target=self._watch_notice, daemon=True).start()
@@ -167,7 +175,8 @@ class UnitGenerator:
         self._draining = True
         self.records.actor_beat(self.actor_id, {"time": time.time(), "notice": notice.detail})
         drain_this_node(f"spot notice ({notice.source}): {notice.detail}", cfg.window_seconds)
-        with self._busy:
+        with self._idle:
+            self._idle.wait_for(lambda: self._in_hand == 0)
             self.records.actor_beat(self.actor_id, {"time": time.time(), "drained": notice.detail})
             os._exit(0)  # not ray.actor.exit_actor(): an intended exit would not be restarted
 
@@ -175,7 +184,7 @@ class UnitGenerator:
         """Say we are alive; the last beat bounds when a preempted actor stopped costing."""
         while True:
             try:
-                self.records.actor_beat(self.actor_id, {"time": time.time()})
+                self.records.actor_beat(self.actor_id, {"time": time.time(), "engine": self.feeder.stats.to_json()})
             except Exception:  # a missed beat only makes the estimate of its end earlier
                 pass
             time.sleep(HEARTBEAT_SECONDS)
@@ -191,6 +200,41 @@ class UnitGenerator:
             summaries.append(self._run_unit(unit_id, rows))
         return pa.Table.from_pylist(summaries, schema=SUMMARY_SCHEMA)
 
+    def _exit_for_a_new_engine(self) -> None:
+        """The engine is gone and this process cannot make another: leave, once the other
+        units in hand have failed too, and Ray starts a fresh actor and retries them all."""
+        with self._idle:
+            self._in_hand -= 1
+            self._idle.wait_for(lambda: self._in_hand == 0, timeout=60)
+        os._exit(1)
+
+    def _exhausted(self, unit_id: str) -> tuple[str, str] | None:
+        """(class, message) when the unit failed or was lost on every allowed attempt."""
+        tries = [t for t in self.records.unit_attempts(unit_id).values() if "start" in t]
+        failed = [t["end"] for t in tries if t.get("end", {}).get("outcome") == "failed"]
+        lost = [t for t in tries if "end" not in t]
+        if len(failed) + len(lost) < self.spec.compute.max_attempts:
+            return None
+        if failed:
+            return ENGINE_ERROR, (f"the engine failed on this row's unit {len(failed)} times "
+                                  f"({len(lost)} more lost); last: {failed[-1].get('error', '')[:500]}")
+        return PREEMPTED_EXHAUSTED, f"this row's unit was lost with its node {len(lost)} times"
+
+    def _commit_failed(self, unit_id: str, rows: pa.Table, error_class: str, message: str) -> dict[str, Any]:
+        """Give up on a unit: every row becomes an error record (a row that already had one keeps
+        it), so the run ends and `spotbatch run --retry-failed` can try again later."""
+        prior = rows.column(ERROR).to_pylist()
+        n = rows.num_rows
+        cols = {"output": [None] * n, "prompt_tokens": [0] * n, "completion_tokens": [0] * n,
+                "cached_prompt_tokens": [0] * n, "finish_reason": [None] * n,
+                "error": [p or message for p in prior],
+                "error_class": ["bad_input" if p else error_class for p in prior]}
+        table = result_table(self.spec, rows.column(ID), cols, self.fingerprint)
+        stats = {"unit_id": unit_id, "rows": n, "errors": n, "prompt_tokens": 0, "completion_tokens": 0,
+                 "engine_seconds": 0.0}
+        committed = self.store.commit(unit_id, table, stats)
+        return self._summary(**stats, committed=committed)
+
     def _summary(self, unit_id: str, skipped: str | None = None, **stats: Any) -> dict[str, Any]:
         base = {"rows": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0, "engine_seconds": 0.0,
                 "committed": False}
@@ -198,10 +242,18 @@ class UnitGenerator:
                 "actor_started_at": self.started_at, "actor_usd_per_second": self.node.usd_per_second}
 
     def _run_unit(self, unit_id: str, rows: pa.Table) -> dict[str, Any]:
-        if self._draining:
-            os._exit(0)  # take no new unit on a node that is going away; Ray retries it elsewhere
-        with self._busy:
+        with self._idle:
+            if self._draining:
+                # take no new unit on a node that is going away; Ray retries it elsewhere
+                self._idle.wait_for(lambda: self._in_hand == 0)
+                os._exit(0)
+            self._in_hand += 1
+        try:
             return self._run_unit_now(unit_id, rows)
+        finally:
+            with self._idle:
+                self._in_hand -= 1
+                self._idle.notify_all()
 
     def _run_unit_now(self, unit_id: str, rows: pa.Table) -> dict[str, Any]:
         stop = self.records.stop_requested(self.run_id)
@@ -215,6 +267,9 @@ class UnitGenerator:
             # Another run is generating it: move on (the driver waits for it at the end)
             # instead of racing it, which would leave two runs in lockstep on every unit.
             return self._summary(unit_id, skipped="held by another run")
+        exhausted = self._exhausted(unit_id)
+        if exhausted:
+            return self._commit_failed(unit_id, rows, *exhausted)
         attempt = self.records.start_attempt(
             unit_id, {"actor_id": self.actor_id, "run_id": self.run_id, "node": self.node.node_id,
                       "pid": os.getpid(), "time": time.time()})
@@ -225,6 +280,8 @@ class UnitGenerator:
             # Recorded, then raised: Ray retries the unit; status shows why it failed.
             self.records.end_attempt(unit_id, attempt, {"outcome": "failed", "error": repr(err)[:2000],
                                                         "time": time.time()})
+            if isinstance(err, EngineFailed):
+                self._exit_for_a_new_engine()
             raise
         seconds = time.monotonic() - started
         table = result_table(self.spec, rows.column(ID), cols, self.fingerprint)
@@ -238,5 +295,6 @@ class UnitGenerator:
         }
         committed = self.store.commit(unit_id, table, stats)
         outcome = "committed" if committed else "already committed"
-        self.records.end_attempt(unit_id, attempt, {"outcome": outcome, "time": time.time(), **stats})
+        self.records.end_attempt(unit_id, attempt, {"outcome": outcome, "time": time.time(), **stats,
+                                                    "engine": self.feeder.stats.to_json()})
         return self._summary(**stats, committed=committed)

@@ -80,3 +80,16 @@ def test_summary_adds_up_and_compares_with_a_reference():
     assert s.breakdown_usd["wasted"] == pytest.approx(0.4)
     assert s.usd_per_1m_output_tokens == pytest.approx(3000.0)
     assert s.reference["usd"] == pytest.approx(0.3) and s.reference["ratio"] == pytest.approx(5.0)
+
+
+def test_units_in_flight_together_share_their_seconds():
+    """Two units overlap on one engine for 10 s: the actor's useful time is the 30 s it had
+    work, not 40, and the lost one is charged only its share."""
+    a = split_actor_time(actor(), [
+        Attempt("u1", "a", 10.0, 30.0, committed=True),
+        Attempt("u2", "a", 20.0, 40.0, committed=True),
+        Attempt("u3", "a", 35.0, None, committed=False),  # lost with the actor at t=100
+    ])
+    assert a.seconds["useful"] == pytest.approx(10 + (5 + 5) + 5 + 2.5)  # u1 alone, both, u2 alone, u2 with u3
+    assert a.seconds["wasted"] == pytest.approx(2.5 + 60)
+    assert a.seconds["idle"] == pytest.approx(0.0) and a.lifetime == pytest.approx(100.0)
