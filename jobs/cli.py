@@ -52,6 +52,15 @@ def _demo(args: argparse.Namespace) -> int:
     return demo(args.output, model=args.model, rows=args.rows, address=args.address)
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from jobs.bench.main import bench
+
+    figures = bench(quick=args.quick, sets=args.sets, runners=args.runners, out=args.out, model=args.model,
+                    eager=not args.compiled, prompts=args.prompts)
+    failed = [r for s in figures["sets"].values() for r in s["runners"].values() if "error" in r]
+    return 1 if failed else 0
+
+
 def _models(args: argparse.Namespace) -> int:
     for name in args.names or sorted(BUILDERS):
         print(f"{name}: {prepare_model(name)}")
@@ -91,6 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=int, default=240, help="how many sample prompts")
     p.add_argument("--address", help="Ray cluster address (default: a private local Ray)")
     p.set_defaults(func=_demo)
+
+    p = sub.add_parser("bench", help="throughput against plain vLLM and Ray Data's LLM processor, same prompts")
+    p.add_argument("--quick", action="store_true", help="48 prompts per set instead of 320 (a few minutes)")
+    p.add_argument("--prompts", type=int, help="prompts per set (overrides --quick)")
+    p.add_argument("--sets", nargs="+", choices=["long_tail", "shared_system"], help="default: both")
+    p.add_argument("--runners", nargs="+", choices=["plain_vllm", "spotbatch", "ray_data_llm"], help="default: all")
+    p.add_argument("--model", default="smollm2-135m", help="model name or folder")
+    p.add_argument("--compiled", action="store_true", help="let vLLM compile (slower start); default eager")
+    p.add_argument("--out", default="spotbatch-bench.json", help="where the JSON figures go")
+    p.set_defaults(func=_bench)
 
     p = sub.add_parser("models", help="models that need no hub")
     msub = p.add_subparsers(dest="models_command", required=True)

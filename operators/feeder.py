@@ -74,6 +74,7 @@ class EngineFeeder:
         self._pending: deque[_Item] = deque()
         self._running: dict[str, _Item] = {}
         self._in_flight_tokens = 0
+        self._waiting_tokens = 0  # budget tokens of submitted requests not yet in the engine
         self._failed: BaseException | None = None
         self._cancelled: set[int] = set()  # id() of futures whose callers gave up on them
         self._ids = itertools.count()
@@ -87,7 +88,8 @@ class EngineFeeder:
             if self._failed is not None:
                 raise EngineFailed(f"the engine failed earlier: {self._failed!r}") from self._failed
             self._pending.extend(items)
-            self._cond.notify()
+            self._waiting_tokens += sum(r.budget_tokens for r in requests)
+            self._cond.notify_all()
         return [i.future for i in items]
 
     def cancel(self, futures: list[Future]) -> None:
@@ -95,6 +97,17 @@ class EngineFeeder:
         with self._cond:
             self._cancelled.update(id(f) for f in futures if not f.done())
             self._cond.notify()
+
+    def wait_until_hungry(self) -> None:
+        """Block until the engine could use more work: what waits for it is under a quarter of
+        its budget. Units start generating only then, so a unit that waits here has spent no
+        engine time, and a lost node loses only the units the engine had started."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._waiting_tokens < self.token_budget // 4 or self._failed is not None)
+
+    @property
+    def failed(self) -> bool:
+        return self._failed is not None
 
     def pending(self) -> int:
         with self._cond:
@@ -108,11 +121,17 @@ class EngineFeeder:
                 self._drop_cancelled()
             n = admit([i.request.budget_tokens for i in self._pending], self._in_flight_tokens,
                       self.token_budget, engine_idle=not self._running)
-            return [self._pending.popleft() for _ in range(n)]
+            items = [self._pending.popleft() for _ in range(n)]
+            if items:
+                self._waiting_tokens -= sum(i.request.budget_tokens for i in items)
+                self._cond.notify_all()  # units waiting for a hungry engine
+            return items
 
     def _drop_cancelled(self) -> None:
         """Called with the lock held, on the loop thread."""
-        self._pending = deque(i for i in self._pending if id(i.future) not in self._cancelled)
+        kept = deque(i for i in self._pending if id(i.future) not in self._cancelled)
+        self._waiting_tokens -= sum(i.request.budget_tokens for i in self._pending if id(i.future) in self._cancelled)
+        self._pending = kept
         gone = [rid for rid, i in self._running.items() if id(i.future) in self._cancelled]
         if gone:
             self.engine.abort(gone)
@@ -163,6 +182,7 @@ class EngineFeeder:
     def _fail_all(self, err: BaseException) -> None:
         with self._cond:
             self._failed = err
+            self._cond.notify_all()
             items = list(self._running.values()) + list(self._pending)
             self._running.clear()
             self._pending.clear()

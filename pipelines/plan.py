@@ -63,7 +63,8 @@ def fingerprint_parts(spec: PipelineSpec, shards: list[Shard]) -> dict[str, str]
         "model": _digest(
             [model.name, model.dtype, model.max_model_len, model.quantization, model.engine_kwargs]
         ),
-        "sampling": _digest(spec.sampling.model_dump()),
+        "sampling": _digest(spec.sampling.model_dump() | (
+            {"max_tokens_column": inp.max_tokens_column} if inp.max_tokens_column else {})),
     }
 
 

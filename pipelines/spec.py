@@ -37,6 +37,10 @@ class InputSpec(_Section):
         None, description="Prompt built from columns, Python format style: 'Summarize: {text}'."
     )
     system_prompt: str | None = Field(None, description="System message sent with every prompt (chat format).")
+    max_tokens_column: str | None = Field(
+        None, description="Column giving each row its own max_tokens (null: sampling.max_tokens), as "
+        "provider batch files do.",
+    )
     format: Literal["chat", "raw"] = Field(
         "chat", description="chat: apply the model's chat template; raw: send the text as it is."
     )
@@ -70,7 +74,8 @@ class InputSpec(_Section):
             prompt_cols = [self.prompt_column]
         else:
             prompt_cols = template_columns(self.template or "")
-        return [self.id_column] + [c for c in prompt_cols if c != self.id_column]
+        extra = [self.max_tokens_column] if self.max_tokens_column else []
+        return [self.id_column] + [c for c in prompt_cols + extra if c != self.id_column]
 
 
 def template_columns(template: str) -> list[str]:
@@ -150,8 +155,9 @@ class ComputeSpec(_Section):
         100_000, gt=0, description="Estimated prompt tokens per work unit (the unit of commit and retry)."
     )
     units_in_flight: int = Field(
-        2, gt=0, description="Work units each engine actor holds at once: the next unit's requests are "
-        "fed while the last one's tail decodes. More keeps the engine fuller; a lost node loses them all.",
+        4, gt=0, description="Work units an engine actor may hold at once. A held unit starts only when "
+        "the engine's queue runs low, so the next unit is fed while the last one's tail decodes, and a "
+        "lost node loses only started units.",
     )
     max_tokens_in_flight: int | None = Field(
         None, gt=0, description="Token budget per engine (prompt + max_tokens of the requests it runs); "

@@ -34,7 +34,7 @@ from pipelines.output import OutputStore
 from pipelines.records import HEARTBEAT_SECONDS, Records, new_id
 from pipelines.spec import PipelineSpec
 
-UNIT, UNIT_ROWS, ID, PROMPT, ERROR = "__unit", "__unit_rows", "__id", "__prompt", "__error"
+UNIT, UNIT_ROWS, ID, PROMPT, ERROR, MAX_TOKENS = "__unit", "__unit_rows", "__id", "__prompt", "__error", "__max_tokens"
 
 SUMMARY_SCHEMA = pa.schema(
     [
@@ -78,6 +78,14 @@ def read_units(batch: pa.Table, spec_data: dict[str, Any]) -> pa.Table:
         rows = read_unit_rows(unit["path"], unit["start"], unit["stop"], columns, spec.input.storage_options)
         prompts, errors = renderer.render({c: rows.column(c).to_pylist() for c in renderer.columns})
         n = rows.num_rows
+        max_tokens = [None] * n
+        if spec.input.max_tokens_column:
+            max_tokens = rows.column(spec.input.max_tokens_column).to_pylist()
+            for i, value in enumerate(max_tokens):
+                if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+                    max_tokens[i] = None
+                    errors[i] = errors[i] or f"{spec.input.max_tokens_column} must be a positive integer, got {value!r}"
+                    prompts[i] = None
         tables.append(
             pa.table(
                 {
@@ -86,6 +94,7 @@ def read_units(batch: pa.Table, spec_data: dict[str, Any]) -> pa.Table:
                     ID: rows.column(spec.input.id_column),
                     PROMPT: pa.array(prompts, pa.string()),
                     ERROR: pa.array(errors, pa.string()),
+                    MAX_TOKENS: pa.array(max_tokens, pa.int64()),
                 }
             )
         )
@@ -242,6 +251,11 @@ class UnitGenerator:
                 "actor_started_at": self.started_at, "actor_usd_per_second": self.node.usd_per_second}
 
     def _run_unit(self, unit_id: str, rows: pa.Table) -> dict[str, Any]:
+        # Units held beyond what the engine needs wait here, before any record or engine time:
+        # the engine stays full, and only started units are at risk on a lost node.
+        self.feeder.wait_until_hungry()
+        if self.feeder.failed:
+            os._exit(1)  # the unit that saw the engine fail recorded it; Ray retries the rest
         with self._idle:
             if self._draining:
                 # take no new unit on a node that is going away; Ray retries it elsewhere
@@ -275,7 +289,8 @@ class UnitGenerator:
                       "pid": os.getpid(), "time": time.time()})
         started = time.monotonic()
         try:
-            cols = self.generate(rows.column(PROMPT).to_pylist(), rows.column(ERROR).to_pylist())
+            cols = self.generate(rows.column(PROMPT).to_pylist(), rows.column(ERROR).to_pylist(),
+                                 rows.column(MAX_TOKENS).to_pylist())
         except Exception as err:
             # Recorded, then raised: Ray retries the unit; status shows why it failed.
             self.records.end_attempt(unit_id, attempt, {"outcome": "failed", "error": repr(err)[:2000],

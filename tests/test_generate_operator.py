@@ -28,6 +28,8 @@ class FakeEngine:
         self.tokens_held: list[int] = []
         self.aborted: list[str] = []
         self.steps = 0
+        self.may_step = threading.Event()  # clear it to hold the engine still
+        self.may_step.set()
 
     def encode(self, prompt, system_prompt, chat):
         text = (system_prompt or "") + prompt if chat else prompt
@@ -48,6 +50,7 @@ class FakeEngine:
             self.running.pop(rid, None)
 
     def step(self):
+        self.may_step.wait()
         self.steps += 1
         if self.die_after is not None and self.steps > self.die_after:
             raise RuntimeError("engine core died")
@@ -160,3 +163,18 @@ def wait_for(check, timeout=5.0):
             return True
         time.sleep(0.01)
     return False
+
+
+def test_a_unit_waits_for_a_hungry_engine_before_it_starts():
+    """A unit in hand starts only when what waits for the engine is under a quarter of its
+    budget, so surplus units spend no engine time and are not lost with a node."""
+    engine = FakeEngine(capacity=40)
+    engine.may_step.clear()
+    feeder = EngineFeeder(engine)
+    feeder.submit([Request(i, [1] * 5, 5) for i in range(12)], SAMPLING)  # 120 tokens: 80 wait
+    entered = threading.Event()
+    threading.Thread(target=lambda: (feeder.wait_until_hungry(), entered.set()), daemon=True).start()
+    assert not entered.wait(0.3)  # the engine is held: 80 tokens wait, more than 40 / 4
+    engine.may_step.set()
+    assert entered.wait(5)
+    assert feeder.pending() <= 4 + 1  # it entered with no more than the running set and one waiting

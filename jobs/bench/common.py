@@ -1,0 +1,60 @@
+"""What the three benchmark runners share: the engine settings, the environment, the result."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+# Every runner gets the same engine: these settings, and the CPU environment from
+# ENVIRONMENT.md (all cores, bound; KV cache space; one process).
+SEED = 0
+MAX_MODEL_LEN = 2048
+
+
+def engine_settings(model_path: str, dtype: str, enforce_eager: bool) -> dict[str, Any]:
+    return {"model": model_path, "dtype": dtype, "max_model_len": MAX_MODEL_LEN,
+            "enforce_eager": enforce_eager, "seed": SEED}
+
+
+def cpu_env() -> dict[str, str]:
+    """The environment an engine on all of this machine's cores wants (GPU engines ignore it)."""
+    from operators.engine import engine_env
+
+    import torch
+
+    return engine_env(1.0 if torch.cuda.is_available() else 0.0, None)
+
+
+@dataclass
+class RunnerResult:
+    """One runner on one prompt set. Times are seconds; tokens are the engine's counts."""
+
+    runner: str
+    requests: int
+    prompt_tokens: int
+    output_tokens: int
+    first_request_at: float  # wall clock: the first request reached the engine
+    last_result_at: float  # wall clock: the last result came out
+    busy_fraction: float | None = None  # of the generate window, time the engine was stepping
+    notes: str = ""
+
+    @property
+    def generate_seconds(self) -> float:
+        """The steady-state window: first request in to last result out."""
+        return self.last_result_at - self.first_request_at
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def write_result(path: str, result: RunnerResult) -> None:
+    with open(path, "w") as fh:
+        json.dump(result.to_json(), fh)
+
+
+def chat_messages(prompt: str, system_prompt: str | None) -> list[dict[str, str]]:
+    messages = [{"role": "user", "content": prompt}]
+    if system_prompt:
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    return messages
