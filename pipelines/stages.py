@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
+from cluster.cpu_priority import restore_priority
 from cluster.node_facts import this_node
 from cluster.preemption import check_notice, drain_this_node
 from operators.engine import EngineConfig, VLLMEngine, engine_env
@@ -130,6 +131,7 @@ class UnitGenerator:
         self.fingerprint = fingerprint
         self.run_id = run_id
         self.actor_id = new_id()
+        self.niceness = restore_priority()  # before the engine's threads exist: they inherit it
         # Before vLLM (and torch) are imported: thread counts are read once, at load.
         os.environ.update(engine_env(spec.compute.gpus_per_actor, spec.compute.engine_threads))
         if "torch" in sys.modules:
@@ -137,19 +139,19 @@ class UnitGenerator:
 
             torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
         model_path = resolve_model(spec.model.name)
-        self.engine = VLLMEngine(
-            EngineConfig(
-                model_path=str(model_path),
-                dtype=spec.model.dtype,
-                max_model_len=spec.model.max_model_len,
-                quantization=spec.model.quantization,
-                enforce_eager=spec.model.enforce_eager,
-                tensor_parallel_size=tensor_parallel_size,
-                seed=spec.sampling.seed or 0,
-                engine_kwargs=spec.model.engine_kwargs,
-            )
+        config = EngineConfig(
+            model_path=str(model_path),
+            dtype=spec.model.dtype,
+            max_model_len=spec.model.max_model_len,
+            quantization=spec.model.quantization,
+            enforce_eager=spec.model.enforce_eager,
+            tensor_parallel_size=tensor_parallel_size,
+            seed=spec.sampling.seed or 0,
+            engine_kwargs=spec.model.engine_kwargs,
         )
-        self.feeder = EngineFeeder(self.engine, spec.compute.max_tokens_in_flight)
+        # Built on the feeder's thread, which alone runs it (operators/feeder.py says why).
+        self.feeder = EngineFeeder(lambda: VLLMEngine(config), spec.compute.max_tokens_in_flight)
+        self.engine = self.feeder.engine
         self.generate = GenerateOperator(
             self.engine,
             self.feeder,
@@ -165,6 +167,7 @@ class UnitGenerator:
         self.started_at = started_at
         self.records.actor_started(self.actor_id, {
             "run_id": run_id, "pid": os.getpid(), "started_at": started_at, "loaded_at": time.time(),
+            "niceness": self.niceness,
             **self.node.to_json(),
         })
         threading.Thread(target=self._beat, daemon=True).start()
