@@ -44,11 +44,15 @@ def format_summary(s: RunSummary) -> str:
     if s.units_run == 0 and s.finished:
         text = f"nothing to do: all {s.units_total} units of {s.output} are committed ({state})"
     else:
+        failed = ", ".join(f"{c} {n:,}" for c, n in sorted(s.errors_by_class.items()))
+        reused = (f"; {s.reused_rows:,} rows ({s.reused_completion_tokens:,} completion tokens) answered by a "
+                  f"duplicate or the cache at no engine cost" if s.reused_rows else "")
         text = (
-            f"{state}: {s.rows:,} rows in {s.units_run} of {s.units_total} units, {s.errors:,} with errors\n"
+            f"{state}: {s.rows:,} rows in {s.units_run} of {s.units_total} units: "
+            f"{s.rows - s.errors:,} completed, {s.errors:,} failed" + (f" ({failed})" if failed else "") + "\n"
             f"tokens: {s.prompt_tokens:,} prompt + {s.completion_tokens:,} completion; "
             f"{s.tokens_per_second:,.0f} completion tokens/s over {s.wall_seconds:,.1f} s wall "
-            f"({s.engine_seconds:,.1f} engine-seconds)\n"
+            f"({s.engine_seconds:,.1f} engine-seconds){reused}\n"
             f"results: {s.output}  (pyarrow.dataset.dataset(path) reads them)"
         )
     if s.cost is not None and s.cost.actors:

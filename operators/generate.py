@@ -10,7 +10,10 @@ instead of committed as errors.
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 import time
+from collections import OrderedDict
+from concurrent.futures import Future
 from typing import Any, Protocol
 
 from operators.batching import Request, order_for_engine
@@ -19,7 +22,10 @@ from operators.failures import BAD_INPUT, CONTEXT_TOO_LONG, TIMEOUT, classify_re
 from operators.feeder import EngineFeeder
 
 RESULT_COLUMNS = ("output", "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "finish_reason",
-                  "error", "error_class")
+                  "error", "error_class", "served_from")
+# served_from: "engine" (generated for this row), "duplicate" (an identical request in this run
+# was generated once for both), "cache" (answered by the response cache); None for errors.
+MEMO_SIZE = 100_000  # answers an actor remembers for duplicates that come later
 
 
 class Tokenizer(Protocol):
@@ -40,9 +46,28 @@ class GenerateOperator:
         self.system_prompt = system_prompt
         self.chat = chat
         self.timeout_seconds = timeout_seconds
+        self._memo: OrderedDict[str, Future] = OrderedDict()  # request key -> its one generation
+        self._memo_lock = threading.Lock()
+
+    def _claim(self, key: str) -> tuple[Future, bool]:
+        """The future that answers `key`, and whether this caller must generate it."""
+        with self._memo_lock:
+            found = self._memo.get(key)
+            failed = found is not None and found.done() and (found.cancelled() or found.exception() is not None)
+            if found is not None and not failed:
+                self._memo.move_to_end(key)
+                return found, False
+            future: Future = Future()
+            self._memo[key] = future
+            while len(self._memo) > MEMO_SIZE:
+                self._memo.popitem(last=False)
+            return future, True
 
     def __call__(self, prompts: list[str | None], errors: list[str | None],
-                 max_tokens: list[int | None] | None = None) -> dict[str, list[Any]]:
+                 max_tokens: list[int | None] | None = None, keys: list[str | None] | None = None,
+                 cached: dict[str, dict[str, Any]] | None = None) -> dict[str, list[Any]]:
+        """`keys` name identical requests (operators/response_cache.py): each is generated once,
+        and rows whose key is in `cached` are answered from it."""
         n = len(prompts)
         result: dict[str, list[Any]] = {
             "output": [None] * n,
@@ -52,42 +77,85 @@ class GenerateOperator:
             "finish_reason": [None] * n,
             "error": list(errors),
             "error_class": [BAD_INPUT if e is not None else None for e in errors],
+            "served_from": [None] * n,
         }
         requests: list[Request] = []
+        waits: list[tuple[int, Future, str]] = []  # (row, future, served_from)
+        mine: dict[int, Future] = {}  # rows this call generates for everyone with the same key
         for i, prompt in enumerate(prompts):
             if result["error"][i] is not None:
                 continue
+            key = keys[i] if keys else None
+            if key is not None and cached and key in cached:
+                self._fill(result, i, cached[key], "cache")
+                continue
+            if key is not None:
+                future, generate = self._claim(key)
+                if not generate:
+                    waits.append((i, future, "duplicate"))
+                    continue
+                mine[i] = future
             ids = self.engine.encode(prompt, self.system_prompt, self.chat)
             # vLLM needs room for at least one generated token.
             if len(ids) >= self.engine.max_model_len:
-                self._fail(result, i, CONTEXT_TOO_LONG, f"prompt is longer than the model's context: "
+                message = (f"prompt is longer than the model's context: "
                            f"{len(ids)} tokens, max_model_len is {self.engine.max_model_len}")
+                self._fail(result, i, CONTEXT_TOO_LONG, message)
+                if i in mine:
+                    mine[i].set_exception(RowRejected(message))
                 continue
             row_max = max_tokens[i] if max_tokens and max_tokens[i] else self.sampling["max_tokens"]
             requests.append(Request(i, ids, row_max))
         ordered = order_for_engine(requests, self.engine.prefix_block_tokens)
-        futures = self.feeder.submit(ordered, self.sampling) if ordered else []
-        deadline = time.monotonic() + self.timeout_seconds if self.timeout_seconds else None
+        try:
+            futures = self.feeder.submit(ordered, self.sampling) if ordered else []
+        except BaseException as err:
+            for future in mine.values():
+                future.set_exception(err)
+            raise
         for request, future in zip(ordered, futures):
-            i = request.key
+            if request.key in mine:
+                future.add_done_callback(lambda f, shared=mine[request.key]: _copy(f, shared))
+            waits.append((request.key, future, "engine"))
+        deadline = time.monotonic() + self.timeout_seconds if self.timeout_seconds else None
+        for i, future, source in waits:
             try:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 completion = future.result(timeout=left)
             except RowRejected as err:
                 self._fail(result, i, classify_rejection(str(err)), f"engine rejected the request: {err}")
                 continue
-            except concurrent.futures.TimeoutError:
-                self.feeder.cancel([future])
+            except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
+                if source == "engine":
+                    self.feeder.cancel([future])
                 self._fail(result, i, TIMEOUT, f"no result within {self.timeout_seconds:g} s of its unit's start")
                 continue
-            result["output"][i] = completion.text
-            result["prompt_tokens"][i] = completion.prompt_tokens
-            result["completion_tokens"][i] = completion.completion_tokens
-            result["cached_prompt_tokens"][i] = completion.cached_prompt_tokens
-            result["finish_reason"][i] = completion.finish_reason
+            self._fill(result, i, {"output": completion.text, "prompt_tokens": completion.prompt_tokens,
+                                   "completion_tokens": completion.completion_tokens,
+                                   "cached_prompt_tokens": completion.cached_prompt_tokens,
+                                   "finish_reason": completion.finish_reason}, source)
         return result
+
+    @staticmethod
+    def _fill(result: dict[str, list[Any]], i: int, answer: dict[str, Any], source: str) -> None:
+        for column in ("output", "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "finish_reason"):
+            if column in answer:
+                result[column][i] = answer[column]
+        result["served_from"][i] = source
 
     @staticmethod
     def _fail(result: dict[str, list[Any]], i: int, error_class: str, message: str) -> None:
         result["error"][i] = message
         result["error_class"][i] = error_class
+
+
+def _copy(source: Future, target: Future) -> None:
+    """Hand one generation's outcome to the shared future that duplicates wait on."""
+    if target.done():
+        return
+    if source.cancelled():
+        target.cancel()
+    elif source.exception() is not None:
+        target.set_exception(source.exception())
+    else:
+        target.set_result(source.result())

@@ -6,9 +6,10 @@ asked for any GPU: the spec, the input files and columns, duplicate ids, the out
 
 from __future__ import annotations
 
+import json
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cluster.resources import ActorResources
 from cluster.session import ray_session
@@ -35,6 +36,9 @@ class RunSummary:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     engine_seconds: float = 0.0
+    reused_rows: int = 0  # answered by a duplicate in the run or by the response cache
+    reused_completion_tokens: int = 0
+    errors_by_class: dict = field(default_factory=dict)
     wall_seconds: float = 0.0
     finished: bool = False
     stopped: str | None = None  # why the run ended early: "budget"
@@ -50,8 +54,10 @@ class RunSummary:
             self.units_skipped += 1
             return
         self.units_run += 1
-        for key in ("rows", "errors", "prompt_tokens", "completion_tokens"):
-            setattr(self, key, getattr(self, key) + unit[key])
+        for key in ("rows", "errors", "prompt_tokens", "completion_tokens", "reused_rows", "reused_completion_tokens"):
+            setattr(self, key, getattr(self, key) + (unit.get(key) or 0))
+        for cls, n in json.loads(unit.get("errors_by_class") or "{}").items():
+            self.errors_by_class[cls] = self.errors_by_class.get(cls, 0) + n
 
 
 def actor_resources(spec: PipelineSpec) -> ActorResources:

@@ -240,12 +240,23 @@ class OutputSpec(_Section):
     )
 
 
+class CacheSpec(_Section):
+    path: str | None = Field(
+        None, description="Response cache shared across runs, local or s3://: identical requests "
+        "(model, prompt, system prompt, sampling, seed) are answered from it at no engine cost.",
+    )
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for the cache.")
+    dedup: bool = Field(True, description="Generate identical requests once within a run.")
+    write: bool = Field(True, description="Add this run's answers to the cache (with path).")
+
+
 class PipelineSpec(_Section):
     input: InputSpec
     model: ModelSpec = Field(default_factory=ModelSpec)
     sampling: SamplingSpec = Field(default_factory=SamplingSpec)
     compute: ComputeSpec = Field(default_factory=ComputeSpec)
     cost: CostSpec = Field(default_factory=CostSpec)
+    cache: CacheSpec = Field(default_factory=CacheSpec)
     output: OutputSpec
 
 

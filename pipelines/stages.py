@@ -11,6 +11,7 @@ through the driver, and a unit is either wholly committed or not at all.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -31,6 +32,7 @@ from operators.feeder import EngineFailed, EngineFeeder
 from operators.generate import GenerateOperator
 from operators.model_store import resolve_model
 from operators.prompts import PromptRenderer
+from operators.response_cache import ANSWER_COLUMNS, ResponseCache, request_key
 from pipelines.output import OutputStore
 from pipelines.records import HEARTBEAT_SECONDS, Records, new_id
 from pipelines.spec import PipelineSpec
@@ -49,6 +51,9 @@ SUMMARY_SCHEMA = pa.schema(
         ("prompt_tokens", pa.int64()),
         ("completion_tokens", pa.int64()),
         ("engine_seconds", pa.float64()),
+        ("reused_rows", pa.int64()),  # answered by a duplicate or the cache, at no engine cost
+        ("reused_completion_tokens", pa.int64()),
+        ("errors_by_class", pa.string()),  # JSON {class: rows}
         ("committed", pa.bool_()),
     ]
 )
@@ -102,6 +107,37 @@ def read_units(batch: pa.Table, spec_data: dict[str, Any]) -> pa.Table:
     return pa.concat_tables(tables)
 
 
+RUN_CACHE = "_spotbatch/cache"
+
+
+def model_key(spec: PipelineSpec) -> str:
+    """What about the model decides its answers (name or path, and how it is loaded)."""
+    m = spec.model
+    return json.dumps([m.name, m.dtype, m.quantization, m.max_model_len, m.engine_kwargs], sort_keys=True, default=str)
+
+
+def unit_stats(unit_id: str, cols: dict[str, list], engine_seconds: float) -> dict[str, Any]:
+    """A unit's counts. Tokens are what the engine processed; rows answered by a duplicate or the
+    cache cost no engine time and are counted apart."""
+    engine = [i for i, s in enumerate(cols["served_from"]) if s == "engine"]
+    reused = [i for i, s in enumerate(cols["served_from"]) if s in ("duplicate", "cache")]
+    by_class: dict[str, int] = {}
+    for c in cols["error_class"]:
+        if c is not None:
+            by_class[c] = by_class.get(c, 0) + 1
+    return {
+        "unit_id": unit_id,
+        "rows": len(cols["error"]),
+        "errors": sum(by_class.values()),
+        "errors_by_class": by_class,
+        "prompt_tokens": sum(cols["prompt_tokens"][i] for i in engine),
+        "completion_tokens": sum(cols["completion_tokens"][i] for i in engine),
+        "reused_rows": len(reused),
+        "reused_completion_tokens": sum(cols["completion_tokens"][i] for i in reused),
+        "engine_seconds": engine_seconds,
+    }
+
+
 def result_table(spec: PipelineSpec, ids: pa.ChunkedArray, cols: dict[str, list], fingerprint: str) -> pa.Table:
     """A unit's results in the output schema; the input id keeps its own name and type."""
     n = len(ids)
@@ -115,6 +151,7 @@ def result_table(spec: PipelineSpec, ids: pa.ChunkedArray, cols: dict[str, list]
             "finish_reason": pa.array(cols["finish_reason"], pa.string()),
             "error": pa.array(cols["error"], pa.string()),
             "error_class": pa.array(cols["error_class"], pa.string()),
+            "served_from": pa.array(cols["served_from"], pa.string()),
             "model": pa.array([spec.model.name] * n, pa.string()),
             "spec_fingerprint": pa.array([fingerprint] * n, pa.string()),
         }
@@ -162,6 +199,12 @@ class UnitGenerator:
         )
         self.store = OutputStore(spec.output.path, spec.output.storage_options)
         self.records = Records(self.store)
+        self.model_key = model_key(spec)
+        # The run's own cache (inside its output) makes duplicates generated once across actors
+        # and resumes; cache.path shares answers across runs.
+        cache_path = spec.cache.path or (f"{spec.output.path.rstrip('/')}/{RUN_CACHE}" if spec.cache.dedup else None)
+        cache_options = spec.cache.storage_options if spec.cache.path else spec.output.storage_options
+        self.cache = ResponseCache(cache_path, cache_options) if cache_path else None
         self.node = this_node(spec.cost, spec.compute.spot_resource, spec.compute.gpus_per_actor,
                               int(os.environ.get("OMP_NUM_THREADS", "0")) or os.cpu_count() or 1)
         self.started_at = started_at
@@ -212,6 +255,26 @@ class UnitGenerator:
             summaries.append(self._run_unit(unit_id, rows))
         return pa.Table.from_pylist(summaries, schema=SUMMARY_SCHEMA)
 
+    def _request_keys(self, prompts: list[str | None], max_tokens: list[int | None]) -> list[str | None]:
+        """Keys that name identical requests, or all None when dedup is off."""
+        if not self.spec.cache.dedup and not self.cache:
+            return [None] * len(prompts)
+        spec = self.spec
+        sampling = spec.sampling.model_dump()
+        return [None if p is None else request_key(
+            self.model_key, p, spec.input.system_prompt, spec.input.format,
+            {**sampling, "max_tokens": m or sampling["max_tokens"]}) for p, m in zip(prompts, max_tokens)]
+
+    def _add_to_cache(self, keys: list[str | None], cols: dict[str, list]) -> None:
+        """Share what the engine generated (never errors, never answers it got from elsewhere)."""
+        if not self.cache or not self.spec.cache.write:
+            return
+        rows = [i for i, k in enumerate(keys) if k is not None and cols["served_from"][i] == "engine"]
+        try:
+            self.cache.add([keys[i] for i in rows], {c: [cols[c][i] for i in rows] for c in ANSWER_COLUMNS})
+        except Exception as err:  # the unit is committed; a cache that cannot be written only costs later runs
+            print(f"spotbatch: could not add to the response cache: {err!r}", file=sys.stderr)
+
     def _exit_for_a_new_engine(self) -> None:
         """The engine is gone and this process cannot make another: leave, once the other
         units in hand have failed too, and Ray starts a fresh actor and retries them all."""
@@ -240,16 +303,17 @@ class UnitGenerator:
         cols = {"output": [None] * n, "prompt_tokens": [0] * n, "completion_tokens": [0] * n,
                 "cached_prompt_tokens": [0] * n, "finish_reason": [None] * n,
                 "error": [p or message for p in prior],
-                "error_class": ["bad_input" if p else error_class for p in prior]}
+                "error_class": ["bad_input" if p else error_class for p in prior],
+                "served_from": [None] * n}
         table = result_table(self.spec, rows.column(ID), cols, self.fingerprint)
-        stats = {"unit_id": unit_id, "rows": n, "errors": n, "prompt_tokens": 0, "completion_tokens": 0,
-                 "engine_seconds": 0.0}
+        stats = unit_stats(unit_id, cols, 0.0)
         committed = self.store.commit(unit_id, table, stats)
         return self._summary(**stats, committed=committed)
 
     def _summary(self, unit_id: str, skipped: str | None = None, **stats: Any) -> dict[str, Any]:
         base = {"rows": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0, "engine_seconds": 0.0,
-                "committed": False}
+                "reused_rows": 0, "reused_completion_tokens": 0, "committed": False}
+        stats["errors_by_class"] = json.dumps(stats.get("errors_by_class") or {})
         return {**base, **stats, "unit_id": unit_id, "actor_id": self.actor_id, "skipped": skipped,
                 "actor_started_at": self.started_at, "actor_usd_per_second": self.node.usd_per_second}
 
@@ -291,9 +355,11 @@ class UnitGenerator:
             unit_id, {"actor_id": self.actor_id, "run_id": self.run_id, "node": self.node.node_id,
                       "pid": os.getpid(), "time": time.time()})
         started = time.monotonic()
+        prompts, max_tokens = rows.column(PROMPT).to_pylist(), rows.column(MAX_TOKENS).to_pylist()
         try:
-            cols = self.generate(rows.column(PROMPT).to_pylist(), rows.column(ERROR).to_pylist(),
-                                 rows.column(MAX_TOKENS).to_pylist())
+            keys = self._request_keys(prompts, max_tokens)
+            cached = self.cache.lookup(keys) if self.cache and any(keys) else {}
+            cols = self.generate(prompts, rows.column(ERROR).to_pylist(), max_tokens, keys=keys, cached=cached)
         except Exception as err:
             # Recorded, then raised: Ray retries the unit; status shows why it failed.
             self.records.end_attempt(unit_id, attempt, {"outcome": "failed", "error": repr(err)[:2000],
@@ -303,15 +369,10 @@ class UnitGenerator:
             raise
         seconds = time.monotonic() - started
         table = result_table(self.spec, rows.column(ID), cols, self.fingerprint)
-        stats = {
-            "unit_id": unit_id,
-            "rows": table.num_rows,
-            "errors": sum(e is not None for e in cols["error"]),
-            "prompt_tokens": sum(cols["prompt_tokens"]),
-            "completion_tokens": sum(cols["completion_tokens"]),
-            "engine_seconds": seconds,
-        }
+        stats = unit_stats(unit_id, cols, seconds)
         committed = self.store.commit(unit_id, table, stats)
+        if committed:
+            self._add_to_cache(keys, cols)
         outcome = "committed" if committed else "already committed"
         self.records.end_attempt(unit_id, attempt, {"outcome": outcome, "time": time.time(), **stats,
                                                     "engine": self.feeder.stats.to_json()})

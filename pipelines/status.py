@@ -24,7 +24,9 @@ class RunStatus:
     rows_total: int
     rows_done: int
     rows_failed: int  # committed rows that are error records
-    prompt_tokens: int
+    rows_failed_by_class: dict[str, int]  # operators/failures.py: bad_input, context_too_long, ...
+    rows_reused: int  # answered by a duplicate in the run or by the response cache
+    prompt_tokens: int  # what the engine processed (reused rows not counted)
     completion_tokens: int
     finished: bool
 
@@ -60,10 +62,20 @@ def run_status(path: str, storage_options: dict[str, Any] | None = None) -> RunS
         rows_total=manifest["input_rows"],
         rows_done=sum(s["rows"] for s in stats),
         rows_failed=sum(s["errors"] for s in stats),
+        rows_failed_by_class=_sum_classes(stats),
+        rows_reused=sum(s.get("reused_rows", 0) for s in stats),
         prompt_tokens=sum(s["prompt_tokens"] for s in stats),
         completion_tokens=sum(s["completion_tokens"] for s in stats),
         finished=committed == planned,
     )
+
+
+def _sum_classes(stats: list[dict[str, Any]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for s in stats:
+        for cls, n in (s.get("errors_by_class") or {}).items():
+            total[cls] = total.get(cls, 0) + n
+    return dict(sorted(total.items()))
 
 
 def format_status(s: RunStatus) -> str:
@@ -73,6 +85,9 @@ def format_status(s: RunStatus) -> str:
         f"units: {s.units_committed}/{s.units_total} committed, {s.units_pending} pending "
         f"({s.units_failed} failed on their last attempt), {s.units_retried} retried\n"
         f"attempts: {s.attempts} ({s.attempts_lost} lost with their node or driver)\n"
-        f"rows: {s.rows_done:,}/{s.rows_total:,} done, {s.rows_failed:,} error records\n"
+        f"rows: {s.rows_done:,}/{s.rows_total:,} done: {s.rows_done - s.rows_failed:,} completed, "
+        f"{s.rows_failed:,} failed"
+        + (" (" + ", ".join(f"{c} {n:,}" for c, n in s.rows_failed_by_class.items()) + ")" if s.rows_failed else "")
+        + (f", {s.rows_reused:,} answered by a duplicate or the cache" if s.rows_reused else "") + "\n"
         f"tokens: {s.prompt_tokens:,} prompt + {s.completion_tokens:,} completion"
     )

@@ -76,7 +76,7 @@ def test_run_then_rerun_then_changed_spec(tmp_path, ray_cluster, tiny_model):
     spec = write_spec(tmp_path)
     first = spotbatch("run", str(spec), "--address", ray_cluster)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "finished: 24 rows in 3 of 3 units, 0 with errors" in first.stdout
+    assert "finished: 24 rows in 3 of 3 units: 24 completed, 0 failed" in first.stdout
     assert "completion tokens/s" in first.stdout
     # no terminal: progress comes as log lines, with rate, ETA and dollars
     progress = [line for line in first.stdout.splitlines() if line.startswith("spotbatch progress:")]

@@ -178,3 +178,25 @@ def test_a_unit_waits_for_a_hungry_engine_before_it_starts():
     engine.may_step.set()
     assert entered.wait(5)
     assert feeder.pending() <= 4 + 1  # it entered with no more than the running set and one waiting
+
+
+def test_identical_requests_are_generated_once_and_cached_ones_not_at_all():
+    engine = FakeEngine()
+    op = operator(engine)
+    prompts = ["aa", "bb", "aa", "cc", "aa"]
+    keys = ["k-aa", "k-bb", "k-aa", "k-cc", "k-aa"]
+    cached = {"k-cc": {"output": "from cache", "prompt_tokens": 2, "completion_tokens": 7, "finish_reason": "stop"}}
+    out = op(prompts, [None] * 5, keys=keys, cached=cached)
+    assert sorted(engine.added) == ["aa", "bb"]
+    assert out["served_from"] == ["engine", "engine", "duplicate", "cache", "duplicate"]
+    assert out["output"][3] == "from cache" and out["completion_tokens"][3] == 7
+    assert out["completion_tokens"][2] == out["completion_tokens"][0] == 2
+    # A later unit on the same actor gets the earlier answer without the engine.
+    again = op(["bb"], [None], keys=["k-bb"])
+    assert again["served_from"] == ["duplicate"] and sorted(engine.added) == ["aa", "bb"]
+
+
+def test_rows_without_a_key_are_never_merged():
+    engine = FakeEngine()
+    out = operator(engine)(["aa", "aa"], [None, None], keys=[None, None])
+    assert out["served_from"] == ["engine", "engine"] and engine.added == ["aa", "aa"]

@@ -71,7 +71,10 @@ def test_bad_rows_are_error_records(finished_run):
     assert errors["long"]["error"].startswith("prompt is longer than the model's context")
     assert "max_model_len is 256" in errors["long"]["error"]
     assert all(e["output"] is None and e["completion_tokens"] == 0 for e in errors.values())
+    assert {q: e["error_class"] for q, e in errors.items()} == {
+        "null": "bad_input", "empty": "bad_input", "long": "context_too_long"}
     assert summary.errors == 3
+    assert summary.errors_by_class == {"bad_input": 2, "context_too_long": 1}
 
 
 def test_greedy_answers_are_sensible(finished_run):

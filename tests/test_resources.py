@@ -63,3 +63,11 @@ def test_engine_kwargs_pass_through_and_win():
                                                                                 "enforce_eager": True})
     kw = cfg.llm_kwargs()
     assert kw["tensor_parallel_size"] == 2 and kw["gpu_memory_utilization"] == 0.8 and kw["enforce_eager"] is True
+
+
+def test_engine_actors_take_several_units_on_threads_for_continuous_feeding():
+    opts = actor_resources(spec(actors=2, gpus_per_actor=1, units_in_flight=3)).map_batches_options()
+    pool = opts["compute"]
+    assert pool.max_concurrent_calls_per_actor == 3 and pool.enable_true_multi_threading
+    assert pool.max_tasks_in_flight_per_actor == 3  # no more queued at an actor than it holds
+    assert opts["num_gpus"] == 1

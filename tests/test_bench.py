@@ -1,0 +1,40 @@
+"""`spotbatch bench` runs end to end (tiny model, a few prompts): each runner's figures and the
+JSON last line. Not a timing test: the figures themselves come from a full `spotbatch bench`."""
+
+import json
+
+import pytest
+
+from tests.helpers import spotbatch
+
+pytestmark = pytest.mark.engine
+
+
+def test_bench_prints_figures_and_ends_with_its_json(tmp_path, tiny_model):
+    out = tmp_path / "bench.json"
+    proc = spotbatch("bench", "--prompts", "6", "--sets", "long_tail", "shared_system",
+                     "--runners", "plain_vllm", "spotbatch", "--model", str(tiny_model), "--out", str(out))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    last = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert last == json.loads(out.read_text())
+    for name in ("long_tail", "shared_system"):
+        entry = last["sets"][name]
+        plain, ours = entry["runners"]["plain_vllm"], entry["runners"]["spotbatch"]
+        assert plain["requests"] == ours["requests"] == 6
+        assert plain["output_tokens"] > 0 and ours["output_tokens"] > 0
+        assert 0 < ours["busy_fraction"] <= 1.0
+        assert ours["startup_seconds"] > 0 and ours["generate_seconds"] > 0
+        assert entry["ratios"]["spotbatch"]["steady_state"] > 0
+    assert "steady state x" in proc.stdout
+
+
+def test_bench_engine_settings_carry_no_cpu_assumption(monkeypatch):
+    """On a GPU the runners get no CPU thread settings: the same code, another environment."""
+    import torch
+
+    from jobs.bench.common import cpu_env
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert "OMP_NUM_THREADS" not in cpu_env() and "VLLM_CPU_KVCACHE_SPACE" not in cpu_env()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cpu_env()["VLLM_CPU_KVCACHE_SPACE"] == "1"
