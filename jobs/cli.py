@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from operators.failures import CLASSES
 from operators.model_store import BUILDERS, ModelNotFoundError, models_dir, prepare_model
 from pipelines.inputs import InputError
 from pipelines.output import OutputError
@@ -19,6 +20,16 @@ def _run(args: argparse.Namespace) -> int:
     from jobs.summary import format_summary
     from pipelines.run import run
 
+    if args.retry_failed:
+        from pipelines.retry import retry_failed
+
+        if args.spec:
+            raise SpecError("give a spec or --retry-failed OUTPUT, not both (the output keeps its spec)")
+        summary = retry_failed(args.retry_failed, address=args.address, classes=args.only_class, overrides=args.set)
+        print(format_summary(summary))
+        return 0
+    if not args.spec:
+        raise SpecError("spotbatch run needs a spec (or --retry-failed OUTPUT)")
     spec = load_spec(args.spec, overrides=args.set, output=args.output)
     if uses_run_date(spec) or args.date:
         spec = with_run_date(spec, parse_run_date(args.date))
@@ -52,6 +63,16 @@ def _demo(args: argparse.Namespace) -> int:
     return demo(args.output, model=args.model, rows=args.rows, address=args.address)
 
 
+def _export(args: argparse.Namespace) -> int:
+    from pipelines.export import export
+
+    counts = export(args.output, args.format, args.to, include_truncated=args.include_truncated)
+    print(f"spotbatch: exported {counts['written']:,} of {counts['rows']:,} rows to {args.to}"
+          + (f"; {counts['errors']:,} failed rows in the errors file" if counts["errors"] else "")
+          + (f"; {counts['skipped']:,} skipped (errors or cut-off answers)" if counts["skipped"] else ""))
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from jobs.bench.main import bench
 
@@ -72,7 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run or resume a batch described by a YAML spec")
-    p.add_argument("spec", help="pipeline spec (YAML)")
+    p.add_argument("spec", nargs="?", help="pipeline spec (YAML)")
+    p.add_argument("--retry-failed", metavar="OUTPUT",
+                   help="run the error records of a finished output again, with its own spec, and merge them")
+    p.add_argument("--only-class", action="append", choices=list(CLASSES),
+                   help="with --retry-failed: only rows that failed this way (repeatable; default: all)")
     p.add_argument("--output", help="output path (overrides output.path)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec value, e.g. --set sampling.max_tokens=64 (repeatable)")
@@ -100,6 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=int, default=240, help="how many sample prompts")
     p.add_argument("--address", help="Ray cluster address (default: a private local Ray)")
     p.set_defaults(func=_demo)
+
+    p = sub.add_parser("export", help="results as provider batch output, chat JSONL or prompt/response Parquet")
+    p.add_argument("output", help="the run's output path")
+    p.add_argument("--format", required=True, choices=["openai-batch", "chat-jsonl", "pairs-parquet"])
+    p.add_argument("--to", required=True, help="file to write (never overwritten)")
+    p.add_argument("--include-truncated", action="store_true",
+                   help="chat-jsonl: keep answers cut off by max_tokens (default: only finished ones)")
+    p.set_defaults(func=_export)
 
     p = sub.add_parser("bench", help="throughput against plain vLLM and Ray Data's LLM processor, same prompts")
     p.add_argument("--quick", action="store_true", help="48 prompts per set instead of 320 (a few minutes)")

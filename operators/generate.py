@@ -32,19 +32,19 @@ class Tokenizer(Protocol):
     max_model_len: int
     prefix_block_tokens: int
 
-    def encode(self, prompt: str, system_prompt: str | None, chat: bool) -> list[int]: ...
+    def encode(self, prompt: str, system_prompt: str | None, fmt: str) -> list[int]: ...
 
 
 class GenerateOperator:
     """Reads `prompt` text (or a prior `error`) per row; writes RESULT_COLUMNS."""
 
     def __init__(self, engine: Tokenizer, feeder: EngineFeeder, sampling: dict[str, Any],
-                 system_prompt: str | None, chat: bool, timeout_seconds: float | None = None):
+                 system_prompt: str | None, fmt: str, timeout_seconds: float | None = None):
         self.engine = engine
         self.feeder = feeder
         self.sampling = sampling
         self.system_prompt = system_prompt
-        self.chat = chat
+        self.fmt = fmt  # raw, chat or messages (VLLMEngine.encode)
         self.timeout_seconds = timeout_seconds
         self._memo: OrderedDict[str, Future] = OrderedDict()  # request key -> its one generation
         self._memo_lock = threading.Lock()
@@ -95,7 +95,13 @@ class GenerateOperator:
                     waits.append((i, future, "duplicate"))
                     continue
                 mine[i] = future
-            ids = self.engine.encode(prompt, self.system_prompt, self.chat)
+            try:
+                ids = self.engine.encode(prompt, self.system_prompt, self.fmt)
+            except (ValueError, TypeError, AttributeError) as err:  # messages that are not a chat
+                self._fail(result, i, BAD_INPUT, f"prompt could not be read as {self.fmt}: {err}")
+                if i in mine:
+                    mine[i].set_exception(RowRejected(str(err)))
+                continue
             # vLLM needs room for at least one generated token.
             if len(ids) >= self.engine.max_model_len:
                 message = (f"prompt is longer than the model's context: "

@@ -6,6 +6,8 @@ Layout (readers such as `pyarrow.dataset.dataset(PATH)` skip names starting with
     PATH/_spotbatch/manifest.json the plan and the fingerprint of what decides the answers
     PATH/_spotbatch/attempts|actors|runs|stop/   the run's records (see pipelines/records.py)
     PATH/_spotbatch/superseded/   results of an earlier spec, moved aside by --new-run
+    PATH/_spotbatch/replaced/     unit results as they were before `run --retry-failed` merged
+                                  retried rows into them
     PATH/.staging/                results being written, before their commit
 
 A commit never overwrites: on a file system it is a hard link from the staged file to the
@@ -32,6 +34,7 @@ MANIFEST = "_spotbatch/manifest.json"
 # The run's records (pipelines/records.py writes them); they move with their results.
 ATTEMPTS, ACTORS, RUNS, STOP = "_spotbatch/attempts", "_spotbatch/actors", "_spotbatch/runs", "_spotbatch/stop"
 SUPERSEDED = "_spotbatch/superseded"
+REPLACED = "_spotbatch/replaced"  # unit results replaced by a merge of retried rows
 STAGING = ".staging"
 PART_PREFIX = "part-"
 STATS_KEY = b"spotbatch.unit"
@@ -134,6 +137,25 @@ class OutputStore:
         except FileExistsError:
             return False
         return True
+
+    def replace(self, unit_id: str, table: pa.Table, stats: dict[str, Any]) -> str:
+        """Replace a committed unit's results with a merged version (`run --retry-failed`): the
+        old file is copied to _spotbatch/replaced/ first, then the new one takes its name in one
+        step (a rename locally, one PUT on S3), so readers see the old or the new, never both.
+        Returns where the old version went."""
+        meta = dict(table.schema.metadata or {})
+        meta[STATS_KEY] = json.dumps(stats).encode()
+        buf = io.BytesIO()
+        pq.write_table(table.replace_schema_metadata(meta), buf)
+        final = self._path(self.part_name(unit_id))
+        kept = f"{REPLACED}/{unit_id}-{time.time_ns()}.parquet"
+        self.create(kept, self.fs.cat_file(final))
+        self.put(self.part_name(unit_id), buf.getvalue())
+        return kept
+
+    def read_unit(self, unit_id: str) -> pa.Table:
+        with self.fs.open(self._path(self.part_name(unit_id)), "rb") as fh:
+            return pq.read_table(fh)
 
     def _commit_local(self, final: str, unit_id: str, table: pa.Table) -> bool:
         staging = self._path(STAGING)

@@ -107,7 +107,10 @@ def prepare(spec: PipelineSpec, new_run: bool = False) -> tuple[OutputStore, Pla
 def run(spec: PipelineSpec, address: str | None = None, new_run: bool = False,
         interactive: bool | None = None) -> RunSummary:
     """Run (or resume) a spec; returns what this invocation did and what the output cost."""
+    from pipelines.openai_batch import resolve_input
+
     started = time.monotonic()
+    spec = resolve_input(spec)
     store, plan = prepare(spec, new_run=new_run)
     reference = spec.cost.reference.model_dump() if spec.cost.reference else None
     committed = store.committed_units()
@@ -139,8 +142,9 @@ def run(spec: PipelineSpec, address: str | None = None, new_run: bool = False,
 
 def _run_pending(spec: PipelineSpec, plan: Plan, pending: list, store: OutputStore, summary: RunSummary, *,
                  address: str | None, usd_before: float, reference: dict | None,
-                 interactive: bool | None) -> str | None:
-    """Stream the pending units into `summary`; returns why the run stopped early, if it did."""
+                 interactive: bool | None, only_ids: dict[str, list] | None = None) -> str | None:
+    """Stream the pending units into `summary`; returns why the run stopped early, if it did.
+    With `only_ids` (unit -> ids), only those rows of each unit are run and merged back."""
     records = Records(store)
     run_id = new_id()
     run_record = {"started_at": time.time(), "units_pending": len(pending), "ended_at": None, "stopped": None,
@@ -148,12 +152,15 @@ def _run_pending(spec: PipelineSpec, plan: Plan, pending: list, store: OutputSto
     records.run_record(run_id, run_record)
     pending_ids = {u.unit_id for u in pending}
     committed_rows = sum(u.rows for u in plan.units if u.unit_id not in pending_ids)
-    monitor = RunMonitor(plan.input_rows, committed_rows, len(pending), usd_before, spec.cost.max_cost_usd,
+    total_rows = plan.input_rows
+    if only_ids is not None:
+        total_rows, committed_rows = sum(len(v) for v in only_ids.values()), 0
+    monitor = RunMonitor(total_rows, committed_rows, len(pending), usd_before, spec.cost.max_cost_usd,
                          lambda reason: records.request_stop(run_id, reason), interactive)
     left_to_others: list[str] = []
     try:
         with ray_session(address):
-            for unit in _stream(spec, plan, pending, run_id):
+            for unit in _stream(spec, plan, pending, run_id, only_ids):
                 summary.add(unit)
                 monitor.on_unit(unit)
                 if unit["skipped"] == "held by another run":
@@ -176,13 +183,14 @@ def _await_other_runs(store: OutputStore, records: Records, unit_ids: list[str],
             time.sleep(1.0)
 
 
-def _stream(spec: PipelineSpec, plan: Plan, pending: list, run_id: str):
+def _stream(spec: PipelineSpec, plan: Plan, pending: list, run_id: str, only_ids: dict[str, list] | None = None):
     import ray.data
 
     resources = actor_resources(spec)
     spec_data = spec.model_dump(mode="json")
     units = ray.data.from_items(
-        [{"unit_id": u.unit_id, "path": u.path, "start": u.start, "stop": u.stop} for u in pending],
+        [{"unit_id": u.unit_id, "path": u.path, "start": u.start, "stop": u.stop,
+          "only_ids": json.dumps(only_ids[u.unit_id]) if only_ids is not None else ""} for u in pending],
         override_num_blocks=len(pending),
     )
     rows = units.map_batches(read_units, fn_kwargs={"spec_data": spec_data}, batch_size=1, batch_format="pyarrow")
@@ -193,6 +201,7 @@ def _stream(spec: PipelineSpec, plan: Plan, pending: list, run_id: str):
             "fingerprint": plan.fingerprint,
             "run_id": run_id,
             "tensor_parallel_size": resources.tensor_parallel_size(),
+            "retry": only_ids is not None,
         },
         batch_size=None,
         batch_format="pyarrow",

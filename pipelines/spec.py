@@ -31,6 +31,10 @@ class InputSpec(_Section):
     paths: list[str] = Field(
         description="Parquet files, folders or glob patterns; local paths or s3:// URLs."
     )
+    kind: Literal["parquet", "openai_batch"] = Field(
+        "parquet", description="openai_batch: paths are OpenAI batch JSONL files (custom_id, body.messages, "
+        "body.max_tokens); they are read into Parquet in the output folder first.",
+    )
     id_column: str = Field("id", description="Column that names each row; copied to the output.")
     prompt_column: str | None = Field(None, description="Column holding the prompt text.")
     template: str | None = Field(
@@ -41,8 +45,9 @@ class InputSpec(_Section):
         None, description="Column giving each row its own max_tokens (null: sampling.max_tokens), as "
         "provider batch files do.",
     )
-    format: Literal["chat", "raw"] = Field(
-        "chat", description="chat: apply the model's chat template; raw: send the text as it is."
+    format: Literal["chat", "raw", "messages"] = Field(
+        "chat", description="chat: apply the model's chat template; raw: send the text as it is; "
+        "messages: the prompt column holds a JSON list of chat messages.",
     )
     storage_options: dict[str, Any] = Field(
         default_factory=dict, description="fsspec options for the input file system (e.g. S3 endpoint)."
@@ -59,6 +64,15 @@ class InputSpec(_Section):
         if not value:
             raise ValueError("must name at least one path")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _batch_file_columns(cls, data: Any) -> Any:
+        """A provider batch file always has the same columns once read (pipelines/openai_batch.py)."""
+        if isinstance(data, dict) and data.get("kind") == "openai_batch":
+            data = {"id_column": "custom_id", "prompt_column": "messages", "format": "messages",
+                    "max_tokens_column": "max_tokens", **data}
+        return data
 
     @model_validator(mode="after")
     def _one_prompt_source(self) -> "InputSpec":

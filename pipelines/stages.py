@@ -82,6 +82,11 @@ def read_units(batch: pa.Table, spec_data: dict[str, Any]) -> pa.Table:
     tables = []
     for unit in batch.to_pylist():
         rows = read_unit_rows(unit["path"], unit["start"], unit["stop"], columns, spec.input.storage_options)
+        expected = unit["stop"] - unit["start"]
+        if unit.get("only_ids"):  # a retry: just the rows that failed
+            only = pa.array(json.loads(unit["only_ids"]), rows.schema.field(spec.input.id_column).type)
+            rows = rows.filter(pc.is_in(rows.column(spec.input.id_column), value_set=only))
+            expected = len(only)
         prompts, errors = renderer.render({c: rows.column(c).to_pylist() for c in renderer.columns})
         n = rows.num_rows
         max_tokens = [None] * n
@@ -96,7 +101,7 @@ def read_units(batch: pa.Table, spec_data: dict[str, Any]) -> pa.Table:
             pa.table(
                 {
                     UNIT: pa.array([unit["unit_id"]] * n, pa.string()),
-                    UNIT_ROWS: pa.array([unit["stop"] - unit["start"]] * n, pa.int64()),
+                    UNIT_ROWS: pa.array([expected] * n, pa.int64()),
                     ID: rows.column(spec.input.id_column),
                     PROMPT: pa.array(prompts, pa.string()),
                     ERROR: pa.array(errors, pa.string()),
@@ -162,8 +167,10 @@ class UnitGenerator:
     """An engine actor: loads the model once, then generates and commits whole units, and
     keeps the records its cost is computed from (pipelines/records.py)."""
 
-    def __init__(self, spec_data: dict[str, Any], fingerprint: str, run_id: str, tensor_parallel_size: int = 1):
+    def __init__(self, spec_data: dict[str, Any], fingerprint: str, run_id: str, tensor_parallel_size: int = 1,
+                 retry: bool = False):
         started_at = time.time()  # the actor's node-seconds are counted from here
+        self.retry = retry  # units are failed rows of committed units, merged back when done
         self.spec = spec = PipelineSpec.model_validate(spec_data)
         self.fingerprint = fingerprint
         self.run_id = run_id
@@ -194,7 +201,7 @@ class UnitGenerator:
             self.feeder,
             sampling=spec.sampling.model_dump(),
             system_prompt=spec.input.system_prompt,
-            chat=spec.input.format == "chat",
+            fmt=spec.input.format,
             timeout_seconds=spec.compute.request_timeout_seconds,
         )
         self.store = OutputStore(spec.output.path, spec.output.storage_options)
@@ -255,6 +262,24 @@ class UnitGenerator:
             summaries.append(self._run_unit(unit_id, rows))
         return pa.Table.from_pylist(summaries, schema=SUMMARY_SCHEMA)
 
+    def _merge_retried(self, unit_id: str, retried: pa.Table, stats: dict[str, Any]) -> bool:
+        """Put the retried rows in place of their error records in the unit's results. The
+        unit's footer counts are recomputed from the merged rows; `stats` (what the caller
+        records for the attempt) keeps only this retry's engine tokens."""
+        id_col = self.spec.input.id_column
+        old = self.store.read_unit(unit_id)
+        old_meta = json.loads((old.schema.metadata or {})[b"spotbatch.unit"])
+        kept = old.filter(pc.invert(pc.is_in(old.column(id_col), value_set=retried.column(id_col))))
+        merged = pa.concat_tables([kept.replace_schema_metadata(None), retried.cast(kept.schema)])
+        cols = {c: merged.column(c).to_pylist() for c in ("error", "error_class", "served_from",
+                                                           "prompt_tokens", "completion_tokens")}
+        footer = unit_stats(unit_id, cols, old_meta.get("engine_seconds", 0.0) + stats["engine_seconds"])
+        # Tokens in the footer: what the engine did for this unit over all its attempts.
+        for key in ("prompt_tokens", "completion_tokens"):
+            footer[key] = old_meta.get(key, 0) + stats[key]
+        self.store.replace(unit_id, merged, footer)
+        return True
+
     def _request_keys(self, prompts: list[str | None], max_tokens: list[int | None]) -> list[str | None]:
         """Keys that name identical requests, or all None when dedup is off."""
         if not self.spec.cache.dedup and not self.cache:
@@ -285,7 +310,8 @@ class UnitGenerator:
 
     def _exhausted(self, unit_id: str) -> tuple[str, str] | None:
         """(class, message) when the unit failed or was lost on every allowed attempt."""
-        tries = [t for t in self.records.unit_attempts(unit_id).values() if "start" in t]
+        tries = [t for t in self.records.unit_attempts(unit_id).values() if "start" in t
+                 and (not self.retry or t["start"].get("run_id") == self.run_id)]  # a retry starts afresh
         failed = [t["end"] for t in tries if t.get("end", {}).get("outcome") == "failed"]
         lost = [t for t in tries if "end" not in t]
         if len(failed) + len(lost) < self.spec.compute.max_attempts:
@@ -307,7 +333,10 @@ class UnitGenerator:
                 "served_from": [None] * n}
         table = result_table(self.spec, rows.column(ID), cols, self.fingerprint)
         stats = unit_stats(unit_id, cols, 0.0)
-        committed = self.store.commit(unit_id, table, stats)
+        if self.retry:
+            committed = self._merge_retried(unit_id, table, stats)
+        else:
+            committed = self.store.commit(unit_id, table, stats)
         return self._summary(**stats, committed=committed)
 
     def _summary(self, unit_id: str, skipped: str | None = None, **stats: Any) -> dict[str, Any]:
@@ -340,7 +369,7 @@ class UnitGenerator:
         stop = self.records.stop_requested(self.run_id)
         if stop:
             return self._summary(unit_id, skipped=f"stop: {stop}")
-        if self.store.is_committed(unit_id):
+        if not self.retry and self.store.is_committed(unit_id):
             # Another run on the same output, or an attempt thought lost, finished it first:
             # spend no engine time on it.
             return self._summary(unit_id, skipped="committed")
@@ -370,7 +399,10 @@ class UnitGenerator:
         seconds = time.monotonic() - started
         table = result_table(self.spec, rows.column(ID), cols, self.fingerprint)
         stats = unit_stats(unit_id, cols, seconds)
-        committed = self.store.commit(unit_id, table, stats)
+        if self.retry:
+            committed = self._merge_retried(unit_id, table, stats)
+        else:
+            committed = self.store.commit(unit_id, table, stats)
         if committed:
             self._add_to_cache(keys, cols)
         outcome = "committed" if committed else "already committed"

@@ -31,8 +31,8 @@ class FakeEngine:
         self.may_step = threading.Event()  # clear it to hold the engine still
         self.may_step.set()
 
-    def encode(self, prompt, system_prompt, chat):
-        text = (system_prompt or "") + prompt if chat else prompt
+    def encode(self, prompt, system_prompt, fmt):
+        text = (system_prompt or "") + prompt if fmt == "chat" else prompt
         return [ord(c) for c in text]
 
     def kv_capacity_tokens(self):
@@ -72,7 +72,8 @@ SAMPLING = {"max_tokens": 2, "temperature": 0.0, "top_p": 1.0, "seed": 0, "stop"
 
 
 def operator(engine, system_prompt=None, chat=False, budget=None, timeout=None):
-    return GenerateOperator(engine, EngineFeeder(engine, budget), SAMPLING, system_prompt, chat, timeout)
+    return GenerateOperator(engine, EngineFeeder(engine, budget), SAMPLING, system_prompt,
+                            "chat" if chat else "raw", timeout)
 
 
 def test_rows_with_errors_are_not_sent_and_keep_their_reason():

@@ -1,0 +1,116 @@
+"""Results in the formats other tools read, written unit by unit (memory stays per unit).
+
+    openai-batch   the provider's batch output lines (pipelines/openai_batch.py), failed rows
+                   in a separate errors file: `<to>` and `<to minus .jsonl>.errors.jsonl`
+    chat-jsonl     training data for distillation: {"messages": [system, user, assistant]}
+                   per answered row (finish_reason stop only, unless all=True)
+    pairs-parquet  prompt/response pairs with token counts, one Parquet file
+
+A destination that exists is refused: an export never overwrites anything.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
+
+from operators.prompts import PromptRenderer
+from pipelines.openai_batch import output_line
+from pipelines.output import OutputError, OutputStore
+from pipelines.plan import Plan
+from pipelines.spec import PipelineSpec
+from pipelines.stages import read_unit_rows
+
+FORMATS = ("openai-batch", "chat-jsonl", "pairs-parquet")
+
+
+def _rows(store: OutputStore, spec: PipelineSpec, plan: Plan) -> Iterator[tuple[dict[str, Any], list[dict] | None]]:
+    """(result row, the chat messages it answered) for every row, unit by unit."""
+    inp = spec.input
+    renderer = PromptRenderer(inp.prompt_column, inp.template)
+    for unit in plan.units:
+        results = store.read_unit(unit.unit_id).to_pylist()
+        source = read_unit_rows(unit.path, unit.start, unit.stop, inp.columns_read(), inp.storage_options)
+        prompts, _ = renderer.render({c: source.column(c).to_pylist() for c in renderer.columns})
+        by_id = dict(zip(source.column(inp.id_column).to_pylist(), prompts))
+        for row in results:
+            prompt = by_id.get(row[inp.id_column])
+            if prompt is None:
+                yield row, None
+                continue
+            if inp.format == "messages":
+                messages = json.loads(prompt)
+            else:
+                messages = [{"role": "user", "content": prompt}]
+            if inp.system_prompt and not any(m.get("role") == "system" for m in messages):
+                messages.insert(0, {"role": "system", "content": inp.system_prompt})
+            yield row, messages
+
+
+def export(output: str, fmt: str, to: str, include_truncated: bool = False,
+           storage_options: dict[str, Any] | None = None) -> dict[str, int]:
+    """Write the export; returns counts of what went where."""
+    if fmt not in FORMATS:
+        raise OutputError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    store = OutputStore(output, storage_options)
+    manifest = store.read_manifest()
+    if manifest is None:
+        raise OutputError(f"no spotbatch run at {output} (no _spotbatch/manifest.json)")
+    spec, plan = PipelineSpec.model_validate(manifest["spec"]), Plan.from_json(manifest)
+    fs, path = url_to_fs(to)
+    errors_path = (path[: -len(".jsonl")] if path.endswith(".jsonl") else path) + ".errors.jsonl"
+    for p in (path, errors_path) if fmt == "openai-batch" else (path,):
+        if fs.exists(p):
+            raise OutputError(f"{fs.unstrip_protocol(p)} exists; an export never overwrites: choose a new name")
+    counts = {"rows": 0, "written": 0, "errors": 0, "skipped": 0}
+    id_col = spec.input.id_column
+    if fmt == "pairs-parquet":
+        writer = None
+        with fs.open(path, "wb") as fh:
+            for row, messages in _rows(store, spec, plan):
+                counts["rows"] += 1
+                if row["error"] is not None or messages is None:
+                    counts["skipped"] += 1
+                    continue
+                record = {"id": str(row[id_col]), "prompt": json.dumps(messages), "response": row["output"],
+                          "prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"],
+                          "finish_reason": row["finish_reason"], "model": row["model"]}
+                table = pa.Table.from_pylist([record])
+                writer = writer or pq.ParquetWriter(fh, table.schema)
+                writer.write_table(table)
+                counts["written"] += 1
+            if writer:
+                writer.close()
+        return counts
+    created = int(time.time())
+    with fs.open(path, "w") as out, (fs.open(errors_path, "w") if fmt == "openai-batch" else _Null()) as err:
+        for row, messages in _rows(store, spec, plan):
+            counts["rows"] += 1
+            if fmt == "openai-batch":
+                line, failed = output_line(str(row[id_col]), row, spec.model.name, created)
+                (err if failed else out).write(json.dumps(line) + "\n")
+                counts["errors" if failed else "written"] += 1
+                continue
+            done = row["error"] is None and messages is not None
+            if not done or (row["finish_reason"] != "stop" and not include_truncated):
+                counts["skipped"] += 1  # a cut-off answer teaches a student to stop mid-sentence
+                continue
+            out.write(json.dumps({"messages": messages + [{"role": "assistant", "content": row["output"]}]}) + "\n")
+            counts["written"] += 1
+    return counts
+
+
+class _Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def write(self, _: str) -> None:
+        pass

@@ -1,0 +1,68 @@
+"""`spotbatch run --retry-failed OUTPUT`: run only the rows that ended as error records again,
+and merge their new results into their units.
+
+The spec is the one the output was made with (its manifest keeps it), so nothing has to be
+restated; inputs must still match it. Each unit with failed rows is run again for just those
+rows, and its results file is replaced by the merge (the old file is kept under
+_spotbatch/replaced/). Rows that fail again stay error records, with the new reason.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pyarrow.compute as pc
+
+from pipelines.ledger import compute_ledger, write_ledger
+from pipelines.output import OutputError, OutputStore
+from pipelines.plan import Plan
+from pipelines.run import RunSummary, _run_pending, prepare
+from pipelines.spec import apply_overrides, validate_spec
+
+
+def failed_rows(store: OutputStore, plan: Plan, classes: list[str] | None = None) -> dict[str, list]:
+    """unit -> ids of its error records (of the given classes, or all)."""
+    found: dict[str, list] = {}
+    committed = store.committed_units()
+    for unit in plan.units:
+        if unit.unit_id not in committed or not store.unit_stats(unit.unit_id).get("errors"):
+            continue
+        table = store.read_unit(unit.unit_id).select([plan.id_column, "error", "error_class"])
+        failed = pc.is_valid(table.column("error"))
+        if classes:
+            failed = pc.and_(failed, pc.is_in(table.column("error_class"), value_set=pc.cast(classes, "string")))
+        ids = table.filter(failed).column(plan.id_column).to_pylist()
+        if ids:
+            found[unit.unit_id] = ids
+    return found
+
+
+def retry_failed(output: str, storage_options: dict | None = None, address: str | None = None,
+                 classes: list[str] | None = None, overrides: list[str] | None = None,
+                 interactive: bool | None = None) -> RunSummary:
+    """`overrides` (dotted.key=value) may change how it runs (compute, cost: a longer timeout,
+    more actors); a change to what decides the answers is refused, as for any run."""
+    started = time.monotonic()
+    store = OutputStore(output, storage_options)
+    manifest = store.read_manifest()
+    if manifest is None:
+        raise OutputError(f"no spotbatch run at {output} (no _spotbatch/manifest.json)")
+    spec = validate_spec(apply_overrides(manifest["spec"], overrides or []))
+    if storage_options:
+        spec.output.storage_options = storage_options
+    store, plan = prepare(spec)  # refuses if the inputs changed since
+    if store.committed_units() < {u.unit_id for u in plan.units}:
+        raise OutputError(f"{output} is not finished: run the spec again to finish it before --retry-failed")
+    only_ids = failed_rows(store, plan, classes)
+    summary = RunSummary(output=output, units_total=len(plan.units))
+    pending = [u for u in plan.units if u.unit_id in only_ids]
+    if pending:
+        summary.stopped = _run_pending(spec, plan, pending, store, summary, address=address, usd_before=0.0,
+                                       reference=None, interactive=interactive, only_ids=only_ids)
+    summary.wall_seconds = time.monotonic() - started
+    summary.finished = True
+    ledger = compute_ledger(store, spec.cost.reference.model_dump() if spec.cost.reference else None)
+    if pending:
+        write_ledger(store, ledger)
+    summary.cost = ledger.summary
+    return summary

@@ -1,0 +1,76 @@
+"""Provider batch JSONL in, provider batch output and training data out (real vLLM engine,
+tiny random model), and the batch file's mistakes named before any engine starts."""
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.inputs import InputError
+from pipelines.run import run
+from pipelines.spec import PipelineSpec
+from tests.helpers import spotbatch
+
+pytestmark = pytest.mark.engine
+
+
+def batch_line(i, messages=None, max_tokens=5):
+    body = {"model": "gpt-4o-mini", "messages": messages or [{"role": "user", "content": f"say {i}"}],
+            "max_tokens": max_tokens}
+    return json.dumps({"custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions", "body": body})
+
+
+def spec_for(tmp_path, model, batch):
+    return PipelineSpec(input={"kind": "openai_batch", "paths": str(batch)},
+                        model={"name": str(model), "enforce_eager": True, "max_model_len": 256},
+                        sampling={"max_tokens": 8, "temperature": 0.0}, output={"path": str(tmp_path / "out")})
+
+
+def test_a_provider_batch_runs_unchanged_and_exports_both_ways(tmp_path, ray_cluster, tiny_model):
+    batch = tmp_path / "batch_input.jsonl"
+    lines = [batch_line(i, max_tokens=3 + i % 3) for i in range(12)]
+    lines.append(batch_line(12, messages=[{"role": "system", "content": "Be brief."},
+                                          {"role": "user", "content": "hello"}]))
+    lines.append(json.dumps({"custom_id": "req-empty", "body": {"messages": []}}))  # an error record
+    batch.write_text("\n".join(lines) + "\n")
+    summary = run(spec_for(tmp_path, tiny_model, batch), address=ray_cluster)
+    assert summary.finished and summary.rows == 14 and summary.errors_by_class == {"bad_input": 1}
+
+    out = tmp_path / "batch_output.jsonl"
+    proc = spotbatch("export", str(tmp_path / "out"), "--format", "openai-batch", "--to", str(out))
+    assert proc.returncode == 0, proc.stderr
+    answers = [json.loads(line) for line in out.read_text().splitlines()]
+    errors = [json.loads(line) for line in (tmp_path / "batch_output.errors.jsonl").read_text().splitlines()]
+    assert sorted(a["custom_id"] for a in answers) == sorted(f"req-{i}" for i in range(13))
+    assert [e["custom_id"] for e in errors] == ["req-empty"] and errors[0]["error"]["code"] == "bad_input"
+    for a in answers:
+        body = a["response"]["body"]
+        assert a["response"]["status_code"] == 200 and body["object"] == "chat.completion"
+        usage = body["usage"]
+        assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+        i = int(a["custom_id"].split("-")[1])
+        assert usage["completion_tokens"] <= (3 + i % 3 if i < 12 else 5)  # each request's own max_tokens
+    # The same command again refuses to overwrite what it wrote.
+    again = spotbatch("export", str(tmp_path / "out"), "--format", "openai-batch", "--to", str(out))
+    assert again.returncode == 2 and "never overwrites" in again.stderr
+
+    train = tmp_path / "train.jsonl"
+    assert spotbatch("export", str(tmp_path / "out"), "--format", "chat-jsonl", "--to", str(train),
+                     "--include-truncated").returncode == 0
+    chats = [json.loads(line)["messages"] for line in train.read_text().splitlines()]
+    assert len(chats) == 13 and all(c[-1]["role"] == "assistant" for c in chats)
+    assert any(c[0] == {"role": "system", "content": "Be brief."} for c in chats)
+    pairs = tmp_path / "pairs.parquet"
+    assert spotbatch("export", str(tmp_path / "out"), "--format", "pairs-parquet", "--to", str(pairs)).returncode == 0
+    table = pq.read_table(pairs)
+    assert table.num_rows == 13 and set(table.column_names) >= {"prompt", "response", "completion_tokens"}
+
+
+def test_a_broken_batch_file_is_named_before_any_engine(tmp_path):
+    batch = tmp_path / "bad.jsonl"
+    batch.write_text(batch_line(1) + "\n{not json\n")
+    with pytest.raises(InputError, match=r"bad.jsonl line 2: not JSON"):
+        run(spec_for(tmp_path, "tiny-random", batch))
+    batch.write_text(json.dumps({"custom_id": "e", "url": "/v1/embeddings", "body": {}}) + "\n")
+    with pytest.raises(InputError, match="only /v1/chat/completions"):
+        run(spec_for(tmp_path, "tiny-random", batch))
