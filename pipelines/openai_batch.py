@@ -28,7 +28,7 @@ from pipelines.inputs import InputError
 from pipelines.output import OutputStore
 
 INPUT_DIR = "_spotbatch/input"
-SOURCE = f"{INPUT_DIR}/source.json"
+SOURCE = "_spotbatch/batch_source.json"  # beside, not inside, the folder read as input
 ROWS_PER_SHARD = 50_000
 SCHEMA = pa.schema([("custom_id", pa.string()), ("messages", pa.string()), ("max_tokens", pa.int64())])
 

@@ -12,12 +12,14 @@ pytestmark = pytest.mark.engine
 
 def test_bench_prints_figures_and_ends_with_its_json(tmp_path, tiny_model):
     out = tmp_path / "bench.json"
-    proc = spotbatch("bench", "--prompts", "6", "--sets", "long_tail", "shared_system",
+    # long_tail only: the tiny model's 512-token vocabulary makes the shared system prompt
+    # longer than its context (SmolLM2, the real benchmark's model, reads it in ~600 tokens).
+    proc = spotbatch("bench", "--prompts", "6", "--sets", "long_tail",
                      "--runners", "plain_vllm", "spotbatch", "--model", str(tiny_model), "--out", str(out))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     last = json.loads(proc.stdout.strip().splitlines()[-1])
     assert last == json.loads(out.read_text())
-    for name in ("long_tail", "shared_system"):
+    for name in ("long_tail",):
         entry = last["sets"][name]
         plain, ours = entry["runners"]["plain_vllm"], entry["runners"]["spotbatch"]
         assert plain["requests"] == ours["requests"] == 6
