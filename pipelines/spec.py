@@ -169,7 +169,7 @@ class ComputeSpec(_Section):
         100_000, gt=0, description="Estimated prompt tokens per work unit (the unit of commit and retry)."
     )
     units_in_flight: int = Field(
-        4, gt=0, description="Work units an engine actor may hold at once. A held unit starts only when "
+        2, gt=0, description="Work units an engine actor may hold at once. A held unit starts only when "
         "the engine's queue runs low, so the next unit is fed while the last one's tail decodes, and a "
         "lost node loses only started units.",
     )

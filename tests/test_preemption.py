@@ -113,8 +113,9 @@ def test_killing_a_spot_node_mid_run_loses_nothing_and_redoes_only_its_unit(tmp_
         proc.kill()
     status, ledger = check_output(tmp_path)
     assert status.attempts_lost >= 1  # the kill did land on work in flight
-    # redone work is bounded by what was in flight on the lost node: its one engine actor
-    assert status.units_retried <= 1, status
+    # redone work is bounded by what was in flight on the lost node: its one engine actor holds
+    # compute.units_in_flight (2) units, the next one fed while the last one's tail decodes
+    assert status.units_retried <= 2, status
     assert ledger.summary.breakdown_usd["wasted"] > 0  # the lost attempt, priced at spot
     assert ledger.summary.on_demand_usd > ledger.summary.total_usd
 
