@@ -50,8 +50,10 @@ def spec_for(prompts: PromptSet, input_dir: Path, output: Path, model: str, dtyp
 
 def run_spotbatch(prompts: PromptSet, work: Path, model: str, dtype: str, enforce_eager: bool,
                   units: int | None = None) -> tuple[RunnerResult, int]:
-    """Returns the result and how many units the run had (default: one per 40 prompts)."""
-    units = units or max(2, len(prompts) // 40)
+    """Returns the result and how many units the run had. Default: one per 160 prompts, so
+    each unit holds more requests than the engine runs at once, as units of the default
+    size (100k tokens) do; with 2 units in flight the engine is then never short of work."""
+    units = units or max(2, len(prompts) // 160)
     input_dir = write_input(prompts, work / "input")
     output = work / "output"
     spec_path = work / "spec.yaml"
