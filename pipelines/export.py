@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
-from operators.prompts import PromptRenderer
+from operators.prompts import PromptRenderer, chat_messages
 from pipelines.openai_batch import output_line
 from pipelines.output import OutputError, OutputStore
 from pipelines.plan import Plan
@@ -43,13 +43,7 @@ def _rows(store: OutputStore, spec: PipelineSpec, plan: Plan) -> Iterator[tuple[
             if prompt is None:
                 yield row, None
                 continue
-            if inp.format == "messages":
-                messages = json.loads(prompt)
-            else:
-                messages = [{"role": "user", "content": prompt}]
-            if inp.system_prompt and not any(m.get("role") == "system" for m in messages):
-                messages.insert(0, {"role": "system", "content": inp.system_prompt})
-            yield row, messages
+            yield row, chat_messages(prompt, inp.system_prompt, inp.format)
 
 
 def export(output: str, fmt: str, to: str, include_truncated: bool = False,

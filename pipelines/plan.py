@@ -52,6 +52,12 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def model_identity(spec: PipelineSpec) -> list:
+    """What about the model decides its answers: which model, and how it is loaded."""
+    m = spec.model
+    return [m.name, m.dtype, m.max_model_len, m.quantization, m.engine_kwargs]
+
+
 def fingerprint_parts(spec: PipelineSpec, shards: list[Shard]) -> dict[str, str]:
     """One digest for each thing that decides the answers, so a mismatch can be named."""
     inp, model = spec.input, spec.model
@@ -60,9 +66,7 @@ def fingerprint_parts(spec: PipelineSpec, shards: list[Shard]) -> dict[str, str]
         "id column": _digest(inp.id_column),
         "prompt": _digest([inp.prompt_column, inp.template, inp.format]),
         "system prompt": _digest(inp.system_prompt),
-        "model": _digest(
-            [model.name, model.dtype, model.max_model_len, model.quantization, model.engine_kwargs]
-        ),
+        "model": _digest(model_identity(spec)),
         "sampling": _digest(spec.sampling.model_dump() | (
             {"max_tokens_column": inp.max_tokens_column} if inp.max_tokens_column else {})),
     }

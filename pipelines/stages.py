@@ -33,7 +33,8 @@ from operators.generate import GenerateOperator
 from operators.model_store import resolve_model
 from operators.prompts import PromptRenderer
 from operators.response_cache import ANSWER_COLUMNS, ResponseCache, request_key
-from pipelines.output import OutputStore
+from pipelines.output import STATS_KEY, OutputStore
+from pipelines.plan import model_identity
 from pipelines.records import HEARTBEAT_SECONDS, Records, new_id
 from pipelines.spec import PipelineSpec
 
@@ -115,13 +116,7 @@ def read_units(batch: pa.Table, spec_data: dict[str, Any]) -> pa.Table:
 RUN_CACHE = "_spotbatch/cache"
 
 
-def model_key(spec: PipelineSpec) -> str:
-    """What about the model decides its answers (name or path, and how it is loaded)."""
-    m = spec.model
-    return json.dumps([m.name, m.dtype, m.quantization, m.max_model_len, m.engine_kwargs], sort_keys=True, default=str)
-
-
-def unit_stats(unit_id: str, cols: dict[str, list], engine_seconds: float) -> dict[str, Any]:
+def unit_counts(unit_id: str, cols: dict[str, list], engine_seconds: float) -> dict[str, Any]:
     """A unit's counts. Tokens are what the engine processed; rows answered by a duplicate or the
     cache cost no engine time and are counted apart."""
     engine = [i for i, s in enumerate(cols["served_from"]) if s == "engine"]
@@ -206,7 +201,7 @@ class UnitGenerator:
         )
         self.store = OutputStore(spec.output.path, spec.output.storage_options)
         self.records = Records(self.store)
-        self.model_key = model_key(spec)
+        self.model_key = json.dumps(model_identity(spec), sort_keys=True, default=str)
         # The run's own cache (inside its output) makes duplicates generated once across actors
         # and resumes; cache.path shares answers across runs.
         cache_path = spec.cache.path or (f"{spec.output.path.rstrip('/')}/{RUN_CACHE}" if spec.cache.dedup else None)
@@ -262,18 +257,24 @@ class UnitGenerator:
             summaries.append(self._run_unit(unit_id, rows))
         return pa.Table.from_pylist(summaries, schema=SUMMARY_SCHEMA)
 
+    def _commit(self, unit_id: str, table: pa.Table, stats: dict[str, Any]) -> bool:
+        """Commit a unit's results once; in a retry run, merge them into its committed ones."""
+        if self.retry:
+            return self._merge_retried(unit_id, table, stats)
+        return self.store.commit(unit_id, table, stats)
+
     def _merge_retried(self, unit_id: str, retried: pa.Table, stats: dict[str, Any]) -> bool:
         """Put the retried rows in place of their error records in the unit's results. The
         unit's footer counts are recomputed from the merged rows; `stats` (what the caller
         records for the attempt) keeps only this retry's engine tokens."""
         id_col = self.spec.input.id_column
         old = self.store.read_unit(unit_id)
-        old_meta = json.loads((old.schema.metadata or {})[b"spotbatch.unit"])
+        old_meta = json.loads((old.schema.metadata or {})[STATS_KEY])
         kept = old.filter(pc.invert(pc.is_in(old.column(id_col), value_set=retried.column(id_col))))
         merged = pa.concat_tables([kept.replace_schema_metadata(None), retried.cast(kept.schema)])
         cols = {c: merged.column(c).to_pylist() for c in ("error", "error_class", "served_from",
                                                            "prompt_tokens", "completion_tokens")}
-        footer = unit_stats(unit_id, cols, old_meta.get("engine_seconds", 0.0) + stats["engine_seconds"])
+        footer = unit_counts(unit_id, cols, old_meta.get("engine_seconds", 0.0) + stats["engine_seconds"])
         # Tokens in the footer: what the engine did for this unit over all its attempts.
         for key in ("prompt_tokens", "completion_tokens"):
             footer[key] = old_meta.get(key, 0) + stats[key]
@@ -332,12 +333,8 @@ class UnitGenerator:
                 "error_class": ["bad_input" if p else error_class for p in prior],
                 "served_from": [None] * n}
         table = result_table(self.spec, rows.column(ID), cols, self.fingerprint)
-        stats = unit_stats(unit_id, cols, 0.0)
-        if self.retry:
-            committed = self._merge_retried(unit_id, table, stats)
-        else:
-            committed = self.store.commit(unit_id, table, stats)
-        return self._summary(**stats, committed=committed)
+        stats = unit_counts(unit_id, cols, 0.0)
+        return self._summary(**stats, committed=self._commit(unit_id, table, stats))
 
     def _summary(self, unit_id: str, skipped: str | None = None, **stats: Any) -> dict[str, Any]:
         base = {"rows": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0, "engine_seconds": 0.0,
@@ -398,11 +395,8 @@ class UnitGenerator:
             raise
         seconds = time.monotonic() - started
         table = result_table(self.spec, rows.column(ID), cols, self.fingerprint)
-        stats = unit_stats(unit_id, cols, seconds)
-        if self.retry:
-            committed = self._merge_retried(unit_id, table, stats)
-        else:
-            committed = self.store.commit(unit_id, table, stats)
+        stats = unit_counts(unit_id, cols, seconds)
+        committed = self._commit(unit_id, table, stats)
         if committed:
             self._add_to_cache(keys, cols)
         outcome = "committed" if committed else "already committed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -53,8 +54,14 @@ def write_result(path: str, result: RunnerResult) -> None:
         json.dump(result.to_json(), fh)
 
 
-def chat_messages(prompt: str, system_prompt: str | None) -> list[dict[str, str]]:
-    messages = [{"role": "user", "content": prompt}]
-    if system_prompt:
-        messages.insert(0, {"role": "system", "content": system_prompt})
-    return messages
+def runner_args(extra: list[tuple[str, dict[str, Any]]] = ()) -> argparse.Namespace:
+    """The command line every subprocess runner takes: PROMPTS.json OUT.json and the engine."""
+    p = argparse.ArgumentParser()
+    p.add_argument("prompts")
+    p.add_argument("out")
+    p.add_argument("--model", required=True)
+    p.add_argument("--dtype", required=True)
+    p.add_argument("--enforce-eager", action="store_true")
+    for flag, options in extra:
+        p.add_argument(flag, **options)
+    return p.parse_args()

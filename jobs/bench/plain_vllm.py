@@ -3,22 +3,16 @@ run it without any orchestration. `python -m jobs.bench.plain_vllm PROMPTS.json 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
 
-from jobs.bench.common import RunnerResult, chat_messages, cpu_env, engine_settings, write_result
+from jobs.bench.common import RunnerResult, cpu_env, engine_settings, runner_args, write_result
+from operators.prompts import chat_messages
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("prompts")
-    p.add_argument("out")
-    p.add_argument("--model", required=True)
-    p.add_argument("--dtype", required=True)
-    p.add_argument("--enforce-eager", action="store_true")
-    args = p.parse_args()
+    args = runner_args()
     os.environ.update(cpu_env())
     with open(args.prompts) as fh:
         data = json.load(fh)

@@ -4,24 +4,17 @@ declared, the engine's thread count set). `python -m jobs.bench.ray_data_llm PRO
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
 import time
 
-from jobs.bench.common import RunnerResult, chat_messages, cpu_env, engine_settings, write_result
+from jobs.bench.common import RunnerResult, cpu_env, engine_settings, runner_args, write_result
+from operators.prompts import chat_messages
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("prompts")
-    p.add_argument("out")
-    p.add_argument("--model", required=True)
-    p.add_argument("--dtype", required=True)
-    p.add_argument("--enforce-eager", action="store_true")
-    p.add_argument("--batch-size", type=int, default=64)
-    args = p.parse_args()
+    args = runner_args([("--batch-size", {"type": int, "default": 64})])
     with open(args.prompts) as fh:
         data = json.load(fh)
 
