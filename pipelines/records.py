@@ -48,8 +48,11 @@ class Records:
 
     def attempts(self) -> dict[str, dict[str, dict[str, Any]]]:
         """unit -> attempt -> {"start": {...}, "end": {...} or absent}."""
+        return self._read_attempts(ATTEMPTS)
+
+    def _read_attempts(self, folder: str) -> dict[str, dict[str, dict[str, Any]]]:
         result: dict[str, dict[str, dict[str, Any]]] = {}
-        for name, data in self.store.read_many(self.store.find(ATTEMPTS)).items():
+        for name, data in self.store.read_many(self.store.find(folder)).items():
             unit_id, file = name[len(ATTEMPTS) + 1 :].split("/", 1)
             attempt, kind, _ = file.rsplit(".", 2)
             result.setdefault(unit_id, {}).setdefault(attempt, {})[kind] = json.loads(data)
@@ -57,11 +60,7 @@ class Records:
 
     def unit_attempts(self, unit_id: str) -> dict[str, dict[str, Any]]:
         """attempt -> {"start": {...}, "end": {...} or absent}, for one unit."""
-        result: dict[str, dict[str, Any]] = {}
-        for name, data in self.store.read_many(self.store.find(f"{ATTEMPTS}/{unit_id}")).items():
-            attempt, kind, _ = name.rsplit("/", 1)[-1].rsplit(".", 2)
-            result.setdefault(attempt, {})[kind] = json.loads(data)
-        return result
+        return self._read_attempts(f"{ATTEMPTS}/{unit_id}").get(unit_id, {})
 
     def held_elsewhere(self, unit_id: str, run_id: str) -> bool:
         """Whether a live actor of another run is generating this unit now: an attempt with no
