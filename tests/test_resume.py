@@ -72,8 +72,9 @@ def test_killed_driver_then_same_command_gives_exact_output(tmp_path, ray_cluste
     status = run_status(output_path, storage)
     print(format_status(status))
     assert status.finished
-    # only what was in flight when the driver died is done again: one actor, one unit
-    assert status.units_retried <= 1, status
+    # only what was in flight when the driver died is done again: one actor, holding
+    # compute.units_in_flight (2) units, the next fed while the last one's tail decodes
+    assert status.units_retried <= 2, status
 
 
 def test_two_runs_at_once_never_commit_a_unit_twice(tmp_path, ray_cluster, tiny_model):
