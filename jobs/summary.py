@@ -25,6 +25,11 @@ def format_cost(c: CostSummary) -> str:
         f"on-demand would have been {usd(c.on_demand_usd)}",
         f"per 1M tokens, all-in: {usd(c.usd_per_1m_input_tokens)} input, {usd(c.usd_per_1m_output_tokens)} output",
     ]
+    if len(c.by_model) > 1:
+        for model, m in c.by_model.items():
+            per_1m = f", {usd(m['usd_per_1m_output_tokens'])} per 1M output tokens" if m["output_tokens"] else ""
+            lines.append(f"  model {model}: {usd(m['usd'])} over {m['actors']} actor(s), "
+                         f"{m['input_tokens']:,} input and {m['output_tokens']:,} output tokens{per_1m}")
     if c.reference:
         r = c.reference
         lines.append(

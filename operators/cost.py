@@ -92,6 +92,7 @@ class CostSummary:
     breakdown_seconds: dict[str, float]
     actors: int
     reference: dict[str, Any] | None = None
+    by_model: dict[str, dict[str, Any]] = field(default_factory=dict)  # routed runs: a line per model
 
     @property
     def usd_per_1m_input_tokens(self) -> float | None:

@@ -95,20 +95,39 @@ def compute_ledger(store: OutputStore, reference: dict[str, Any] | None = None, 
     output_tokens = sum(a.output_tokens for a in attempts)
     actor_rows = [
         {**{k: v for k, v in actor_records[a.actor_id].items() if k in (
-            "run_id", "node_id", "instance_type", "market", "usd_per_hour", "share", "price_source")},
+            "run_id", "model", "node_id", "instance_type", "market", "usd_per_hour", "share", "price_source")},
          "actor_id": a.actor_id, "started_at": a.started_at, "ended_at": a.started_at + a.lifetime,
          **{f"{b}_seconds": a.seconds[b] for b in BUCKETS}, **{f"usd_{b}": a.usd(b) for b in BUCKETS},
          "usd_total": sum(a.usd(b) for b in BUCKETS)}
         for a in actors
     ]
     timeline = sorted((a.ended_at, a.output_tokens) for a in attempts if a.committed and a.ended_at)
+    summary = summarize(actors, input_tokens, output_tokens, reference)
+    summary.by_model = per_model(actors, attempts, actor_records)
     return Ledger(
-        summary=summarize(actors, input_tokens, output_tokens, reference),
+        summary=summary,
         actors=pa.Table.from_pylist(actor_rows),
         units=pa.Table.from_pylist(sorted(per_unit.values(), key=lambda r: r["unit_id"])),
         timeline=timeline,
         started_at=min((r["started_at"] for r in runs.values()), default=None),
     )
+
+
+def per_model(actors: list[ActorTime], attempts: list[Attempt],
+              actor_records: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each model's actors, their cost and the tokens they made: a ledger line per model."""
+    groups: dict[str, list[ActorTime]] = {}
+    for a in actors:
+        groups.setdefault(actor_records[a.actor_id].get("model", ""), []).append(a)
+    lines = {}
+    for model, group in sorted(groups.items()):
+        ids = {a.actor_id for a in group}
+        mine = [t for t in attempts if t.actor_id in ids]
+        s = summarize(group, sum(t.input_tokens for t in mine), sum(t.output_tokens for t in mine))
+        lines[model] = {"usd": s.total_usd, "breakdown_usd": s.breakdown_usd, "actors": s.actors,
+                        "input_tokens": s.input_tokens, "output_tokens": s.output_tokens,
+                        "usd_per_1m_output_tokens": s.usd_per_1m_output_tokens}
+    return lines
 
 
 def write_ledger(store: OutputStore, ledger: Ledger) -> None:

@@ -18,7 +18,7 @@ from operators.cost import CostSummary
 from pipelines.inputs import check_unique_ids, list_shards
 from pipelines.ledger import compute_ledger, write_ledger
 from pipelines.output import OutputError, OutputStore
-from pipelines.plan import Plan, fingerprint, fingerprint_parts, make_plan
+from pipelines.plan import Plan, Unit, fingerprint, fingerprint_parts, make_plan, units_in_flight
 from pipelines.progress import RunMonitor
 from pipelines.records import Records, new_id
 from pipelines.spec import PipelineSpec
@@ -60,7 +60,7 @@ class RunSummary:
             self.errors_by_class[cls] = self.errors_by_class.get(cls, 0) + n
 
 
-def actor_resources(spec: PipelineSpec) -> ActorResources:
+def actor_resources(spec: PipelineSpec, units_held: int = 2) -> ActorResources:
     c = spec.compute
     low = c.min_actors if c.min_actors is not None else c.actors or 1
     high = c.max_actors if c.max_actors is not None else c.actors or 1
@@ -72,7 +72,7 @@ def actor_resources(spec: PipelineSpec) -> ActorResources:
         resources=c.resources,
         min_actors=low,
         max_actors=high,
-        units_in_flight=c.units_in_flight,
+        units_in_flight=c.units_in_flight or units_held,
     )
 
 
@@ -121,8 +121,10 @@ def run(spec: PipelineSpec, address: str | None = None, new_run: bool = False,
     pending = pending[start:] + pending[:start]
     summary = RunSummary(output=spec.output.path, units_total=len(plan.units))
     if pending:
-        if spec.model.name.startswith(("/", ".", "~")):
-            resolve_model(spec.model.name, build=False)  # a bad path fails here, not in an actor
+        for model in {u.model for u in pending}:
+            name = spec.for_model(model).model.name if model else spec.model.name
+            if name.startswith(("/", ".", "~")):
+                resolve_model(name, build=False)  # a bad path fails here, not in an actor
         budget = spec.cost.max_cost_usd
         # what earlier invocations spent counts against a budget; without one, skip reading it
         usd_before = compute_ledger(store).summary.total_usd if budget is not None else 0.0
@@ -160,11 +162,16 @@ def _run_pending(spec: PipelineSpec, plan: Plan, pending: list, store: OutputSto
     left_to_others: list[str] = []
     try:
         with ray_session(address):
-            for unit in _stream(spec, plan, pending, run_id, only_ids):
-                summary.add(unit)
-                monitor.on_unit(unit)
-                if unit["skipped"] == "held by another run":
-                    left_to_others.append(unit["unit_id"])
+            # One model at a time: its engine actors start with its first unit and are released
+            # when its last is done, before the next model's start; a model with no rows never does.
+            for model, units in by_model(pending):
+                if monitor.stopped:
+                    break  # the budget is spent: start no other model
+                for unit in _stream(spec, plan, units, run_id, only_ids, model):
+                    summary.add(unit)
+                    monitor.on_unit(unit)
+                    if unit["skipped"] == "held by another run":
+                        left_to_others.append(unit["unit_id"])
         _await_other_runs(store, records, left_to_others, run_id)
     finally:
         monitor.close()
@@ -183,21 +190,34 @@ def _await_other_runs(store: OutputStore, records: Records, unit_ids: list[str],
             time.sleep(1.0)
 
 
-def _stream(spec: PipelineSpec, plan: Plan, pending: list, run_id: str, only_ids: dict[str, list] | None = None):
+def by_model(units: list[Unit]) -> list[tuple[str | None, list[Unit]]]:
+    """Units grouped by their model (None: the run has one), in order of each one's first unit."""
+    groups: dict[str | None, list[Unit]] = {}
+    for u in units:
+        groups.setdefault(u.model, []).append(u)
+    return list(groups.items())
+
+
+def _stream(spec: PipelineSpec, plan: Plan, pending: list, run_id: str, only_ids: dict[str, list] | None = None,
+            model: str | None = None):
     import ray.data
 
-    resources = actor_resources(spec)
-    spec_data = spec.model_dump(mode="json")
+    spec_data = spec.model_dump(mode="json")  # the readers route rows by the whole spec
+    if model is not None:
+        spec = spec.for_model(model)  # the engine actors see their own model as spec.model
+    resources = actor_resources(spec, units_in_flight(spec, pending))
     units = ray.data.from_items(
-        [{"unit_id": u.unit_id, "path": u.path, "start": u.start, "stop": u.stop,
-          "only_ids": json.dumps(only_ids[u.unit_id]) if only_ids is not None else ""} for u in pending],
+        [{"unit_id": u.unit_id, "path": u.path, "start": u.start, "stop": u.stop, "model": u.model or "",
+          "rows": u.rows, "only_ids": json.dumps(only_ids[u.unit_id]) if only_ids is not None else ""}
+         for u in pending],
         override_num_blocks=len(pending),
     )
     rows = units.map_batches(read_units, fn_kwargs={"spec_data": spec_data}, batch_size=1, batch_format="pyarrow")
     results = rows.map_batches(
         UnitGenerator,
         fn_constructor_kwargs={
-            "spec_data": spec_data,
+            "spec_data": spec.model_dump(mode="json"),
+            "route_name": model,
             "fingerprint": plan.fingerprint,
             "run_id": run_id,
             "tensor_parallel_size": resources.tensor_parallel_size(),

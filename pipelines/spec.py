@@ -168,10 +168,11 @@ class ComputeSpec(_Section):
     tokens_per_unit: int = Field(
         100_000, gt=0, description="Estimated prompt tokens per work unit (the unit of commit and retry)."
     )
-    units_in_flight: int = Field(
-        2, gt=0, description="Work units an engine actor may hold at once. A held unit starts only when "
+    units_in_flight: int | None = Field(
+        None, gt=0, description="Work units an engine actor may hold at once. A held unit starts only when "
         "the engine's queue runs low, so the next unit is fed while the last one's tail decodes, and a "
-        "lost node loses only started units.",
+        "lost node loses only started units. Default: enough units to fill the engine's running set "
+        "(model.engine_kwargs.max_num_seqs, vLLM's 256 if unset) twice, at least 2.",
     )
     max_tokens_in_flight: int | None = Field(
         None, gt=0, description="Token budget per engine (prompt + max_tokens of the requests it runs); "
@@ -264,14 +265,55 @@ class CacheSpec(_Section):
     write: bool = Field(True, description="Add this run's answers to the cache (with path).")
 
 
+class RouteSpec(_Section):
+    column: str = Field(description="Input column whose value picks each row's model.")
+    map: dict[str, str] = Field(
+        default_factory=dict, description="Column value -> a model's name in `models`. A value with no "
+        "entry that is itself a name in `models` picks that model.",
+    )
+    default: str | None = Field(
+        None, description="Model for rows whose value picks none (null, or unknown). Without it, such "
+        "rows are refused before the run starts, naming the values.",
+    )
+
+
 class PipelineSpec(_Section):
     input: InputSpec
     model: ModelSpec = Field(default_factory=ModelSpec)
+    models: dict[str, ModelSpec] = Field(
+        default_factory=dict, description="Named models that `route` sends rows to (instead of `model`). "
+        "A model's engine actors start when its rows' turn comes and are released when they are done; "
+        "a model no row is routed to never starts.",
+    )
+    route: RouteSpec | None = Field(None, description="How rows are routed to `models`.")
     sampling: SamplingSpec = Field(default_factory=SamplingSpec)
     compute: ComputeSpec = Field(default_factory=ComputeSpec)
     cost: CostSpec = Field(default_factory=CostSpec)
     cache: CacheSpec = Field(default_factory=CacheSpec)
     output: OutputSpec
+
+    @model_validator(mode="after")
+    def _routes_name_models(self) -> "PipelineSpec":
+        if bool(self.models) != (self.route is not None):
+            raise ValueError("models and route go together: route rows to named models, or use model alone")
+        if self.route is None:
+            return self
+        for name in self.models:
+            if not name or not all(c.isalnum() or c in "_.-" for c in name):
+                raise ValueError(f"model names may hold letters, digits, _ . and -; got {name!r}")
+        unknown = sorted({m for m in [*self.route.map.values(), self.route.default] if m and m not in self.models})
+        if unknown:
+            raise ValueError(f"route names models that models does not define: {', '.join(unknown)}; "
+                             f"defined: {', '.join(self.models)}")
+        return self
+
+    @property
+    def routed(self) -> bool:
+        return self.route is not None
+
+    def for_model(self, name: str) -> "PipelineSpec":
+        """This spec with `model` set to one of the routed models, as its engine actors see it."""
+        return self.model_copy(update={"model": self.models[name]})
 
 
 _RULES = {

@@ -36,6 +36,7 @@ from operators.response_cache import ANSWER_COLUMNS, ResponseCache, request_key
 from pipelines.output import STATS_KEY, OutputStore
 from pipelines.plan import model_identity
 from pipelines.records import HEARTBEAT_SECONDS, Records, new_id
+from pipelines.routing import models_of
 from pipelines.spec import PipelineSpec
 
 UNIT, UNIT_ROWS, ID, PROMPT, ERROR, MAX_TOKENS = "__unit", "__unit_rows", "__id", "__prompt", "__error", "__max_tokens"
@@ -80,10 +81,16 @@ def read_units(batch: pa.Table, spec_data: dict[str, Any]) -> pa.Table:
     spec = PipelineSpec.model_validate(spec_data)
     renderer = PromptRenderer(spec.input.prompt_column, spec.input.template)
     columns = spec.input.columns_read()
+    if spec.routed and spec.route.column not in columns:
+        columns.append(spec.route.column)
     tables = []
     for unit in batch.to_pylist():
         rows = read_unit_rows(unit["path"], unit["start"], unit["stop"], columns, spec.input.storage_options)
         expected = unit["stop"] - unit["start"]
+        if unit.get("model"):  # a routed unit: the rows of its range that go to its model
+            routes = models_of(rows.column(spec.route.column).to_pylist(), spec.route, spec.models)
+            rows = rows.filter(pa.array([m == unit["model"] for m in routes]))
+            expected = unit["rows"]
         if unit.get("only_ids"):  # a retry: just the rows that failed
             only = pa.array(json.loads(unit["only_ids"]), rows.schema.field(spec.input.id_column).type)
             rows = rows.filter(pc.is_in(rows.column(spec.input.id_column), value_set=only))
@@ -163,7 +170,7 @@ class UnitGenerator:
     keeps the records its cost is computed from (pipelines/records.py)."""
 
     def __init__(self, spec_data: dict[str, Any], fingerprint: str, run_id: str, tensor_parallel_size: int = 1,
-                 retry: bool = False):
+                 retry: bool = False, route_name: str | None = None):
         started_at = time.time()  # the actor's node-seconds are counted from here
         self.retry = retry  # units are failed rows of committed units, merged back when done
         self.spec = spec = PipelineSpec.model_validate(spec_data)
@@ -212,7 +219,7 @@ class UnitGenerator:
         self.started_at = started_at
         self.records.actor_started(self.actor_id, {
             "run_id": run_id, "pid": os.getpid(), "started_at": started_at, "loaded_at": time.time(),
-            "niceness": self.niceness,
+            "niceness": self.niceness, "model": route_name or spec.model.name,
             **self.node.to_json(),
         })
         threading.Thread(target=self._beat, daemon=True).start()
@@ -358,6 +365,7 @@ class UnitGenerator:
         try:
             return self._run_unit_now(unit_id, rows)
         finally:
+            self.feeder.release_turn()  # a unit that submitted nothing (skipped, all cached)
             with self._idle:
                 self._in_hand -= 1
                 self._idle.notify_all()

@@ -169,9 +169,10 @@ def wait_for(check, timeout=5.0):
 def test_a_unit_waits_for_a_hungry_engine_before_it_starts():
     """A unit in hand starts only when what waits for the engine is under a quarter of its
     budget, so surplus units spend no engine time and are not lost with a node."""
-    engine = FakeEngine(capacity=40)
+    engine = FakeEngine(capacity=20)
     engine.may_step.clear()
     feeder = EngineFeeder(engine)
+    assert feeder.token_budget == 40  # by default, twice what the KV cache holds
     feeder.submit([Request(i, [1] * 5, 5) for i in range(12)], SAMPLING)  # 120 tokens: 80 wait
     entered = threading.Event()
     threading.Thread(target=lambda: (feeder.wait_until_hungry(), entered.set()), daemon=True).start()
@@ -179,6 +180,23 @@ def test_a_unit_waits_for_a_hungry_engine_before_it_starts():
     engine.may_step.set()
     assert entered.wait(5)
     assert feeder.pending() <= 4 + 1  # it entered with no more than the running set and one waiting
+
+
+def test_units_pass_the_hunger_check_one_at_a_time():
+    """Two units waiting on one hungry engine: the first holds its turn until it submits, so
+    the second sees the engine with the first one's work queued, not the same empty engine."""
+    engine = FakeEngine(capacity=20)
+    engine.may_step.clear()
+    feeder = EngineFeeder(engine)
+    feeder.wait_until_hungry()  # this thread's turn: the engine is empty
+    second = threading.Event()
+    threading.Thread(target=lambda: (feeder.wait_until_hungry(), second.set()), daemon=True).start()
+    assert not second.wait(0.3)  # waits for the turn, though the engine is still empty
+    feeder.submit([Request(i, [1] * 5, 5) for i in range(12)], SAMPLING)  # gives the turn up
+    assert not second.wait(0.3)  # its turn now, but the work just queued fills the engine
+    engine.may_step.set()
+    assert second.wait(5)
+    feeder.release_turn()  # not this thread's turn: nothing happens
 
 
 def test_identical_requests_are_generated_once_and_cached_ones_not_at_all():

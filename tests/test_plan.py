@@ -1,5 +1,5 @@
 from pipelines.inputs import list_shards
-from pipelines.plan import Plan, fingerprint, fingerprint_parts, make_plan, plan_units
+from pipelines.plan import Plan, Unit, fingerprint, fingerprint_parts, make_plan, plan_units, units_in_flight
 from pipelines.spec import PipelineSpec
 from tests.conftest import write_shards
 
@@ -60,3 +60,19 @@ def test_a_changed_input_file_changes_the_fingerprint(tmp_path):
     write_shards(tmp_path, [{"id": i, "text": "a longer prompt"} for i in range(10)], shards=1)
     after = fingerprint_parts(spec, list_shards(spec.input))
     assert before["input files"] != after["input files"]
+
+
+def test_units_in_flight_fill_the_engine_running_set_twice():
+    def units(*rows):
+        return [Unit(f"u{i}", "p", 0, n) for i, n in enumerate(rows)]
+
+    spec = PipelineSpec(input={"paths": "x", "prompt_column": "t"}, output={"path": "o"})
+    assert units_in_flight(spec, units(5000, 5000, 7)) == 2  # default-size units: one feeds the next
+    assert units_in_flight(spec, units(40, 40, 40, 3)) == 13  # 2 * 256 / 40, the small last unit ignored
+    assert units_in_flight(spec, units(1, 1)) == 16  # capped: a lost node takes no more
+    small_engine = PipelineSpec(input={"paths": "x", "prompt_column": "t"}, output={"path": "o"},
+                                model={"engine_kwargs": {"max_num_seqs": 32}})
+    assert units_in_flight(small_engine, units(40, 40)) == 2
+    fixed = PipelineSpec(input={"paths": "x", "prompt_column": "t"}, output={"path": "o"},
+                         compute={"units_in_flight": 3})
+    assert units_in_flight(fixed, units(1, 1)) == 3

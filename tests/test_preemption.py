@@ -66,7 +66,8 @@ def start_run(tmp_path, cluster, **compute):
         "model": {"name": "tiny-random", "max_model_len": 512, "enforce_eager": True},
         "sampling": {"max_tokens": 128},
         # 20 units of 20 rows, seconds each, so the event lands inside one, not between two
-        "compute": {"actors": 2, "spot_resource": "spot", "engine_threads": 1, "tokens_per_unit": 2700, **compute},
+        "compute": {"actors": 2, "spot_resource": "spot", "engine_threads": 1, "tokens_per_unit": 2700,
+                    "units_in_flight": 2, **compute},
         "output": {"path": str(tmp_path / "out")},
     })
     log = tmp_path / "run.log"
@@ -114,7 +115,7 @@ def test_killing_a_spot_node_mid_run_loses_nothing_and_redoes_only_its_unit(tmp_
     status, ledger = check_output(tmp_path)
     assert status.attempts_lost >= 1  # the kill did land on work in flight
     # redone work is bounded by what was in flight on the lost node: its one engine actor holds
-    # compute.units_in_flight (2) units, the next one fed while the last one's tail decodes
+    # compute.units_in_flight (set to 2 here) units, the next one fed while the last one's tail decodes
     assert status.units_retried <= 2, status
     assert ledger.summary.breakdown_usd["wasted"] > 0  # the lost attempt, priced at spot
     assert ledger.summary.on_demand_usd > ledger.summary.total_usd

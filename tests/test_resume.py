@@ -25,7 +25,7 @@ def job(tmp_path, input_path: str, output_path: str, storage: dict) -> dict:
         "input": {"paths": input_path, "prompt_column": "text", "storage_options": storage},
         "model": {"name": "tiny-random", "max_model_len": 512, "enforce_eager": True},
         "sampling": {"max_tokens": 64},
-        "compute": {"actors": 1, "tokens_per_unit": 700},  # 30 units of 10 rows
+        "compute": {"actors": 1, "tokens_per_unit": 700, "units_in_flight": 2},  # 30 units of 10 rows
         "output": {"path": output_path, "storage_options": storage},
     }
 
@@ -73,7 +73,7 @@ def test_killed_driver_then_same_command_gives_exact_output(tmp_path, ray_cluste
     print(format_status(status))
     assert status.finished
     # only what was in flight when the driver died is done again: one actor, holding
-    # compute.units_in_flight (2) units, the next fed while the last one's tail decodes
+    # compute.units_in_flight (set to 2 here) units, the next fed while the last one's tail decodes
     assert status.units_retried <= 2, status
 
 

@@ -84,6 +84,7 @@ def run_spotbatch(prompts: PromptSet, work: Path, model: str, dtype: str, enforc
         first_request_at=first,
         last_result_at=last,
         busy_fraction=busy / (last - first) / len(latest) if last > first else None,
-        notes=f"{len(ends)} units, 1 engine actor",
+        notes=f"{len(ends)} units, 1 engine actor, at most {max(e['max_running'] for e in latest.values())} "
+              f"requests in the engine at once",
     )
     return result, len(ends)

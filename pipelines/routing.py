@@ -1,0 +1,60 @@
+"""Route rows to models: the value of one column picks each row's model (spec.route).
+
+Routes are read at planning, from that one column, so every unit belongs to one model and the
+run knows before any engine starts which models have work; a row no route covers is refused
+then, with the values named, not found by an engine actor hours in.
+
+>>> from pipelines.spec import RouteSpec
+>>> route = RouteSpec(column="tier", map={"hard": "big"}, default="small")
+>>> models_of(["hard", "small", None, "other"], route, ["small", "big"])
+['big', 'small', 'small', 'small']
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Iterable
+
+import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
+
+from pipelines.inputs import InputError, Shard
+from pipelines.spec import PipelineSpec, RouteSpec
+
+
+def models_of(values: Iterable[Any], route: RouteSpec, models: Iterable[str]) -> list[str | None]:
+    """Each value's model: its entry in route.map, else the model of that name, else the default
+    (None where there is none)."""
+    names = set(models)
+    out: list[str | None] = []
+    for value in values:
+        key = None if value is None else str(value)
+        model = route.map.get(key) if key is not None else None
+        if model is None and key in names:
+            model = key
+        out.append(model or route.default)
+    return out
+
+
+def read_route_column(spec: PipelineSpec, shard: Shard) -> list[Any]:
+    fs, path = url_to_fs(shard.path, **spec.input.storage_options)
+    with fs.open(path, "rb") as fh:
+        pf = pq.ParquetFile(fh)
+        if spec.route.column not in pf.schema_arrow.names:
+            raise InputError(f"{shard.path} has no column {spec.route.column!r}, which route.column names")
+        return pf.read(columns=[spec.route.column]).column(0).to_pylist()
+
+
+def route_shards(spec: PipelineSpec, shards: list[Shard]) -> list[list[str]]:
+    """The model of every row of every shard; refuses rows that no route covers."""
+    routes, unrouted = [], Counter()
+    for shard in shards:
+        values = read_route_column(spec, shard)
+        models = models_of(values, spec.route, spec.models)
+        unrouted.update(repr(v) for v, m in zip(values, models) if m is None)
+        routes.append(models)
+    if unrouted:
+        found = ", ".join(f"{v} ({n} rows)" for v, n in unrouted.most_common(5))
+        raise InputError(f"column {spec.route.column!r} has values that route to no model: {found}. "
+                         f"Add them to route.map, or set route.default.")
+    return routes
