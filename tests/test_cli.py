@@ -30,6 +30,18 @@ def test_example_spec_is_valid():
     assert spec.input.columns_read() == ["doc_id", "title", "body"]
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").rglob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_spec_loads(path):
+    load_spec(path)
+
+
+def test_routing_example_sends_hard_rows_to_the_large_model():
+    from pipelines.routing import models_of
+
+    spec = load_spec(ROOT / "examples" / "routing.yaml")
+    assert models_of(["hard", "easy", None, "x"], spec.route, spec.models) == ["large", "small", "small", "small"]
+
+
 @pytest.mark.parametrize(
     "setup, args, message",
     [
