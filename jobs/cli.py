@@ -77,8 +77,9 @@ def _bench(args: argparse.Namespace) -> int:
     from jobs.bench.main import bench
 
     figures = bench(quick=args.quick, sets=args.sets, runners=args.runners, out=args.out, model=args.model,
-                    eager=not args.compiled, prompts=args.prompts)
-    failed = [r for s in figures["sets"].values() for r in s["runners"].values() if "error" in r]
+                    eager=not args.compiled, prompts=args.prompts, rounds=args.rounds)
+    failed = [r for s in figures["sets"].values() for rd in s["rounds"] for r in rd["runners"].values()
+              if "error" in r]
     return 1 if failed else 0
 
 
@@ -141,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runners", nargs="+", choices=["plain_vllm", "spotbatch", "ray_data_llm"], help="default: all")
     p.add_argument("--model", default="smollm2-135m", help="model name or folder")
     p.add_argument("--compiled", action="store_true", help="let vLLM compile (slower start); default eager")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run the runners in turn this many times; ratios are the median of the rounds")
     p.add_argument("--out", default="spotbatch-bench.json", help="where the JSON figures go")
     p.set_defaults(func=_bench)
 

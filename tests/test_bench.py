@@ -26,7 +26,7 @@ def test_bench_prints_figures_and_ends_with_its_json(tmp_path, tiny_model):
         assert plain["output_tokens"] > 0 and ours["output_tokens"] > 0
         assert 0 < ours["busy_fraction"] <= 1.0
         assert ours["startup_seconds"] > 0 and ours["generate_seconds"] > 0
-        assert entry["ratios"]["spotbatch"]["steady_state"] > 0
+        assert entry["ratios"]["spotbatch"]["steady_state"] > 0 and len(entry["rounds"]) == 1
     assert "steady state x" in proc.stdout
 
 
@@ -40,3 +40,19 @@ def test_bench_engine_settings_carry_no_cpu_assumption(monkeypatch):
     assert "OMP_NUM_THREADS" not in cpu_env() and "VLLM_CPU_KVCACHE_SPACE" not in cpu_env()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert cpu_env()["VLLM_CPU_KVCACHE_SPACE"] == "1"
+
+
+def test_rounds_report_the_median_ratio_of_neighbouring_runs():
+    from jobs.bench.main import median_ratios, ratios
+
+    def runner(steady, e2e):
+        return {"tokens_per_second_steady": steady, "tokens_per_second_end_to_end": e2e}
+
+    rounds = [ratios({"plain_vllm": runner(100, 80), "spotbatch": runner(95, 76)}),
+              ratios({"plain_vllm": runner(90, 70), "spotbatch": runner(81, 70)}),
+              ratios({"plain_vllm": runner(110, 90), "spotbatch": runner(99, 81)}),
+              ratios({"plain_vllm": {"error": "x"}, "spotbatch": runner(1, 1)})]  # a failed round has no ratio
+    assert [sorted(r) for r in rounds] == [["spotbatch"]] * 3 + [[]]
+    median = median_ratios(rounds)
+    assert median["spotbatch"]["steady_state"] == pytest.approx(0.9)
+    assert median["spotbatch"]["end_to_end"] == pytest.approx(0.95)
