@@ -162,6 +162,28 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as err:
         print(f"spotbatch: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:
+        reason = engine_start_failure(err)
+        if reason is None:
+            raise
+        print(f"spotbatch: error: {reason}\n  Committed units are kept: fix the model's settings and run the "
+              f"same command again.", file=sys.stderr)
+        return 1
+
+
+def engine_start_failure(err: BaseException) -> str | None:
+    r"""The reason, when the run failed because no engine actor could load its engine (a bad
+    model setting, too little memory): Ray's error wraps it in the actor's traceback.
+
+    >>> engine_start_failure(RuntimeError("x\nEngineFailed: the engine did not start: bad\n  why\nmore"))
+    'the engine did not start: bad; why'
+    """
+    text = str(err)
+    at = text.rfind("EngineFailed: the engine did not start:")
+    if at < 0:
+        return None
+    lines = text[at + len("EngineFailed: "):].splitlines()[:2]
+    return "; ".join(line.strip() for line in lines if line.strip())
 
 
 if __name__ == "__main__":

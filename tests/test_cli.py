@@ -125,3 +125,21 @@ def test_run_then_rerun_then_changed_spec(tmp_path, ray_cluster, tiny_model):
 def test_status_of_a_folder_without_a_run(tmp_path, capsys):
     assert main(["status", str(tmp_path)]) == 2
     assert "no spotbatch run at" in capsys.readouterr().err
+
+
+@pytest.mark.engine
+def test_an_engine_that_cannot_start_fails_the_run_quickly_with_its_reason(tmp_path, tiny_model):
+    """No hang and no endless actor restarts: the run exits 1 and says why the engine failed."""
+    import time
+
+    write_shards(tmp_path / "in", [{"id": i, "text": f"hi {i}"} for i in range(5)], shards=1)
+    spec = yaml.safe_load(write_spec(tmp_path).read_text())
+    spec["model"]["engine_kwargs"] = {"max_model_len": 10**8}  # more than the model's positions
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    started = time.monotonic()
+    proc = spotbatch("run", str(path), timeout=300)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "spotbatch: error: the engine did not start" in proc.stderr and "max_model_len" in proc.stderr
+    assert time.monotonic() - started < 240
+    assert not list((tmp_path / "out").glob("part-*.parquet"))
