@@ -24,6 +24,26 @@ def load_ledger(path: str) -> Ledger:
     return compute_ledger(store, latest_reference(store))
 
 
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else key))
+    return out
+
+
+def spec_differences(path: str, other: str) -> list[str]:
+    """How the two runs' specs differ in what decides cost: model(s), sampling, compute, cost."""
+    specs = []
+    for p in (path, other):
+        manifest = OutputStore(p).read_manifest() or {}
+        spec = manifest.get("spec", {})
+        specs.append(_flat({k: spec.get(k) for k in ("model", "models", "route", "sampling", "compute", "cost")}))
+    a, b = specs
+    return [f"{key}: {a.get(key)!r} vs {b.get(key)!r}" for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
+
+
 def report_json(path: str, ledger: Ledger) -> dict[str, Any]:
     return {**ledger.summary.to_json(), "status": run_status(path).to_json(),
             "tokens_per_second": tokens_per_second(ledger)}
@@ -71,12 +91,16 @@ def report(path: str, as_json: bool = False, plot: str | None = None, compare: s
     other = load_ledger(compare) if compare else None
     if as_json:
         data = report_json(path, ledger)
-        print(json.dumps({"run": data, "compare": report_json(compare, other)} if other else data, indent=1))
+        print(json.dumps({"run": data, "compare": report_json(compare, other),
+                          "differences": spec_differences(path, compare)} if other else data, indent=1))
     else:
         print(format_status(run_status(path)))
         print(format_cost(ledger.summary))
         if other is not None:
             print(f"\ncompared with {compare}:\n{format_cost(other.summary)}")
+            differences = spec_differences(path, compare)
+            print("settings that differ (this run vs that one): "
+                  + ("; ".join(differences) if differences else "none"))
             mine, theirs = ledger.summary.usd_per_1m_output_tokens, other.summary.usd_per_1m_output_tokens
             if mine and theirs:
                 print(f"per 1M output tokens, {path} costs {mine / theirs:.2f}x {compare}")

@@ -101,3 +101,23 @@ def test_budget_spent_already_starts_nothing(tmp_path, ray_cluster, tiny_model):
     again = run(make_spec(tmp_path, 60, max_cost_usd=0.5, **price), address=ray_cluster, interactive=False)
     assert again.stopped == "budget" and again.units_run == 0
     assert len(Records(OutputStore(str(tmp_path / "out"))).actors()) == 1  # no engine was started again
+
+
+def test_report_compares_cost_per_token_of_two_settings_and_names_what_differs(tmp_path, ray_cluster, tiny_model):
+    """The same data in float32 and in bfloat16 (emulated on CPUs without bf16: slower, so dearer)."""
+    runs = {}
+    for dtype in ("float32", "bfloat16"):
+        spec = make_spec(tmp_path, 30)
+        spec.model.dtype = dtype
+        spec.output.path = str(tmp_path / dtype)
+        assert run(spec, address=ray_cluster).finished
+        runs[dtype] = compute_ledger(OutputStore(str(tmp_path / dtype))).summary
+    out = spotbatch("report", str(tmp_path / "bfloat16"), "--compare", str(tmp_path / "float32"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "settings that differ (this run vs that one): model.dtype: 'bfloat16' vs 'float32'" in out.stdout
+    ratio = runs["bfloat16"].usd_per_1m_output_tokens / runs["float32"].usd_per_1m_output_tokens
+    assert f"costs {ratio:.2f}x" in out.stdout
+    data = json.loads(spotbatch("report", str(tmp_path / "bfloat16"), "--json", "--compare",
+                                str(tmp_path / "float32")).stdout)
+    assert data["differences"] == ["model.dtype: 'bfloat16' vs 'float32'"]
+    assert data["compare"]["usd_per_1m_output_tokens"] == pytest.approx(runs["float32"].usd_per_1m_output_tokens)
