@@ -24,7 +24,7 @@ from pipelines.openai_batch import output_line
 from pipelines.output import OutputError, OutputStore
 from pipelines.plan import Plan
 from pipelines.spec import PipelineSpec
-from pipelines.stages import read_unit_rows
+from pipelines.unit_rows import read_unit_rows
 
 FORMATS = ("openai-batch", "chat-jsonl", "pairs-parquet")
 

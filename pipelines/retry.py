@@ -13,10 +13,9 @@ import time
 
 import pyarrow.compute as pc
 
-from pipelines.ledger import compute_ledger, write_ledger
 from pipelines.output import OutputError, OutputStore
 from pipelines.plan import Plan
-from pipelines.run import RunSummary, _run_pending, prepare
+from pipelines.run import RunSummary, _run_pending, close_summary, prepare
 from pipelines.spec import apply_overrides, validate_spec
 
 
@@ -59,10 +58,6 @@ def retry_failed(output: str, storage_options: dict | None = None, address: str 
     if pending:
         summary.stopped = _run_pending(spec, plan, pending, store, summary, address=address, usd_before=0.0,
                                        reference=None, interactive=interactive, only_ids=only_ids)
-    summary.wall_seconds = time.monotonic() - started
     summary.finished = True
-    ledger = compute_ledger(store, spec.cost.reference.model_dump() if spec.cost.reference else None)
-    if pending:
-        write_ledger(store, ledger)
-    summary.cost = ledger.summary
-    return summary
+    reference = spec.cost.reference.model_dump() if spec.cost.reference else None
+    return close_summary(summary, store, reference, started, ran=bool(pending))

@@ -22,7 +22,8 @@ from pipelines.plan import Plan, Unit, fingerprint, fingerprint_parts, make_plan
 from pipelines.progress import RunMonitor
 from pipelines.records import Records, new_id
 from pipelines.spec import PipelineSpec
-from pipelines.stages import UnitGenerator, read_units
+from pipelines.stages import UnitGenerator
+from pipelines.unit_rows import read_units
 
 
 @dataclass
@@ -133,10 +134,16 @@ def run(spec: PipelineSpec, address: str | None = None, new_run: bool = False,
         else:
             summary.stopped = _run_pending(spec, plan, pending, store, summary, address=address,
                                            usd_before=usd_before, reference=reference, interactive=interactive)
-    summary.wall_seconds = time.monotonic() - started
     summary.finished = store.committed_units() >= {u.unit_id for u in plan.units}
+    return close_summary(summary, store, reference, started, ran=bool(pending))
+
+
+def close_summary(summary: RunSummary, store: OutputStore, reference: dict | None, started: float,
+                  ran: bool) -> RunSummary:
+    """Time the invocation and price the whole output; the ledger files are rewritten when it ran."""
+    summary.wall_seconds = time.monotonic() - started
     ledger = compute_ledger(store, reference)
-    if pending:
+    if ran:
         write_ledger(store, ledger)
     summary.cost = ledger.summary
     return summary
