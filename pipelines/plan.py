@@ -83,6 +83,8 @@ def units_in_flight(spec: PipelineSpec, units: list[Unit]) -> int:
     (measured on 40-row units: 2 in flight, 0.73 of plain vLLM's tokens/s; this default, 0.96)."""
     if spec.compute.units_in_flight is not None:
         return spec.compute.units_in_flight
+    if spec.cost.max_cost_usd is not None:
+        return 2  # a budget stops units that have not started: keep few started at a time
     seqs = int(spec.model.engine_kwargs.get("max_num_seqs", VLLM_MAX_NUM_SEQS))
     rows = sorted(u.rows for u in units)
     typical = rows[len(rows) // 2] if rows else 1  # the median: a shard's small last unit is no guide

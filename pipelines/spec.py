@@ -172,7 +172,8 @@ class ComputeSpec(_Section):
         None, gt=0, description="Work units an engine actor may hold at once. A held unit starts only when "
         "the engine's queue runs low, so the next unit is fed while the last one's tail decodes, and a "
         "lost node loses only started units. Default: enough units to fill the engine's running set "
-        "(model.engine_kwargs.max_num_seqs, vLLM's 256 if unset) twice, at least 2.",
+        "(model.engine_kwargs.max_num_seqs, vLLM's 256 if unset) twice, at least 2; 2 with a budget "
+        "(cost.max_cost_usd), which can only stop units not yet started.",
     )
     max_tokens_in_flight: int | None = Field(
         None, gt=0, description="Token budget per engine (prompt + max_tokens of the requests it runs); "

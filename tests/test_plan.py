@@ -76,3 +76,6 @@ def test_units_in_flight_fill_the_engine_running_set_twice():
     fixed = PipelineSpec(input={"paths": "x", "prompt_column": "t"}, output={"path": "o"},
                          compute={"units_in_flight": 3})
     assert units_in_flight(fixed, units(1, 1)) == 3
+    budgeted = PipelineSpec(input={"paths": "x", "prompt_column": "t"}, output={"path": "o"},
+                            cost={"max_cost_usd": 5.0})
+    assert units_in_flight(budgeted, units(1, 1)) == 2  # a budget can only stop units not yet started
