@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runners", nargs="+", choices=["plain_vllm", "spotbatch", "ray_data_llm"], help="default: all")
     p.add_argument("--model", default="smollm2-135m", help="model name or folder")
     p.add_argument("--compiled", action="store_true", help="let vLLM compile (slower start); default eager")
-    p.add_argument("--rounds", type=int, default=1,
+    p.add_argument("--rounds", type=_at_least_one, default=1,
                    help="run the runners in turn this many times; ratios are the median of the rounds")
     p.add_argument("--out", default="spotbatch-bench.json", help="where the JSON figures go")
     p.set_defaults(func=_bench)
@@ -169,6 +169,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"spotbatch: error: {reason}\n  Committed units are kept: fix the model's settings and run the "
               f"same command again.", file=sys.stderr)
         return 1
+
+
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
 
 
 def engine_start_failure(err: BaseException) -> str | None:
