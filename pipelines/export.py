@@ -52,9 +52,7 @@ def export(output: str, fmt: str, to: str, include_truncated: bool = False,
     if fmt not in FORMATS:
         raise OutputError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     store = OutputStore(output, storage_options)
-    manifest = store.read_manifest()
-    if manifest is None:
-        raise OutputError(f"no spotbatch run at {output} (no _spotbatch/manifest.json)")
+    manifest = store.require_manifest()
     spec, plan = PipelineSpec.model_validate(manifest["spec"]), Plan.from_json(manifest)
     fs, path = url_to_fs(to)
     errors_path = (path[: -len(".jsonl")] if path.endswith(".jsonl") else path) + ".errors.jsonl"

@@ -40,7 +40,8 @@ def _is_hidden(path: str) -> bool:
     return name.startswith(("_", "."))
 
 
-def _expand(fs, pattern: str) -> list[str]:
+def expand_paths(fs, pattern: str) -> list[str]:
+    """The files a path, folder or glob names (a missing plain path is an InputError)."""
     if any(ch in pattern for ch in "*?["):
         matches = fs.glob(pattern)
         files: list[str] = []
@@ -52,7 +53,8 @@ def _expand(fs, pattern: str) -> list[str]:
     return fs.find(pattern) if fs.isdir(pattern) else [pattern]
 
 
-def _version(info: dict) -> str:
+def file_version(info: dict) -> str:
+    """What changes when a file does: its ETag on object stores, its mtime on disks."""
     for key in ("ETag", "etag", "mtime", "LastModified", "created"):
         if info.get(key) is not None:
             return str(info[key])
@@ -65,7 +67,7 @@ def list_shards(spec: InputSpec) -> list[Shard]:
     needed = spec.columns_read()
     for pattern in spec.paths:
         fs, root = url_to_fs(pattern, **spec.storage_options)
-        files = sorted(p for p in _expand(fs, root) if not _is_hidden(p))
+        files = sorted(p for p in expand_paths(fs, root) if not _is_hidden(p))
         if not files:
             raise InputError(f"no Parquet files under {pattern}")
         for path in files:
@@ -112,7 +114,7 @@ def _read_footer(fs, path: str, needed: list[str]) -> Shard:
     return Shard(
         path=full,
         size=int(info.get("size") or 0),
-        version=_version(info),
+        version=file_version(info),
         num_rows=meta.num_rows,
         row_group_rows=tuple(meta.row_group(g).num_rows for g in range(meta.num_row_groups)),
         prompt_bytes=prompt_bytes,
@@ -155,6 +157,16 @@ def check_unique_ids(spec: InputSpec, shards: list[Shard]) -> None:
 
 
 def _read_ids(spec: InputSpec, shard: Shard) -> pa.ChunkedArray:
+    return read_column(spec, shard, spec.id_column)
+
+
+def read_column(spec: InputSpec, shard: Shard, column: str, named_by: str = "") -> pa.ChunkedArray:
+    """One column of a shard, whole (planning reads ids and routes this way); a column the
+    shard lacks is an InputError that says which setting `named_by` it."""
     fs, path = url_to_fs(shard.path, **spec.storage_options)
     with fs.open(path, "rb") as fh:
-        return pq.read_table(fh, columns=[spec.id_column]).column(0)
+        pf = pq.ParquetFile(fh)
+        if column not in pf.schema_arrow.names:
+            why = f", which {named_by} names" if named_by else ""
+            raise InputError(f"{shard.path} has no column {column!r}{why}")
+        return pf.read(columns=[column]).column(0)

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
-from pipelines.inputs import InputError
+from pipelines.inputs import InputError, expand_paths, file_version
 from pipelines.output import OutputStore
 
 INPUT_DIR = "_spotbatch/input"
@@ -37,13 +37,9 @@ def _listing(paths: list[str], storage_options: dict[str, Any]) -> list[dict[str
     files = []
     for path in paths:
         fs, fpath = url_to_fs(path, **storage_options)
-        matches = sorted(fs.glob(fpath)) if any(c in fpath for c in "*?[") else [fpath]
-        for m in matches:
-            if not fs.exists(m):
-                raise InputError(f"input path does not exist: {path}")
+        for m in sorted(expand_paths(fs, fpath)):
             info = fs.info(m)
-            files.append({"path": fs.unstrip_protocol(m), "size": info.get("size"),
-                          "version": str(info.get("mtime") or info.get("ETag") or info.get("LastModified"))})
+            files.append({"path": fs.unstrip_protocol(m), "size": info.get("size"), "version": file_version(info)})
     if not files:
         raise InputError(f"no batch files at {', '.join(paths)}")
     return files

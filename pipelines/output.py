@@ -68,6 +68,13 @@ class OutputStore:
         except (FileNotFoundError, NotADirectoryError):
             return None
 
+    def require_manifest(self) -> dict[str, Any]:
+        """The manifest of the run this folder holds; an OutputError when it holds none."""
+        manifest = self.read_manifest()
+        if manifest is None:
+            raise OutputError(f"no spotbatch run at {self.url} (no _spotbatch/manifest.json)")
+        return manifest
+
     def create_manifest(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Write the manifest unless one exists; return the one that is there afterwards.
 

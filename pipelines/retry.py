@@ -43,9 +43,7 @@ def retry_failed(output: str, storage_options: dict | None = None, address: str 
     more actors); a change to what decides the answers is refused, as for any run."""
     started = time.monotonic()
     store = OutputStore(output, storage_options)
-    manifest = store.read_manifest()
-    if manifest is None:
-        raise OutputError(f"no spotbatch run at {output} (no _spotbatch/manifest.json)")
+    manifest = store.require_manifest()
     spec = validate_spec(apply_overrides(manifest["spec"], overrides or []))
     if storage_options:
         spec.output.storage_options = storage_options

@@ -15,10 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Iterable
 
-import pyarrow.parquet as pq
-from fsspec.core import url_to_fs
-
-from pipelines.inputs import InputError, Shard
+from pipelines.inputs import InputError, Shard, read_column
 from pipelines.spec import PipelineSpec, RouteSpec
 
 
@@ -36,20 +33,11 @@ def models_of(values: Iterable[Any], route: RouteSpec, models: Iterable[str]) ->
     return out
 
 
-def read_route_column(spec: PipelineSpec, shard: Shard) -> list[Any]:
-    fs, path = url_to_fs(shard.path, **spec.input.storage_options)
-    with fs.open(path, "rb") as fh:
-        pf = pq.ParquetFile(fh)
-        if spec.route.column not in pf.schema_arrow.names:
-            raise InputError(f"{shard.path} has no column {spec.route.column!r}, which route.column names")
-        return pf.read(columns=[spec.route.column]).column(0).to_pylist()
-
-
 def route_shards(spec: PipelineSpec, shards: list[Shard]) -> list[list[str]]:
     """The model of every row of every shard; refuses rows that no route covers."""
     routes, unrouted = [], Counter()
     for shard in shards:
-        values = read_route_column(spec, shard)
+        values = read_column(spec.input, shard, spec.route.column, named_by="route.column").to_pylist()
         models = models_of(values, spec.route, spec.models)
         unrouted.update(repr(v) for v, m in zip(values, models) if m is None)
         routes.append(models)

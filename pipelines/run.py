@@ -123,7 +123,7 @@ def run(spec: PipelineSpec, address: str | None = None, new_run: bool = False,
     summary = RunSummary(output=spec.output.path, units_total=len(plan.units))
     if pending:
         for model in {u.model for u in pending}:
-            name = spec.for_model(model).model.name if model else spec.model.name
+            name = spec.models[model].name if model else spec.model.name
             if name.startswith(("/", ".", "~")):
                 resolve_model(name, build=False)  # a bad path fails here, not in an actor
         budget = spec.cost.max_cost_usd

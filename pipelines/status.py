@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pipelines.output import OutputError, OutputStore
+from pipelines.output import OutputStore
 from pipelines.records import Records
 
 
@@ -36,9 +36,7 @@ class RunStatus:
 
 def run_status(path: str, storage_options: dict[str, Any] | None = None) -> RunStatus:
     store = OutputStore(path, storage_options)
-    manifest = store.read_manifest()
-    if manifest is None:
-        raise OutputError(f"no spotbatch run at {path} (no _spotbatch/manifest.json)")
+    manifest = store.require_manifest()
     planned = {u["unit_id"] for u in manifest["units"]}
     committed = store.committed_units() & planned
     stats = [store.unit_stats(u) for u in sorted(committed)]

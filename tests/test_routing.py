@@ -5,6 +5,7 @@ a line per model (real vLLM engines: the tiny random model and SmolLM2)."""
 import pyarrow.dataset as ds
 import pytest
 
+
 from pipelines.inputs import InputError, list_shards
 from pipelines.ledger import compute_ledger
 from pipelines.output import OutputStore
@@ -46,6 +47,13 @@ def test_every_row_gets_one_model_and_unrouted_rows_are_refused_before_any_engin
     no_default = routed_spec(tmp_path)
     with pytest.raises(InputError, match=r"'tier' has values that route to no model: None \(6 rows\)"):
         make_plan(no_default, list_shards(no_default.input))
+
+
+def test_a_route_column_missing_from_the_input_is_named_before_any_engine(tmp_path):
+    write_shards(tmp_path / "in", [{k: v for k, v in r.items() if k != "tier"} for r in ROWS], shards=1)
+    spec = routed_spec(tmp_path, default="small")
+    with pytest.raises(InputError, match="has no column 'tier', which route.column names"):
+        make_plan(spec, list_shards(spec.input))
 
 
 def test_route_must_name_defined_models():
