@@ -84,7 +84,8 @@ def export(output: str, fmt: str, to: str, include_truncated: bool = False,
         for row, messages in _rows(store, spec, plan):
             counts["rows"] += 1
             if fmt == "openai-batch":
-                line, failed = output_line(str(row[id_col]), row, spec.model.name, created)
+                # the model that answered the row (a routed run has several; spec.model is then unused)
+                line, failed = output_line(str(row[id_col]), row, row["model"], created)
                 (err if failed else out).write(json.dumps(line) + "\n")
                 counts["errors" if failed else "written"] += 1
                 continue

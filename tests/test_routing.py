@@ -2,9 +2,12 @@
 rows and are released when they are done; a model no row goes to never starts; the ledger has
 a line per model (real vLLM engines: the tiny random model and SmolLM2)."""
 
+import json
+
 import pyarrow.dataset as ds
 import pytest
 
+from pipelines.export import export
 
 from pipelines.inputs import InputError, list_shards
 from pipelines.ledger import compute_ledger
@@ -97,3 +100,11 @@ def test_two_models_run_one_after_another_and_each_has_a_ledger_line(tmp_path, r
     assert all(m["usd"] > 0 for m in lines.values())
     assert abs(sum(m["usd"] for m in lines.values()) - ledger.summary.total_usd) < 1e-9
     assert set(ledger.actors.column("model").to_pylist()) == {"small", "smol"}
+
+    # the provider-format export names the model that answered each row
+    export(str(tmp_path / "out"), "openai-batch", str(tmp_path / "batch_output.jsonl"))
+    lines = [json.loads(x) for x in (tmp_path / "batch_output.jsonl").read_text().splitlines()]
+    assert len(lines) == 24
+    for line in lines:
+        answered_by = "smollm2-135m" if ROWS[int(line["custom_id"])]["tier"] == "hard" else "tiny-random"
+        assert line["response"]["body"]["model"] == answered_by
