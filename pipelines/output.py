@@ -38,6 +38,7 @@ REPLACED = "_spotbatch/replaced"  # unit results replaced by a merge of retried 
 STAGING = ".staging"
 PART_PREFIX = "part-"
 STATS_KEY = b"spotbatch.unit"
+STAGED = ".tmp"  # a small record being written beside its final name; listings skip it
 
 
 class OutputError(ValueError):
@@ -189,7 +190,7 @@ class OutputStore:
         path = self._path(name)
         if self.local:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            staged = f"{path}.{uuid.uuid4().hex}.tmp"
+            staged = f"{path}.{uuid.uuid4().hex}{STAGED}"
             with open(staged, "wb") as fh:
                 fh.write(data)
             os.replace(staged, path)  # readers see the old or the new, never half
@@ -210,17 +211,18 @@ class OutputStore:
         return {p[len(self.root) + 1 :]: v for p, v in data.items()}
 
     def find(self, folder: str) -> list[str]:
-        """Names (relative to PATH) of the files under PATH/folder."""
+        """Names (relative to PATH) of the files under PATH/folder, without records still being
+        written: a reader during a run would see them half made, under a name that is no record's."""
         root = self._path(folder)
         if not self.fs.exists(root):
             return []
-        return [p[len(self.root) + 1 :] for p in self.fs.find(root)]
+        return [p[len(self.root) + 1 :] for p in self.fs.find(root) if not p.endswith(STAGED)]
 
     def _create(self, path: str, data: bytes) -> None:
         """Create `path` holding `data`, or raise FileExistsError if it exists."""
         if self.local:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            staged = f"{path}.{uuid.uuid4().hex}.tmp"
+            staged = f"{path}.{uuid.uuid4().hex}{STAGED}"
             with open(staged, "wb") as fh:
                 fh.write(data)
             try:

@@ -57,3 +57,11 @@ def test_new_and_empty_folders_are_fine(tmp_path):
 def test_a_folder_left_by_an_interrupted_new_run_is_still_ours(tmp_path):
     (tmp_path / "out" / "_spotbatch" / "superseded" / "f-1").mkdir(parents=True)
     OutputStore(str(tmp_path / "out")).check_is_ours()
+
+
+def test_a_record_being_written_is_not_listed(tmp_path):
+    # a status read during a run must not see a half-written record under a name no record has
+    store = OutputStore(str(tmp_path / "out"))
+    store.create("_spotbatch/attempts/u1/a1.start.json", b"{}")
+    (tmp_path / "out" / "_spotbatch" / "attempts" / "u1" / "a1.end.json.5f3a.tmp").write_bytes(b'{"outc')
+    assert store.find("_spotbatch/attempts") == ["_spotbatch/attempts/u1/a1.start.json"]

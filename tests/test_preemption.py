@@ -7,6 +7,7 @@ served first, its actor drains instead, and nothing in flight is lost.
 """
 
 import http.server
+import signal
 import threading
 
 import psutil
@@ -75,15 +76,33 @@ def start_run(tmp_path, cluster, **compute):
 
 
 def unit_in_flight(store, cluster, spot_nodes):
-    """(start record, node) of an attempt under way on a spot node, or None."""
-    starts = [a["start"] for tries in Records(store).attempts().values() for a in tries.values() if "end" not in a]
+    """(unit, attempt, start record, node) of an attempt under way on a spot node, or None."""
+    open_attempts = [(unit, attempt, a["start"]) for unit, tries in Records(store).attempts().items()
+                     for attempt, a in tries.items() if "end" not in a]
     head = {p.pid for p in cluster.head.processes()}
-    assert not {s["pid"] for s in starts} & head, "an engine actor ran on the head, which is not a spot node"
-    for start in starts:
+    assert not {s["pid"] for _, _, s in open_attempts} & head, "an engine actor ran on the head, not a spot node"
+    for unit, attempt, start in open_attempts:
         for node in spot_nodes:
             if start["pid"] in {p.pid for p in node.processes()}:
-                return start, node
+                return unit, attempt, start, node
     return None
+
+
+def freeze_unit_in_flight(store, cluster, spot_nodes):
+    """The node of an attempt under way, frozen (SIGSTOP) while the attempt is still open, or None.
+
+    Seen open is not enough: the unit may end between that look and the kill, and then the kill
+    lands on nothing (a CI run caught it). A frozen node writes nothing more, so a second look
+    settles it."""
+    found = unit_in_flight(store, cluster, spot_nodes)
+    if not found:
+        return None
+    unit, attempt, _, node = found
+    node.kill(signal.SIGSTOP)
+    if "end" in Records(store).unit_attempts(unit).get(attempt, {}):
+        node.kill(signal.SIGCONT)
+        return None
+    return node
 
 
 def check_output(tmp_path):
@@ -106,7 +125,8 @@ def test_killing_a_spot_node_mid_run_loses_nothing_and_redoes_only_its_unit(tmp_
     store = OutputStore(str(tmp_path / "out"))
     try:
         wait_until(lambda: len(store.committed_units()) >= 2, 300, "two committed units", proc, log)
-        _, node = wait_until(lambda: unit_in_flight(store, cluster, spot_nodes), 120, "a unit in flight", proc, log)
+        node = wait_until(lambda: freeze_unit_in_flight(store, cluster, spot_nodes), 120, "a unit in flight",
+                          proc, log)
         node.kill()
         cluster.add_node(cpus=1, resources={"spot": 1})  # the replacement a spot fleet brings
         assert proc.wait(600) == 0, log.read_text()[-4000:]
@@ -129,8 +149,8 @@ def test_a_termination_notice_drains_the_node_and_loses_nothing(tmp_path, spot_c
     store = OutputStore(str(tmp_path / "out"))
     try:
         wait_until(lambda: len(store.committed_units()) >= 2, 300, "two committed units", proc, log)
-        start, node = wait_until(lambda: unit_in_flight(store, cluster, spot_nodes), 120, "a unit in flight",
-                                 proc, log)
+        _, _, start, node = wait_until(lambda: unit_in_flight(store, cluster, spot_nodes), 120,
+                                       "a unit in flight", proc, log)
         noticed.add(start["node"])  # the cloud announces this node's termination
         # within the notice window the actor commits the unit in hand, then leaves the node
         wait_until(lambda: not psutil.pid_exists(start["pid"]), 60, "the noticed actor to drain", proc, log)
