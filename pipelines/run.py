@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from cluster.resources import ActorResources
@@ -57,8 +58,7 @@ class RunSummary:
         self.units_run += 1
         for key in ("rows", "errors", "prompt_tokens", "completion_tokens", "reused_rows", "reused_completion_tokens"):
             setattr(self, key, getattr(self, key) + (unit.get(key) or 0))
-        for cls, n in json.loads(unit.get("errors_by_class") or "{}").items():
-            self.errors_by_class[cls] = self.errors_by_class.get(cls, 0) + n
+        self.errors_by_class = dict(Counter(self.errors_by_class) + Counter(json.loads(unit["errors_by_class"])))
 
 
 def actor_resources(spec: PipelineSpec, units_held: int = 2) -> ActorResources:
@@ -214,9 +214,7 @@ def _stream(spec: PipelineSpec, plan: Plan, pending: list, run_id: str, only_ids
         spec = spec.for_model(model)  # the engine actors see their own model as spec.model
     resources = actor_resources(spec, units_in_flight(spec, pending))
     units = ray.data.from_items(
-        [{"unit_id": u.unit_id, "path": u.path, "start": u.start, "stop": u.stop, "model": u.model or "",
-          "rows": u.rows, "only_ids": json.dumps(only_ids[u.unit_id]) if only_ids is not None else ""}
-         for u in pending],
+        [u.descriptor(only_ids[u.unit_id] if only_ids is not None else None) for u in pending],
         override_num_blocks=len(pending),
     )
     rows = units.map_batches(read_units, fn_kwargs={"spec_data": spec_data}, batch_size=1, batch_format="pyarrow")

@@ -13,6 +13,7 @@ import os
 import sys
 import threading
 import time
+from collections import Counter
 from typing import Any
 
 import pyarrow as pa
@@ -62,10 +63,7 @@ def unit_counts(unit_id: str, cols: dict[str, list], engine_seconds: float) -> d
     cache cost no engine time and are counted apart."""
     engine = [i for i, s in enumerate(cols["served_from"]) if s == "engine"]
     reused = [i for i, s in enumerate(cols["served_from"]) if s in ("duplicate", "cache")]
-    by_class: dict[str, int] = {}
-    for c in cols["error_class"]:
-        if c is not None:
-            by_class[c] = by_class.get(c, 0) + 1
+    by_class = dict(Counter(c for c in cols["error_class"] if c is not None))
     return {
         "unit_id": unit_id,
         "rows": len(cols["error"]),

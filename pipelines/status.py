@@ -3,6 +3,7 @@ so its cost grows with units, never with rows."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -60,20 +61,13 @@ def run_status(path: str, storage_options: dict[str, Any] | None = None) -> RunS
         rows_total=manifest["input_rows"],
         rows_done=sum(s["rows"] for s in stats),
         rows_failed=sum(s["errors"] for s in stats),
-        rows_failed_by_class=_sum_classes(stats),
+        rows_failed_by_class=dict(sorted(sum((Counter(s.get("errors_by_class") or {}) for s in stats),
+                                             Counter()).items())),
         rows_reused=sum(s.get("reused_rows", 0) for s in stats),
         prompt_tokens=sum(s["prompt_tokens"] for s in stats),
         completion_tokens=sum(s["completion_tokens"] for s in stats),
         finished=committed == planned,
     )
-
-
-def _sum_classes(stats: list[dict[str, Any]]) -> dict[str, int]:
-    total: dict[str, int] = {}
-    for s in stats:
-        for cls, n in (s.get("errors_by_class") or {}).items():
-            total[cls] = total.get(cls, 0) + n
-    return dict(sorted(total.items()))
 
 
 def format_status(s: RunStatus) -> str:
