@@ -19,12 +19,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
-from operators.prompts import PromptRenderer, chat_messages
+from operators.prompts import chat_messages
 from pipelines.openai_batch import output_line
 from pipelines.output import OutputError, OutputStore
 from pipelines.plan import Plan
 from pipelines.spec import PipelineSpec
-from pipelines.unit_rows import read_unit_rows
+from pipelines.unit_rows import ID, PROMPT, unit_rows
 
 FORMATS = ("openai-batch", "chat-jsonl", "pairs-parquet")
 
@@ -32,12 +32,10 @@ FORMATS = ("openai-batch", "chat-jsonl", "pairs-parquet")
 def _rows(store: OutputStore, spec: PipelineSpec, plan: Plan) -> Iterator[tuple[dict[str, Any], list[dict] | None]]:
     """(result row, the chat messages it answered) for every row, unit by unit."""
     inp = spec.input
-    renderer = PromptRenderer(inp.prompt_column, inp.template)
     for unit in plan.units:
         results = store.read_unit(unit.unit_id).to_pylist()
-        source = read_unit_rows(unit.path, unit.start, unit.stop, inp.columns_read(), inp.storage_options)
-        prompts, _ = renderer.render({c: source.column(c).to_pylist() for c in renderer.columns})
-        by_id = dict(zip(source.column(inp.id_column).to_pylist(), prompts))
+        source = unit_rows(unit.descriptor(), spec)  # the prompts as the run rendered them
+        by_id = dict(zip(source.column(ID).to_pylist(), source.column(PROMPT).to_pylist()))
         for row in results:
             prompt = by_id.get(row[inp.id_column])
             if prompt is None:

@@ -35,6 +35,12 @@ class Unit:
     def rows(self) -> int:
         return self.count if self.count is not None else self.stop - self.start
 
+    def descriptor(self, only_ids: list | None = None) -> dict:
+        """What the read stage (pipelines/unit_rows.py) takes; `only_ids`: a retry's rows."""
+        return {"unit_id": self.unit_id, "path": self.path, "start": self.start, "stop": self.stop,
+                "model": self.model or "", "rows": self.rows,
+                "only_ids": json.dumps(only_ids) if only_ids is not None else ""}
+
 
 def _rows_per_unit(shard: Shard, tokens_per_unit: int, max_tokens: int) -> int:
     prompt_tokens_per_row = shard.prompt_bytes / shard.num_rows / BYTES_PER_TOKEN
