@@ -17,6 +17,9 @@ USER_ERRORS = (SpecError, InputError, OutputError, ModelNotFoundError)
 
 
 def _run(args: argparse.Namespace) -> int:
+    from cluster.cpu_priority import yield_to_engines
+
+    yield_to_engines()  # before any thread or local Ray process exists: they inherit it
     from jobs.summary import format_summary
     from pipelines.run import run
 
