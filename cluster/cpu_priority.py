@@ -33,7 +33,7 @@ def restore_priority(target: int = 0) -> int:
     return os.getpriority(os.PRIO_PROCESS, 0)
 
 
-DRIVER_NICENESS = 10  # below the engine, above nothing a user runs: CFS still gives it ~10% of a busy core
+DRIVER_NICENESS = 10  # the engine runs at 0; the kernel still gives a niceness-10 thread ~10% of a busy core
 
 
 def can_raise_priority() -> bool:
@@ -48,7 +48,7 @@ def can_raise_priority() -> bool:
 
 
 def yield_to_engines() -> int:
-    """Make the calling thread, and every thread and process it starts from now on, nicer by
+    """Put the calling thread, and every thread and process it starts from now on, at niceness
     DRIVER_NICENESS: call it first thing in the driver, before any thread exists. Only where the
     engine can restore its own priority: otherwise it would sink with the rest. Returns the
     niceness now in effect."""
