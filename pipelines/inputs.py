@@ -130,7 +130,7 @@ def check_unique_ids(spec: InputSpec, shards: list[Shard]) -> None:
     """
     hashes = []
     for shard in shards:
-        ids = _read_ids(spec, shard)
+        ids = read_column(spec, shard, spec.id_column)
         if ids.null_count:
             raise InputError(f"{shard.path}: column {spec.id_column!r} has {ids.null_count} null ids")
         hashes.append(pd.util.hash_array(np.asarray(ids.to_pandas(), dtype=object)))
@@ -143,7 +143,7 @@ def check_unique_ids(spec: InputSpec, shards: list[Shard]) -> None:
         return
     seen: dict[object, str] = {}
     for shard in shards:
-        ids = _read_ids(spec, shard).to_pylist()
+        ids = read_column(spec, shard, spec.id_column).to_pylist()
         hs = pd.util.hash_array(np.asarray(ids, dtype=object))
         for value, h in zip(ids, hs):
             if int(h) not in repeated:
@@ -154,10 +154,6 @@ def check_unique_ids(spec: InputSpec, shards: list[Shard]) -> None:
                     f"in {seen[value]} and in {shard.path}; ids must be unique"
                 )
             seen[value] = shard.path
-
-
-def _read_ids(spec: InputSpec, shard: Shard) -> pa.ChunkedArray:
-    return read_column(spec, shard, spec.id_column)
 
 
 def read_column(spec: InputSpec, shard: Shard, column: str, named_by: str = "") -> pa.ChunkedArray:

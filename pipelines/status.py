@@ -48,6 +48,9 @@ def run_status(path: str, storage_options: dict[str, Any] | None = None) -> RunS
         if tries and tries[max(tries)].get("end", {}).get("outcome") == "failed":
             failed += 1
     all_attempts = [a for tries in attempts.values() for a in tries.values()]
+    failed_by_class: Counter[str] = Counter()
+    for s in stats:
+        failed_by_class.update(s.get("errors_by_class") or {})
     return RunStatus(
         output=path,
         fingerprint=manifest["fingerprint"],
@@ -61,8 +64,7 @@ def run_status(path: str, storage_options: dict[str, Any] | None = None) -> RunS
         rows_total=manifest["input_rows"],
         rows_done=sum(s["rows"] for s in stats),
         rows_failed=sum(s["errors"] for s in stats),
-        rows_failed_by_class=dict(sorted(sum((Counter(s.get("errors_by_class") or {}) for s in stats),
-                                             Counter()).items())),
+        rows_failed_by_class=dict(sorted(failed_by_class.items())),
         rows_reused=sum(s.get("reused_rows", 0) for s in stats),
         prompt_tokens=sum(s["prompt_tokens"] for s in stats),
         completion_tokens=sum(s["completion_tokens"] for s in stats),
