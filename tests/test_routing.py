@@ -8,7 +8,6 @@ import pyarrow.dataset as ds
 import pytest
 
 from pipelines.export import export
-
 from pipelines.inputs import InputError, list_shards
 from pipelines.ledger import compute_ledger
 from pipelines.output import OutputStore
