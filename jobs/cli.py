@@ -8,7 +8,7 @@ import sys
 from operators.failures import CLASSES
 from operators.model_store import BUILDERS, ModelNotFoundError, models_dir, prepare_model
 from pipelines.inputs import InputError
-from pipelines.output import OutputError
+from pipelines.store.output import OutputError
 from pipelines.schedule import parse_run_date, uses_run_date, with_run_date
 from pipelines.spec import SpecError, load_spec
 
@@ -47,7 +47,7 @@ def _run(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     import json
 
-    from pipelines.status import format_status, run_status
+    from pipelines.store.status import format_status, run_status
 
     status = run_status(args.output)
     print(json.dumps(status.to_json(), indent=1) if args.json else format_status(status))

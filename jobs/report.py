@@ -7,10 +7,10 @@ from typing import Any
 
 from jobs.summary import format_cost
 from operators.cost import BUCKETS
-from pipelines.ledger import Ledger, compute_ledger
-from pipelines.output import OutputStore
-from pipelines.records import Records
-from pipelines.status import format_status, run_status
+from pipelines.store.ledger import Ledger, compute_ledger
+from pipelines.store.output import OutputStore
+from pipelines.store.records import Records
+from pipelines.store.status import format_status, run_status
 
 
 def latest_reference(store: OutputStore) -> dict[str, Any] | None:

@@ -16,15 +16,24 @@ from collections import OrderedDict
 from concurrent.futures import Future
 from typing import Any, Protocol
 
+import pyarrow as pa
+
 from operators.batching import Request, order_for_engine
 from operators.engine import RowRejected
 from operators.failures import BAD_INPUT, CONTEXT_TOO_LONG, TIMEOUT, classify_rejection
 from operators.feeder import EngineFeeder
 
-RESULT_COLUMNS = ("output", "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "finish_reason",
-                  "error", "error_class", "served_from")
+# What this operator writes per row: the one home of the result columns (a unit's results
+# file adds the input's id, the model and the spec's fingerprint).
 # served_from: "engine" (generated for this row), "duplicate" (an identical request in this run
 # was generated once for both), "cache" (answered by the response cache); None for errors.
+RESULT_SCHEMA = pa.schema([
+    ("output", pa.string()), ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()),
+    ("cached_prompt_tokens", pa.int64()), ("finish_reason", pa.string()), ("error", pa.string()),
+    ("error_class", pa.string()), ("served_from", pa.string()),
+])
+RESULT_COLUMNS = tuple(RESULT_SCHEMA.names)
+ANSWER_FIELDS = ("output", "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "finish_reason")
 MEMO_SIZE = 100_000  # answers an actor remembers for duplicates that come later
 
 
@@ -144,7 +153,7 @@ class GenerateOperator:
 
     @staticmethod
     def _fill(result: dict[str, list[Any]], i: int, answer: dict[str, Any], source: str) -> None:
-        for column in ("output", "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "finish_reason"):
+        for column in ANSWER_FIELDS:
             if column in answer:
                 result[column][i] = answer[column]
         result["served_from"][i] = source

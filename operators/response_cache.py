@@ -32,10 +32,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
+from operators.generate import RESULT_SCHEMA
+
 ENTRIES = "entries"
+# An answer as the engine gave it; not how much of its prompt the prefix cache held, which
+# depends on what else that engine had seen.
 ANSWER_COLUMNS = ("output", "prompt_tokens", "completion_tokens", "finish_reason")
-SCHEMA = pa.schema([("key", pa.string()), ("output", pa.string()), ("prompt_tokens", pa.int64()),
-                    ("completion_tokens", pa.int64()), ("finish_reason", pa.string())])
+SCHEMA = pa.schema([("key", pa.string())] + [RESULT_SCHEMA.field(c) for c in ANSWER_COLUMNS])
 
 
 def request_key(model: str, prompt: str, system_prompt: str | None, fmt: str, sampling: dict[str, Any]) -> str | None:

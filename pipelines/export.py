@@ -21,7 +21,7 @@ from fsspec.core import url_to_fs
 
 from operators.prompts import chat_messages
 from pipelines.openai_batch import output_line
-from pipelines.output import OutputError, OutputStore
+from pipelines.store.output import OutputError, OutputStore
 from pipelines.plan import Plan
 from pipelines.spec import PipelineSpec
 from pipelines.unit_rows import ID, PROMPT, unit_rows

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from pipelines.inputs import InputError, expand_paths, file_version
-from pipelines.output import OutputStore
+from pipelines.store.output import OutputStore
 
 INPUT_DIR = "_spotbatch/input"
 SOURCE = "_spotbatch/batch_source.json"  # beside, not inside, the folder read as input

@@ -13,9 +13,9 @@ import time
 
 import pyarrow.compute as pc
 
-from pipelines.output import OutputError, OutputStore
+from pipelines.store.output import OutputError, OutputStore
 from pipelines.plan import Plan
-from pipelines.run import RunSummary, _run_pending, close_summary, prepare
+from pipelines.run import RunSummary, prepare, run_units
 from pipelines.spec import apply_overrides, validate_spec
 
 
@@ -40,7 +40,8 @@ def retry_failed(output: str, storage_options: dict | None = None, address: str 
                  classes: list[str] | None = None, overrides: list[str] | None = None,
                  interactive: bool | None = None) -> RunSummary:
     """`overrides` (dotted.key=value) may change how it runs (compute, cost: a longer timeout,
-    more actors); a change to what decides the answers is refused, as for any run."""
+    more actors, a budget); a change to what decides the answers is refused, as for any run.
+    What the output has cost so far counts against a budget, as in any run."""
     started = time.monotonic()
     store = OutputStore(output, storage_options)
     manifest = store.require_manifest()
@@ -51,11 +52,6 @@ def retry_failed(output: str, storage_options: dict | None = None, address: str 
     if store.committed_units() < {u.unit_id for u in plan.units}:
         raise OutputError(f"{output} is not finished: run the spec again to finish it before --retry-failed")
     only_ids = failed_rows(store, plan, classes)
-    summary = RunSummary(output=output, units_total=len(plan.units))
     pending = [u for u in plan.units if u.unit_id in only_ids]
-    if pending:
-        summary.stopped = _run_pending(spec, plan, pending, store, summary, address=address, usd_before=0.0,
-                                       reference=None, interactive=interactive, only_ids=only_ids)
-    summary.finished = True
-    reference = spec.cost.reference.model_dump() if spec.cost.reference else None
-    return close_summary(summary, store, reference, started, ran=bool(pending))
+    return run_units(spec, store, plan, pending, address=address, interactive=interactive, only_ids=only_ids,
+                     started=started)

@@ -6,41 +6,36 @@ asked for any GPU: the spec, the input files and columns, duplicate ids, the out
 
 from __future__ import annotations
 
-import json
 import random
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cluster.resources import ActorResources
 from cluster.session import ray_session
 from operators.model_store import resolve_model
 from operators.cost import CostSummary
 from pipelines.inputs import check_unique_ids, list_shards
-from pipelines.ledger import compute_ledger, write_ledger
-from pipelines.output import OutputError, OutputStore
+from pipelines.store.ledger import compute_ledger, write_ledger
+from pipelines.store.output import OutputError, OutputStore
 from pipelines.plan import Plan, Unit, fingerprint, fingerprint_parts, make_plan, units_in_flight
 from pipelines.progress import RunMonitor
-from pipelines.records import Records, new_id
 from pipelines.spec import PipelineSpec
 from pipelines.stages import UnitGenerator
+from pipelines.store.counts import UnitCounts, counts_of
+from pipelines.store.records import Records, new_id
+from pipelines.unit_protocol import SKIP_HELD, UnitOutcome, outcome_from_row
 from pipelines.unit_rows import read_units
 
 
 @dataclass
-class RunSummary:
-    output: str
-    units_total: int
+class RunSummary(UnitCounts):
+    """What one invocation did (the counts of the units it committed), and what the whole
+    output cost so far."""
+
+    output: str = ""
+    units_total: int = 0
     units_run: int = 0  # units this invocation committed
     units_skipped: int = 0  # units another run (or a stale attempt) committed first
-    rows: int = 0
-    errors: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    engine_seconds: float = 0.0
-    reused_rows: int = 0  # answered by a duplicate in the run or by the response cache
-    reused_completion_tokens: int = 0
-    errors_by_class: dict = field(default_factory=dict)
     wall_seconds: float = 0.0
     finished: bool = False
     stopped: str | None = None  # why the run ended early: "budget"
@@ -50,15 +45,13 @@ class RunSummary:
     def tokens_per_second(self) -> float:
         return self.completion_tokens / self.wall_seconds if self.wall_seconds else 0.0
 
-    def add(self, unit: dict) -> None:
-        self.engine_seconds += unit["engine_seconds"]
-        if not unit["committed"]:
+    def add_unit(self, unit: UnitOutcome) -> None:
+        if unit.committed:
+            self.units_run += 1
+            self.add(counts_of(unit))
+        else:  # engine time spent on a unit another attempt committed first still counts
             self.units_skipped += 1
-            return
-        self.units_run += 1
-        for key in ("rows", "errors", "prompt_tokens", "completion_tokens", "reused_rows", "reused_completion_tokens"):
-            setattr(self, key, getattr(self, key) + (unit.get(key) or 0))
-        self.errors_by_class = dict(Counter(self.errors_by_class) + Counter(json.loads(unit["errors_by_class"])))
+            self.engine_seconds += unit.engine_seconds
 
 
 def actor_resources(spec: PipelineSpec, units_held: int = 2) -> ActorResources:
@@ -105,55 +98,70 @@ def prepare(spec: PipelineSpec, new_run: bool = False) -> tuple[OutputStore, Pla
     return store, Plan.from_json(manifest)
 
 
+def check_models(spec: PipelineSpec) -> None:
+    """Every model the spec names is a known name or a model folder: a typo stops the run here,
+    before anything is written to the output."""
+    for model in spec.models.values() if spec.routed else [spec.model]:
+        resolve_model(model.name, build=False)
+
+
 def run(spec: PipelineSpec, address: str | None = None, new_run: bool = False,
         interactive: bool | None = None) -> RunSummary:
     """Run (or resume) a spec; returns what this invocation did and what the output cost."""
     from pipelines.openai_batch import resolve_input
 
     started = time.monotonic()
+    check_models(spec)
     spec = resolve_input(spec)
     store, plan = prepare(spec, new_run=new_run)
-    reference = spec.cost.reference.model_dump() if spec.cost.reference else None
     committed = store.committed_units()
     pending = [u for u in plan.units if u.unit_id not in committed]
     # Start at a random place, so two runs on one output begin on different units (commits
-    # stay exactly-once either way; see Records.held_elsewhere for how they keep apart).
+    # stay exactly-once either way; pipelines/unit_protocol.py says how they keep apart).
     start = random.SystemRandom().randrange(len(pending)) if pending else 0  # libraries seed `random`
-    pending = pending[start:] + pending[:start]
+    return run_units(spec, store, plan, pending[start:] + pending[:start], address=address,
+                     interactive=interactive, started=started)
+
+
+def run_units(spec: PipelineSpec, store: OutputStore, plan: Plan, pending: list[Unit], *,
+              address: str | None = None, interactive: bool | None = None,
+              only_ids: dict[str, list] | None = None, started: float | None = None) -> RunSummary:
+    """Run the pending units of a planned output, and price the whole output.
+
+    The one way units are run: `run` passes the units not yet committed, `--retry-failed`
+    (pipelines/retry.py) the units with failed rows, and with `only_ids` (unit -> ids) only
+    those rows of each unit are run and merged back. What the output already cost counts
+    against the budget. Finished means every unit is committed, or, with `only_ids`, every
+    retried unit was merged."""
+    started = time.monotonic() if started is None else started
+    reference = spec.cost.reference.model_dump() if spec.cost.reference else None
     summary = RunSummary(output=spec.output.path, units_total=len(plan.units))
     if pending:
-        for model in {u.model for u in pending}:
-            name = spec.models[model].name if model else spec.model.name
-            if name.startswith(("/", ".", "~")):
-                resolve_model(name, build=False)  # a bad path fails here, not in an actor
         budget = spec.cost.max_cost_usd
         # what earlier invocations spent counts against a budget; without one, skip reading it
         usd_before = compute_ledger(store).summary.total_usd if budget is not None else 0.0
         if budget is not None and usd_before >= budget:
             summary.stopped = "budget"
         else:
-            summary.stopped = _run_pending(spec, plan, pending, store, summary, address=address,
-                                           usd_before=usd_before, reference=reference, interactive=interactive)
-    summary.finished = store.committed_units() >= {u.unit_id for u in plan.units}
-    return close_summary(summary, store, reference, started, ran=bool(pending))
-
-
-def close_summary(summary: RunSummary, store: OutputStore, reference: dict | None, started: float,
-                  ran: bool) -> RunSummary:
-    """Time the invocation and price the whole output; the ledger files are rewritten when it ran."""
+            summary.stopped = _stream_pending(spec, plan, pending, store, summary, address=address,
+                                              usd_before=usd_before, reference=reference,
+                                              interactive=interactive, only_ids=only_ids)
+    if only_ids is None:
+        summary.finished = store.committed_units() >= {u.unit_id for u in plan.units}
+    else:
+        summary.finished = summary.units_run == len(pending)
     summary.wall_seconds = time.monotonic() - started
     ledger = compute_ledger(store, reference)
-    if ran:
-        write_ledger(store, ledger)
+    if pending:
+        write_ledger(store, ledger)  # rewritten when anything ran
     summary.cost = ledger.summary
     return summary
 
 
-def _run_pending(spec: PipelineSpec, plan: Plan, pending: list, store: OutputStore, summary: RunSummary, *,
-                 address: str | None, usd_before: float, reference: dict | None,
-                 interactive: bool | None, only_ids: dict[str, list] | None = None) -> str | None:
-    """Stream the pending units into `summary`; returns why the run stopped early, if it did.
-    With `only_ids` (unit -> ids), only those rows of each unit are run and merged back."""
+def _stream_pending(spec: PipelineSpec, plan: Plan, pending: list, store: OutputStore, summary: RunSummary, *,
+                    address: str | None, usd_before: float, reference: dict | None,
+                    interactive: bool | None, only_ids: dict[str, list] | None = None) -> str | None:
+    """Stream the pending units into `summary`; returns why the run stopped early, if it did."""
     records = Records(store)
     run_id = new_id()
     run_record = {"started_at": time.time(), "units_pending": len(pending), "ended_at": None, "stopped": None,
@@ -174,27 +182,32 @@ def _run_pending(spec: PipelineSpec, plan: Plan, pending: list, store: OutputSto
             for model, units in by_model(pending):
                 if monitor.stopped:
                     break  # the budget is spent: start no other model
-                for unit in _stream(spec, plan, units, run_id, only_ids, model):
-                    summary.add(unit)
-                    monitor.on_unit(unit)
-                    if unit["skipped"] == "held by another run":
-                        left_to_others.append(unit["unit_id"])
-        _await_other_runs(store, records, left_to_others, run_id)
+                for row in _stream(spec, plan, units, run_id, only_ids, model):
+                    unit = outcome_from_row(row)
+                    summary.add_unit(unit)
+                    monitor.on_unit(row)
+                    if unit.skipped == SKIP_HELD:
+                        left_to_others.append(unit.unit_id)
+        await_other_runs(records, store, left_to_others, run_id)
     finally:
         monitor.close()
         records.run_record(run_id, {**run_record, "ended_at": time.time(), "stopped": monitor.stopped})
     return monitor.stopped
 
 
-def _await_other_runs(store: OutputStore, records: Records, unit_ids: list[str], run_id: str) -> None:
+def await_other_runs(records: Records, store: OutputStore, unit_ids: list[str], run_id: str,
+                     poll_seconds: float = 1.0) -> set[str]:
     """Wait for units this run left to another run, while that run's actors live. A unit whose
-    holder died stays pending, and the summary says to run again."""
+    holder died (its beat goes stale) stays pending, and the summary says to run again.
+    Returns the units still pending."""
     waiting = set(unit_ids)
     while waiting:
         waiting -= store.committed_units()
-        waiting = {u for u in waiting if records.held_elsewhere(u, run_id)}
-        if waiting:
-            time.sleep(1.0)
+        held = {u for u in waiting if records.held_elsewhere(u, run_id)}
+        if not held:
+            break
+        time.sleep(poll_seconds)
+    return waiting
 
 
 def by_model(units: list[Unit]) -> list[tuple[str | None, list[Unit]]]:

@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from cluster.cpu_priority import DRIVER_NICENESS, can_raise_priority
-from pipelines.output import OutputStore
-from pipelines.records import Records
+from pipelines.store.output import OutputStore
+from pipelines.store.records import Records
 from tests.conftest import write_shards
 from tests.helpers import ROOT, spotbatch, write_spec
 

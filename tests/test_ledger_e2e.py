@@ -6,9 +6,9 @@ import json
 import pyarrow.dataset as ds
 import pytest
 
-from pipelines.ledger import compute_ledger
-from pipelines.output import OutputStore
-from pipelines.records import Records
+from pipelines.store.ledger import compute_ledger
+from pipelines.store.output import OutputStore
+from pipelines.store.records import Records
 from pipelines.run import run
 from pipelines.spec import PipelineSpec
 from tests.conftest import write_shards

@@ -2,7 +2,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
-from pipelines.output import OutputError, OutputStore
+from pipelines.store.output import OutputError, OutputStore
 
 
 def table(n: int, tag: str) -> pa.Table:

@@ -4,7 +4,7 @@ import pyarrow.dataset as ds
 import pytest
 from transformers import AutoTokenizer
 
-from pipelines.output import OutputError
+from pipelines.store.output import OutputError
 from pipelines.run import run
 from pipelines.spec import PipelineSpec
 from tests.conftest import write_shards

@@ -15,10 +15,10 @@ import pyarrow.dataset as ds
 import pytest
 
 from jobs.summary import format_cost
-from pipelines.ledger import compute_ledger
-from pipelines.output import OutputStore
-from pipelines.records import Records
-from pipelines.status import format_status, run_status
+from pipelines.store.ledger import compute_ledger
+from pipelines.store.output import OutputStore
+from pipelines.store.records import Records
+from pipelines.store.status import format_status, run_status
 from tests.conftest import write_shards
 from tests.helpers import start_spotbatch, wait_until, write_spec
 from tests.ray_nodes import LocalCluster

@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 import s3fs
 
-from pipelines.output import OutputStore
-from pipelines.records import Records
-from pipelines.status import format_status, run_status
+from pipelines.store.output import OutputStore
+from pipelines.store.records import Records
+from pipelines.store.status import format_status, run_status
 from tests.conftest import write_shards
 from tests.helpers import spotbatch, start_spotbatch, wait_until, write_spec
 

@@ -9,10 +9,10 @@ import pytest
 
 from pipelines.export import export
 from pipelines.inputs import InputError, list_shards
-from pipelines.ledger import compute_ledger
-from pipelines.output import OutputStore
+from pipelines.store.ledger import compute_ledger
+from pipelines.store.output import OutputStore
 from pipelines.plan import make_plan
-from pipelines.records import Records
+from pipelines.store.records import Records
 from pipelines.run import run
 from pipelines.spec import PipelineSpec, SpecError, validate_spec
 from tests.conftest import write_shards

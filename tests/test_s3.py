@@ -8,8 +8,8 @@ import pytest
 import s3fs
 
 from pipelines.inputs import list_shards
-from pipelines.output import OutputStore
-from pipelines.records import Records
+from pipelines.store.output import OutputStore
+from pipelines.store.records import Records
 from pipelines.spec import InputSpec
 
 
@@ -36,8 +36,10 @@ def test_manifest_and_attempts_on_s3(s3_server, prefix):
     assert store.create_manifest({"fingerprint": "a"})["fingerprint"] == "a"
     assert store.create_manifest({"fingerprint": "b"})["fingerprint"] == "a"
     records = Records(store)
-    attempt = records.start_attempt("u1", {"node": "n1"})
-    records.start_attempt("u1", {"node": "n2"})
+    seen = records.unit_attempts("u1")
+    attempt = records.claim_attempt("u1", seen, {"node": "n1"})
+    assert records.claim_attempt("u1", seen, {"node": "n2"}) is None  # the same number: refused by S3
+    assert records.claim_attempt("u1", records.unit_attempts("u1"), {"node": "n2"}) is not None
     records.end_attempt("u1", attempt, {"outcome": "committed"})
     tries = records.attempts()["u1"]
     assert len(tries) == 2 and sum("end" in t for t in tries.values()) == 1

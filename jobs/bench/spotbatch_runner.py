@@ -16,8 +16,8 @@ import yaml
 
 from jobs.bench.common import MAX_MODEL_LEN, SEED, RunnerResult
 from jobs.bench.prompt_sets import PromptSet
-from pipelines.output import OutputStore
-from pipelines.records import Records
+from pipelines.store.output import OutputStore
+from pipelines.store.records import Records
 
 
 def write_input(prompts: PromptSet, folder: Path, shards: int = 4) -> Path:

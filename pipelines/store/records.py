@@ -1,8 +1,9 @@
 """The records a run keeps beside its results, one small JSON file each, never one per row.
 
     _spotbatch/attempts/<unit>/<attempt>.start.json, .end.json
-        every attempt at a unit: which actor, when, and how it ended; an attempt with no end
-        was lost with its node or driver
+        every attempt at a unit, numbered 000000, 000001, ...: which actor, when, and how it
+        ended; an attempt with no end was lost with its node or driver. The start record is
+        created exclusively, so it is also the claim on the unit (pipelines/unit_protocol.py)
     _spotbatch/actors/<actor>.json, <actor>.beat.json
         an engine actor: its node, instance type, market and price, when it started and when
         its model was loaded; the beat is rewritten every few seconds while it lives
@@ -19,9 +20,15 @@ import time
 import uuid
 from typing import Any
 
-from pipelines.output import ACTORS, ATTEMPTS, RUNS, STOP, OutputStore
+from pipelines.store.output import ACTORS, ATTEMPTS, RUNS, STOP, OutputStore
 
 HEARTBEAT_SECONDS = 5.0  # how often a live actor rewrites its beat
+
+
+def is_fresh(beat_time: float | None, now: float) -> bool:
+    """A beat from a live actor: at most two periods old, and not dated ahead of us by more
+    than one (a clock that runs ahead must not keep a dead actor's units held)."""
+    return beat_time is not None and -HEARTBEAT_SECONDS <= now - beat_time <= 2 * HEARTBEAT_SECONDS
 
 
 def new_id() -> str:
@@ -38,9 +45,15 @@ class Records:
         return None if data is None else json.loads(data)
 
     # -- attempts -------------------------------------------------------------------------
-    def start_attempt(self, unit_id: str, info: dict[str, Any]) -> str:
-        attempt = new_id()
-        self.store.create(f"{ATTEMPTS}/{unit_id}/{attempt}.start.json", json.dumps(info).encode())
+    def claim_attempt(self, unit_id: str, attempts: dict[str, dict[str, Any]], info: dict[str, Any]) -> str | None:
+        """Start the next attempt at a unit, given the attempts seen at it (`unit_attempts`):
+        its start record is created under the next attempt number, exclusively. None when
+        another actor created that number first: it claimed the unit since our look."""
+        attempt = f"{len(attempts):06d}"  # sorts after every attempt seen, older id styles too
+        try:
+            self.store.create(f"{ATTEMPTS}/{unit_id}/{attempt}.start.json", json.dumps(info).encode())
+        except FileExistsError:
+            return None
         return attempt
 
     def end_attempt(self, unit_id: str, attempt: str, outcome: dict[str, Any]) -> None:
@@ -63,17 +76,20 @@ class Records:
         return self._read_attempts(f"{ATTEMPTS}/{unit_id}").get(unit_id, {})
 
     def held_elsewhere(self, unit_id: str, run_id: str) -> bool:
-        """Whether a live actor of another run is generating this unit now: an attempt with no
-        end, whose actor still beats. One small listing per unit, and reads only of open attempts."""
-        names = set(self.store.find(f"{ATTEMPTS}/{unit_id}"))
-        for name in names:
-            if not name.endswith(".start.json") or name.replace(".start.json", ".end.json") in names:
+        """Whether a live actor of another run is generating this unit now."""
+        return self.open_elsewhere(self.unit_attempts(unit_id), run_id)
+
+    def open_elsewhere(self, attempts: dict[str, dict[str, Any]], run_id: str, now: float | None = None) -> bool:
+        """Whether one of a unit's attempts is open (no end) and held by a live actor of
+        another run. Our own run's open attempt is one whose actor was lost: Ray gives the unit
+        to us again only then."""
+        now = time.time() if now is None else now
+        for attempt in attempts.values():
+            start = attempt.get("start")
+            if start is None or "end" in attempt or start.get("run_id") == run_id:
                 continue
-            start = self._json(name) or {}
-            if start.get("run_id") == run_id:
-                continue  # our own lost attempt: Ray is retrying it through us
             beat = self._json(f"{ACTORS}/{start.get('actor_id')}.beat.json") or {}
-            if time.time() - beat.get("time", 0) <= 2 * HEARTBEAT_SECONDS:
+            if is_fresh(beat.get("time"), now):
                 return True
         return False
 

@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from operators.cost import BUCKETS, ActorTime, Attempt, CostSummary, attempt_seconds, split_actor_time, summarize
-from pipelines.output import OutputStore
-from pipelines.records import HEARTBEAT_SECONDS, Records
+from pipelines.store.output import OutputStore
+from pipelines.store.records import HEARTBEAT_SECONDS, Records
 
 LEDGER = "_spotbatch/ledger"
 

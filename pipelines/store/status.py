@@ -3,12 +3,12 @@ so its cost grows with units, never with rows."""
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pipelines.output import OutputStore
-from pipelines.records import Records
+from pipelines.store.counts import UnitCounts
+from pipelines.store.output import OutputStore
+from pipelines.store.records import Records
 
 
 @dataclass
@@ -40,7 +40,7 @@ def run_status(path: str, storage_options: dict[str, Any] | None = None) -> RunS
     manifest = store.require_manifest()
     planned = {u["unit_id"] for u in manifest["units"]}
     committed = store.committed_units() & planned
-    stats = [store.unit_stats(u) for u in sorted(committed)]
+    done = UnitCounts.total([UnitCounts.from_json(store.unit_stats(u)) for u in sorted(committed)])
     attempts = Records(store).attempts()
     failed = 0
     for unit_id in planned - committed:
@@ -48,9 +48,6 @@ def run_status(path: str, storage_options: dict[str, Any] | None = None) -> RunS
         if tries and tries[max(tries)].get("end", {}).get("outcome") == "failed":
             failed += 1
     all_attempts = [a for tries in attempts.values() for a in tries.values()]
-    failed_by_class: Counter[str] = Counter()
-    for s in stats:
-        failed_by_class.update(s.get("errors_by_class") or {})
     return RunStatus(
         output=path,
         fingerprint=manifest["fingerprint"],
@@ -62,12 +59,12 @@ def run_status(path: str, storage_options: dict[str, Any] | None = None) -> RunS
         attempts=len(all_attempts),
         attempts_lost=sum(1 for a in all_attempts if "end" not in a),
         rows_total=manifest["input_rows"],
-        rows_done=sum(s["rows"] for s in stats),
-        rows_failed=sum(s["errors"] for s in stats),
-        rows_failed_by_class=dict(sorted(failed_by_class.items())),
-        rows_reused=sum(s.get("reused_rows", 0) for s in stats),
-        prompt_tokens=sum(s["prompt_tokens"] for s in stats),
-        completion_tokens=sum(s["completion_tokens"] for s in stats),
+        rows_done=done.rows,
+        rows_failed=done.errors,
+        rows_failed_by_class=dict(sorted(done.errors_by_class.items())),
+        rows_reused=done.reused_rows,
+        prompt_tokens=done.prompt_tokens,
+        completion_tokens=done.completion_tokens,
         finished=committed == planned,
     )
 

@@ -4,7 +4,7 @@ Layout (readers such as `pyarrow.dataset.dataset(PATH)` skip names starting with
     PATH/part-<unit>.parquet      committed results of one unit; its footer holds the unit's
                                   counts, so status needs no row scan
     PATH/_spotbatch/manifest.json the plan and the fingerprint of what decides the answers
-    PATH/_spotbatch/attempts|actors|runs|stop/   the run's records (see pipelines/records.py)
+    PATH/_spotbatch/attempts|actors|runs|stop/   the run's records (see pipelines/store/records.py)
     PATH/_spotbatch/superseded/   results of an earlier spec, moved aside by --new-run
     PATH/_spotbatch/replaced/     unit results as they were before `run --retry-failed` merged
                                   retried rows into them
@@ -31,7 +31,7 @@ from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
 MANIFEST = "_spotbatch/manifest.json"
-# The run's records (pipelines/records.py writes them); they move with their results.
+# The run's records (pipelines/store/records.py writes them); they move with their results.
 ATTEMPTS, ACTORS, RUNS, STOP = "_spotbatch/attempts", "_spotbatch/actors", "_spotbatch/runs", "_spotbatch/stop"
 SUPERSEDED = "_spotbatch/superseded"
 REPLACED = "_spotbatch/replaced"  # unit results replaced by a merge of retried rows

@@ -1,0 +1,235 @@
+"""The steps of one unit of work, in one place: how exactly-once is kept.
+
+No Ray and no engine here: `generate` is any function from a unit's prompts to result columns
+(operators/generate.py's GenerateOperator in an engine actor, a fake one in tests), so every
+step can be tested in seconds, with faults injected, against a real output folder.
+
+For each unit an actor is handed (pipelines/stages.py), in order:
+ 1. stop requested   the run was asked to stop (budget): take nothing new
+ 2. held elsewhere   a live actor of another run has an open attempt at it: leave it to that
+                     run (the driver waits for it) instead of racing it
+ 3. committed        another run, or an attempt thought lost, committed it: spend nothing
+ 4. exhausted        it failed or was lost on `compute.max_attempts` attempts: commit its rows
+                     as error records (engine_error, preempted_exhausted), so the run can end
+ 5. claim            the attempt's start record, created under the next attempt number with
+                     an exclusive create: of two actors that saw the same attempts, one wins
+                     and the other leaves the unit (so two runs never generate it twice)
+ 6. generate         the unit's rows; a failure is recorded as the attempt's end and raised
+ 7. commit or merge  the storage refuses a second commit (pipelines/store/output.py); in a
+                     `--retry-failed` run the retried rows are merged into the committed unit
+ 8. share            what the engine generated goes to the response cache, once committed
+ 9. end              the attempt's end record: committed, already committed, or failed
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, fields
+from typing import Any, Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from operators.failures import BAD_INPUT, ENGINE_ERROR, PREEMPTED_EXHAUSTED
+from operators.generate import RESULT_SCHEMA
+from operators.response_cache import ANSWER_COLUMNS, ResponseCache, request_key
+from pipelines.spec import PipelineSpec
+from pipelines.store.counts import ENGINE, UnitCounts, counts_fields, counts_from_row, counts_row
+from pipelines.store.output import STATS_KEY, OutputStore
+from pipelines.store.records import Records
+from pipelines.unit_rows import ERROR, ID, MAX_TOKENS, PROMPT
+
+# Why a unit was not run by this actor (UnitOutcome.skipped).
+SKIP_COMMITTED = "committed"
+SKIP_HELD = "held by another run"
+SKIP_STOP = "stop: "  # + the reason (budget)
+
+# What one generate call answers: the unit's prompts, each row's prior error, per-row
+# max_tokens, request keys, and cached answers by key -> result columns (RESULT_SCHEMA).
+Generate = Callable[..., dict[str, list]]
+
+
+@dataclass
+class UnitOutcome(UnitCounts):
+    """What became of one unit handed to an actor."""
+
+    unit_id: str = ""
+    skipped: str | None = None  # why it was not run: SKIP_COMMITTED, SKIP_HELD, SKIP_STOP + reason
+    committed: bool = False  # this attempt committed (or merged) it
+
+
+# The row an engine actor returns to the driver for each unit: who ran it, at what price
+# (for the live dollar figure), and its outcome.
+ACTOR_FIELDS = [pa.field("actor_id", pa.string()), pa.field("actor_started_at", pa.float64()),
+                pa.field("actor_usd_per_second", pa.float64())]
+SUMMARY_SCHEMA = pa.schema([pa.field("unit_id", pa.string()), *ACTOR_FIELDS, pa.field("skipped", pa.string()),
+                            pa.field("committed", pa.bool_()), *counts_fields()])
+
+
+def outcome_row(outcome: UnitOutcome, actor: dict[str, Any]) -> dict[str, Any]:
+    return {**counts_row(outcome), "unit_id": outcome.unit_id, "skipped": outcome.skipped,
+            "committed": outcome.committed, **actor}
+
+
+def outcome_from_row(row: dict[str, Any]) -> UnitOutcome:
+    counts = counts_from_row(row)
+    return UnitOutcome(**{f.name: getattr(counts, f.name) for f in fields(UnitCounts)},
+                       unit_id=row["unit_id"], skipped=row["skipped"], committed=row["committed"])
+
+
+def result_table(spec: PipelineSpec, ids: pa.Array | pa.ChunkedArray, cols: dict[str, list],
+                 fingerprint: str) -> pa.Table:
+    """A unit's results in the output schema; the input id keeps its own name and type."""
+    n = len(ids)
+    return pa.table({
+        spec.input.id_column: ids,
+        **{f.name: pa.array(cols[f.name], f.type) for f in RESULT_SCHEMA},
+        "model": pa.array([spec.model.name] * n, pa.string()),
+        "spec_fingerprint": pa.array([fingerprint] * n, pa.string()),
+    })
+
+
+def model_key(spec: PipelineSpec) -> str:
+    from pipelines.plan import model_identity
+
+    return json.dumps(model_identity(spec), sort_keys=True, default=str)
+
+
+class UnitProtocol:
+    """Runs the steps above for one actor. Thread-safe: an actor runs several units at once."""
+
+    def __init__(self, spec: PipelineSpec, *, fingerprint: str, run_id: str, actor_id: str, node_id: str,
+                 generate: Generate, store: OutputStore | None = None, cache: ResponseCache | None = None,
+                 retry: bool = False, engine_stats: Callable[[], dict] = dict):
+        self.spec = spec
+        self.fingerprint = fingerprint
+        self.run_id = run_id
+        self.actor_id = actor_id
+        self.node_id = node_id
+        self.generate = generate
+        self.store = store or OutputStore(spec.output.path, spec.output.storage_options)
+        self.records = Records(self.store)
+        self.cache = cache
+        self.retry = retry  # units are failed rows of committed units, merged back when done
+        self.engine_stats = engine_stats  # the engine's figures, kept in each attempt's end record
+        self.model_key = model_key(spec)
+
+    # -- the steps, in order --------------------------------------------------------------
+    def run(self, unit_id: str, rows: pa.Table) -> UnitOutcome:
+        """`rows`: the unit's rows as pipelines/unit_rows.py reads them (ID, PROMPT, ERROR, MAX_TOKENS)."""
+        stop = self.records.stop_requested(self.run_id)
+        if stop:
+            return UnitOutcome(unit_id=unit_id, skipped=SKIP_STOP + stop)
+        attempts = self.records.unit_attempts(unit_id)
+        if self.records.open_elsewhere(attempts, self.run_id):
+            return UnitOutcome(unit_id=unit_id, skipped=SKIP_HELD)
+        if not self.retry and self.store.is_committed(unit_id):
+            return UnitOutcome(unit_id=unit_id, skipped=SKIP_COMMITTED)
+        exhausted = self._exhausted(attempts)
+        if exhausted:
+            return self._commit_failed(unit_id, rows, *exhausted)
+        attempt = self.records.claim_attempt(unit_id, attempts, {
+            "actor_id": self.actor_id, "run_id": self.run_id, "node": self.node_id, "pid": os.getpid(),
+            "time": time.time()})
+        if attempt is None:  # another actor claimed it between our look and our claim
+            return UnitOutcome(unit_id=unit_id, skipped=SKIP_HELD)
+        started = time.monotonic()
+        keys: list[str | None] = []
+        try:
+            prompts, max_tokens = rows.column(PROMPT).to_pylist(), rows.column(MAX_TOKENS).to_pylist()
+            keys = self.request_keys(prompts, max_tokens)
+            cached = self.cache.lookup(keys) if self.cache and any(keys) else {}
+            cols = self.generate(prompts, rows.column(ERROR).to_pylist(), max_tokens, keys=keys, cached=cached)
+            counts = UnitCounts.of_results(cols, time.monotonic() - started)
+            table = result_table(self.spec, rows.column(ID), cols, self.fingerprint)
+            committed = self._commit(unit_id, table, counts)
+        except BaseException as err:
+            # Recorded, then raised: the unit is retried, and status shows why it failed.
+            self._end(unit_id, attempt, {"outcome": "failed", "error": repr(err)[:2000], "time": time.time()})
+            raise
+        if committed:
+            self._share(keys, cols)
+        self._end(unit_id, attempt, {"outcome": "committed" if committed else "already committed",
+                                     "time": time.time(), **counts.to_json(), "engine": self.engine_stats()})
+        return UnitOutcome(**counts.to_json(), unit_id=unit_id, committed=committed)
+
+    def _exhausted(self, attempts: dict[str, dict[str, Any]]) -> tuple[str, str] | None:
+        """(class, message) when the unit failed or was lost on every allowed attempt."""
+        tries = [t for t in attempts.values() if "start" in t
+                 and (not self.retry or t["start"].get("run_id") == self.run_id)]  # a retry starts afresh
+        failed = [t["end"] for t in tries if t.get("end", {}).get("outcome") == "failed"]
+        lost = [t for t in tries if "end" not in t]
+        if len(failed) + len(lost) < self.spec.compute.max_attempts:
+            return None
+        if failed:
+            return ENGINE_ERROR, (f"the engine failed on this row's unit {len(failed)} times "
+                                  f"({len(lost)} more lost); last: {failed[-1].get('error', '')[:500]}")
+        return PREEMPTED_EXHAUSTED, f"this row's unit was lost with its node {len(lost)} times"
+
+    def _commit_failed(self, unit_id: str, rows: pa.Table, error_class: str, message: str) -> UnitOutcome:
+        """Give up on a unit: every row becomes an error record (a row that already had one keeps
+        it), so the run ends and `spotbatch run --retry-failed` can try again later."""
+        prior = rows.column(ERROR).to_pylist()
+        n = rows.num_rows
+        cols = {"output": [None] * n, "prompt_tokens": [0] * n, "completion_tokens": [0] * n,
+                "cached_prompt_tokens": [0] * n, "finish_reason": [None] * n,
+                "error": [p or message for p in prior],
+                "error_class": [BAD_INPUT if p else error_class for p in prior],
+                "served_from": [None] * n}
+        counts = UnitCounts.of_results(cols, 0.0)
+        committed = self._commit(unit_id, result_table(self.spec, rows.column(ID), cols, self.fingerprint), counts)
+        return UnitOutcome(**counts.to_json(), unit_id=unit_id, committed=committed)
+
+    def _commit(self, unit_id: str, table: pa.Table, counts: UnitCounts) -> bool:
+        """Commit a unit's results once; in a retry run, merge them into its committed ones."""
+        if self.retry:
+            self._merge_retried(unit_id, table, counts)
+            return True
+        return self.store.commit(unit_id, table, counts.to_json())
+
+    def _merge_retried(self, unit_id: str, retried: pa.Table, counts: UnitCounts) -> None:
+        """Put the retried rows in place of their error records in the unit's results; every
+        other row stays as it was. The footer's counts are those of the merged rows, and its
+        tokens and engine seconds add this retry's to what the unit cost before."""
+        id_col = self.spec.input.id_column
+        old = self.store.read_unit(unit_id)
+        before = UnitCounts.from_json(json.loads((old.schema.metadata or {})[STATS_KEY]))
+        kept = old.filter(pc.invert(pc.is_in(old.column(id_col), value_set=retried.column(id_col))))
+        merged = pa.concat_tables([kept.replace_schema_metadata(None), retried.cast(kept.schema)])
+        cols = {c: merged.column(c).to_pylist() for c in RESULT_SCHEMA.names}
+        footer = UnitCounts.of_results(cols, before.engine_seconds + counts.engine_seconds)
+        footer.prompt_tokens = before.prompt_tokens + counts.prompt_tokens
+        footer.completion_tokens = before.completion_tokens + counts.completion_tokens
+        self.store.replace(unit_id, merged, footer.to_json())
+
+    def request_keys(self, prompts: list[str | None], max_tokens: list[int | None]) -> list[str | None]:
+        """Keys that name identical requests (operators/response_cache.py), or all None when
+        neither dedup nor a cache is on."""
+        spec = self.spec
+        if not spec.cache.dedup and not self.cache:
+            return [None] * len(prompts)
+        sampling = spec.sampling.model_dump()
+        return [None if p is None else request_key(
+            self.model_key, p, spec.input.system_prompt, spec.input.format,
+            {**sampling, "max_tokens": m or sampling["max_tokens"]}) for p, m in zip(prompts, max_tokens)]
+
+    def _share(self, keys: list[str | None], cols: dict[str, list]) -> None:
+        """Share what the engine generated (never errors, never answers it got from elsewhere)."""
+        if not self.cache or not self.spec.cache.write:
+            return
+        rows = [i for i, k in enumerate(keys) if k is not None and cols["served_from"][i] == ENGINE]
+        try:
+            self.cache.add([keys[i] for i in rows], {c: [cols[c][i] for i in rows] for c in ANSWER_COLUMNS})
+        except Exception as err:  # the unit is committed; a cache that cannot be written only costs later runs
+            print(f"spotbatch: could not add to the response cache: {err!r}", file=sys.stderr)
+
+    def _end(self, unit_id: str, attempt: str, outcome: dict[str, Any]) -> None:
+        """The attempt's end record. Failing to write it changes no result: the attempt then
+        reads as lost, and is counted as such, which errs on the side of retrying."""
+        try:
+            self.records.end_attempt(unit_id, attempt, outcome)
+        except Exception as err:
+            print(f"spotbatch: could not record the end of unit {unit_id}'s attempt: {err!r}", file=sys.stderr)

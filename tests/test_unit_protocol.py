@@ -1,0 +1,326 @@
+"""The unit protocol without Ray or an engine: a fake generate function, a real output folder
+(local, and the loopback S3), and a fault injected at every step."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pyarrow as pa
+import pytest
+
+from operators.failures import BAD_INPUT, ENGINE_ERROR, PREEMPTED_EXHAUSTED, TIMEOUT
+from operators.response_cache import ResponseCache
+from pipelines.run import await_other_runs
+from pipelines.spec import PipelineSpec
+from pipelines.store.counts import UnitCounts, counts_of
+from pipelines.store.output import OutputStore
+from pipelines.store.records import HEARTBEAT_SECONDS, Records
+from pipelines.unit_protocol import SKIP_COMMITTED, SKIP_HELD, UnitProtocol
+from pipelines.unit_rows import ERROR, ID, MAX_TOKENS, PROMPT
+
+UNIT = "00000-unit"
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def where(request, tmp_path) -> tuple[str, dict]:
+    """(output path, storage options): a local folder, or a fresh prefix on the loopback S3."""
+    if request.param == "local":
+        return str(tmp_path / "out"), {}
+    return f"s3://spotbatch/{uuid.uuid4().hex[:8]}/out", request.getfixturevalue("s3_server")
+
+
+def make_spec(where, **compute) -> PipelineSpec:
+    path, options = where
+    return PipelineSpec(input={"paths": "in", "prompt_column": "text"}, model={"name": "tiny-random"},
+                        compute=compute, output={"path": path, "storage_options": options})
+
+
+def unit_rows(n: int = 4, bad: tuple[int, ...] = ()) -> pa.Table:
+    """A unit's rows as the read stage hands them over; rows in `bad` already failed to render."""
+    return pa.table({
+        ID: pa.array(range(n), pa.int64()),
+        PROMPT: [None if i in bad else f"prompt {i}" for i in range(n)],
+        ERROR: [f"row {i} has no text" if i in bad else None for i in range(n)],
+        MAX_TOKENS: pa.array([None] * n, pa.int64()),
+    })
+
+
+class FakeGenerate:
+    """Answers each prompt with its upper case; `fail` (a row -> class) makes rows error records,
+    `raises` makes the whole call fail, `during` runs inside the call (another actor, say)."""
+
+    def __init__(self, fail: dict[int, str] | None = None, raises: BaseException | None = None, during=None):
+        self.calls: list[list] = []
+        self.fail, self.raises, self.during = fail or {}, raises, during
+
+    def __call__(self, prompts, errors, max_tokens, keys=None, cached=None):
+        self.calls.append(list(prompts))
+        if self.during:
+            self.during()
+        if self.raises:
+            raise self.raises
+        cols = {c: [] for c in ("output", "prompt_tokens", "completion_tokens", "cached_prompt_tokens",
+                                "finish_reason", "error", "error_class", "served_from")}
+        for i, (prompt, error) in enumerate(zip(prompts, errors)):
+            key = keys[i] if keys else None
+            if error is not None or i in self.fail:
+                answer = {"error": error or "failed", "error_class": BAD_INPUT if error else self.fail[i]}
+            elif cached and key in cached:
+                answer = {**cached[key], "served_from": "cache"}
+            else:
+                answer = {"output": prompt.upper(), "prompt_tokens": 2, "completion_tokens": 3,
+                          "finish_reason": "stop", "served_from": "engine"}
+            for c in cols:
+                cols[c].append(answer.get(c, 0 if "tokens" in c else None))
+        return cols
+
+
+def protocol(spec, generate, run_id="run-a", actor_id="actor-a", store=None, **kw) -> UnitProtocol:
+    return UnitProtocol(spec, fingerprint="fp", run_id=run_id, actor_id=actor_id, node_id="node-1",
+                        generate=generate, store=store, **kw)
+
+
+def outcomes(store: OutputStore, unit_id: str = UNIT) -> list[str | None]:
+    """Each attempt's outcome in order; None for an attempt with no end."""
+    tries = Records(store).unit_attempts(unit_id)
+    return [tries[a].get("end", {}).get("outcome") for a in sorted(tries)]
+
+
+def beat(store: OutputStore, actor_id: str, age: float) -> None:
+    Records(store).actor_beat(actor_id, {"time": time.time() - age})
+
+
+def open_attempt(store: OutputStore, run_id: str, actor_id: str, unit_id: str = UNIT) -> str:
+    records = Records(store)
+    return records.claim_attempt(unit_id, records.unit_attempts(unit_id), {"run_id": run_id, "actor_id": actor_id,
+                                                                           "time": time.time()})
+
+
+def test_a_unit_is_generated_committed_and_recorded_once(where):
+    spec = make_spec(where)
+    generate = FakeGenerate()
+    p = protocol(spec, generate)
+    done = p.run(UNIT, unit_rows(4, bad=(2,)))
+    assert done.committed and done.rows == 4 and done.errors == 1 and done.errors_by_class == {BAD_INPUT: 1}
+    assert (done.prompt_tokens, done.completion_tokens) == (6, 9)
+    table = p.store.read_unit(UNIT)
+    assert table.column("id").to_pylist() == [0, 1, 2, 3]
+    assert table.column("output").to_pylist() == ["PROMPT 0", "PROMPT 1", None, "PROMPT 3"]
+    assert UnitCounts.from_json(p.store.unit_stats(UNIT)) == counts_of(done)  # the footer
+    assert outcomes(p.store) == ["committed"]
+
+    again = p.run(UNIT, unit_rows(4, bad=(2,)))  # Ray re-sends it, or a resumed run reaches it
+    assert again.skipped == SKIP_COMMITTED and not again.committed
+    assert len(generate.calls) == 1 and outcomes(p.store) == ["committed"]
+
+
+def test_a_second_committer_is_refused_and_its_result_never_lands(where):
+    """Run B's actor generates while run A, which cannot see B alive (no beat: B's node is
+    thought dead), generates and commits the same unit: B's commit is refused by the storage."""
+    spec = make_spec(where)
+    a = protocol(spec, FakeGenerate(), run_id="run-a", actor_id="actor-a")
+    b_generate = FakeGenerate(during=lambda: a.run(UNIT, unit_rows()))
+    b = protocol(spec, b_generate, run_id="run-b", actor_id="actor-b")
+    late = b.run(UNIT, unit_rows())
+    assert not late.committed and late.skipped is None  # it generated, and lost the commit
+    assert outcomes(b.store) == ["already committed", "committed"]  # B's attempt 0, A's attempt 1
+    assert b.store.read_unit(UNIT).num_rows == 4 and b.store.committed_units() == {UNIT}
+
+
+def test_a_unit_held_by_a_live_actor_of_another_run_is_left_to_it_until_that_actor_dies(where):
+    spec = make_spec(where)
+    store = OutputStore(*where)
+    open_attempt(store, "run-a", "actor-a")
+    beat(store, "actor-a", age=1)
+    generate = FakeGenerate()
+    b = protocol(spec, generate, run_id="run-b", actor_id="actor-b")
+    assert b.run(UNIT, unit_rows()).skipped == SKIP_HELD and not generate.calls
+
+    beat(store, "actor-a", age=3 * HEARTBEAT_SECONDS)  # actor A stopped beating: its node is gone
+    assert b.run(UNIT, unit_rows()).committed
+    assert outcomes(store) == [None, "committed"]
+
+
+def test_a_beat_dated_in_the_future_does_not_hold_a_unit(where):
+    store = OutputStore(*where)
+    open_attempt(store, "run-a", "actor-a")
+    beat(store, "actor-a", age=-3600)  # a clock an hour ahead
+    assert protocol(make_spec(where), FakeGenerate(), run_id="run-b").run(UNIT, unit_rows()).committed
+
+
+def test_our_own_runs_open_attempt_is_taken_over_at_once(where):
+    """Ray gives a unit of our run to another actor only when the one that had it was lost."""
+    store = OutputStore(*where)
+    open_attempt(store, "run-a", "actor-lost")
+    beat(store, "actor-lost", age=0)  # its last beat is fresh: it died a moment ago
+    assert protocol(make_spec(where), FakeGenerate(), run_id="run-a").run(UNIT, unit_rows()).committed
+
+
+def test_of_two_actors_that_looked_at_once_one_claims_the_unit_and_the_other_leaves_it(where):
+    spec = make_spec(where)
+    store = OutputStore(*where)
+    generate = FakeGenerate()
+    b = protocol(spec, generate, run_id="run-b", actor_id="actor-b")
+    look = b.records.unit_attempts
+
+    def look_then_lose_the_race(unit_id):
+        seen = look(unit_id)
+        open_attempt(store, "run-a", "actor-a")  # run A claims between B's look and B's claim
+        beat(store, "actor-a", age=0)
+        return seen
+
+    b.records.unit_attempts = look_then_lose_the_race
+    assert b.run(UNIT, unit_rows()).skipped == SKIP_HELD
+    assert not generate.calls and outcomes(store) == [None]  # only A's claim
+
+
+def test_a_failing_commit_fails_the_attempt_and_the_retry_commits_once(where):
+    class FlakyStore(OutputStore):
+        fails = 1
+
+        def commit(self, *args, **kw):
+            if self.fails:
+                self.fails -= 1
+                raise OSError("503 Slow Down")
+            return super().commit(*args, **kw)
+
+    store = FlakyStore(*where)
+    p = protocol(make_spec(where), FakeGenerate(), store=store)
+    with pytest.raises(OSError, match="Slow Down"):
+        p.run(UNIT, unit_rows())
+    assert store.committed_units() == set() and outcomes(store) == ["failed"]
+    assert "Slow Down" in Records(store).unit_attempts(UNIT)["000000"]["end"]["error"]
+    assert p.run(UNIT, unit_rows()).committed
+    assert outcomes(store) == ["failed", "committed"] and store.read_unit(UNIT).num_rows == 4
+
+
+def test_a_failing_start_record_generates_nothing(where):
+    class NoCreate(OutputStore):
+        def create(self, name, data):
+            raise OSError("disk full")
+
+    generate = FakeGenerate()
+    p = protocol(make_spec(where), generate, store=NoCreate(*where))
+    with pytest.raises(OSError, match="disk full"):
+        p.run(UNIT, unit_rows())
+    assert not generate.calls and OutputStore(*where).committed_units() == set()
+
+
+def test_a_failing_end_record_after_the_commit_keeps_the_commit(where, capsys):
+    class NoEnd(OutputStore):
+        def create(self, name, data):
+            if name.endswith(".end.json"):
+                raise OSError("disk full")
+            return super().create(name, data)
+
+    store = NoEnd(*where)
+    assert protocol(make_spec(where), FakeGenerate(), store=store).run(UNIT, unit_rows()).committed
+    assert store.committed_units() == {UNIT} and outcomes(store) == [None]  # reads as lost: counted, never redone
+    assert "could not record the end" in capsys.readouterr().err
+    assert protocol(make_spec(where), FakeGenerate(), run_id="run-b").run(UNIT, unit_rows()).skipped == SKIP_COMMITTED
+
+
+def test_a_failed_generate_is_recorded_and_raised(where):
+    p = protocol(make_spec(where), FakeGenerate(raises=RuntimeError("the engine died")))
+    with pytest.raises(RuntimeError, match="the engine died"):
+        p.run(UNIT, unit_rows())
+    assert outcomes(p.store) == ["failed"] and p.store.committed_units() == set()
+
+
+def test_after_max_attempts_of_failures_the_rows_become_engine_error_records(where):
+    spec = make_spec(where, max_attempts=2)
+    failing = protocol(spec, FakeGenerate(raises=RuntimeError("CUDA error: illegal memory access")))
+    for _ in range(2):
+        with pytest.raises(RuntimeError):
+            failing.run(UNIT, unit_rows(3, bad=(1,)))
+    generate = FakeGenerate()
+    done = protocol(spec, generate).run(UNIT, unit_rows(3, bad=(1,)))
+    assert done.committed and not generate.calls
+    table = failing.store.read_unit(UNIT).to_pylist()
+    assert [r["error_class"] for r in table] == [ENGINE_ERROR, BAD_INPUT, ENGINE_ERROR]
+    assert "failed on this row's unit 2 times" in table[0]["error"] and "illegal memory access" in table[0]["error"]
+    assert table[1]["error"] == "row 1 has no text"  # its own reason is kept
+    assert UnitCounts.from_json(failing.store.unit_stats(UNIT)).errors_by_class == {BAD_INPUT: 1, ENGINE_ERROR: 2}
+
+
+def test_after_max_attempts_lost_with_their_node_the_rows_become_preempted_exhausted(where):
+    spec = make_spec(where, max_attempts=2)
+    store = OutputStore(*where)
+    for actor in ("actor-1", "actor-2"):
+        open_attempt(store, "run-a", actor)  # never ended, never beat: lost with their nodes
+    done = protocol(spec, FakeGenerate()).run(UNIT, unit_rows())
+    assert done.committed and done.errors_by_class == {PREEMPTED_EXHAUSTED: 4}
+    assert "lost with its node 2 times" in store.read_unit(UNIT).column("error")[0].as_py()
+
+
+def test_a_stop_request_takes_no_new_unit(where):
+    p = protocol(make_spec(where), FakeGenerate())
+    p.records.request_stop("run-a", "budget")
+    assert p.run(UNIT, unit_rows()).skipped == "stop: budget"
+    assert p.store.committed_units() == set() and outcomes(p.store) == []
+
+
+def test_a_retry_merges_the_retried_rows_and_every_other_row_stays_as_it_was(where):
+    spec = make_spec(where)
+    first = protocol(spec, FakeGenerate(fail={1: TIMEOUT, 3: TIMEOUT}))
+    assert first.run(UNIT, unit_rows(5, bad=(4,))).errors_by_class == {TIMEOUT: 2, BAD_INPUT: 1}
+    before = first.store.read_unit(UNIT).to_pylist()
+
+    retried_rows = unit_rows(5, bad=(4,)).take([1, 3])  # the read stage hands over only the failed rows
+    retry = protocol(spec, FakeGenerate(), run_id="run-retry", retry=True)
+    assert retry.run(UNIT, retried_rows).committed
+    after = {r["id"]: r for r in retry.store.read_unit(UNIT).to_pylist()}
+    assert sorted(after) == [0, 1, 2, 3, 4]
+    for row in before:
+        if row["id"] in (1, 3):
+            assert after[row["id"]]["output"] == f"PROMPT {row['id']}" and after[row["id"]]["error"] is None
+        else:
+            assert after[row["id"]] == row  # untouched, the bad_input row included
+    footer = UnitCounts.from_json(retry.store.unit_stats(UNIT))
+    assert (footer.rows, footer.errors, footer.errors_by_class) == (5, 1, {BAD_INPUT: 1})
+    assert footer.completion_tokens == 2 * 3 + 2 * 3  # the first attempt's two rows and the retry's two
+    replaced = retry.store.find("_spotbatch/replaced")
+    assert len(replaced) == 1  # the version before the merge is kept
+
+
+def test_answers_are_shared_through_the_cache_keyed_by_every_sampling_parameter(where, tmp_path):
+    cache = ResponseCache(str(tmp_path / "cache"))
+    spec = make_spec(where)
+    first = protocol(spec, FakeGenerate(), cache=cache)
+    first.run(UNIT, unit_rows())
+    keys = first.request_keys(["prompt 0"], [None])
+    assert set(cache.lookup(keys)) == set(keys)
+
+    generate = FakeGenerate()
+    again = protocol(spec, generate, run_id="run-b", cache=ResponseCache(str(tmp_path / "cache")))
+    done = again.run("00001-other", unit_rows())
+    assert done.reused_rows == 4 and done.completion_tokens == 0 and done.reused_completion_tokens == 12
+
+    warmer = make_spec(where)
+    warmer.sampling.temperature, warmer.sampling.seed = 0.7, 1
+    assert protocol(warmer, generate, cache=cache).request_keys(["prompt 0"], [None]) != keys
+    assert first.request_keys(["prompt 0"], [7]) != keys  # its own max_tokens
+    warmer.sampling.seed = None
+    assert protocol(warmer, generate, cache=cache).request_keys(["prompt 0"], [None]) == [None]  # a fresh sample
+
+
+def test_a_run_waiting_for_another_runs_unit_stops_waiting_when_that_run_dies(where):
+    store = OutputStore(*where)
+    records = Records(store)
+    open_attempt(store, "run-a", "actor-a")
+    beat(store, "actor-a", age=2 * HEARTBEAT_SECONDS - 1.5)  # fresh now, stale in 1.5 s: A died
+    started = time.monotonic()
+    assert await_other_runs(records, store, [UNIT], "run-b", poll_seconds=0.2) == {UNIT}  # still pending
+    assert 1.0 < time.monotonic() - started < 30
+
+
+def test_a_run_waiting_for_another_runs_unit_returns_when_that_run_commits_it(where):
+    spec = make_spec(where)
+    store = OutputStore(*where)
+    open_attempt(store, "run-a", "actor-a")
+    beat(store, "actor-a", age=0)
+    a = protocol(spec, FakeGenerate(), run_id="run-a", actor_id="actor-a2")
+    threading.Timer(1.0, lambda: a.run(UNIT, unit_rows())).start()  # A's restarted actor finishes it
+    assert await_other_runs(Records(store), store, [UNIT], "run-b", poll_seconds=0.2) == set()
