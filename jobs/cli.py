@@ -30,7 +30,7 @@ def _run(args: argparse.Namespace) -> int:
             raise SpecError("give a spec or --retry-failed OUTPUT, not both (the output keeps its spec)")
         summary = retry_failed(args.retry_failed, address=args.address, classes=args.only_class, overrides=args.set)
         print(format_summary(summary))
-        return 0
+        return exit_code(summary)
     if not args.spec:
         raise SpecError("spotbatch run needs a spec (or --retry-failed OUTPUT)")
     spec = load_spec(args.spec, overrides=args.set, output=args.output)
@@ -39,6 +39,11 @@ def _run(args: argparse.Namespace) -> int:
         print(f"spotbatch: run of {spec.output.path}")
     summary = run(spec, address=args.address, new_run=args.new_run)
     print(format_summary(summary))
+    return exit_code(summary)
+
+
+def exit_code(summary) -> int:
+    """0 finished, 3 stopped by the budget (resumable), 1 not finished for another reason."""
     if summary.finished:
         return 0
     return 3 if summary.stopped else 1

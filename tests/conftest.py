@@ -20,6 +20,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
 
+@pytest.fixture(autouse=True)
+def niceness_is_left_alone():
+    """A test that renices the test process (`spotbatch run` in process, say) would leave every
+    later test at that niceness, and the CPU-priority tests would then check nothing."""
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    yield
+    after = os.getpriority(os.PRIO_PROCESS, 0)
+    assert after == before, f"the test changed the test process's niceness from {before} to {after}"
+
+
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
     from operators.model_store import prepare_model

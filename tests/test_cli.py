@@ -54,24 +54,34 @@ def test_routing_example_sends_hard_rows_to_the_large_model():
          "has no column 'text'; its columns are: id, body"),
         (lambda t: write_shards(t / "in", [{"id": 1, "text": "a"}], 1), ["run", "{t}/spec.yaml", "--set",
          "model.name=/nowhere/model"], "model '/nowhere/model' is neither a known name"),
+        (lambda t: write_shards(t / "in", [{"id": 1, "text": "a"}], 1), ["run", "{t}/spec.yaml", "--set",
+         "model.name=tiny-randm"], "model 'tiny-randm' is neither a known name"),
     ],
 )
-def test_user_errors_exit_2_with_a_message_and_no_traceback(tmp_path, capsys, setup, args, message):
+def test_user_errors_exit_2_with_a_message_no_traceback_and_no_output(tmp_path, setup, args, message):
+    # As users run it, in a process of its own: `spotbatch run` renices the process it runs in.
     write_spec(tmp_path)
     setup(tmp_path)
-    code = main([a.format(t=tmp_path) for a in args])
-    err = capsys.readouterr().err
-    assert code == 2 and message in err and "Traceback" not in err
+    proc = spotbatch(*[a.format(t=tmp_path) for a in args])
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "out").exists()  # found before anything was written
 
 
-def test_output_holding_someone_elses_files_is_refused_and_untouched(tmp_path, capsys):
+def test_output_holding_someone_elses_files_is_refused_and_untouched(tmp_path):
     write_shards(tmp_path / "in", [{"id": 1, "text": "a"}], 1)
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "report.parquet").write_bytes(b"precious")
-    assert main(["run", str(write_spec(tmp_path))]) == 2
-    assert "already holds files that are not a spotbatch run" in capsys.readouterr().err
+    proc = spotbatch("run", str(write_spec(tmp_path)))
+    assert proc.returncode == 2
+    assert "already holds files that are not a spotbatch run" in proc.stderr
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["report.parquet"]
     assert (tmp_path / "out" / "report.parquet").read_bytes() == b"precious"
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under a folder, with its size and modification time."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")
+            if p.is_file()}
 
 
 def test_models_prepare_is_idempotent(tiny_model):
@@ -106,8 +116,10 @@ def test_run_then_rerun_then_changed_spec(tmp_path, ray_cluster, tiny_model):
     assert figures["rows_done"] == 24 and figures["rows_failed"] == 0
 
     change = ["--set", "sampling.temperature=0.5", "--set", "input.system_prompt=Be brief."]
+    before = snapshot(tmp_path / "out")
     changed = spotbatch("run", str(spec), "--address", ray_cluster, *change)
     assert changed.returncode == 2
+    assert snapshot(tmp_path / "out") == before  # refused before anything was written
     assert "what differs from it: system prompt, sampling" in changed.stderr
     assert "--new-run" in changed.stderr
 
@@ -123,7 +135,7 @@ def test_run_then_rerun_then_changed_spec(tmp_path, ray_cluster, tiny_model):
 
 
 def test_status_of_a_folder_without_a_run(tmp_path, capsys):
-    assert main(["status", str(tmp_path)]) == 2
+    assert main(["status", str(tmp_path)]) == 2  # in process: status renices nothing
     assert "no spotbatch run at" in capsys.readouterr().err
 
 

@@ -7,6 +7,8 @@ import pyarrow.dataset as ds
 import pytest
 
 from pipelines.run import run
+from pipelines.store.output import OutputStore
+from pipelines.store.records import Records
 from pipelines.spec import PipelineSpec
 from tests.conftest import write_shards
 
@@ -27,7 +29,9 @@ def spec_for(tmp, model, out, cache):
         input={"paths": str(tmp / "in"), "prompt_column": "text", "max_tokens_column": "max_tokens", "format": "raw"},
         model={"name": str(model), "enforce_eager": True, "max_model_len": 256},
         sampling={"max_tokens": 8, "temperature": 0.0},
-        compute={"tokens_per_unit": 300},
+        # One actor taking one unit at a time: units commit in a known order, so which row was
+        # answered by the engine, by a duplicate or by the cache can be told from the records.
+        compute={"tokens_per_unit": 300, "actors": 1, "units_in_flight": 1},
         cache={"path": str(cache)},
         output={"path": str(tmp / out)},
     )
@@ -41,11 +45,42 @@ def two_runs(tmp_path_factory, ray_cluster, tiny_model):
     first = run(spec_for(tmp, tiny_model, "out1", tmp / "cache"), address=ray_cluster)
     second = run(spec_for(tmp, tiny_model, "out2", tmp / "cache"), address=ray_cluster)
     tables = [ds.dataset(str(tmp / o)).to_table().to_pylist() for o in ("out1", "out2")]
-    return rows, first, second, tables
+    return rows, first, second, tables, tmp
+
+
+def rows_by_unit_in_commit_order(out) -> list[list[dict]]:
+    store = OutputStore(str(out))
+    ended = {u: min(a["end"]["time"] for a in tries.values() if a.get("end", {}).get("outcome") == "committed")
+             for u, tries in Records(store).attempts().items()}
+    return [store.read_unit(u).to_pylist() for u in sorted(store.committed_units(), key=ended.get)]
+
+
+def test_each_repeat_is_answered_by_a_duplicate_in_its_unit_or_by_the_cache_after(two_runs):
+    """The first unit (in commit order) holding a request generates it once and answers its
+    repeats in that unit as duplicates; every later unit holding it is answered by the cache."""
+    rows, *_, tmp = two_runs
+    src = {r["id"]: (r["text"], r["max_tokens"]) for r in rows}
+    seen: set = set()
+    expected, got = [], []
+    for unit in rows_by_unit_in_commit_order(tmp / "out1"):
+        first_here: set = set()
+        for r in unit:
+            request = src[r["id"]]
+            if request in seen:
+                expected.append("cache")
+            elif request in first_here:
+                expected.append("duplicate")
+            else:
+                expected.append("engine")
+                first_here.add(request)
+            got.append(r["served_from"])
+        seen |= first_here
+    assert got == expected
+    assert collections.Counter(got)["engine"] == 71
 
 
 def test_duplicates_in_a_run_cost_no_engine_tokens(two_runs):
-    rows, first, _, (results, _) = two_runs
+    rows, first, _, (results, _), _ = two_runs
     served = collections.Counter(r["served_from"] for r in results)
     assert served["engine"] == 71 and served["duplicate"] + served["cache"] == 30
     engine_rows = [r for r in results if r["served_from"] == "engine"]
@@ -62,7 +97,7 @@ def test_duplicates_in_a_run_cost_no_engine_tokens(two_runs):
 
 
 def test_a_later_run_is_answered_from_the_shared_cache(two_runs):
-    rows, first, second, (results1, results2) = two_runs
+    rows, first, second, (results1, results2), _ = two_runs
     assert second.finished and second.completion_tokens == 0 and second.prompt_tokens == 0
     assert second.reused_rows == len(rows)
     assert {r["served_from"] for r in results2} == {"cache"}

@@ -2,6 +2,7 @@
 and a budget stops a run resumably."""
 
 import json
+import re
 
 import pyarrow.dataset as ds
 import pytest
@@ -12,7 +13,7 @@ from pipelines.store.records import Records
 from pipelines.run import run
 from pipelines.spec import PipelineSpec
 from tests.conftest import write_shards
-from tests.helpers import spotbatch
+from tests.helpers import spotbatch, write_spec
 
 pytestmark = pytest.mark.engine
 
@@ -69,9 +70,6 @@ def test_ledger_reconciles_with_seconds_prices_and_tokens(tmp_path, ray_cluster,
     assert data["output_tokens"] == ledger.summary.output_tokens
     assert (tmp_path / "cost.png").read_bytes()[:4] == b"\x89PNG"
 
-    compared = spotbatch("report", str(tmp_path / "out"), "--compare", str(tmp_path / "out"))
-    assert compared.returncode == 0 and "costs 1.00x" in compared.stdout
-
 
 def test_budget_stops_early_and_a_larger_budget_finishes(tmp_path, ray_cluster, tiny_model):
     # $360/hour: a dollar is ten seconds of the engine actor, so the figures are easy to follow
@@ -100,24 +98,34 @@ def test_budget_spent_already_starts_nothing(tmp_path, ray_cluster, tiny_model):
     assert first.stopped == "budget"
     again = run(make_spec(tmp_path, 60, max_cost_usd=0.5, **price), address=ray_cluster, interactive=False)
     assert again.stopped == "budget" and again.units_run == 0
+    spec_file = write_spec(tmp_path / "spec.yaml", make_spec(tmp_path, 60, max_cost_usd=0.5, **price).model_dump(mode="json"))
+    cli = spotbatch("run", str(spec_file), "--address", ray_cluster)
+    assert cli.returncode == 3 and "stopped: budget" in cli.stdout, cli.stdout[-2000:] + cli.stderr[-2000:]
     assert len(Records(OutputStore(str(tmp_path / "out"))).actors()) == 1  # no engine was started again
 
 
+def usd_per_1m_output_tokens(output) -> float:
+    """From the ledger files written beside the results, not through the code that reports it."""
+    actors = ds.dataset(f"{output}/_spotbatch/ledger/actors.parquet").to_table()
+    units = ds.dataset(f"{output}/_spotbatch/ledger/units.parquet").to_table()
+    return sum(actors.column("usd_total").to_pylist()) / sum(units.column("output_tokens").to_pylist()) * 1e6
+
+
 def test_report_compares_cost_per_token_of_two_settings_and_names_what_differs(tmp_path, ray_cluster, tiny_model):
-    """The same data in float32 and in bfloat16 (emulated on CPUs without bf16: slower, so dearer)."""
-    runs = {}
+    """The same data in float32 and in bfloat16. Which costs more depends on the CPU (native bf16
+    or emulated) and on a shared machine's noise, so the ratio is checked, not its direction."""
     for dtype in ("float32", "bfloat16"):
         spec = make_spec(tmp_path, 30)
         spec.model.dtype = dtype
         spec.output.path = str(tmp_path / dtype)
         assert run(spec, address=ray_cluster).finished
-        runs[dtype] = compute_ledger(OutputStore(str(tmp_path / dtype))).summary
+    ratio = usd_per_1m_output_tokens(tmp_path / "bfloat16") / usd_per_1m_output_tokens(tmp_path / "float32")
     out = spotbatch("report", str(tmp_path / "bfloat16"), "--compare", str(tmp_path / "float32"))
     assert out.returncode == 0, out.stderr[-2000:]
     assert "settings that differ (this run vs that one): model.dtype: 'bfloat16' vs 'float32'" in out.stdout
-    ratio = runs["bfloat16"].usd_per_1m_output_tokens / runs["float32"].usd_per_1m_output_tokens
-    assert f"costs {ratio:.2f}x" in out.stdout
+    printed = float(re.search(r"costs ([0-9.]+)x", out.stdout).group(1))
+    assert printed == pytest.approx(ratio, abs=0.006)
     data = json.loads(spotbatch("report", str(tmp_path / "bfloat16"), "--json", "--compare",
                                 str(tmp_path / "float32")).stdout)
     assert data["differences"] == ["model.dtype: 'bfloat16' vs 'float32'"]
-    assert data["compare"]["usd_per_1m_output_tokens"] == pytest.approx(runs["float32"].usd_per_1m_output_tokens)
+    assert data["compare"]["usd_per_1m_output_tokens"] == pytest.approx(usd_per_1m_output_tokens(tmp_path / "float32"))

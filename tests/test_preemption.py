@@ -23,7 +23,7 @@ from tests.conftest import write_shards
 from tests.helpers import start_spotbatch, wait_until, write_spec
 from tests.ray_nodes import LocalCluster
 
-pytestmark = pytest.mark.engine
+pytestmark = [pytest.mark.engine, pytest.mark.cluster]
 
 ROWS = 400
 

@@ -1,6 +1,7 @@
 """The GPU path is the CPU path's code with other numbers: checked here by configuration,
 since no GPU is at hand (shared/ENVIRONMENT.md)."""
 
+import pytest
 from ray.data import ActorPoolStrategy
 
 from operators.engine import EngineConfig, effective_dtype, engine_env
@@ -52,10 +53,12 @@ def test_cpu_engines_sharing_a_node_are_not_pinned_to_the_same_cores():
     assert env["OMP_NUM_THREADS"] == "1" and env["VLLM_CPU_OMP_THREADS_BIND"] == "nobind"
 
 
-def test_dtype_auto_is_kept_on_gpu_and_explicit_dtypes_always():
+@pytest.mark.parametrize("native_bf16, on_cpu", [(True, "auto"), (False, "float32")])
+def test_dtype_auto_is_float32_only_on_a_cpu_that_would_emulate_bf16(monkeypatch, native_bf16, on_cpu):
+    monkeypatch.setattr("operators.engine.cpu_has_native_bf16", lambda: native_bf16)
+    assert effective_dtype("auto", on_cpu=True) == on_cpu
     assert effective_dtype("auto", on_cpu=False) == "auto"
-    assert effective_dtype("bfloat16", on_cpu=True) == "bfloat16"
-    assert effective_dtype("auto", on_cpu=True) in ("auto", "float32")
+    assert effective_dtype("bfloat16", on_cpu=True) == "bfloat16"  # asked for by name: always
 
 
 def test_engine_kwargs_pass_through_and_win():

@@ -7,6 +7,8 @@ import pyarrow.dataset as ds
 import pytest
 
 from pipelines.run import run
+from pipelines.store.output import OutputStore
+from pipelines.store.records import Records
 from pipelines.spec import PipelineSpec
 from tests.conftest import write_shards
 from tests.helpers import spotbatch
@@ -32,7 +34,16 @@ def test_failed_rows_run_again_and_merge_while_the_rest_stay(tmp_path, ray_clust
     timed_out = first.errors_by_class.get("timeout", 0)
     assert timed_out >= 20, first.errors_by_class
     before = {r["id"]: r for r in ds.dataset(str(out)).to_table().to_pylist()}
-    kept = {i: r["output"] for i, r in before.items() if r["error"] is None}
+    parts = {p.name: p.read_bytes() for p in out.glob("part-*.parquet")}
+    actors = len(Records(OutputStore(str(out))).actors())
+
+    # What the output already cost counts against a budget: this one is spent before it starts.
+    broke = spotbatch("run", "--retry-failed", str(out), "--only-class", "timeout", "--address", ray_cluster,
+                      "--set", "compute.request_timeout_seconds=600", "--set", "cost.max_cost_usd=0.000000001")
+    assert broke.returncode == 3, broke.stdout[-2000:] + broke.stderr[-2000:]
+    assert "stopped: budget" in broke.stdout
+    assert {p.name: p.read_bytes() for p in out.glob("part-*.parquet")} == parts  # nothing touched
+    assert len(Records(OutputStore(str(out))).actors()) == actors  # no engine started
 
     # Only timeouts, with a timeout that can be met; the null prompt is left as it is.
     proc = spotbatch("run", "--retry-failed", str(out), "--only-class", "timeout", "--address", ray_cluster,
@@ -44,8 +55,9 @@ def test_failed_rows_run_again_and_merge_while_the_rest_stay(tmp_path, ray_clust
     classes = collections.Counter(r["error_class"] for r in after)
     assert classes == {None: 24, "bad_input": 1}
     by_id = {r["id"]: r for r in after}
-    assert all(by_id[i]["output"] == text for i, text in kept.items())  # untouched rows unchanged
+    assert by_id[99] == before[99]  # a row of a class not asked for stays exactly as it was
     assert all(by_id[i]["completion_tokens"] > 0 for i in range(24))
+    # (rows that had answers stay as they were: tests/test_unit_protocol.py, with the merge alone)
     assert len(list((out / "_spotbatch" / "replaced").iterdir())) >= 1  # the earlier versions are kept
     status = spotbatch("status", str(out), "--json")
     assert '"rows_failed": 1' in status.stdout

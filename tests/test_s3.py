@@ -12,6 +12,8 @@ from pipelines.store.output import OutputStore
 from pipelines.store.records import Records
 from pipelines.spec import InputSpec
 
+pytestmark = pytest.mark.s3
+
 
 @pytest.fixture
 def prefix(s3_server):
