@@ -46,6 +46,9 @@ def format_summary(s: RunSummary) -> str:
         state = "finished"
     else:
         state = "NOT finished (re-run the same command to resume)"
+        if s.units_unfinished:
+            state += (f"; {s.units_unfinished} unit(s) left pending because the storage kept failing "
+                      f"them, last: {s.last_fault[:300]}")
     if s.units_run == 0 and s.finished:
         text = f"nothing to do: all {s.units_total} units of {s.output} are committed ({state})"
     else:

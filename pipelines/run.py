@@ -6,7 +6,9 @@ asked for any GPU: the spec, the input files and columns, duplicate ids, the out
 
 from __future__ import annotations
 
+import os
 import random
+import socket
 import time
 from dataclasses import dataclass
 
@@ -22,8 +24,8 @@ from pipelines.progress import RunMonitor
 from pipelines.spec import PipelineSpec
 from pipelines.stages import UnitGenerator
 from pipelines.store.counts import UnitCounts, counts_of
-from pipelines.store.records import Records, new_id
-from pipelines.unit_protocol import SKIP_HELD, UnitOutcome, outcome_from_row
+from pipelines.store.records import HEARTBEAT_SECONDS, Records, is_fresh, new_id
+from pipelines.unit_protocol import SKIP_HELD, STORAGE_ERROR, UnitOutcome, outcome_from_row
 from pipelines.unit_rows import read_units
 
 
@@ -36,6 +38,8 @@ class RunSummary(UnitCounts):
     units_total: int = 0
     units_run: int = 0  # units this invocation committed
     units_skipped: int = 0  # units another run (or a stale attempt) committed first
+    units_unfinished: int = 0  # units left pending: the storage kept failing them
+    last_fault: str | None = None  # what the storage said, the last time
     wall_seconds: float = 0.0
     finished: bool = False
     stopped: str | None = None  # why the run ended early: "budget"
@@ -52,6 +56,9 @@ class RunSummary(UnitCounts):
         else:  # engine time spent on a unit another attempt committed first still counts
             self.units_skipped += 1
             self.engine_seconds += unit.engine_seconds
+            if unit.skipped and unit.skipped.startswith(STORAGE_ERROR):
+                self.units_unfinished += 1
+                self.last_fault = unit.skipped
 
 
 def actor_resources(spec: PipelineSpec, units_held: int = 2) -> ActorResources:
@@ -79,14 +86,19 @@ def prepare(spec: PipelineSpec, new_run: bool = False) -> tuple[OutputStore, Pla
     store.check_is_ours()
     shards = list_shards(spec.input)
     parts = fingerprint_parts(spec, shards)
+    if store.finish_supersede():  # a --new-run that was interrupted: its move is finished first
+        print("spotbatch: finished moving an earlier run's results aside (an interrupted --new-run)")
     manifest = store.read_manifest()
     if manifest is not None and new_run and manifest["fingerprint"] != fingerprint(parts):
+        refuse_while_running(store)
         moved = store.supersede(manifest["fingerprint"])
         print(f"spotbatch: the earlier run's results were moved to {moved}")
         manifest = None
+    probed = manifest is None
     if manifest is None:
         check_unique_ids(spec.input, shards)
         plan = make_plan(spec, shards)
+        store.check_exclusive_create()  # exactly-once rests on it: checked before the first write that counts
         manifest = store.create_manifest({**plan.to_json(), "spec": spec.model_dump(mode="json")})
     if manifest["fingerprint"] != fingerprint(parts):
         changed = [k for k, v in parts.items() if manifest["parts"].get(k) != v]
@@ -95,6 +107,8 @@ def prepare(spec: PipelineSpec, new_run: bool = False) -> tuple[OutputStore, Pla
             f"{', '.join(changed)}. Use a new output path, or --new-run to move its results "
             f"aside and start over."
         )
+    if not probed:
+        store.check_exclusive_create()
     return store, Plan.from_json(manifest)
 
 
@@ -103,6 +117,23 @@ def check_models(spec: PipelineSpec) -> None:
     before anything is written to the output."""
     for model in spec.models.values() if spec.routed else [spec.model]:
         resolve_model(model.name, build=False)
+
+
+def refuse_while_running(store: OutputStore) -> None:
+    """--new-run moves a run's results aside: never while that run's actors still work on them,
+    or their commits would land under the new run's manifest."""
+    records = Records(store)
+    now = time.time()
+    live = sorted({a.get("run_id") for a in records.actors().values() if is_fresh(a["last_seen"], now)})
+    if not live:
+        return
+    run = records.runs().get(live[0]) or {}
+    driver = f" (driver pid {run['pid']} on {run['host']})" if run.get("pid") else ""
+    raise OutputError(
+        f"--new-run refused: run {live[0]}{driver} still has engine actors working on "
+        f"{store.url} (their heartbeats are fresh). Stop it first (Ctrl-C in its terminal, "
+        f"`kill {run.get('pid', 'PID')}`, or `ray job stop` for a Ray job), wait "
+        f"{2 * HEARTBEAT_SECONDS:.0f} s for its actors to stop, then run --new-run again.")
 
 
 def run(spec: PipelineSpec, address: str | None = None, new_run: bool = False,
@@ -164,7 +195,8 @@ def _stream_pending(spec: PipelineSpec, plan: Plan, pending: list, store: Output
     """Stream the pending units into `summary`; returns why the run stopped early, if it did."""
     records = Records(store)
     run_id = new_id()
-    run_record = {"started_at": time.time(), "units_pending": len(pending), "ended_at": None, "stopped": None,
+    run_record = {"started_at": time.time(), "pid": os.getpid(), "host": socket.gethostname(),
+                  "units_pending": len(pending), "ended_at": None, "stopped": None,
                   "max_cost_usd": spec.cost.max_cost_usd, "reference": reference}
     records.run_record(run_id, run_record)
     pending_ids = {u.unit_id for u in pending}
@@ -230,6 +262,10 @@ def _stream(spec: PipelineSpec, plan: Plan, pending: list, run_id: str, only_ids
         [u.descriptor(only_ids[u.unit_id] if only_ids is not None else None) for u in pending],
         override_num_blocks=len(pending),
     )
+    # A unit is one block all the way to its engine actor: never split by size (Ray Data splits
+    # a UDF's output above target_max_block_size, 128 MiB by default), or its halves could reach
+    # two actors and neither could commit it whole. Units are bounded by compute.tokens_per_unit.
+    units.context.target_max_block_size = None
     rows = units.map_batches(read_units, fn_kwargs={"spec_data": spec_data}, batch_size=1, batch_format="pyarrow")
     results = rows.map_batches(
         UnitGenerator,

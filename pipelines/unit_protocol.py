@@ -15,10 +15,15 @@ For each unit an actor is handed (pipelines/stages.py), in order:
                      an exclusive create: of two actors that saw the same attempts, one wins
                      and the other leaves the unit (so two runs never generate it twice)
  6. generate         the unit's rows; a failure is recorded as the attempt's end and raised
- 7. commit or merge  the storage refuses a second commit (pipelines/store/output.py); in a
-                     `--retry-failed` run the retried rows are merged into the committed unit
+ 7. commit or merge  while the output still holds this run (its fingerprint); the storage
+                     refuses a second commit (pipelines/store/output.py); in a `--retry-failed`
+                     run the retried rows are merged into the committed unit, conditionally
  8. share            what the engine generated goes to the response cache, once committed
- 9. end              the attempt's end record: committed, already committed, or failed
+ 9. end              the attempt's end record: committed, already committed, superseded, or
+                     failed (with `storage_error` when the storage failed it)
+
+A fault of the storage at any step fails the attempt and the unit is tried again, a few
+times, in place; one that persists leaves the unit pending and the run goes on.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ import json
 import os
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -46,6 +52,26 @@ from pipelines.unit_rows import ERROR, ID, MAX_TOKENS, PROMPT
 SKIP_COMMITTED = "committed"
 SKIP_HELD = "held by another run"
 SKIP_STOP = "stop: "  # + the reason (budget)
+SUPERSEDED = "superseded"  # generated, but its run was moved aside by --new-run: never a result
+STORAGE_ERROR = "storage_error"  # an attempt failed by the storage, not the engine or the unit
+
+STORAGE_TRIES = 3  # attempts at a unit whose storage keeps failing, before it is left pending
+STORAGE_BACKOFF_SECONDS = 2.0  # pause before the 2nd try, doubled for each one after
+
+
+class StorageFault(Exception):
+    """The storage failed a step of the protocol; says which step, and what the storage said."""
+
+
+@contextmanager
+def storage(step: str) -> Iterator[None]:
+    """Faults raised by the storage inside become StorageFault, naming the step."""
+    try:
+        yield
+    except StorageFault:
+        raise
+    except Exception as err:
+        raise StorageFault(f"{STORAGE_ERROR} while {step}: {err!r}"[:2000]) from err
 
 # What one generate call answers: the unit's prompts, each row's prior error, per-row
 # max_tokens, request keys, and cached answers by key -> result columns (RESULT_SCHEMA).
@@ -119,48 +145,100 @@ class UnitProtocol:
 
     # -- the steps, in order --------------------------------------------------------------
     def run(self, unit_id: str, rows: pa.Table) -> UnitOutcome:
-        """`rows`: the unit's rows as pipelines/unit_rows.py reads them (ID, PROMPT, ERROR, MAX_TOKENS)."""
-        stop = self.records.stop_requested(self.run_id)
+        """`rows`: the unit's rows as pipelines/unit_rows.py reads them (ID, PROMPT, ERROR, MAX_TOKENS).
+
+        A fault of the storage (an S3 error past s3fs's retries, a full disk) fails this
+        attempt, recorded as `storage_error`, and the unit is tried again here after a pause;
+        if it persists, the unit is left pending and the run goes on without it. An engine
+        fault (from `generate`) is recorded and raised: the actor decides what it means."""
+        fault: StorageFault | None = None
+        for n in range(STORAGE_TRIES):
+            if n:
+                time.sleep(STORAGE_BACKOFF_SECONDS * 2 ** (n - 1))
+            try:
+                return self._attempt(unit_id, rows)
+            except StorageFault as err:
+                fault = err
+                print(f"spotbatch: unit {unit_id}: {err} (try {n + 1} of {STORAGE_TRIES})", file=sys.stderr)
+        return UnitOutcome(unit_id=unit_id, skipped=f"{STORAGE_ERROR}: {fault}")
+
+    def _attempt(self, unit_id: str, rows: pa.Table) -> UnitOutcome:
+        with storage("reading the stop request"):
+            stop = self.records.stop_requested(self.run_id)
         if stop:
             return UnitOutcome(unit_id=unit_id, skipped=SKIP_STOP + stop)
-        attempts = self.records.unit_attempts(unit_id)
-        if self.records.open_elsewhere(attempts, self.run_id):
-            return UnitOutcome(unit_id=unit_id, skipped=SKIP_HELD)
-        if not self.retry and self.store.is_committed(unit_id):
-            return UnitOutcome(unit_id=unit_id, skipped=SKIP_COMMITTED)
+        with storage("reading the unit's attempts"):
+            attempts = self.records.unit_attempts(unit_id)
+            if self.records.open_elsewhere(attempts, self.run_id):
+                return UnitOutcome(unit_id=unit_id, skipped=SKIP_HELD)
+            if not self.retry and self.store.is_committed(unit_id):
+                return UnitOutcome(unit_id=unit_id, skipped=SKIP_COMMITTED)
         exhausted = self._exhausted(attempts)
         if exhausted:
-            return self._commit_failed(unit_id, rows, *exhausted)
-        attempt = self.records.claim_attempt(unit_id, attempts, {
-            "actor_id": self.actor_id, "run_id": self.run_id, "node": self.node_id, "pid": os.getpid(),
-            "time": time.time()})
+            with storage("committing the unit's error records"):
+                return self._commit_failed(unit_id, rows, *exhausted)
+        with storage("claiming the unit (its attempt's start record)"):
+            attempt = self.records.claim_attempt(unit_id, attempts, {
+                "actor_id": self.actor_id, "run_id": self.run_id, "node": self.node_id, "pid": os.getpid(),
+                "time": time.time()})
         if attempt is None:  # another actor claimed it between our look and our claim
             return UnitOutcome(unit_id=unit_id, skipped=SKIP_HELD)
         started = time.monotonic()
-        keys: list[str | None] = []
         try:
             prompts, max_tokens = rows.column(PROMPT).to_pylist(), rows.column(MAX_TOKENS).to_pylist()
             keys = self.request_keys(prompts, max_tokens)
-            cached = self.cache.lookup(keys) if self.cache and any(keys) else {}
-            cols = self.generate(prompts, rows.column(ERROR).to_pylist(), max_tokens, keys=keys, cached=cached)
+            cols = self.generate(prompts, rows.column(ERROR).to_pylist(), max_tokens, keys=keys,
+                                 cached=self._cached(keys))
             counts = UnitCounts.of_results(cols, time.monotonic() - started)
             table = result_table(self.spec, rows.column(ID), cols, self.fingerprint)
-            committed = self._commit(unit_id, table, counts)
+            with storage("committing the unit"):
+                outcome = self._commit_if_current(unit_id, table, counts)
         except BaseException as err:
             # Recorded, then raised: the unit is retried, and status shows why it failed.
-            self._end(unit_id, attempt, {"outcome": "failed", "error": repr(err)[:2000], "time": time.time()})
+            end = {"outcome": "failed", "error": repr(err)[:2000], "time": time.time()}
+            if isinstance(err, StorageFault):
+                end["error_class"] = STORAGE_ERROR
+            self._end(unit_id, attempt, end)
             raise
-        if committed:
+        if outcome == "committed":
             self._share(keys, cols)
-        self._end(unit_id, attempt, {"outcome": "committed" if committed else "already committed",
-                                     "time": time.time(), **counts.to_json(), "engine": self.engine_stats()})
-        return UnitOutcome(**counts.to_json(), unit_id=unit_id, committed=committed)
+        self._end(unit_id, attempt, {"outcome": outcome, "time": time.time(), **counts.to_json(),
+                                     "engine": self.engine_stats()})
+        if outcome == SUPERSEDED:
+            return UnitOutcome(**{**counts.to_json(), "unit_id": unit_id, "skipped": SUPERSEDED})
+        return UnitOutcome(**counts.to_json(), unit_id=unit_id, committed=outcome == "committed")
+
+    def _commit_if_current(self, unit_id: str, table: pa.Table, counts: UnitCounts) -> str:
+        """Commit (or merge) only while the output still holds this run: a run moved aside by
+        --new-run must never add to the next one. Checked before the commit, and after it (the
+        move may have come in between), when a late file is taken back out again."""
+        if self.store.fingerprint() != self.fingerprint:
+            return SUPERSEDED
+        if not self._commit(unit_id, table, counts):
+            return "already committed"
+        if self.store.fingerprint() != self.fingerprint:
+            moved = self.store.retract(unit_id, self.fingerprint)
+            print(f"spotbatch: unit {unit_id} was committed after its run was moved aside; moved to {moved}",
+                  file=sys.stderr)
+            return SUPERSEDED
+        return "committed"
+
+    def _cached(self, keys: list[str | None]) -> dict[str, dict[str, Any]]:
+        """Cached answers; a cache that cannot be read only costs engine time, never the unit."""
+        if not self.cache or not any(keys):
+            return {}
+        try:
+            return self.cache.lookup(keys)
+        except Exception as err:
+            print(f"spotbatch: could not read the response cache: {err!r}", file=sys.stderr)
+            return {}
 
     def _exhausted(self, attempts: dict[str, dict[str, Any]]) -> tuple[str, str] | None:
         """(class, message) when the unit failed or was lost on every allowed attempt."""
         tries = [t for t in attempts.values() if "start" in t
                  and (not self.retry or t["start"].get("run_id") == self.run_id)]  # a retry starts afresh
-        failed = [t["end"] for t in tries if t.get("end", {}).get("outcome") == "failed"]
+        failed = [t["end"] for t in tries if t.get("end", {}).get("outcome") == "failed"
+                  and t["end"].get("error_class") != STORAGE_ERROR]  # not the unit's fault
         lost = [t for t in tries if "end" not in t]
         if len(failed) + len(lost) < self.spec.compute.max_attempts:
             return None
@@ -193,17 +271,21 @@ class UnitProtocol:
     def _merge_retried(self, unit_id: str, retried: pa.Table, counts: UnitCounts) -> None:
         """Put the retried rows in place of their error records in the unit's results; every
         other row stays as it was. The footer's counts are those of the merged rows, and its
-        tokens and engine seconds add this retry's to what the unit cost before."""
+        tokens and engine seconds add this retry's to what the unit cost before. The replace is
+        conditional (pipelines/store/output.py): a merge that lost a race merges again."""
         id_col = self.spec.input.id_column
-        old = self.store.read_unit(unit_id)
-        before = UnitCounts.from_json(json.loads((old.schema.metadata or {})[STATS_KEY]))
-        kept = old.filter(pc.invert(pc.is_in(old.column(id_col), value_set=retried.column(id_col))))
-        merged = pa.concat_tables([kept.replace_schema_metadata(None), retried.cast(kept.schema)])
-        cols = {c: merged.column(c).to_pylist() for c in RESULT_SCHEMA.names}
-        footer = UnitCounts.of_results(cols, before.engine_seconds + counts.engine_seconds)
-        footer.prompt_tokens = before.prompt_tokens + counts.prompt_tokens
-        footer.completion_tokens = before.completion_tokens + counts.completion_tokens
-        self.store.replace(unit_id, merged, footer.to_json())
+
+        def merge(old: pa.Table) -> tuple[pa.Table, dict]:
+            before = UnitCounts.from_json(json.loads((old.schema.metadata or {})[STATS_KEY]))
+            kept = old.filter(pc.invert(pc.is_in(old.column(id_col), value_set=retried.column(id_col))))
+            merged = pa.concat_tables([kept.replace_schema_metadata(None), retried.cast(kept.schema)])
+            cols = {c: merged.column(c).to_pylist() for c in RESULT_SCHEMA.names}
+            footer = UnitCounts.of_results(cols, before.engine_seconds + counts.engine_seconds)
+            footer.prompt_tokens = before.prompt_tokens + counts.prompt_tokens
+            footer.completion_tokens = before.completion_tokens + counts.completion_tokens
+            return merged, footer.to_json()
+
+        self.store.replace(unit_id, merge)
 
     def request_keys(self, prompts: list[str | None], max_tokens: list[int | None]) -> list[str | None]:
         """Keys that name identical requests (operators/response_cache.py), or all None when

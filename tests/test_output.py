@@ -65,3 +65,59 @@ def test_a_record_being_written_is_not_listed(tmp_path):
     store.create("_spotbatch/attempts/u1/a1.start.json", b"{}")
     (tmp_path / "out" / "_spotbatch" / "attempts" / "u1" / "a1.end.json.5f3a.tmp").write_bytes(b'{"outc')
     assert store.find("_spotbatch/attempts") == ["_spotbatch/attempts/u1/a1.start.json"]
+
+
+def test_a_look_alike_of_our_folder_names_is_not_ours(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "thesis_spotbatch").write_text("mine")
+    (tmp_path / "out" / "notes.staging").write_text("mine too")
+    with pytest.raises(OutputError, match="not a spotbatch run"):
+        OutputStore(str(tmp_path / "out")).check_is_ours()
+
+
+class IgnoresConditions(OutputStore):
+    """A store that overwrites where it should refuse, as some S3-compatible stores do."""
+
+    def _create(self, path, data):
+        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        self.fs.pipe_file(path, data)
+
+
+def test_a_store_that_ignores_conditional_writes_is_refused_by_name(tmp_path):
+    OutputStore(str(tmp_path / "ok")).check_exclusive_create()  # a file system refuses: fine
+    with pytest.raises(OutputError, match="did not refuse a second create"):
+        IgnoresConditions(str(tmp_path / "bad")).check_exclusive_create()
+    assert not list((tmp_path / "bad").rglob("*.*"))  # the probe's markers are gone
+
+
+@pytest.mark.parametrize("error, expected", [
+    ({"Code": "PreconditionFailed", "Condition": "If-None-Match"}, True),  # AWS
+    ({"Code": "PreconditionFailed"}, True),  # a 412 without the Condition
+    ({"Code": "ConditionalRequestConflict"}, True),  # 409
+    ({"Code": "SlowDown"}, False),
+    ({"Code": "InternalError"}, False),
+])
+def test_every_shape_of_already_exists_is_read_as_exists(error, expected):
+    from botocore.exceptions import ClientError
+    from s3fs.errors import translate_boto_error
+
+    from pipelines.store.output import already_exists
+
+    status = {"ConditionalRequestConflict": 409, "PreconditionFailed": 412}.get(error["Code"], 503)
+    boto = ClientError({"Error": {**error, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+                       "PutObject")
+    assert already_exists(translate_boto_error(boto)) is expected  # as s3fs raises it
+
+
+def test_an_interrupted_new_run_is_finished_by_the_next_one(tmp_path):
+    store = OutputStore(str(tmp_path / "out"))
+    store.create_manifest({"fingerprint": "old"})
+    store.commit("u1", table(2, "old"), {})
+    store.put("_spotbatch/superseding.json", b'{"dest": "_spotbatch/superseded/old-1"}')
+    (tmp_path / "out" / "_spotbatch" / "superseded" / "old-1").mkdir(parents=True)  # the move had begun
+    store.fs.mv(store._path("_spotbatch/manifest.json"), store._path("_spotbatch/superseded/old-1/manifest.json"))
+    store.fs.rm(store._path("_spotbatch/fingerprint"))
+    store.check_is_ours()  # the old run's parts without a manifest: a move under way, still ours
+    assert store.finish_supersede().endswith("_spotbatch/superseded/old-1")
+    assert store.committed_units() == set() and store.fingerprint() is None
+    assert (tmp_path / "out" / "_spotbatch" / "superseded" / "old-1" / "part-u1.parquet").exists()

@@ -97,3 +97,26 @@ def test_changed_sampling_on_the_same_output_is_refused(finished_run, ray_cluste
     with pytest.raises(OutputError, match="what differs from it: sampling"):
         run(changed, address=ray_cluster)
     assert ds.dataset(spec.output.path).count_rows() == len(rows)
+
+
+def test_a_unit_larger_than_ray_datas_block_size_arrives_whole(tmp_path, ray_cluster, tiny_model):
+    """Ray Data splits a stage's output above target_max_block_size (128 MiB by default); here
+    it is made 1 KiB, so one unit of 40 rows of ~200 bytes is far over it."""
+    from ray.data import DataContext
+
+    write_shards(tmp_path / "in", [{"id": i, "text": f"row {i} " + "lorem ipsum " * 16} for i in range(40)], shards=1)
+    spec = PipelineSpec(
+        input={"paths": str(tmp_path / "in"), "prompt_column": "text", "format": "raw"},
+        model={"name": str(tiny_model), "enforce_eager": True, "max_model_len": 256},
+        sampling={"max_tokens": 2},
+        compute={"tokens_per_unit": 100_000},  # one unit
+        output={"path": str(tmp_path / "out")},
+    )
+    ctx = DataContext.get_current()
+    before, ctx.target_max_block_size = ctx.target_max_block_size, 1024
+    try:
+        summary = run(spec, address=ray_cluster)
+    finally:
+        ctx.target_max_block_size = before
+    assert summary.finished and summary.units_total == 1 and summary.rows == 40
+    assert sorted(ds.dataset(str(tmp_path / "out")).to_table().column("id").to_pylist()) == list(range(40))

@@ -17,7 +17,8 @@ from pipelines.spec import PipelineSpec
 from pipelines.store.counts import UnitCounts, counts_of
 from pipelines.store.output import OutputStore
 from pipelines.store.records import HEARTBEAT_SECONDS, Records
-from pipelines.unit_protocol import SKIP_COMMITTED, SKIP_HELD, UnitProtocol
+from pipelines import unit_protocol
+from pipelines.unit_protocol import SKIP_COMMITTED, SKIP_HELD, STORAGE_ERROR, SUPERSEDED, UnitProtocol
 from pipelines.unit_rows import ERROR, ID, MAX_TOKENS, PROMPT
 
 UNIT = "00000-unit"
@@ -25,10 +26,19 @@ UNIT = "00000-unit"
 
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
 def where(request, tmp_path) -> tuple[str, dict]:
-    """(output path, storage options): a local folder, or a fresh prefix on the loopback S3."""
+    """(output path, storage options) of an output planned under fingerprint "fp": a local
+    folder, or a fresh prefix on the loopback S3."""
     if request.param == "local":
-        return str(tmp_path / "out"), {}
-    return f"s3://spotbatch/{uuid.uuid4().hex[:8]}/out", request.getfixturevalue("s3_server")
+        where = str(tmp_path / "out"), {}
+    else:
+        where = f"s3://spotbatch/{uuid.uuid4().hex[:8]}/out", request.getfixturevalue("s3_server")
+    OutputStore(*where).create_manifest({"fingerprint": "fp"})
+    return where
+
+
+@pytest.fixture(autouse=True)
+def no_backoff(monkeypatch):
+    monkeypatch.setattr(unit_protocol, "STORAGE_BACKOFF_SECONDS", 0.0)
 
 
 def make_spec(where, **compute) -> PipelineSpec:
@@ -176,7 +186,7 @@ def test_of_two_actors_that_looked_at_once_one_claims_the_unit_and_the_other_lea
     assert not generate.calls and outcomes(store) == [None]  # only A's claim
 
 
-def test_a_failing_commit_fails_the_attempt_and_the_retry_commits_once(where):
+def test_a_failing_commit_fails_the_attempt_and_the_unit_is_tried_again_in_place(where):
     class FlakyStore(OutputStore):
         fails = 1
 
@@ -187,13 +197,27 @@ def test_a_failing_commit_fails_the_attempt_and_the_retry_commits_once(where):
             return super().commit(*args, **kw)
 
     store = FlakyStore(*where)
-    p = protocol(make_spec(where), FakeGenerate(), store=store)
-    with pytest.raises(OSError, match="Slow Down"):
-        p.run(UNIT, unit_rows())
-    assert store.committed_units() == set() and outcomes(store) == ["failed"]
-    assert "Slow Down" in Records(store).unit_attempts(UNIT)["000000"]["end"]["error"]
-    assert p.run(UNIT, unit_rows()).committed
+    generate = FakeGenerate()
+    done = protocol(make_spec(where), generate, store=store).run(UNIT, unit_rows())
+    assert done.committed and len(generate.calls) == 2
     assert outcomes(store) == ["failed", "committed"] and store.read_unit(UNIT).num_rows == 4
+    first = Records(store).unit_attempts(UNIT)["000000"]["end"]
+    assert first["error_class"] == STORAGE_ERROR and "Slow Down" in first["error"] and "committing" in first["error"]
+
+
+def test_a_storage_fault_that_persists_leaves_the_unit_pending_and_counts_against_no_one(where):
+    class DiskFull(OutputStore):
+        def commit(self, *args, **kw):
+            raise OSError(28, "No space left on device")
+
+    store = DiskFull(*where)
+    spec = make_spec(where, max_attempts=2)
+    left = protocol(spec, FakeGenerate(), store=store).run(UNIT, unit_rows())
+    assert not left.committed and left.skipped.startswith(STORAGE_ERROR) and "No space left" in left.skipped
+    assert outcomes(store) == ["failed"] * unit_protocol.STORAGE_TRIES and store.committed_units() == set()
+    # more failed attempts than max_attempts, none the unit's fault: it is generated, not failed
+    done = protocol(spec, FakeGenerate(), run_id="run-b").run(UNIT, unit_rows())
+    assert done.committed and done.errors == 0
 
 
 def test_a_failing_start_record_generates_nothing(where):
@@ -202,9 +226,8 @@ def test_a_failing_start_record_generates_nothing(where):
             raise OSError("disk full")
 
     generate = FakeGenerate()
-    p = protocol(make_spec(where), generate, store=NoCreate(*where))
-    with pytest.raises(OSError, match="disk full"):
-        p.run(UNIT, unit_rows())
+    left = protocol(make_spec(where), generate, store=NoCreate(*where)).run(UNIT, unit_rows())
+    assert left.skipped.startswith(STORAGE_ERROR) and "claiming" in left.skipped and "disk full" in left.skipped
     assert not generate.calls and OutputStore(*where).committed_units() == set()
 
 
@@ -220,6 +243,48 @@ def test_a_failing_end_record_after_the_commit_keeps_the_commit(where, capsys):
     assert store.committed_units() == {UNIT} and outcomes(store) == [None]  # reads as lost: counted, never redone
     assert "could not record the end" in capsys.readouterr().err
     assert protocol(make_spec(where), FakeGenerate(), run_id="run-b").run(UNIT, unit_rows()).skipped == SKIP_COMMITTED
+
+
+def test_a_run_moved_aside_while_generating_commits_nothing(where):
+    store = OutputStore(*where)
+    generate = FakeGenerate(during=lambda: store.put("_spotbatch/fingerprint", b"the-new-run"))
+    late = protocol(make_spec(where), generate, store=store).run(UNIT, unit_rows())
+    assert late.skipped == SUPERSEDED and not late.committed and late.completion_tokens == 12  # wasted, not lost
+    assert store.committed_units() == set() and outcomes(store) == [SUPERSEDED]
+
+
+def test_a_commit_that_lands_just_after_its_run_was_moved_aside_is_taken_back_out(where):
+    class MovedAsideMidCommit(OutputStore):
+        def commit(self, *args, **kw):
+            landed = super().commit(*args, **kw)
+            self.put("_spotbatch/fingerprint", b"the-new-run")  # --new-run's move, just after
+            return landed
+
+    store = MovedAsideMidCommit(*where)
+    late = protocol(make_spec(where), FakeGenerate(), store=store).run(UNIT, unit_rows())
+    assert late.skipped == SUPERSEDED and store.committed_units() == set()
+    assert store.find("_spotbatch/superseded/fp-late") == [f"_spotbatch/superseded/fp-late/part-{UNIT}.parquet"]
+
+
+def test_two_merges_racing_on_one_unit_lose_neither_rows(where):
+    spec = make_spec(where)
+    protocol(spec, FakeGenerate(fail={0: TIMEOUT, 1: TIMEOUT})).run(UNIT, unit_rows(3))
+    rows = unit_rows(3)
+    second = protocol(spec, FakeGenerate(), run_id="run-r2", actor_id="actor-r2", retry=True)
+    racer = threading.Thread(target=lambda: second.run(UNIT, rows.take([1])))
+
+    def start_the_other_merge():
+        # It merges while this one generates: on S3 it lands first, and this one's If-Match
+        # fails and it merges again; on a file system they take turns.
+        racer.start()
+        racer.join(timeout=3)
+
+    first = protocol(spec, FakeGenerate(during=start_the_other_merge), run_id="run-r1", retry=True)
+    assert first.run(UNIT, rows.take([0])).committed
+    racer.join()
+    merged = {r["id"]: r for r in first.store.read_unit(UNIT).to_pylist()}
+    assert [merged[i]["output"] for i in range(3)] == ["PROMPT 0", "PROMPT 1", "PROMPT 2"]
+    assert UnitCounts.from_json(first.store.unit_stats(UNIT)).errors == 0
 
 
 def test_a_failed_generate_is_recorded_and_raised(where):

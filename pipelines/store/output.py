@@ -23,7 +23,8 @@ import json
 import os
 import time
 import uuid
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -34,6 +35,8 @@ MANIFEST = "_spotbatch/manifest.json"
 # The run's records (pipelines/store/records.py writes them); they move with their results.
 ATTEMPTS, ACTORS, RUNS, STOP = "_spotbatch/attempts", "_spotbatch/actors", "_spotbatch/runs", "_spotbatch/stop"
 SUPERSEDED = "_spotbatch/superseded"
+SUPERSEDING = "_spotbatch/superseding.json"  # a --new-run's move in progress: where it goes
+FINGERPRINT = "_spotbatch/fingerprint"  # the manifest's fingerprint alone, read before each commit
 REPLACED = "_spotbatch/replaced"  # unit results replaced by a merge of retried rows
 STAGING = ".staging"
 PART_PREFIX = "part-"
@@ -41,8 +44,48 @@ STATS_KEY = b"spotbatch.unit"
 STAGED = ".tmp"  # a small record being written beside its final name; listings skip it
 
 
+PROBE = "_spotbatch/probe"  # markers of the exclusive-create check, removed after it
+CONFLICT_RETRIES = 3  # a 409 from a conditional write is looked at and tried again this often
+REPLACE_RETRIES = 20  # a merge that keeps losing the race to other merges gives up after this
+LOCK_STALE_SECONDS = 600.0  # a unit's replacement lock older than this was left by a dead merge
+
+
 class OutputError(ValueError):
     """An output path that this run must not write to."""
+
+
+class StorageError(OSError):
+    """The storage kept failing an operation that must succeed for a unit to be committed."""
+
+
+def already_exists(err: BaseException) -> bool:
+    """Whether a refused conditional write means "the object is there (or changed)", in any of
+    the shapes stores use: FileExistsError (a file system; s3fs for AWS's 412 on If-None-Match),
+    412 PreconditionFailed without its Condition, 409 ConditionalRequestConflict.
+
+    >>> already_exists(FileExistsError("x"))
+    True
+    >>> already_exists(OSError(22, "Invalid argument"))
+    False
+    """
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, FileExistsError):
+            return True
+        response = getattr(seen, "response", None) or {}
+        code = response.get("Error", {}).get("Code")
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 class OutputStore:
@@ -87,18 +130,53 @@ class OutputStore:
             pass
         found = self.read_manifest()
         assert found is not None
+        if self.read(FINGERPRINT) is None:
+            self.put(FINGERPRINT, found["fingerprint"].encode())
         return found
+
+    def fingerprint(self) -> str | None:
+        """The fingerprint of the run this folder holds now, from a file small enough to read
+        before every commit (the manifest holds the whole plan)."""
+        data = self.read(FINGERPRINT)
+        if data is not None:
+            return data.decode()
+        manifest = self.read_manifest()  # an output written before the small file existed
+        return None if manifest is None else manifest["fingerprint"]
 
     def supersede(self, fingerprint: str) -> str:
         """Move a run's results, records and manifest under _spotbatch/superseded/, where
-        readers do not see them and nothing is lost; returns where they went."""
+        readers do not see them and nothing is lost; returns where they went.
+
+        The manifest goes first, so a late commit of the old run sees, right after it lands,
+        that its run is gone and takes its file back out (pipelines/unit_protocol.py). A marker
+        says where the move goes until it is done: an interrupted move is finished by the next
+        run, never left half made."""
         dest = f"{SUPERSEDED}/{fingerprint}-{time.strftime('%Y%m%dT%H%M%S')}"
-        names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False)]
-        moves = [n for n in names if n.startswith(PART_PREFIX)] + [ATTEMPTS, ACTORS, RUNS, STOP, MANIFEST]
+        self.put(SUPERSEDING, json.dumps({"dest": dest}).encode())
+        return self.finish_supersede()
+
+    def finish_supersede(self) -> str | None:
+        """Finish a move begun by `supersede`; None when none was begun."""
+        marker = self.read(SUPERSEDING)
+        if marker is None:
+            return None
+        dest = json.loads(marker)["dest"]
         self.fs.makedirs(self._path(dest), exist_ok=True)
-        for name in moves:
+        for name in [FINGERPRINT, MANIFEST]:
+            if self.fs.exists(self._path(name)):
+                self.fs.mv(self._path(name), self._path(f"{dest}/{name.rsplit('/', 1)[-1]}"))
+        names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False)]
+        for name in [n for n in names if n.startswith(PART_PREFIX)] + [ATTEMPTS, ACTORS, RUNS, STOP]:
             if self.fs.exists(self._path(name)):
                 self.fs.mv(self._path(name), self._path(f"{dest}/{name.rsplit('/', 1)[-1]}"), recursive=True)
+        self.fs.rm(self._path(SUPERSEDING))
+        return self._path(dest)
+
+    def retract(self, unit_id: str, fingerprint: str) -> str:
+        """Move a unit's results that a superseded run committed late to where its run went."""
+        dest = f"{SUPERSEDED}/{fingerprint}-late/{self.part_name(unit_id)}"
+        self.fs.makedirs(self._path(dest.rsplit("/", 1)[0]), exist_ok=True)
+        self.fs.mv(self._path(self.part_name(unit_id)), self._path(dest))
         return self._path(dest)
 
     def check_is_ours(self) -> None:
@@ -107,13 +185,15 @@ class OutputStore:
             return
         if not self.fs.isdir(self.root):
             raise OutputError(f"output path {self.url} is a file, not a folder")
-        ours = (STAGING, MANIFEST.split("/")[0])  # an interrupted --new-run leaves only _spotbatch/
-        foreign = [p for p in self.fs.ls(self.root, detail=False) if not p.rstrip("/").endswith(ours)]
+        ours = {STAGING, MANIFEST.split("/")[0]}  # an interrupted --new-run leaves only _spotbatch/
+        names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False)]
+        if self.read(SUPERSEDING) is not None:  # and, interrupted early, the old run's parts
+            names = [n for n in names if not n.startswith(PART_PREFIX)]
+        foreign = [n for n in names if n not in ours]  # exact names: a user's `notes.staging` is not ours
         if foreign:
-            name = foreign[0].rstrip("/").rsplit("/", 1)[-1]
             raise OutputError(
                 f"output path {self.url} already holds files that are not a spotbatch run "
-                f"(e.g. {name}); choose an empty or new folder"
+                f"(e.g. {foreign[0]}); choose an empty or new folder"
             )
 
     # -- units ----------------------------------------------------------------------------
@@ -146,20 +226,82 @@ class OutputStore:
             return False
         return True
 
-    def replace(self, unit_id: str, table: pa.Table, stats: dict[str, Any]) -> str:
-        """Replace a committed unit's results with a merged version (`run --retry-failed`): the
-        old file is copied to _spotbatch/replaced/ first, then the new one takes its name in one
-        step (a rename locally, one PUT on S3), so readers see the old or the new, never both.
-        Returns where the old version went."""
-        meta = dict(table.schema.metadata or {})
-        meta[STATS_KEY] = json.dumps(stats).encode()
-        buf = io.BytesIO()
-        pq.write_table(table.replace_schema_metadata(meta), buf)
+    def replace(self, unit_id: str, merge: Callable[[pa.Table], tuple[pa.Table, dict[str, Any]]]) -> str:
+        """Replace a committed unit's results with `merge(current)` (`run --retry-failed`), only
+        if nobody replaced them since they were read: a lost race reads again and merges again,
+        so two merges, or a merge and a late actor, never lose each other's rows. The version
+        read is first copied to _spotbatch/replaced/; then the new one takes the name in one step
+        (a rename locally, one conditional PUT with If-Match on S3), so readers see the old or
+        the new, never both. Returns where the old version went."""
         final = self._path(self.part_name(unit_id))
-        kept = f"{REPLACED}/{unit_id}-{time.time_ns()}.parquet"
-        self.create(kept, self.fs.cat_file(final))
-        self.put(self.part_name(unit_id), buf.getvalue())
-        return kept
+        for _ in range(REPLACE_RETRIES):
+            with self._replacing(unit_id):
+                data, version = self._read_versioned(final)
+                table, stats = merge(pq.read_table(io.BytesIO(data)))
+                meta = dict(table.schema.metadata or {})
+                meta[STATS_KEY] = json.dumps(stats).encode()
+                buf = io.BytesIO()
+                pq.write_table(table.replace_schema_metadata(meta), buf)
+                kept = f"{REPLACED}/{unit_id}-{time.time_ns()}.parquet"
+                self.create(kept, data)
+                if self._put_if_unchanged(final, buf.getvalue(), version):
+                    return kept
+        raise StorageError(f"unit {unit_id}'s results kept changing while being merged ({REPLACE_RETRIES} tries)")
+
+    @contextmanager
+    def _replacing(self, unit_id: str) -> Iterator[None]:
+        """On a file system, replacements of one unit take turns: a lock file created
+        exclusively (the same link as a commit), broken when older than any merge could take.
+        Object stores need none: their If-Match refuses a put over a version not read."""
+        if not self.local:
+            yield
+            return
+        lock = f"{STAGING}/{unit_id}.replacing"
+        while True:
+            try:
+                self.create(lock, str(os.getpid()).encode())
+                break
+            except FileExistsError:
+                try:
+                    age = time.time() - os.stat(self._path(lock)).st_mtime
+                except FileNotFoundError:
+                    continue
+                if age > LOCK_STALE_SECONDS:
+                    _unlink(self._path(lock))  # its holder died mid-merge
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            _unlink(self._path(lock))
+
+    def _read_versioned(self, path: str) -> tuple[bytes, str | None]:
+        """A file's bytes, and the ETag of exactly those bytes on an object store."""
+        if self.local:
+            return self.fs.cat_file(path), None
+        while True:
+            etag = self.fs.info(path)["ETag"]
+            data = self.fs.cat_file(path)
+            if self.fs.info(path)["ETag"] == etag:  # unchanged across the read: these bytes are that version
+                return data, etag
+
+    def _put_if_unchanged(self, path: str, data: bytes, version: str | None) -> bool:
+        """Write `path` whole unless it changed since `version` was read; False when it did."""
+        if self.local:  # under the unit's replacement lock
+            staged = f"{path}.{uuid.uuid4().hex}{STAGED}"
+            with open(staged, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(staged, path)
+            return True
+        bucket, key, _ = self.fs.split_path(path)
+        try:
+            self.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, IfMatch=version)
+        except Exception as err:
+            if already_exists(err):  # 412: the ETag is not the one read
+                return False
+            raise
+        return True
 
     def read_unit(self, unit_id: str) -> pa.Table:
         with self.fs.open(self._path(self.part_name(unit_id)), "rb") as fh:
@@ -230,8 +372,46 @@ class OutputStore:
             finally:
                 os.unlink(staged)
             return
-        with self.fs.open(path, "xb") as fh:
-            fh.write(data)
+        for attempt in range(CONFLICT_RETRIES + 1):
+            try:
+                with self.fs.open(path, "xb") as fh:
+                    fh.write(data)
+                return
+            except Exception as err:
+                if not already_exists(err):
+                    raise
+                # 412: it exists. 409 ConditionalRequestConflict: another conditional write to
+                # the name was in flight, and may or may not land: look, and try again if not.
+                if self.fs.exists(path):
+                    raise FileExistsError(f"{path} exists") from err
+                time.sleep(0.2 * 2**attempt)
+        raise StorageError(f"conditional create of {path} kept conflicting with other writers")
+
+    # -- the storage's promises -----------------------------------------------------------
+    def check_exclusive_create(self) -> None:
+        """Create a marker twice and expect the second to be refused: exactly-once rests on it.
+        Some S3-compatible stores ignore If-None-Match (and some file systems refuse hard links);
+        a run there is refused before any engine starts, naming why."""
+        name = f"{PROBE}/{uuid.uuid4().hex}"
+        try:
+            self.create(name, b"first")
+            try:
+                self.create(name, b"second")
+            except FileExistsError:
+                return
+            raise OutputError(
+                f"the storage at {self.url} did not refuse a second create of the same object "
+                f"(a conditional write, If-None-Match on S3): two writers of one unit could both "
+                f"land, so spotbatch cannot promise each row once there. Use a store that honours "
+                f"conditional writes (AWS S3, GCS, a recent MinIO) or a local/network file system.")
+        except OSError as err:
+            raise OutputError(f"the storage at {self.url} cannot create a file exclusively ({err!r}); "
+                              f"spotbatch needs it to commit each unit once") from err
+        finally:
+            try:
+                self.fs.rm(self._path(PROBE), recursive=True)
+            except Exception:  # a marker left behind harms nothing: readers skip _spotbatch/
+                pass
 
     def unit_stats(self, unit_id: str) -> dict[str, Any]:
         """The counts a committed unit carries in its footer."""
