@@ -46,6 +46,9 @@ def format_summary(s: RunSummary) -> str:
         state = "finished"
     else:
         state = "NOT finished (re-run the same command to resume)"
+        if s.left_to_others:
+            state += (f"; {s.left_to_others} unit(s) were still held by another run on this output "
+                      f"when this one stopped waiting for them (compute.wait_for_other_runs_seconds)")
         if s.units_unfinished:
             state += (f"; {s.units_unfinished} unit(s) left pending because the storage kept failing "
                       f"them, last: {s.last_fault[:300]}")

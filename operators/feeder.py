@@ -55,6 +55,7 @@ class FeederStats:
     last_finished_at: float | None = None
     busy_seconds: float = 0.0  # time spent in engine steps with requests running
     steps: int = 0
+    last_step_at: float | None = None  # wall clock: a beat carrying it says whether the engine moves
     requests: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -211,6 +212,7 @@ class EngineFeeder:
         finished = self.engine.step()
         self.stats.busy_seconds += time.monotonic() - started
         self.stats.steps += 1
+        self.stats.last_step_at = time.time()
         for request_id, completion in finished:
             item = self._running.pop(request_id)
             with self._cond:

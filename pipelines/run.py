@@ -24,8 +24,8 @@ from pipelines.progress import RunMonitor
 from pipelines.spec import PipelineSpec
 from pipelines.stages import UnitGenerator
 from pipelines.store.counts import UnitCounts, counts_of
-from pipelines.store.records import HEARTBEAT_SECONDS, Records, is_fresh, new_id
-from pipelines.unit_protocol import SKIP_HELD, STORAGE_ERROR, UnitOutcome, outcome_from_row
+from pipelines.store.records import HEARTBEAT_SECONDS, STALL_SECONDS, Records, is_fresh, new_id
+from pipelines.unit_protocol import SKIP_HELD, STORAGE_ERROR, UnitOutcome, outcome_from_row, stall_seconds
 from pipelines.unit_rows import read_units
 
 
@@ -39,6 +39,7 @@ class RunSummary(UnitCounts):
     units_run: int = 0  # units this invocation committed
     units_skipped: int = 0  # units another run (or a stale attempt) committed first
     units_unfinished: int = 0  # units left pending: the storage kept failing them
+    left_to_others: int = 0  # units another run still held when this one stopped waiting
     last_fault: str | None = None  # what the storage said, the last time
     wall_seconds: float = 0.0
     finished: bool = False
@@ -220,7 +221,9 @@ def _stream_pending(spec: PipelineSpec, plan: Plan, pending: list, store: Output
                     monitor.on_unit(row)
                     if unit.skipped == SKIP_HELD:
                         left_to_others.append(unit.unit_id)
-        await_other_runs(records, store, left_to_others, run_id)
+        still = await_other_runs(records, store, left_to_others, run_id, stall_seconds(spec),
+                                 spec.compute.wait_for_other_runs_seconds)
+        summary.left_to_others = len(still)
     finally:
         monitor.close()
         records.run_record(run_id, {**run_record, "ended_at": time.time(), "stopped": monitor.stopped})
@@ -228,15 +231,17 @@ def _stream_pending(spec: PipelineSpec, plan: Plan, pending: list, store: Output
 
 
 def await_other_runs(records: Records, store: OutputStore, unit_ids: list[str], run_id: str,
+                     stall: float = STALL_SECONDS, max_wait_seconds: float = 3600.0,
                      poll_seconds: float = 1.0) -> set[str]:
-    """Wait for units this run left to another run, while that run's actors live. A unit whose
-    holder died (its beat goes stale) stays pending, and the summary says to run again.
-    Returns the units still pending."""
+    """Wait for units this run left to another run, while that run's actors live and their
+    engines move, for at most `max_wait_seconds`. A unit whose holder died or hung stays
+    pending, and the summary says to run again. Returns the units still pending."""
+    deadline = time.monotonic() + max_wait_seconds
     waiting = set(unit_ids)
     while waiting:
         waiting -= store.committed_units()
-        held = {u for u in waiting if records.held_elsewhere(u, run_id)}
-        if not held:
+        held = {u for u in waiting if records.held_elsewhere(u, run_id, stall)}
+        if not held or time.monotonic() >= deadline:
             break
         time.sleep(poll_seconds)
     return waiting

@@ -183,6 +183,10 @@ class ComputeSpec(_Section):
         None, gt=0, description="A request not finished this long after its unit started is an error "
         "record of class timeout.",
     )
+    wait_for_other_runs_seconds: float = Field(
+        3600.0, ge=0, description="How long a run waits, at its end, for units that a live actor of another "
+        "run on the same output is generating; units still held then stay pending for the next run.",
+    )
     max_attempts: int = Field(
         4, gt=0, description="Attempts at a unit that may fail (engine died) or be lost (node preempted) "
         "before its rows are written as error records (engine_error, preempted_exhausted) instead.",

@@ -45,7 +45,7 @@ from operators.response_cache import ANSWER_COLUMNS, ResponseCache, request_key
 from pipelines.spec import PipelineSpec
 from pipelines.store.counts import ENGINE, UnitCounts, counts_fields, counts_from_row, counts_row
 from pipelines.store.output import STATS_KEY, OutputStore
-from pipelines.store.records import Records
+from pipelines.store.records import STALL_SECONDS, Records
 from pipelines.unit_rows import ERROR, ID, MAX_TOKENS, PROMPT
 
 # Why a unit was not run by this actor (UnitOutcome.skipped).
@@ -118,6 +118,11 @@ def result_table(spec: PipelineSpec, ids: pa.Array | pa.ChunkedArray, cols: dict
     })
 
 
+def stall_seconds(spec: PipelineSpec) -> float:
+    """How long an engine may make no step on a unit before the unit is no longer held."""
+    return spec.compute.request_timeout_seconds or STALL_SECONDS
+
+
 def model_key(spec: PipelineSpec) -> str:
     from pipelines.plan import model_identity
 
@@ -169,7 +174,7 @@ class UnitProtocol:
             return UnitOutcome(unit_id=unit_id, skipped=SKIP_STOP + stop)
         with storage("reading the unit's attempts"):
             attempts = self.records.unit_attempts(unit_id)
-            if self.records.open_elsewhere(attempts, self.run_id):
+            if self.records.open_elsewhere(attempts, self.run_id, stall_seconds(self.spec)):
                 return UnitOutcome(unit_id=unit_id, skipped=SKIP_HELD)
             if not self.retry and self.store.is_committed(unit_id):
                 return UnitOutcome(unit_id=unit_id, skipped=SKIP_COMMITTED)

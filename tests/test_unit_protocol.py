@@ -389,3 +389,37 @@ def test_a_run_waiting_for_another_runs_unit_returns_when_that_run_commits_it(wh
     a = protocol(spec, FakeGenerate(), run_id="run-a", actor_id="actor-a2")
     threading.Timer(1.0, lambda: a.run(UNIT, unit_rows())).start()  # A's restarted actor finishes it
     assert await_other_runs(Records(store), store, [UNIT], "run-b", poll_seconds=0.2) == set()
+
+
+def test_a_unit_held_by_a_hung_engine_is_not_held(where):
+    """Its actor still beats, but its engine made no step since the unit's attempt began."""
+    store = OutputStore(*where)
+    open_attempt(store, "run-a", "actor-a")
+    started = time.time()
+    spec = make_spec(where, request_timeout_seconds=30)
+    Records(store).actor_beat("actor-a", {"time": started, "engine": {"last_step_at": started - 100}})
+    assert protocol(spec, FakeGenerate(), run_id="run-b").run(UNIT, unit_rows()).skipped == SKIP_HELD  # not yet
+    Records(store).actor_beat("actor-a", {"time": started + 31, "engine": {"last_step_at": started - 100}})
+    records = Records(store)
+    assert not records.open_elsewhere(records.unit_attempts(UNIT), "run-b", stall_seconds=30, now=started + 31)
+    Records(store).actor_beat("actor-a", {"time": started + 31, "engine": {"last_step_at": started + 30}})
+    assert records.open_elsewhere(records.unit_attempts(UNIT), "run-b", stall_seconds=30, now=started + 31)
+
+
+def test_waiting_for_another_run_is_bounded(where):
+    store = OutputStore(*where)
+    open_attempt(store, "run-a", "actor-a")
+    keep_beating = threading.Event()
+    beat(store, "actor-a", age=0)
+
+    def beat_forever():
+        while not keep_beating.wait(0.2):
+            beat(store, "actor-a", age=0)
+
+    threading.Thread(target=beat_forever, daemon=True).start()
+    started = time.monotonic()
+    try:
+        assert await_other_runs(Records(store), store, [UNIT], "run-b", max_wait_seconds=1.0, poll_seconds=0.2) == {UNIT}
+    finally:
+        keep_beating.set()
+    assert 1.0 <= time.monotonic() - started < 10

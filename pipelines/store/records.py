@@ -23,6 +23,9 @@ from typing import Any
 from pipelines.store.output import ACTORS, ATTEMPTS, RUNS, STOP, OutputStore
 
 HEARTBEAT_SECONDS = 5.0  # how often a live actor rewrites its beat
+# An engine that makes no step for this long while it holds a unit is hung, unless
+# compute.request_timeout_seconds says how long a request may take.
+STALL_SECONDS = 1800.0
 
 
 def is_fresh(beat_time: float | None, now: float) -> bool:
@@ -75,21 +78,26 @@ class Records:
         """attempt -> {"start": {...}, "end": {...} or absent}, for one unit."""
         return self._read_attempts(f"{ATTEMPTS}/{unit_id}").get(unit_id, {})
 
-    def held_elsewhere(self, unit_id: str, run_id: str) -> bool:
+    def held_elsewhere(self, unit_id: str, run_id: str, stall_seconds: float = STALL_SECONDS) -> bool:
         """Whether a live actor of another run is generating this unit now."""
-        return self.open_elsewhere(self.unit_attempts(unit_id), run_id)
+        return self.open_elsewhere(self.unit_attempts(unit_id), run_id, stall_seconds)
 
-    def open_elsewhere(self, attempts: dict[str, dict[str, Any]], run_id: str, now: float | None = None) -> bool:
+    def open_elsewhere(self, attempts: dict[str, dict[str, Any]], run_id: str,
+                       stall_seconds: float = STALL_SECONDS, now: float | None = None) -> bool:
         """Whether one of a unit's attempts is open (no end) and held by a live actor of
-        another run. Our own run's open attempt is one whose actor was lost: Ray gives the unit
-        to us again only then."""
+        another run whose engine moves. Our own run's open attempt is one whose actor was lost:
+        Ray gives the unit to us again only then. An actor that beats while its engine has made
+        no step for `stall_seconds` since the attempt began is hung: it holds nothing."""
         now = time.time() if now is None else now
         for attempt in attempts.values():
             start = attempt.get("start")
             if start is None or "end" in attempt or start.get("run_id") == run_id:
                 continue
             beat = self._json(f"{ACTORS}/{start.get('actor_id')}.beat.json") or {}
-            if is_fresh(beat.get("time"), now):
+            if not is_fresh(beat.get("time"), now):
+                continue
+            moved = max((beat.get("engine") or {}).get("last_step_at") or 0.0, start.get("time", 0.0))
+            if beat["time"] - moved <= stall_seconds:
                 return True
         return False
 
