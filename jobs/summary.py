@@ -50,8 +50,8 @@ def format_summary(s: RunSummary) -> str:
             state += (f"; {s.left_to_others} unit(s) were still held by another run on this output "
                       f"when this one stopped waiting for them (compute.wait_for_other_runs_seconds)")
         if s.units_unfinished:
-            state += (f"; {s.units_unfinished} unit(s) left pending because the storage kept failing "
-                      f"them, last: {s.last_fault[:300]}")
+            state += (f"; {s.units_unfinished} unit(s) left pending (the storage kept failing them, or "
+                      f"their input changed), last: {s.last_fault[:300]}")
     if s.units_run == 0 and s.finished:
         text = f"nothing to do: all {s.units_total} units of {s.output} are committed ({state})"
     else:

@@ -30,6 +30,10 @@ def chat_messages(prompt: str, system_prompt: str | None, fmt: str = "chat") -> 
     return messages
 
 
+class InvalidText(str):
+    """A value read as text that is not text (invalid UTF-8): says why, for the row's error."""
+
+
 class PromptRenderer:
     def __init__(self, prompt_column: str | None = None, template: str | None = None):
         if (prompt_column is None) == (template is None):
@@ -53,10 +57,16 @@ class PromptRenderer:
         return prompts, errors
 
     def _one(self, row: dict[str, Any]) -> tuple[str | None, str | None]:
+        """
+        >>> PromptRenderer(template="{n:d} items").render({"n": ["three"]})[1]
+        ["template '{n:d} items' does not fit this row: Unknown format code 'd' for object of type 'str'"]
+        """
         for name, value in row.items():
+            what = "prompt" if self.template is None else f"column {name!r}"
             if value is None:
-                what = "prompt" if self.template is None else f"column {name!r}"
                 return None, f"{what} is null"
+            if isinstance(value, InvalidText):
+                return None, f"{what} is {value}"
         if self.template is None:
             value = row[self.prompt_column]
             if not isinstance(value, str):
@@ -66,4 +76,7 @@ class PromptRenderer:
             return None, "prompt is empty"
         if self.template is None:
             return row[self.prompt_column], None
-        return self.template.format_map(row), None
+        try:
+            return self.template.format_map(row), None
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as err:
+            return None, f"template {self.template!r} does not fit this row: {err}"

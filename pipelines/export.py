@@ -22,7 +22,8 @@ from fsspec.core import url_to_fs
 from operators.prompts import chat_messages
 from pipelines.openai_batch import output_line
 from pipelines.store.output import OutputError, OutputStore
-from pipelines.plan import Plan
+from pipelines.inputs import list_shards
+from pipelines.plan import Plan, fingerprint_parts
 from pipelines.spec import PipelineSpec
 from pipelines.unit_rows import ID, PROMPT, unit_rows
 
@@ -52,6 +53,12 @@ def export(output: str, fmt: str, to: str, include_truncated: bool = False,
     store = OutputStore(output, storage_options)
     manifest = store.require_manifest()
     spec, plan = PipelineSpec.model_validate(manifest["spec"]), Plan.from_json(manifest)
+    # Prompts are read again from the input: never pair new prompts with old answers.
+    now = fingerprint_parts(spec, list_shards(spec.input))["input files"]
+    if now != manifest["parts"]["input files"]:
+        raise OutputError(f"the input of {output} changed since its run ({', '.join(spec.input.paths)}): an "
+                          f"export would pair today's prompts with the answers to the old ones. Restore the "
+                          f"input, or run the spec again with --new-run.")
     fs, path = url_to_fs(to)
     errors_path = (path[: -len(".jsonl")] if path.endswith(".jsonl") else path) + ".errors.jsonl"
     for p in (path, errors_path) if fmt == "openai-batch" else (path,):

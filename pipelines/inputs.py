@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
@@ -34,10 +35,24 @@ class Shard:
     id_type: str
 
 
-def _is_hidden(path: str) -> bool:
-    # Spark's _SUCCESS, .crc files and the like: the same rule pyarrow's dataset reader uses.
-    name = path.rstrip("/").rsplit("/", 1)[-1]
-    return name.startswith(("_", "."))
+def _is_hidden(path: str, root: str) -> bool:
+    """Whether a file is one a dataset reader skips: any part of its path below the listed
+    root starting with _ or . (Spark's _SUCCESS and _temporary/, .crc files, our own
+    _spotbatch/), the rule pyarrow's dataset reader uses.
+
+    >>> _is_hidden("in/_temporary/0/part-1.parquet", "in"), _is_hidden("in/a/part-1.parquet", "in")
+    (True, False)
+    """
+    below = path[len(root):] if path.startswith(root) else path.rsplit("/", 1)[-1]
+    return any(part.startswith(("_", ".")) for part in below.strip("/").split("/") if part)
+
+
+def _listed_root(pattern: str) -> str:
+    """The part of a path or glob that the user named outright (hidden rules apply below it)."""
+    for i, ch in enumerate(pattern):
+        if ch in "*?[":
+            return pattern[:i].rsplit("/", 1)[0]
+    return pattern
 
 
 def expand_paths(fs, pattern: str) -> list[str]:
@@ -67,7 +82,7 @@ def list_shards(spec: InputSpec) -> list[Shard]:
     needed = spec.columns_read()
     for pattern in spec.paths:
         fs, root = url_to_fs(pattern, **spec.storage_options)
-        files = sorted(p for p in expand_paths(fs, root) if not _is_hidden(p))
+        files = sorted(p for p in expand_paths(fs, root) if not _is_hidden(p, _listed_root(root)))
         if not files:
             raise InputError(f"no Parquet files under {pattern}")
         for path in files:
@@ -105,6 +120,10 @@ def _read_footer(fs, path: str, needed: list[str]) -> Shard:
             f"{full} has no column {', '.join(repr(c) for c in missing)}; "
             f"its columns are: {', '.join(schema.names)}"
         )
+    id_type = schema.field(needed[0]).type
+    if pa.types.is_nested(id_type) or pa.types.is_dictionary(id_type) or pa.types.is_null(id_type):
+        raise InputError(f"{full}: id column {needed[0]!r} is {id_type}; ids must be single values "
+                         f"(integers, text, dates, ...), not lists or structs")
     indices = [schema.get_field_index(c) for c in needed[1:]]
     prompt_bytes = sum(
         meta.row_group(g).column(i).total_uncompressed_size
@@ -133,6 +152,9 @@ def check_unique_ids(spec: InputSpec, shards: list[Shard]) -> None:
         ids = read_column(spec, shard, spec.id_column)
         if ids.null_count:
             raise InputError(f"{shard.path}: column {spec.id_column!r} has {ids.null_count} null ids")
+        if pa.types.is_floating(ids.type) and pc.any(pc.is_nan(ids)).as_py():
+            raise InputError(f"{shard.path}: column {spec.id_column!r} has NaN ids; NaN equals nothing, "
+                             f"so its rows could never be matched to their results")
         hashes.append(pd.util.hash_array(np.asarray(ids.to_pandas(), dtype=object)))
     if not hashes:
         return

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from pipelines.inputs import InputError, expand_paths, file_version
-from pipelines.store.output import OutputStore
+from pipelines.store.output import OutputError, OutputStore
 
 INPUT_DIR = "_spotbatch/input"
 SOURCE = "_spotbatch/batch_source.json"  # beside, not inside, the folder read as input
@@ -55,24 +55,44 @@ def _row(line: str, where: str) -> dict[str, Any]:
     url = request.get("url", "/v1/chat/completions")
     if url != "/v1/chat/completions":
         raise InputError(f"{where}: only /v1/chat/completions requests can run here, got {url}")
-    body = request.get("body") or {}
+    body = request.get("body", {})
+    if not isinstance(body, dict):
+        raise InputError(f"{where}: field 'body' must be a JSON object (the request body), "
+                         f"got {type(body).__name__}")
     messages = body.get("messages")
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    field = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+    max_tokens = body.get(field)
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
+                                   or not 0 < max_tokens < 2**63):
+        raise InputError(f"{where}: body.{field} must be a positive integer, got {max_tokens!r}")
     return {
         "custom_id": request["custom_id"],
         # A request without a message list becomes an error record (bad_input), not a failed batch.
         "messages": json.dumps(messages) if isinstance(messages, list) and messages else None,
-        "max_tokens": max_tokens if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) else None,
+        "max_tokens": max_tokens,
     }
 
 
-def read_batch_files(paths: list[str], storage_options: dict[str, Any], store: OutputStore) -> str:
+def read_batch_files(paths: list[str], storage_options: dict[str, Any], store: OutputStore,
+                     new_run: bool = False) -> str:
     """Read the JSONL files into Parquet under the output (once per version of the files);
-    returns the folder to read as input."""
+    returns the folder to read as input. Files that changed under an output holding a run are
+    refused before anything is rewritten (with `new_run`, read again: that run is moved aside)."""
     listing = _listing(paths, storage_options)
     previous = store.read(SOURCE)
     if previous is not None and json.loads(previous) == listing:
         return store._path(INPUT_DIR)
+    if previous is not None and store.read_manifest() is not None and not new_run:
+        before = {f["path"]: f for f in json.loads(previous)}
+        changed = [f["path"] for f in listing if before.get(f["path"]) != f] or sorted(before)
+        raise OutputError(
+            f"output path {store.url} holds a run of other batch files; what differs from it: input files "
+            f"({', '.join(changed[:3])}). Use a new output path, or --new-run to move its results aside "
+            f"and start over.")
+    # Every request line is checked before anything is written: a bad line refuses the run and
+    # leaves the output as it was.
+    for _ in _requests(listing, storage_options):
+        pass
     for name in store.find(INPUT_DIR):
         if name.endswith(".parquet"):
             store.fs.rm(store._path(name))
@@ -85,18 +105,24 @@ def read_batch_files(paths: list[str], storage_options: dict[str, Any], store: O
         store.put(f"{INPUT_DIR}/part-{shard:05d}.parquet", buf.getvalue())
         shard, rows = shard + 1, []
 
+    for row in _requests(listing, storage_options):
+        rows.append(row)
+        if len(rows) >= ROWS_PER_SHARD:
+            flush()
+    if rows or shard == 0:
+        flush()
+    store.put(SOURCE, json.dumps(listing).encode())
+    return store._path(INPUT_DIR)
+
+
+def _requests(listing: list[dict[str, Any]], storage_options: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The rows of every request line of the listed files, in order."""
     for f in listing:
         fs, fpath = url_to_fs(f["path"], **storage_options)
         with fs.open(fpath, "rt") as fh:
             for n, line in enumerate(fh, 1):
                 if line.strip():
-                    rows.append(_row(line, f"{f['path']} line {n}"))
-                if len(rows) >= ROWS_PER_SHARD:
-                    flush()
-    if rows or shard == 0:
-        flush()
-    store.put(SOURCE, json.dumps(listing).encode())
-    return store._path(INPUT_DIR)
+                    yield _row(line, f"{f['path']} line {n}")
 
 
 def output_line(custom_id: str, row: dict[str, Any], model: str, created: int) -> tuple[dict, bool]:
@@ -117,13 +143,13 @@ def output_line(custom_id: str, row: dict[str, Any], model: str, created: int) -
             "response": {"status_code": 200, "request_id": request_id, "body": body}, "error": None}, False
 
 
-def resolve_input(spec):
+def resolve_input(spec, new_run: bool = False):
     """For a spec whose input is batch JSONL, the same spec reading the Parquet made from it."""
     if spec.input.kind != "openai_batch":
         return spec
     store = OutputStore(spec.output.path, spec.output.storage_options)
     store.check_is_ours()  # never write into a folder that holds someone else's files
-    folder = read_batch_files(spec.input.paths, spec.input.storage_options, store)
+    folder = read_batch_files(spec.input.paths, spec.input.storage_options, store, new_run)
     data = spec.model_dump(mode="json")
     data["input"].update(kind="parquet", paths=[store.fs.unstrip_protocol(folder)],
                          storage_options=spec.output.storage_options)

@@ -30,16 +30,18 @@ class Unit:
     stop: int  # last row, exclusive
     model: str | None = None  # routed runs: the unit is the rows of [start, stop) routed to this model
     count: int | None = None  # routed runs: how many rows that is
+    version: str | None = None  # its shard's version when planned: a unit reads that version or none
 
     @property
     def rows(self) -> int:
         return self.count if self.count is not None else self.stop - self.start
 
-    def descriptor(self, only_ids: list | None = None) -> dict:
-        """What the read stage (pipelines/unit_rows.py) takes; `only_ids`: a retry's rows."""
+    def descriptor(self, only_ids: bytes | None = None) -> dict:
+        """What the read stage (pipelines/unit_rows.py) takes; `only_ids`: a retry's rows, as
+        an Arrow array in IPC form (pipelines/retry.py), so ids of every type travel exactly."""
         return {"unit_id": self.unit_id, "path": self.path, "start": self.start, "stop": self.stop,
-                "model": self.model or "", "rows": self.rows,
-                "only_ids": json.dumps(only_ids) if only_ids is not None else ""}
+                "model": self.model or "", "rows": self.rows, "version": self.version or "",
+                "only_ids": only_ids if only_ids is not None else b""}
 
 
 def _rows_per_unit(shard: Shard, tokens_per_unit: int, max_tokens: int) -> int:
@@ -67,7 +69,8 @@ def plan_units(shards: list[Shard], tokens_per_unit: int, max_tokens: int,
         most = _rows_per_unit(shard, tokens_per_unit, max_tokens)
         if routes is None:
             for start, stop in _even_chunks(shard.num_rows, most):
-                units.append(Unit(f"{index:05d}-{start:010d}-{stop:010d}", shard.path, start, stop))
+                units.append(Unit(f"{index:05d}-{start:010d}-{stop:010d}", shard.path, start, stop,
+                                  version=shard.version))
             continue
         positions: dict[str, list[int]] = {}
         for row, model in enumerate(routes[index]):
@@ -77,7 +80,7 @@ def plan_units(shards: list[Shard], tokens_per_unit: int, max_tokens: int,
             for lo, hi in _even_chunks(len(rows), most):
                 start, stop = rows[lo], rows[hi - 1] + 1
                 units.append(Unit(f"{model}-{index:05d}-{start:010d}-{stop:010d}", shard.path, start, stop,
-                                  model=model, count=hi - lo))
+                                  model=model, count=hi - lo, version=shard.version))
     return units
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.store.output import OutputError, OutputStore
@@ -19,8 +20,8 @@ from pipelines.run import RunSummary, prepare, run_units
 from pipelines.spec import apply_overrides, validate_spec
 
 
-def failed_rows(store: OutputStore, plan: Plan, classes: list[str] | None = None) -> dict[str, list]:
-    """unit -> ids of its error records (of the given classes, or all)."""
+def failed_rows(store: OutputStore, plan: Plan, classes: list[str] | None = None) -> dict[str, pa.Array]:
+    """unit -> ids of its error records (of the given classes, or all), in the ids' own type."""
     found: dict[str, list] = {}
     committed = store.committed_units()
     for unit in plan.units:
@@ -30,8 +31,8 @@ def failed_rows(store: OutputStore, plan: Plan, classes: list[str] | None = None
         failed = pc.is_valid(table.column("error"))
         if classes:
             failed = pc.and_(failed, pc.is_in(table.column("error_class"), value_set=pc.cast(classes, "string")))
-        ids = table.filter(failed).column(plan.id_column).to_pylist()
-        if ids:
+        ids = table.filter(failed).column(plan.id_column).combine_chunks()
+        if len(ids):
             found[unit.unit_id] = ids
     return found
 

@@ -12,10 +12,13 @@ import socket
 import time
 from dataclasses import dataclass
 
+import pyarrow as pa
+
 from cluster.resources import ActorResources
 from cluster.session import ray_session
-from operators.model_store import resolve_model
 from operators.cost import CostSummary
+from operators.failures import INPUT_CHANGED, STORAGE_ERROR
+from operators.model_store import resolve_model
 from pipelines.inputs import check_unique_ids, list_shards
 from pipelines.store.ledger import compute_ledger, write_ledger
 from pipelines.store.output import OutputError, OutputStore
@@ -25,8 +28,8 @@ from pipelines.spec import PipelineSpec
 from pipelines.stages import UnitGenerator
 from pipelines.store.counts import UnitCounts, counts_of
 from pipelines.store.records import HEARTBEAT_SECONDS, STALL_SECONDS, Records, is_fresh, new_id
-from pipelines.unit_protocol import SKIP_HELD, STORAGE_ERROR, UnitOutcome, outcome_from_row, stall_seconds
-from pipelines.unit_rows import read_units
+from pipelines.unit_protocol import SKIP_HELD, UnitOutcome, outcome_from_row, stall_seconds
+from pipelines.unit_rows import pack_ids, read_units
 
 
 @dataclass
@@ -38,9 +41,9 @@ class RunSummary(UnitCounts):
     units_total: int = 0
     units_run: int = 0  # units this invocation committed
     units_skipped: int = 0  # units another run (or a stale attempt) committed first
-    units_unfinished: int = 0  # units left pending: the storage kept failing them
+    units_unfinished: int = 0  # units left pending: the storage kept failing them, or their input changed
     left_to_others: int = 0  # units another run still held when this one stopped waiting
-    last_fault: str | None = None  # what the storage said, the last time
+    last_fault: str | None = None  # why, the last time
     wall_seconds: float = 0.0
     finished: bool = False
     stopped: str | None = None  # why the run ended early: "budget"
@@ -57,7 +60,7 @@ class RunSummary(UnitCounts):
         else:  # engine time spent on a unit another attempt committed first still counts
             self.units_skipped += 1
             self.engine_seconds += unit.engine_seconds
-            if unit.skipped and unit.skipped.startswith(STORAGE_ERROR):
+            if unit.skipped and unit.skipped.startswith((STORAGE_ERROR, INPUT_CHANGED)):
                 self.units_unfinished += 1
                 self.last_fault = unit.skipped
 
@@ -125,10 +128,13 @@ def refuse_while_running(store: OutputStore) -> None:
     or their commits would land under the new run's manifest."""
     records = Records(store)
     now = time.time()
-    live = sorted({a.get("run_id") for a in records.actors().values() if is_fresh(a["last_seen"], now)})
+    runs = records.runs()
+    ended = {r for r, record in runs.items() if record.get("ended_at") is not None}  # actors released with it
+    live = sorted({a.get("run_id") for a in records.actors().values()
+                   if is_fresh(a["last_seen"], now) and a.get("run_id") not in ended})
     if not live:
         return
-    run = records.runs().get(live[0]) or {}
+    run = runs.get(live[0]) or {}
     driver = f" (driver pid {run['pid']} on {run['host']})" if run.get("pid") else ""
     raise OutputError(
         f"--new-run refused: run {live[0]}{driver} still has engine actors working on "
@@ -144,7 +150,7 @@ def run(spec: PipelineSpec, address: str | None = None, new_run: bool = False,
 
     started = time.monotonic()
     check_models(spec)
-    spec = resolve_input(spec)
+    spec = resolve_input(spec, new_run)
     store, plan = prepare(spec, new_run=new_run)
     committed = store.committed_units()
     pending = [u for u in plan.units if u.unit_id not in committed]
@@ -157,7 +163,7 @@ def run(spec: PipelineSpec, address: str | None = None, new_run: bool = False,
 
 def run_units(spec: PipelineSpec, store: OutputStore, plan: Plan, pending: list[Unit], *,
               address: str | None = None, interactive: bool | None = None,
-              only_ids: dict[str, list] | None = None, started: float | None = None) -> RunSummary:
+              only_ids: dict[str, pa.Array] | None = None, started: float | None = None) -> RunSummary:
     """Run the pending units of a planned output, and price the whole output.
 
     The one way units are run: `run` passes the units not yet committed, `--retry-failed`
@@ -192,7 +198,7 @@ def run_units(spec: PipelineSpec, store: OutputStore, plan: Plan, pending: list[
 
 def _stream_pending(spec: PipelineSpec, plan: Plan, pending: list, store: OutputStore, summary: RunSummary, *,
                     address: str | None, usd_before: float, reference: dict | None,
-                    interactive: bool | None, only_ids: dict[str, list] | None = None) -> str | None:
+                    interactive: bool | None, only_ids: dict[str, pa.Array] | None = None) -> str | None:
     """Stream the pending units into `summary`; returns why the run stopped early, if it did."""
     records = Records(store)
     run_id = new_id()
@@ -207,44 +213,59 @@ def _stream_pending(spec: PipelineSpec, plan: Plan, pending: list, store: Output
         total_rows, committed_rows = sum(len(v) for v in only_ids.values()), 0
     monitor = RunMonitor(total_rows, committed_rows, len(pending), usd_before, spec.cost.max_cost_usd,
                          lambda reason: records.request_stop(run_id, reason), interactive)
-    left_to_others: list[str] = []
     try:
         with ray_session(address):
-            # One model at a time: its engine actors start with its first unit and are released
-            # when its last is done, before the next model's start; a model with no rows never does.
-            for model, units in by_model(pending):
-                if monitor.stopped:
-                    break  # the budget is spent: start no other model
-                for row in _stream(spec, plan, units, run_id, only_ids, model):
-                    unit = outcome_from_row(row)
-                    summary.add_unit(unit)
-                    monitor.on_unit(row)
-                    if unit.skipped == SKIP_HELD:
-                        left_to_others.append(unit.unit_id)
-        still = await_other_runs(records, store, left_to_others, run_id, stall_seconds(spec),
-                                 spec.compute.wait_for_other_runs_seconds)
-        summary.left_to_others = len(still)
+            todo = pending
+            # A unit left to a live actor of another run is waited for; if that actor dies (or
+            # hangs) meanwhile, the unit is ours again and goes round once more.
+            for _ in range(spec.compute.max_attempts):
+                left = _stream_models(spec, plan, todo, run_id, only_ids, summary, monitor)
+                if not left or monitor.stopped:
+                    break
+                orphaned, held = await_other_runs(records, store, left, run_id, stall_seconds(spec),
+                                                  spec.compute.wait_for_other_runs_seconds)
+                summary.left_to_others = len(held)
+                todo = [u for u in pending if u.unit_id in orphaned]
+                if not todo:
+                    break
     finally:
         monitor.close()
         records.run_record(run_id, {**run_record, "ended_at": time.time(), "stopped": monitor.stopped})
     return monitor.stopped
 
 
+def _stream_models(spec: PipelineSpec, plan: Plan, units: list[Unit], run_id: str,
+                   only_ids: dict[str, pa.Array] | None, summary: RunSummary, monitor: RunMonitor) -> list[str]:
+    """Stream units into the summary; returns the units left to another run that holds them.
+    One model at a time: its engine actors start with its first unit and are released when its
+    last is done, before the next model's start; a model with no rows never does."""
+    left: list[str] = []
+    for model, group in by_model(units):
+        if monitor.stopped:
+            break  # the budget is spent: start no other model
+        for row in _stream(spec, plan, group, run_id, only_ids, model):
+            unit = outcome_from_row(row)
+            summary.add_unit(unit)
+            monitor.on_unit(row)
+            if unit.skipped == SKIP_HELD:
+                left.append(unit.unit_id)
+    return left
+
+
 def await_other_runs(records: Records, store: OutputStore, unit_ids: list[str], run_id: str,
                      stall: float = STALL_SECONDS, max_wait_seconds: float = 3600.0,
-                     poll_seconds: float = 1.0) -> set[str]:
-    """Wait for units this run left to another run, while that run's actors live and their
-    engines move, for at most `max_wait_seconds`. A unit whose holder died or hung stays
-    pending, and the summary says to run again. Returns the units still pending."""
+                     poll_seconds: float = 1.0) -> tuple[set[str], set[str]]:
+    """Wait, for at most `max_wait_seconds`, for units this run left to live actors of another
+    run. Returns (orphaned, held): units whose holder died or hung and are not committed (this
+    run may take them), and units still held when the wait ended."""
     deadline = time.monotonic() + max_wait_seconds
     waiting = set(unit_ids)
-    while waiting:
+    while True:
         waiting -= store.committed_units()
         held = {u for u in waiting if records.held_elsewhere(u, run_id, stall)}
         if not held or time.monotonic() >= deadline:
-            break
+            return waiting - held, held
         time.sleep(poll_seconds)
-    return waiting
 
 
 def by_model(units: list[Unit]) -> list[tuple[str | None, list[Unit]]]:
@@ -255,7 +276,7 @@ def by_model(units: list[Unit]) -> list[tuple[str | None, list[Unit]]]:
     return list(groups.items())
 
 
-def _stream(spec: PipelineSpec, plan: Plan, pending: list, run_id: str, only_ids: dict[str, list] | None = None,
+def _stream(spec: PipelineSpec, plan: Plan, pending: list, run_id: str, only_ids: dict[str, pa.Array] | None = None,
             model: str | None = None):
     import ray.data
 
@@ -264,7 +285,7 @@ def _stream(spec: PipelineSpec, plan: Plan, pending: list, run_id: str, only_ids
         spec = spec.for_model(model)  # the engine actors see their own model as spec.model
     resources = actor_resources(spec, units_in_flight(spec, pending))
     units = ray.data.from_items(
-        [u.descriptor(only_ids[u.unit_id] if only_ids is not None else None) for u in pending],
+        [u.descriptor(pack_ids(only_ids[u.unit_id]) if only_ids is not None else None) for u in pending],
         override_num_blocks=len(pending),
     )
     # A unit is one block all the way to its engine actor: never split by size (Ray Data splits

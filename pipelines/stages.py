@@ -29,7 +29,7 @@ from operators.response_cache import ResponseCache
 from pipelines.spec import PipelineSpec
 from pipelines.store.records import HEARTBEAT_SECONDS, Records, new_id
 from pipelines.unit_protocol import SUMMARY_SCHEMA, UnitProtocol, outcome_row
-from pipelines.unit_rows import UNIT, UNIT_ROWS
+from pipelines.unit_rows import ERROR, UNIT, UNIT_ROWS
 
 RUN_CACHE = "_spotbatch/cache"
 
@@ -124,6 +124,10 @@ class UnitGenerator:
         for unit_id in pc.unique(batch.column(UNIT)).to_pylist():
             rows = batch.filter(pc.equal(batch.column(UNIT), unit_id))
             expected = rows.column(UNIT_ROWS)[0].as_py()
+            if expected == -1:  # the read stage found its shard changed
+                outcome = self.protocol.input_changed(unit_id, rows.column(ERROR)[0].as_py())
+                summaries.append(outcome_row(outcome, self._actor_fields()))
+                continue
             if rows.num_rows != expected:
                 # A unit must arrive whole to be committed whole; never commit a part of one.
                 raise RuntimeError(f"unit {unit_id} arrived with {rows.num_rows} of its {expected} rows")

@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from operators.failures import BAD_INPUT, ENGINE_ERROR, PREEMPTED_EXHAUSTED
+from operators.failures import BAD_INPUT, ENGINE_ERROR, INPUT_CHANGED, PREEMPTED_EXHAUSTED, STORAGE_ERROR
 from operators.generate import RESULT_SCHEMA
 from operators.response_cache import ANSWER_COLUMNS, ResponseCache, request_key
 from pipelines.spec import PipelineSpec
@@ -53,7 +53,6 @@ SKIP_COMMITTED = "committed"
 SKIP_HELD = "held by another run"
 SKIP_STOP = "stop: "  # + the reason (budget)
 SUPERSEDED = "superseded"  # generated, but its run was moved aside by --new-run: never a result
-STORAGE_ERROR = "storage_error"  # an attempt failed by the storage, not the engine or the unit
 
 STORAGE_TRIES = 3  # attempts at a unit whose storage keeps failing, before it is left pending
 STORAGE_BACKOFF_SECONDS = 2.0  # pause before the 2nd try, doubled for each one after
@@ -213,6 +212,18 @@ class UnitProtocol:
             return UnitOutcome(**{**counts.to_json(), "unit_id": unit_id, "skipped": SUPERSEDED})
         return UnitOutcome(**counts.to_json(), unit_id=unit_id, committed=outcome == "committed")
 
+    def input_changed(self, unit_id: str, message: str) -> UnitOutcome:
+        """The unit's shard changed since planning (pipelines/unit_rows.py): record an attempt
+        that failed as `input_changed`, generate nothing, and leave the unit pending. The run's
+        fingerprint refuses a resume on the changed input, so two versions never mix."""
+        with storage("recording that the unit's input changed"):
+            attempt = self.records.claim_attempt(unit_id, self.records.unit_attempts(unit_id), {
+                "actor_id": self.actor_id, "run_id": self.run_id, "node": self.node_id, "time": time.time()})
+        if attempt is not None:
+            self._end(unit_id, attempt, {"outcome": "failed", "error_class": INPUT_CHANGED, "error": message,
+                                         "time": time.time()})
+        return UnitOutcome(unit_id=unit_id, skipped=message)
+
     def _commit_if_current(self, unit_id: str, table: pa.Table, counts: UnitCounts) -> str:
         """Commit (or merge) only while the output still holds this run: a run moved aside by
         --new-run must never add to the next one. Checked before the commit, and after it (the
@@ -243,7 +254,7 @@ class UnitProtocol:
         tries = [t for t in attempts.values() if "start" in t
                  and (not self.retry or t["start"].get("run_id") == self.run_id)]  # a retry starts afresh
         failed = [t["end"] for t in tries if t.get("end", {}).get("outcome") == "failed"
-                  and t["end"].get("error_class") != STORAGE_ERROR]  # not the unit's fault
+                  and t["end"].get("error_class") not in (STORAGE_ERROR, INPUT_CHANGED)]  # not the unit's fault
         lost = [t for t in tries if "end" not in t]
         if len(failed) + len(lost) < self.spec.compute.max_attempts:
             return None

@@ -5,7 +5,6 @@ its rendered prompt or the reason it has none. One unit becomes one block, so th
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pyarrow as pa
@@ -13,12 +12,37 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
-from operators.prompts import PromptRenderer
+from operators.failures import INPUT_CHANGED
+from operators.prompts import InvalidText, PromptRenderer
+from pipelines.inputs import file_version
 from pipelines.routing import models_of
 from pipelines.spec import PipelineSpec
 
 # The columns a unit's rows travel in between the stages (the input's own names may clash).
 UNIT, UNIT_ROWS, ID, PROMPT, ERROR, MAX_TOKENS = "__unit", "__unit_rows", "__id", "__prompt", "__error", "__max_tokens"
+
+
+def pack_ids(ids: pa.Array) -> bytes:
+    """Ids as Arrow IPC bytes: every id type (timestamps, decimals, binary) travels exactly.
+
+    >>> import datetime
+    >>> ids = pa.array([datetime.datetime(2026, 1, 1)], pa.timestamp("us"))
+    >>> unpack_ids(pack_ids(ids)).equals(ids)
+    True
+    """
+    sink = pa.BufferOutputStream()
+    table = pa.table({"id": ids})
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def unpack_ids(data: bytes) -> pa.Array:
+    return pa.ipc.open_stream(data).read_all().column(0).combine_chunks()
+
+
+class InputChanged(Exception):
+    """A unit's shard is not the version the run was planned on."""
 
 
 def read_unit_rows(path: str, start: int, stop: int, columns: list[str], storage_options: dict) -> pa.Table:
@@ -38,13 +62,39 @@ def read_unit_rows(path: str, start: int, stop: int, columns: list[str], storage
 
 
 def read_units(batch: pa.Table, spec_data: dict[str, Any]) -> pa.Table:
-    """The Ray Data stage: unit descriptors (`Unit.descriptor`) in, their rows out."""
+    """The Ray Data stage: unit descriptors (`Unit.descriptor`) in, their rows out. A unit whose
+    shard changed since planning comes out as one marker row (UNIT_ROWS -1, ERROR saying so):
+    the engine stage then records it as `input_changed` and runs nothing of it."""
     spec = PipelineSpec.model_validate(spec_data)
-    return pa.concat_tables([unit_rows(unit, spec) for unit in batch.to_pylist()])
+    tables = []
+    for unit in batch.to_pylist():
+        try:
+            tables.append(unit_rows(unit, spec))
+        except InputChanged as err:
+            tables.append(pa.table({UNIT: [unit["unit_id"]], UNIT_ROWS: pa.array([-1], pa.int64()),
+                                    ID: pa.nulls(1), PROMPT: pa.nulls(1, pa.string()),
+                                    ERROR: [str(err)], MAX_TOKENS: pa.nulls(1, pa.int64())}))
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def check_version(unit: dict[str, Any], storage_options: dict) -> None:
+    """Raise InputChanged when the unit's shard is not the version it was planned on."""
+    if not unit.get("version"):
+        return  # planned before versions were pinned per unit
+    fs, fpath = url_to_fs(unit["path"], **storage_options)
+    try:
+        now = file_version(fs.info(fpath))
+    except FileNotFoundError:
+        now = "gone"
+    if now != unit["version"]:
+        raise InputChanged(f"{INPUT_CHANGED}: {unit['path']} changed since the run was planned "
+                           f"(version {unit['version']}, now {now}); its rows were not read. Restore "
+                           f"the file, or start over with --new-run")
 
 
 def unit_rows(unit: dict[str, Any], spec: PipelineSpec) -> pa.Table:
     """One unit's rows, with their prompts rendered (or why a row has none)."""
+    check_version(unit, spec.input.storage_options)
     renderer = PromptRenderer(spec.input.prompt_column, spec.input.template)
     columns = spec.input.columns_read()
     if spec.routed and spec.route.column not in columns:
@@ -56,18 +106,18 @@ def unit_rows(unit: dict[str, Any], spec: PipelineSpec) -> pa.Table:
         rows = rows.filter(pa.array([m == unit["model"] for m in routes]))
         expected = unit["rows"]
     if unit.get("only_ids"):  # a retry: just the rows that failed
-        only = pa.array(json.loads(unit["only_ids"]), rows.schema.field(spec.input.id_column).type)
+        only = unpack_ids(unit["only_ids"])
         rows = rows.filter(pc.is_in(rows.column(spec.input.id_column), value_set=only))
         expected = len(only)
-    prompts, errors = renderer.render({c: rows.column(c).to_pylist() for c in renderer.columns})
+    prompts, errors = renderer.render({c: _values(rows.column(c)) for c in renderer.columns})
     n = rows.num_rows
-    max_tokens = [None] * n
+    max_tokens: list[int | None] = [None] * n
     if spec.input.max_tokens_column:
-        max_tokens = rows.column(spec.input.max_tokens_column).to_pylist()
-        for i, value in enumerate(max_tokens):
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-                max_tokens[i] = None
-                errors[i] = errors[i] or f"{spec.input.max_tokens_column} must be a positive integer, got {value!r}"
+        name = spec.input.max_tokens_column
+        for i, value in enumerate(rows.column(name).to_pylist()):
+            max_tokens[i], why = row_max_tokens(value)
+            if why:
+                errors[i] = errors[i] or f"{name} {why}"
                 prompts[i] = None
     return pa.table(
         {
@@ -79,3 +129,41 @@ def unit_rows(unit: dict[str, Any], spec: PipelineSpec) -> pa.Table:
             MAX_TOKENS: pa.array(max_tokens, pa.int64()),
         }
     )
+
+
+def _values(column: pa.ChunkedArray) -> list[Any]:
+    """A column as Python values; text that is not valid UTF-8 becomes an InvalidText, which the
+    renderer turns into that row's error instead of failing the unit."""
+    try:
+        return column.to_pylist()
+    except UnicodeDecodeError:
+        raw = pc.cast(column, pa.binary()) if pa.types.is_string(column.type) else column
+        return [_decode(v) for v in raw.to_pylist()]
+
+
+def _decode(value: bytes | None) -> str | InvalidText | None:
+    if value is None:
+        return None
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return InvalidText(f"not valid UTF-8 text (byte {err.start}: {value[err.start:err.start + 1]!r})")
+
+
+def row_max_tokens(value: Any) -> tuple[int | None, str | None]:
+    """A row's own max_tokens, or why it has none usable.
+
+    >>> row_max_tokens(64), row_max_tokens(64.0), row_max_tokens(None)
+    ((64, None), (64, None), (None, None))
+    >>> row_max_tokens(2**63)[1]
+    'must be a positive integer below 2**63, got 9223372036854775808'
+    >>> row_max_tokens(1.5)[1]
+    'must be a positive integer below 2**63, got 1.5'
+    """
+    if value is None:
+        return None, None
+    if isinstance(value, float) and value.is_integer():  # pandas writes integers with nulls as floats
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**63:
+        return None, f"must be a positive integer below 2**63, got {value!r}"
+    return value, None

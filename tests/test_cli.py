@@ -133,6 +133,13 @@ def test_run_then_rerun_then_changed_spec(tmp_path, ray_cluster, tiny_model):
     kept = list((tmp_path / "out" / "_spotbatch" / "superseded").glob("*/part-*.parquet"))
     assert sorted(p.name for p in kept) == old_parts  # the old results, moved, not lost
 
+    # An export reads the prompts again: after the input changed it would pair new prompts
+    # with old answers, so it is refused and writes nothing.
+    write_shards(tmp_path / "in", [{**r, "text": r["text"] + " (edited)"} for r in rows], shards=3)
+    export = spotbatch("export", str(tmp_path / "out"), "--format", "chat-jsonl", "--to", str(tmp_path / "t.jsonl"))
+    assert export.returncode == 2 and "changed since its run" in export.stderr, export.stderr[-2000:]
+    assert not (tmp_path / "t.jsonl").exists()
+
 
 def test_status_of_a_folder_without_a_run(tmp_path, capsys):
     assert main(["status", str(tmp_path)]) == 2  # in process: status renices nothing

@@ -95,3 +95,31 @@ def test_null_ids_are_refused(tmp_path):
     s = spec(str(tmp_path / "in"))
     with pytest.raises(InputError, match="1 null ids"):
         check_unique_ids(s, list_shards(s))
+
+
+def test_hidden_folders_below_the_input_path_are_never_read(tmp_path):
+    """Spark's _temporary/ and our own _spotbatch/ hold Parquet too: any path part below the
+    input path that starts with _ or . is skipped, as pyarrow's dataset reader does."""
+    write_shards(tmp_path / "in", ROWS, shards=2)
+    for hidden in ("_temporary/0/task_1", "_spotbatch/input", ".cache"):
+        write_shards(tmp_path / "in" / hidden, ROWS, shards=1)
+    shards = list_shards(spec(str(tmp_path / "in")))
+    assert [s.path.rsplit("/", 1)[-1] for s in shards] == ["shard-000.parquet", "shard-001.parquet"]
+    assert len(list_shards(spec(str(tmp_path / "in" / "*")))) == 2  # a glob too
+
+
+def test_a_unit_reads_only_the_version_it_was_planned_on(tmp_path):
+    from pipelines.plan import make_plan
+    from pipelines.spec import PipelineSpec
+    from pipelines.unit_rows import ERROR, UNIT_ROWS, InputChanged, read_units, unit_rows
+
+    write_shards(tmp_path / "in", ROWS, shards=1)
+    full = PipelineSpec(input={"paths": str(tmp_path / "in"), "prompt_column": "text"},
+                        model={"name": "tiny-random"}, output={"path": str(tmp_path / "out")})
+    (unit,) = make_plan(full, list_shards(full.input)).units
+    assert unit_rows(unit.descriptor(), full).num_rows == 10
+    write_shards(tmp_path / "in", [{**r, "text": "replaced"} for r in ROWS], shards=1)  # same name, new content
+    with pytest.raises(InputChanged, match="input_changed: .*shard-000.parquet changed since the run was planned"):
+        unit_rows(unit.descriptor(), full)
+    marker = read_units(pa.Table.from_pylist([unit.descriptor()]), full.model_dump(mode="json"))
+    assert marker.column(UNIT_ROWS).to_pylist() == [-1] and "changed since" in marker.column(ERROR)[0].as_py()

@@ -371,13 +371,13 @@ def test_answers_are_shared_through_the_cache_keyed_by_every_sampling_parameter(
     assert protocol(warmer, generate, cache=cache).request_keys(["prompt 0"], [None]) == [None]  # a fresh sample
 
 
-def test_a_run_waiting_for_another_runs_unit_stops_waiting_when_that_run_dies(where):
+def test_a_run_waiting_for_another_runs_unit_takes_it_when_that_run_dies(where):
     store = OutputStore(*where)
     records = Records(store)
     open_attempt(store, "run-a", "actor-a")
     beat(store, "actor-a", age=2 * HEARTBEAT_SECONDS - 1.5)  # fresh now, stale in 1.5 s: A died
     started = time.monotonic()
-    assert await_other_runs(records, store, [UNIT], "run-b", poll_seconds=0.2) == {UNIT}  # still pending
+    assert await_other_runs(records, store, [UNIT], "run-b", poll_seconds=0.2) == ({UNIT}, set())  # ours now
     assert 1.0 < time.monotonic() - started < 30
 
 
@@ -388,7 +388,7 @@ def test_a_run_waiting_for_another_runs_unit_returns_when_that_run_commits_it(wh
     beat(store, "actor-a", age=0)
     a = protocol(spec, FakeGenerate(), run_id="run-a", actor_id="actor-a2")
     threading.Timer(1.0, lambda: a.run(UNIT, unit_rows())).start()  # A's restarted actor finishes it
-    assert await_other_runs(Records(store), store, [UNIT], "run-b", poll_seconds=0.2) == set()
+    assert await_other_runs(Records(store), store, [UNIT], "run-b", poll_seconds=0.2) == (set(), set())
 
 
 def test_a_unit_held_by_a_hung_engine_is_not_held(where):
@@ -419,7 +419,20 @@ def test_waiting_for_another_run_is_bounded(where):
     threading.Thread(target=beat_forever, daemon=True).start()
     started = time.monotonic()
     try:
-        assert await_other_runs(Records(store), store, [UNIT], "run-b", max_wait_seconds=1.0, poll_seconds=0.2) == {UNIT}
+        assert await_other_runs(Records(store), store, [UNIT], "run-b", max_wait_seconds=1.0,
+                                poll_seconds=0.2) == (set(), {UNIT})
     finally:
         keep_beating.set()
     assert 1.0 <= time.monotonic() - started < 10
+
+
+def test_a_unit_whose_input_changed_runs_nothing_and_stays_pending(where):
+    from operators.failures import INPUT_CHANGED
+
+    generate = FakeGenerate()
+    p = protocol(make_spec(where, max_attempts=1), generate)
+    left = p.input_changed(UNIT, "input_changed: in/part-0.parquet changed since the run was planned")
+    assert not left.committed and left.skipped.startswith(INPUT_CHANGED) and not generate.calls
+    (attempt,) = Records(p.store).unit_attempts(UNIT).values()
+    assert attempt["end"]["error_class"] == INPUT_CHANGED and p.store.committed_units() == set()
+    assert p.run(UNIT, unit_rows()).committed  # not the unit's fault: it counts against no attempt limit
