@@ -14,7 +14,9 @@ For each unit an actor is handed (pipelines/stages.py), in order:
  5. claim            the attempt's start record, created under the next attempt number with
                      an exclusive create: of two actors that saw the same attempts, one wins
                      and the other leaves the unit (so two runs never generate it twice)
- 6. generate         the unit's rows; a failure is recorded as the attempt's end and raised
+ 6. generate         the unit's rows, sharing the engine with the actor's other units, or alone
+                     if its last attempt died in company; a failure is recorded as the attempt's
+                     end, with how many units it took down, and raised
  7. commit or merge  while the output still holds this run (its fingerprint); the storage
                      refuses a second commit (pipelines/store/output.py); in a `--retry-failed`
                      run the retried rows are merged into the committed unit, conditionally
@@ -40,6 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from operators.failures import BAD_INPUT, ENGINE_ERROR, INPUT_CHANGED, PREEMPTED_EXHAUSTED, STORAGE_ERROR
+from operators.engine_turns import EngineTurns
 from operators.generate import RESULT_SCHEMA
 from operators.response_cache import ANSWER_COLUMNS, ResponseCache, request_key
 from pipelines.spec import PipelineSpec
@@ -117,6 +120,13 @@ def result_table(spec: PipelineSpec, ids: pa.Array | pa.ChunkedArray, cols: dict
     })
 
 
+def died_in_company(attempts: dict[str, dict[str, Any]]) -> bool:
+    """Whether the unit's last attempt failed while other units were in the same engine: the
+    next one runs alone (operators/engine_turns.py), to tell the culprit from its neighbours."""
+    ended = [attempts[a]["end"] for a in sorted(attempts) if "end" in attempts[a]]
+    return bool(ended) and ended[-1].get("outcome") == "failed" and ended[-1].get("in_engine", 1) > 1
+
+
 def stall_seconds(spec: PipelineSpec) -> float:
     """How long an engine may make no step on a unit before the unit is no longer held."""
     return spec.compute.request_timeout_seconds or STALL_SECONDS
@@ -133,7 +143,7 @@ class UnitProtocol:
 
     def __init__(self, spec: PipelineSpec, *, fingerprint: str, run_id: str, actor_id: str, node_id: str,
                  generate: Generate, store: OutputStore | None = None, cache: ResponseCache | None = None,
-                 retry: bool = False, engine_stats: Callable[[], dict] = dict):
+                 retry: bool = False, engine_stats: Callable[[], dict] = dict, turns: EngineTurns | None = None):
         self.spec = spec
         self.fingerprint = fingerprint
         self.run_id = run_id
@@ -145,6 +155,7 @@ class UnitProtocol:
         self.cache = cache
         self.retry = retry  # units are failed rows of committed units, merged back when done
         self.engine_stats = engine_stats  # the engine's figures, kept in each attempt's end record
+        self.turns = turns or EngineTurns()  # the actor's: units share its engine, a suspect runs alone
         self.model_key = model_key(spec)
 
     # -- the steps, in order --------------------------------------------------------------
@@ -188,18 +199,25 @@ class UnitProtocol:
         if attempt is None:  # another actor claimed it between our look and our claim
             return UnitOutcome(unit_id=unit_id, skipped=SKIP_HELD)
         started = time.monotonic()
+        in_engine = 1
         try:
             prompts, max_tokens = rows.column(PROMPT).to_pylist(), rows.column(MAX_TOKENS).to_pylist()
             keys = self.request_keys(prompts, max_tokens)
-            cols = self.generate(prompts, rows.column(ERROR).to_pylist(), max_tokens, keys=keys,
-                                 cached=self._cached(keys))
+            cached = self._cached(keys)
+            with self.turns.alone() if died_in_company(attempts) else self.turns.shared() as turn:
+                try:
+                    cols = self.generate(prompts, rows.column(ERROR).to_pylist(), max_tokens, keys=keys,
+                                         cached=cached)
+                except BaseException:
+                    in_engine = turn.company  # how many units were in the engine with it
+                    raise
             counts = UnitCounts.of_results(cols, time.monotonic() - started)
             table = result_table(self.spec, rows.column(ID), cols, self.fingerprint)
             with storage("committing the unit"):
                 outcome = self._commit_if_current(unit_id, table, counts)
         except BaseException as err:
             # Recorded, then raised: the unit is retried, and status shows why it failed.
-            end = {"outcome": "failed", "error": repr(err)[:2000], "time": time.time()}
+            end = {"outcome": "failed", "error": repr(err)[:2000], "time": time.time(), "in_engine": in_engine}
             if isinstance(err, StorageFault):
                 end["error_class"] = STORAGE_ERROR
             self._end(unit_id, attempt, end)
@@ -255,6 +273,10 @@ class UnitProtocol:
                  and (not self.retry or t["start"].get("run_id") == self.run_id)]  # a retry starts afresh
         failed = [t["end"] for t in tries if t.get("end", {}).get("outcome") == "failed"
                   and t["end"].get("error_class") not in (STORAGE_ERROR, INPUT_CHANGED)]  # not the unit's fault
+        alone = [f for f in failed if f.get("in_engine", 1) <= 1]
+        # A death in company is not held against the unit (it runs alone next), unless there
+        # are so many that something else is wrong.
+        failed = alone if len(failed) < 2 * self.spec.compute.max_attempts else failed
         lost = [t for t in tries if "end" not in t]
         if len(failed) + len(lost) < self.spec.compute.max_attempts:
             return None

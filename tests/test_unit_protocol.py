@@ -436,3 +436,82 @@ def test_a_unit_whose_input_changed_runs_nothing_and_stays_pending(where):
     (attempt,) = Records(p.store).unit_attempts(UNIT).values()
     assert attempt["end"]["error_class"] == INPUT_CHANGED and p.store.committed_units() == set()
     assert p.run(UNIT, unit_rows()).committed  # not the unit's fault: it counts against no attempt limit
+
+
+def test_an_engine_death_in_company_is_not_held_against_a_unit_which_then_runs_alone(where):
+    """Three units in one engine when it died: none of them is failed for it; each runs its
+    next attempt alone, and only a unit that kills the engine alone uses up its attempts."""
+    from operators.engine_turns import EngineTurns
+
+    turns = EngineTurns()
+    spec = make_spec(where, max_attempts=1)
+    neighbours_in = threading.Barrier(3)
+    dead = threading.Event()
+
+    def neighbour():
+        with turns.shared():
+            neighbours_in.wait()
+            dead.wait(5)
+
+    others = [threading.Thread(target=neighbour) for _ in range(2)]
+    for t in others:
+        t.start()
+
+    def engine_dies():
+        neighbours_in.wait()
+        dead.set()
+        raise RuntimeError("EngineFailed: the engine process died")
+
+    with pytest.raises(RuntimeError):
+        protocol(spec, FakeGenerate(during=engine_dies), turns=turns).run(UNIT, unit_rows())
+    for t in others:
+        t.join()
+    (first,) = Records(OutputStore(*where)).unit_attempts(UNIT).values()
+    assert first["end"]["in_engine"] == 3
+
+    alone_seen = []
+    healthy = FakeGenerate(during=lambda: alone_seen.append(turns._alone))
+    done = protocol(spec, healthy, turns=turns).run(UNIT, unit_rows())  # max_attempts 1, yet tried again
+    assert done.committed and done.errors == 0 and alone_seen == [True]
+
+
+def test_a_unit_that_kills_the_engine_alone_ends_as_engine_error_records(where):
+    spec = make_spec(where, max_attempts=2)
+    poison = protocol(spec, FakeGenerate(raises=RuntimeError("EngineFailed: segfault")))
+    for _ in range(2):
+        with pytest.raises(RuntimeError):
+            poison.run(UNIT, unit_rows())
+    done = protocol(spec, FakeGenerate()).run(UNIT, unit_rows())
+    assert done.committed and done.errors_by_class == {ENGINE_ERROR: 4}
+
+
+def test_a_unit_waiting_to_run_alone_waits_for_the_engine_to_empty_and_holds_new_units_back():
+    from operators.engine_turns import EngineTurns
+
+    turns, order = EngineTurns(), []
+    first_in = threading.Event()
+
+    def shared(name, hold):
+        with turns.shared():
+            order.append(f"{name} in")
+            first_in.set()
+            time.sleep(hold)
+            order.append(f"{name} out")
+
+    def alone():
+        with turns.alone():
+            order.append("alone in")
+            time.sleep(0.2)
+            order.append("alone out")
+
+    a = threading.Thread(target=shared, args=("a", 0.5))
+    a.start()
+    first_in.wait()
+    s = threading.Thread(target=alone)
+    s.start()
+    time.sleep(0.1)
+    b = threading.Thread(target=shared, args=("b", 0))
+    b.start()
+    for t in (a, s, b):
+        t.join()
+    assert order == ["a in", "a out", "alone in", "alone out", "b in", "b out"]
