@@ -113,6 +113,7 @@ def prepare(spec: PipelineSpec, new_run: bool = False) -> tuple[OutputStore, Pla
         )
     if not probed:
         store.check_exclusive_create()
+        store.pin_fingerprint(manifest["fingerprint"])
     return store, Plan.from_json(manifest)
 
 

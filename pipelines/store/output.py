@@ -130,9 +130,14 @@ class OutputStore:
             pass
         found = self.read_manifest()
         assert found is not None
-        if self.read(FINGERPRINT) is None:
-            self.put(FINGERPRINT, found["fingerprint"].encode())
+        self.pin_fingerprint(found["fingerprint"])
         return found
+
+    def pin_fingerprint(self, fingerprint: str) -> None:
+        """Write the manifest's fingerprint beside it, once (outputs made before it existed get
+        it on their next run)."""
+        if self.read(FINGERPRINT) is None:
+            self.put(FINGERPRINT, fingerprint.encode())
 
     def fingerprint(self) -> str | None:
         """The fingerprint of the run this folder holds now, from a file small enough to read
@@ -409,7 +414,7 @@ class OutputStore:
                               f"spotbatch needs it to commit each unit once") from err
         finally:
             try:
-                self.fs.rm(self._path(PROBE), recursive=True)
+                self.fs.rm(self._path(name))  # our marker only: another run may be probing beside it
             except Exception:  # a marker left behind harms nothing: readers skip _spotbatch/
                 pass
 
