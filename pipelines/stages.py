@@ -124,8 +124,8 @@ class UnitGenerator:
         for unit_id in pc.unique(batch.column(UNIT)).to_pylist():
             rows = batch.filter(pc.equal(batch.column(UNIT), unit_id))
             expected = rows.column(UNIT_ROWS)[0].as_py()
-            if expected == -1:  # the read stage found its shard changed
-                outcome = self.protocol.input_changed(unit_id, rows.column(ERROR)[0].as_py())
+            if expected == -1:  # the read stage could not read it: its shard changed, or the storage failed
+                outcome = self.protocol.unreadable(unit_id, rows.column(ERROR)[0].as_py())
                 summaries.append(outcome_row(outcome, self._actor_fields()))
                 continue
             if rows.num_rows != expected:

@@ -230,15 +230,17 @@ class UnitProtocol:
             return UnitOutcome(**{**counts.to_json(), "unit_id": unit_id, "skipped": SUPERSEDED})
         return UnitOutcome(**counts.to_json(), unit_id=unit_id, committed=outcome == "committed")
 
-    def input_changed(self, unit_id: str, message: str) -> UnitOutcome:
-        """The unit's shard changed since planning (pipelines/unit_rows.py): record an attempt
-        that failed as `input_changed`, generate nothing, and leave the unit pending. The run's
-        fingerprint refuses a resume on the changed input, so two versions never mix."""
+    def unreadable(self, unit_id: str, message: str) -> UnitOutcome:
+        """The unit's rows could not be read (pipelines/unit_rows.py): its shard changed since
+        planning (`input_changed`; the run's fingerprint then refuses a resume on the changed
+        input, so two versions never mix), or the storage kept failing (`storage_error`). Record
+        an attempt that failed so, generate nothing, and leave the unit pending."""
+        error_class = INPUT_CHANGED if message.startswith(INPUT_CHANGED) else STORAGE_ERROR
         with storage("recording that the unit's input changed"):
             attempt = self.records.claim_attempt(unit_id, self.records.unit_attempts(unit_id), {
                 "actor_id": self.actor_id, "run_id": self.run_id, "node": self.node_id, "time": time.time()})
         if attempt is not None:
-            self._end(unit_id, attempt, {"outcome": "failed", "error_class": INPUT_CHANGED, "error": message,
+            self._end(unit_id, attempt, {"outcome": "failed", "error_class": error_class, "error": message,
                                          "time": time.time()})
         return UnitOutcome(unit_id=unit_id, skipped=message)
 

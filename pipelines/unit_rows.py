@@ -5,6 +5,7 @@ its rendered prompt or the reason it has none. One unit becomes one block, so th
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pyarrow as pa
@@ -12,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
-from operators.failures import INPUT_CHANGED
+from operators.failures import INPUT_CHANGED, STORAGE_ERROR
 from operators.prompts import InvalidText, PromptRenderer
 from pipelines.inputs import file_version
 from pipelines.routing import models_of
@@ -61,20 +62,38 @@ def read_unit_rows(path: str, start: int, stop: int, columns: list[str], storage
     return table.slice(start - (first_row or 0), stop - start)
 
 
+READ_TRIES = 3  # a unit's rows are read this often before a storage fault leaves it pending
+READ_BACKOFF_SECONDS = 2.0
+
+
 def read_units(batch: pa.Table, spec_data: dict[str, Any]) -> pa.Table:
     """The Ray Data stage: unit descriptors (`Unit.descriptor`) in, their rows out. A unit whose
-    shard changed since planning comes out as one marker row (UNIT_ROWS -1, ERROR saying so):
-    the engine stage then records it as `input_changed` and runs nothing of it."""
+    rows cannot be read comes out as one marker row (UNIT_ROWS -1, ERROR saying why: its shard
+    changed since planning, or the storage kept failing the read): the engine stage records it
+    (input_changed, storage_error), runs nothing of it and leaves it pending. An exception here
+    would end the whole run."""
     spec = PipelineSpec.model_validate(spec_data)
     tables = []
     for unit in batch.to_pylist():
-        try:
-            tables.append(unit_rows(unit, spec))
-        except InputChanged as err:
-            tables.append(pa.table({UNIT: [unit["unit_id"]], UNIT_ROWS: pa.array([-1], pa.int64()),
-                                    ID: pa.nulls(1), PROMPT: pa.nulls(1, pa.string()),
-                                    ERROR: [str(err)], MAX_TOKENS: pa.nulls(1, pa.int64())}))
+        for n in range(READ_TRIES):
+            try:
+                tables.append(unit_rows(unit, spec))
+                break
+            except InputChanged as err:
+                tables.append(_marker(unit["unit_id"], str(err)))
+                break
+            except Exception as err:  # an S3 5xx past s3fs's retries, a file system gone away
+                if n + 1 == READ_TRIES:
+                    tables.append(_marker(unit["unit_id"], f"{STORAGE_ERROR} while reading the unit's rows from "
+                                                           f"{unit['path']}: {err!r}"[:2000]))
+                else:
+                    time.sleep(READ_BACKOFF_SECONDS * 2**n)
     return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _marker(unit_id: str, why: str) -> pa.Table:
+    return pa.table({UNIT: [unit_id], UNIT_ROWS: pa.array([-1], pa.int64()), ID: pa.nulls(1),
+                     PROMPT: pa.nulls(1, pa.string()), ERROR: [why], MAX_TOKENS: pa.nulls(1, pa.int64())})
 
 
 def check_version(unit: dict[str, Any], storage_options: dict) -> None:

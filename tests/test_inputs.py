@@ -123,3 +123,31 @@ def test_a_unit_reads_only_the_version_it_was_planned_on(tmp_path):
         unit_rows(unit.descriptor(), full)
     marker = read_units(pa.Table.from_pylist([unit.descriptor()]), full.model_dump(mode="json"))
     assert marker.column(UNIT_ROWS).to_pylist() == [-1] and "changed since" in marker.column(ERROR)[0].as_py()
+
+
+def test_a_unit_whose_rows_cannot_be_read_becomes_a_marker_not_a_failed_run(tmp_path, monkeypatch):
+    from pipelines import unit_rows as stage
+    from pipelines.plan import make_plan
+    from pipelines.spec import PipelineSpec
+
+    monkeypatch.setattr(stage, "READ_BACKOFF_SECONDS", 0.0)
+    write_shards(tmp_path / "in", ROWS, shards=1)
+    full = PipelineSpec(input={"paths": str(tmp_path / "in"), "prompt_column": "text"},
+                        model={"name": "tiny-random"}, output={"path": str(tmp_path / "out")})
+    (unit,) = make_plan(full, list_shards(full.input)).units
+    calls = []
+
+    def flaky(*args):
+        calls.append(1)
+        if len(calls) < 3:
+            raise OSError("503 Service Unavailable")
+        return real(*args)
+
+    real = stage.read_unit_rows
+    monkeypatch.setattr(stage, "read_unit_rows", flaky)
+    rows = stage.read_units(pa.Table.from_pylist([unit.descriptor()]), full.model_dump(mode="json"))
+    assert rows.num_rows == 10 and len(calls) == 3  # read again until it worked
+    monkeypatch.setattr(stage, "read_unit_rows", lambda *a: (_ for _ in ()).throw(OSError("503 for good")))
+    marker = stage.read_units(pa.Table.from_pylist([unit.descriptor()]), full.model_dump(mode="json"))
+    assert marker.column(stage.UNIT_ROWS).to_pylist() == [-1]
+    assert marker.column(stage.ERROR)[0].as_py().startswith("storage_error while reading")

@@ -431,7 +431,7 @@ def test_a_unit_whose_input_changed_runs_nothing_and_stays_pending(where):
 
     generate = FakeGenerate()
     p = protocol(make_spec(where, max_attempts=1), generate)
-    left = p.input_changed(UNIT, "input_changed: in/part-0.parquet changed since the run was planned")
+    left = p.unreadable(UNIT, "input_changed: in/part-0.parquet changed since the run was planned")
     assert not left.committed and left.skipped.startswith(INPUT_CHANGED) and not generate.calls
     (attempt,) = Records(p.store).unit_attempts(UNIT).values()
     assert attempt["end"]["error_class"] == INPUT_CHANGED and p.store.committed_units() == set()
