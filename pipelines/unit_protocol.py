@@ -236,9 +236,12 @@ class UnitProtocol:
         input, so two versions never mix), or the storage kept failing (`storage_error`). Record
         an attempt that failed so, generate nothing, and leave the unit pending."""
         error_class = INPUT_CHANGED if message.startswith(INPUT_CHANGED) else STORAGE_ERROR
-        with storage("recording that the unit's input changed"):
+        try:
             attempt = self.records.claim_attempt(unit_id, self.records.unit_attempts(unit_id), {
                 "actor_id": self.actor_id, "run_id": self.run_id, "node": self.node_id, "time": time.time()})
+        except Exception as err:  # the record is for status only: the unit stays pending either way
+            print(f"spotbatch: could not record why unit {unit_id} was not read: {err!r}", file=sys.stderr)
+            attempt = None
         if attempt is not None:
             self._end(unit_id, attempt, {"outcome": "failed", "error_class": error_class, "error": message,
                                          "time": time.time()})

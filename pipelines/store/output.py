@@ -283,11 +283,12 @@ class OutputStore:
         """A file's bytes, and the ETag of exactly those bytes on an object store."""
         if self.local:
             return self.fs.cat_file(path), None
-        while True:
+        for _ in range(REPLACE_RETRIES):
             etag = self.fs.info(path)["ETag"]
             data = self.fs.cat_file(path)
             if self.fs.info(path)["ETag"] == etag:  # unchanged across the read: these bytes are that version
                 return data, etag
+        raise StorageError(f"{path} kept changing while being read")
 
     def _put_if_unchanged(self, path: str, data: bytes, version: str | None) -> bool:
         """Write `path` whole unless it changed since `version` was read; False when it did."""
