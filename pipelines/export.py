@@ -23,7 +23,9 @@ from operators.prompts import chat_messages
 from pipelines.openai_batch import output_line
 from pipelines.store.output import OutputError, OutputStore
 from pipelines.inputs import list_shards
+from pipelines.new_file import new_file
 from pipelines.plan import Plan, fingerprint_parts
+from pipelines.redact import describe, output_options, recorded_spec, redact_url
 from pipelines.spec import PipelineSpec
 from pipelines.unit_rows import ID, PROMPT, unit_rows
 
@@ -46,17 +48,27 @@ def _rows(store: OutputStore, spec: PipelineSpec, plan: Plan) -> Iterator[tuple[
 
 
 def export(output: str, fmt: str, to: str, include_truncated: bool = False,
-           storage_options: dict[str, Any] | None = None) -> dict[str, int]:
-    """Write the export; returns counts of what went where."""
+           storage_options: dict[str, Any] | None = None, overrides: list[str] | None = None,
+           partial: bool = False) -> dict[str, int]:
+    """Write the export; returns counts of what went where. The output's own spec says where
+    the prompts are; credentials come from `overrides` (`--set`) and the environment, never
+    from the output. An unfinished run is refused unless `partial`."""
     if fmt not in FORMATS:
         raise OutputError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    store = OutputStore(output, storage_options)
+    overrides = overrides or []
+    store = OutputStore(output, storage_options or output_options(overrides))
     manifest = store.require_manifest()
-    spec, plan = PipelineSpec.model_validate(manifest["spec"]), Plan.from_json(manifest)
+    spec, plan = recorded_spec(manifest["spec"], overrides), Plan.from_json(manifest)
+    print(f"spotbatch: reading prompts as the output's own spec says: {describe(spec)}")
+    missing = {u.unit_id for u in plan.units} - store.committed_units()
+    if missing and not partial:
+        raise OutputError(f"{redact_url(output)} is not finished ({len(missing)} of {len(plan.units)} units "
+                          f"pending): run it to the end, or export what is there with --partial")
+    plan.units = [u for u in plan.units if u.unit_id not in missing]
     # Prompts are read again from the input: never pair new prompts with old answers.
     now = fingerprint_parts(spec, list_shards(spec.input))["input files"]
     if now != manifest["parts"]["input files"]:
-        raise OutputError(f"the input of {output} changed since its run ({', '.join(spec.input.paths)}): an "
+        raise OutputError(f"the input of {redact_url(output)} changed since its run ({', '.join(spec.input.paths)}): an "
                           f"export would pair today's prompts with the answers to the old ones. Restore the "
                           f"input, or run the spec again with --new-run.")
     fs, path = url_to_fs(to)
@@ -68,7 +80,7 @@ def export(output: str, fmt: str, to: str, include_truncated: bool = False,
     id_col = spec.input.id_column
     if fmt == "pairs-parquet":
         writer = None
-        with fs.open(path, "wb") as fh:
+        with new_file(fs, path, text=False) as fh:
             for row, messages in _rows(store, spec, plan):
                 counts["rows"] += 1
                 if row["error"] is not None or messages is None:
@@ -85,7 +97,7 @@ def export(output: str, fmt: str, to: str, include_truncated: bool = False,
                 writer.close()
         return counts
     created = int(time.time())
-    with fs.open(path, "w") as out, (fs.open(errors_path, "w") if fmt == "openai-batch" else _Null()) as err:
+    with new_file(fs, path) as out, (new_file(fs, errors_path) if fmt == "openai-batch" else _Null()) as err:
         for row, messages in _rows(store, spec, plan):
             counts["rows"] += 1
             if fmt == "openai-batch":

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from pipelines.store.output import OutputError, OutputStore
 from pipelines.plan import Plan
 from pipelines.run import RunSummary, prepare, run_units
-from pipelines.spec import apply_overrides, validate_spec
+from pipelines.redact import describe, output_options, recorded_spec
 
 
 def failed_rows(store: OutputStore, plan: Plan, classes: list[str] | None = None) -> dict[str, pa.Array]:
@@ -44,11 +44,14 @@ def retry_failed(output: str, storage_options: dict | None = None, address: str 
     more actors, a budget); a change to what decides the answers is refused, as for any run.
     What the output has cost so far counts against a budget, as in any run."""
     started = time.monotonic()
+    overrides = overrides or []
+    storage_options = storage_options or output_options(overrides)
     store = OutputStore(output, storage_options)
     manifest = store.require_manifest()
-    spec = validate_spec(apply_overrides(manifest["spec"], overrides or []))
+    spec = recorded_spec(manifest["spec"], overrides)
     if storage_options:
         spec.output.storage_options = storage_options
+    print(f"spotbatch: running the output's own spec again: {describe(spec)}")
     store, plan = prepare(spec)  # refuses if the inputs changed since
     if store.committed_units() < {u.unit_id for u in plan.units}:
         raise OutputError(f"{output} is not finished: run the spec again to finish it before --retry-failed")

@@ -24,6 +24,7 @@ from pipelines.store.ledger import compute_ledger, write_ledger
 from pipelines.store.output import OutputError, OutputStore
 from pipelines.plan import Plan, Unit, fingerprint, fingerprint_parts, make_plan, units_in_flight
 from pipelines.progress import RunMonitor
+from pipelines.redact import redact_spec, redact_url
 from pipelines.spec import PipelineSpec
 from pipelines.stages import UnitGenerator
 from pipelines.store.counts import UnitCounts, counts_of
@@ -103,7 +104,8 @@ def prepare(spec: PipelineSpec, new_run: bool = False) -> tuple[OutputStore, Pla
         check_unique_ids(spec.input, shards)
         plan = make_plan(spec, shards)
         store.check_exclusive_create()  # exactly-once rests on it: checked before the first write that counts
-        manifest = store.create_manifest({**plan.to_json(), "spec": spec.model_dump(mode="json")})
+        # The spec as it is written down keeps no secret (pipelines/redact.py).
+        manifest = store.create_manifest({**plan.to_json(), "spec": redact_spec(spec.model_dump(mode="json"))})
     if manifest["fingerprint"] != fingerprint(parts):
         changed = [k for k, v in parts.items() if manifest["parts"].get(k) != v]
         raise OutputError(
@@ -174,7 +176,7 @@ def run_units(spec: PipelineSpec, store: OutputStore, plan: Plan, pending: list[
     retried unit was merged."""
     started = time.monotonic() if started is None else started
     reference = spec.cost.reference.model_dump() if spec.cost.reference else None
-    summary = RunSummary(output=spec.output.path, units_total=len(plan.units))
+    summary = RunSummary(output=redact_url(spec.output.path), units_total=len(plan.units))
     if pending:
         budget = spec.cost.max_cost_usd
         # what earlier invocations spent counts against a budget; without one, skip reading it

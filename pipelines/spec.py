@@ -148,6 +148,10 @@ class PreemptionNoticeSpec(_Section):
     def _url_kind_needs_a_url(self) -> "PreemptionNoticeSpec":
         if self.kind == "url" and not self.url:
             raise ValueError("kind url needs a url")
+        if self.kind == "url":
+            from cluster.preemption import refuse_metadata_url
+
+            refuse_metadata_url(self.url)
         return self
 
 

@@ -1,3 +1,5 @@
+import json
+
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
@@ -121,3 +123,20 @@ def test_an_interrupted_new_run_is_finished_by_the_next_one(tmp_path):
     assert store.finish_supersede().endswith("_spotbatch/superseded/old-1")
     assert store.committed_units() == set() and store.fingerprint() is None
     assert (tmp_path / "out" / "_spotbatch" / "superseded" / "old-1" / "part-u1.parquet").exists()
+
+
+@pytest.mark.parametrize("unit_id", ["../../x", "a/b", "", "..", "x\\n"])
+def test_a_tampered_manifest_is_refused_and_nothing_is_written_outside(tmp_path, unit_id):
+    out = tmp_path / "deep" / "out"
+    store = OutputStore(str(out))
+    store.create_manifest({"fingerprint": "f", "units": [{"unit_id": "00000-ok"}]})
+    manifest = (out / "_spotbatch" / "manifest.json")
+    data = json.loads(manifest.read_text())
+    data["units"].append({"unit_id": unit_id})
+    manifest.write_text(json.dumps(data))
+    before = sorted(p for p in tmp_path.rglob("*"))
+    with pytest.raises(OutputError, match="manifest.json names a unit"):
+        OutputStore(str(out)).read_manifest()
+    with pytest.raises(OutputError, match="leads outside the output"):
+        store.create("_spotbatch/attempts/../../../x.json", b"{}")
+    assert sorted(p for p in tmp_path.rglob("*")) == before

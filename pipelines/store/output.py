@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import time
 import uuid
 from contextlib import contextmanager
@@ -44,6 +45,7 @@ STATS_KEY = b"spotbatch.unit"
 STAGED = ".tmp"  # a small record being written beside its final name; listings skip it
 
 
+UNIT_ID = re.compile(r"[A-Za-z0-9_.-]+")  # what a unit id may be: it names files
 PROBE = "_spotbatch/probe"  # markers of the exclusive-create check, removed after it
 CONFLICT_RETRIES = 3  # a 409 from a conditional write is looked at and tried again this often
 REPLACE_RETRIES = 20  # a merge that keeps losing the race to other merges gives up after this
@@ -99,6 +101,9 @@ class OutputStore:
         self.local = isinstance(self.fs, LocalFileSystem)
 
     def _path(self, name: str) -> str:
+        """PATH/name; a name that would lead outside PATH is refused, whatever a record says."""
+        if name.startswith("/") or ".." in name.split("/"):
+            raise OutputError(f"refused to touch {name!r}: it leads outside the output {self.url}")
         return f"{self.root}/{name}"
 
 
@@ -107,10 +112,25 @@ class OutputStore:
 
     # -- manifest -------------------------------------------------------------------------
     def read_manifest(self) -> dict[str, Any] | None:
+        """The manifest, checked before anything is built from it: the folder may have been
+        written by anyone, and unit ids become file names."""
         try:
-            return json.loads(self.fs.cat_file(self._path(MANIFEST)))
+            data = self.fs.cat_file(self._path(MANIFEST))
         except (FileNotFoundError, NotADirectoryError):
             return None
+        where = f"{self.url.rstrip('/')}/{MANIFEST}"
+        try:
+            manifest = json.loads(data)
+        except ValueError:
+            raise OutputError(f"{where} is not JSON: not a manifest spotbatch wrote") from None
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("fingerprint"), str):
+            raise OutputError(f"{where} has no fingerprint: not a manifest spotbatch wrote")
+        for unit in manifest.get("units", []):
+            unit_id = unit.get("unit_id") if isinstance(unit, dict) else None
+            if not isinstance(unit_id, str) or not UNIT_ID.fullmatch(unit_id) or ".." in unit_id:
+                raise OutputError(f"{where} names a unit {unit_id!r} that spotbatch never plans "
+                                  f"(unit ids are letters, digits, _ . and -): refused, nothing written")
+        return manifest
 
     def require_manifest(self) -> dict[str, Any]:
         """The manifest of the run this folder holds; an OutputError when it holds none."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pipelines.redact import redact_url
 from pipelines.store.counts import UnitCounts
 from pipelines.store.output import OutputStore
 from pipelines.store.records import Records
@@ -49,7 +50,7 @@ def run_status(path: str, storage_options: dict[str, Any] | None = None) -> RunS
             failed += 1
     all_attempts = [a for tries in attempts.values() for a in tries.values()]
     return RunStatus(
-        output=path,
+        output=redact_url(path),
         fingerprint=manifest["fingerprint"],
         units_total=len(planned),
         units_committed=len(committed),

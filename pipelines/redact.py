@@ -1,0 +1,93 @@
+"""No secret is ever written down: the spec as it is recorded (in the manifest, beside results
+that teammates and downstream jobs read) keeps every key, but only values known to be safe.
+
+Decided by an allow-list of option names known to be safe, never a deny-list of names known to
+be secret: a provider's new credential name is redacted too. URL userinfo (`s3://key:secret@b`)
+is redacted wherever a URL appears.
+
+>>> redact_options({"key": "AKIA", "secret": "s", "client_kwargs": {"endpoint_url": "http://x", "aws_session_token": "t"}})
+{'key': '<redacted>', 'secret': '<redacted>', 'client_kwargs': {'endpoint_url': 'http://x', 'aws_session_token': '<redacted>'}}
+>>> redact_url("s3://AKIA:wJalr@bucket/path")
+'s3://<redacted>@bucket/path'
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+REDACTED = "<redacted>"
+
+# fsspec, s3fs, gcsfs, adlfs and botocore option names whose values are settings, not secrets.
+SAFE_OPTIONS = frozenset({
+    "anon", "endpoint_url", "region_name", "region", "use_ssl", "verify", "requester_pays",
+    "default_block_size", "default_fill_cache", "default_cache_type", "version_aware", "cache_regions",
+    "use_listings_cache", "listings_expiry_time", "max_paths", "skip_instance_cache", "profile",
+    "client_kwargs", "config_kwargs", "connect_timeout", "read_timeout", "retries", "max_pool_connections",
+    "signature_version", "s3", "addressing_style", "fixed_upload_size", "project", "consistency",
+    "requests_timeout", "account_name", "use_emulator", "timeout", "auto_mkdir",
+})
+_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]+@")
+
+
+def redact_url(value: str) -> str:
+    return _USERINFO.sub(rf"\1{REDACTED}@", value)
+
+
+def redact_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Storage options with every value not known to be safe replaced; nested safe dicts
+    (client_kwargs, config_kwargs) are redacted the same way."""
+    out: dict[str, Any] = {}
+    for name, value in options.items():
+        if name not in SAFE_OPTIONS:
+            out[name] = REDACTED
+        elif isinstance(value, dict):
+            out[name] = redact_options(value)
+        else:
+            out[name] = redact_url(value) if isinstance(value, str) else value
+    return out
+
+
+def redact_spec(data: Any) -> Any:
+    """A spec (as JSON data) fit to be written down: every `storage_options` redacted, every
+    URL stripped of its userinfo."""
+    if isinstance(data, dict):
+        return {k: redact_options(v) if k == "storage_options" and isinstance(v, dict) else redact_spec(v)
+                for k, v in data.items()}
+    if isinstance(data, list):
+        return [redact_spec(v) for v in data]
+    return redact_url(data) if isinstance(data, str) else data
+
+
+def without_redacted(data: Any) -> Any:
+    """A recorded spec made usable again: redacted values dropped, so credentials come from
+    where the user gives them now (the environment, `--set`), never from the stored spec."""
+    if isinstance(data, dict):
+        return {k: without_redacted(v) for k, v in data.items() if v != REDACTED}
+    if isinstance(data, list):
+        return [without_redacted(v) for v in data]
+    return data
+
+
+def recorded_spec(recorded: dict[str, Any], overrides: list[str]):
+    """The spec an output keeps, made runnable: no credential comes from it (they were never
+    written down); `overrides` (`--set`) and the environment give them now."""
+    from pipelines.spec import apply_overrides, validate_spec
+
+    return validate_spec(apply_overrides(without_redacted(recorded), overrides))
+
+
+def output_options(overrides: list[str]) -> dict[str, Any]:
+    """The output's storage options among `--set` overrides (needed to read its manifest)."""
+    from pipelines.spec import apply_overrides
+
+    mine = [o for o in overrides if o.startswith("output.storage_options.")]
+    return apply_overrides({}, mine).get("output", {}).get("storage_options", {})
+
+
+def describe(spec) -> str:
+    """What a recorded spec will read and run, said before it runs (the output folder could
+    have been written by anyone)."""
+    models = [m.name for m in spec.models.values()] if spec.routed else [spec.model.name]
+    return (f"input {', '.join(redact_url(p) for p in spec.input.paths)}; model {', '.join(models)}; "
+            f"output {redact_url(spec.output.path)}")
