@@ -25,7 +25,7 @@ from pipelines.store.output import OutputError, OutputStore
 from pipelines.inputs import list_shards
 from pipelines.new_file import new_file
 from pipelines.plan import Plan, fingerprint_parts
-from pipelines.redact import describe, output_options, recorded_spec, redact_url
+from pipelines.redact import credentials_hint, describe, output_options, recorded_spec, redact_url
 from pipelines.spec import PipelineSpec
 from pipelines.unit_rows import ID, PROMPT, unit_rows
 
@@ -66,7 +66,8 @@ def export(output: str, fmt: str, to: str, include_truncated: bool = False,
                           f"pending): run it to the end, or export what is there with --partial")
     plan.units = [u for u in plan.units if u.unit_id not in missing]
     # Prompts are read again from the input: never pair new prompts with old answers.
-    now = fingerprint_parts(spec, list_shards(spec.input))["input files"]
+    with credentials_hint(manifest["spec"]):
+        now = fingerprint_parts(spec, list_shards(spec.input))["input files"]
     if now != manifest["parts"]["input files"]:
         raise OutputError(f"the input of {redact_url(output)} changed since its run ({', '.join(spec.input.paths)}): an "
                           f"export would pair today's prompts with the answers to the old ones. Restore the "
@@ -76,6 +77,15 @@ def export(output: str, fmt: str, to: str, include_truncated: bool = False,
     for p in (path, errors_path) if fmt == "openai-batch" else (path,):
         if fs.exists(p):
             raise OutputError(f"{fs.unstrip_protocol(p)} exists; an export never overwrites: choose a new name")
+    try:
+        return _write(store, spec, plan, fmt, fs, path, errors_path, include_truncated)
+    except FileExistsError:
+        raise OutputError(f"{fs.unstrip_protocol(path)} was created by another export while this one ran; "
+                          f"an export never overwrites: choose a new name") from None
+
+
+def _write(store: OutputStore, spec: PipelineSpec, plan: Plan, fmt: str, fs, path: str, errors_path: str,
+           include_truncated: bool) -> dict[str, int]:
     counts = {"rows": 0, "written": 0, "errors": 0, "skipped": 0}
     id_col = spec.input.id_column
     if fmt == "pairs-parquet":
@@ -113,6 +123,8 @@ def export(output: str, fmt: str, to: str, include_truncated: bool = False,
             out.write(json.dumps({"messages": messages + [{"role": "assistant", "content": row["output"]}]}) + "\n")
             counts["written"] += 1
     return counts
+
+
 
 
 class _Null:

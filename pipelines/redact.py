@@ -14,7 +14,8 @@ is redacted wherever a URL appears.
 from __future__ import annotations
 
 import re
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 REDACTED = "<redacted>"
 
@@ -91,3 +92,22 @@ def describe(spec) -> str:
     models = [m.name for m in spec.models.values()] if spec.routed else [spec.model.name]
     return (f"input {', '.join(redact_url(p) for p in spec.input.paths)}; model {', '.join(models)}; "
             f"output {redact_url(spec.output.path)}")
+
+
+@contextmanager
+def credentials_hint(recorded: dict[str, Any]) -> Iterator[None]:
+    """Errors reading what a recorded spec names say, when that spec had credentials, that
+    the output keeps none and where to give them."""
+    from pipelines.inputs import InputError
+
+    try:
+        yield
+    except InputError:
+        raise
+    except Exception as err:
+        if REDACTED not in str(recorded):
+            raise
+        raise InputError(
+            f"could not read what the output's spec names ({err!r}). The output keeps no credentials "
+            f"(its spec's secret values were redacted when it was written): give them in the environment "
+            f"(AWS_PROFILE, AWS_ACCESS_KEY_ID, ...) or with --set input.storage_options.NAME=VALUE") from None

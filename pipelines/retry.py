@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from pipelines.store.output import OutputError, OutputStore
 from pipelines.plan import Plan
 from pipelines.run import RunSummary, prepare, run_units
-from pipelines.redact import describe, output_options, recorded_spec
+from pipelines.redact import credentials_hint, describe, output_options, recorded_spec
 
 
 def failed_rows(store: OutputStore, plan: Plan, classes: list[str] | None = None) -> dict[str, pa.Array]:
@@ -52,7 +52,8 @@ def retry_failed(output: str, storage_options: dict | None = None, address: str 
     if storage_options:
         spec.output.storage_options = storage_options
     print(f"spotbatch: running the output's own spec again: {describe(spec)}")
-    store, plan = prepare(spec)  # refuses if the inputs changed since
+    with credentials_hint(manifest["spec"]):
+        store, plan = prepare(spec)  # refuses if the inputs changed since
     if store.committed_units() < {u.unit_id for u in plan.units}:
         raise OutputError(f"{output} is not finished: run the spec again to finish it before --retry-failed")
     only_ids = failed_rows(store, plan, classes)
