@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
+from pipelines.redact import redact_url
 from pipelines.spec import InputSpec
 
 
@@ -84,7 +85,7 @@ def list_shards(spec: InputSpec) -> list[Shard]:
         fs, root = url_to_fs(pattern, **spec.storage_options)
         files = sorted(p for p in expand_paths(fs, root) if not _is_hidden(p, _listed_root(root)))
         if not files:
-            raise InputError(f"no Parquet files under {pattern}")
+            raise InputError(f"no Parquet files under {redact_url(pattern)}")
         for path in files:
             shards.append(_read_footer(fs, path, needed))
     _check_id_types(shards, spec.id_column)

@@ -109,7 +109,7 @@ def prepare(spec: PipelineSpec, new_run: bool = False) -> tuple[OutputStore, Pla
     if manifest["fingerprint"] != fingerprint(parts):
         changed = [k for k, v in parts.items() if manifest["parts"].get(k) != v]
         raise OutputError(
-            f"output path {spec.output.path} holds another run's results; what differs from it: "
+            f"output path {store.url} holds another run's results; what differs from it: "
             f"{', '.join(changed)}. Use a new output path, or --new-run to move its results "
             f"aside and start over."
         )

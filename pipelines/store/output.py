@@ -32,6 +32,8 @@ import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
+from pipelines.redact import redact_url
+
 MANIFEST = "_spotbatch/manifest.json"
 # The run's records (pipelines/store/records.py writes them); they move with their results.
 ATTEMPTS, ACTORS, RUNS, STOP = "_spotbatch/attempts", "_spotbatch/actors", "_spotbatch/runs", "_spotbatch/stop"
@@ -92,7 +94,7 @@ def _unlink(path: str) -> None:
 
 class OutputStore:
     def __init__(self, path: str, storage_options: dict[str, Any] | None = None):
-        self.url = path
+        self.url = redact_url(path)  # for messages; a URL's userinfo is a credential
         self.storage_options = dict(storage_options or {})
         # No listing cache: what is committed must always be read from the storage itself
         # (s3fs would otherwise answer from listings taken before other actors committed).
