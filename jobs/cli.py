@@ -60,6 +60,19 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compact(args: argparse.Namespace) -> int:
+    from pipelines.store.compact import compact
+    from pipelines.store.output import OutputStore
+
+    store = OutputStore(args.output)
+    store.require_manifest()
+    done = compact(store)
+    print(f"spotbatch: folded {done.runs} ended run(s), {done.actors} actor(s) and {done.attempts} attempt "
+          f"record(s) into one archive ({done.files_removed} files removed); {done.orphans_removed} orphaned "
+          f"staging file(s) removed")
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from jobs.report import report
 
@@ -129,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FILE.png", help="draw the cost split and tokens/s over time")
     p.add_argument("--compare", metavar="OTHER", help="another run's output, for $ per 1M tokens side by side")
     p.set_defaults(func=_report)
+
+    p = sub.add_parser("compact", help="fold the records of ended runs into one archive; status and report unchanged")
+    p.add_argument("output", help="the run's output path")
+    p.set_defaults(func=_compact)
 
     p = sub.add_parser("demo", help="make sample prompts and run them on SmolLM2 on a local Ray")
     p.add_argument("--output", help="where results go (default: a new temp folder)")

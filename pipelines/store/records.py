@@ -39,9 +39,14 @@ def new_id() -> str:
     return f"{time.time_ns()}-{uuid.uuid4().hex[:8]}"
 
 
+FOLDED = "_spotbatch/folded"  # records of ended runs, folded into one file per compaction
+NEXT_ATTEMPT = "next.json"  # beside a unit's folded attempts: the number its next attempt takes
+
+
 class Records:
     def __init__(self, store: OutputStore):
         self.store = store
+        self.next_number: dict[str, int] = {}  # unit -> first attempt number free after folding
 
     def _json(self, name: str) -> Any:
         data = self.store.read(name)
@@ -52,7 +57,9 @@ class Records:
         """Start the next attempt at a unit, given the attempts seen at it (`unit_attempts`):
         its start record is created under the next attempt number, exclusively. None when
         another actor created that number first: it claimed the unit since our look."""
-        attempt = f"{len(attempts):06d}"  # sorts after every attempt seen, older id styles too
+        numbers = [int(a) + 1 for a in attempts if a.isdigit()]
+        # after every attempt seen (older id styles too), and every one folded away
+        attempt = f"{max([len(attempts), self.next_number.get(unit_id, 0), *numbers]):06d}"
         try:
             self.store.create(f"{ATTEMPTS}/{unit_id}/{attempt}.start.json", json.dumps(info).encode())
         except FileExistsError:
@@ -63,16 +70,29 @@ class Records:
         self.store.create(f"{ATTEMPTS}/{unit_id}/{attempt}.end.json", json.dumps(outcome).encode())
 
     def attempts(self) -> dict[str, dict[str, dict[str, Any]]]:
-        """unit -> attempt -> {"start": {...}, "end": {...} or absent}."""
-        return self._read_attempts(ATTEMPTS)
+        """unit -> attempt -> {"start": {...}, "end": {...} or absent}, folded ones included."""
+        result = self._read_attempts(ATTEMPTS)
+        for archive in self.folded():
+            for unit_id, tries in archive["attempts"].items():
+                mine = result.setdefault(unit_id, {})
+                for attempt, record in tries.items():
+                    mine.setdefault(attempt, record)  # a fold cut short leaves both: the same record
+        return result
 
     def _read_attempts(self, folder: str) -> dict[str, dict[str, dict[str, Any]]]:
         result: dict[str, dict[str, dict[str, Any]]] = {}
         for name, data in self.store.read_many(self.store.find(folder)).items():
             unit_id, file = name[len(ATTEMPTS) + 1 :].split("/", 1)
+            if file == NEXT_ATTEMPT:
+                self.next_number[unit_id] = json.loads(data)["next"]
+                continue
             attempt, kind, _ = file.rsplit(".", 2)
             result.setdefault(unit_id, {}).setdefault(attempt, {})[kind] = json.loads(data)
         return result
+
+    def folded(self) -> list[dict[str, Any]]:
+        """The archives compaction wrote (pipelines/store/compact.py)."""
+        return [json.loads(d) for _, d in sorted(self.store.read_many(self.store.find(FOLDED)).items())]
 
     def unit_attempts(self, unit_id: str) -> dict[str, dict[str, Any]]:
         """attempt -> {"start": {...}, "end": {...} or absent}, for one unit."""
@@ -110,6 +130,18 @@ class Records:
 
     def actors(self) -> dict[str, dict[str, Any]]:
         """actor -> its start record, with "last_seen" from its latest beat."""
+        result, beats = self.raw_actors()
+        for archive in self.folded():
+            for actor_id, (record, beat) in archive["actors"].items():
+                result.setdefault(actor_id, record)
+                if beat is not None:
+                    beats.setdefault(actor_id, beat)
+        for actor_id, record in result.items():
+            record["last_seen"] = beats.get(actor_id, {}).get("time", record.get("loaded_at") or record["started_at"])
+        return result
+
+    def raw_actors(self) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+        """The actor records and beats as files now, without the folded ones."""
         result: dict[str, dict[str, Any]] = {}
         beats: dict[str, dict[str, Any]] = {}
         for name, data in self.store.read_many(self.store.find(ACTORS)).items():
@@ -118,17 +150,19 @@ class Records:
                 beats[file[: -len(".beat.json")]] = json.loads(data)
             else:
                 result[file[: -len(".json")]] = json.loads(data)
-        for actor_id, record in result.items():
-            record["last_seen"] = beats.get(actor_id, {}).get("time", record.get("loaded_at") or record["started_at"])
-        return result
+        return result, beats
 
     # -- runs and stops -------------------------------------------------------------------
     def run_record(self, run_id: str, info: dict[str, Any]) -> None:
         self.store.put(f"{RUNS}/{run_id}.json", json.dumps(info).encode())
 
-    def runs(self) -> dict[str, dict[str, Any]]:
+    def runs(self, folded: bool = True) -> dict[str, dict[str, Any]]:
         files = self.store.read_many(self.store.find(RUNS))
-        return {n.rsplit("/", 1)[-1][: -len(".json")]: json.loads(d) for n, d in files.items()}
+        result = {n.rsplit("/", 1)[-1][: -len(".json")]: json.loads(d) for n, d in files.items()}
+        for archive in self.folded() if folded else []:
+            for run_id, record in archive["runs"].items():
+                result.setdefault(run_id, record)
+        return result
 
     def request_stop(self, run_id: str, reason: str) -> None:
         self.store.put(f"{STOP}/{run_id}.json", json.dumps({"reason": reason, "time": time.time()}).encode())

@@ -1,0 +1,96 @@
+"""`spotbatch compact OUTPUT`: keep an output's records from growing with every invocation.
+
+Each run leaves a file per attempt, per actor (and its beat) and per run. Compaction folds the
+records of runs that have ended into one archive, `_spotbatch/folded/<id>.json`, which every
+reader (status, report, the ledger) reads with the files still there, so what they show is
+unchanged; then it removes the folded files, and staging and `.tmp` files that no running
+run can still be writing. Only attempts at committed units are folded: a pending unit's
+attempts still count against its attempt limit. A folded unit keeps one small file saying
+which attempt number comes next, so a later `--retry-failed` never reuses one.
+
+Safe to run while another run works on the output: nothing of a run that has not ended is
+touched, and a compaction cut short leaves records both folded and as files, which readers
+take once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines.store.output import ACTORS, ATTEMPTS, RUNS, STAGED, STAGING, OutputStore
+from pipelines.store.records import FOLDED, NEXT_ATTEMPT, Records, new_id
+
+ORPHAN_GRACE_SECONDS = 3600.0  # a staging file this much older than every running run is an orphan
+
+
+@dataclass
+class Compaction:
+    runs: int = 0
+    actors: int = 0
+    attempts: int = 0
+    files_removed: int = 0
+    orphans_removed: int = 0
+
+
+def compact(store: OutputStore, now: float | None = None) -> Compaction:
+    now = time.time() if now is None else now
+    records = Records(store)
+    runs = records.runs(folded=False)
+    ended = {r for r, rec in runs.items() if rec.get("ended_at") is not None}
+    committed = store.committed_units()
+    actors, beats = records.raw_actors()
+    done = Compaction()
+
+    attempts: dict[str, dict[str, Any]] = {}
+    for unit_id, tries in records._read_attempts(ATTEMPTS).items():
+        if unit_id in committed and all(t.get("start", {}).get("run_id") in ended for t in tries.values()):
+            attempts[unit_id] = tries
+    folded_actors = {a: (rec, beats.get(a)) for a, rec in actors.items() if rec.get("run_id") in ended}
+    folded_runs = {r: runs[r] for r in ended}
+    if not (attempts or folded_actors or folded_runs):
+        done.orphans_removed = _remove_orphans(store, runs, ended, now)
+        return done
+
+    archive = {"folded_at": now, "attempts": attempts, "actors": folded_actors, "runs": folded_runs}
+    store.create(f"{FOLDED}/{new_id()}.json", json.dumps(archive).encode())  # first: nothing is ever lost
+    files: list[str] = []
+    for unit_id, tries in attempts.items():
+        numbers = [int(a) + 1 for a in tries if a.isdigit()] + [len(tries), records.next_number.get(unit_id, 0)]
+        store.put(f"{ATTEMPTS}/{unit_id}/{NEXT_ATTEMPT}", json.dumps({"next": max(numbers)}).encode())
+        files += [f"{ATTEMPTS}/{unit_id}/{a}.{kind}.json" for a, t in tries.items() for kind in t]
+    for actor_id, (_, beat) in folded_actors.items():
+        files.append(f"{ACTORS}/{actor_id}.json")
+        if beat is not None:
+            files.append(f"{ACTORS}/{actor_id}.beat.json")
+    files += [f"{RUNS}/{r}.json" for r in folded_runs]
+    for name in files:
+        store.fs.rm(store._path(name))
+    done.runs, done.actors = len(folded_runs), len(folded_actors)
+    done.attempts = sum(len(t) for t in attempts.values())
+    done.files_removed = len(files)
+    done.orphans_removed = _remove_orphans(store, runs, ended, now)
+    return done
+
+
+def _remove_orphans(store: OutputStore, runs: dict[str, dict], ended: set[str], now: float) -> int:
+    """Staging files and records left half written by writers that died: older than every run
+    still going (by an hour, for clocks that differ), or than now when none is."""
+    running = [rec.get("started_at", now) for r, rec in runs.items() if r not in ended]
+    before = min(running + [now]) - ORPHAN_GRACE_SECONDS
+    removed = 0
+    half_written = [p[len(store.root) + 1:] for p in store.fs.find(store._path("_spotbatch")) if p.endswith(STAGED)]
+    names = store.find(STAGING) + half_written
+    for name in names:
+        try:
+            info = store.fs.info(store._path(name))
+        except FileNotFoundError:
+            continue
+        modified = info.get("mtime") or info.get("LastModified")
+        stamp = modified.timestamp() if hasattr(modified, "timestamp") else float(modified or now)
+        if stamp < before:
+            store.fs.rm(store._path(name))
+            removed += 1
+    return removed
