@@ -79,3 +79,17 @@ def test_units_in_flight_fill_the_engine_running_set_twice():
     budgeted = PipelineSpec(input={"paths": "x", "prompt_column": "t"}, output={"path": "o"},
                             cost={"max_cost_usd": 5.0})
     assert units_in_flight(budgeted, units(1, 1)) == 2  # a budget can only stop units not yet started
+
+
+def test_rotating_a_credential_changes_no_fingerprint(tmp_path):
+    write_shards(tmp_path / "in", [{"id": i, "text": f"t {i}"} for i in range(4)], shards=1)
+
+    def parts(secret: str) -> dict:
+        spec = PipelineSpec(input={"paths": str(tmp_path / "in"), "prompt_column": "text",
+                                   "storage_options": {"auto_mkdir": True}},
+                            model={"name": "tiny-random"},
+                            cache={"storage_options": {"secret": secret}},
+                            output={"path": str(tmp_path / "out"), "storage_options": {"secret": secret}})
+        return fingerprint_parts(spec, list_shards(spec.input))
+
+    assert parts("old-key") == parts("new-key")
