@@ -69,7 +69,8 @@ def export(output: str, fmt: str, to: str, include_truncated: bool = False,
     with credentials_hint(manifest["spec"]):
         now = fingerprint_parts(spec, list_shards(spec.input))["input files"]
     if now != manifest["parts"]["input files"]:
-        raise OutputError(f"the input of {redact_url(output)} changed since its run ({', '.join(spec.input.paths)}): an "
+        paths = ", ".join(redact_url(p) for p in spec.input.paths)
+        raise OutputError(f"the input of {redact_url(output)} changed since its run ({paths}): an "
                           f"export would pair today's prompts with the answers to the old ones. Restore the "
                           f"input, or run the spec again with --new-run.")
     fs, path = url_to_fs(to)
