@@ -7,6 +7,7 @@ import json
 import pyarrow.dataset as ds
 import pytest
 
+from operators.model_store import ModelNotFoundError
 from pipelines.export import export
 from pipelines.inputs import InputError, list_shards
 from pipelines.store.ledger import compute_ledger
@@ -22,13 +23,15 @@ ROWS = [{"id": i, "text": f"Say something about item {i}.", "tier": ["easy", "ha
 
 
 def routed_spec(tmp, out="out", **route):
+    (tmp / "unloadable-model").mkdir(exist_ok=True)
+    (tmp / "unloadable-model" / "config.json").write_text("{}")
     return PipelineSpec(
         input={"paths": str(tmp / "in"), "prompt_column": "text"},
         models={
             "small": {"name": "tiny-random", "enforce_eager": True, "max_model_len": 256},
             "smol": {"name": "smollm2-135m", "enforce_eager": True, "max_model_len": 512, "dtype": "float32"},
-            # a model folder that does not exist: the run only works if this model never starts
-            "unused": {"name": str(tmp / "no-such-model"), "enforce_eager": True},
+            # a model folder no engine can load: the run only works if this model never starts
+            "unused": {"name": str(tmp / "unloadable-model"), "enforce_eager": True},
         },
         route={"column": "tier", "map": {"easy": "small", "hard": "smol"}, **route},
         sampling={"max_tokens": 6, "temperature": 0.0},
@@ -68,6 +71,15 @@ def test_route_must_name_defined_models():
                        "models": {"small": {"name": "tiny-random"}}})
 
 
+def test_a_routed_model_whose_folder_does_not_exist_is_refused_before_anything_is_written(tmp_path):
+    write_shards(tmp_path / "in", ROWS, shards=1)
+    spec = routed_spec(tmp_path)
+    spec.models["unused"].name = str(tmp_path / "no-such-model")  # no row goes to it: still a typo
+    with pytest.raises(ModelNotFoundError, match="no-such-model"):
+        run(spec)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.engine
 def test_two_models_run_one_after_another_and_each_has_a_ledger_line(tmp_path, ray_cluster, tiny_model, smollm2):
     write_shards(tmp_path / "in", ROWS, shards=2)
@@ -82,7 +94,7 @@ def test_two_models_run_one_after_another_and_each_has_a_ledger_line(tmp_path, r
 
     actors = Records(OutputStore(str(tmp_path / "out"))).actors()
     models = {a["model"] for a in actors.values()}
-    assert models == {"small", "smol"}  # "unused" never started (its model folder does not exist)
+    assert models == {"small", "smol"}  # "unused" never started (no engine could load its folder)
     small = [a for a in actors.values() if a["model"] == "small"]
     smol = [a for a in actors.values() if a["model"] == "smol"]
     first, second = (small, smol) if min(a["started_at"] for a in small) < min(a["started_at"] for a in smol) \
