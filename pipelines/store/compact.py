@@ -45,7 +45,7 @@ def compact(store: OutputStore, now: float | None = None) -> Compaction:
     done = Compaction()
 
     attempts: dict[str, dict[str, Any]] = {}
-    for unit_id, tries in records._read_attempts(ATTEMPTS).items():
+    for unit_id, tries in records.live_attempts().items():
         if unit_id in committed and all(t.get("start", {}).get("run_id") in ended for t in tries.values()):
             attempts[unit_id] = tries
     folded_actors = {a: (rec, beats.get(a)) for a, rec in actors.items() if rec.get("run_id") in ended}

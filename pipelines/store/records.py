@@ -71,13 +71,17 @@ class Records:
 
     def attempts(self) -> dict[str, dict[str, dict[str, Any]]]:
         """unit -> attempt -> {"start": {...}, "end": {...} or absent}, folded ones included."""
-        result = self._read_attempts(ATTEMPTS)
+        result = self.live_attempts()
         for archive in self.folded():
             for unit_id, tries in archive["attempts"].items():
                 mine = result.setdefault(unit_id, {})
                 for attempt, record in tries.items():
                     mine.setdefault(attempt, record)  # a fold cut short leaves both: the same record
         return result
+
+    def live_attempts(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """The attempt records as files now, without the folded ones (pipelines/store/compact.py)."""
+        return self._read_attempts(ATTEMPTS)
 
     def _read_attempts(self, folder: str) -> dict[str, dict[str, dict[str, Any]]]:
         result: dict[str, dict[str, dict[str, Any]]] = {}
