@@ -121,7 +121,7 @@ def models_identity(spec: PipelineSpec) -> Any:
 
 def fingerprint_parts(spec: PipelineSpec, shards: list[Shard]) -> dict[str, str]:
     """One digest for each thing that decides the answers, so a mismatch can be named."""
-    inp, model = spec.input, spec.model
+    inp = spec.input
     return {
         "input files": _digest([(s.path, s.size, s.version) for s in shards]),
         "id column": _digest(inp.id_column),

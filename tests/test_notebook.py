@@ -1,6 +1,5 @@
 """The quickstart notebook runs top to bottom (on the tiny model, for time)."""
 
-import os
 from pathlib import Path
 
 import nbformat
