@@ -97,3 +97,13 @@ def test_compaction_removes_staging_orphans_older_than_every_running_run(tmp_pat
     os.utime(half / "r.json.abc.tmp", (stale, stale))
     assert compact(store).orphans_removed == 2
     assert not old.exists() and fresh.exists() and not (half / "r.json.abc.tmp").exists()
+
+
+def test_a_new_run_moves_the_folded_records_aside_with_the_rest(where):
+    store = OutputStore(*where)
+    store.create_manifest({"fingerprint": "fp", "units": [{"unit_id": u} for u in UNITS[:2]], "input_rows": 8})
+    a_run(where, "run-1", UNITS[:2])
+    assert compact(store).runs == 1 and Records(store).runs()
+    store.supersede("fp")
+    assert Records(store).runs() == {} and Records(store).attempts() == {}  # the new run starts with none
+    assert store.find("_spotbatch/superseded")

@@ -56,3 +56,17 @@ def test_input_shards_are_listed_from_s3_with_etags(s3_server, prefix):
     shards = list_shards(InputSpec(paths=f"{prefix}/in/", prompt_column="text", storage_options=s3_server))
     assert [s.path for s in shards] == [f"{prefix}/in/part-0.parquet", f"{prefix}/in/part-1.parquet"]
     assert all(s.version.strip('"') and s.num_rows == 1 for s in shards)
+
+
+def test_a_new_runs_move_takes_nested_records_along(s3_server, prefix):
+    """Attempts are folders of folders (attempts/<unit>/<n>.start.json): on S3 each object moves."""
+    store = OutputStore(f"{prefix}/out", s3_server)
+    store.create_manifest({"fingerprint": "fp"})
+    records = Records(store)
+    attempt = records.claim_attempt("u1", {}, {"run_id": "run"})
+    records.end_attempt("u1", attempt, {"outcome": "committed"})
+    records.run_record("run", {"ended_at": 1.0})
+    moved = store.supersede("fp")
+    assert Records(store).attempts() == {} and Records(store).runs() == {}
+    fs = s3fs.S3FileSystem(**s3_server)
+    assert fs.exists(f"{moved}/attempts/u1/000000.end.json") and fs.exists(f"{moved}/runs/run.json")

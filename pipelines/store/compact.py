@@ -20,8 +20,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.store.output import ACTORS, ATTEMPTS, RUNS, STAGED, STAGING, OutputStore
-from pipelines.store.records import FOLDED, NEXT_ATTEMPT, Records, new_id
+from pipelines.store.output import ACTORS, ATTEMPTS, FOLDED, RUNS, STAGED, STAGING, OutputStore
+from pipelines.store.records import NEXT_ATTEMPT, Records, new_id
 
 ORPHAN_GRACE_SECONDS = 3600.0  # a staging file this much older than every running run is an orphan
 
@@ -38,10 +38,10 @@ class Compaction:
 def compact(store: OutputStore, now: float | None = None) -> Compaction:
     now = time.time() if now is None else now
     records = Records(store)
-    runs = records.runs(folded=False)
+    runs = records.live_runs()
     ended = {r for r, rec in runs.items() if rec.get("ended_at") is not None}
     committed = store.committed_units()
-    actors, beats = records.raw_actors()
+    actors, beats = records.live_actors()
     done = Compaction()
 
     attempts: dict[str, dict[str, Any]] = {}
@@ -50,29 +50,31 @@ def compact(store: OutputStore, now: float | None = None) -> Compaction:
             attempts[unit_id] = tries
     folded_actors = {a: (rec, beats.get(a)) for a, rec in actors.items() if rec.get("run_id") in ended}
     folded_runs = {r: runs[r] for r in ended}
-    if not (attempts or folded_actors or folded_runs):
-        done.orphans_removed = _remove_orphans(store, runs, ended, now)
-        return done
+    if attempts or folded_actors or folded_runs:
+        _fold(store, records, attempts, folded_actors, folded_runs, now, done)
+    done.orphans_removed = _remove_orphans(store, runs, ended, now)
+    return done
 
-    archive = {"folded_at": now, "attempts": attempts, "actors": folded_actors, "runs": folded_runs}
+
+def _fold(store: OutputStore, records: Records, attempts: dict[str, dict[str, Any]],
+          actors: dict[str, tuple], runs: dict[str, dict], now: float, done: Compaction) -> None:
+    archive = {"folded_at": now, "attempts": attempts, "actors": actors, "runs": runs}
     store.create(f"{FOLDED}/{new_id()}.json", json.dumps(archive).encode())  # first: nothing is ever lost
     files: list[str] = []
     for unit_id, tries in attempts.items():
-        numbers = [int(a) + 1 for a in tries if a.isdigit()] + [len(tries), records.next_number.get(unit_id, 0)]
-        store.put(f"{ATTEMPTS}/{unit_id}/{NEXT_ATTEMPT}", json.dumps({"next": max(numbers)}).encode())
+        next_number = records.next_attempt_number(unit_id, tries)
+        store.put(f"{ATTEMPTS}/{unit_id}/{NEXT_ATTEMPT}", json.dumps({"next": next_number}).encode())
         files += [f"{ATTEMPTS}/{unit_id}/{a}.{kind}.json" for a, t in tries.items() for kind in t]
-    for actor_id, (_, beat) in folded_actors.items():
+    for actor_id, (_, beat) in actors.items():
         files.append(f"{ACTORS}/{actor_id}.json")
         if beat is not None:
             files.append(f"{ACTORS}/{actor_id}.beat.json")
-    files += [f"{RUNS}/{r}.json" for r in folded_runs]
+    files += [f"{RUNS}/{r}.json" for r in runs]
     for name in files:
         store.fs.rm(store._path(name))
-    done.runs, done.actors = len(folded_runs), len(folded_actors)
+    done.runs, done.actors = len(runs), len(actors)
     done.attempts = sum(len(t) for t in attempts.values())
     done.files_removed = len(files)
-    done.orphans_removed = _remove_orphans(store, runs, ended, now)
-    return done
 
 
 def _remove_orphans(store: OutputStore, runs: dict[str, dict], ended: set[str], now: float) -> int:

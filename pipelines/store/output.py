@@ -37,6 +37,7 @@ from pipelines.redact import redact_url
 MANIFEST = "_spotbatch/manifest.json"
 # The run's records (pipelines/store/records.py writes them); they move with their results.
 ATTEMPTS, ACTORS, RUNS, STOP = "_spotbatch/attempts", "_spotbatch/actors", "_spotbatch/runs", "_spotbatch/stop"
+FOLDED = "_spotbatch/folded"  # records of ended runs, folded into one file per compaction
 SUPERSEDED = "_spotbatch/superseded"
 SUPERSEDING = "_spotbatch/superseding.json"  # a --new-run's move in progress: where it goes
 FINGERPRINT = "_spotbatch/fingerprint"  # the manifest's fingerprint alone, read before each commit
@@ -107,7 +108,6 @@ class OutputStore:
         if name.startswith("/") or ".." in name.split("/"):
             raise OutputError(f"refused to touch {name!r}: it leads outside the output {self.url}")
         return f"{self.root}/{name}"
-
 
     def part_name(self, unit_id: str) -> str:
         return f"{PART_PREFIX}{unit_id}.parquet"
@@ -189,15 +189,24 @@ class OutputStore:
             return None
         dest = json.loads(marker)["dest"]
         self.fs.makedirs(self._path(dest), exist_ok=True)
-        for name in [FINGERPRINT, MANIFEST]:
-            if self.fs.exists(self._path(name)):
-                self.fs.mv(self._path(name), self._path(f"{dest}/{name.rsplit('/', 1)[-1]}"))
         names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False)]
-        for name in [n for n in names if n.startswith(PART_PREFIX)] + [ATTEMPTS, ACTORS, RUNS, STOP]:
+        parts = [n for n in names if n.startswith(PART_PREFIX)]
+        for name in [FINGERPRINT, MANIFEST, *parts, ATTEMPTS, ACTORS, RUNS, STOP, FOLDED]:
             if self.fs.exists(self._path(name)):
-                self.fs.mv(self._path(name), self._path(f"{dest}/{name.rsplit('/', 1)[-1]}"), recursive=True)
+                self._move(name, f"{dest}/{name.rsplit('/', 1)[-1]}")
         self.fs.rm(self._path(SUPERSEDING))
         return self._path(dest)
+
+    def _move(self, name: str, dest: str) -> None:
+        """Move PATH/name, a file or a folder, to PATH/dest. A folder on an object store has no
+        name of its own to move (s3fs's recursive move copies a key for the folder itself and
+        fails): each object under it moves on its own."""
+        src, to = self._path(name), self._path(dest)
+        if self.local or not self.fs.isdir(src):
+            self.fs.mv(src, to, recursive=True)
+            return
+        for path in self.fs.find(src):
+            self.fs.mv(path, to + path[len(src):])
 
     def retract(self, unit_id: str, fingerprint: str) -> str:
         """Move a unit's results that a superseded run committed late to where its run went."""

@@ -20,7 +20,7 @@ import time
 import uuid
 from typing import Any
 
-from pipelines.store.output import ACTORS, ATTEMPTS, RUNS, STOP, OutputStore
+from pipelines.store.output import ACTORS, ATTEMPTS, FOLDED, RUNS, STOP, OutputStore
 
 HEARTBEAT_SECONDS = 5.0  # how often a live actor rewrites its beat
 # An engine that makes no step for this long while it holds a unit is hung, unless
@@ -39,7 +39,6 @@ def new_id() -> str:
     return f"{time.time_ns()}-{uuid.uuid4().hex[:8]}"
 
 
-FOLDED = "_spotbatch/folded"  # records of ended runs, folded into one file per compaction
 NEXT_ATTEMPT = "next.json"  # beside a unit's folded attempts: the number its next attempt takes
 
 
@@ -47,6 +46,7 @@ class Records:
     def __init__(self, store: OutputStore):
         self.store = store
         self.next_number: dict[str, int] = {}  # unit -> first attempt number free after folding
+        self._archives: dict[str, dict[str, Any]] = {}  # folded archives read so far (written once, never changed)
 
     def _json(self, name: str) -> Any:
         data = self.store.read(name)
@@ -57,14 +57,17 @@ class Records:
         """Start the next attempt at a unit, given the attempts seen at it (`unit_attempts`):
         its start record is created under the next attempt number, exclusively. None when
         another actor created that number first: it claimed the unit since our look."""
-        numbers = [int(a) + 1 for a in attempts if a.isdigit()]
-        # after every attempt seen (older id styles too), and every one folded away
-        attempt = f"{max([len(attempts), self.next_number.get(unit_id, 0), *numbers]):06d}"
+        attempt = f"{self.next_attempt_number(unit_id, attempts):06d}"
         try:
             self.store.create(f"{ATTEMPTS}/{unit_id}/{attempt}.start.json", json.dumps(info).encode())
         except FileExistsError:
             return None
         return attempt
+
+    def next_attempt_number(self, unit_id: str, attempts: dict[str, dict[str, Any]]) -> int:
+        """After every attempt seen (older id styles too), and every one folded away."""
+        numbers = [int(a) + 1 for a in attempts if a.isdigit()]
+        return max([len(attempts), self.next_number.get(unit_id, 0), *numbers])
 
     def end_attempt(self, unit_id: str, attempt: str, outcome: dict[str, Any]) -> None:
         self.store.create(f"{ATTEMPTS}/{unit_id}/{attempt}.end.json", json.dumps(outcome).encode())
@@ -95,8 +98,12 @@ class Records:
         return result
 
     def folded(self) -> list[dict[str, Any]]:
-        """The archives compaction wrote (pipelines/store/compact.py)."""
-        return [json.loads(d) for _, d in sorted(self.store.read_many(self.store.find(FOLDED)).items())]
+        """The archives compaction wrote (pipelines/store/compact.py). Each is read once: the
+        ledger asks for attempts, actors and runs, and only a listing is repeated."""
+        names = self.store.find(FOLDED)
+        self._archives.update({n: json.loads(d) for n, d in
+                               self.store.read_many([n for n in names if n not in self._archives]).items()})
+        return [self._archives[n] for n in sorted(names) if n in self._archives]
 
     def unit_attempts(self, unit_id: str) -> dict[str, dict[str, Any]]:
         """attempt -> {"start": {...}, "end": {...} or absent}, for one unit."""
@@ -134,7 +141,7 @@ class Records:
 
     def actors(self) -> dict[str, dict[str, Any]]:
         """actor -> its start record, with "last_seen" from its latest beat."""
-        result, beats = self.raw_actors()
+        result, beats = self.live_actors()
         for archive in self.folded():
             for actor_id, (record, beat) in archive["actors"].items():
                 result.setdefault(actor_id, record)
@@ -144,7 +151,7 @@ class Records:
             record["last_seen"] = beats.get(actor_id, {}).get("time", record.get("loaded_at") or record["started_at"])
         return result
 
-    def raw_actors(self) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    def live_actors(self) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
         """The actor records and beats as files now, without the folded ones."""
         result: dict[str, dict[str, Any]] = {}
         beats: dict[str, dict[str, Any]] = {}
@@ -160,13 +167,18 @@ class Records:
     def run_record(self, run_id: str, info: dict[str, Any]) -> None:
         self.store.put(f"{RUNS}/{run_id}.json", json.dumps(info).encode())
 
-    def runs(self, folded: bool = True) -> dict[str, dict[str, Any]]:
-        files = self.store.read_many(self.store.find(RUNS))
-        result = {n.rsplit("/", 1)[-1][: -len(".json")]: json.loads(d) for n, d in files.items()}
-        for archive in self.folded() if folded else []:
+    def runs(self) -> dict[str, dict[str, Any]]:
+        """run -> its record, folded ones included."""
+        result = self.live_runs()
+        for archive in self.folded():
             for run_id, record in archive["runs"].items():
                 result.setdefault(run_id, record)
         return result
+
+    def live_runs(self) -> dict[str, dict[str, Any]]:
+        """The run records as files now, without the folded ones."""
+        files = self.store.read_many(self.store.find(RUNS))
+        return {n.rsplit("/", 1)[-1][: -len(".json")]: json.loads(d) for n, d in files.items()}
 
     def request_stop(self, run_id: str, reason: str) -> None:
         self.store.put(f"{STOP}/{run_id}.json", json.dumps({"reason": reason, "time": time.time()}).encode())
