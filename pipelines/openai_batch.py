@@ -26,6 +26,7 @@ from fsspec.core import url_to_fs
 
 from pipelines.inputs import InputError, expand_paths, file_version
 from pipelines.store.output import OutputError, OutputStore
+from pipelines.unit_rows import row_max_tokens
 
 INPUT_DIR = "_spotbatch/input"
 SOURCE = "_spotbatch/batch_source.json"  # beside, not inside, the folder read as input
@@ -61,10 +62,11 @@ def _row(line: str, where: str) -> dict[str, Any]:
                          f"got {type(body).__name__}")
     messages = body.get("messages")
     field = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
-    max_tokens = body.get(field)
-    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
-                                   or not 0 < max_tokens < 2**63):
-        raise InputError(f"{where}: body.{field} must be a positive integer, got {max_tokens!r}")
+    # The providers take JSON integers only (64.0 is refused there too); the bounds are a Parquet row's.
+    max_tokens, why = ((None, f"must be a positive integer, got {body[field]!r}") if isinstance(body.get(field), float)
+                       else row_max_tokens(body.get(field)))
+    if why:
+        raise InputError(f"{where}: body.{field} {why}")
     return {
         "custom_id": request["custom_id"],
         # A request without a message list becomes an error record (bad_input), not a failed batch.

@@ -22,7 +22,7 @@ from pipelines.redact import credentials_hint, describe, output_options, recorde
 
 def failed_rows(store: OutputStore, plan: Plan, classes: list[str] | None = None) -> dict[str, pa.Array]:
     """unit -> ids of its error records (of the given classes, or all), in the ids' own type."""
-    found: dict[str, list] = {}
+    found: dict[str, pa.Array] = {}
     committed = store.committed_units()
     for unit in plan.units:
         if unit.unit_id not in committed or not store.unit_stats(unit.unit_id).get("errors"):

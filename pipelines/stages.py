@@ -27,7 +27,7 @@ from operators.generate import GenerateOperator
 from operators.model_store import resolve_model
 from operators.response_cache import ResponseCache
 from pipelines.spec import PipelineSpec
-from pipelines.store.records import HEARTBEAT_SECONDS, Records, new_id
+from pipelines.store.records import HEARTBEAT_SECONDS, new_id
 from pipelines.unit_protocol import SUMMARY_SCHEMA, UnitProtocol, outcome_row
 from pipelines.unit_rows import ERROR, UNIT, UNIT_ROWS
 
@@ -81,7 +81,7 @@ class UnitGenerator:
             spec, fingerprint=fingerprint, run_id=run_id, actor_id=self.actor_id, node_id=self.node.node_id,
             generate=generate, cache=ResponseCache(cache_path, cache_options) if cache_path else None,
             retry=retry, engine_stats=self.feeder.stats.to_json)
-        self.records = Records(self.protocol.store)
+        self.records = self.protocol.records
         self.started_at = started_at
         self.records.actor_started(self.actor_id, {
             "run_id": run_id, "pid": os.getpid(), "started_at": started_at, "loaded_at": time.time(),

@@ -35,7 +35,7 @@ import os
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import pyarrow as pa
@@ -45,6 +45,7 @@ from operators.failures import BAD_INPUT, ENGINE_ERROR, INPUT_CHANGED, PREEMPTED
 from operators.engine_turns import EngineTurns
 from operators.generate import RESULT_SCHEMA
 from operators.response_cache import ANSWER_COLUMNS, ResponseCache, request_key
+from pipelines.plan import model_identity
 from pipelines.spec import PipelineSpec
 from pipelines.store.counts import ENGINE, UnitCounts, counts_fields, counts_from_row, counts_row
 from pipelines.store.output import STATS_KEY, OutputStore
@@ -75,6 +76,7 @@ def storage(step: str) -> Iterator[None]:
     except Exception as err:
         raise StorageFault(f"{STORAGE_ERROR} while {step}: {err!r}"[:2000]) from err
 
+
 # What one generate call answers: the unit's prompts, each row's prior error, per-row
 # max_tokens, request keys, and cached answers by key -> result columns (RESULT_SCHEMA).
 Generate = Callable[..., dict[str, list]]
@@ -103,9 +105,8 @@ def outcome_row(outcome: UnitOutcome, actor: dict[str, Any]) -> dict[str, Any]:
 
 
 def outcome_from_row(row: dict[str, Any]) -> UnitOutcome:
-    counts = counts_from_row(row)
-    return UnitOutcome(**{f.name: getattr(counts, f.name) for f in fields(UnitCounts)},
-                       unit_id=row["unit_id"], skipped=row["skipped"], committed=row["committed"])
+    return UnitOutcome(**counts_from_row(row).to_json(), unit_id=row["unit_id"], skipped=row["skipped"],
+                       committed=row["committed"])
 
 
 def result_table(spec: PipelineSpec, ids: pa.Array | pa.ChunkedArray, cols: dict[str, list],
@@ -133,8 +134,6 @@ def stall_seconds(spec: PipelineSpec) -> float:
 
 
 def model_key(spec: PipelineSpec) -> str:
-    from pipelines.plan import model_identity
-
     return json.dumps(model_identity(spec), sort_keys=True, default=str)
 
 
@@ -227,7 +226,7 @@ class UnitProtocol:
         self._end(unit_id, attempt, {"outcome": outcome, "time": time.time(), **counts.to_json(),
                                      "engine": self.engine_stats()})
         if outcome == SUPERSEDED:
-            return UnitOutcome(**{**counts.to_json(), "unit_id": unit_id, "skipped": SUPERSEDED})
+            return UnitOutcome(**counts.to_json(), unit_id=unit_id, skipped=SUPERSEDED)
         return UnitOutcome(**counts.to_json(), unit_id=unit_id, committed=outcome == "committed")
 
     def unreadable(self, unit_id: str, message: str) -> UnitOutcome:
