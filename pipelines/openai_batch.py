@@ -28,6 +28,11 @@ from pipelines.inputs import InputError, expand_paths, file_version
 from pipelines.store.output import OutputError, OutputStore
 from pipelines.unit_rows import row_max_tokens
 
+# What a request line may hold. Every field is honoured or refused by name: a sampling field
+# dropped silently would be a wrong answer nobody notices. `body.model` is named and the spec's
+# model answers (the export names the model that did).
+REQUEST_FIELDS = {"custom_id", "method", "url", "body"}
+BODY_FIELDS = {"model", "messages", "max_tokens", "max_completion_tokens"}
 INPUT_DIR = "_spotbatch/input"
 SOURCE = "_spotbatch/batch_source.json"  # beside, not inside, the folder read as input
 ROWS_PER_SHARD = 50_000
@@ -53,6 +58,11 @@ def _row(line: str, where: str) -> dict[str, Any]:
         raise InputError(f"{where}: not JSON ({err.msg})") from None
     if not isinstance(request, dict) or not isinstance(request.get("custom_id"), str):
         raise InputError(f"{where}: a batch request needs a string custom_id")
+    unknown = sorted(set(request) - REQUEST_FIELDS)
+    if unknown:
+        raise InputError(f"{where}: field {unknown[0]!r} is not part of a batch request line")
+    if request.get("method", "POST") != "POST":
+        raise InputError(f"{where}: only POST requests can run here, got {request['method']!r}")
     url = request.get("url", "/v1/chat/completions")
     if url != "/v1/chat/completions":
         raise InputError(f"{where}: only /v1/chat/completions requests can run here, got {url}")
@@ -60,6 +70,12 @@ def _row(line: str, where: str) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InputError(f"{where}: field 'body' must be a JSON object (the request body), "
                          f"got {type(body).__name__}")
+    unhonoured = sorted(set(body) - BODY_FIELDS)
+    if unhonoured:
+        raise InputError(
+            f"{where}: field body.{unhonoured[0]} cannot be honoured per request yet (spotbatch reads "
+            f"{', '.join(sorted(BODY_FIELDS))}); refused rather than dropped. Set sampling for the whole "
+            f"run in the spec's `sampling` and remove it from the file")
     messages = body.get("messages")
     field = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
     # The providers take JSON integers only (64.0 is refused there too); the bounds are a Parquet row's.

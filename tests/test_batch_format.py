@@ -82,3 +82,19 @@ def test_a_broken_batch_file_is_named_before_any_engine(tmp_path):
     batch.write_text(json.dumps({"custom_id": "e", "url": "/v1/embeddings", "body": {}}) + "\n")
     with pytest.raises(InputError, match="only /v1/chat/completions"):
         run(spec_for(tmp_path, "tiny-random", batch))
+
+
+@pytest.mark.parametrize("extra, named", [
+    ({"temperature": 0.7}, "body.temperature"),
+    ({"response_format": {"type": "json_object"}}, "body.response_format"),
+    ({"n": 3}, "body.n"),
+    ({"tools": []}, "body.tools"),
+])
+def test_a_body_field_that_is_not_honoured_is_refused_by_name_not_dropped(tmp_path, extra, named):
+    batch = tmp_path / "batch.jsonl"
+    line = json.loads(batch_line(1))
+    line["body"].update(extra)
+    batch.write_text(batch_line(0) + "\n" + json.dumps(line) + "\n")
+    with pytest.raises(InputError, match=rf"batch.jsonl line 2: field {named} cannot be honoured"):
+        run(spec_for(tmp_path, "tiny-random", batch))
+    assert not list(tmp_path.rglob("*.parquet"))  # refused before the batch file was converted
