@@ -6,7 +6,8 @@ import argparse
 import sys
 
 from operators.failures import CLASSES
-from operators.model_store import BUILDERS, ModelNotFoundError, models_dir, prepare_model
+from cluster.models import ModelChangedError, ModelNotFoundError, models_dir
+from cluster.models.builtin import BUILDERS, prepare_model
 from pipelines.inputs import InputError
 from pipelines.redact import redact_url
 from pipelines.store.output import OutputError
@@ -14,7 +15,7 @@ from pipelines.schedule import parse_run_date, uses_run_date, with_run_date
 from pipelines.spec import SpecError, load_spec
 
 # Errors the user can fix; they exit 2 with their message and no traceback.
-USER_ERRORS = (SpecError, InputError, OutputError, ModelNotFoundError)
+USER_ERRORS = (SpecError, InputError, OutputError, ModelNotFoundError, ModelChangedError)
 
 
 def _run(args: argparse.Namespace) -> int:

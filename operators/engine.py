@@ -23,6 +23,8 @@ class EngineConfig:
     tensor_parallel_size: int = 1
     seed: int = 0
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    chat_template: str | None = None  # instead of the tokenizer's own
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def llm_kwargs(self) -> dict[str, Any]:
         """Arguments for vllm.LLM; engine_kwargs win, so any vLLM option can be passed through."""
@@ -72,7 +74,9 @@ def cpu_engine_env(threads: int, cores: int, kv_cache_gib: int = 1) -> dict[str,
 
 def engine_env(gpus: float, cpu_threads: int | None, cores: int | None = None) -> dict[str, str]:
     """Environment for an engine process; GPU engines need nothing extra."""
-    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # The hub is the user's to configure (HF_HOME, HF_TOKEN, HF_HUB_OFFLINE): the engine loads a
+    # folder already on the node (cluster/models), so it never reaches the hub itself.
+    env = {"TOKENIZERS_PARALLELISM": "false"}
     if gpus == 0:
         cores = cores or os.cpu_count() or 1
         env.update(cpu_engine_env(cpu_threads or cores, cores))
@@ -112,6 +116,7 @@ class VLLMEngine:
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
+        self.loaded_dtype = str(self.llm.llm_engine.model_config.dtype).removeprefix("torch.")
         self._param_cache: dict[tuple, Any] = {}
 
     def encode(self, prompt: str, system_prompt: str | None, fmt: str) -> list[int]:
@@ -121,7 +126,8 @@ class VLLMEngine:
         if fmt == "raw":
             return list(self.tokenizer.encode(prompt, add_special_tokens=True))
         text = self.tokenizer.apply_chat_template(chat_messages(prompt, system_prompt, fmt), tokenize=False,
-                                                  add_generation_prompt=True)
+                                                  add_generation_prompt=True, chat_template=self.config.chat_template,
+                                                  **self.config.chat_template_kwargs)
         return list(self.tokenizer.encode(text, add_special_tokens=False))
 
     def kv_capacity_tokens(self) -> int:

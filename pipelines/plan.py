@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pipelines.inputs import Shard
@@ -105,21 +105,29 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def model_identity(spec: PipelineSpec) -> list:
-    """What about the model decides its answers: which model, and how it is loaded."""
+def model_identity(spec: PipelineSpec, source: dict[str, Any] | None = None) -> list:
+    """What about the model decides its answers: which weights (the pin planning found,
+    cluster/models), how they are loaded, and the chat template they are prompted with."""
     m = spec.model
-    return [m.name, m.dtype, m.max_model_len, m.quantization, m.engine_kwargs]
+    extra = {"weights": source["pin"] if source and source.get("kind") != "builtin" else None,
+             "chat_template": m.chat_template, "chat_template_kwargs": m.chat_template_kwargs or None}
+    extra = {k: v for k, v in extra.items() if v is not None}
+    return [m.name, m.dtype, m.max_model_len, m.quantization, m.engine_kwargs] + ([extra] if extra else [])
 
 
-def models_identity(spec: PipelineSpec) -> Any:
+SINGLE_MODEL = ""  # the key of `model` among a plan's model sources; routed models go by their names
+
+
+def models_identity(spec: PipelineSpec, sources: dict[str, dict] | None = None) -> Any:
     """The model, or for a routed run every named model and the route."""
+    sources = sources or {}
     if not spec.routed:
-        return model_identity(spec)
-    return {"models": {name: model_identity(spec.for_model(name)) for name in spec.models},
+        return model_identity(spec, sources.get(SINGLE_MODEL))
+    return {"models": {name: model_identity(spec.for_model(name), sources.get(name)) for name in spec.models},
             "route": spec.route.model_dump()}
 
 
-def fingerprint_parts(spec: PipelineSpec, shards: list[Shard]) -> dict[str, str]:
+def fingerprint_parts(spec: PipelineSpec, shards: list[Shard], sources: dict[str, dict] | None = None) -> dict[str, str]:
     """One digest for each thing that decides the answers, so a mismatch can be named."""
     inp = spec.input
     return {
@@ -127,7 +135,7 @@ def fingerprint_parts(spec: PipelineSpec, shards: list[Shard]) -> dict[str, str]
         "id column": _digest(inp.id_column),
         "prompt": _digest([inp.prompt_column, inp.template, inp.format]),
         "system prompt": _digest(inp.system_prompt),
-        "model": _digest(models_identity(spec)),
+        "model": _digest(models_identity(spec, sources)),
         "sampling": _digest(spec.sampling.model_dump() | (
             {"max_tokens_column": inp.max_tokens_column} if inp.max_tokens_column else {})),
     }
@@ -144,6 +152,7 @@ class Plan:
     id_column: str
     units: list[Unit]
     input_rows: int
+    models: dict[str, dict] = field(default_factory=dict)  # model sources (cluster/models) by SINGLE_MODEL or name
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -153,6 +162,7 @@ class Plan:
             "id_column": self.id_column,
             "input_rows": self.input_rows,
             "units": [asdict(u) for u in self.units],
+            "models": self.models,
         }
 
     @classmethod
@@ -163,11 +173,12 @@ class Plan:
             id_column=data["id_column"],
             input_rows=data["input_rows"],
             units=[Unit(**u) for u in data["units"]],
+            models=data.get("models", {}),
         )
 
 
-def make_plan(spec: PipelineSpec, shards: list[Shard]) -> Plan:
-    parts = fingerprint_parts(spec, shards)
+def make_plan(spec: PipelineSpec, shards: list[Shard], sources: dict[str, dict] | None = None) -> Plan:
+    parts = fingerprint_parts(spec, shards, sources)
     routes = route_shards(spec, shards) if spec.routed else None
     units = plan_units(shards, spec.compute.tokens_per_unit, spec.sampling.max_tokens, routes)
     return Plan(
@@ -176,4 +187,5 @@ def make_plan(spec: PipelineSpec, shards: list[Shard]) -> Plan:
         id_column=spec.input.id_column,
         units=units,
         input_rows=sum(s.num_rows for s in shards),
+        models=sources or {},
     )

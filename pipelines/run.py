@@ -18,11 +18,11 @@ from cluster.resources import ActorResources
 from cluster.session import ray_session
 from operators.cost import CostSummary
 from operators.failures import INPUT_CHANGED, STORAGE_ERROR
-from operators.model_store import resolve_model
+from cluster.models import ModelSource, describe_change, identify
 from pipelines.inputs import check_unique_ids, list_shards
 from pipelines.store.ledger import compute_ledger, write_ledger
 from pipelines.store.output import OutputError, OutputStore
-from pipelines.plan import Plan, Unit, fingerprint, fingerprint_parts, make_plan, units_in_flight
+from pipelines.plan import SINGLE_MODEL, Plan, Unit, fingerprint, fingerprint_parts, make_plan, units_in_flight
 from pipelines.progress import RunMonitor
 from pipelines.redact import redact_spec, redact_url
 from pipelines.spec import PipelineSpec
@@ -82,15 +82,18 @@ def actor_resources(spec: PipelineSpec, units_held: int = 2) -> ActorResources:
     )
 
 
-def prepare(spec: PipelineSpec, new_run: bool = False) -> tuple[OutputStore, Plan]:
+def prepare(spec: PipelineSpec, new_run: bool = False,
+            sources: dict[str, dict] | None = None) -> tuple[OutputStore, Plan]:
     """Validate input and output, and load or create the run's plan. No engine is touched.
 
-    An output that holds a run of a different spec is refused, naming what changed, unless
-    `new_run`: then that run's results are moved aside (never deleted) and a new run begins."""
+    An output that holds a run of a different spec (or of other weights under the same model
+    name) is refused, naming what changed, unless `new_run`: then that run's results are moved
+    aside (never deleted) and a new run begins."""
+    sources = identify_models(spec) if sources is None else sources
     store = OutputStore(spec.output.path, spec.output.storage_options)
     store.check_is_ours()
     shards = list_shards(spec.input)
-    parts = fingerprint_parts(spec, shards)
+    parts = fingerprint_parts(spec, shards, sources)
     if store.finish_supersede():  # a --new-run that was interrupted: its move is finished first
         print("spotbatch: finished moving an earlier run's results aside (an interrupted --new-run)")
     manifest = store.read_manifest()
@@ -102,28 +105,33 @@ def prepare(spec: PipelineSpec, new_run: bool = False) -> tuple[OutputStore, Pla
     probed = manifest is None
     if manifest is None:
         check_unique_ids(spec.input, shards)
-        plan = make_plan(spec, shards)
+        plan = make_plan(spec, shards, sources)
         store.check_exclusive_create()  # exactly-once rests on it: checked before the first write that counts
         # The spec as it is written down keeps no secret (pipelines/redact.py).
         manifest = store.create_manifest({**plan.to_json(), "spec": redact_spec(spec.model_dump(mode="json"))})
     if manifest["fingerprint"] != fingerprint(parts):
         changed = [k for k, v in parts.items() if manifest["parts"].get(k) != v]
+        weights = [describe_change(old, ModelSource.from_json(sources[name]))
+                   for name, old in manifest.get("models", {}).items()
+                   if name in sources and old.get("pin") != sources[name]["pin"]]
         raise OutputError(
             f"output path {store.url} holds another run's results; what differs from it: "
-            f"{', '.join(changed)}. Use a new output path, or --new-run to move its results "
-            f"aside and start over."
+            f"{', '.join(changed)}{''.join(f'. {w}' for w in weights)}. Use a new output path, or --new-run "
+            f"to move its results aside and start over."
         )
     if not probed:
         store.check_exclusive_create()
         store.pin_fingerprint(manifest["fingerprint"])
-    return store, Plan.from_json(manifest)
+    plan = Plan.from_json(manifest)
+    plan.models = sources  # the same pins (the fingerprint says so), found afresh
+    return store, plan
 
 
-def check_models(spec: PipelineSpec) -> None:
-    """Every model the spec names is a known name or a model folder: a typo stops the run here,
-    before anything is written to the output."""
-    for model in spec.models.values() if spec.routed else [spec.model]:
-        resolve_model(model.name, build=False)
+def identify_models(spec: PipelineSpec) -> dict[str, dict]:
+    """Every model the spec names, found and pinned (cluster/models): a typo, a repo not in an
+    offline cache or a URL with no model stops the run here, before anything is written."""
+    named = spec.models.items() if spec.routed else [(SINGLE_MODEL, spec.model)]
+    return {name: identify(model, redact_url(model.name)).to_json() for name, model in named}
 
 
 def refuse_while_running(store: OutputStore) -> None:
@@ -152,9 +160,9 @@ def run(spec: PipelineSpec, address: str | None = None, new_run: bool = False,
     from pipelines.openai_batch import resolve_input
 
     started = time.monotonic()
-    check_models(spec)
+    sources = identify_models(spec)
     spec = resolve_input(spec, new_run)
-    store, plan = prepare(spec, new_run=new_run)
+    store, plan = prepare(spec, new_run=new_run, sources=sources)
     committed = store.committed_units()
     pending = [u for u in plan.units if u.unit_id not in committed]
     # Start at a random place, so two runs on one output begin on different units (commits
@@ -301,6 +309,7 @@ def _stream(spec: PipelineSpec, plan: Plan, pending: list, run_id: str, only_ids
         fn_constructor_kwargs={
             "spec_data": spec.model_dump(mode="json"),
             "route_name": model,
+            "model_source": plan.models[SINGLE_MODEL if model is None else model],
             "fingerprint": plan.fingerprint,
             "run_id": run_id,
             "tensor_parallel_size": resources.tensor_parallel_size(),

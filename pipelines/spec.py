@@ -112,7 +112,20 @@ def template_columns(template: str) -> list[str]:
 
 class ModelSpec(_Section):
     name: str = Field(
-        "smollm2-135m", description="A known model name (smollm2-135m, tiny-random) or a model folder."
+        "smollm2-135m", description="A built-in name (smollm2-135m, tiny-random), a local folder, a hub repo id "
+        "(org/name), or a folder's URL (s3://bucket/prefix/, gs://...). See the README's Models section.",
+    )
+    revision: str | None = Field(
+        None, description="Hub repo ids: a branch, tag or commit (default main), pinned to a commit at planning."
+    )
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="URL folders: fsspec options (endpoint, credentials); never written down."
+    )
+    chat_template: str | None = Field(
+        None, description="A Jinja chat template, or a file holding one, used instead of the tokenizer's own."
+    )
+    chat_template_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Extra variables for the chat template, e.g. {enable_thinking: false}."
     )
     dtype: str = Field("auto", description="Weights dtype passed to vLLM: auto, bfloat16, float16, float32.")
     max_model_len: int | None = Field(
@@ -123,6 +136,22 @@ class ModelSpec(_Section):
     engine_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Other vllm.LLM arguments, passed through unchanged."
     )
+
+    @field_validator("chat_template")
+    @classmethod
+    def _template_file_is_read(cls, value: str | None) -> str | None:
+        """A template is Jinja; anything else names a file, read here, on the driver, so the
+        template travels with the spec to every node and into the run's fingerprint."""
+        if value is None or "{{" in value or "{%" in value:
+            return value
+        path = Path(value).expanduser()
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValueError(f"is neither a Jinja template nor a readable file: {path} ({err.__class__.__name__})")
+        if "{{" not in text and "{%" not in text:
+            raise ValueError(f"the file {path} holds no Jinja template")
+        return text
 
 
 class SamplingSpec(_Section):

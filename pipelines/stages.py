@@ -19,16 +19,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cluster.cpu_priority import restore_priority
+from cluster.models import ModelSource, identify, resolve
 from cluster.node_facts import this_node
 from cluster.preemption import check_notice, drain_this_node
 from operators.engine import EngineConfig, VLLMEngine, engine_env
 from operators.feeder import EngineFailed, EngineFeeder
 from operators.generate import GenerateOperator
-from operators.model_store import resolve_model
 from operators.response_cache import ResponseCache
 from pipelines.spec import PipelineSpec
 from pipelines.store.records import HEARTBEAT_SECONDS, new_id
-from pipelines.unit_protocol import SUMMARY_SCHEMA, UnitProtocol, outcome_row
+from pipelines.unit_protocol import SUMMARY_SCHEMA, UnitProtocol, model_cache_key, outcome_row
 from pipelines.unit_rows import ERROR, UNIT, UNIT_ROWS
 
 RUN_CACHE = "_spotbatch/cache"
@@ -39,7 +39,7 @@ class UnitGenerator:
     keeps the records its cost is computed from (pipelines/store/records.py)."""
 
     def __init__(self, spec_data: dict[str, Any], fingerprint: str, run_id: str, tensor_parallel_size: int = 1,
-                 retry: bool = False, route_name: str | None = None):
+                 retry: bool = False, route_name: str | None = None, model_source: dict[str, Any] | None = None):
         started_at = time.time()  # the actor's node-seconds are counted from here
         self.spec = spec = PipelineSpec.model_validate(spec_data)
         self.actor_id = new_id()
@@ -50,7 +50,10 @@ class UnitGenerator:
             import torch
 
             torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-        model_path = resolve_model(spec.model.name)
+        # Exactly the weights planning pinned, put on this node once (cluster/models).
+        source = ModelSource.from_json(model_source) if model_source else identify(spec.model)
+        model_source = source.to_json()
+        model_path, fetched = resolve(spec.model, source)
         config = EngineConfig(
             model_path=str(model_path),
             dtype=spec.model.dtype,
@@ -60,6 +63,8 @@ class UnitGenerator:
             tensor_parallel_size=tensor_parallel_size,
             seed=spec.sampling.seed or 0,
             engine_kwargs=spec.model.engine_kwargs,
+            chat_template=spec.model.chat_template,
+            chat_template_kwargs=spec.model.chat_template_kwargs,
         )
         # Built on the feeder's thread, which alone runs it (operators/feeder.py says why).
         self.feeder = EngineFeeder(lambda: VLLMEngine(config), spec.compute.max_tokens_in_flight)
@@ -80,12 +85,15 @@ class UnitGenerator:
         self.protocol = UnitProtocol(
             spec, fingerprint=fingerprint, run_id=run_id, actor_id=self.actor_id, node_id=self.node.node_id,
             generate=generate, cache=ResponseCache(cache_path, cache_options) if cache_path else None,
-            retry=retry, engine_stats=self.feeder.stats.to_json)
+            retry=retry, engine_stats=self.feeder.stats.to_json,
+            # The dtype vLLM loaded counts too: `auto` is float32 on some CPUs and bf16 elsewhere.
+            model_key=model_cache_key(spec, model_source, self.feeder.engine.loaded_dtype))
         self.records = self.protocol.records
         self.started_at = started_at
         self.records.actor_started(self.actor_id, {
             "run_id": run_id, "pid": os.getpid(), "started_at": started_at, "loaded_at": time.time(),
             "niceness": self.niceness, "model": route_name or spec.model.name,
+            "model_source": fetched, "loaded_dtype": self.feeder.engine.loaded_dtype,
             **self.node.to_json(),
         })
         threading.Thread(target=self._beat, daemon=True).start()

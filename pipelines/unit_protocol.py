@@ -133,8 +133,11 @@ def stall_seconds(spec: PipelineSpec) -> float:
     return spec.compute.request_timeout_seconds or STALL_SECONDS
 
 
-def model_key(spec: PipelineSpec) -> str:
-    return json.dumps(model_identity(spec), sort_keys=True, default=str)
+def model_cache_key(spec: PipelineSpec, source: dict | None = None, loaded_dtype: str | None = None) -> str:
+    """The model part of a response-cache key: which weights, loaded how, so a shared cache
+    never answers from another checkpoint or another dtype."""
+    return json.dumps(model_identity(spec, source) + ([loaded_dtype] if loaded_dtype else []),
+                      sort_keys=True, default=str)
 
 
 class UnitProtocol:
@@ -142,7 +145,8 @@ class UnitProtocol:
 
     def __init__(self, spec: PipelineSpec, *, fingerprint: str, run_id: str, actor_id: str, node_id: str,
                  generate: Generate, store: OutputStore | None = None, cache: ResponseCache | None = None,
-                 retry: bool = False, engine_stats: Callable[[], dict] = dict, turns: EngineTurns | None = None):
+                 retry: bool = False, engine_stats: Callable[[], dict] = dict, turns: EngineTurns | None = None,
+                 model_key: str | None = None):
         self.spec = spec
         self.fingerprint = fingerprint
         self.run_id = run_id
@@ -155,7 +159,7 @@ class UnitProtocol:
         self.retry = retry  # units are failed rows of committed units, merged back when done
         self.engine_stats = engine_stats  # the engine's figures, kept in each attempt's end record
         self.turns = turns or EngineTurns()  # the actor's: units share its engine, a suspect runs alone
-        self.model_key = model_key(spec)
+        self.model_key = model_key if model_key is not None else model_cache_key(spec)
 
     # -- the steps, in order --------------------------------------------------------------
     def run(self, unit_id: str, rows: pa.Table) -> UnitOutcome:

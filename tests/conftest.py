@@ -32,14 +32,14 @@ def niceness_is_left_alone():
 
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
-    from operators.model_store import prepare_model
+    from cluster.models.builtin import prepare_model
 
     return prepare_model("tiny-random")
 
 
 @pytest.fixture(scope="session")
 def smollm2() -> Path:
-    from operators.model_store import prepare_model
+    from cluster.models.builtin import prepare_model
 
     return prepare_model("smollm2-135m")
 

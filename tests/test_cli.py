@@ -53,9 +53,11 @@ def test_routing_example_sends_hard_rows_to_the_large_model():
         (lambda t: write_shards(t / "in", [{"id": 1, "body": "a"}], 1), ["run", "{t}/spec.yaml"],
          "has no column 'text'; its columns are: id, body"),
         (lambda t: write_shards(t / "in", [{"id": 1, "text": "a"}], 1), ["run", "{t}/spec.yaml", "--set",
-         "model.name=/nowhere/model"], "model '/nowhere/model' is neither a known name"),
+         "model.name=/nowhere/model"], "model '/nowhere/model': no folder at /nowhere/model"),
         (lambda t: write_shards(t / "in", [{"id": 1, "text": "a"}], 1), ["run", "{t}/spec.yaml", "--set",
-         "model.name=tiny-randm"], "model 'tiny-randm' is neither a known name"),
+         "model.name=tiny-randm"], "Did you mean 'tiny-random'?"),
+        (lambda t: write_shards(t / "in", [{"id": 1, "text": "a"}], 1), ["run", "{t}/spec.yaml", "--set",
+         "model.name=smollm2-135m", "--set", "model.revision=v1"], "model.revision is for hub repo ids only"),
     ],
 )
 def test_user_errors_exit_2_with_a_message_no_traceback_and_no_output(tmp_path, setup, args, message):

@@ -7,7 +7,7 @@ import json
 import pyarrow.dataset as ds
 import pytest
 
-from operators.model_store import ModelNotFoundError
+from cluster.models import ModelNotFoundError
 from pipelines.export import export
 from pipelines.inputs import InputError, list_shards
 from pipelines.store.ledger import compute_ledger

@@ -88,14 +88,14 @@ def profile(runner: str, prompts: int, delay: float, window: float, model: str, 
 
 def main() -> None:
     from operators.engine import effective_dtype
-    from operators.model_store import resolve_model
+    from cluster.models import fetch
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--prompts", type=int, default=320)
     p.add_argument("--delay", type=float, default=60.0, help="seconds from launch to the window (past start-up)")
     p.add_argument("--window", type=float, default=30.0)
     args = p.parse_args()
-    model = str(resolve_model("smollm2-135m"))
+    model = str(fetch("smollm2-135m"))
     dtype = effective_dtype("auto", on_cpu=True)
     result = {}
     for runner in ("plain_vllm", "spotbatch"):

@@ -82,9 +82,9 @@ def bench(quick: bool = False, sets: list[str] | None = None, runners: list[str]
     between runs (plain vLLM alone: 96 to 107 tokens/s on the same prompts), so each round's
     ratio compares neighbours, and the median of the rounds is reported."""
     from operators.engine import effective_dtype
-    from operators.model_store import resolve_model
+    from cluster.models import fetch
 
-    model_path = str(resolve_model(model))
+    model_path = str(fetch(model))
     dtype = effective_dtype("auto", on_cpu=not _has_gpu())
     n = prompts or SIZES["quick" if quick else "full"]
     figures: dict[str, Any] = {"machine": machine(), "model": model, "dtype": dtype, "enforce_eager": eager,

