@@ -50,3 +50,17 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str, proc: su
             raise AssertionError(f"spotbatch exited ({proc.returncode}) before {what}:\n{tail}")
         time.sleep(0.25)
     raise TimeoutError(f"timed out waiting for {what}")
+
+
+def hub_cache(home: Path, model: Path, repo: str, commit: str, ref: str = "main") -> Path:
+    """A hub cache laid out by hand as huggingface_hub lays it out, holding `model` as `repo`
+    at `commit` (named by `ref`): what a warm cache on an air-gapped cluster looks like."""
+    import shutil
+
+    root = home / "hub" / f"models--{repo.replace('/', '--')}"
+    snapshot = root / "snapshots" / commit
+    if not snapshot.exists():
+        shutil.copytree(model, snapshot)
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / ref).write_text(commit)
+    return snapshot

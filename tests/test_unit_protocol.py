@@ -515,3 +515,23 @@ def test_a_unit_waiting_to_run_alone_waits_for_the_engine_to_empty_and_holds_new
     for t in (a, s, b):
         t.join()
     assert order == ["a in", "a out", "alone in", "alone out", "b in", "b out"]
+
+
+def test_a_shared_cache_never_answers_from_another_checkpoint_or_dtype(where, tmp_path):
+    from pipelines.unit_protocol import model_cache_key
+
+    spec = make_spec(where)
+    checkpoint = {"kind": "local", "where": "/models/ft", "pin": {"files": {"model.safetensors": [10, "a"]}}}
+    newer = {**checkpoint, "pin": {"files": {"model.safetensors": [10, "b"]}}}
+    first = protocol(spec, FakeGenerate(), cache=ResponseCache(str(tmp_path / "cache")),
+                     model_key=model_cache_key(spec, checkpoint, "float32"))
+    first.run(UNIT, unit_rows())
+    for n, (source, dtype) in enumerate([(newer, "float32"), (checkpoint, "bfloat16")]):
+        generate = FakeGenerate()
+        other = protocol(spec, generate, run_id="run-b", cache=ResponseCache(str(tmp_path / "cache")),
+                         model_key=model_cache_key(spec, source, dtype))
+        done = other.run(f"0000{n + 1}-other", unit_rows())
+        assert done.reused_rows == 0 and len(generate.calls) == 1  # a miss: the engine answered
+    same = protocol(spec, FakeGenerate(), run_id="run-c", cache=ResponseCache(str(tmp_path / "cache")),
+                    model_key=model_cache_key(spec, checkpoint, "float32"))
+    assert same.run("00003-again", unit_rows()).reused_rows == 4  # the key can hit: the misses above mean something
