@@ -1,5 +1,5 @@
-"""No credential is ever written down: a run with input, output and cache on S3, credentials
-in every `storage_options`, then status, report, export and --retry-failed with credentials
+"""No credential is ever written down: a run with input, model, output and cache on S3,
+credentials in every `storage_options`, then status, report, export and --retry-failed with credentials
 from the environment. Every object under the output and the cache, the export and the console
 are read back: the key and the secret appear nowhere (real engine, loopback S3)."""
 
@@ -26,9 +26,11 @@ def test_no_credential_is_written_anywhere(tmp_path, s3_server, ray_cluster, tin
     prefix = f"s3://spotbatch/{uuid.uuid4().hex[:8]}"
     with fs.open(f"{prefix}/in/part-0.parquet", "wb") as fh:
         pq.write_table(pa.table({"id": list(range(12)), "text": [f"say {i}" for i in range(12)]}), fh)
+    fs.put(str(tiny_model), f"{prefix}/model", recursive=True)  # a fine-tuned checkpoint where the team keeps them
     spec = write_spec(tmp_path / "spec.yaml", {
         "input": {"paths": f"{prefix}/in/", "prompt_column": "text", "storage_options": creds},
-        "model": {"name": "tiny-random", "max_model_len": 256, "enforce_eager": True},
+        "model": {"name": f"{prefix}/model/", "storage_options": creds, "max_model_len": 256, "enforce_eager": True},
+        "compute": {"actors": 2, "tokens_per_unit": 8},  # two engine actors on one node start at once: one downloads
         "sampling": {"max_tokens": 4},
         "cache": {"path": f"{prefix}/cache", "storage_options": creds},
         "output": {"path": f"{prefix}/out", "storage_options": creds},
@@ -43,6 +45,11 @@ def test_no_credential_is_written_anywhere(tmp_path, s3_server, ray_cluster, tin
         return proc
 
     spotbatch("run", str(spec), "--address", ray_cluster)
+    from pipelines.store.output import OutputStore
+    from pipelines.store.records import Records
+
+    fetched = [a["model_source"] for a in Records(OutputStore(f"{prefix}/out", creds)).actors().values()]
+    assert sorted(f["downloaded"] for f in fetched) == [False, True], fetched
     # Later commands get the credentials from the environment, as a teammate's shell has them.
     env = {"AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_ENDPOINT_URL": endpoint,
            "AWS_DEFAULT_REGION": "us-east-1"}
