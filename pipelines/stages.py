@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cluster.cpu_priority import restore_priority
-from cluster.models import ModelSource, identify, resolve
+from cluster.models import ModelChangedError, ModelSource, identify, resolve
 from cluster.node_facts import this_node
 from cluster.preemption import check_notice, drain_this_node
 from operators.engine import EngineConfig, VLLMEngine, engine_env
@@ -27,11 +27,13 @@ from operators.feeder import EngineFailed, EngineFeeder
 from operators.generate import GenerateOperator
 from operators.response_cache import ResponseCache
 from pipelines.spec import PipelineSpec
-from pipelines.store.records import HEARTBEAT_SECONDS, new_id
+from pipelines.store.output import OutputStore
+from pipelines.store.records import HEARTBEAT_SECONDS, Records, new_id
 from pipelines.unit_protocol import SUMMARY_SCHEMA, UnitProtocol, model_cache_key, outcome_row
 from pipelines.unit_rows import ERROR, UNIT, UNIT_ROWS
 
 RUN_CACHE = "_spotbatch/cache"
+MODEL = "model"  # the record name of `model` (routed models go by their names)
 
 
 class UnitGenerator:
@@ -50,24 +52,9 @@ class UnitGenerator:
             import torch
 
             torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-        # Exactly the weights planning pinned, put on this node once (cluster/models).
-        source = ModelSource.from_json(model_source) if model_source else identify(spec.model)
-        model_source = source.to_json()
-        model_path, fetched = resolve(spec.model, source)
-        config = EngineConfig(
-            model_path=str(model_path),
-            dtype=spec.model.dtype,
-            max_model_len=spec.model.max_model_len,
-            quantization=spec.model.quantization,
-            enforce_eager=spec.model.enforce_eager,
-            tensor_parallel_size=tensor_parallel_size,
-            seed=spec.sampling.seed or 0,
-            engine_kwargs=spec.model.engine_kwargs,
-            chat_template=spec.model.chat_template,
-            chat_template_kwargs=spec.model.chat_template_kwargs,
-        )
-        # Built on the feeder's thread, which alone runs it (operators/feeder.py says why).
-        self.feeder = EngineFeeder(lambda: VLLMEngine(config), spec.compute.max_tokens_in_flight)
+        records = Records(OutputStore(spec.output.path, spec.output.storage_options))
+        model_source, fetched, loaded = self._load_engine(records, model_source, route_name or MODEL,
+                                                          tensor_parallel_size)
         generate = GenerateOperator(
             self.feeder.engine,
             self.feeder,
@@ -85,15 +72,15 @@ class UnitGenerator:
         self.protocol = UnitProtocol(
             spec, fingerprint=fingerprint, run_id=run_id, actor_id=self.actor_id, node_id=self.node.node_id,
             generate=generate, cache=ResponseCache(cache_path, cache_options) if cache_path else None,
-            retry=retry, engine_stats=self.feeder.stats.to_json,
+            store=records.store, retry=retry, engine_stats=self.feeder.stats.to_json,
             # The dtype vLLM loaded counts too: `auto` is float32 on some CPUs and bf16 elsewhere.
-            model_key=model_cache_key(spec, model_source, self.feeder.engine.loaded_dtype))
+            model_key=model_cache_key(spec, model_source, loaded))
         self.records = self.protocol.records
         self.started_at = started_at
         self.records.actor_started(self.actor_id, {
             "run_id": run_id, "pid": os.getpid(), "started_at": started_at, "loaded_at": time.time(),
             "niceness": self.niceness, "model": route_name or spec.model.name,
-            "model_source": fetched, "loaded_dtype": self.feeder.engine.loaded_dtype,
+            "model_source": fetched, "loaded_dtype": loaded,
             **self.node.to_json(),
         })
         threading.Thread(target=self._beat, daemon=True).start()
@@ -102,6 +89,38 @@ class UnitGenerator:
         self._draining = False
         if spec.compute.preemption_notice:
             threading.Thread(target=self._watch_notice, daemon=True).start()
+
+    def _load_engine(self, records: Records, model_source: dict[str, Any] | None, model_name: str,
+                     tensor_parallel_size: int) -> tuple[dict[str, Any], dict[str, Any], str]:
+        """Put exactly the weights planning pinned on this node (cluster/models) and load them
+        into the engine; returns the pin, how the weights got here, and the dtype loaded.
+
+        One output, one dtype: `auto` is float32 on a CPU without bf16 and bf16 elsewhere, so
+        the first engine's choice is recorded and every later engine of the run loads it."""
+        spec = self.spec
+        source = ModelSource.from_json(model_source) if model_source else identify(spec.model)
+        model_path, fetched = resolve(spec.model, source)
+        pinned_dtype = records.loaded_dtype(model_name)
+        config = EngineConfig(
+            model_path=str(model_path),
+            dtype=pinned_dtype or spec.model.dtype,
+            max_model_len=spec.model.max_model_len,
+            quantization=spec.model.quantization,
+            enforce_eager=spec.model.enforce_eager,
+            tensor_parallel_size=tensor_parallel_size,
+            seed=spec.sampling.seed or 0,
+            engine_kwargs=spec.model.engine_kwargs,
+            chat_template=spec.model.chat_template,
+            chat_template_kwargs=spec.model.chat_template_kwargs,
+        )
+        # Built on the feeder's thread, which alone runs it (operators/feeder.py says why).
+        self.feeder = EngineFeeder(lambda: VLLMEngine(config), spec.compute.max_tokens_in_flight)
+        loaded = self.feeder.engine.loaded_dtype
+        if records.pin_loaded_dtype(model_name, loaded, self.actor_id) != loaded:  # another node's first engine won
+            raise ModelChangedError(f"model {spec.model.name!r}: this engine loaded {loaded}, the run's engines "
+                                    f"load {records.loaded_dtype(model_name)} (two first engines on different "
+                                    f"hardware); set model.dtype to that and run again")
+        return source.to_json(), {**fetched, "dtype_from_run": pinned_dtype is not None}, loaded
 
     def _watch_notice(self) -> None:
         """On a spot termination notice: tell Ray to place nothing new on this node, finish

@@ -61,3 +61,27 @@ def test_a_hub_model_with_its_own_chat_template(tiny_model, tmp_path):
         text = f"question {row['id']}"
         assert tokens(text, verbose=True) != tokens(text, verbose=False)  # the variable decides the prompt
         assert row["prompt_tokens"] == tokens(text, verbose=True)  # the user's template, with their variable
+
+
+def test_every_engine_of_a_run_loads_the_dtype_its_first_engine_loaded(tiny_model, tmp_path, ray_cluster):
+    """`auto` is float32 on a CPU without bf16 and bf16 elsewhere: a resume on other hardware
+    loads what the run began with, so one output never mixes two dtypes."""
+    from operators.engine import effective_dtype
+    from pipelines.run import prepare, run
+    from pipelines.spec import PipelineSpec
+    from pipelines.store.output import OutputStore
+    from pipelines.store.records import Records
+
+    write_shards(tmp_path / "in", [{"id": i, "text": f"q {i}"} for i in range(4)], 1)
+    spec = PipelineSpec(input={"paths": str(tmp_path / "in"), "prompt_column": "text"},
+                        model={"name": str(tiny_model), "max_model_len": 256, "enforce_eager": True},
+                        sampling={"max_tokens": 2}, output={"path": str(tmp_path / "out")})
+    here = "float32" if effective_dtype("auto", on_cpu=True) == "float32" else "bfloat16"  # the model's own
+    began_with = "bfloat16" if here == "float32" else "float32"  # what another machine's first engine loaded
+    store, _ = prepare(spec)
+    records = Records(store)
+    assert records.pin_loaded_dtype("model", began_with, "actor-elsewhere") == began_with
+    assert records.pin_loaded_dtype("model", here, "actor-late") == began_with  # the first one stays
+    assert run(spec, address=ray_cluster).finished
+    (actor,) = Records(OutputStore(str(tmp_path / "out"))).actors().values()
+    assert actor["loaded_dtype"] == began_with and actor["model_source"]["dtype_from_run"] is True

@@ -38,6 +38,7 @@ MANIFEST = "_spotbatch/manifest.json"
 # The run's records (pipelines/store/records.py writes them); they move with their results.
 ATTEMPTS, ACTORS, RUNS, STOP = "_spotbatch/attempts", "_spotbatch/actors", "_spotbatch/runs", "_spotbatch/stop"
 FOLDED = "_spotbatch/folded"  # records of ended runs, folded into one file per compaction
+LOADED = "_spotbatch/loaded"  # per model, the dtype the run's first engine loaded: every later one loads it too
 SUPERSEDED = "_spotbatch/superseded"
 SUPERSEDING = "_spotbatch/superseding.json"  # a --new-run's move in progress: where it goes
 FINGERPRINT = "_spotbatch/fingerprint"  # the manifest's fingerprint alone, read before each commit
@@ -191,7 +192,7 @@ class OutputStore:
         self.fs.makedirs(self._path(dest), exist_ok=True)
         names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False)]
         parts = [n for n in names if n.startswith(PART_PREFIX)]
-        for name in [FINGERPRINT, MANIFEST, *parts, ATTEMPTS, ACTORS, RUNS, STOP, FOLDED]:
+        for name in [FINGERPRINT, MANIFEST, *parts, ATTEMPTS, ACTORS, RUNS, STOP, FOLDED, LOADED]:
             if self.fs.exists(self._path(name)):
                 self._move(name, f"{dest}/{name.rsplit('/', 1)[-1]}")
         self.fs.rm(self._path(SUPERSEDING))

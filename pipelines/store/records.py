@@ -11,6 +11,9 @@
         one invocation of `spotbatch run`: when it started and ended, and why it stopped
     _spotbatch/stop/<run>.json
         asks the run's actors to take no new unit (the budget is spent)
+    _spotbatch/loaded/<model>.json
+        the dtype the run's first engine of that model loaded (`auto` differs by CPU and GPU):
+        every later engine loads the same, so one output never mixes two
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import time
 import uuid
 from typing import Any
 
-from pipelines.store.output import ACTORS, ATTEMPTS, FOLDED, RUNS, STOP, OutputStore
+from pipelines.store.output import ACTORS, ATTEMPTS, FOLDED, LOADED, RUNS, STOP, OutputStore
 
 HEARTBEAT_SECONDS = 5.0  # how often a live actor rewrites its beat
 # An engine that makes no step for this long while it holds a unit is hung, unless
@@ -51,6 +54,20 @@ class Records:
     def _json(self, name: str) -> Any:
         data = self.store.read(name)
         return None if data is None else json.loads(data)
+
+    # -- the model as loaded ----------------------------------------------------------------
+    def loaded_dtype(self, model: str) -> str | None:
+        record = self._json(f"{LOADED}/{model}.json")
+        return None if record is None else record["dtype"]
+
+    def pin_loaded_dtype(self, model: str, dtype: str, actor_id: str) -> str:
+        """Record the dtype an engine loaded, unless one is recorded; returns the recorded one."""
+        try:
+            self.store.create(f"{LOADED}/{model}.json",
+                              json.dumps({"dtype": dtype, "actor_id": actor_id, "time": time.time()}).encode())
+            return dtype
+        except FileExistsError:
+            return self.loaded_dtype(model) or dtype
 
     # -- attempts -------------------------------------------------------------------------
     def claim_attempt(self, unit_id: str, attempts: dict[str, dict[str, Any]], info: dict[str, Any]) -> str | None:
