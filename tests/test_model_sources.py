@@ -196,3 +196,31 @@ def test_a_download_killed_midway_leaves_nothing_that_is_loaded(tmp_path, node_c
     folder, how = resolve(spec, source)
     assert how["downloaded"] and (folder / "model.safetensors").read_bytes() == weights
     assert not list(node_cache.rglob(".staging-*"))  # the dead download's leftovers were swept
+
+
+IDENTIFY = """
+import sys
+from types import SimpleNamespace
+from cluster.models import ModelNotFoundError, identify
+try:
+    print(identify(SimpleNamespace(name=sys.argv[1], revision=None, storage_options={})).pin["commit"])
+except ModelNotFoundError as err:
+    print("refused:", err)
+"""
+
+
+def test_an_unreachable_hub_falls_back_to_the_cache_as_huggingface_hub_does(tiny_model, tmp_path):
+    from tests.ray_nodes import free_port
+
+    hub_cache(tmp_path / "hf", tiny_model, "acme/tiny", COMMIT_A)
+    env = {k: v for k, v in os.environ.items() if k not in {"HF_HUB_OFFLINE", "HF_HUB_CACHE"}}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT=f"http://127.0.0.1:{free_port()}")  # nothing listens
+
+    def ask(repo):
+        return subprocess.run([sys.executable, "-c", IDENTIFY, repo], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=120)
+    cached = ask("acme/tiny")
+    assert cached.stdout.strip() == COMMIT_A and "the hub could not be reached" in cached.stderr
+    missing = ask("acme/absent")
+    assert missing.stdout.startswith("refused: model 'acme/absent' revision 'main' is not in the hub cache"), \
+        missing.stdout + missing.stderr

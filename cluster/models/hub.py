@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 
 from cluster.models.errors import ModelNotFoundError
@@ -36,35 +37,51 @@ def hub_cache() -> str:
     return os.path.join(os.path.expanduser(home), "hub")
 
 
+def _from_cache(name: str, revision: str, why: str) -> ModelSource:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        folder = Path(snapshot_download(name, revision=revision, cache_dir=hub_cache(), local_files_only=True,
+                                        allow_patterns=["config.json"]))
+    except (LocalEntryNotFoundError, FileNotFoundError, ValueError):
+        raise ModelNotFoundError(
+            f"model {name!r} revision {revision!r} is not in the hub cache at {hub_cache()} and {why}: download "
+            f"it first (hf download {name} --revision {revision}) or point HF_HOME at a cache that holds it") from None
+    if not (folder / "config.json").exists():
+        raise ModelNotFoundError(f"model {name!r}: the cached snapshot {folder} holds no config.json")
+    return ModelSource("hub", f"{name}@{revision}", {"repo": name, "commit": folder.name})
+
+
 def identify(name: str, revision: str | None) -> ModelSource:
-    """The commit `revision` names now; the repo must hold a config.json."""
-    from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+    """The commit `revision` names now; the repo must hold a config.json. Offline, or when the
+    hub cannot be reached (as huggingface_hub itself does), the cache's ref decides."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
 
     revision = revision or "main"
-    where = f"{name}@{revision}"
     if offline():
-        try:
-            folder = Path(snapshot_download(name, revision=revision, cache_dir=hub_cache(), local_files_only=True,
-                                            allow_patterns=["config.json"]))
-        except (LocalEntryNotFoundError, FileNotFoundError, ValueError) as err:
-            raise ModelNotFoundError(
-                f"model {name!r} revision {revision!r} is not in the hub cache at {hub_cache()} and HF_HUB_OFFLINE "
-                f"is set: download it first (huggingface-cli download {name} --revision {revision}) or unset "
-                f"HF_HUB_OFFLINE") from None
-        if not (folder / "config.json").exists():
-            raise ModelNotFoundError(f"model {name!r}: the cached snapshot {folder} holds no config.json")
-        return ModelSource("hub", where, {"repo": name, "commit": folder.name})
+        return _from_cache(name, revision, "HF_HUB_OFFLINE is set")
     try:
-        info = HfApi().model_info(name, revision=revision, files_metadata=False)
+        info = HfApi().model_info(name, revision=revision)
+    except GatedRepoError:
+        raise ModelNotFoundError(f"model {name!r} is gated: accept its terms on the hub and set HF_TOKEN") from None
+    except RevisionNotFoundError:
+        raise ModelNotFoundError(f"model {name!r}: no revision {revision!r} on the hub") from None
     except RepositoryNotFoundError:
         raise ModelNotFoundError(f"model {name!r}: no such repo on the hub, or HF_TOKEN cannot read it") from None
     except HfHubHTTPError as err:
-        raise ModelNotFoundError(f"model {name!r} revision {revision!r}: the hub refused ({err.__class__.__name__}: "
-                                 f"{getattr(err.response, 'status_code', '?')})") from None
+        status = getattr(getattr(err, "response", None), "status_code", "?")
+        raise ModelNotFoundError(f"model {name!r} revision {revision!r}: the hub answered HTTP {status}") from None
+    except Exception as err:  # noqa: BLE001 - no network: the cache may still hold the revision
+        source = _from_cache(name, revision, f"the hub could not be reached ({err.__class__.__name__})")
+        print(f"spotbatch: the hub could not be reached ({err.__class__.__name__}); using {name}@{revision} "
+              f"from the cache: commit {source.pin['commit']}", file=sys.stderr)
+        return source
     if "config.json" not in {s.rfilename for s in info.siblings or []}:
         raise ModelNotFoundError(f"model {name!r} revision {revision!r} holds no config.json")
-    return ModelSource("hub", where, {"repo": name, "commit": info.sha})
+    return ModelSource("hub", f"{name}@{revision}", {"repo": name, "commit": info.sha})
 
 
 def resolve(source: ModelSource) -> Path:
