@@ -6,8 +6,8 @@ import argparse
 import sys
 
 from operators.failures import CLASSES
-from cluster.models import ModelChangedError, ModelNotFoundError, models_dir
-from cluster.models.builtin import BUILDERS, prepare_model
+from cluster.models import ModelChangedError, ModelNotFoundError, fetch, models_dir
+from cluster.models.builtin import BUILDERS
 from pipelines.inputs import InputError
 from pipelines.redact import redact_url
 from pipelines.store.output import OutputError
@@ -109,7 +109,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _models(args: argparse.Namespace) -> int:
     for name in args.names or sorted(BUILDERS):
-        print(f"{name}: {prepare_model(name)}")
+        print(f"{name}: {fetch(name, revision=args.revision)}")  # credentials for URLs come from the environment
     return 0
 
 
@@ -179,10 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="spotbatch-bench.json", help="where the JSON figures go")
     p.set_defaults(func=_bench)
 
-    p = sub.add_parser("models", help="models that need no hub")
+    p = sub.add_parser("models", help="put models on this node (a node's set-up, or a warm image)")
     msub = p.add_subparsers(dest="models_command", required=True)
-    mp = msub.add_parser("prepare", help=f"build named models into {models_dir()} (idempotent)")
-    mp.add_argument("names", nargs="*", help="default: all (" + ", ".join(sorted(BUILDERS)) + ")")
+    mp = msub.add_parser("prepare", help=f"build built-in models into {models_dir()}, or fetch a hub repo or a "
+                                         "URL folder as a run's engines would (idempotent)")
+    mp.add_argument("names", nargs="*", help="built-in names, hub repo ids or URLs; default: all built-in ("
+                    + ", ".join(sorted(BUILDERS)) + ")")
+    mp.add_argument("--revision", help="for hub repo ids: a branch, tag or commit (default main)")
     mp.set_defaults(func=_models)
     return parser
 

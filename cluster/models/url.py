@@ -75,13 +75,15 @@ def resolve(source: ModelSource, url: str, options: dict[str, Any]) -> tuple[Pat
         now = ModelSource("url", source.where, {"files": _listing(fs, root)})
         if now.pin != source.pin:
             raise ModelChangedError(describe_change(source.to_json(), now) + "; the run was planned with the old ones")
-        for rel, (size, _) in sorted(source.pin["files"].items()):
-            local = staging / rel
-            local.parent.mkdir(parents=True, exist_ok=True)
-            fs.get_file(f"{root}/{rel}", str(local))
-            if local.stat().st_size != size:
-                raise ModelChangedError(f"model {source.where!r}: {rel} arrived with {local.stat().st_size} bytes, "
-                                        f"the listing says {size}")
+        files = sorted(source.pin["files"].items())
+        for rel, _ in files:
+            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+        # One call for all files: async stores (s3fs, gcsfs) fetch them concurrently.
+        fs.get([f"{root}/{rel}" for rel, _ in files], [str(staging / rel) for rel, _ in files])
+        for rel, (size, _) in files:
+            got = (staging / rel).stat().st_size
+            if got != size:
+                raise ModelChangedError(f"model {source.where!r}: {rel} arrived with {got} bytes, the listing says {size}")
         again = _listing(fs, root)
         if again != source.pin["files"]:  # changed while we downloaded: never keep a mix of two
             raise ModelChangedError(f"model {source.where!r} changed while it was downloaded")
