@@ -39,7 +39,10 @@ def _actor_end(actor: dict[str, Any], runs: dict[str, dict[str, Any]], now: floa
     last_seen = actor["last_seen"]
     run_end = runs.get(actor.get("run_id"), {}).get("ended_at")
     if run_end is not None and last_seen >= run_end - 2 * HEARTBEAT_SECONDS:
-        return max(run_end, last_seen)  # released with the run
+        # Released with the run. Its run's end, not its last beat: an actor beats on for the
+        # moment Ray takes to tear it down, and a beat landing after the ledger was written
+        # would make the same run's ledger differ when it is read again.
+        return run_end
     if run_end is None and now - last_seen <= 2 * HEARTBEAT_SECONDS:
         return now  # alive: the run is going on
     return min(last_seen + HEARTBEAT_SECONDS, run_end or now)
