@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 
 from operators.failures import BAD_INPUT, ENGINE_ERROR, PREEMPTED_EXHAUSTED, TIMEOUT
+from operators.generate import RESULT_COLUMNS
 from operators.response_cache import ResponseCache
 from pipelines.run import await_other_runs
 from pipelines.spec import PipelineSpec
@@ -65,14 +66,14 @@ class FakeGenerate:
         self.calls: list[list] = []
         self.fail, self.raises, self.during = fail or {}, raises, during
 
-    def __call__(self, prompts, errors, max_tokens, keys=None, cached=None):
+    def __call__(self, prompts, errors, max_tokens, keys=None, cached=None, samplings=None):
         self.calls.append(list(prompts))
+        self.samplings = samplings
         if self.during:
             self.during()
         if self.raises:
             raise self.raises
-        cols = {c: [] for c in ("output", "prompt_tokens", "completion_tokens", "cached_prompt_tokens",
-                                "finish_reason", "error", "error_class", "served_from")}
+        cols = {c: [] for c in RESULT_COLUMNS}
         for i, (prompt, error) in enumerate(zip(prompts, errors)):
             key = keys[i] if keys else None
             if error is not None or i in self.fail:
