@@ -28,13 +28,17 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+BATCH_KINDS = ("openai_batch", "anthropic_batch")
+
+
 class InputSpec(_Section):
     paths: list[str] = Field(
         description="Parquet files, folders or glob patterns; local paths or s3:// URLs."
     )
-    kind: Literal["parquet", "openai_batch"] = Field(
-        "parquet", description="openai_batch: paths are OpenAI batch JSONL files (custom_id, body.messages, "
-        "body.max_tokens); they are read into Parquet in the output folder first.",
+    kind: Literal["parquet", "openai_batch", "anthropic_batch"] = Field(
+        "parquet", description="openai_batch, anthropic_batch: paths are the provider's batch JSONL files "
+        "(pipelines/formats/); every request field is honoured or refused by name, and they are read into "
+        "Parquet in the output folder first.",
     )
     id_column: str = Field("id", description="Column that names each row; copied to the output.")
     prompt_column: str | None = Field(None, description="Column holding the prompt text.")
@@ -73,10 +77,10 @@ class InputSpec(_Section):
     @model_validator(mode="before")
     @classmethod
     def _batch_file_columns(cls, data: Any) -> Any:
-        """A provider batch file always has the same columns once read (pipelines/openai_batch.py)."""
-        if isinstance(data, dict) and data.get("kind") == "openai_batch":
+        """A provider batch file always has the same columns once read (pipelines/formats/)."""
+        if isinstance(data, dict) and data.get("kind") in BATCH_KINDS:
             data = {"id_column": "custom_id", "prompt_column": "messages", "format": "messages",
-                    "max_tokens_column": "max_tokens", **data}
+                    "sampling_column": "sampling", **data}
         return data
 
     @model_validator(mode="after")
@@ -420,6 +424,15 @@ class PipelineSpec(_Section):
     cost: CostSpec = Field(default_factory=CostSpec)
     cache: CacheSpec = Field(default_factory=CacheSpec)
     output: OutputSpec
+
+    @model_validator(mode="before")
+    @classmethod
+    def _batch_requests_name_their_model(cls, data: Any) -> Any:
+        """With `models`, a provider batch file's requests pick theirs by the model they name."""
+        if isinstance(data, dict) and data.get("models") and data.get("route") is None \
+                and isinstance(data.get("input"), dict) and data["input"].get("kind") in BATCH_KINDS:
+            data = {**data, "route": {"column": "model"}}
+        return data
 
     @model_validator(mode="after")
     def _routes_name_models(self) -> "PipelineSpec":
