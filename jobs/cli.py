@@ -8,6 +8,7 @@ import sys
 from operators.failures import CLASSES
 from cluster.models import ModelChangedError, ModelNotFoundError, fetch, models_dir
 from cluster.models.builtin import BUILDERS
+from pipelines.export import FORMATS
 from pipelines.inputs import InputError
 from pipelines.redact import redact_url
 from pipelines.store.output import OutputError
