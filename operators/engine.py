@@ -162,9 +162,11 @@ class VLLMEngine:
         key = json.dumps(sampling, sort_keys=True, default=str)
         params = self._param_cache.get(key)
         if params is None:
+            from vllm.exceptions import VLLMValidationError
+
             try:
                 params = sampling_params(sampling)
-            except (ValueError, TypeError) as err:
+            except (ValueError, TypeError, VLLMValidationError) as err:
                 raise RowRejected(f"sampling: {err}") from err
             if len(self._param_cache) > 10_000:  # rows with their own sampling: keep it bounded
                 self._param_cache.clear()
@@ -175,10 +177,12 @@ class VLLMEngine:
         """Queue one request; raises RowRejected when vLLM refuses this input."""
         from vllm.inputs import TokensPrompt
 
+        from vllm.exceptions import VLLMValidationError
+
         params = self._params(sampling)
         try:
             self.llm.llm_engine.add_request(request_id, TokensPrompt(prompt_token_ids=token_ids), params)
-        except ValueError as err:  # vLLM's input validation errors are ValueErrors
+        except (ValueError, TypeError, VLLMValidationError) as err:  # this request's fault, not the engine's
             raise RowRejected(str(err)) from err
         if sampling.get("logprobs"):
             self._top_logprobs[request_id] = sampling.get("top_logprobs") or 0

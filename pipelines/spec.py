@@ -170,7 +170,7 @@ class SamplingSpec(_Section):
     """How to sample: the whole run's (`sampling`), and any row's own (`input.sampling_column`,
     or a provider batch file's request body), with OpenAI's names and meanings."""
 
-    max_tokens: int | None = Field(256, gt=0, description="Most tokens generated per row (per choice); null: "
+    max_tokens: int | None = Field(256, gt=0, lt=2**63, description="Most tokens generated per row (per choice); null: "
                                    "up to the model's context, as the providers do when it is not given.")
     temperature: float = Field(0.0, ge=0, le=2, description="0 is greedy.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
@@ -507,7 +507,8 @@ def row_sampling(base: SamplingSpec, override: Any) -> tuple[dict[str, Any] | No
     if not override:
         return None, None
     try:
-        merged = SamplingSpec.model_validate({**base.model_dump(), **override})
+        # Strict: "64" or 64.5 for an integer is refused, as the providers refuse it, not guessed at.
+        merged = SamplingSpec.model_validate({**base.model_dump(), **override}, strict=True)
     except ValidationError as err:
         return None, "; ".join(_describe(e) for e in err.errors())
     return merged.model_dump(mode="json"), None
