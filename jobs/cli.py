@@ -8,6 +8,7 @@ import sys
 from operators.failures import CLASSES
 from cluster.models import ModelChangedError, ModelNotFoundError, fetch, models_dir
 from cluster.models.builtin import BUILDERS
+from pipelines.export import FORMATS
 from pipelines.inputs import InputError
 from pipelines.redact import redact_url
 from pipelines.store.output import OutputError
@@ -157,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="results as provider batch output, chat JSONL or prompt/response Parquet")
     p.add_argument("output", help="the run's output path")
-    p.add_argument("--format", required=True, choices=["openai-batch", "chat-jsonl", "pairs-parquet"])
+    p.add_argument("--format", required=True, choices=list(FORMATS))
     p.add_argument("--to", required=True, help="file to write (never overwritten)")
     p.add_argument("--partial", action="store_true", help="export an unfinished run's committed units")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

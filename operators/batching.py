@@ -19,11 +19,14 @@ class Request:
     key: Any  # the caller's name for it (a row index)
     token_ids: list[int]
     max_tokens: int
+    sampling: dict[str, Any] | None = None  # the row's own, over the operator's
+    n: int = 1  # choices
 
     @property
     def budget_tokens(self) -> int:
-        """Tokens it can hold in the KV cache at most: its prompt and every token it may make."""
-        return len(self.token_ids) + self.max_tokens
+        """Tokens it can hold in the KV cache at most: its prompt (shared by its choices) and
+        every token each choice may make."""
+        return len(self.token_ids) + self.n * self.max_tokens
 
 
 def order_for_engine(requests: list[Request], block_tokens: int) -> list[Request]:

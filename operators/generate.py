@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from operators.batching import Request, order_for_engine
-from operators.engine import RowRejected
+from operators.engine import Completion, RowRejected
 from operators.failures import BAD_INPUT, CONTEXT_TOO_LONG, TIMEOUT, classify_rejection
 from operators.feeder import EngineFeeder
 
@@ -27,13 +27,51 @@ from operators.feeder import EngineFeeder
 # file adds the input's id, the model and the spec's fingerprint).
 # served_from: "engine" (generated for this row), "duplicate" (an identical request in this run
 # was generated once for both), "cache" (answered by the response cache); None for errors.
+# choices: every choice when a row asked for n > 1 (output is the first); logprobs: one list per
+# choice, one entry per generated token, when asked; stop_sequence: the stop string that ended
+# the first choice; queued_s and generate_s: this request's wait for the engine and its time in it.
+TOKEN_LOGPROB = pa.struct([("token", pa.string()), ("logprob", pa.float64())])
+LOGPROB = pa.struct([("token", pa.string()), ("logprob", pa.float64()), ("top_logprobs", pa.list_(TOKEN_LOGPROB))])
+CHOICE = pa.struct([("text", pa.string()), ("finish_reason", pa.string()), ("completion_tokens", pa.int64()),
+                    ("stop_sequence", pa.string())])
 RESULT_SCHEMA = pa.schema([
     ("output", pa.string()), ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()),
     ("cached_prompt_tokens", pa.int64()), ("finish_reason", pa.string()), ("error", pa.string()),
-    ("error_class", pa.string()), ("served_from", pa.string()),
+    ("error_class", pa.string()), ("served_from", pa.string()), ("choices", pa.list_(CHOICE)),
+    ("logprobs", pa.list_(pa.list_(LOGPROB))), ("stop_sequence", pa.string()), ("queued_s", pa.float64()),
+    ("generate_s", pa.float64()),
 ])
 RESULT_COLUMNS = tuple(RESULT_SCHEMA.names)
-ANSWER_FIELDS = ("output", "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "finish_reason")
+# An answer as the engine gave it, which a duplicate or the cache may give again.
+ANSWER_FIELDS = ("output", "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "finish_reason",
+                 "choices", "logprobs", "stop_sequence")
+
+
+def empty_results(errors: list[str | None], error_class: str = BAD_INPUT) -> dict[str, list[Any]]:
+    """Result columns for rows not (yet) answered: a row with an error gets `error_class`."""
+    n = len(errors)
+    cols: dict[str, list[Any]] = {c: [None] * n for c in RESULT_COLUMNS}
+    for c in ("prompt_tokens", "completion_tokens", "cached_prompt_tokens"):
+        cols[c] = [0] * n
+    cols["error"] = list(errors)
+    cols["error_class"] = [error_class if e is not None else None for e in errors]
+    return cols
+
+
+def answer_of(completion: Completion) -> dict[str, Any]:
+    """A completion as result columns."""
+    choices = completion.choices
+    return {
+        "output": completion.text, "prompt_tokens": completion.prompt_tokens,
+        "completion_tokens": completion.completion_tokens, "cached_prompt_tokens": completion.cached_prompt_tokens,
+        "finish_reason": completion.finish_reason, "stop_sequence": completion.stop_sequence,
+        "choices": [{"text": c.text, "finish_reason": c.finish_reason, "completion_tokens": c.completion_tokens,
+                     "stop_sequence": c.stop_sequence} for c in choices] if len(choices) > 1 else None,
+        "logprobs": [c.logprobs for c in choices] if choices and choices[0].logprobs is not None else None,
+        "queued_s": completion.queued_s, "generate_s": completion.generate_s,
+    }
+
+
 MEMO_SIZE = 100_000  # answers an actor remembers for duplicates that come later
 
 
@@ -74,20 +112,12 @@ class GenerateOperator:
 
     def __call__(self, prompts: list[str | None], errors: list[str | None],
                  max_tokens: list[int | None] | None = None, keys: list[str | None] | None = None,
-                 cached: dict[str, dict[str, Any]] | None = None) -> dict[str, list[Any]]:
+                 cached: dict[str, dict[str, Any]] | None = None,
+                 samplings: list[dict[str, Any] | None] | None = None) -> dict[str, list[Any]]:
         """`keys` name identical requests (operators/response_cache.py): each is generated once,
-        and rows whose key is in `cached` are answered from it."""
-        n = len(prompts)
-        result: dict[str, list[Any]] = {
-            "output": [None] * n,
-            "prompt_tokens": [0] * n,
-            "completion_tokens": [0] * n,
-            "cached_prompt_tokens": [0] * n,
-            "finish_reason": [None] * n,
-            "error": list(errors),
-            "error_class": [BAD_INPUT if e is not None else None for e in errors],
-            "served_from": [None] * n,
-        }
+        and rows whose key is in `cached` are answered from it. `samplings` gives rows their own
+        sampling (every field; None: the operator's)."""
+        result = empty_results(errors)
         requests: list[Request] = []
         waits: list[tuple[int, Future, str]] = []  # (row, future, served_from)
         mine: dict[int, Future] = {}  # rows this call generates for everyone with the same key
@@ -119,8 +149,10 @@ class GenerateOperator:
                 if i in mine:
                     mine[i].set_exception(RowRejected(message))
                 continue
-            row_max = max_tokens[i] if max_tokens and max_tokens[i] else self.sampling["max_tokens"]
-            requests.append(Request(i, ids, row_max))
+            sampling = samplings[i] if samplings and samplings[i] else None
+            row_max = ((max_tokens[i] if max_tokens else None) or (sampling or self.sampling)["max_tokens"]
+                       or self.engine.max_model_len - len(ids))  # none given: up to the context, as the providers
+            requests.append(Request(i, ids, row_max, sampling=sampling, n=(sampling or self.sampling).get("n", 1)))
         ordered = order_for_engine(requests, self.engine.prefix_block_tokens)
         try:
             futures = self.feeder.submit(ordered, self.sampling) if ordered else []
@@ -145,15 +177,15 @@ class GenerateOperator:
                     self.feeder.cancel([future])
                 self._fail(result, i, TIMEOUT, f"no result within {self.timeout_seconds:g} s of its unit's start")
                 continue
-            self._fill(result, i, {"output": completion.text, "prompt_tokens": completion.prompt_tokens,
-                                   "completion_tokens": completion.completion_tokens,
-                                   "cached_prompt_tokens": completion.cached_prompt_tokens,
-                                   "finish_reason": completion.finish_reason}, source)
+            answer = answer_of(completion)
+            if source != "engine":  # a duplicate waited for another row's request, not the engine
+                answer.pop("queued_s"), answer.pop("generate_s")
+            self._fill(result, i, answer, source)
         return result
 
     @staticmethod
     def _fill(result: dict[str, list[Any]], i: int, answer: dict[str, Any], source: str) -> None:
-        for column in ANSWER_FIELDS:
+        for column in (*ANSWER_FIELDS, "queued_s", "generate_s"):
             if column in answer:
                 result[column][i] = answer[column]
         result["served_from"][i] = source

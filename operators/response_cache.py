@@ -17,6 +17,8 @@ True
 False
 >>> request_key("m", "Hi", None, "chat", {"max_tokens": 8, "temperature": 0.7, "seed": None}) is None
 True
+>>> request_key("m", "Hi", None, "chat", {"max_tokens": 8, "temperature": 0.0, "seed": 0, "n": 3}) is None
+True
 """
 
 from __future__ import annotations
@@ -37,13 +39,15 @@ from operators.generate import RESULT_SCHEMA
 ENTRIES = "entries"
 # An answer as the engine gave it; not how much of its prompt the prefix cache held, which
 # depends on what else that engine had seen.
-ANSWER_COLUMNS = ("output", "prompt_tokens", "completion_tokens", "finish_reason")
+ANSWER_COLUMNS = ("output", "prompt_tokens", "completion_tokens", "finish_reason", "choices", "logprobs",
+                  "stop_sequence")
 SCHEMA = pa.schema([("key", pa.string())] + [RESULT_SCHEMA.field(c) for c in ANSWER_COLUMNS])
 
 
 def request_key(model: str, prompt: str, system_prompt: str | None, fmt: str, sampling: dict[str, Any]) -> str | None:
-    """A digest of everything that decides the answer; None when the answer is a fresh sample."""
-    if sampling.get("temperature", 0.0) > 0 and sampling.get("seed") is None:
+    """A digest of everything that decides the answer; None when the answer is a fresh sample
+    (temperature > 0 without a seed) or several (n > 1), which are never shared."""
+    if sampling.get("temperature", 0.0) > 0 and sampling.get("seed") is None or sampling.get("n", 1) > 1:
         return None
     body = json.dumps([model, prompt, system_prompt, fmt, sorted(sampling.items())], default=str)
     return hashlib.sha256(body.encode()).hexdigest()
@@ -81,16 +85,19 @@ class ResponseCache:
         answers: dict[str, dict[str, Any]] = {}
         for f, wanted in by_file.items():
             with self.fs.open(f, "rb") as fh:
-                table = pq.read_table(fh, columns=list(ANSWER_COLUMNS))
+                table = pq.read_table(fh)  # files written before a column was added lack it: null
             for key, row in wanted:
-                answers[key] = {c: table.column(c)[row].as_py() for c in ANSWER_COLUMNS}
+                answers[key] = {c: table.column(c)[row].as_py() if c in table.column_names else None
+                                for c in ANSWER_COLUMNS}
         return answers
 
     def add(self, keys: list[str], answers: dict[str, list[Any]]) -> str | None:
-        """Write answers (columns of ANSWER_COLUMNS, aligned with keys) as one new file."""
+        """Write answers (columns of ANSWER_COLUMNS, aligned with keys; one not given is null)
+        as one new file."""
         if not keys:
             return None
-        table = pa.table({"key": keys, **{c: answers[c] for c in ANSWER_COLUMNS}}, schema=SCHEMA)
+        table = pa.table({"key": keys, **{c: answers.get(c, [None] * len(keys)) for c in ANSWER_COLUMNS}},
+                         schema=SCHEMA)
         buf = io.BytesIO()
         pq.write_table(table, buf)
         name = f"{self.root}/{ENTRIES}/{uuid.uuid4().hex}.parquet"

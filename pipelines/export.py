@@ -1,10 +1,11 @@
 """Results in the formats other tools read, written unit by unit (memory stays per unit).
+The formats are pipelines/formats/'s; this only checks, reads and dispatches.
 
-    openai-batch   the provider's batch output lines (pipelines/openai_batch.py), failed rows
-                   in a separate errors file: `<to>` and `<to minus .jsonl>.errors.jsonl`
-    chat-jsonl     training data for distillation: {"messages": [system, user, assistant]}
-                   per answered row (finish_reason stop only, unless all=True)
-    pairs-parquet  prompt/response pairs with token counts, one Parquet file
+    openai-batch     OpenAI's batch output lines, failed rows in a separate errors file:
+                     `<to>` and `<to minus .jsonl>.errors.jsonl`
+    anthropic-batch  Anthropic's Message Batches result lines, succeeded and errored in one file
+    chat-jsonl       training data for distillation (pipelines/formats/training.py)
+    pairs-parquet    prompt/response pairs with token counts, one Parquet file
 
 A destination that exists is refused: an export never overwrites anything.
 """
@@ -15,12 +16,11 @@ import json
 import time
 from typing import Any, Iterator
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from operators.prompts import chat_messages
-from pipelines.openai_batch import output_line
+from pipelines.formats import anthropic, openai
+from pipelines.formats.training import write_chat_jsonl, write_pairs_parquet
 from pipelines.store.output import OutputError, OutputStore
 from pipelines.inputs import list_shards
 from pipelines.new_file import new_file
@@ -29,7 +29,8 @@ from pipelines.redact import credentials_hint, describe, output_options, recorde
 from pipelines.spec import PipelineSpec
 from pipelines.unit_rows import ID, PROMPT, unit_rows
 
-FORMATS = ("openai-batch", "chat-jsonl", "pairs-parquet")
+FORMATS = ("openai-batch", "anthropic-batch", "chat-jsonl", "pairs-parquet")
+PROVIDER_LINES = {"openai-batch": openai.result_line, "anthropic-batch": anthropic.result_line}
 
 
 def _rows(store: OutputStore, spec: PipelineSpec, plan: Plan) -> Iterator[tuple[dict[str, Any], list[dict] | None]]:
@@ -88,44 +89,25 @@ def export(output: str, fmt: str, to: str, include_truncated: bool = False,
 def _write(store: OutputStore, spec: PipelineSpec, plan: Plan, fmt: str, fs, path: str, errors_path: str,
            include_truncated: bool) -> dict[str, int]:
     counts = {"rows": 0, "written": 0, "errors": 0, "skipped": 0}
-    id_col = spec.input.id_column
+    rows = _rows(store, spec, plan)
     if fmt == "pairs-parquet":
-        writer = None
         with new_file(fs, path, text=False) as fh:
-            for row, messages in _rows(store, spec, plan):
-                counts["rows"] += 1
-                if row["error"] is not None or messages is None:
-                    counts["skipped"] += 1
-                    continue
-                record = {"id": str(row[id_col]), "prompt": json.dumps(messages), "response": row["output"],
-                          "prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"],
-                          "finish_reason": row["finish_reason"], "model": row["model"]}
-                table = pa.Table.from_pylist([record])
-                writer = writer or pq.ParquetWriter(fh, table.schema)
-                writer.write_table(table)
-                counts["written"] += 1
-            if writer:
-                writer.close()
+            write_pairs_parquet(fh, rows, spec.input.id_column, counts)
         return counts
-    created = int(time.time())
-    with new_file(fs, path) as out, (new_file(fs, errors_path) if fmt == "openai-batch" else _Null()) as err:
-        for row, messages in _rows(store, spec, plan):
+    if fmt == "chat-jsonl":
+        with new_file(fs, path) as out:
+            write_chat_jsonl(out, rows, include_truncated, counts)
+        return counts
+    created, line_of = int(time.time()), PROVIDER_LINES[fmt]
+    separate = fmt == "openai-batch"  # OpenAI writes failed requests to a file of their own
+    with new_file(fs, path) as out, (new_file(fs, errors_path) if separate else _Null()) as err:
+        for row, _ in rows:
             counts["rows"] += 1
-            if fmt == "openai-batch":
-                # the model that answered the row (a routed run has several; spec.model is then unused)
-                line, failed = output_line(str(row[id_col]), row, row["model"], created)
-                (err if failed else out).write(json.dumps(line) + "\n")
-                counts["errors" if failed else "written"] += 1
-                continue
-            done = row["error"] is None and messages is not None
-            if not done or (row["finish_reason"] != "stop" and not include_truncated):
-                counts["skipped"] += 1  # a cut-off answer teaches a student to stop mid-sentence
-                continue
-            out.write(json.dumps({"messages": messages + [{"role": "assistant", "content": row["output"]}]}) + "\n")
-            counts["written"] += 1
+            # row["model"]: the model that answered the row (a routed run has several)
+            line, failed = line_of(str(row[spec.input.id_column]), row, created)
+            (err if failed and separate else out).write(json.dumps(line) + "\n")
+            counts["errors" if failed else "written"] += 1
     return counts
-
-
 
 
 class _Null:

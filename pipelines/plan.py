@@ -136,8 +136,9 @@ def fingerprint_parts(spec: PipelineSpec, shards: list[Shard], sources: dict[str
         "prompt": _digest([inp.prompt_column, inp.template, inp.format]),
         "system prompt": _digest(inp.system_prompt),
         "model": _digest(models_identity(spec, sources)),
-        "sampling": _digest(spec.sampling.model_dump() | (
-            {"max_tokens_column": inp.max_tokens_column} if inp.max_tokens_column else {})),
+        "sampling": _digest(spec.sampling.identity() | (
+            {"max_tokens_column": inp.max_tokens_column} if inp.max_tokens_column else {}) | (
+            {"sampling_column": inp.sampling_column} if inp.sampling_column else {})),
     }
 
 
@@ -180,7 +181,10 @@ class Plan:
 def make_plan(spec: PipelineSpec, shards: list[Shard], sources: dict[str, dict] | None = None) -> Plan:
     parts = fingerprint_parts(spec, shards, sources)
     routes = route_shards(spec, shards) if spec.routed else None
-    units = plan_units(shards, spec.compute.tokens_per_unit, spec.sampling.max_tokens, routes)
+    # Units are sized by the work they hold: every choice's tokens; no max_tokens (up to the
+    # context) is estimated as the default's, since most answers stop well short of the context.
+    per_row = (spec.sampling.max_tokens or 256) * spec.sampling.n
+    units = plan_units(shards, spec.compute.tokens_per_unit, per_row, routes)
     return Plan(
         fingerprint=fingerprint(parts),
         parts=parts,

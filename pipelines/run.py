@@ -157,7 +157,7 @@ def refuse_while_running(store: OutputStore) -> None:
 def run(spec: PipelineSpec, address: str | None = None, new_run: bool = False,
         interactive: bool | None = None) -> RunSummary:
     """Run (or resume) a spec; returns what this invocation did and what the output cost."""
-    from pipelines.openai_batch import resolve_input
+    from pipelines.formats.batch_files import resolve_input
 
     started = time.monotonic()
     sources = identify_models(spec)

@@ -11,6 +11,7 @@ got VALUE` before any cluster or engine starts.
 
 from __future__ import annotations
 
+import json
 import string
 from pathlib import Path
 from typing import Any, Literal
@@ -27,13 +28,17 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+BATCH_KINDS = ("openai_batch", "anthropic_batch")
+
+
 class InputSpec(_Section):
     paths: list[str] = Field(
         description="Parquet files, folders or glob patterns; local paths or s3:// URLs."
     )
-    kind: Literal["parquet", "openai_batch"] = Field(
-        "parquet", description="openai_batch: paths are OpenAI batch JSONL files (custom_id, body.messages, "
-        "body.max_tokens); they are read into Parquet in the output folder first.",
+    kind: Literal["parquet", "openai_batch", "anthropic_batch"] = Field(
+        "parquet", description="openai_batch, anthropic_batch: paths are the provider's batch JSONL files "
+        "(pipelines/formats/); every request field is honoured or refused by name, and they are read into "
+        "Parquet in the output folder first.",
     )
     id_column: str = Field("id", description="Column that names each row; copied to the output.")
     prompt_column: str | None = Field(None, description="Column holding the prompt text.")
@@ -44,6 +49,10 @@ class InputSpec(_Section):
     max_tokens_column: str | None = Field(
         None, description="Column giving each row its own max_tokens (null: sampling.max_tokens), as "
         "provider batch files do.",
+    )
+    sampling_column: str | None = Field(
+        None, description="Column giving each row its own sampling: a JSON object (or a struct) of any "
+        "`sampling` fields, over the run's; invalid overrides make that row an error record.",
     )
     format: Literal["chat", "raw", "messages"] = Field(
         "chat", description="chat: apply the model's chat template; raw: send the text as it is; "
@@ -68,10 +77,10 @@ class InputSpec(_Section):
     @model_validator(mode="before")
     @classmethod
     def _batch_file_columns(cls, data: Any) -> Any:
-        """A provider batch file always has the same columns once read (pipelines/openai_batch.py)."""
-        if isinstance(data, dict) and data.get("kind") == "openai_batch":
+        """A provider batch file always has the same columns once read (pipelines/formats/)."""
+        if isinstance(data, dict) and data.get("kind") in BATCH_KINDS:
             data = {"id_column": "custom_id", "prompt_column": "messages", "format": "messages",
-                    "max_tokens_column": "max_tokens", **data}
+                    "sampling_column": "sampling", **data}
         return data
 
     @model_validator(mode="after")
@@ -88,7 +97,7 @@ class InputSpec(_Section):
             prompt_cols = [self.prompt_column]
         else:
             prompt_cols = template_columns(self.template or "")
-        extra = [self.max_tokens_column] if self.max_tokens_column else []
+        extra = [c for c in (self.max_tokens_column, self.sampling_column) if c]
         return [self.id_column] + [c for c in prompt_cols + extra if c != self.id_column]
 
 
@@ -154,17 +163,103 @@ class ModelSpec(_Section):
         return text
 
 
+STRUCTURED_KINDS = ("choice", "regex", "grammar", "json")
+
+
 class SamplingSpec(_Section):
-    max_tokens: int = Field(256, gt=0, description="Most tokens generated per row.")
-    temperature: float = Field(0.0, ge=0, description="0 is greedy.")
+    """How to sample: the whole run's (`sampling`), and any row's own (`input.sampling_column`,
+    or a provider batch file's request body), with OpenAI's names and meanings."""
+
+    max_tokens: int | None = Field(256, gt=0, lt=2**63, description="Most tokens generated per row (per choice); null: "
+                                   "up to the model's context, as the providers do when it is not given.")
+    temperature: float = Field(0.0, ge=0, le=2, description="0 is greedy.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
     seed: int | None = Field(0, description="Sampling seed, per request, so reruns answer alike.")
-    stop: list[str] = Field(default_factory=list, description="Strings that end generation.")
+    stop: list[str] = Field(default_factory=list, description="Strings that end generation (not in the output).")
+    top_k: int | None = Field(None, ge=1, description="Sample from the k most likely tokens only (null: all).")
+    min_p: float = Field(0.0, ge=0, le=1, description="Drop tokens less likely than min_p times the likeliest.")
+    presence_penalty: float = Field(0.0, ge=-2, le=2, description="OpenAI's: penalise tokens already present.")
+    frequency_penalty: float = Field(0.0, ge=-2, le=2, description="OpenAI's: penalise tokens by their count.")
+    repetition_penalty: float = Field(1.0, gt=0, le=2, description="vLLM's: > 1 discourages repeats.")
+    n: int = Field(1, ge=1, le=128, description="Choices per row; the result's `choices` holds them all.")
+    logprobs: bool = Field(False, description="Return each generated token's log probability (`logprobs`).")
+    top_logprobs: int | None = Field(None, ge=0, le=20, description="With logprobs: this many likeliest "
+                                     "alternatives per token.")
+    response_format: dict[str, Any] | None = Field(
+        None, description="OpenAI's: {type: json_object}, or {type: json_schema, json_schema: {name, schema, "
+        "strict}}; the answer is constrained to it (vLLM structured outputs)."
+    )
+    structured: dict[str, Any] | None = Field(
+        None, description="vLLM's structured outputs: {choice: [...]}, {regex: ...}, {grammar: ...} (EBNF) or "
+        "{json: schema}."
+    )
 
     @field_validator("stop", mode="before")
     @classmethod
     def _one_stop_is_a_list(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
+        return [value] if isinstance(value, str) else [] if value is None else value
+
+    @field_validator("response_format")
+    @classmethod
+    def _openai_response_format(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        kind = value.get("type")
+        if kind == "text":
+            return None  # the default: free text
+        if kind == "json_object":
+            if set(value) != {"type"}:
+                raise ValueError(f"type json_object takes no other field, got {sorted(set(value) - {'type'})}")
+            return value
+        if kind != "json_schema":
+            raise ValueError(f"type must be text, json_object or json_schema, got {kind!r}")
+        extra = sorted(set(value) - {"type", "json_schema"})
+        schema = value.get("json_schema")
+        if extra or not isinstance(schema, dict):
+            raise ValueError(f"type json_schema needs a json_schema object{f', not {extra}' if extra else ''}")
+        unknown = sorted(set(schema) - {"name", "schema", "strict", "description"})
+        if unknown:
+            raise ValueError(f"json_schema.{unknown[0]} is not a json_schema field (name, schema, strict, description)")
+        if not isinstance(schema.get("name"), str) or not isinstance(schema.get("schema"), dict):
+            raise ValueError("json_schema needs a name (string) and a schema (a JSON Schema object)")
+        return value
+
+    @field_validator("structured")
+    @classmethod
+    def _one_structure(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        if len(value) != 1 or next(iter(value)) not in STRUCTURED_KINDS:
+            raise ValueError(f"takes exactly one of {', '.join(STRUCTURED_KINDS)}, got {sorted(value)}")
+        (kind, rule), = value.items()
+        ok = {"choice": isinstance(rule, list) and bool(rule) and all(isinstance(c, str) for c in rule),
+              "json": isinstance(rule, dict)}.get(kind, isinstance(rule, str) and bool(rule))
+        if not ok:
+            wanted = {"choice": "a non-empty list of strings", "json": "a JSON Schema object"}.get(kind, "a string")
+            raise ValueError(f"{kind} must be {wanted}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SamplingSpec":
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true (as at OpenAI)")
+        if self.response_format is not None and self.structured is not None:
+            raise ValueError("set response_format or structured, not both")
+        return self
+
+    def identity(self) -> dict[str, Any]:
+        return sampling_identity(self.model_dump(mode="json"))
+
+
+FIRST_SAMPLING_FIELDS = ("max_tokens", "temperature", "top_p", "seed", "stop")
+LATER_DEFAULTS = {k: f.get_default(call_default_factory=True) for k, f in SamplingSpec.model_fields.items()
+                  if k not in FIRST_SAMPLING_FIELDS}
+
+
+def sampling_identity(sampling: dict[str, Any]) -> dict[str, Any]:
+    """What of a sampling decides an answer: every field, leaving out those added later while
+    they hold their defaults, so outputs and caches made before them still match."""
+    return {k: v for k, v in sampling.items() if k in FIRST_SAMPLING_FIELDS or v != LATER_DEFAULTS.get(k)}
 
 
 class PreemptionNoticeSpec(_Section):
@@ -330,6 +425,15 @@ class PipelineSpec(_Section):
     cache: CacheSpec = Field(default_factory=CacheSpec)
     output: OutputSpec
 
+    @model_validator(mode="before")
+    @classmethod
+    def _batch_requests_name_their_model(cls, data: Any) -> Any:
+        """With `models`, a provider batch file's requests pick theirs by the model they name."""
+        if isinstance(data, dict) and data.get("models") and data.get("route") is None \
+                and isinstance(data.get("input"), dict) and data["input"].get("kind") in BATCH_KINDS:
+            data = {**data, "route": {"column": "model"}}
+        return data
+
     @model_validator(mode="after")
     def _routes_name_models(self) -> "PipelineSpec":
         if bool(self.models) != (self.route is not None):
@@ -374,6 +478,40 @@ def _describe(error: dict) -> str:
     if kind == "value_error":
         return f"{where}: {error['ctx']['error']}"
     return f"{where}: {error['msg']}, got {error['input']!r}"
+
+
+def row_sampling(base: SamplingSpec, override: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """A row's own sampling (every field: the run's, with the row's overrides), or why the
+    overrides cannot be used. An override is a JSON object (text) or a struct; null: none.
+
+    >>> row_sampling(SamplingSpec(), '{"temperature": 0.5, "n": 2}')[0]["n"]
+    2
+    >>> row_sampling(SamplingSpec(), '{"temprature": 0.5}')[1]
+    'temprature is not a known field'
+    >>> row_sampling(SamplingSpec(), {"top_p": 3.0, "seed": None})[1]
+    'top_p must be <= 1, got 3.0'
+    """
+    if override is None:
+        return None, None
+    if isinstance(override, str):
+        try:
+            override = json.loads(override)
+        except json.JSONDecodeError as err:
+            return None, f"is not JSON ({err.msg})"
+        if not isinstance(override, dict):
+            return None, f"must be a JSON object of sampling fields, got {type(override).__name__}"
+    elif isinstance(override, dict):  # a struct column: a null field is one the row does not set
+        override = {k: v for k, v in override.items() if v is not None}
+    else:
+        return None, f"must be a JSON object or a struct of sampling fields, got {type(override).__name__}"
+    if not override:
+        return None, None
+    try:
+        # Strict: "64" or 64.5 for an integer is refused, as the providers refuse it, not guessed at.
+        merged = SamplingSpec.model_validate({**base.model_dump(), **override}, strict=True)
+    except ValidationError as err:
+        return None, "; ".join(_describe(e) for e in err.errors())
+    return merged.model_dump(mode="json"), None
 
 
 def validate_spec(data: dict[str, Any]) -> PipelineSpec:

@@ -43,14 +43,14 @@ import pyarrow.compute as pc
 
 from operators.failures import BAD_INPUT, ENGINE_ERROR, INPUT_CHANGED, PREEMPTED_EXHAUSTED, STORAGE_ERROR
 from operators.engine_turns import EngineTurns
-from operators.generate import RESULT_SCHEMA
+from operators.generate import RESULT_SCHEMA, empty_results
 from operators.response_cache import ANSWER_COLUMNS, ResponseCache, request_key
 from pipelines.plan import model_identity
-from pipelines.spec import PipelineSpec
+from pipelines.spec import PipelineSpec, sampling_identity
 from pipelines.store.counts import ENGINE, UnitCounts, counts_fields, counts_from_row, counts_row
 from pipelines.store.output import STATS_KEY, OutputStore
 from pipelines.store.records import STALL_SECONDS, Records
-from pipelines.unit_rows import ERROR, ID, MAX_TOKENS, PROMPT
+from pipelines.unit_rows import ERROR, ID, MAX_TOKENS, PROMPT, SAMPLING
 
 # Why a unit was not run by this actor (UnitOutcome.skipped).
 SKIP_COMMITTED = "committed"
@@ -107,6 +107,23 @@ def outcome_row(outcome: UnitOutcome, actor: dict[str, Any]) -> dict[str, Any]:
 def outcome_from_row(row: dict[str, Any]) -> UnitOutcome:
     return UnitOutcome(**counts_from_row(row).to_json(), unit_id=row["unit_id"], skipped=row["skipped"],
                        committed=row["committed"])
+
+
+def row_samplings(rows: pa.Table) -> list[dict[str, Any] | None] | None:
+    """Each row's own sampling (every field, pipelines/unit_rows.py), or None for a run without."""
+    if SAMPLING not in rows.column_names:
+        return None
+    values = rows.column(SAMPLING).to_pylist()
+    return [json.loads(v) if v else None for v in values] if any(values) else None
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A results table with `schema`'s columns: those it lacks (a file written before they were
+    added) as nulls."""
+    for f in schema:
+        if f.name not in table.column_names:
+            table = table.append_column(f, pa.nulls(table.num_rows, f.type))
+    return table.select(schema.names)
 
 
 def result_table(spec: PipelineSpec, ids: pa.Array | pa.ChunkedArray, cols: dict[str, list],
@@ -205,12 +222,13 @@ class UnitProtocol:
         in_engine = 1
         try:
             prompts, max_tokens = rows.column(PROMPT).to_pylist(), rows.column(MAX_TOKENS).to_pylist()
-            keys = self.request_keys(prompts, max_tokens)
+            samplings = row_samplings(rows)
+            keys = self.request_keys(prompts, max_tokens, samplings)
             cached = self._cached(keys)
             with self.turns.alone() if died_in_company(attempts) else self.turns.shared() as turn:
                 try:
                     cols = self.generate(prompts, rows.column(ERROR).to_pylist(), max_tokens, keys=keys,
-                                         cached=cached)
+                                         cached=cached, samplings=samplings)
                 except BaseException:
                     in_engine = turn.company  # how many units were in the engine with it
                     raise
@@ -297,12 +315,8 @@ class UnitProtocol:
         """Give up on a unit: every row becomes an error record (a row that already had one keeps
         it), so the run ends and `spotbatch run --retry-failed` can try again later."""
         prior = rows.column(ERROR).to_pylist()
-        n = rows.num_rows
-        cols = {"output": [None] * n, "prompt_tokens": [0] * n, "completion_tokens": [0] * n,
-                "cached_prompt_tokens": [0] * n, "finish_reason": [None] * n,
-                "error": [p or message for p in prior],
-                "error_class": [BAD_INPUT if p else error_class for p in prior],
-                "served_from": [None] * n}
+        cols = empty_results([p or message for p in prior])
+        cols["error_class"] = [BAD_INPUT if p else error_class for p in prior]
         counts = UnitCounts.of_results(cols, 0.0)
         committed = self._commit(unit_id, result_table(self.spec, rows.column(ID), cols, self.fingerprint), counts)
         return UnitOutcome(**counts.to_json(), unit_id=unit_id, committed=committed)
@@ -324,7 +338,8 @@ class UnitProtocol:
         def merge(old: pa.Table) -> tuple[pa.Table, dict]:
             before = UnitCounts.from_json(json.loads((old.schema.metadata or {})[STATS_KEY]))
             kept = old.filter(pc.invert(pc.is_in(old.column(id_col), value_set=retried.column(id_col))))
-            merged = pa.concat_tables([kept.replace_schema_metadata(None), retried.cast(kept.schema)])
+            kept = conform(kept.replace_schema_metadata(None), retried.schema)  # written before a column was added
+            merged = pa.concat_tables([kept, retried.cast(kept.schema)])
             cols = {c: merged.column(c).to_pylist() for c in RESULT_SCHEMA.names}
             footer = UnitCounts.of_results(cols, before.engine_seconds + counts.engine_seconds)
             footer.prompt_tokens = before.prompt_tokens + counts.prompt_tokens
@@ -333,16 +348,22 @@ class UnitProtocol:
 
         self.store.replace(unit_id, merge)
 
-    def request_keys(self, prompts: list[str | None], max_tokens: list[int | None]) -> list[str | None]:
+    def request_keys(self, prompts: list[str | None], max_tokens: list[int | None],
+                     samplings: list[dict[str, Any] | None] | None = None) -> list[str | None]:
         """Keys that name identical requests (operators/response_cache.py), or all None when
-        neither dedup nor a cache is on."""
+        neither dedup nor a cache is on. Every sampling field that can change an answer is in
+        the key, a row's own included."""
         spec = self.spec
         if not spec.cache.dedup and not self.cache:
             return [None] * len(prompts)
-        sampling = spec.sampling.model_dump()
-        return [None if p is None else request_key(
-            self.model_key, p, spec.input.system_prompt, spec.input.format,
-            {**sampling, "max_tokens": m or sampling["max_tokens"]}) for p, m in zip(prompts, max_tokens)]
+        base = spec.sampling.model_dump(mode="json")
+        keys = []
+        for i, (p, m) in enumerate(zip(prompts, max_tokens)):
+            sampling = (samplings[i] if samplings else None) or base
+            keys.append(None if p is None else request_key(
+                self.model_key, p, spec.input.system_prompt, spec.input.format,
+                sampling_identity({**sampling, "max_tokens": m or sampling["max_tokens"]})))
+        return keys
 
     def _share(self, keys: list[str | None], cols: dict[str, list]) -> None:
         """Share what the engine generated (never errors, never answers it got from elsewhere)."""

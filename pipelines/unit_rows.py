@@ -5,6 +5,7 @@ its rendered prompt or the reason it has none. One unit becomes one block, so th
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -17,10 +18,11 @@ from operators.failures import INPUT_CHANGED, STORAGE_ERROR
 from operators.prompts import InvalidText, PromptRenderer
 from pipelines.inputs import file_version
 from pipelines.routing import models_of
-from pipelines.spec import PipelineSpec
+from pipelines.spec import PipelineSpec, row_sampling
 
 # The columns a unit's rows travel in between the stages (the input's own names may clash).
 UNIT, UNIT_ROWS, ID, PROMPT, ERROR, MAX_TOKENS = "__unit", "__unit_rows", "__id", "__prompt", "__error", "__max_tokens"
+SAMPLING = "__sampling"  # a row's own sampling, every field, as JSON (null: the run's)
 
 
 def pack_ids(ids: pa.Array) -> bytes:
@@ -93,7 +95,8 @@ def read_units(batch: pa.Table, spec_data: dict[str, Any]) -> pa.Table:
 
 def _marker(unit_id: str, why: str) -> pa.Table:
     return pa.table({UNIT: [unit_id], UNIT_ROWS: pa.array([-1], pa.int64()), ID: pa.nulls(1),
-                     PROMPT: pa.nulls(1, pa.string()), ERROR: [why], MAX_TOKENS: pa.nulls(1, pa.int64())})
+                     PROMPT: pa.nulls(1, pa.string()), ERROR: [why], MAX_TOKENS: pa.nulls(1, pa.int64()),
+                     SAMPLING: pa.nulls(1, pa.string())})
 
 
 def check_version(unit: dict[str, Any], storage_options: dict) -> None:
@@ -138,6 +141,16 @@ def unit_rows(unit: dict[str, Any], spec: PipelineSpec) -> pa.Table:
             if why:
                 errors[i] = errors[i] or f"{name} {why}"
                 prompts[i] = None
+    samplings: list[str | None] = [None] * n
+    if spec.input.sampling_column:
+        name = spec.input.sampling_column
+        for i, value in enumerate(rows.column(name).to_pylist()):
+            sampling, why = row_sampling(spec.sampling, value)
+            if why:
+                errors[i] = errors[i] or f"{name}: {why}"
+                prompts[i] = None
+            elif sampling is not None:
+                samplings[i] = json.dumps(sampling)
     return pa.table(
         {
             UNIT: pa.array([unit["unit_id"]] * n, pa.string()),
@@ -146,6 +159,7 @@ def unit_rows(unit: dict[str, Any], spec: PipelineSpec) -> pa.Table:
             PROMPT: pa.array(prompts, pa.string()),
             ERROR: pa.array(errors, pa.string()),
             MAX_TOKENS: pa.array(max_tokens, pa.int64()),
+            SAMPLING: pa.array(samplings, pa.string()),
         }
     )
 

@@ -67,8 +67,15 @@ CASES = [
      ("records", {2: ("bad_input", "mt must be a positive integer below 2**63, got 2.5")})),
     ("an OpenAI line whose body is not an object", batch_file(OK, ["not", "an", "object"]),
      {"kind": "openai_batch"}, ("refused", ["batch.jsonl line 2", "'body' must be a JSON object"])),
+    # A request OpenAI would refuse on its own fails on its own, as there: an error record.
     ("an OpenAI max_tokens over 2**63", batch_file(OK, {**OK, "max_tokens": 2**64}),
-     {"kind": "openai_batch"}, ("refused", ["batch.jsonl line 2", "body.max_tokens must be a positive integer"])),
+     {"kind": "openai_batch"}, ("records", {"r1": ("bad_input", "sampling: max_tokens must be <")})),
+    ("an OpenAI max_tokens as text", batch_file(OK, {**OK, "max_tokens": "4"}),
+     {"kind": "openai_batch"}, ("records", {"r1": ("bad_input", "max_tokens: Input should be a valid integer")})),
+    ("an OpenAI temperature out of range", batch_file(OK, {**OK, "temperature": 7}),
+     {"kind": "openai_batch"}, ("records", {"r1": ("bad_input", "temperature must be <= 2, got 7")})),
+    ("an OpenAI line with tools", batch_file(OK, {**OK, "tools": []}),
+     {"kind": "openai_batch"}, ("refused", ["batch.jsonl line 2", "body.tools cannot be honoured"])),
 ]
 
 
@@ -91,8 +98,12 @@ def test_bad_input_is_refused_by_name_or_becomes_an_error_record(tmp_path, ray_c
         assert not (tmp_path / "out").exists()
         return
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = {r["id"]: r for r in ds.dataset(str(tmp_path / "out")).to_table().to_pylist()}
-    assert len(rows) == pq.read_metadata(path / "part-0.parquet").num_rows  # every row, once
+    if input_spec.get("kind") == "openai_batch":
+        rows = {r["custom_id"]: r for r in ds.dataset(str(tmp_path / "out")).to_table().to_pylist()}
+        assert len(rows) == len(path.read_text().splitlines())  # every request, once
+    else:
+        rows = {r["id"]: r for r in ds.dataset(str(tmp_path / "out")).to_table().to_pylist()}
+        assert len(rows) == pq.read_metadata(path / "part-0.parquet").num_rows  # every row, once
     for row_id, row in rows.items():
         if row_id in what:
             error_class, words = what[row_id]

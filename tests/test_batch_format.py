@@ -42,7 +42,8 @@ def test_a_provider_batch_runs_unchanged_and_exports_both_ways(tmp_path, ray_clu
     answers = [json.loads(line) for line in out.read_text().splitlines()]
     errors = [json.loads(line) for line in (tmp_path / "batch_output.errors.jsonl").read_text().splitlines()]
     assert sorted(a["custom_id"] for a in answers) == sorted(f"req-{i}" for i in range(13))
-    assert [e["custom_id"] for e in errors] == ["req-empty"] and errors[0]["error"]["code"] == "bad_input"
+    assert [e["custom_id"] for e in errors] == ["req-empty"] and errors[0]["error"]["code"] == "invalid_request_error"
+    assert errors[0]["error"]["message"].startswith("bad_input: ")  # spotbatch's class, for a retry by class
     for a in answers:
         body = a["response"]["body"]
         assert a["response"]["status_code"] == 200 and body["object"] == "chat.completion"
@@ -85,16 +86,20 @@ def test_a_broken_batch_file_is_named_before_any_engine(tmp_path):
 
 
 @pytest.mark.parametrize("extra, named", [
-    ({"temperature": 0.7}, "body.temperature"),
-    ({"response_format": {"type": "json_object"}}, "body.response_format"),
-    ({"n": 3}, "body.n"),
-    ({"tools": []}, "body.tools"),
+    ({"tools": []}, "field body.tools cannot be honoured"),
+    ({"tool_choice": "auto"}, "field body.tool_choice cannot be honoured"),
+    ({"stream": True}, "field body.stream cannot be honoured"),
+    ({"logit_bias": {"50256": -100}}, "field body.logit_bias cannot be honoured: its token ids are OpenAI's"),
+    ({"frobnicate": 1}, "field body.frobnicate is not an OpenAI chat completion field"),
+    ({"messages": [{"role": "tool", "content": "x"}]}, r"body.messages\[0\].role 'tool' cannot be honoured"),
+    ({"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]},
+     r"body.messages\[0\].content\[0\].type 'input_audio' cannot be honoured"),
 ])
-def test_a_body_field_that_is_not_honoured_is_refused_by_name_not_dropped(tmp_path, extra, named):
+def test_a_body_field_that_cannot_be_honoured_is_refused_by_name_not_dropped(tmp_path, extra, named):
     batch = tmp_path / "batch.jsonl"
     line = json.loads(batch_line(1))
     line["body"].update(extra)
     batch.write_text(batch_line(0) + "\n" + json.dumps(line) + "\n")
-    with pytest.raises(InputError, match=rf"batch.jsonl line 2: field {named} cannot be honoured"):
+    with pytest.raises(InputError, match=rf"batch.jsonl line 2: {named}"):
         run(spec_for(tmp_path, "tiny-random", batch))
     assert not list(tmp_path.rglob("*.parquet"))  # refused before the batch file was converted

@@ -6,7 +6,7 @@ import threading
 import pyarrow as pa
 import pytest
 
-from operators.generate import RESULT_SCHEMA
+from operators.generate import RESULT_SCHEMA, empty_results
 from pipelines.export import export
 from pipelines.run import prepare
 from pipelines.spec import PipelineSpec
@@ -24,9 +24,8 @@ def finished_output(tmp_path, rows: int = 40, commit: bool = True) -> str:
     for unit in plan.units if commit else plan.units[1:]:
         ids = pa.array(range(unit.start, unit.stop), pa.int64())
         n = len(ids)
-        cols = {"output": ["a"] * n, "prompt_tokens": [1] * n, "completion_tokens": [1] * n,
-                "cached_prompt_tokens": [0] * n, "finish_reason": ["stop"] * n, "error": [None] * n,
-                "error_class": [None] * n, "served_from": ["engine"] * n}
+        cols = {**empty_results([None] * n), "output": ["a"] * n, "prompt_tokens": [1] * n,
+                "completion_tokens": [1] * n, "finish_reason": ["stop"] * n, "served_from": ["engine"] * n}
         table = pa.table({"id": ids, **{f.name: pa.array(cols[f.name], f.type) for f in RESULT_SCHEMA},
                           "model": ["m"] * n, "spec_fingerprint": [plan.fingerprint] * n})
         store.commit(unit.unit_id, table, {"rows": n})

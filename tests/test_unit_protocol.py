@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 
 from operators.failures import BAD_INPUT, ENGINE_ERROR, PREEMPTED_EXHAUSTED, TIMEOUT
+from operators.generate import RESULT_COLUMNS
 from operators.response_cache import ResponseCache
 from pipelines.run import await_other_runs
 from pipelines.spec import PipelineSpec
@@ -65,14 +66,14 @@ class FakeGenerate:
         self.calls: list[list] = []
         self.fail, self.raises, self.during = fail or {}, raises, during
 
-    def __call__(self, prompts, errors, max_tokens, keys=None, cached=None):
+    def __call__(self, prompts, errors, max_tokens, keys=None, cached=None, samplings=None):
         self.calls.append(list(prompts))
+        self.samplings = samplings
         if self.during:
             self.during()
         if self.raises:
             raise self.raises
-        cols = {c: [] for c in ("output", "prompt_tokens", "completion_tokens", "cached_prompt_tokens",
-                                "finish_reason", "error", "error_class", "served_from")}
+        cols = {c: [] for c in RESULT_COLUMNS}
         for i, (prompt, error) in enumerate(zip(prompts, errors)):
             key = keys[i] if keys else None
             if error is not None or i in self.fail:
@@ -535,3 +536,33 @@ def test_a_shared_cache_never_answers_from_another_checkpoint_or_dtype(where, tm
     same = protocol(spec, FakeGenerate(), run_id="run-c", cache=ResponseCache(str(tmp_path / "cache")),
                     model_key=model_cache_key(spec, checkpoint, "float32"))
     assert same.run("00003-again", unit_rows()).reused_rows == 4  # the key can hit: the misses above mean something
+
+
+def test_every_sampling_field_and_a_rows_own_sampling_are_in_the_cache_key(where):
+    from pipelines.spec import SamplingSpec
+
+    spec = make_spec(where)
+    p = protocol(spec, FakeGenerate())
+    base = spec.sampling.model_dump(mode="json")
+    plain = p.request_keys(["q"], [None])[0]
+    assert plain is not None and p.request_keys(["q"], [None], [base])[0] == plain  # the same sampling, the same key
+    changes = [{"temperature": 0.5}, {"top_p": 0.9}, {"top_k": 5}, {"min_p": 0.1}, {"presence_penalty": 1.0},
+               {"frequency_penalty": 1.0}, {"repetition_penalty": 1.2}, {"logprobs": True, "top_logprobs": 2},
+               {"stop": ["x"]}, {"seed": 9}, {"structured": {"choice": ["a", "b"]}},
+               {"response_format": {"type": "json_object"}}]
+    keys = [p.request_keys(["q"], [None], [SamplingSpec(**{**base, **c}).model_dump(mode="json")])[0] for c in changes]
+    assert None not in keys and len(set(keys + [plain])) == len(changes) + 1  # each field its own answer
+    for never_shared in ({"n": 2}, {"temperature": 0.7, "seed": None}):
+        assert p.request_keys(["q"], [None], [{**base, **never_shared}]) == [None]
+
+
+def test_the_fingerprint_of_a_spec_written_before_the_new_sampling_fields_is_unchanged():
+    """Outputs written before `top_k`, `n`, `logprobs`, ... existed resume: their sampling
+    digest is what that version wrote (this figure was computed by it)."""
+    from pipelines.plan import fingerprint_parts
+
+    spec = PipelineSpec(input={"paths": "in", "prompt_column": "text"}, model={"name": "tiny-random"},
+                        sampling={"max_tokens": 32, "stop": ["x"]}, output={"path": "o"})
+    assert fingerprint_parts(spec, [])["sampling"] == "913e3685eb25fdfb"
+    spec.sampling.top_k = 40
+    assert fingerprint_parts(spec, [])["sampling"] != "913e3685eb25fdfb"

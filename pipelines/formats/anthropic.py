@@ -1,0 +1,91 @@
+"""Anthropic Message Batches files: requests in, results out.
+
+In, one request per line:
+    {"custom_id": "r1", "params": {"model": "...", "max_tokens": 256, "messages": [...],
+     "system": "...", "temperature": 0.5, "top_p": 0.9, "top_k": 40, "stop_sequences": ["\\n\\n"],
+     "metadata": {...}}}
+Every field is honoured with Anthropic's meaning (a request without `temperature` samples at
+1.0, as Anthropic does) or refused by name (tools, images, documents, thinking). Out, per row:
+    {"custom_id": "r1", "result": {"type": "succeeded", "message": {"id", "type": "message",
+     "role": "assistant", "model", "content": [{"type": "text", "text"}], "stop_reason",
+     "stop_sequence", "usage": {"input_tokens", "output_tokens"}}}}
+or {"custom_id": "r1", "result": {"type": "errored", "error": {"type", "message"}}}.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pipelines.formats.messages import chat_messages_of, text_of
+from pipelines.inputs import InputError
+
+NAME = "Anthropic"
+REQUEST_FIELDS = {"custom_id", "params"}
+SAMPLING_FIELDS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "stop_sequences": "stop",
+                   "max_tokens": "max_tokens"}
+INERT_FIELDS = {"metadata", "service_tier"}  # bookkeeping at Anthropic too
+REFUSED = {
+    "tools": "tool calls are not run here", "tool_choice": "tool calls are not run here",
+    "thinking": "extended thinking is not a setting here", "stream": "a batch is not streamed",
+    "mcp_servers": "MCP servers are not called here", "container": "code execution is not run here",
+}
+ROLES = {"user", "assistant"}
+DEFAULT_SAMPLING = {"temperature": 1.0, "top_p": 1.0, "seed": None, "n": 1}
+
+
+def read_request(request: Any, where: str, models: list[str] | None) -> dict[str, Any]:
+    """One request line as a row: custom_id, messages (JSON), sampling (JSON), model."""
+    if not isinstance(request, dict) or not isinstance(request.get("custom_id"), str):
+        raise InputError(f"{where}: a batch request needs a string custom_id")
+    unknown = sorted(set(request) - REQUEST_FIELDS)
+    if unknown:
+        raise InputError(f"{where}: field {unknown[0]!r} is not part of an Anthropic batch request line")
+    params = request.get("params")
+    if not isinstance(params, dict):
+        raise InputError(f"{where}: field 'params' must be a JSON object (the Messages request)")
+    for name in sorted(params):
+        if name in REFUSED:
+            raise InputError(f"{where}: field params.{name} cannot be honoured: {REFUSED[name]}; refused rather "
+                             f"than dropped. Remove it from the file")
+        if name not in set(SAMPLING_FIELDS) | INERT_FIELDS | {"model", "messages", "system"}:
+            raise InputError(f"{where}: field params.{name} is not a Messages field spotbatch knows; refused "
+                             f"rather than dropped")
+    if "max_tokens" not in params:
+        raise InputError(f"{where}: params.max_tokens is required (as at Anthropic)")
+    messages = params.get("messages")
+    if isinstance(messages, list):
+        for i, m in enumerate(messages):
+            if isinstance(m, dict) and m.get("role") not in ROLES:
+                raise InputError(f"{where}: params.messages[{i}].role {m.get('role')!r} cannot be honoured: "
+                                 f"Anthropic's roles are user and assistant (the system prompt is params.system)")
+    system = text_of(params.get("system"), f"{where}: params.system")
+    model = params.get("model")
+    if models and model not in models:
+        raise InputError(f"{where}: params.model {model!r} names no model of the spec's `models` ({', '.join(models)})")
+    return {"custom_id": request["custom_id"], "model": model,
+            "messages": chat_messages_of(messages, f"{where}: params.messages", system=system),
+            "sampling": json.dumps({ours: params[theirs] for theirs, ours in sorted(SAMPLING_FIELDS.items())
+                                    if theirs in params})}
+
+
+ERROR_TYPES = {"bad_input": "invalid_request_error", "context_too_long": "invalid_request_error"}
+
+
+def stop_reason(row: dict[str, Any]) -> str:
+    if row.get("finish_reason") == "length":
+        return "max_tokens"
+    return "stop_sequence" if row.get("stop_sequence") else "end_turn"
+
+
+def result_line(custom_id: str, row: dict[str, Any], created: int) -> tuple[dict, bool]:
+    """One result line; and whether the row failed (Anthropic keeps both in one file)."""
+    if row.get("error") is not None:
+        return {"custom_id": custom_id, "result": {"type": "errored", "error": {
+            "type": ERROR_TYPES.get(row.get("error_class"), "api_error"),
+            "message": f"{row.get('error_class')}: {row['error']}"}}}, True
+    message = {"id": f"msg_{custom_id}", "type": "message", "role": "assistant", "model": row["model"],
+               "content": [{"type": "text", "text": row["output"]}], "stop_reason": stop_reason(row),
+               "stop_sequence": row.get("stop_sequence"),
+               "usage": {"input_tokens": row["prompt_tokens"], "output_tokens": row["completion_tokens"]}}
+    return {"custom_id": custom_id, "result": {"type": "succeeded", "message": message}}, False

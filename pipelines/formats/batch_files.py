@@ -1,0 +1,128 @@
+"""Provider batch JSONL files read into Parquet shards in the output folder (_spotbatch/input/),
+columns custom_id, messages (JSON), sampling (JSON: the request's own sampling fields), model;
+the run then reads those like any input. They are read again only when the files change, and
+then the run refuses to mix answers, as for any changed input. Every request line is checked
+(by its provider's module, pipelines/formats/) before anything is written.
+
+A request's sampling means what it means at its provider: what the request leaves out is the
+provider's default (OpenAI and Anthropic sample at temperature 1.0), unless the spec's
+`sampling` sets that field, which then is the default for the whole file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
+
+from pipelines.inputs import InputError, expand_paths, file_version
+from pipelines.store.output import OutputError, OutputStore
+
+INPUT_DIR = "_spotbatch/input"
+SOURCE = "_spotbatch/batch_source.json"  # beside, not inside, the folder read as input
+CONVERSION = 2  # what the Parquet holds; a folder made by another conversion is made again
+ROWS_PER_SHARD = 50_000
+SCHEMA = pa.schema([("custom_id", pa.string()), ("messages", pa.string()), ("sampling", pa.string()),
+                    ("model", pa.string())])
+
+
+def _listing(paths: list[str], storage_options: dict[str, Any]) -> list[dict[str, Any]]:
+    files = []
+    for path in paths:
+        fs, fpath = url_to_fs(path, **storage_options)
+        for m in sorted(expand_paths(fs, fpath)):
+            info = fs.info(m)
+            files.append({"path": fs.unstrip_protocol(m), "size": info.get("size"), "version": file_version(info)})
+    if not files:
+        raise InputError(f"no batch files at {', '.join(paths)}")
+    return files
+
+
+def _row(provider, line: str, where: str, models: list[str] | None) -> dict[str, Any]:
+    try:
+        request = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise InputError(f"{where}: not JSON ({err.msg})") from None
+    return provider.read_request(request, where, models)
+
+
+def read_batch_files(provider, paths: list[str], storage_options: dict[str, Any], store: OutputStore,
+                     new_run: bool = False, models: list[str] | None = None) -> str:
+    """Read the JSONL files into Parquet under the output (once per version of the files);
+    returns the folder to read as input. Files that changed under an output holding a run are
+    refused before anything is rewritten (with `new_run`, read again: that run is moved aside).
+    `models`: the spec's routed models, which each request's model must name."""
+    listing = {"conversion": CONVERSION, "files": _listing(paths, storage_options)}
+    previous = store.read(SOURCE)
+    if previous is not None and json.loads(previous) == listing:
+        return store._path(INPUT_DIR)
+    if previous is not None and store.read_manifest() is not None and not new_run:
+        old = json.loads(previous)
+        before = {f["path"]: f for f in (old.get("files", []) if isinstance(old, dict) else old)}
+        changed = [f["path"] for f in listing["files"] if before.get(f["path"]) != f] or sorted(before)
+        if not isinstance(old, dict) or old.get("conversion") != CONVERSION:
+            changed = ["read by an earlier spotbatch, which kept fewer of each request's fields"]
+        raise OutputError(
+            f"output path {store.url} holds a run of other batch files; what differs from it: input files "
+            f"({', '.join(changed[:3])}). Use a new output path, or --new-run to move its results aside "
+            f"and start over.")
+    # Every request line is checked before anything is written: a bad line refuses the run and
+    # leaves the output as it was.
+    for _ in _requests(provider, listing["files"], storage_options, models):
+        pass
+    for name in store.find(INPUT_DIR):
+        if name.endswith(".parquet"):
+            store.fs.rm(store._path(name))
+    shard, rows = 0, []
+
+    def flush() -> None:
+        nonlocal shard, rows
+        buf = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), buf)
+        store.put(f"{INPUT_DIR}/part-{shard:05d}.parquet", buf.getvalue())
+        shard, rows = shard + 1, []
+
+    for row in _requests(provider, listing["files"], storage_options, models):
+        rows.append(row)
+        if len(rows) >= ROWS_PER_SHARD:
+            flush()
+    if rows or shard == 0:
+        flush()
+    store.put(SOURCE, json.dumps(listing).encode())
+    return store._path(INPUT_DIR)
+
+
+def _requests(provider, listing: list[dict[str, Any]], storage_options: dict[str, Any],
+              models: list[str] | None) -> Iterator[dict[str, Any]]:
+    """The rows of every request line of the listed files, in order."""
+    for f in listing:
+        fs, fpath = url_to_fs(f["path"], **storage_options)
+        with fs.open(fpath, "rt") as fh:
+            for n, line in enumerate(fh, 1):
+                if line.strip():
+                    yield _row(provider, line, f"{f['path']} line {n}", models)
+
+
+def resolve_input(spec, new_run: bool = False):
+    """For a spec whose input is a provider's batch files, the same spec reading the Parquet made
+    from them, each row with its request's own sampling over the provider's defaults (and the
+    spec's `sampling` fields that are set, which stand in for the provider's)."""
+    from pipelines.formats import PROVIDERS
+
+    provider = PROVIDERS.get(spec.input.kind)
+    if provider is None:
+        return spec
+    store = OutputStore(spec.output.path, spec.output.storage_options)
+    store.check_is_ours()  # never write into a folder that holds someone else's files
+    models = sorted(spec.models) if spec.routed else None
+    folder = read_batch_files(provider, spec.input.paths, spec.input.storage_options, store, new_run, models)
+    data = spec.model_dump(mode="json")
+    data["input"].update(kind="parquet", paths=[store.fs.unstrip_protocol(folder)],
+                         storage_options=spec.output.storage_options)
+    written = spec.sampling.model_dump(mode="json", include=spec.sampling.model_fields_set)
+    data["sampling"] = {**data["sampling"], **provider.DEFAULT_SAMPLING, **written}
+    return type(spec).model_validate(data)
