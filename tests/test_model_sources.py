@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from cluster.models import ModelChangedError, ModelNotFoundError, ModelSource, identify, kind_of, resolve
+from cluster.models import ModelChangedError, ModelNotFoundError, identify, kind_of, resolve
 from cluster.models import local as local_source
 from cluster.models import url as url_source
 from tests.helpers import ROOT, hub_cache
