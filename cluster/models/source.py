@@ -34,7 +34,8 @@ def describe_change(old: dict[str, Any], new: ModelSource) -> str:
     if old.get("kind") != new.kind or old.get("where") != new.where:
         return f"model {old.get('where')!r} ({old.get('kind')}) is now {new.where!r} ({new.kind})"
     if "commit" in now:
-        return f"model {new.where!r}: revision now at commit {now['commit']}, was {before.get('commit')}"
+        return (f"model {new.where!r}: revision now at commit {now['commit']}, was {before.get('commit')} "
+                f"(model.revision: {before.get('commit')} resumes on the old one)")
     old_files, new_files = before.get("files", {}), now.get("files", {})
     changed = sorted(n for n in old_files.keys() & new_files.keys() if old_files[n] != new_files[n])
     added, gone = sorted(new_files.keys() - old_files.keys()), sorted(old_files.keys() - new_files.keys())
