@@ -61,7 +61,10 @@ def identify(model: Any, where: str | None = None) -> ModelSource:
     if kind == "local":
         return local.identify(model.name.removeprefix("file://"))
     if kind == "hub":
-        return hub.identify(model.name, model.revision)
+        try:
+            return hub.identify(model.name, model.revision)
+        except ModelNotFoundError as err:  # `org/name` may have been meant as a relative folder
+            raise ModelNotFoundError(f"{err} (and there is no local folder {Path(model.name).resolve()})") from None
     return url.identify(model.name, model.storage_options, where or model.name)
 
 

@@ -56,7 +56,7 @@ def read_batch_files(provider, paths: list[str], storage_options: dict[str, Any]
     returns the folder to read as input. Files that changed under an output holding a run are
     refused before anything is rewritten (with `new_run`, read again: that run is moved aside).
     `models`: the spec's routed models, which each request's model must name."""
-    listing = {"conversion": CONVERSION, "files": _listing(paths, storage_options)}
+    listing = {"conversion": CONVERSION, "provider": provider.NAME, "files": _listing(paths, storage_options)}
     previous = store.read(SOURCE)
     if previous is not None and json.loads(previous) == listing:
         return store._path(INPUT_DIR)
@@ -66,6 +66,8 @@ def read_batch_files(provider, paths: list[str], storage_options: dict[str, Any]
         changed = [f["path"] for f in listing["files"] if before.get(f["path"]) != f] or sorted(before)
         if not isinstance(old, dict) or old.get("conversion") != CONVERSION:
             changed = ["read by an earlier spotbatch, which kept fewer of each request's fields"]
+        elif old.get("provider") != provider.NAME:
+            changed = [f"read as {old.get('provider')}'s format, now {provider.NAME}'s"]
         raise OutputError(
             f"output path {store.url} holds a run of other batch files; what differs from it: input files "
             f"({', '.join(changed[:3])}). Use a new output path, or --new-run to move its results aside "
