@@ -32,6 +32,7 @@ def _fs(url: str, options: dict[str, Any]):
 
 
 def _listing(fs, root: str) -> dict[str, list]:
+    fs.invalidate_cache()  # a listing fsspec kept from before would hide a change
     files: dict[str, list] = {}
     for path, info in fs.find(root, detail=True).items():
         rel = path[len(root):].lstrip("/")
