@@ -149,10 +149,11 @@ class GenerateOperator:
                 if i in mine:
                     mine[i].set_exception(RowRejected(message))
                 continue
-            sampling = samplings[i] if samplings and samplings[i] else None
-            row_max = ((max_tokens[i] if max_tokens else None) or (sampling or self.sampling)["max_tokens"]
+            own = samplings[i] if samplings and samplings[i] else None  # the row's own sampling, if any
+            sampling = own or self.sampling
+            row_max = ((max_tokens[i] if max_tokens else None) or sampling["max_tokens"]
                        or self.engine.max_model_len - len(ids))  # none given: up to the context, as the providers
-            requests.append(Request(i, ids, row_max, sampling=sampling, n=(sampling or self.sampling).get("n", 1)))
+            requests.append(Request(i, ids, row_max, sampling=own, n=sampling.get("n", 1)))
         ordered = order_for_engine(requests, self.engine.prefix_block_tokens)
         try:
             futures = self.feeder.submit(ordered, self.sampling) if ordered else []

@@ -85,7 +85,8 @@ class ResponseCache:
         answers: dict[str, dict[str, Any]] = {}
         for f, wanted in by_file.items():
             with self.fs.open(f, "rb") as fh:
-                table = pq.read_table(fh)  # files written before a column was added lack it: null
+                pf = pq.ParquetFile(fh)  # files written before a column was added lack it: null
+                table = pf.read(columns=[c for c in ANSWER_COLUMNS if c in pf.schema_arrow.names])
             for key, row in wanted:
                 answers[key] = {c: table.column(c)[row].as_py() if c in table.column_names else None
                                 for c in ANSWER_COLUMNS}

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cluster.cpu_priority import restore_priority
-from cluster.models import ModelChangedError, ModelSource, identify, resolve
+from cluster.models import ModelChangedError, ModelSource, resolve
 from cluster.node_facts import this_node
 from cluster.preemption import check_notice, drain_this_node
 from operators.engine import EngineConfig, VLLMEngine, engine_env
@@ -41,7 +41,7 @@ class UnitGenerator:
     keeps the records its cost is computed from (pipelines/store/records.py)."""
 
     def __init__(self, spec_data: dict[str, Any], fingerprint: str, run_id: str, tensor_parallel_size: int = 1,
-                 retry: bool = False, route_name: str | None = None, model_source: dict[str, Any] | None = None):
+                 *, model_source: dict[str, Any], retry: bool = False, route_name: str | None = None):
         started_at = time.time()  # the actor's node-seconds are counted from here
         self.spec = spec = PipelineSpec.model_validate(spec_data)
         self.actor_id = new_id()
@@ -53,8 +53,8 @@ class UnitGenerator:
 
             torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
         records = Records(OutputStore(spec.output.path, spec.output.storage_options))
-        model_source, fetched, loaded = self._load_engine(records, model_source, route_name or MODEL,
-                                                          tensor_parallel_size)
+        fetched, loaded = self._load_engine(records, ModelSource.from_json(model_source), route_name or MODEL,
+                                            tensor_parallel_size)
         generate = GenerateOperator(
             self.feeder.engine,
             self.feeder,
@@ -90,15 +90,14 @@ class UnitGenerator:
         if spec.compute.preemption_notice:
             threading.Thread(target=self._watch_notice, daemon=True).start()
 
-    def _load_engine(self, records: Records, model_source: dict[str, Any] | None, model_name: str,
-                     tensor_parallel_size: int) -> tuple[dict[str, Any], dict[str, Any], str]:
+    def _load_engine(self, records: Records, source: ModelSource, model_name: str,
+                     tensor_parallel_size: int) -> tuple[dict[str, Any], str]:
         """Put exactly the weights planning pinned on this node (cluster/models) and load them
-        into the engine; returns the pin, how the weights got here, and the dtype loaded.
+        into the engine; returns how the weights got here, and the dtype loaded.
 
         One output, one dtype: `auto` is float32 on a CPU without bf16 and bf16 elsewhere, so
         the first engine's choice is recorded and every later engine of the run loads it."""
         spec = self.spec
-        source = ModelSource.from_json(model_source) if model_source else identify(spec.model)
         model_path, fetched = resolve(spec.model, source)
         pinned_dtype = records.loaded_dtype(model_name)
         config = EngineConfig(
@@ -120,7 +119,7 @@ class UnitGenerator:
             raise ModelChangedError(f"model {spec.model.name!r}: this engine loaded {loaded}, the run's engines "
                                     f"load {records.loaded_dtype(model_name)} (two first engines on different "
                                     f"hardware); set model.dtype to that and run again")
-        return source.to_json(), {**fetched, "dtype_from_run": pinned_dtype is not None}, loaded
+        return {**fetched, "dtype_from_run": pinned_dtype is not None}, loaded
 
     def _watch_notice(self) -> None:
         """On a spot termination notice: tell Ray to place nothing new on this node, finish

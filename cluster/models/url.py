@@ -47,8 +47,10 @@ def identify(url: str, options: dict[str, Any], where: str) -> ModelSource:
     try:
         fs, root = _fs(url, options)
         files = _listing(fs, root)
-    except (ImportError, ValueError) as err:
-        raise ModelNotFoundError(f"model {where!r}: cannot open that URL ({err.__class__.__name__}: {err})") from None
+    except ImportError as err:  # no fsspec driver for the scheme: its message names the package
+        raise ModelNotFoundError(f"model {where!r}: cannot open that URL ({err})") from None
+    except ValueError as err:  # its message may quote the URL, credentials and all
+        raise ModelNotFoundError(f"model {where!r}: cannot open that URL ({err.__class__.__name__})") from None
     except PermissionError:
         raise ModelNotFoundError(f"model {where!r}: access denied; check model.storage_options") from None
     except Exception as err:  # noqa: BLE001 - the store's own errors name what went wrong (never the secret)

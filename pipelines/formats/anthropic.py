@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pipelines.formats.lines import ERROR_TYPES, check_fields, check_line, requested_model
 from pipelines.formats.messages import chat_messages_of, text_of
 from pipelines.inputs import InputError
 
@@ -30,27 +31,18 @@ REFUSED = {
     "thinking": "extended thinking is not a setting here", "stream": "a batch is not streamed",
     "mcp_servers": "MCP servers are not called here", "container": "code execution is not run here",
 }
+PARAMS_FIELDS = set(SAMPLING_FIELDS) | INERT_FIELDS | {"model", "messages", "system"}
 ROLES = {"user", "assistant"}
 DEFAULT_SAMPLING = {"temperature": 1.0, "top_p": 1.0, "seed": None, "n": 1}
 
 
 def read_request(request: Any, where: str, models: list[str] | None) -> dict[str, Any]:
     """One request line as a row: custom_id, messages (JSON), sampling (JSON), model."""
-    if not isinstance(request, dict) or not isinstance(request.get("custom_id"), str):
-        raise InputError(f"{where}: a batch request needs a string custom_id")
-    unknown = sorted(set(request) - REQUEST_FIELDS)
-    if unknown:
-        raise InputError(f"{where}: field {unknown[0]!r} is not part of an Anthropic batch request line")
+    check_line(request, where, REQUEST_FIELDS, NAME)
     params = request.get("params")
     if not isinstance(params, dict):
         raise InputError(f"{where}: field 'params' must be a JSON object (the Messages request)")
-    for name in sorted(params):
-        if name in REFUSED:
-            raise InputError(f"{where}: field params.{name} cannot be honoured: {REFUSED[name]}; refused rather "
-                             f"than dropped. Remove it from the file")
-        if name not in set(SAMPLING_FIELDS) | INERT_FIELDS | {"model", "messages", "system"}:
-            raise InputError(f"{where}: field params.{name} is not a Messages field spotbatch knows; refused "
-                             f"rather than dropped")
+    check_fields(params, where, "params", PARAMS_FIELDS, REFUSED, "a Messages field")
     if "max_tokens" not in params:
         raise InputError(f"{where}: params.max_tokens is required (as at Anthropic)")
     messages = params.get("messages")
@@ -60,16 +52,11 @@ def read_request(request: Any, where: str, models: list[str] | None) -> dict[str
                 raise InputError(f"{where}: params.messages[{i}].role {m.get('role')!r} cannot be honoured: "
                                  f"Anthropic's roles are user and assistant (the system prompt is params.system)")
     system = text_of(params.get("system"), f"{where}: params.system")
-    model = params.get("model")
-    if models and model not in models:
-        raise InputError(f"{where}: params.model {model!r} names no model of the spec's `models` ({', '.join(models)})")
-    return {"custom_id": request["custom_id"], "model": model,
+    return {"custom_id": request["custom_id"],
+            "model": requested_model(params.get("model"), where, "params.model", models),
             "messages": chat_messages_of(messages, f"{where}: params.messages", system=system),
             "sampling": json.dumps({ours: params[theirs] for theirs, ours in sorted(SAMPLING_FIELDS.items())
                                     if theirs in params})}
-
-
-ERROR_TYPES = {"bad_input": "invalid_request_error", "context_too_long": "invalid_request_error"}
 
 
 def stop_reason(row: dict[str, Any]) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pipelines.formats.lines import ERROR_TYPES, check_fields, check_line, requested_model
 from pipelines.formats.messages import chat_messages_of
 from pipelines.inputs import InputError
 
@@ -37,17 +38,14 @@ REFUSED = {
     "prediction": "predicted outputs are not supported", "reasoning_effort": "no reasoning model setting here",
     "web_search_options": "web search is not run here",
 }
+BODY_FIELDS = SAMPLING_FIELDS | INERT_FIELDS | {"model", "messages", "max_tokens", "max_completion_tokens"}
 # A body without these means OpenAI's defaults, not the spec's (pipelines/formats/batch_files.py).
 DEFAULT_SAMPLING = {"temperature": 1.0, "top_p": 1.0, "seed": None, "max_tokens": None, "n": 1}
 
 
 def read_request(request: Any, where: str, models: list[str] | None) -> dict[str, Any]:
     """One request line as a row: custom_id, messages (JSON), sampling (JSON), model."""
-    if not isinstance(request, dict) or not isinstance(request.get("custom_id"), str):
-        raise InputError(f"{where}: a batch request needs a string custom_id")
-    unknown = sorted(set(request) - REQUEST_FIELDS)
-    if unknown:
-        raise InputError(f"{where}: field {unknown[0]!r} is not part of an OpenAI batch request line")
+    check_line(request, where, REQUEST_FIELDS, NAME)
     if request.get("method", "POST") != "POST":
         raise InputError(f"{where}: only POST requests can run here, got {request['method']!r}")
     url = request.get("url", ENDPOINT)
@@ -56,13 +54,7 @@ def read_request(request: Any, where: str, models: list[str] | None) -> dict[str
     body = request.get("body", {})
     if not isinstance(body, dict):
         raise InputError(f"{where}: field 'body' must be a JSON object (the request body), got {type(body).__name__}")
-    for name in sorted(body):
-        if name in REFUSED:
-            raise InputError(f"{where}: field body.{name} cannot be honoured: {REFUSED[name]}; refused rather "
-                             f"than dropped. Remove it from the file")
-        if name not in SAMPLING_FIELDS | INERT_FIELDS | {"model", "messages", "max_tokens", "max_completion_tokens"}:
-            raise InputError(f"{where}: field body.{name} is not an OpenAI chat completion field spotbatch knows; "
-                             f"refused rather than dropped")
+    check_fields(body, where, "body", BODY_FIELDS, REFUSED, "an OpenAI chat completion field")
     sampling = {k: body[k] for k in sorted(SAMPLING_FIELDS & set(body))}
     if "max_tokens" in body and "max_completion_tokens" in body and body["max_tokens"] != body["max_completion_tokens"]:
         raise InputError(f"{where}: body.max_tokens and body.max_completion_tokens differ; give one")
@@ -70,22 +62,13 @@ def read_request(request: Any, where: str, models: list[str] | None) -> dict[str
         if field in body:
             sampling["max_tokens"] = body[field]
             break
-    return {"custom_id": request["custom_id"], "model": _model(body.get("model"), where, models),
+    return {"custom_id": request["custom_id"],
+            "model": requested_model(body.get("model"), where, "body.model", models),
             "messages": chat_messages_of(body.get("messages"), f"{where}: body.messages"),
             "sampling": json.dumps(sampling)}
 
 
-def _model(model: Any, where: str, models: list[str] | None) -> str | None:
-    if model is not None and not isinstance(model, str):
-        raise InputError(f"{where}: body.model must be a string, got {type(model).__name__}")
-    if models and model not in models:
-        raise InputError(f"{where}: body.model {model!r} names no model of the spec's `models` "
-                         f"({', '.join(models)})")
-    return model
-
-
 FINISH = {"stop": "stop", "length": "length"}
-ERROR_TYPES = {"bad_input": "invalid_request_error", "context_too_long": "invalid_request_error"}
 
 
 def _logprobs(entries: list[dict] | None) -> dict | None:
