@@ -49,7 +49,7 @@ from pipelines.plan import model_identity
 from pipelines.spec import PipelineSpec, sampling_identity
 from pipelines.store.counts import ENGINE, UnitCounts, counts_fields, counts_from_row, counts_row
 from pipelines.store.output import STATS_KEY, OutputStore
-from pipelines.store.records import STALL_SECONDS, Records
+from pipelines.store.records import COMMITTED_AT, COMMITTED_BY, STALL_SECONDS, Records
 from pipelines.unit_rows import ERROR, ID, MAX_TOKENS, PROMPT, SAMPLING
 
 # Why a unit was not run by this actor (UnitOutcome.skipped).
@@ -235,7 +235,7 @@ class UnitProtocol:
             counts = UnitCounts.of_results(cols, time.monotonic() - started)
             table = result_table(self.spec, rows.column(ID), cols, self.fingerprint)
             with storage("committing the unit"):
-                outcome = self._commit_if_current(unit_id, table, counts)
+                outcome = self._commit_if_current(unit_id, table, counts, attempt)
         except BaseException as err:
             # Recorded, then raised: the unit is retried, and status shows why it failed.
             end = {"outcome": "failed", "error": repr(err)[:2000], "time": time.time(), "in_engine": in_engine}
@@ -268,13 +268,15 @@ class UnitProtocol:
                                          "time": time.time()})
         return UnitOutcome(unit_id=unit_id, skipped=message)
 
-    def _commit_if_current(self, unit_id: str, table: pa.Table, counts: UnitCounts) -> str:
+    def _commit_if_current(self, unit_id: str, table: pa.Table, counts: UnitCounts, attempt: str) -> str:
         """Commit (or merge) only while the output still holds this run: a run moved aside by
         --new-run must never add to the next one. Checked before the commit, and after it (the
         move may have come in between), when a late file is taken back out again."""
         if self.store.fingerprint() != self.fingerprint:
             return SUPERSEDED
-        if not self._commit(unit_id, table, counts):
+        # The footer names the attempt: if its node or driver dies before the end record is
+        # written, the records still tell which attempt committed (Records.settled_attempts).
+        if not self._commit(unit_id, table, counts, {COMMITTED_BY: attempt, COMMITTED_AT: time.time()}):
             return "already committed"
         if self.store.fingerprint() != self.fingerprint:
             moved = self.store.retract(unit_id, self.fingerprint)
@@ -321,12 +323,12 @@ class UnitProtocol:
         committed = self._commit(unit_id, result_table(self.spec, rows.column(ID), cols, self.fingerprint), counts)
         return UnitOutcome(**counts.to_json(), unit_id=unit_id, committed=committed)
 
-    def _commit(self, unit_id: str, table: pa.Table, counts: UnitCounts) -> bool:
+    def _commit(self, unit_id: str, table: pa.Table, counts: UnitCounts, by: dict[str, Any] | None = None) -> bool:
         """Commit a unit's results once; in a retry run, merge them into its committed ones."""
         if self.retry:
             self._merge_retried(unit_id, table, counts)
             return True
-        return self.store.commit(unit_id, table, counts.to_json())
+        return self.store.commit(unit_id, table, {**counts.to_json(), **(by or {})})
 
     def _merge_retried(self, unit_id: str, retried: pa.Table, counts: UnitCounts) -> None:
         """Put the retried rows in place of their error records in the unit's results; every

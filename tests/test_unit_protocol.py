@@ -127,6 +127,20 @@ def test_a_unit_is_generated_committed_and_recorded_once(where):
     assert len(generate.calls) == 1 and outcomes(p.store) == ["committed"]
 
 
+def test_an_attempt_killed_between_its_commit_and_its_end_record_is_known_by_the_footer(where, monkeypatch):
+    from pipelines.store.ledger import compute_ledger
+
+    p = protocol(make_spec(where), FakeGenerate())
+    with monkeypatch.context() as m:
+        m.setattr(Records, "end_attempt", lambda *a, **k: None)  # the node died right after the commit
+        assert p.run(UNIT, unit_rows(4)).committed
+    assert outcomes(p.store) == [None]  # the records alone read it as lost with its node
+    end = Records(p.store).settled_attempts()[UNIT]["000000"]["end"]
+    assert end["outcome"] == "committed" and (end["prompt_tokens"], end["completion_tokens"]) == (8, 12)
+    summary = compute_ledger(p.store).summary  # its tokens count, and its time is useful, not wasted
+    assert (summary.input_tokens, summary.output_tokens) == (8, 12)
+
+
 def test_a_second_committer_is_refused_and_its_result_never_lands(where):
     """Run B's actor generates while run A, which cannot see B alive (no beat: B's node is
     thought dead), generates and commits the same unit: B's commit is refused by the storage."""

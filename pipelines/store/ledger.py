@@ -55,7 +55,7 @@ def compute_ledger(store: OutputStore, reference: dict[str, Any] | None = None, 
     actor_records = records.actors()
     attempts: list[Attempt] = []
     per_unit: dict[str, dict[str, Any]] = {}
-    for unit_id, tries in records.attempts().items():
+    for unit_id, tries in records.settled_attempts().items():
         for t in tries.values():
             start, end = t.get("start"), t.get("end")
             if start is None:  # not readable (yet); an end is never written before its start

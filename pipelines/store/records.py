@@ -43,6 +43,8 @@ def new_id() -> str:
 
 
 NEXT_ATTEMPT = "next.json"  # beside a unit's folded attempts: the number its next attempt takes
+# In a committed unit's footer: the attempt that committed it, and when.
+COMMITTED_BY, COMMITTED_AT = "attempt", "committed_at"
 
 
 class Records:
@@ -97,6 +99,25 @@ class Records:
                 mine = result.setdefault(unit_id, {})
                 for attempt, record in tries.items():
                     mine.setdefault(attempt, record)  # a fold cut short leaves both: the same record
+        return result
+
+    def settled_attempts(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """attempts(), where an attempt that committed its unit but died before its end record
+        was written (its node or driver was killed in between) ends as its commit says: the
+        unit's footer names the attempt that committed it. Only units committed with no
+        attempt ending so have their footer read."""
+        result = self.attempts()
+        for unit_id in sorted(self.store.committed_units()):
+            tries = result.get(unit_id, {})
+            if any(t.get("end", {}).get("outcome") == "committed" for t in tries.values()):
+                continue
+            if not any("end" not in t for t in tries.values()):
+                continue
+            stats = self.store.unit_stats(unit_id)
+            attempt = tries.get(stats.get(COMMITTED_BY))
+            if attempt is not None and "end" not in attempt and "start" in attempt:
+                attempt["end"] = {**{k: v for k, v in stats.items() if k not in (COMMITTED_BY, COMMITTED_AT)},
+                                  "outcome": "committed", "time": stats[COMMITTED_AT], "from_footer": True}
         return result
 
     def live_attempts(self) -> dict[str, dict[str, dict[str, Any]]]:

@@ -42,7 +42,7 @@ def run_status(path: str, storage_options: dict[str, Any] | None = None) -> RunS
     planned = {u["unit_id"] for u in manifest["units"]}
     committed = store.committed_units() & planned
     done = UnitCounts.total([UnitCounts.from_json(store.unit_stats(u)) for u in sorted(committed)])
-    attempts = Records(store).attempts()
+    attempts = Records(store).settled_attempts()
     failed = 0
     for unit_id in planned - committed:
         tries = attempts.get(unit_id, {})
