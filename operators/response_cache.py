@@ -5,10 +5,21 @@ system prompt, the prompt format and every sampling parameter, seed included, ar
 requests are deterministic, so only they are shared: with temperature > 0 and no seed each
 request is a fresh sample and gets no key.
 
-The cache is a folder (local or s3://) of Parquet files, one per committed unit that added
-answers, `entries/<writer>.parquet`, written once and never changed, so writers on many
-nodes never conflict. A reader keeps an index of key -> file in memory (about 100 bytes per
-cached answer) and reads the new files' keys before each lookup.
+The cache is a folder (local or s3://) of Parquet files, each written once and never changed,
+so writers on many nodes never conflict and readers never wait for them. Two levels, as in an
+LSM tree:
+    entries/<writer>.parquet       what one committed unit added (one PUT per unit)
+    shards/<kk>/<time>-<id>.parquet  compacted answers whose key starts with the hex digits
+                                     kk, sorted by key, in row groups of ROW_GROUP_ROWS
+Compaction (operators/cache_compaction.py) moves entries into shards and merges a shard's
+small files into larger ones; it writes before it deletes, so an answer is always in one
+level or the other (or briefly both: the same answer twice is harmless).
+
+A reader keeps in memory only the keys of the entries not yet compacted (bounded by
+compaction) and the key range of each row group of the shard files it has read (bounded by
+FOOTERS_KEPT files). A lookup lists `entries/` (and `shards/` when keys are left), and reads,
+of the shards of the keys asked for, only the row groups whose key range holds one of them:
+its cost grows with the keys looked up, not with the cache.
 
 >>> a = request_key("m", "Hi", None, "chat", {"max_tokens": 8, "temperature": 0.0, "seed": None})
 >>> a == request_key("m", "Hi", None, "chat", {"max_tokens": 8, "temperature": 0.0, "seed": None})
@@ -23,25 +34,39 @@ True
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import io
 import json
+import os
+import sys
 import threading
 import uuid
-from typing import Any
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from operators.generate import RESULT_SCHEMA
 
 ENTRIES = "entries"
+SHARDS = "shards"
+SHARD_DIGITS = 2  # 256 shards: at 100M answers, ~400k per shard
+ROW_GROUP_ROWS = 2048  # what one key read fetches from a shard file
+FOOTERS_KEPT = 1024  # shard files whose row-group key ranges a reader keeps in memory
+COMPACT_AFTER = 512  # entries files that make an actor start a compaction in the background
+PARALLEL_REQUESTS = 16  # storage requests of one lookup or compaction step in flight at once
+LOOKUP_TRIES = 3  # a file compacted away between a listing and its read: list again
 # An answer as the engine gave it; not how much of its prompt the prefix cache held, which
 # depends on what else that engine had seen.
 ANSWER_COLUMNS = ("output", "prompt_tokens", "completion_tokens", "finish_reason", "choices", "logprobs",
                   "stop_sequence")
 SCHEMA = pa.schema([("key", pa.string())] + [RESULT_SCHEMA.field(c) for c in ANSWER_COLUMNS])
+KeyRanges = tuple[list[str], list[str]]  # a sorted file's row groups: their smallest keys, their largest
 
 
 def request_key(model: str, prompt: str, system_prompt: str | None, fmt: str, sampling: dict[str, Any]) -> str | None:
@@ -53,56 +78,272 @@ def request_key(model: str, prompt: str, system_prompt: str | None, fmt: str, sa
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-class ResponseCache:
+def shard_of(key: str) -> str:
+    return key[:SHARD_DIGITS]
+
+
+def answer_table(keys: list[str], answers: dict[str, list[Any]]) -> pa.Table:
+    """Keys and their answers (columns of ANSWER_COLUMNS; one not given is null) in SCHEMA."""
+    return pa.table({"key": keys, **{c: answers.get(c, [None] * len(keys)) for c in ANSWER_COLUMNS}}, schema=SCHEMA)
+
+
+def conform_answers(table: pa.Table) -> pa.Table:
+    """A cache file in SCHEMA: one written before a column was added has it as nulls."""
+    for f in SCHEMA:
+        if f.name not in table.column_names:
+            table = table.append_column(f, pa.nulls(table.num_rows, f.type))
+    return table.select(SCHEMA.names).cast(SCHEMA)
+
+
+class CacheFiles:
+    """The cache folder's file operations: one place that knows local from object storage."""
+
     def __init__(self, path: str, storage_options: dict[str, Any] | None = None):
         self.fs, root = url_to_fs(path, **{"use_listings_cache": False, **(storage_options or {})})
         self.root = root.rstrip("/")
-        self._index: dict[str, tuple[str, int]] = {}  # key -> (file, row)
-        self._seen: set[str] = set()
-        self._lock = threading.Lock()
+        self.local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
 
-    def _refresh(self) -> None:
-        folder = f"{self.root}/{ENTRIES}"
+    def path(self, name: str) -> str:
+        return f"{self.root}/{name}"
+
+    def parquet_files(self, folder: str) -> list[str]:
+        """The finished files under `folder` (a file being written is named otherwise)."""
         try:
-            files = [f for f in self.fs.find(folder) if f.endswith(".parquet")]
+            return sorted(f for f in self.fs.find(self.path(folder)) if f.endswith(".parquet"))
         except FileNotFoundError:
-            return
-        for f in sorted(set(files) - self._seen):
-            with self.fs.open(f, "rb") as fh:
-                keys = pq.read_table(fh, columns=["key"]).column(0).to_pylist()
-            for row, key in enumerate(keys):
-                self._index.setdefault(key, (f, row))
-            self._seen.add(f)
+            return []
 
+    def write(self, name: str, table: pa.Table) -> str:
+        """Write a file whole or not at all: a killed writer leaves nothing a reader takes (a
+        `.tmp` name locally, renamed into place; one PUT, or a multipart upload that is not
+        visible until it completes, on an object store)."""
+        buf = io.BytesIO()
+        pq.write_table(table, buf, row_group_size=ROW_GROUP_ROWS)
+        final = self.path(name)
+        if self.local:
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            staged = f"{final}.{uuid.uuid4().hex}.tmp"
+            with open(staged, "wb") as fh:
+                fh.write(buf.getvalue())
+            os.replace(staged, final)
+        else:
+            self.fs.pipe_file(final, buf.getvalue())
+        return final
+
+    def create(self, name: str, data: bytes) -> None:
+        """Create a small file, or raise FileExistsError (an exclusive create; If-None-Match on S3)."""
+        final = self.path(name)
+        if self.local:
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            return
+        try:
+            with self.fs.open(final, "xb") as fh:
+                fh.write(data)
+        except FileExistsError:
+            raise
+        except Exception:
+            if self.fs.exists(final):  # a 412 (or 409) in whatever shape the store gives it
+                raise FileExistsError(final) from None
+            raise
+
+    def map(self, fn: Callable[[Any], Any], items: list[Any]) -> Iterator[Any]:
+        """fn over items, several at a time: an object store answers each request in tens of ms."""
+        if len(items) <= 1:
+            return iter([fn(i) for i in items])
+        with ThreadPoolExecutor(min(PARALLEL_REQUESTS, len(items))) as pool:
+            return iter(list(pool.map(fn, items)))
+
+    def open(self, path: str):
+        return self.fs.open(path, "rb")
+
+    def remove(self, path: str) -> None:
+        try:
+            self.fs.rm_file(path)
+        except FileNotFoundError:
+            pass
+
+
+class ResponseCache:
+    def __init__(self, path: str, storage_options: dict[str, Any] | None = None, *,
+                 compact_after: int | None = COMPACT_AFTER):
+        self.files = CacheFiles(path, storage_options)
+        self.storage_options = storage_options
+        self.path = path
+        self.compact_after = compact_after  # None: never start a compaction from here
+        self._entries: dict[str, list[str]] = {}  # entries file -> its keys, for the files not yet compacted
+        self._index: dict[str, tuple[str, int]] = {}  # key -> (entries file, row)
+        self._ranges: OrderedDict[str, KeyRanges] = OrderedDict()  # shard file -> its row groups' key ranges
+        self._unreadable: set[str] = set()
+        self._lock = threading.Lock()
+        self._compacting: threading.Thread | None = None
+
+    # -- reading --------------------------------------------------------------------------
     def lookup(self, keys: list[str | None]) -> dict[str, dict[str, Any]]:
         """Cached answers for those keys that have one: key -> {output, prompt_tokens, ...}."""
+        wanted = {k for k in keys if k is not None}
+        if not wanted:
+            return {}
+        for _ in range(LOOKUP_TRIES):
+            try:
+                return self._lookup(wanted)
+            except FileNotFoundError:  # compacted away since it was listed: list again
+                continue
+        return {}
+
+    def _lookup(self, wanted: set[str]) -> dict[str, dict[str, Any]]:
+        """Entries first, then shards: compaction writes a shard before it deletes the entries,
+        so an answer gone from the first listing is in the second, and one listed in entries
+        but deleted before its read raises FileNotFoundError, and the lookup starts again."""
         with self._lock:
-            self._refresh()
-            hits = {k: self._index[k] for k in set(keys) if k is not None and k in self._index}
-        by_file: dict[str, list[tuple[str, int]]] = {}
-        for key, (f, row) in hits.items():
-            by_file.setdefault(f, []).append((key, row))
+            self._refresh_entries()
+            in_entries = {k: self._index[k] for k in wanted if k in self._index}
         answers: dict[str, dict[str, Any]] = {}
-        for f, wanted in by_file.items():
-            with self.fs.open(f, "rb") as fh:
-                pf = pq.ParquetFile(fh)  # files written before a column was added lack it: null
-                table = pf.read(columns=[c for c in ANSWER_COLUMNS if c in pf.schema_arrow.names])
-            for key, row in wanted:
-                answers[key] = {c: table.column(c)[row].as_py() if c in table.column_names else None
-                                for c in ANSWER_COLUMNS}
+        by_file: dict[str, list[tuple[str, int]]] = {}
+        for key, (f, row) in in_entries.items():
+            by_file.setdefault(f, []).append((key, row))
+        for f, rows in by_file.items():
+            answers.update(self._read_rows(f, rows))
+        if len(answers) == len(wanted):
+            return answers
+        shards = self._list_shards()  # one listing, a few files per shard (by size class)
+        by_shard: dict[str, list[str]] = {}
+        for key in sorted(wanted - answers.keys()):
+            by_shard.setdefault(shard_of(key), []).append(key)
+
+        def in_shard(shard: str) -> dict[str, dict[str, Any]]:
+            keys, found = by_shard[shard], {}
+            for f in shards.get(shard, []):  # newest first
+                found.update(self._lookup_file(f, [k for k in keys if k not in found]))
+                if len(found) == len(keys):
+                    break
+            return found
+
+        for found in self.files.map(in_shard, [s for s in by_shard if s in shards]):
+            answers.update(found)
         return answers
 
+    def _refresh_entries(self) -> None:
+        """Read the keys of entries files new since the last look; forget compacted ones."""
+        files = set(self.files.parquet_files(ENTRIES)) - self._unreadable
+        gone = self._entries.keys() - files
+        if gone:  # compacted into shards: their answers are there now
+            for f in gone:
+                del self._entries[f]
+            self._index = {}
+            for f in sorted(self._entries):
+                for row, key in enumerate(self._entries[f]):
+                    self._index.setdefault(key, (f, row))
+        for f in sorted(files - self._entries.keys()):
+            try:
+                with self.files.open(f) as fh:
+                    keys = pq.read_table(fh, columns=["key"]).column(0).to_pylist()
+            except FileNotFoundError:
+                continue  # compacted between the listing and the read
+            except (pa.ArrowException, OSError) as err:  # not Parquet: never written by us whole
+                print(f"spotbatch: cache file {f} cannot be read, skipped: {err!r}", file=sys.stderr)
+                self._unreadable.add(f)
+                continue
+            self._entries[f] = keys
+            for row, key in enumerate(keys):
+                self._index.setdefault(key, (f, row))
+
+    def _list_shards(self) -> dict[str, list[str]]:
+        shards: dict[str, list[str]] = {}
+        for f in self.files.parquet_files(SHARDS):
+            shards.setdefault(f.rsplit("/", 2)[-2], []).append(f)
+        return {s: sorted(fs, reverse=True) for s, fs in shards.items()}
+
+    def _read_rows(self, f: str, rows: list[tuple[str, int]]) -> dict[str, dict[str, Any]]:
+        with self.files.open(f) as fh:
+            pf = pq.ParquetFile(fh)  # files written before a column was added lack it: null
+            table = pf.read(columns=[c for c in ANSWER_COLUMNS if c in pf.schema_arrow.names])
+        return {key: {c: table.column(c)[row].as_py() if c in table.column_names else None
+                      for c in ANSWER_COLUMNS} for key, row in rows}
+
+    def _lookup_file(self, f: str, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """The answers in one sorted shard file, reading only the row groups that may hold them."""
+        ranges = self._row_group_ranges(f)
+        groups = sorted({i for k in keys for i in _groups_holding(ranges, k)})
+        if not groups:
+            return {}
+        with self.files.open(f) as fh:
+            pf = pq.ParquetFile(fh)
+            table = pf.read_row_groups(groups, columns=["key"])
+            mask = pc.is_in(table.column("key"), value_set=pa.array(keys, pa.string()))
+            if not pc.any(mask).as_py():
+                return {}
+            hit_groups, offset = [], 0
+            for g in groups:  # only the row groups with a hit are read whole
+                n = pf.metadata.row_group(g).num_rows
+                if pc.any(mask.slice(offset, n)).as_py():
+                    hit_groups.append(g)
+                offset += n
+            names = [c for c in ANSWER_COLUMNS if c in pf.schema_arrow.names]
+            found = pf.read_row_groups(hit_groups, columns=["key", *names])
+        found = found.filter(pc.is_in(found.column("key"), value_set=pa.array(keys, pa.string())))
+        return {row["key"]: {c: row.get(c) for c in ANSWER_COLUMNS} for row in found.to_pylist()}
+
+    def _row_group_ranges(self, f: str) -> KeyRanges:
+        with self._lock:
+            if f in self._ranges:
+                self._ranges.move_to_end(f)
+                return self._ranges[f]
+        with self.files.open(f) as fh:
+            meta = pq.ParquetFile(fh).metadata
+        key = meta.schema.names.index("key")
+        stats = [meta.row_group(g).column(key).statistics for g in range(meta.num_row_groups)]
+        ranges = ([s.min for s in stats], [s.max for s in stats])
+        with self._lock:
+            self._ranges[f] = ranges
+            while len(self._ranges) > FOOTERS_KEPT:
+                self._ranges.popitem(last=False)
+        return ranges
+
+    def memory_keys(self) -> int:
+        """Keys held in memory (the entries not yet compacted): what bounds a reader's memory."""
+        return len(self._index)
+
+    # -- writing --------------------------------------------------------------------------
     def add(self, keys: list[str], answers: dict[str, list[Any]]) -> str | None:
         """Write answers (columns of ANSWER_COLUMNS, aligned with keys; one not given is null)
-        as one new file."""
+        as one new entries file, sorted by key."""
         if not keys:
             return None
-        table = pa.table({"key": keys, **{c: answers.get(c, [None] * len(keys)) for c in ANSWER_COLUMNS}},
-                         schema=SCHEMA)
-        buf = io.BytesIO()
-        pq.write_table(table, buf)
-        name = f"{self.root}/{ENTRIES}/{uuid.uuid4().hex}.parquet"
-        self.fs.makedirs(f"{self.root}/{ENTRIES}", exist_ok=True)
-        with self.fs.open(name, "wb") as fh:
-            fh.write(buf.getvalue())
-        return name
+        table = answer_table(keys, answers)
+        table = table.take(pc.sort_indices(table, [("key", "ascending")]))
+        written = self.files.write(f"{ENTRIES}/{uuid.uuid4().hex}.parquet", table)
+        self._maybe_compact()
+        return written
+
+    def _maybe_compact(self) -> None:
+        """Start a compaction in the background when the entries pile up (one per process,
+        and one per cache at a time: operators/cache_compaction.py takes a lease)."""
+        if self.compact_after is None or len(self._entries) < self.compact_after:
+            return
+        with self._lock:
+            if self._compacting is not None and self._compacting.is_alive():
+                return
+            from operators.cache_compaction import compact_cache
+
+            def work():
+                try:
+                    compact_cache(self.path, self.storage_options)
+                except Exception as err:  # the cache stays as it was: only lookups cost more
+                    print(f"spotbatch: compacting the response cache failed: {err!r}", file=sys.stderr)
+
+            self._compacting = threading.Thread(target=work, daemon=True, name="cache-compaction")
+            self._compacting.start()
+
+
+def _groups_holding(ranges: KeyRanges, key: str) -> list[int]:
+    """The row groups of a sorted file whose key range holds `key` (a key may straddle two)."""
+    los, his = ranges
+    found = []
+    for g in range(bisect.bisect_left(his, key), len(his)):
+        if los[g] > key:
+            break
+        found.append(g)
+    return found

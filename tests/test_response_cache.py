@@ -1,15 +1,45 @@
-"""The response cache on its own: answers written by one reader are found by another."""
+"""The response cache on its own: answers written by one reader are found by another, through
+compaction, concurrent writers and a writer killed mid-write (local folder and loopback S3)."""
 
-from operators.response_cache import ResponseCache, request_key
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+
+import pyarrow.parquet as pq
+import pytest
+
+from operators import cache_compaction
+from operators.cache_compaction import compact_cache
+from operators.response_cache import ENTRIES, SHARDS, CacheFiles, ResponseCache, request_key, shard_of
 
 
 def answer(text, tokens):
     return {"output": [text], "prompt_tokens": [3], "completion_tokens": [tokens], "finish_reason": ["stop"]}
 
 
+def key(i: int) -> str:
+    return request_key("m", f"prompt {i}", None, "chat", {"max_tokens": 4, "temperature": 0.0, "seed": 0})
+
+
+def add(cache: ResponseCache, ids: list[int]) -> None:
+    cache.add([key(i) for i in ids], {"output": [f"answer {i}" for i in ids], "prompt_tokens": [i for i in ids],
+                                      "completion_tokens": [1] * len(ids), "finish_reason": ["stop"] * len(ids)})
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def cache_at(request, tmp_path) -> tuple[str, dict]:
+    if request.param == "local":
+        return str(tmp_path / "cache"), {}
+    return f"s3://spotbatch/{uuid.uuid4().hex[:8]}/cache", request.getfixturevalue("s3_server")
+
+
 def test_answers_are_shared_between_readers_and_files_are_never_rewritten(tmp_path):
-    k1 = request_key("m", "one", None, "chat", {"max_tokens": 4, "temperature": 0.0, "seed": 0})
-    k2 = request_key("m", "two", None, "chat", {"max_tokens": 4, "temperature": 0.0, "seed": 0})
+    k1, k2 = key(1), key(2)
     writer, reader = ResponseCache(str(tmp_path / "c")), ResponseCache(str(tmp_path / "c"))
     assert reader.lookup([k1, k2, None]) == {}  # no cache folder yet: nothing, no error
     first = writer.add([k1], answer("uno", 2))
@@ -20,3 +50,176 @@ def test_answers_are_shared_between_readers_and_files_are_never_rewritten(tmp_pa
     assert reader.lookup([k2])[k2]["output"] == "dos"
     assert len(list((tmp_path / "c" / "entries").iterdir())) == 2 and (tmp_path / "c" / "entries").exists()
     assert first.endswith(".parquet")
+
+
+def test_compaction_moves_answers_into_shards_and_a_lookup_reads_only_their_shards(cache_at, monkeypatch):
+    monkeypatch.setattr(cache_compaction, "ENTRIES_PER_PASS", 16)  # several passes
+    writer = ResponseCache(*cache_at, compact_after=None)
+    for unit in range(40):
+        add(writer, list(range(unit * 25, unit * 25 + 25)))
+    reader = ResponseCache(*cache_at, compact_after=None)
+    everything = [key(i) for i in range(1000)]
+    before = reader.lookup(everything)
+    assert len(before) == 1000 and reader.memory_keys() == 1000
+
+    done = compact_cache(*cache_at)
+    assert done.entries_files == 40 and done.answers == 1000 and done.skipped is None
+    files = CacheFiles(*cache_at)
+    assert files.parquet_files(ENTRIES) == []
+    shard_files = files.parquet_files(SHARDS)
+    assert {f.rsplit("/", 2)[-2] for f in shard_files} == {shard_of(k) for k in everything}
+    for f in shard_files[:5]:  # sorted by key, each file its shard's keys only
+        with files.open(f) as fh:
+            keys = pq.read_table(fh, columns=["key"]).column(0).to_pylist()
+        assert keys == sorted(keys) and {shard_of(k) for k in keys} == {f.rsplit("/", 2)[-2]}
+
+    assert reader.lookup(everything) == before  # the same answers, now from the shards
+    assert reader.memory_keys() == 0  # nothing left in memory but row-group key ranges
+
+    opened = []
+    real_open = CacheFiles.open
+    monkeypatch.setattr(CacheFiles, "open", lambda self, path: opened.append(path) or real_open(self, path))
+    asked = [key(7), key(500)]
+    assert {k: v["output"] for k, v in ResponseCache(*cache_at).lookup(asked + [key(5000)]).items()} == {
+        key(7): "answer 7", key(500): "answer 500"}
+    wanted_shards = {shard_of(k) for k in asked + [key(5000)]}
+    assert opened and {p.rsplit("/", 2)[-2] for p in opened} <= wanted_shards
+
+
+def few_shards(monkeypatch) -> None:
+    """16 shards, not 256: the same code, with fewer files for a test to write."""
+    from operators import response_cache
+
+    monkeypatch.setattr(response_cache, "SHARD_DIGITS", 1)
+    monkeypatch.setattr(cache_compaction, "SHARD_DIGITS", 1)
+
+
+def test_shard_files_merge_by_size_so_their_number_grows_with_the_log_of_the_cache(tmp_path, monkeypatch):
+    few_shards(monkeypatch)
+    path = str(tmp_path / "cache")
+    writer = ResponseCache(path, compact_after=None)
+    for cycle in range(24):  # a compaction after every unit: the worst case for small files
+        add(writer, list(range(cycle * 512, cycle * 512 + 512)))
+        compact_cache(path)
+    files = CacheFiles(path)
+    per_shard: dict[str, int] = {}
+    for f in files.parquet_files(SHARDS):
+        per_shard[f.rsplit("/", 2)[-2]] = per_shard.get(f.rsplit("/", 2)[-2], 0) + 1
+    assert max(per_shard.values()) <= 6, per_shard  # 24 without merging
+    found = ResponseCache(path).lookup([key(i) for i in range(24 * 512)])
+    assert len(found) == 24 * 512 and found[key(12_000)]["output"] == "answer 12000"
+
+
+def test_concurrent_writers_and_compactions_while_readers_read_lose_no_answer(cache_at, monkeypatch):
+    few_shards(monkeypatch)
+    monkeypatch.setattr(cache_compaction, "ENTRIES_PER_PASS", 8)
+    monkeypatch.setattr(cache_compaction, "MERGE_FANIN", 2)  # merges happen often
+    written: list[int] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+    failures: list[str] = []
+
+    def writer(n: int) -> None:
+        cache = ResponseCache(*cache_at, compact_after=None)
+        for unit in range(15):
+            ids = list(range(n * 10_000 + unit * 10, n * 10_000 + unit * 10 + 10))
+            add(cache, ids)
+            with lock:
+                written.extend(ids)
+
+    def compactor() -> None:
+        while not stop.is_set():
+            compact_cache(*cache_at)
+
+    def reader() -> None:
+        cache = ResponseCache(*cache_at, compact_after=None)
+        while not stop.is_set():
+            with lock:
+                ids = random.sample(written, min(30, len(written)))
+            found = cache.lookup([key(i) for i in ids])
+            missing = [i for i in ids if found.get(key(i), {}).get("output") != f"answer {i}"]
+            if missing:
+                failures.append(f"answers written before the lookup not found: {missing[:5]}")
+
+    workers = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
+    others = [threading.Thread(target=compactor), threading.Thread(target=compactor),
+              threading.Thread(target=reader), threading.Thread(target=reader)]
+    for t in workers + others:
+        t.start()
+    for t in workers:
+        t.join()
+    stop.set()
+    for t in others:
+        t.join()
+    assert not failures, failures[:3]
+    compact_cache(*cache_at)
+    found = ResponseCache(*cache_at).lookup([key(i) for i in written])
+    assert len(written) == 450 and len(found) == 450
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    from operators.response_cache import ResponseCache, request_key
+    cache = ResponseCache(sys.argv[1], compact_after=None)
+    n = 0
+    while True:  # big files, so a kill lands mid-write
+        keys = [request_key("m", f"p {n} {i}", None, "chat", {"max_tokens": 4, "temperature": 0.0, "seed": 0})
+                for i in range(2000)]
+        cache.add(keys, {"output": ["x" * 2000] * 2000})
+        n += 1
+        print(n, flush=True)
+""")
+
+
+def test_a_writer_killed_mid_write_leaves_nothing_half_visible(tmp_path, monkeypatch):
+    path = str(tmp_path / "cache")
+    rng = random.Random(3)
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, path], stdout=subprocess.PIPE, text=True)
+        proc.stdout.readline()  # one file written whole
+        time.sleep(rng.uniform(0.0, 0.3))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    files = CacheFiles(path)
+    entries = files.parquet_files(ENTRIES)
+    for f in entries:  # every file a reader takes is whole
+        assert pq.read_table(f).num_rows == 2000
+    reader = ResponseCache(path, compact_after=None)
+    some = pq.read_table(entries[0], columns=["key"]).column(0).to_pylist()[:10]
+    assert len(reader.lookup(some)) == 10
+    monkeypatch.setattr(cache_compaction, "ORPHAN_SECONDS", 0.0)
+    compact_cache(path)  # moves the whole files, and clears what the killed writers left
+    leftovers = [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.suffix != ".parquet"]
+    assert leftovers == []
+    assert len(reader.lookup(some)) == 10
+
+
+def test_a_file_not_written_by_the_cache_is_skipped_not_fatal(tmp_path, capfd):
+    path = str(tmp_path / "cache")
+    cache = ResponseCache(path, compact_after=None)
+    add(cache, [1, 2])
+    (tmp_path / "cache" / ENTRIES / "broken.parquet").write_bytes(b"PAR1 not really")
+    assert {k: v["output"] for k, v in cache.lookup([key(1), key(3)]).items()} == {key(1): "answer 1"}
+    assert "broken.parquet cannot be read, skipped" in capfd.readouterr().err
+
+
+def test_a_second_compaction_waits_for_the_lease_and_a_stale_lease_is_taken(tmp_path):
+    path = str(tmp_path / "cache")
+    add(ResponseCache(path, compact_after=None), [1])
+    files = CacheFiles(path)
+    files.create(cache_compaction.LEASE, b'{"holder": "other", "time": %f}' % time.time())
+    assert compact_cache(path).skipped == "another compaction holds the lease"
+    assert len(files.parquet_files(ENTRIES)) == 1
+    done = compact_cache(path, lease_seconds=-1.0)  # the holder died long ago
+    assert done.entries_files == 1 and not (tmp_path / "cache" / cache_compaction.LEASE).exists()
+
+
+def test_actors_compact_in_the_background_when_entries_pile_up(tmp_path):
+    path = str(tmp_path / "cache")
+    cache = ResponseCache(path, compact_after=5)
+    for unit in range(6):
+        add(cache, [unit])
+        cache.lookup([key(unit)])  # a unit's lookup comes before its add: it counts the entries
+    cache._compacting.join(30)
+    assert len(CacheFiles(path).parquet_files(ENTRIES)) <= 1
+    assert len(ResponseCache(path).lookup([key(i) for i in range(6)])) == 6
