@@ -63,15 +63,29 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _compact(args: argparse.Namespace) -> int:
+    from operators.cache_compaction import NO_CACHE, compact_cache
+    from pipelines.stages import RUN_CACHE
     from pipelines.store.compact import compact
     from pipelines.store.output import OutputStore
 
-    store = OutputStore(args.output)
-    store.require_manifest()
-    done = compact(store)
-    print(f"spotbatch: folded {done.runs} ended run(s), {done.actors} actor(s) and {done.attempts} attempt "
-          f"record(s) into one archive ({done.files_removed} files removed); {done.orphans_removed} orphaned "
-          f"staging file(s) removed")
+    if args.output is None and args.cache is None:
+        raise SystemExit("spotbatch compact: give an output path, or --cache PATH")
+    caches = [args.cache] if args.cache else []
+    if args.output is not None:
+        store = OutputStore(args.output)
+        store.require_manifest()
+        done = compact(store)
+        print(f"spotbatch: folded {done.runs} ended run(s), {done.actors} actor(s) and {done.attempts} attempt "
+              f"record(s) into one archive ({done.files_removed} files removed); {done.orphans_removed} orphaned "
+              f"staging file(s) removed")
+        caches.append(f"{args.output.rstrip('/')}/{RUN_CACHE}")
+    for path in caches:
+        c = compact_cache(path)
+        if c.skipped == NO_CACHE and path != args.cache:
+            continue  # the run kept no cache of its own
+        print(f"spotbatch: response cache {redact_url(path)}: " + (c.skipped or (
+            f"{c.entries_files} entries file(s) ({c.answers:,} answers) moved into shards; "
+            f"{c.shard_files_merged} shard file(s) merged; {c.shard_files_written} written")))
     return 0
 
 
@@ -145,8 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", metavar="OTHER", help="another run's output, for $ per 1M tokens side by side")
     p.set_defaults(func=_report)
 
-    p = sub.add_parser("compact", help="fold the records of ended runs into one archive; status and report unchanged")
-    p.add_argument("output", help="the run's output path")
+    p = sub.add_parser("compact", help="fold the records of ended runs into one archive, and compact the response "
+                                       "cache; status, report and answers unchanged")
+    p.add_argument("output", nargs="?", help="the run's output path (its records and its own cache)")
+    p.add_argument("--cache", metavar="PATH", help="a shared response cache (cache.path) to compact")
     p.set_defaults(func=_compact)
 
     p = sub.add_parser("demo", help="make sample prompts and run them on SmolLM2 on a local Ray")

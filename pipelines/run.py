@@ -30,7 +30,8 @@ from pipelines.stages import UnitGenerator
 from pipelines.store.counts import UnitCounts, counts_of
 from pipelines.store.records import HEARTBEAT_SECONDS, STALL_SECONDS, Records, is_fresh, new_id
 from pipelines.unit_protocol import SKIP_HELD, UnitOutcome, outcome_from_row, stall_seconds
-from pipelines.unit_rows import pack_ids, read_units
+from pipelines.unit_blocks import block_sizes, group
+from pipelines.unit_rows import UNITS, pack_ids, read_units
 
 
 @dataclass
@@ -251,10 +252,10 @@ def _stream_models(spec: PipelineSpec, plan: Plan, units: list[Unit], run_id: st
     One model at a time: its engine actors start with its first unit and are released when its
     last is done, before the next model's start; a model with no rows never does."""
     left: list[str] = []
-    for model, group in by_model(units):
+    for model, its_units in by_model(units):
         if monitor.stopped:
             break  # the budget is spent: start no other model
-        for row in _stream(spec, plan, group, run_id, only_ids, model):
+        for row in _stream(spec, plan, its_units, run_id, only_ids, model):
             unit = outcome_from_row(row)
             summary.add_unit(unit)
             monitor.on_unit(row)
@@ -287,22 +288,30 @@ def by_model(units: list[Unit]) -> list[tuple[str | None, list[Unit]]]:
     return list(groups.items())
 
 
-def _stream(spec: PipelineSpec, plan: Plan, pending: list, run_id: str, only_ids: dict[str, pa.Array] | None = None,
-            model: str | None = None):
+def unit_dataset(descriptors: list[dict], slots: int, sizes: list[int] | None = None):
+    """The run's first dataset: unit descriptors in blocks (pipelines/unit_blocks.py cuts them,
+    unless `sizes` says how)."""
     import ray.data
 
+    sizes = block_sizes(len(descriptors), slots) if sizes is None else sizes
+    units = ray.data.from_items([{UNITS: g} for g in group(descriptors, sizes)], override_num_blocks=len(sizes))
+    # A block of units is one block all the way to its engine actor: never split by size (Ray
+    # Data splits a UDF's output above target_max_block_size, 128 MiB by default, and makes one
+    # output block per input block without it), or a unit's halves could reach two actors and
+    # neither could commit it whole. Units are bounded by compute.tokens_per_unit, blocks by
+    # pipelines/unit_blocks.py.
+    units.context.target_max_block_size = None
+    return units
+
+
+def _stream(spec: PipelineSpec, plan: Plan, pending: list, run_id: str, only_ids: dict[str, pa.Array] | None = None,
+            model: str | None = None):
     spec_data = spec.model_dump(mode="json")  # the readers route rows by the whole spec
     if model is not None:
         spec = spec.for_model(model)  # the engine actors see their own model as spec.model
     resources = actor_resources(spec, units_in_flight(spec, pending))
-    units = ray.data.from_items(
-        [u.descriptor(pack_ids(only_ids[u.unit_id]) if only_ids is not None else None) for u in pending],
-        override_num_blocks=len(pending),
-    )
-    # A unit is one block all the way to its engine actor: never split by size (Ray Data splits
-    # a UDF's output above target_max_block_size, 128 MiB by default), or its halves could reach
-    # two actors and neither could commit it whole. Units are bounded by compute.tokens_per_unit.
-    units.context.target_max_block_size = None
+    descriptors = [u.descriptor(pack_ids(only_ids[u.unit_id]) if only_ids is not None else None) for u in pending]
+    units = unit_dataset(descriptors, resources.max_actors * resources.units_in_flight)
     rows = units.map_batches(read_units, fn_kwargs={"spec_data": spec_data}, batch_size=1, batch_format="pyarrow")
     results = rows.map_batches(
         UnitGenerator,

@@ -13,6 +13,7 @@ import os
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
@@ -146,19 +147,25 @@ class UnitGenerator:
             time.sleep(HEARTBEAT_SECONDS)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        summaries = []
-        for unit_id in pc.unique(batch.column(UNIT)).to_pylist():
-            rows = batch.filter(pc.equal(batch.column(UNIT), unit_id))
-            expected = rows.column(UNIT_ROWS)[0].as_py()
-            if expected == -1:  # the read stage could not read it: its shard changed, or the storage failed
-                outcome = self.protocol.unreadable(unit_id, rows.column(ERROR)[0].as_py())
-                summaries.append(outcome_row(outcome, self._actor_fields()))
-                continue
-            if rows.num_rows != expected:
-                # A unit must arrive whole to be committed whole; never commit a part of one.
-                raise RuntimeError(f"unit {unit_id} arrived with {rows.num_rows} of its {expected} rows")
-            summaries.append(outcome_row(self._run_unit(unit_id, rows), self._actor_fields()))
+        """One block: a unit, or several in a large run (pipelines/unit_blocks.py), run side by
+        side, since the engine's hunger, not the block, decides when each starts."""
+        unit_ids = pc.unique(batch.column(UNIT)).to_pylist()
+        if len(unit_ids) == 1:
+            summaries = [self._unit(unit_ids[0], batch)]
+        else:
+            with ThreadPoolExecutor(len(unit_ids), thread_name_prefix="unit") as pool:
+                summaries = list(pool.map(
+                    lambda u: self._unit(u, batch.filter(pc.equal(batch.column(UNIT), u))), unit_ids))
         return pa.Table.from_pylist(summaries, schema=SUMMARY_SCHEMA)
+
+    def _unit(self, unit_id: str, rows: pa.Table) -> dict[str, Any]:
+        expected = rows.column(UNIT_ROWS)[0].as_py()
+        if expected == -1:  # the read stage could not read it: its shard changed, or the storage failed
+            return outcome_row(self.protocol.unreadable(unit_id, rows.column(ERROR)[0].as_py()), self._actor_fields())
+        if rows.num_rows != expected:
+            # A unit must arrive whole to be committed whole; never commit a part of one.
+            raise RuntimeError(f"unit {unit_id} arrived with {rows.num_rows} of its {expected} rows")
+        return outcome_row(self._run_unit(unit_id, rows), self._actor_fields())
 
     def _actor_fields(self) -> dict[str, Any]:
         return {"actor_id": self.actor_id, "actor_started_at": self.started_at,

@@ -1,6 +1,7 @@
-"""The first stage of a run (CPU tasks): one unit descriptor in, the unit's rows out, each with
-its rendered prompt or the reason it has none. One unit becomes one block, so the engine stage
-(pipelines/stages.py) sees whole units. Only the row groups that hold a unit's rows are read.
+"""The first stage of a run (CPU tasks): a block of unit descriptors in, the units' rows out,
+each with its rendered prompt or the reason it has none. A block of units becomes one block of
+rows, so the engine stage (pipelines/stages.py) sees whole units. Only the row groups that hold
+a unit's rows are read.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pipelines.spec import PipelineSpec, row_sampling
 # The columns a unit's rows travel in between the stages (the input's own names may clash).
 UNIT, UNIT_ROWS, ID, PROMPT, ERROR, MAX_TOKENS = "__unit", "__unit_rows", "__id", "__prompt", "__error", "__max_tokens"
 SAMPLING = "__sampling"  # a row's own sampling, every field, as JSON (null: the run's)
+UNITS = "units"  # the read stage's input column: a list of unit descriptors, one block's
 
 
 def pack_ids(ids: pa.Array) -> bytes:
@@ -69,14 +71,15 @@ READ_BACKOFF_SECONDS = 2.0
 
 
 def read_units(batch: pa.Table, spec_data: dict[str, Any]) -> pa.Table:
-    """The Ray Data stage: unit descriptors (`Unit.descriptor`) in, their rows out. A unit whose
+    """The Ray Data stage: a block's unit descriptors (`Unit.descriptor`, a list in its UNITS
+    column, pipelines/unit_blocks.py) in, their rows out. A unit whose
     rows cannot be read comes out as one marker row (UNIT_ROWS -1, ERROR saying why: its shard
     changed since planning, or the storage kept failing the read): the engine stage records it
     (input_changed, storage_error), runs nothing of it and leaves it pending. An exception here
     would end the whole run."""
     spec = PipelineSpec.model_validate(spec_data)
     tables = []
-    for unit in batch.to_pylist():
+    for unit in (u for block in batch.column(UNITS).to_pylist() for u in block):
         for n in range(READ_TRIES):
             try:
                 tables.append(unit_rows(unit, spec))

@@ -111,7 +111,7 @@ def test_hidden_folders_below_the_input_path_are_never_read(tmp_path):
 def test_a_unit_reads_only_the_version_it_was_planned_on(tmp_path):
     from pipelines.plan import make_plan
     from pipelines.spec import PipelineSpec
-    from pipelines.unit_rows import ERROR, UNIT_ROWS, InputChanged, read_units, unit_rows
+    from pipelines.unit_rows import ERROR, UNIT_ROWS, UNITS, InputChanged, read_units, unit_rows
 
     write_shards(tmp_path / "in", ROWS, shards=1)
     full = PipelineSpec(input={"paths": str(tmp_path / "in"), "prompt_column": "text"},
@@ -121,7 +121,7 @@ def test_a_unit_reads_only_the_version_it_was_planned_on(tmp_path):
     write_shards(tmp_path / "in", [{**r, "text": "replaced"} for r in ROWS], shards=1)  # same name, new content
     with pytest.raises(InputChanged, match="input_changed: .*shard-000.parquet changed since the run was planned"):
         unit_rows(unit.descriptor(), full)
-    marker = read_units(pa.Table.from_pylist([unit.descriptor()]), full.model_dump(mode="json"))
+    marker = read_units(pa.Table.from_pylist([{UNITS: [unit.descriptor()]}]), full.model_dump(mode="json"))
     assert marker.column(UNIT_ROWS).to_pylist() == [-1] and "changed since" in marker.column(ERROR)[0].as_py()
 
 
@@ -129,6 +129,7 @@ def test_a_unit_whose_rows_cannot_be_read_becomes_a_marker_not_a_failed_run(tmp_
     from pipelines import unit_rows as stage
     from pipelines.plan import make_plan
     from pipelines.spec import PipelineSpec
+    from pipelines.unit_rows import UNITS
 
     monkeypatch.setattr(stage, "READ_BACKOFF_SECONDS", 0.0)
     write_shards(tmp_path / "in", ROWS, shards=1)
@@ -145,9 +146,9 @@ def test_a_unit_whose_rows_cannot_be_read_becomes_a_marker_not_a_failed_run(tmp_
 
     real = stage.read_unit_rows
     monkeypatch.setattr(stage, "read_unit_rows", flaky)
-    rows = stage.read_units(pa.Table.from_pylist([unit.descriptor()]), full.model_dump(mode="json"))
+    rows = stage.read_units(pa.Table.from_pylist([{UNITS: [unit.descriptor()]}]), full.model_dump(mode="json"))
     assert rows.num_rows == 10 and len(calls) == 3  # read again until it worked
     monkeypatch.setattr(stage, "read_unit_rows", lambda *a: (_ for _ in ()).throw(OSError("503 for good")))
-    marker = stage.read_units(pa.Table.from_pylist([unit.descriptor()]), full.model_dump(mode="json"))
+    marker = stage.read_units(pa.Table.from_pylist([{UNITS: [unit.descriptor()]}]), full.model_dump(mode="json"))
     assert marker.column(stage.UNIT_ROWS).to_pylist() == [-1]
     assert marker.column(stage.ERROR)[0].as_py().startswith("storage_error while reading")

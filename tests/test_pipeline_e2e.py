@@ -120,3 +120,29 @@ def test_a_unit_larger_than_ray_datas_block_size_arrives_whole(tmp_path, ray_clu
         ctx.target_max_block_size = before
     assert summary.finished and summary.units_total == 1 and summary.rows == 40
     assert sorted(ds.dataset(str(tmp_path / "out")).to_table().column("id").to_pylist()) == list(range(40))
+
+
+def test_units_grouped_into_blocks_each_arrive_whole_and_commit_once(tmp_path, ray_cluster, tiny_model, monkeypatch):
+    """A large run's blocks hold several units (pipelines/unit_blocks.py); made to happen here at
+    a small size. Every unit still reaches one actor whole and is committed once."""
+    from pipelines import unit_blocks
+    from pipelines.store.output import OutputStore
+    from pipelines.store.records import Records
+
+    monkeypatch.setattr(unit_blocks, "ONE_PER_BLOCK", 2)
+    monkeypatch.setattr(unit_blocks, "HEAD_BLOCKS", 3)
+    assert max(unit_blocks.block_sizes(12, 2)) > 1
+    rows = [{"id": i, "text": f"prompt number {i}"} for i in range(120)]
+    write_shards(tmp_path / "in", rows, shards=2)
+    spec = PipelineSpec(
+        input={"paths": str(tmp_path / "in"), "prompt_column": "text"},
+        model={"name": "tiny-random", "max_model_len": 256, "enforce_eager": True},
+        sampling={"max_tokens": 4},
+        compute={"tokens_per_unit": 100, "engine_threads": 1},
+        output={"path": str(tmp_path / "out")},
+    )
+    summary = run(spec, address=ray_cluster)
+    assert summary.finished and summary.units_total >= 8 and summary.units_run == summary.units_total
+    assert sorted(ds.dataset(str(tmp_path / "out")).to_table().column("id").to_pylist()) == list(range(120))
+    attempts = Records(OutputStore(str(tmp_path / "out"))).attempts()
+    assert all(len(tries) == 1 and tries["000000"]["end"]["outcome"] == "committed" for tries in attempts.values())

@@ -223,3 +223,15 @@ def test_actors_compact_in_the_background_when_entries_pile_up(tmp_path):
     cache._compacting.join(30)
     assert len(CacheFiles(path).parquet_files(ENTRIES)) <= 1
     assert len(ResponseCache(path).lookup([key(i) for i in range(6)])) == 6
+
+
+def test_spotbatch_compact_compacts_a_shared_cache(tmp_path):
+    from tests.helpers import spotbatch
+
+    path = str(tmp_path / "cache")
+    add(ResponseCache(path, compact_after=None), [1, 2, 3])
+    done = spotbatch("compact", "--cache", path)
+    assert done.returncode == 0, done.stderr
+    assert "1 entries file(s) (3 answers) moved into shards" in done.stdout
+    assert CacheFiles(path).parquet_files(ENTRIES) == [] and len(ResponseCache(path).lookup([key(1)])) == 1
+    assert spotbatch("compact").returncode != 0  # neither an output nor a cache: said, not guessed
