@@ -33,6 +33,7 @@ LEASE_SECONDS = 900.0  # a lease this old was left by a compaction that died
 ORPHAN_SECONDS = 3600.0  # a file still being written after this long belongs to a dead writer
 ENTRIES_PER_PASS = 256  # entries files read into memory at once
 MERGE_FANIN = 4
+NO_CACHE = "no cache at that path"
 
 
 @dataclass
@@ -49,6 +50,9 @@ def compact_cache(path: str, storage_options: dict[str, Any] | None = None, *,
                   lease_seconds: float = LEASE_SECONDS) -> CacheCompaction:
     files = CacheFiles(path, storage_options)
     done = CacheCompaction()
+    if not files.fs.exists(files.root):
+        done.skipped = NO_CACHE
+        return done
     holder = _take_lease(files, lease_seconds)
     if holder is None:
         done.skipped = "another compaction holds the lease"
