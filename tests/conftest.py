@@ -72,37 +72,7 @@ def write_shards(folder: Path, rows: list[dict], shards: int, schema: pa.Schema 
 @pytest.fixture(scope="session")
 def s3_server():
     """A real S3 endpoint on loopback (moto_server), stopped by PID; yields fsspec options."""
-    import socket
-    import subprocess
-    import sys
-    import time
+    from jobs.bench.s3_requests import moto_server, storage_options
 
-    import boto3
-
-    from tests.ray_nodes import free_port
-
-    port = free_port()
-    exe = Path(sys.executable).with_name("moto_server")
-    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while True:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            raise RuntimeError("moto_server did not start")
-        time.sleep(0.1)
-    endpoint = f"http://127.0.0.1:{port}"
-    creds = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
-    boto3.client("s3", endpoint_url=endpoint, **creds).create_bucket(Bucket="spotbatch")
-    try:
-        yield {"key": "testing", "secret": "testing",
-               "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with moto_server() as endpoint:
+        yield storage_options(endpoint)

@@ -1,19 +1,68 @@
-"""A counting proxy in front of an S3 endpoint: what a piece of code really asks of S3, by
-request class as S3 prices them (LIST, GET, PUT, HEAD, DELETE), counted on the wire, so
-s3fs's own extra requests (a HEAD before a read, a retry) count too.
+"""S3 on loopback for tests and benchmarks: a moto_server with a bucket `spotbatch`, and a
+counting proxy in front of an S3 endpoint, which counts what a piece of code really asks of S3
+by request class as S3 prices them (LIST, GET, PUT, HEAD, DELETE), on the wire, so s3fs's own
+extra requests (a HEAD before a read, a retry) count too.
 
-    with S3RequestCounter("http://127.0.0.1:9000") as counter:
+    with moto_server() as endpoint, S3RequestCounter(endpoint) as counter:
         ... use counter.endpoint as the S3 endpoint ...
-        counter.counts  # {"PUT": 12, "GET": 30, "LIST": 4, ...}
+        counter.take()  # {"PUT": 12, "GET": 30, "LIST": 4, ...}
 """
 
 from __future__ import annotations
 
 import http.client
 import http.server
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
 from urllib.parse import parse_qs, urlsplit
+
+BUCKET = "spotbatch"
+
+
+@contextmanager
+def moto_server() -> Iterator[str]:
+    """A real S3 endpoint on loopback (moto_server, a test dependency), with the bucket BUCKET,
+    stopped by PID; yields its URL."""
+    import boto3
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = Path(sys.executable).with_name("moto_server")
+    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("moto_server did not start")
+            time.sleep(0.1)
+        endpoint = f"http://127.0.0.1:{port}"
+        creds = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
+        boto3.client("s3", endpoint_url=endpoint, **creds).create_bucket(Bucket=BUCKET)
+        yield endpoint
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def storage_options(endpoint: str) -> dict:
+    """fsspec (s3fs) options for the loopback endpoint."""
+    return {"key": "testing", "secret": "testing",
+            "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 

@@ -1,0 +1,390 @@
+"""`spotbatch bench --scale`: what grows as a run grows, with a fake engine that answers at once
+(the engine is not what is measured here; `spotbatch bench` measures it).
+
+Real planning, the real read stage, unit protocol, response cache and records, on real storage:
+a local folder, and with --s3 the loopback S3 (moto_server) behind a proxy that counts every
+request by how S3 prices it. Each figure comes from a fresh process (its peak RSS is its own):
+  plan      driver seconds and peak memory to plan N units
+  units     seconds per unit, and S3 requests per unit, with A simulated actors (threads, each
+            its own protocol and cache reader) taking units from one queue
+  readers   seconds and peak memory of `status`, the ledger and `report` over N units' records
+  ray_data  Ray Data's driver: blocks, seconds and peak memory to stream N unit descriptors as a
+            run cuts them (pipelines/unit_blocks.py), against one block per unit
+  cache     one unit's lookup (100 hits, 100 misses) against caches of 10k .. 10M answers
+Prints each figure with its growth across the sizes, and ends with the JSON line.
+
+    python -m jobs.bench.scale [--units 1000,10000,100000] [--actors 10,100,1000]
+                               [--cache-sizes 10000,1000000,10000000] [--s3] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+LOOKUP_HITS = LOOKUP_MISSES = 100  # one unit's keys
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# -- what each fresh process runs ------------------------------------------------------------
+def scale_spec(input_dir: str, output: str, storage_options: dict | None = None):
+    from pipelines.spec import PipelineSpec
+
+    return PipelineSpec(input={"paths": input_dir, "prompt_column": "text"},
+                        model={"name": "tiny-random"}, sampling={"max_tokens": 4},
+                        compute={"tokens_per_unit": 1},  # one row per unit: all protocol, no work
+                        output={"path": output, "storage_options": storage_options or {}})
+
+
+def probe_plan(input_dir: str, output: str, storage_options: dict | None) -> dict[str, Any]:
+    from pipelines.run import prepare
+
+    started = time.monotonic()
+    _, plan = prepare(scale_spec(input_dir, output, storage_options))
+    return {"units": len(plan.units), "seconds": time.monotonic() - started, "peak_rss_mb": peak_rss_mb()}
+
+
+def instant_generate(prompts, errors, max_tokens, keys=None, cached=None, samplings=None) -> dict[str, list]:
+    """The fake engine: each prompt answered at once (cached answers as they came)."""
+    from operators.generate import empty_results
+    from pipelines.store.counts import CACHE, ENGINE
+
+    cols = empty_results(list(errors))
+    for i, prompt in enumerate(prompts):
+        if errors[i] is not None:
+            continue
+        answer = (cached or {}).get(keys[i]) if keys else None
+        cols["served_from"][i] = CACHE if answer else ENGINE
+        answer = answer or {"output": prompt[::-1], "prompt_tokens": len(prompt) // 4 + 1, "completion_tokens": 4,
+                            "finish_reason": "length"}
+        for c, v in answer.items():
+            cols[c][i] = v
+    return cols
+
+
+def probe_units(input_dir: str, output: str, storage_options: dict | None, actors: int) -> dict[str, Any]:
+    import queue
+    import threading
+
+    from operators.response_cache import ResponseCache
+    from pipelines.run import prepare
+    from pipelines.stages import RUN_CACHE
+    from pipelines.store.records import Records, new_id
+    from pipelines.unit_protocol import UnitProtocol
+    from pipelines.unit_rows import unit_rows
+
+    spec = scale_spec(input_dir, output, storage_options)
+    store, plan = prepare(spec)
+    todo: queue.Queue = queue.Queue()
+    for u in plan.units:
+        todo.put(u.descriptor())
+    run_id = new_id()
+    Records(store).run_record(run_id, {"started_at": time.time(), "ended_at": None, "units_pending": len(plan.units)})
+    per_unit: list[float] = []
+    errors: list[str] = []
+
+    def actor(n: int) -> None:
+        actor_id = f"{run_id}-sim{n:04d}"
+        protocol = UnitProtocol(spec, fingerprint=plan.fingerprint, run_id=run_id, actor_id=actor_id,
+                                node_id=f"node-{n}", generate=instant_generate, store=store,
+                                cache=ResponseCache(f"{output.rstrip('/')}/{RUN_CACHE}", storage_options))
+        Records(store).actor_started(actor_id, {
+            "run_id": run_id, "pid": os.getpid(), "started_at": time.time(), "loaded_at": time.time(),
+            "model": "tiny-random", "node_id": f"node-{n}", "instance_type": "sim", "market": "spot",
+            "usd_per_hour": 1.0, "on_demand_usd_per_hour": 3.0, "share": 1.0, "price_source": "bench"})
+        while True:
+            try:
+                unit = todo.get_nowait()
+            except queue.Empty:
+                return
+            started = time.monotonic()
+            try:
+                outcome = protocol.run(unit["unit_id"], unit_rows(unit, spec))
+                if not outcome.committed:
+                    errors.append(f"{unit['unit_id']}: {outcome.skipped}")
+            except Exception as err:
+                errors.append(f"{unit['unit_id']}: {err!r}")
+            per_unit.append(time.monotonic() - started)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=actor, args=(n,)) for n in range(actors)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.monotonic() - started
+    Records(store).run_record(run_id, {"started_at": time.time() - wall, "ended_at": time.time(), "stopped": None})
+    per_unit.sort()
+    return {"units": len(plan.units), "actors": actors, "wall_seconds": wall, "units_per_second": len(per_unit) / wall,
+            "unit_seconds_median": per_unit[len(per_unit) // 2], "errors": errors[:5], "failed": len(errors),
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def probe_reader(output: str, storage_options: dict | None, which: str) -> dict[str, Any]:
+    from pipelines.store.ledger import compute_ledger
+    from pipelines.store.output import OutputStore
+    from pipelines.store.status import run_status
+
+    started = time.monotonic()
+    if which == "status":
+        status = run_status(output, storage_options)
+        assert status.finished, "the simulated run did not finish"
+    elif which == "ledger":
+        compute_ledger(OutputStore(output, storage_options))
+    else:
+        from jobs.report import report
+
+        with open(os.devnull, "w") as quiet:
+            stdout, sys.stdout = sys.stdout, quiet
+            try:
+                report(output)
+            finally:
+                sys.stdout = stdout
+    return {"seconds": time.monotonic() - started, "peak_rss_mb": peak_rss_mb()}
+
+
+def probe_ray_data(units: int, slots: int, one_per_unit: bool) -> dict[str, Any]:
+    import ray
+
+    from pipelines.run import unit_dataset
+    from pipelines.unit_blocks import block_sizes
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             _temp_dir=tempfile.mkdtemp(prefix="sb-ray-"))
+    descriptors = [{"unit_id": f"{i:08d}", "path": "/nowhere/part-00000.parquet", "start": i, "stop": i + 1,
+                    "model": "", "rows": 1, "version": "", "only_ids": b""} for i in range(units)]
+    sizes = [1] * units if one_per_unit else block_sizes(units, slots)
+    started = time.monotonic()
+    ds = unit_dataset(descriptors, slots, sizes)
+    seen = ds.map_batches(lambda b: pa.table({"n": [sum(len(x) for x in b.column("units").to_pylist())]}),
+                          batch_size=1, batch_format="pyarrow")
+    total = sum(r["n"] for r in seen.iter_rows())
+    seconds = time.monotonic() - started
+    ray.shutdown()
+    assert total == units, (total, units)
+    return {"units": units, "blocks": len(sizes), "seconds": seconds, "peak_rss_mb": peak_rss_mb()}
+
+
+def probe_cache(path: str, size: int) -> dict[str, Any]:
+    """A unit's lookup against a compacted cache of `size` answers: cold (a fresh reader) and
+    warm (its row-group key ranges kept), with the files it opened."""
+    from operators.response_cache import CacheFiles, ResponseCache
+
+    keys = pq.read_table(f"{path}/probe_keys.parquet").column(0).to_pylist()
+    opened: list[str] = []
+    real_open = CacheFiles.open
+    CacheFiles.open = lambda self, p: opened.append(p) or real_open(self, p)
+    cache = ResponseCache(path, compact_after=None)
+    figures: dict[str, Any] = {}
+    per_lookup = LOOKUP_HITS + LOOKUP_MISSES
+    for label, batch in (("cold", keys[:per_lookup]), ("warm", keys[per_lookup:])):
+        opened.clear()
+        started = time.monotonic()
+        found = cache.lookup(batch)
+        figures[f"{label}_seconds"] = time.monotonic() - started
+        figures[f"{label}_files_opened"] = len(opened)
+        assert len(found) == LOOKUP_HITS, (label, len(found))
+    return {"answers": size, **figures, "keys_in_memory": cache.memory_keys(), "peak_rss_mb": peak_rss_mb()}
+
+
+def build_cache(path: Path, size: int) -> None:
+    """A compacted cache of `size` synthetic answers, laid out as compaction lays it out, and
+    the keys a probe looks up (half in the cache, half not)."""
+    import numpy as np
+
+    from operators.response_cache import SHARDS, CacheFiles, answer_table
+
+    if (path / "probe_keys.parquet").exists():
+        return
+    rng = np.random.default_rng(size)
+    hexdigits = np.frombuffer(b"0123456789abcdef", np.uint8)
+    files = CacheFiles(str(path))
+    shards = 16 ** 2
+    hits: list[str] = []
+    for s in range(shards):
+        n = size // shards + (1 if s < size % shards else 0)
+        tail = hexdigits[rng.integers(0, 16, size=(n, 62))].tobytes()
+        keys = sorted(f"{s:02x}" + tail[i * 62:(i + 1) * 62].decode() for i in range(n))
+        files.write(f"{SHARDS}/{s:02x}/{0:020d}-synthetic.parquet", answer_table(keys, {
+            "output": ["an answer of a few words"] * n, "prompt_tokens": [20] * n, "completion_tokens": [6] * n,
+            "finish_reason": ["stop"] * n}))
+        hits.extend(keys[:: max(1, n // 2)][:2])
+    picked = [hits[i] for i in rng.choice(len(hits), 2 * LOOKUP_HITS, replace=False)]
+    misses = ["".join(rng.choice(list("0123456789abcdef"), 64)) for _ in range(2 * LOOKUP_MISSES)]
+    probe = picked[:LOOKUP_HITS] + misses[:LOOKUP_MISSES] + picked[LOOKUP_HITS:] + misses[LOOKUP_MISSES:]
+    pq.write_table(pa.table({"key": probe}), path / "probe_keys.parquet")
+
+
+def make_input(folder: Path, units: int) -> None:
+    """`units` one-row units in shards of at most 10,000 rows."""
+    if (folder / "_DONE").exists():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    per = 10_000
+    for s, start in enumerate(range(0, units, per)):
+        ids = list(range(start, min(units, start + per)))
+        pq.write_table(pa.table({"id": ids, "text": [f"prompt {i}" for i in ids]}), folder / f"part-{s:05d}.parquet")
+    (folder / "_DONE").write_text("")
+
+
+PROBES = {"plan": probe_plan, "units": probe_units, "reader": probe_reader, "ray_data": probe_ray_data,
+          "cache": probe_cache}
+
+
+def in_fresh_process(probe: str, *args: Any) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-m", "jobs.bench.scale", "--probe", probe, json.dumps(args)],
+                          capture_output=True, text=True, env={**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"})
+    if proc.returncode != 0:
+        raise RuntimeError(f"probe {probe}{tuple(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def growth(figures: list[dict[str, Any]], key: str, by: str) -> str:
+    """'x1.10 from 1,000 to 100,000 units'-style growth of `key` between the first and last."""
+    first, last = figures[0], figures[-1]
+    if not first[key]:
+        return "n/a"
+    return f"x{last[key] / first[key]:.2f} from {first[by]:,} to {last[by]:,}"
+
+
+def scale_bench(units: list[int], actors: list[int], cache_sizes: list[int], work: Path,
+                s3: dict | None = None, s3_units: list[int] | None = None,
+                ray_data_units: list[int] | None = None, counter=None) -> dict[str, Any]:
+    """Every figure of the module's docstring; `s3`: storage options of an S3 endpoint behind
+    `counter` (an S3RequestCounter), for the runs of `s3_units` units."""
+    out: dict[str, Any] = {"plan": [], "units": [], "actors": [], "readers": [], "s3": [], "ray_data": [], "cache": []}
+    middle = units[len(units) // 2]
+    for n in units:
+        make_input(work / f"in-{n}", n)
+        output = tempfile.mkdtemp(prefix=f"out-{n}-", dir=work)
+        out["plan"].append(in_fresh_process("plan", str(work / f"in-{n}"), output, None))
+        run = in_fresh_process("units", str(work / f"in-{n}"), output, None, actors[0])
+        out["units"].append(run)
+        readers = {"units": n}
+        for which in ("status", "ledger", "report"):
+            r = in_fresh_process("reader", output, None, which)
+            readers[f"{which}_seconds"], readers[f"{which}_peak_rss_mb"] = r["seconds"], r["peak_rss_mb"]
+        out["readers"].append(readers)
+    for a in actors:
+        out["actors"].append(in_fresh_process("units", str(work / f"in-{middle}"),
+                                              tempfile.mkdtemp(prefix=f"out-a{a}-", dir=work), None, a))
+    for n in s3_units or []:
+        make_input(work / f"in-{n}", n)
+        output = f"s3://spotbatch/scale-{time.time_ns()}/out"
+        counter.take()
+        in_fresh_process("plan", str(work / f"in-{n}"), output, s3)
+        planned = counter.take()
+        run = in_fresh_process("units", str(work / f"in-{n}"), output, s3, actors[0])
+        requests = counter.take()
+        out["s3"].append({"units": n, "plan_requests": planned, "requests": requests,
+                          **{f"{k.lower()}_per_unit": v / n for k, v in requests.items()},
+                          "requests_per_unit": sum(requests.values()) / n, "unit_seconds_median": run["unit_seconds_median"]})
+    for n in ray_data_units or units:
+        for one in (False, True):
+            out["ray_data"].append({**in_fresh_process("ray_data", n, 2 * actors[0], one), "one_per_unit": one})
+    for size in cache_sizes:
+        build_cache(work / f"cache-{size}", size)
+        out["cache"].append(in_fresh_process("cache", str(work / f"cache-{size}"), size))
+    return out
+
+
+def report_lines(f: dict[str, Any]) -> list[str]:
+    lines = []
+    for p in f["plan"]:
+        lines.append(f"plan     {p['units']:>9,} units: {p['seconds']:6.2f} s, peak RSS {p['peak_rss_mb']:6.0f} MB")
+    if len(f["plan"]) > 1:
+        lines.append(f"         plan time {growth(f['plan'], 'seconds', 'units')} units; "
+                     f"peak RSS {growth(f['plan'], 'peak_rss_mb', 'units')}")
+    for u in f["units"] + f["actors"]:
+        lines.append(f"units    {u['units']:>9,} units, {u['actors']:>5,} actors: {u['unit_seconds_median'] * 1000:7.1f} ms "
+                     f"per unit (median), {u['units_per_second']:7.1f} units/s, {u['failed']} not committed")
+    if len(f["units"]) > 1:
+        lines.append(f"         ms per unit {growth(f['units'], 'unit_seconds_median', 'units')} units")
+    if len(f["actors"]) > 1:
+        lines.append(f"         ms per unit {growth(f['actors'], 'unit_seconds_median', 'actors')} actors "
+                     f"(threads of one process: the GIL, not storage, is most of it)")
+    for r in f["readers"]:
+        lines.append(f"readers  {r['units']:>9,} units: status {r['status_seconds']:6.2f} s "
+                     f"({r['status_peak_rss_mb']:.0f} MB), ledger {r['ledger_seconds']:6.2f} s "
+                     f"({r['ledger_peak_rss_mb']:.0f} MB), report {r['report_seconds']:6.2f} s "
+                     f"({r['report_peak_rss_mb']:.0f} MB)")
+    if len(f["readers"]) > 1:
+        for which in ("status", "ledger", "report"):
+            lines.append(f"         {which} time {growth(f['readers'], which + '_seconds', 'units')} units; "
+                         f"peak RSS {growth(f['readers'], which + '_peak_rss_mb', 'units')}")
+    for s in f["s3"]:
+        by_class = ", ".join(f"{k} {v / s['units']:.2f}" for k, v in sorted(s["requests"].items()))
+        lines.append(f"s3       {s['units']:>9,} units: {s['requests_per_unit']:.1f} requests per unit ({by_class})")
+    if len(f["s3"]) > 1:
+        lines.append(f"         requests per unit {growth(f['s3'], 'requests_per_unit', 'units')} units")
+    for r in f["ray_data"]:
+        kind = "one block per unit" if r["one_per_unit"] else "blocks as a run cuts them"
+        lines.append(f"ray data {r['units']:>9,} units, {kind:26}: {r['blocks']:>7,} blocks, "
+                     f"{r['seconds']:6.1f} s, driver peak RSS {r['peak_rss_mb']:5.0f} MB")
+    cut = [r for r in f["ray_data"] if not r["one_per_unit"]]
+    if len(cut) > 1:
+        lines.append(f"         blocks {growth(cut, 'blocks', 'units')} units; driver seconds "
+                     f"{growth(cut, 'seconds', 'units')}")
+    for c in f["cache"]:
+        lines.append(f"cache    {c['answers']:>11,} answers: a unit's lookup cold {c['cold_seconds'] * 1000:6.1f} ms "
+                     f"({c['cold_files_opened']} files), warm {c['warm_seconds'] * 1000:6.1f} ms "
+                     f"({c['warm_files_opened']} files); keys in memory {c['keys_in_memory']}, "
+                     f"peak RSS {c['peak_rss_mb']:.0f} MB")
+    if len(f["cache"]) > 1:
+        lines.append(f"         warm lookup {growth(f['cache'], 'warm_seconds', 'answers')} answers; "
+                     f"peak RSS {growth(f['cache'], 'peak_rss_mb', 'answers')}")
+    return lines
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any] | None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--units", type=_ints, default=[1000, 10_000, 100_000])
+    parser.add_argument("--actors", type=_ints, default=[10, 100, 1000])
+    parser.add_argument("--cache-sizes", type=_ints, default=[10_000, 1_000_000, 10_000_000])
+    parser.add_argument("--ray-data-units", type=_ints, default=None, help="default: --units")
+    parser.add_argument("--s3", action="store_true", help="also on the loopback S3 (moto_server), requests counted")
+    parser.add_argument("--s3-units", type=_ints, default=[1000, 2000])
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "spotbatch-bench-scale")
+    parser.add_argument("--probe", help=argparse.SUPPRESS)
+    parser.add_argument("probe_args", nargs="?", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.probe:
+        print(json.dumps(PROBES[args.probe](*json.loads(args.probe_args))))
+        return None
+    args.work.mkdir(parents=True, exist_ok=True)
+    if args.s3:
+        from jobs.bench.s3_requests import S3RequestCounter, moto_server, storage_options
+
+        with moto_server() as endpoint, S3RequestCounter(endpoint) as counter:
+            options = storage_options(counter.endpoint)
+            figures = scale_bench(args.units, args.actors, args.cache_sizes, args.work, options, args.s3_units,
+                                  args.ray_data_units, counter)
+    else:
+        figures = scale_bench(args.units, args.actors, args.cache_sizes, args.work,
+                              ray_data_units=args.ray_data_units)
+    for line in report_lines(figures):
+        print(line)
+    print(json.dumps(figures))
+    return figures
+
+
+if __name__ == "__main__":
+    main()
