@@ -262,10 +262,12 @@ def growth(figures: list[dict[str, Any]], key: str, by: str) -> str:
 
 
 def scale_bench(units: list[int], actors: list[int], cache_sizes: list[int], work: Path,
-                s3: dict | None = None, s3_units: list[int] | None = None,
-                ray_data_units: list[int] | None = None, counter=None) -> dict[str, Any]:
+                s3: dict | None = None, s3_units: list[int] | None = None, s3_actors: list[int] | None = None,
+                ray_data_units: list[int] | None = None, ray_data_baseline: bool = True,
+                counter=None) -> dict[str, Any]:
     """Every figure of the module's docstring; `s3`: storage options of an S3 endpoint behind
-    `counter` (an S3RequestCounter), for the runs of `s3_units` units."""
+    `counter` (an S3RequestCounter), for runs of `s3_units` units (and of the smallest of
+    them with `s3_actors` actors)."""
     out: dict[str, Any] = {"plan": [], "units": [], "actors": [], "readers": [], "s3": [], "ray_data": [], "cache": []}
     middle = units[len(units) // 2]
     for n in units:
@@ -279,22 +281,25 @@ def scale_bench(units: list[int], actors: list[int], cache_sizes: list[int], wor
             r = in_fresh_process("reader", output, None, which)
             readers[f"{which}_seconds"], readers[f"{which}_peak_rss_mb"] = r["seconds"], r["peak_rss_mb"]
         out["readers"].append(readers)
-    for a in actors:
+    out["actors"].append(next(u for u in out["units"] if u["units"] == middle))
+    for a in actors[1:]:
         out["actors"].append(in_fresh_process("units", str(work / f"in-{middle}"),
                                               tempfile.mkdtemp(prefix=f"out-a{a}-", dir=work), None, a))
-    for n in s3_units or []:
+    s3_runs = [(n, actors[0]) for n in s3_units or []]
+    s3_runs += [(min(s3_units), a) for a in s3_actors or [] if (min(s3_units), a) not in s3_runs]
+    for n, a in s3_runs:
         make_input(work / f"in-{n}", n)
         output = f"s3://spotbatch/scale-{time.time_ns()}/out"
         counter.take()
         in_fresh_process("plan", str(work / f"in-{n}"), output, s3)
         planned = counter.take()
-        run = in_fresh_process("units", str(work / f"in-{n}"), output, s3, actors[0])
+        run = in_fresh_process("units", str(work / f"in-{n}"), output, s3, a)
         requests = counter.take()
-        out["s3"].append({"units": n, "plan_requests": planned, "requests": requests,
-                          **{f"{k.lower()}_per_unit": v / n for k, v in requests.items()},
-                          "requests_per_unit": sum(requests.values()) / n, "unit_seconds_median": run["unit_seconds_median"]})
-    for n in ray_data_units or units:
-        for one in (False, True):
+        out["s3"].append({"units": n, "actors": a, "plan_requests": planned, "requests": requests,
+                          "requests_per_unit": sum(requests.values()) / n, "failed": run["failed"],
+                          "unit_seconds_median": run["unit_seconds_median"]})
+    for n in units if ray_data_units is None else ray_data_units:
+        for one in (False, True) if ray_data_baseline else (False,):
             out["ray_data"].append({**in_fresh_process("ray_data", n, 2 * actors[0], one), "one_per_unit": one})
     for size in cache_sizes:
         build_cache(work / f"cache-{size}", size)
@@ -309,7 +314,7 @@ def report_lines(f: dict[str, Any]) -> list[str]:
     if len(f["plan"]) > 1:
         lines.append(f"         plan time {growth(f['plan'], 'seconds', 'units')} units; "
                      f"peak RSS {growth(f['plan'], 'peak_rss_mb', 'units')}")
-    for u in f["units"] + f["actors"]:
+    for u in f["units"] + f["actors"][1:]:
         lines.append(f"units    {u['units']:>9,} units, {u['actors']:>5,} actors: {u['unit_seconds_median'] * 1000:7.1f} ms "
                      f"per unit (median), {u['units_per_second']:7.1f} units/s, {u['failed']} not committed")
     if len(f["units"]) > 1:
@@ -328,9 +333,14 @@ def report_lines(f: dict[str, Any]) -> list[str]:
                          f"peak RSS {growth(f['readers'], which + '_peak_rss_mb', 'units')}")
     for s in f["s3"]:
         by_class = ", ".join(f"{k} {v / s['units']:.2f}" for k, v in sorted(s["requests"].items()))
-        lines.append(f"s3       {s['units']:>9,} units: {s['requests_per_unit']:.1f} requests per unit ({by_class})")
-    if len(f["s3"]) > 1:
-        lines.append(f"         requests per unit {growth(f['s3'], 'requests_per_unit', 'units')} units")
+        lines.append(f"s3       {s['units']:>9,} units, {s['actors']:>5,} actors: {s['requests_per_unit']:.1f} "
+                     f"requests per unit ({by_class})")
+    by_units = [s for s in f["s3"] if s["actors"] == f["s3"][0]["actors"]] if f["s3"] else []
+    if len(by_units) > 1:
+        lines.append(f"         requests per unit {growth(by_units, 'requests_per_unit', 'units')} units")
+    by_actors = [s for s in f["s3"] if s["units"] == f["s3"][0]["units"]]
+    if len(by_actors) > 1:
+        lines.append(f"         requests per unit {growth(by_actors, 'requests_per_unit', 'actors')} actors")
     for r in f["ray_data"]:
         kind = "one block per unit" if r["one_per_unit"] else "blocks as a run cuts them"
         lines.append(f"ray data {r['units']:>9,} units, {kind:26}: {r['blocks']:>7,} blocks, "
@@ -362,6 +372,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     parser.add_argument("--ray-data-units", type=_ints, default=None, help="default: --units")
     parser.add_argument("--s3", action="store_true", help="also on the loopback S3 (moto_server), requests counted")
     parser.add_argument("--s3-units", type=_ints, default=[1000, 2000])
+    parser.add_argument("--s3-actors", type=_ints, default=[100])
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "spotbatch-bench-scale")
     parser.add_argument("--probe", help=argparse.SUPPRESS)
     parser.add_argument("probe_args", nargs="?", help=argparse.SUPPRESS)
@@ -376,7 +387,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         with moto_server() as endpoint, S3RequestCounter(endpoint) as counter:
             options = storage_options(counter.endpoint)
             figures = scale_bench(args.units, args.actors, args.cache_sizes, args.work, options, args.s3_units,
-                                  args.ray_data_units, counter)
+                                  args.s3_actors, args.ray_data_units, counter=counter)
     else:
         figures = scale_bench(args.units, args.actors, args.cache_sizes, args.work,
                               ray_data_units=args.ray_data_units)

@@ -1,0 +1,53 @@
+"""The scale simulation (jobs/bench/scale.py) at a small size: what should stay flat as a run or
+its cache grows does, asserted as ratios of counts, never absolute times. The full sizes (100k
+units, 1,000 actors, 10M answers) are a benchmark: `spotbatch bench --scale`."""
+
+import pytest
+
+from jobs.bench.s3_requests import S3RequestCounter, moto_server, storage_options
+from jobs.bench.scale import report_lines, scale_bench
+from pipelines.unit_blocks import block_sizes
+
+pytestmark = pytest.mark.s3
+
+
+@pytest.fixture(scope="module")
+def figures(tmp_path_factory):
+    work = tmp_path_factory.mktemp("scale")
+    with moto_server() as endpoint, S3RequestCounter(endpoint) as counter:
+        figures = scale_bench(units=[1000], actors=[10], cache_sizes=[10_000, 100_000], work=work,
+                              s3=storage_options(counter.endpoint), s3_units=[100, 300], ray_data_units=[1000],
+                              ray_data_baseline=False, counter=counter)
+    print("\n".join(report_lines(figures)))
+    return figures
+
+
+def test_every_simulated_unit_is_committed_and_read_back(figures):
+    (run,) = figures["units"]
+    assert run["units"] == 1000 and run["failed"] == 0, run["errors"]
+    (plan,) = figures["plan"]
+    assert plan["units"] == 1000
+    assert figures["ray_data"][0]["units"] == 1000
+
+
+def test_storage_requests_per_unit_do_not_grow_with_the_run(figures):
+    small, large = figures["s3"]
+    assert large["units"] == 3 * small["units"] and small["failed"] == large["failed"] == 0
+    assert 0.8 <= large["requests_per_unit"] / small["requests_per_unit"] <= 1.2, (small, large)
+    for kind in ("LIST", "GET", "PUT", "HEAD"):
+        a, b = small["requests"].get(kind, 0) / small["units"], large["requests"].get(kind, 0) / large["units"]
+        assert b <= 1.2 * a + 0.1, (kind, a, b)
+
+
+def test_a_lookup_reads_what_its_keys_need_not_what_the_cache_holds(figures):
+    small, large = figures["cache"]
+    assert large["answers"] == 10 * small["answers"]
+    assert large["warm_files_opened"] <= 1.2 * small["warm_files_opened"]
+    assert large["keys_in_memory"] == small["keys_in_memory"] == 0
+
+
+def test_ray_datas_blocks_grow_with_the_fleet_not_the_units():
+    slots = 20
+    counts = {n: len(block_sizes(n, slots)) for n in (10_000, 100_000, 1_000_000)}
+    assert counts[1_000_000] <= 1.2 * counts[10_000], counts
+    assert len(block_sizes(100_000, 2000)) > 5 * counts[100_000]  # a bigger fleet: more, smaller blocks
