@@ -113,6 +113,11 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.scale is not None:
+        from jobs.bench import scale
+
+        scale.main(args.scale)
+        return 0
     from jobs.bench.main import bench
 
     figures = bench(quick=args.quick, sets=args.sets, runners=args.runners, out=args.out, model=args.model,
@@ -194,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=_at_least_one, default=1,
                    help="run the runners in turn this many times; ratios are the median of the rounds")
     p.add_argument("--out", default="spotbatch-bench.json", help="where the JSON figures go")
+    p.add_argument("--scale", nargs=argparse.REMAINDER, metavar="ARGS",
+                   help="instead: the scale simulation with a fake engine (jobs/bench/scale.py; its options "
+                        "follow, e.g. --scale --units 1000,10000 --s3)")
     p.set_defaults(func=_bench)
 
     p = sub.add_parser("models", help="put models on this node (a node's set-up, or a warm image)")

@@ -142,17 +142,19 @@ def refuse_while_running(store: OutputStore) -> None:
     now = time.time()
     runs = records.runs()
     ended = {r for r, record in runs.items() if record.get("ended_at") is not None}  # actors released with it
-    live = sorted({a.get("run_id") for a in records.actors().values()
-                   if is_fresh(a["last_seen"], now) and a.get("run_id") not in ended})
+    actors = [a for a in records.actors().values()
+              if is_fresh(a["last_seen"], now, a.get("beat_seconds")) and a.get("run_id") not in ended]
+    live = sorted({a.get("run_id") for a in actors})
     if not live:
         return
+    wait = 2 * max(a.get("beat_seconds") or HEARTBEAT_SECONDS for a in actors)
     run = runs.get(live[0]) or {}
     driver = f" (driver pid {run['pid']} on {run['host']})" if run.get("pid") else ""
     raise OutputError(
         f"--new-run refused: run {live[0]}{driver} still has engine actors working on "
         f"{store.url} (their heartbeats are fresh). Stop it first (Ctrl-C in its terminal, "
         f"`kill {run.get('pid', 'PID')}`, or `ray job stop` for a Ray job), wait "
-        f"{2 * HEARTBEAT_SECONDS:.0f} s for its actors to stop, then run --new-run again.")
+        f"{wait:.0f} s for its actors to stop, then run --new-run again.")
 
 
 def run(spec: PipelineSpec, address: str | None = None, new_run: bool = False,

@@ -29,7 +29,7 @@ from operators.generate import GenerateOperator
 from operators.response_cache import ResponseCache
 from pipelines.spec import PipelineSpec
 from pipelines.store.output import OutputStore
-from pipelines.store.records import HEARTBEAT_SECONDS, Records, new_id
+from pipelines.store.records import Records, beat_seconds, new_id
 from pipelines.unit_protocol import SUMMARY_SCHEMA, UnitProtocol, model_cache_key, outcome_row
 from pipelines.unit_rows import ERROR, UNIT, UNIT_ROWS
 
@@ -78,7 +78,10 @@ class UnitGenerator:
             model_key=model_cache_key(spec, model_source, loaded))
         self.records = self.protocol.records
         self.started_at = started_at
+        # A large fleet beats less often (pipelines/store/records.py says why that is safe).
+        self.beat_seconds = beat_seconds(spec.compute.max_actors or spec.compute.actors or 1)
         self.records.actor_started(self.actor_id, {
+            "beat_seconds": self.beat_seconds,
             "run_id": run_id, "pid": os.getpid(), "started_at": started_at, "loaded_at": time.time(),
             "niceness": self.niceness, "model": route_name or spec.model.name,
             "model_source": fetched, "loaded_dtype": loaded,
@@ -130,21 +133,24 @@ class UnitGenerator:
         while (notice := check_notice(cfg.kind, cfg.url, self.node.node_id)) is None:
             time.sleep(cfg.poll_seconds)
         self._draining = True
-        self.records.actor_beat(self.actor_id, {"time": time.time(), "notice": notice.detail})
+        self.records.actor_beat(self.actor_id, {"time": time.time(), "period": self.beat_seconds,
+                                                "notice": notice.detail})
         drain_this_node(f"spot notice ({notice.source}): {notice.detail}", cfg.window_seconds)
         with self._idle:
             self._idle.wait_for(lambda: self._in_hand == 0)
-            self.records.actor_beat(self.actor_id, {"time": time.time(), "drained": notice.detail})
+            self.records.actor_beat(self.actor_id, {"time": time.time(), "period": self.beat_seconds,
+                                                    "drained": notice.detail})
             os._exit(0)  # not ray.actor.exit_actor(): an intended exit would not be restarted
 
     def _beat(self) -> None:
         """Say we are alive; the last beat bounds when a preempted actor stopped costing."""
         while True:
             try:
-                self.records.actor_beat(self.actor_id, {"time": time.time(), "engine": self.feeder.stats.to_json()})
+                self.records.actor_beat(self.actor_id, {"time": time.time(), "period": self.beat_seconds,
+                                                        "engine": self.feeder.stats.to_json()})
             except Exception:  # a missed beat only makes the estimate of its end earlier
                 pass
-            time.sleep(HEARTBEAT_SECONDS)
+            time.sleep(self.beat_seconds)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """One block: a unit, or several in a large run (pipelines/unit_blocks.py), run side by

@@ -37,15 +37,16 @@ def _actor_end(actor: dict[str, Any], runs: dict[str, dict[str, Any]], now: floa
     its driver died) the end of the heartbeat interval in which it died: it beat no more, and
     a node is billed until it is gone, so this errs by less than one interval, on the high side."""
     last_seen = actor["last_seen"]
+    period = actor.get("beat_seconds") or HEARTBEAT_SECONDS
     run_end = runs.get(actor.get("run_id"), {}).get("ended_at")
-    if run_end is not None and last_seen >= run_end - 2 * HEARTBEAT_SECONDS:
+    if run_end is not None and last_seen >= run_end - 2 * period:
         # Released with the run. Its run's end, not its last beat: an actor beats on for the
         # moment Ray takes to tear it down, and a beat landing after the ledger was written
         # would make the same run's ledger differ when it is read again.
         return run_end
-    if run_end is None and now - last_seen <= 2 * HEARTBEAT_SECONDS:
+    if run_end is None and now - last_seen <= 2 * period:
         return now  # alive: the run is going on
-    return min(last_seen + HEARTBEAT_SECONDS, run_end or now)
+    return min(last_seen + period, run_end or now)
 
 
 def compute_ledger(store: OutputStore, reference: dict[str, Any] | None = None, now: float | None = None) -> Ledger:

@@ -25,16 +25,31 @@ from typing import Any
 
 from pipelines.store.output import ACTORS, ATTEMPTS, FOLDED, LOADED, RUNS, STOP, OutputStore
 
-HEARTBEAT_SECONDS = 5.0  # how often a live actor rewrites its beat
+HEARTBEAT_SECONDS = 5.0  # how often a live actor rewrites its beat, in a fleet of up to BEATS_PER_SECOND * 5 actors
+# A larger fleet beats less often, so an output's beats stay this many PUTs a second: 1,000
+# actors beat every 50 s, not 200 PUT/s. What the beat promises holds at any period: an actor
+# is live while its beat is under two of its periods old, and a lost actor's cost ends within
+# one period after its last beat (the ledger errs by at most that, on the high side).
+BEATS_PER_SECOND = 20.0
+
+
+def beat_seconds(actors: int) -> float:
+    """How often each of a fleet of `actors` engine actors beats.
+
+    >>> beat_seconds(4), beat_seconds(1000)
+    (5.0, 50.0)
+    """
+    return max(HEARTBEAT_SECONDS, actors / BEATS_PER_SECOND)
 # An engine that makes no step for this long while it holds a unit is hung, unless
 # compute.request_timeout_seconds says how long a request may take.
 STALL_SECONDS = 1800.0
 
 
-def is_fresh(beat_time: float | None, now: float) -> bool:
-    """A beat from a live actor: at most two periods old, and not dated ahead of us by more
-    than one (a clock that runs ahead must not keep a dead actor's units held)."""
-    return beat_time is not None and -HEARTBEAT_SECONDS <= now - beat_time <= 2 * HEARTBEAT_SECONDS
+def is_fresh(beat_time: float | None, now: float, period: float | None = None) -> bool:
+    """A beat from a live actor: at most two of its periods old, and not dated ahead of us by
+    more than one (a clock that runs ahead must not keep a dead actor's units held)."""
+    period = period or HEARTBEAT_SECONDS
+    return beat_time is not None and -period <= now - beat_time <= 2 * period
 
 
 def new_id() -> str:
@@ -163,7 +178,7 @@ class Records:
             if start is None or "end" in attempt or start.get("run_id") == run_id:
                 continue
             beat = self._json(f"{ACTORS}/{start.get('actor_id')}.beat.json") or {}
-            if not is_fresh(beat.get("time"), now):
+            if not is_fresh(beat.get("time"), now, beat.get("period")):
                 continue
             moved = max((beat.get("engine") or {}).get("last_step_at") or 0.0, start.get("time", 0.0))
             if beat["time"] - moved <= stall_seconds:
