@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -78,6 +79,9 @@ def _entries_into_shards(files: CacheFiles, batch: list[str], done: CacheCompact
             with files.open(f) as fh:
                 return conform_answers(pq.read_table(fh))
         except FileNotFoundError:  # another compaction took it
+            return None
+        except (pa.ArrowException, OSError) as err:  # not written by the cache: left where it is
+            print(f"spotbatch: cache file {f} cannot be read, left in place: {err!r}", file=sys.stderr)
             return None
 
     got = dict(zip(batch, files.map(read, batch)))

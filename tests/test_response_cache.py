@@ -201,6 +201,10 @@ def test_a_file_not_written_by_the_cache_is_skipped_not_fatal(tmp_path, capfd):
     (tmp_path / "cache" / ENTRIES / "broken.parquet").write_bytes(b"PAR1 not really")
     assert {k: v["output"] for k, v in cache.lookup([key(1), key(3)]).items()} == {key(1): "answer 1"}
     assert "broken.parquet cannot be read, skipped" in capfd.readouterr().err
+    assert compact_cache(path).entries_files == 1  # compaction moves the rest, and leaves it
+    assert "broken.parquet cannot be read, left in place" in capfd.readouterr().err
+    assert {k: v["output"] for k, v in cache.lookup([key(1), key(2)]).items()} == {
+        key(1): "answer 1", key(2): "answer 2"}
 
 
 def test_a_second_compaction_waits_for_the_lease_and_a_stale_lease_is_taken(tmp_path):
