@@ -38,6 +38,22 @@ def normalize_market(market: str) -> str:
     return name
 
 
+def request_prices(store: str = "s3-standard", path: Path = CATALOG) -> dict[str, Any]:
+    """$ per 1,000 storage requests of each class, with the entry's date and source."""
+    return dict(yaml.safe_load(path.read_text())["storage_requests"][store])
+
+
+def requests_usd(counts: dict[str, int], prices: dict[str, Any]) -> float:
+    """What requests counted by class (LIST, PUT, GET, HEAD, DELETE) cost.
+
+    >>> round(requests_usd({"PUT": 1000, "LIST": 1000, "GET": 1000, "DELETE": 5}, request_prices()), 6)
+    0.0104
+    """
+    per_1k = {"PUT": "put_list_per_1k", "LIST": "put_list_per_1k", "POST": "put_list_per_1k",
+              "COPY": "put_list_per_1k", "DELETE": "delete_per_1k"}
+    return sum(n / 1000 * float(prices[per_1k.get(kind, "get_head_per_1k")]) for kind, n in counts.items())
+
+
 class PriceCatalog:
     def __init__(self, entries: dict[str, dict[str, Any]], as_of: str):
         self.entries = entries

@@ -51,3 +51,9 @@ def test_ray_datas_blocks_grow_with_the_fleet_not_the_units():
     counts = {n: len(block_sizes(n, slots)) for n in (10_000, 100_000, 1_000_000)}
     assert counts[1_000_000] <= 1.2 * counts[10_000], counts
     assert len(block_sizes(100_000, 2000)) > 5 * counts[100_000]  # a bigger fleet: more, smaller blocks
+
+
+def test_a_fleets_beats_stay_at_a_fixed_rate_and_requests_are_priced(figures):
+    rates = {b["actors"]: b["puts_per_second"] for b in figures["beats"]}
+    assert rates[10] == 2 and rates[1000] <= 20, rates  # 1,000 actors at 5 s would be 200 PUT/s
+    assert all(s["usd_per_1k_units"] > 0 for s in figures["s3"]) and figures["s3_prices"]["as_of"]

@@ -268,6 +268,10 @@ def scale_bench(units: list[int], actors: list[int], cache_sizes: list[int], wor
     """Every figure of the module's docstring; `s3`: storage options of an S3 endpoint behind
     `counter` (an S3RequestCounter), for runs of `s3_units` units (and of the smallest of
     them with `s3_actors` actors)."""
+    from cluster.prices import request_prices, requests_usd
+    from pipelines.store.records import beat_seconds
+
+    prices = request_prices()
     out: dict[str, Any] = {"plan": [], "units": [], "actors": [], "readers": [], "s3": [], "ray_data": [], "cache": []}
     middle = units[len(units) // 2]
     for n in units:
@@ -297,7 +301,14 @@ def scale_bench(units: list[int], actors: list[int], cache_sizes: list[int], wor
         requests = counter.take()
         out["s3"].append({"units": n, "actors": a, "plan_requests": planned, "requests": requests,
                           "requests_per_unit": sum(requests.values()) / n, "failed": run["failed"],
+                          "usd_per_1k_units": requests_usd(requests, prices) / n * 1000,
                           "unit_seconds_median": run["unit_seconds_median"]})
+    if s3_runs:
+        out["s3_prices"] = prices
+        # Beats are time, not units: a fleet writes BEATS_PER_SECOND at most, however large.
+        out["beats"] = [{"actors": a, "beat_seconds": beat_seconds(a), "puts_per_second": a / beat_seconds(a),
+                         "usd_per_hour": requests_usd({"PUT": a / beat_seconds(a) * 3600}, prices)}
+                        for a in (10, 100, 1000)]
     for n in units if ray_data_units is None else ray_data_units:
         for one in (False, True) if ray_data_baseline else (False,):
             out["ray_data"].append({**in_fresh_process("ray_data", n, 2 * actors[0], one), "one_per_unit": one})
@@ -334,7 +345,12 @@ def report_lines(f: dict[str, Any]) -> list[str]:
     for s in f["s3"]:
         by_class = ", ".join(f"{k} {v / s['units']:.2f}" for k, v in sorted(s["requests"].items()))
         lines.append(f"s3       {s['units']:>9,} units, {s['actors']:>5,} actors: {s['requests_per_unit']:.1f} "
-                     f"requests per unit ({by_class})")
+                     f"requests per unit ({by_class}): ${s['usd_per_1k_units']:.4f} per 1,000 units")
+    for b in f.get("beats", []):
+        lines.append(f"beats    {b['actors']:>5,} actors beat every {b['beat_seconds']:.0f} s: {b['puts_per_second']:.0f} "
+                     f"PUT/s, ${b['usd_per_hour']:.3f} per hour")
+    if f.get("s3_prices"):
+        lines.append(f"         S3 prices: {f['s3_prices']['source']}, as of {f['s3_prices']['as_of']}")
     by_units = [s for s in f["s3"] if s["actors"] == f["s3"][0]["actors"]] if f["s3"] else []
     if len(by_units) > 1:
         lines.append(f"         requests per unit {growth(by_units, 'requests_per_unit', 'units')} units")
