@@ -239,3 +239,18 @@ def test_spotbatch_compact_compacts_a_shared_cache(tmp_path):
     assert "1 entries file(s) (3 answers) moved into shards" in done.stdout
     assert CacheFiles(path).parquet_files(ENTRIES) == [] and len(ResponseCache(path).lookup([key(1)])) == 1
     assert spotbatch("compact").returncode != 0  # neither an output nor a cache: said, not guessed
+
+
+@pytest.mark.s3
+def test_the_request_counting_proxy_passes_s3_through_unchanged(s3_server):
+    """The scale bench counts S3 requests through a proxy (jobs/bench/s3_requests.py); what
+    goes through it must work as without it (a HEAD's size once came back as 0)."""
+    from jobs.bench.s3_requests import S3RequestCounter, storage_options
+
+    with S3RequestCounter(s3_server["client_kwargs"]["endpoint_url"]) as counter:
+        path = f"s3://spotbatch/{uuid.uuid4().hex[:8]}/cache"
+        add(ResponseCache(path, storage_options(counter.endpoint), compact_after=None), [1, 2])
+        found = ResponseCache(path, storage_options(counter.endpoint)).lookup([key(1), key(3)])
+        counts = counter.take()
+    assert {k: v["output"] for k, v in found.items()} == {key(1): "answer 1"}
+    assert counts["PUT"] >= 1 and counts["LIST"] >= 1 and counts["GET"] >= 1 and counts["HEAD"] >= 1

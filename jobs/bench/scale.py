@@ -273,7 +273,7 @@ def scale_bench(units: list[int], actors: list[int], cache_sizes: list[int], wor
 
     prices = request_prices()
     out: dict[str, Any] = {"plan": [], "units": [], "actors": [], "readers": [], "s3": [], "ray_data": [], "cache": []}
-    middle = units[len(units) // 2]
+    middle = units[len(units) // 2] if units else None
     for n in units:
         make_input(work / f"in-{n}", n)
         output = tempfile.mkdtemp(prefix=f"out-{n}-", dir=work)
@@ -285,10 +285,11 @@ def scale_bench(units: list[int], actors: list[int], cache_sizes: list[int], wor
             r = in_fresh_process("reader", output, None, which)
             readers[f"{which}_seconds"], readers[f"{which}_peak_rss_mb"] = r["seconds"], r["peak_rss_mb"]
         out["readers"].append(readers)
-    out["actors"].append(next(u for u in out["units"] if u["units"] == middle))
-    for a in actors[1:]:
-        out["actors"].append(in_fresh_process("units", str(work / f"in-{middle}"),
-                                              tempfile.mkdtemp(prefix=f"out-a{a}-", dir=work), None, a))
+    if units:
+        out["actors"].append(next(u for u in out["units"] if u["units"] == middle))
+        for a in actors[1:]:
+            out["actors"].append(in_fresh_process("units", str(work / f"in-{middle}"),
+                                                  tempfile.mkdtemp(prefix=f"out-a{a}-", dir=work), None, a))
     s3_runs = [(n, actors[0]) for n in s3_units or []]
     s3_runs += [(min(s3_units), a) for a in s3_actors or [] if (min(s3_units), a) not in s3_runs]
     for n, a in s3_runs:
