@@ -95,7 +95,7 @@ def _entries_into_shards(files: CacheFiles, batch: list[str], done: CacheCompact
     stamp = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
     shards = pc.unique(prefixes).to_pylist()
     list(files.map(lambda shard: files.write(f"{SHARDS}/{shard}/{stamp}.parquet",
-                                             table.filter(pc.equal(prefixes, shard))), shards))
+                                             table.filter(pc.equal(prefixes, shard)), key_filter=True), shards))
     done.shard_files_written += len(shards)
     list(files.map(files.remove, read))  # only now: their answers are in shard files written whole
     done.entries_files += len(read)
@@ -131,7 +131,7 @@ def _merge_shard(files: CacheFiles, shard: str) -> tuple[int, int]:
             table = table.filter(pa.concat_arrays([pa.array([True]), first.combine_chunks()]))
         # named after its newest input, so newest-first order stays true for readers
         name = group[-1].rsplit("/", 1)[-1].replace(".parquet", f"-m{uuid.uuid4().hex[:6]}.parquet")
-        files.write(f"{SHARDS}/{shard}/{name}", table)
+        files.write(f"{SHARDS}/{shard}/{name}", table, key_filter=True)
         for f in group:
             files.remove(f)
         written, merged = written + 1, merged + len(group)

@@ -41,6 +41,7 @@ import json
 import os
 import sys
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -52,21 +53,28 @@ import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from operators.generate import RESULT_SCHEMA
+from operators.key_filter import KeyFilter
 
 ENTRIES = "entries"
 SHARDS = "shards"
 SHARD_DIGITS = 2  # 256 shards: at 100M answers, ~400k per shard
 ROW_GROUP_ROWS = 2048  # what one key read fetches from a shard file
 FOOTERS_KEPT = 1024  # shard files whose row-group key ranges a reader keeps in memory
-COMPACT_AFTER = 512  # entries files that make an actor start a compaction in the background
+# Entries files that make an actor start a compaction in the background. Each actor reads each
+# entries file while it lives, so this, not the fleet, bounds how often one is read: a file
+# lives until K more are written, about K reads whatever the number of actors.
+COMPACT_AFTER = 64
 PARALLEL_REQUESTS = 16  # storage requests of one lookup or compaction step in flight at once
-LOOKUP_TRIES = 3  # a file compacted away between a listing and its read: list again
+LOOKUP_TRIES = 10  # a file compacted away between a listing and its read: list again
 # An answer as the engine gave it; not how much of its prompt the prefix cache held, which
 # depends on what else that engine had seen.
 ANSWER_COLUMNS = ("output", "prompt_tokens", "completion_tokens", "finish_reason", "choices", "logprobs",
                   "stop_sequence")
 SCHEMA = pa.schema([("key", pa.string())] + [RESULT_SCHEMA.field(c) for c in ANSWER_COLUMNS])
-KeyRanges = tuple[list[str], list[str]]  # a sorted file's row groups: their smallest keys, their largest
+FILTER_KEY = b"spotbatch.key_filter"  # a shard file's footer: the Bloom filter of its keys
+# What a reader keeps of a shard file's footer: its row groups' smallest and largest keys, and
+# the filter of its keys (None for a file written without one).
+KeyRanges = tuple[list[str], list[str], "KeyFilter | None"]
 
 
 def request_key(model: str, prompt: str, system_prompt: str | None, fmt: str, sampling: dict[str, Any]) -> str | None:
@@ -113,10 +121,15 @@ class CacheFiles:
         except FileNotFoundError:
             return []
 
-    def write(self, name: str, table: pa.Table) -> str:
+    def write(self, name: str, table: pa.Table, key_filter: bool = False) -> str:
         """Write a file whole or not at all: a killed writer leaves nothing a reader takes (a
         `.tmp` name locally, renamed into place; one PUT, or a multipart upload that is not
-        visible until it completes, on an object store)."""
+        visible until it completes, on an object store). `key_filter`: a Bloom filter of its
+        keys goes into its footer (shard files)."""
+        if key_filter:
+            keys = table.column("key").to_pylist()
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                                   FILTER_KEY: KeyFilter.of(keys).to_bytes()})
         buf = io.BytesIO()
         pq.write_table(table, buf, row_group_size=ROW_GROUP_ROWS)
         final = self.path(name)
@@ -184,46 +197,46 @@ class ResponseCache:
     def lookup(self, keys: list[str | None]) -> dict[str, dict[str, Any]]:
         """Cached answers for those keys that have one: key -> {output, prompt_tokens, ...}."""
         wanted = {k for k in keys if k is not None}
-        if not wanted:
-            return {}
-        for _ in range(LOOKUP_TRIES):
+        answers: dict[str, dict[str, Any]] = {}
+        for n in range(LOOKUP_TRIES):
             try:
-                return self._lookup(wanted)
-            except FileNotFoundError:  # compacted away since it was listed: list again
-                continue
-        return {}
+                self._lookup(wanted - answers.keys(), answers)
+                return answers
+            except FileNotFoundError:  # compacted away since it was listed: list again, for the rest
+                time.sleep(0.01 * n)
+        return answers
 
-    def _lookup(self, wanted: set[str]) -> dict[str, dict[str, Any]]:
-        """Entries first, then shards: compaction writes a shard before it deletes the entries,
-        so an answer gone from the first listing is in the second, and one listed in entries
-        but deleted before its read raises FileNotFoundError, and the lookup starts again."""
+    def _lookup(self, wanted: set[str], answers: dict[str, dict[str, Any]]) -> None:
+        """Into `answers`: entries first, then shards. Compaction writes a shard before it
+        deletes the entries, so an answer gone from the first listing is in the second, and a
+        file deleted between its listing and its read raises FileNotFoundError: the keys still
+        wanted are looked up again."""
+        if not wanted:
+            return
         with self._lock:
             self._refresh_entries()
             in_entries = {k: self._index[k] for k in wanted if k in self._index}
-        answers: dict[str, dict[str, Any]] = {}
         by_file: dict[str, list[tuple[str, int]]] = {}
         for key, (f, row) in in_entries.items():
             by_file.setdefault(f, []).append((key, row))
         for f, rows in by_file.items():
             answers.update(self._read_rows(f, rows))
-        if len(answers) == len(wanted):
-            return answers
+        if wanted <= answers.keys():
+            return
         shards = self._list_shards()  # one listing, a few files per shard (by size class)
         by_shard: dict[str, list[str]] = {}
         for key in sorted(wanted - answers.keys()):
             by_shard.setdefault(shard_of(key), []).append(key)
 
-        def in_shard(shard: str) -> dict[str, dict[str, Any]]:
-            keys, found = by_shard[shard], {}
+        def in_shard(shard: str) -> None:  # what it finds is kept, should a later read fail
+            keys = by_shard[shard]
             for f in shards.get(shard, []):  # newest first
-                found.update(self._lookup_file(f, [k for k in keys if k not in found]))
-                if len(found) == len(keys):
-                    break
-            return found
+                keys = [k for k in keys if k not in answers]
+                if not keys:
+                    return
+                answers.update(self._lookup_file(f, keys))
 
-        for found in self.files.map(in_shard, [s for s in by_shard if s in shards]):
-            answers.update(found)
-        return answers
+        list(self.files.map(in_shard, [s for s in by_shard if s in shards]))
 
     def _refresh_entries(self) -> None:
         """Read the keys of entries files new since the last look; forget compacted ones."""
@@ -266,6 +279,8 @@ class ResponseCache:
     def _lookup_file(self, f: str, keys: list[str]) -> dict[str, dict[str, Any]]:
         """The answers in one sorted shard file, reading only the row groups that may hold them."""
         ranges = self._row_group_ranges(f)
+        if ranges[2] is not None:  # the filter says which keys it cannot hold: no read for them
+            keys = [k for k, maybe in zip(keys, ranges[2].may_hold(keys)) if maybe]
         groups = sorted({i for k in keys for i in _groups_holding(ranges, k)})
         if not groups:
             return {}
@@ -295,7 +310,8 @@ class ResponseCache:
             meta = pq.ParquetFile(fh).metadata
         key = meta.schema.names.index("key")
         stats = [meta.row_group(g).column(key).statistics for g in range(meta.num_row_groups)]
-        ranges = ([s.min for s in stats], [s.max for s in stats])
+        stored = (meta.metadata or {}).get(FILTER_KEY)
+        ranges = ([s.min for s in stats], [s.max for s in stats], KeyFilter.from_bytes(stored) if stored else None)
         with self._lock:
             self._ranges[f] = ranges
             while len(self._ranges) > FOOTERS_KEPT:
@@ -340,7 +356,7 @@ class ResponseCache:
 
 def _groups_holding(ranges: KeyRanges, key: str) -> list[int]:
     """The row groups of a sorted file whose key range holds `key` (a key may straddle two)."""
-    los, his = ranges
+    los, his, _ = ranges
     found = []
     for g in range(bisect.bisect_left(his, key), len(his)):
         if los[g] > key:

@@ -221,7 +221,7 @@ def build_cache(path: Path, size: int) -> None:
         keys = sorted(f"{s:02x}" + tail[i * 62:(i + 1) * 62].decode() for i in range(n))
         files.write(f"{SHARDS}/{s:02x}/{0:020d}-synthetic.parquet", answer_table(keys, {
             "output": ["an answer of a few words"] * n, "prompt_tokens": [20] * n, "completion_tokens": [6] * n,
-            "finish_reason": ["stop"] * n}))
+            "finish_reason": ["stop"] * n}), key_filter=True)
         hits.extend(keys[:: max(1, n // 2)][:2])
     picked = [hits[i] for i in rng.choice(len(hits), 2 * LOOKUP_HITS, replace=False)]
     misses = ["".join(rng.choice(list("0123456789abcdef"), 64)) for _ in range(2 * LOOKUP_MISSES)]

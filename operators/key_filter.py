@@ -1,0 +1,60 @@
+"""A Bloom filter over cache keys, kept in each shard file's footer (operators/response_cache.py),
+so a lookup of a key a file does not hold costs no read of that file once its footer is known.
+
+Keys are SHA-256 hex digests, already uniform: the filter's HASHES bit positions are taken from
+the key's own 32-bit words, no hashing needed. BITS_PER_KEY bits per key and 7 positions give
+about 1% false positives (a false positive costs one row-group read, never a wrong answer).
+
+>>> keys = [f"{i:064x}" for i in range(0, 10_000, 7)]
+>>> f = KeyFilter.of(keys)
+>>> all(f.may_hold(keys))
+True
+>>> sum(f.may_hold([f"{i:064x}" for i in range(1, 10_000, 7)])) < 20
+True
+>>> KeyFilter.from_bytes(f.to_bytes()).may_hold(keys[:3])
+[True, True, True]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+BITS_PER_KEY = 10
+HASHES = 7
+_NIBBLE = np.full(256, 0, np.uint64)
+_NIBBLE[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint64)
+_NIBBLE[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16, dtype=np.uint64)
+
+
+def _positions(keys: list[str], bits: int) -> np.ndarray:
+    """(len(keys), HASHES) bit positions: the keys' last HASHES 32-bit words, modulo `bits`."""
+    raw = np.frombuffer("".join(k[-8 * HASHES:].rjust(8 * HASHES, "0") for k in keys).encode(), np.uint8)
+    nibbles = _NIBBLE[raw].reshape(len(keys), HASHES, 8)
+    words = (nibbles << (np.arange(7, -1, -1, dtype=np.uint64) * 4)).sum(axis=2)
+    return (words % np.uint64(bits)).astype(np.int64)
+
+
+class KeyFilter:
+    def __init__(self, bits: np.ndarray):
+        self.bits = bits  # bool array
+
+    @classmethod
+    def of(cls, keys: list[str]) -> "KeyFilter":
+        size = max(64, BITS_PER_KEY * len(keys))
+        bits = np.zeros(size, bool)
+        if keys:
+            bits[_positions(keys, size).ravel()] = True
+        return cls(bits)
+
+    def may_hold(self, keys: list[str]) -> list[bool]:
+        if not keys:
+            return []
+        return self.bits[_positions(keys, len(self.bits))].all(axis=1).tolist()
+
+    def to_bytes(self) -> bytes:
+        return len(self.bits).to_bytes(8, "little") + np.packbits(self.bits).tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "KeyFilter":
+        size = int.from_bytes(data[:8], "little")
+        return cls(np.unpackbits(np.frombuffer(data[8:], np.uint8))[:size].astype(bool))
