@@ -47,6 +47,15 @@ ANSWER_FIELDS = ("output", "prompt_tokens", "completion_tokens", "cached_prompt_
                  "choices", "logprobs", "stop_sequence")
 
 
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A results table with `schema`'s columns: those it lacks (a file written before they were
+    added) as nulls."""
+    for f in schema:
+        if f.name not in table.column_names:
+            table = table.append_column(f, pa.nulls(table.num_rows, f.type))
+    return table.select(schema.names)
+
+
 def empty_results(errors: list[str | None], error_class: str = BAD_INPUT) -> dict[str, list[Any]]:
     """Result columns for rows not (yet) answered: a row with an error gets `error_class`."""
     n = len(errors)

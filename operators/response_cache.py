@@ -52,7 +52,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
-from operators.generate import RESULT_SCHEMA
+from operators.generate import RESULT_SCHEMA, conform
 from operators.key_filter import KeyFilter
 
 ENTRIES = "entries"
@@ -97,10 +97,7 @@ def answer_table(keys: list[str], answers: dict[str, list[Any]]) -> pa.Table:
 
 def conform_answers(table: pa.Table) -> pa.Table:
     """A cache file in SCHEMA: one written before a column was added has it as nulls."""
-    for f in SCHEMA:
-        if f.name not in table.column_names:
-            table = table.append_column(f, pa.nulls(table.num_rows, f.type))
-    return table.select(SCHEMA.names).cast(SCHEMA)
+    return conform(table, SCHEMA).cast(SCHEMA)
 
 
 class CacheFiles:

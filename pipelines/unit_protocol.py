@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 
 from operators.failures import BAD_INPUT, ENGINE_ERROR, INPUT_CHANGED, PREEMPTED_EXHAUSTED, STORAGE_ERROR
 from operators.engine_turns import EngineTurns
-from operators.generate import RESULT_SCHEMA, empty_results
+from operators.generate import RESULT_SCHEMA, conform, empty_results
 from operators.response_cache import ANSWER_COLUMNS, ResponseCache, request_key
 from pipelines.plan import model_identity
 from pipelines.spec import PipelineSpec, sampling_identity
@@ -115,15 +115,6 @@ def row_samplings(rows: pa.Table) -> list[dict[str, Any] | None] | None:
         return None
     values = rows.column(SAMPLING).to_pylist()
     return [json.loads(v) if v else None for v in values] if any(values) else None
-
-
-def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """A results table with `schema`'s columns: those it lacks (a file written before they were
-    added) as nulls."""
-    for f in schema:
-        if f.name not in table.column_names:
-            table = table.append_column(f, pa.nulls(table.num_rows, f.type))
-    return table.select(schema.names)
 
 
 def result_table(spec: PipelineSpec, ids: pa.Array | pa.ChunkedArray, cols: dict[str, list],
