@@ -108,7 +108,7 @@ def _merge_shard(files: CacheFiles, shard: str) -> tuple[int, int]:
     returns (files written, files merged)."""
     written = merged = 0
     while True:
-        sizes = {f: files.fs.size(f) for f in files.parquet_files(f"{SHARDS}/{shard}")}
+        sizes = files.parquet_sizes(f"{SHARDS}/{shard}")
         classes: dict[int, list[str]] = {}
         for f, size in sizes.items():
             classes.setdefault(int(math.log(max(size, 1), MERGE_FANIN)), []).append(f)

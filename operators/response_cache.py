@@ -113,10 +113,15 @@ class CacheFiles:
 
     def parquet_files(self, folder: str) -> list[str]:
         """The finished files under `folder` (a file being written is named otherwise)."""
+        return sorted(self.parquet_sizes(folder))
+
+    def parquet_sizes(self, folder: str) -> dict[str, int]:
+        """The finished files under `folder` and their sizes, from one listing."""
         try:
-            return sorted(f for f in self.fs.find(self.path(folder)) if f.endswith(".parquet"))
+            found = self.fs.find(self.path(folder), detail=True)
         except FileNotFoundError:
-            return []
+            return {}
+        return {f: int(info.get("size") or 0) for f, info in found.items() if f.endswith(".parquet")}
 
     def write(self, name: str, table: pa.Table, key_filter: bool = False) -> str:
         """Write a file whole or not at all: a killed writer leaves nothing a reader takes (a
