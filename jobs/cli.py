@@ -46,10 +46,28 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def exit_code(summary) -> int:
-    """0 finished, 3 stopped by the budget (resumable), 1 not finished for another reason."""
+    """0 finished, 3 stopped by the budget, 4 stopped by a cancel or the deadline (both resumable),
+    1 not finished for another reason."""
+    from pipelines.stopping import RESUMABLE_STOPS
+
     if summary.finished:
         return 0
+    if summary.stopped in RESUMABLE_STOPS:
+        return 4
     return 3 if summary.stopped else 1
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from pipelines.stopping import cancel
+
+    runs = cancel(args.output)
+    if not runs:
+        print(f"spotbatch: no run is working on {redact_url(args.output)}: nothing to cancel")
+        return 0
+    print(f"spotbatch: asked {len(runs)} run(s) working on {redact_url(args.output)} to stop "
+          f"({', '.join(runs)}): each takes no new unit, commits the units in flight and exits 4; "
+          f"the same command resumes")
+    return 0
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -156,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="the run's output path")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_status)
+
+    p = sub.add_parser("cancel", help="ask the runs working on an output to stop: they commit the units in "
+                                      "flight and exit 4; the same command resumes")
+    p.add_argument("output", help="the run's output path")
+    p.set_defaults(func=_cancel)
 
     p = sub.add_parser("report", help="what a run cost: $ per token, load/useful/idle/wasted, tokens/s")
     p.add_argument("output", help="the run's output path")

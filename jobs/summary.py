@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from operators.cost import BUCKETS, CostSummary
 from pipelines.run import RunSummary
+from pipelines.stopping import describe_stop
 
 
 def usd(x: float | None) -> str:
@@ -40,10 +41,10 @@ def format_cost(c: CostSummary) -> str:
 
 
 def format_summary(s: RunSummary) -> str:
-    if s.stopped:
-        state = f"stopped: {s.stopped} (raise cost.max_cost_usd and re-run to go on)"
-    elif s.finished:
+    if s.finished:
         state = "finished"
+    elif s.stopped:
+        state = describe_stop(s.stopped)
     else:
         state = "NOT finished (re-run the same command to resume)"
         if s.left_to_others:

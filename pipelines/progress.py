@@ -1,4 +1,4 @@
-"""Live progress of a run, and the budget: rows, tokens/s, ETA, $ so far and projected.
+"""Live progress of a run, its budget and its deadline: rows, tokens/s, ETA, $ so far and projected.
 
 Shown as a progress bar in a terminal or notebook, and as a log line every LOG_SECONDS where
 there is no terminal (under `ray job submit`, cron). Dollars here are live estimates from the
@@ -24,13 +24,15 @@ def _eta(seconds: float | None) -> str:
 
 class RunMonitor:
     def __init__(self, rows_total: int, rows_done_before: int, units_pending: int, usd_before: float,
-                 max_cost_usd: float | None, request_stop: Callable[[str], None], interactive: bool | None = None):
+                 max_cost_usd: float | None, request_stop: Callable[[str], None], interactive: bool | None = None,
+                 deadline: float | None = None):
         self.rows_total = rows_total
         self.rows_before = rows_done_before
         self.units_pending = units_pending
         self.usd_before = usd_before
         self.max_cost_usd = max_cost_usd
-        self.request_stop = request_stop
+        self.request_stop = request_stop  # pipelines/stopping.py: writes the stop, then calls stopping()
+        self.deadline = deadline  # a Unix time (compute.deadline)
         self.started = time.monotonic()
         self.rows = self.tokens = self.units = 0
         self.unit_seconds = 0.0  # engine seconds of the units committed in this run
@@ -63,7 +65,23 @@ class RunMonitor:
             self.tokens += unit["completion_tokens"]
             self.unit_seconds += unit["engine_seconds"]
         self._check_budget()
+        if self.past_deadline():
+            self.request_stop("deadline")
         self._show()
+
+    def stopping(self, reason: str) -> None:
+        if self.stopped is None:
+            self.stopped = reason
+            if self._bar is None:
+                print(f"spotbatch: stopping ({reason}): taking no new unit, committing the units in flight",
+                      flush=True)
+
+    def past_deadline(self, now: float | None = None) -> bool:
+        """Whether a unit taken now would end past the deadline, at this run's measured time per unit."""
+        if self.deadline is None:
+            return False
+        next_unit = self.unit_seconds / self.units if self.units else 0.0
+        return (now or time.time()) + next_unit > self.deadline
 
     def _check_budget(self) -> None:
         if self.max_cost_usd is None or self.stopped or not self.units:
@@ -71,7 +89,6 @@ class RunMonitor:
         # every actor will take one more unit, of the measured average length, before it hears of a stop
         next_round = sum(rate for _, rate in self.actors.values()) * self.unit_seconds / self.units
         if self.spent() + next_round > self.max_cost_usd:
-            self.stopped = "budget"
             self.request_stop("budget")
 
     def line(self) -> str:
@@ -83,7 +100,7 @@ class RunMonitor:
                 f"{self.tokens / elapsed if elapsed else 0:,.0f} tokens/s, "
                 f"ETA {_eta(left / rate if rate else None)}, ${self.spent():.4g} spent"
                 + (f", ${projected:.4g} projected" if projected is not None else "")
-                + (" [stopping: budget]" if self.stopped else ""))
+                + (f" [stopping: {self.stopped}]" if self.stopped else ""))
 
     def _show(self) -> None:
         if self._bar is not None:

@@ -11,6 +11,7 @@ import random
 import socket
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import pyarrow as pa
 
@@ -23,10 +24,12 @@ from pipelines.inputs import check_unique_ids, list_shards
 from pipelines.store.ledger import compute_ledger, write_ledger
 from pipelines.store.output import OutputError, OutputStore
 from pipelines.plan import SINGLE_MODEL, Plan, Unit, fingerprint, fingerprint_parts, make_plan, units_in_flight
+from pipelines.deadline import deadline_at
 from pipelines.progress import RunMonitor
 from pipelines.redact import redact_spec, redact_url
 from pipelines.spec import PipelineSpec
 from pipelines.stages import UnitGenerator
+from pipelines.stopping import DEADLINE, StopWatch
 from pipelines.store.counts import UnitCounts, counts_of
 from pipelines.store.records import HEARTBEAT_SECONDS, STALL_SECONDS, Records, is_fresh, new_id
 from pipelines.unit_protocol import SKIP_HELD, UnitOutcome, outcome_from_row, stall_seconds
@@ -48,7 +51,7 @@ class RunSummary(UnitCounts):
     last_fault: str | None = None  # why, the last time
     wall_seconds: float = 0.0
     finished: bool = False
-    stopped: str | None = None  # why the run ended early: "budget"
+    stopped: str | None = None  # why the run ended early: budget, deadline, cancelled (pipelines/stopping.py)
     cost: CostSummary | None = None  # of the whole output, every invocation so far
 
     @property
@@ -219,33 +222,48 @@ def _stream_pending(spec: PipelineSpec, plan: Plan, pending: list, store: Output
     run_record = {"started_at": time.time(), "pid": os.getpid(), "host": socket.gethostname(),
                   "units_pending": len(pending), "ended_at": None, "stopped": None,
                   "max_cost_usd": spec.cost.max_cost_usd, "reference": reference}
+    deadline = run_record["deadline"] = (deadline_at(spec.compute.deadline, run_record["started_at"])
+                                         if spec.compute.deadline else None)
     records.run_record(run_id, run_record)
     pending_ids = {u.unit_id for u in pending}
     committed_rows = sum(u.rows for u in plan.units if u.unit_id not in pending_ids)
     total_rows = plan.input_rows
     if only_ids is not None:
         total_rows, committed_rows = sum(len(v) for v in only_ids.values()), 0
+    watch = StopWatch(records, run_id, on_stop=lambda reason: monitor.stopping(reason),
+                      deadline=lambda: monitor.past_deadline())
     monitor = RunMonitor(total_rows, committed_rows, len(pending), usd_before, spec.cost.max_cost_usd,
-                         lambda reason: records.request_stop(run_id, reason), interactive)
+                         watch.stop, interactive, deadline=deadline)
     try:
-        with ray_session(address):
-            todo = pending
-            # A unit left to a live actor of another run is waited for; if that actor dies (or
-            # hangs) meanwhile, the unit is ours again and goes round once more.
-            for _ in range(spec.compute.max_attempts):
-                left = _stream_models(spec, plan, todo, run_id, only_ids, summary, monitor)
-                if not left or monitor.stopped:
-                    break
-                orphaned, held = await_other_runs(records, store, left, run_id, stall_seconds(spec),
-                                                  spec.compute.wait_for_other_runs_seconds)
-                summary.left_to_others = len(held)
-                todo = [u for u in pending if u.unit_id in orphaned]
-                if not todo:
-                    break
+        with watch.watching():
+            if monitor.past_deadline():
+                watch.stop(DEADLINE)  # before any engine starts
+            else:
+                _stream_watched(spec, plan, pending, store, summary, records, run_id, only_ids, monitor, address)
     finally:
         monitor.close()
         records.run_record(run_id, {**run_record, "ended_at": time.time(), "stopped": monitor.stopped})
     return monitor.stopped
+
+
+def _stream_watched(spec: PipelineSpec, plan: Plan, pending: list[Unit], store: OutputStore, summary: RunSummary,
+                    records: Records, run_id: str, only_ids: dict[str, pa.Array] | None, monitor: RunMonitor,
+                    address: str | None) -> None:
+    with ray_session(address):
+        todo = pending
+        # A unit left to a live actor of another run is waited for; if that actor dies (or
+        # hangs) meanwhile, the unit is ours again and goes round once more.
+        for _ in range(spec.compute.max_attempts):
+            left = _stream_models(spec, plan, todo, run_id, only_ids, summary, monitor)
+            if not left or monitor.stopped:
+                break
+            orphaned, held = await_other_runs(records, store, left, run_id, stall_seconds(spec),
+                                              spec.compute.wait_for_other_runs_seconds,
+                                              stopped=lambda: monitor.stopped is not None)
+            summary.left_to_others = len(held)
+            todo = [u for u in pending if u.unit_id in orphaned]
+            if not todo:
+                break
 
 
 def _stream_models(spec: PipelineSpec, plan: Plan, units: list[Unit], run_id: str,
@@ -256,7 +274,7 @@ def _stream_models(spec: PipelineSpec, plan: Plan, units: list[Unit], run_id: st
     left: list[str] = []
     for model, its_units in by_model(units):
         if monitor.stopped:
-            break  # the budget is spent: start no other model
+            break  # asked to stop (budget, deadline, cancel): start no other model
         for row in _stream(spec, plan, its_units, run_id, only_ids, model):
             unit = outcome_from_row(row)
             summary.add_unit(unit)
@@ -268,16 +286,18 @@ def _stream_models(spec: PipelineSpec, plan: Plan, units: list[Unit], run_id: st
 
 def await_other_runs(records: Records, store: OutputStore, unit_ids: list[str], run_id: str,
                      stall: float = STALL_SECONDS, max_wait_seconds: float = 3600.0,
-                     poll_seconds: float = 1.0) -> tuple[set[str], set[str]]:
-    """Wait, for at most `max_wait_seconds`, for units this run left to live actors of another
-    run. Returns (orphaned, held): units whose holder died or hung and are not committed (this
-    run may take them), and units still held when the wait ended."""
+                     poll_seconds: float = 1.0, stopped: Callable[[], bool] = lambda: False,
+                     ) -> tuple[set[str], set[str]]:
+    """Wait, for at most `max_wait_seconds` or until the run is asked to stop, for units this
+    run left to live actors of another run. Returns (orphaned, held): units whose holder died
+    or hung and are not committed (this run may take them), and units still held when the wait
+    ended."""
     deadline = time.monotonic() + max_wait_seconds
     waiting = set(unit_ids)
     while True:
         waiting -= store.committed_units()
         held = {u for u in waiting if records.held_elsewhere(u, run_id, stall)}
-        if not held or time.monotonic() >= deadline:
+        if not held or time.monotonic() >= deadline or stopped():
             return waiting - held, held
         time.sleep(poll_seconds)
 

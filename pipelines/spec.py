@@ -322,6 +322,19 @@ class ComputeSpec(_Section):
     preemption_notice: PreemptionNoticeSpec | None = Field(
         None, description="Watch for spot termination notices and drain the node when one comes."
     )
+    deadline: str | None = Field(
+        None, description="When the run must be done: a UTC time of day (\"06:00\", the next one after the run "
+        "starts) or a duration from its start (\"3h\", \"90m\", \"1h30m\"). The run takes no unit that its "
+        "measured unit time says would end past it, commits those in flight, and exits 4 (stopped: deadline); "
+        "the same command resumes.",
+    )
+
+    @field_validator("deadline")
+    @classmethod
+    def _deadline(cls, value: str | None) -> str | None:
+        from pipelines.deadline import check_deadline
+
+        return None if value is None else check_deadline(value)
 
     @model_validator(mode="after")
     def _fixed_or_range(self) -> "ComputeSpec":

@@ -132,7 +132,7 @@ def test_retry_failed_keeps_ids_of_every_type(tmp_path, ray_cluster, tiny_model,
     assert first.returncode == 0, first.stderr[-3000:]
     retry = spotbatch("run", "--retry-failed", str(tmp_path / "out"), "--address", ray_cluster,
                       "--set", "compute.request_timeout_seconds=600")
-    assert retry.returncode == 0 and "Traceback" not in retry.stderr, retry.stderr[-3000:]
+    assert retry.returncode == 0 and "Traceback" not in retry.stderr, retry.stdout + retry.stderr[-3000:]
     table = ds.dataset(str(tmp_path / "out")).to_table()
     assert table.column("id").type == ids.type
     assert sorted(table.column("id").to_pylist()) == sorted(ids.to_pylist())  # each once, exactly as given

@@ -21,7 +21,7 @@ def test_budget_stops_admitting_units_once_the_next_ones_would_pass_it():
     stops = []
     now = time.time()
     m = RunMonitor(rows_total=1000, rows_done_before=0, units_pending=100, usd_before=0.0, max_cost_usd=10.0,
-                   request_stop=stops.append, interactive=False)
+                   request_stop=lambda reason: (stops.append(reason), m.stopping(reason)), interactive=False)
     # one actor, 300 s old at $0.01/s: $3 spent; its next 100-s unit, $1, makes $4 < $10
     m.on_unit(unit("a", started=now - 300))
     assert stops == [] and m.stopped is None
@@ -39,3 +39,19 @@ def test_no_budget_never_stops():
                    request_stop=stops.append, interactive=False)
     m.on_unit(unit(started=0.0, rate=1.0))
     assert stops == [] and m.stopped is None
+
+
+def test_a_deadline_stops_admitting_units_that_would_end_past_it():
+    import time
+
+    stops = []
+    now = time.time()
+    m = RunMonitor(rows_total=1000, rows_done_before=0, units_pending=100, usd_before=0.0, max_cost_usd=None,
+                   request_stop=stops.append, interactive=False, deadline=now + 250)
+    assert not m.past_deadline(now)  # no unit measured yet: only the deadline itself counts
+    assert m.past_deadline(now + 251)
+    m.on_unit(unit(seconds=100.0))  # units take 100 s: one taken now ends well before it
+    assert stops == [] and not m.past_deadline(now + 140)
+    assert m.past_deadline(now + 160)  # one taken then would end at +260
+    m.on_unit(unit(seconds=400.0))  # units now average 250 s: the next one would end past it
+    assert stops == ["deadline"]

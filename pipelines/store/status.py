@@ -10,6 +10,7 @@ from pipelines.redact import redact_url
 from pipelines.store.counts import UnitCounts
 from pipelines.store.output import OutputStore
 from pipelines.store.records import Records
+from pipelines.stopping import describe_stop
 
 
 @dataclass
@@ -31,6 +32,7 @@ class RunStatus:
     prompt_tokens: int  # what the engine processed (reused rows not counted)
     completion_tokens: int
     finished: bool
+    stopped: str | None  # why the latest run of an unfinished output stopped early: budget, deadline, cancelled
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -42,7 +44,8 @@ def run_status(path: str, storage_options: dict[str, Any] | None = None) -> RunS
     planned = {u["unit_id"] for u in manifest["units"]}
     committed = store.committed_units() & planned
     done = UnitCounts.total([UnitCounts.from_json(store.unit_stats(u)) for u in sorted(committed)])
-    attempts = Records(store).settled_attempts()
+    records = Records(store)
+    attempts = records.settled_attempts()
     failed = 0
     for unit_id in planned - committed:
         tries = attempts.get(unit_id, {})
@@ -67,11 +70,19 @@ def run_status(path: str, storage_options: dict[str, Any] | None = None) -> RunS
         prompt_tokens=done.prompt_tokens,
         completion_tokens=done.completion_tokens,
         finished=committed == planned,
+        stopped=None if committed == planned else last_stop(records),
     )
 
 
+def last_stop(records: Records) -> str | None:
+    """Why the latest run stopped early, if it did (pipelines/stopping.py)."""
+    runs = sorted(records.runs().values(), key=lambda r: r.get("started_at") or 0.0)
+    return runs[-1].get("stopped") if runs else None
+
+
 def format_status(s: RunStatus) -> str:
-    state = "finished" if s.finished else "not finished (run the same spec again to resume)"
+    state = ("finished" if s.finished else f"not finished, {describe_stop(s.stopped)}" if s.stopped
+             else "not finished (run the same spec again to resume)")
     return (
         f"{s.output}: {state}\n"
         f"units: {s.units_committed}/{s.units_total} committed, {s.units_pending} pending "

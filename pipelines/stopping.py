@@ -1,0 +1,104 @@
+"""How a run is asked to stop early, and hears of it: a budget, a deadline, `spotbatch cancel`,
+or an interrupt.
+
+Every stop is the same: a stop record for the run (pipelines/store/records.py) that its engine
+actors read before each unit they take. So the run takes no new unit, commits the units in
+flight, and ends; the same command resumes. The driver watches the record too, since a cancel
+comes from another process (a terminal, a Ray job, a notebook), and keeps time for the deadline.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from pipelines.store.output import OutputStore
+from pipelines.store.records import Records
+
+BUDGET, CANCELLED, DEADLINE = "budget", "cancelled", "deadline"
+RESUMABLE_STOPS = (CANCELLED, DEADLINE)  # exit 4; the budget's is 3
+POLL_SECONDS = 2.0  # how often the driver reads its stop record (one small GET)
+
+
+def cancel(output: str, storage_options: dict | None = None) -> list[str]:
+    """Ask every run working on `output` to stop; returns their ids (none: nothing was running).
+
+    A run is working while its record has no end. A driver killed without one is asked too,
+    which is harmless: its actors are gone, and its successor gets a new id."""
+    store = OutputStore(output, storage_options)
+    store.require_manifest()
+    records = Records(store)
+    live = sorted(r for r, record in records.live_runs().items() if record.get("ended_at") is None)
+    for run_id in live:
+        records.request_stop(run_id, CANCELLED)
+    return live
+
+
+class StopWatch:
+    """The driver's side of a stop: reads the stop record every POLL_SECONDS, checks the
+    deadline, and turns the first interrupt (Ctrl-C, a notebook's stop button) into a cancel.
+    `stop(reason)` is what the monitor calls; `on_stop(reason)` is told once."""
+
+    def __init__(self, records: Records, run_id: str, on_stop: Callable[[str], None],
+                 deadline: Callable[[], bool] | None = None):
+        self.records = records
+        self.run_id = run_id
+        self.on_stop = on_stop
+        self.deadline = deadline or (lambda: False)  # true once the next unit would end past it
+        self.reason: str | None = None
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+
+    def stop(self, reason: str, write: bool = True) -> None:
+        with self._lock:
+            if self.reason is not None:
+                return
+            self.reason = reason
+        if write:
+            self.records.request_stop(self.run_id, reason)
+        self.on_stop(reason)
+
+    def _poll(self) -> None:
+        while not self._done.wait(POLL_SECONDS):
+            try:
+                asked = self.records.stop_requested(self.run_id)
+            except Exception:  # the storage failed a read: try again at the next poll
+                asked = None
+            if asked:
+                self.stop(asked, write=False)
+            elif self.deadline():
+                self.stop(DEADLINE)
+
+    def _interrupted(self, signum, frame) -> None:
+        if self.reason is not None:
+            raise KeyboardInterrupt  # a second interrupt: abandon the units in flight
+        print("\nspotbatch: interrupted: taking no new unit and committing the units in flight "
+              "(interrupt again to abandon them; the same command resumes)", file=sys.stderr, flush=True)
+        threading.Thread(target=self.stop, args=(CANCELLED,), daemon=True).start()  # not in a signal handler
+
+    @contextmanager
+    def watching(self) -> Iterator["StopWatch"]:
+        thread = threading.Thread(target=self._poll, name="spotbatch-stop-watch", daemon=True)
+        thread.start()
+        previous = None
+        if threading.current_thread() is threading.main_thread():  # signals reach only the main thread
+            previous = signal.signal(signal.SIGINT, self._interrupted)
+        try:
+            yield self
+        finally:
+            self._done.set()
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+
+
+def describe_stop(reason: str) -> str:
+    """What a stopped run's summary and status say about going on."""
+    if reason == BUDGET:
+        return f"stopped: {reason} (raise cost.max_cost_usd and re-run to go on)"
+    if reason == DEADLINE:
+        return f"stopped: {reason} (compute.deadline; re-run the same command to go on)"
+    return f"stopped: {reason} (re-run the same command to resume)"
+

@@ -1,0 +1,83 @@
+"""How a run hears it must stop (no engine): `spotbatch cancel` from another process, the
+deadline, and an interrupt, each through the run's stop record (pipelines/stopping.py)."""
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+import pipelines.stopping as stopping
+from pipelines.store.output import OutputError, OutputStore
+from pipelines.store.records import Records
+from pipelines.stopping import CANCELLED, DEADLINE, StopWatch, cancel
+
+
+@pytest.fixture
+def output(tmp_path, monkeypatch):
+    monkeypatch.setattr(stopping, "POLL_SECONDS", 0.05)
+    store = OutputStore(str(tmp_path / "out"))
+    store.create_manifest({"fingerprint": "f", "units": []})
+    return store
+
+
+def test_cancel_asks_only_runs_that_have_not_ended(output):
+    records = Records(output)
+    records.run_record("ended", {"started_at": 1.0, "ended_at": 2.0, "stopped": None})
+    records.run_record("working", {"started_at": 3.0, "ended_at": None, "stopped": None})
+    assert cancel(output.url) == ["working"]
+    assert records.stop_requested("working") == CANCELLED and records.stop_requested("ended") is None
+
+
+def test_cancel_of_a_folder_with_no_run_is_refused_by_name(tmp_path):
+    with pytest.raises(OutputError, match="no spotbatch run"):
+        cancel(str(tmp_path / "nothing"))
+
+
+def wait_for(condition, seconds=5.0):
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+def test_the_driver_hears_a_cancel_from_another_process_once(output):
+    records = Records(output)
+    records.run_record("r1", {"started_at": time.time(), "ended_at": None})
+    heard = []
+    watch = StopWatch(records, "r1", on_stop=heard.append)
+    with watch.watching():
+        time.sleep(0.2)
+        assert heard == []  # nothing asked yet
+        cancel(output.url)  # as `spotbatch cancel` does, from anywhere
+        assert wait_for(lambda: heard == [CANCELLED])
+        time.sleep(0.2)
+    assert heard == [CANCELLED] and watch.reason == CANCELLED
+
+
+def test_a_deadline_writes_the_stop_the_actors_read(output):
+    records = Records(output)
+    heard = []
+    passed = threading.Event()
+    watch = StopWatch(records, "r2", on_stop=heard.append, deadline=passed.is_set)
+    with watch.watching():
+        time.sleep(0.2)
+        assert records.stop_requested("r2") is None
+        passed.set()
+        assert wait_for(lambda: records.stop_requested("r2") == DEADLINE)
+    assert heard == [DEADLINE]
+
+
+def test_the_first_interrupt_cancels_and_the_second_abandons(output):
+    records = Records(output)
+    heard = []
+    watch = StopWatch(records, "r3", on_stop=heard.append)
+    with pytest.raises(KeyboardInterrupt):
+        with watch.watching():
+            os.kill(os.getpid(), signal.SIGINT)
+            assert wait_for(lambda: records.stop_requested("r3") == CANCELLED)
+            assert heard == [CANCELLED]
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the signal is delivered here
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
