@@ -1,0 +1,85 @@
+"""A run asked to stop (`spotbatch cancel` from another process, an interrupt, a deadline)
+takes no new unit, commits the units in flight, exits 4 and says why; the same command then
+finishes with every row exactly once."""
+
+import json
+import signal
+
+import pytest
+
+from pipelines.store.output import OutputStore
+from pipelines.store.records import Records
+from pipelines.store.status import run_status
+from tests.conftest import write_shards
+from tests.helpers import spotbatch, start_spotbatch, wait_until, write_spec
+from tests.test_resume import ROWS, job, output_ids
+
+pytestmark = pytest.mark.engine
+
+
+def resumed_exactly(spec, output: str, address: str) -> None:
+    again = spotbatch("run", str(spec), "--address", address)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
+    ids = output_ids(output, {})
+    assert len(ids) == ROWS and set(ids) == set(range(ROWS))
+    assert run_status(output).finished and run_status(output).stopped is None
+
+
+def stopped_run(output: str) -> dict:
+    """The stopped run's record; every attempt it started has ended (none left half done)."""
+    records = Records(OutputStore(output))
+    (record,) = [r for r in records.runs().values() if r.get("stopped")]
+    assert all("end" in a for tries in records.attempts().values() for a in tries.values())
+    return record
+
+
+@pytest.mark.parametrize("how", ["spotbatch cancel", "interrupt"])
+def test_a_cancelled_run_commits_what_is_in_flight_exits_4_and_resumes_exactly(tmp_path, ray_cluster, tiny_model,
+                                                                              how):
+    write_shards(tmp_path / "in", [{"id": i, "text": f"prompt number {i}"} for i in range(ROWS)], shards=3)
+    output = str(tmp_path / "out")
+    spec = write_spec(tmp_path / "spec.yaml", job(tmp_path, str(tmp_path / "in"), output, {}))
+    store = OutputStore(output)
+    log = tmp_path / "run.log"
+    proc = start_spotbatch("run", str(spec), "--address", ray_cluster, log=log)
+    try:
+        wait_until(lambda: len(store.committed_units()) >= 2, 300, "two committed units", proc, log)
+        if how == "interrupt":
+            proc.send_signal(signal.SIGINT)
+        else:
+            asked = spotbatch("cancel", output)
+            assert asked.returncode == 0 and "asked 1 run" in asked.stdout, asked.stdout + asked.stderr
+        assert proc.wait(300) == 4, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    console = log.read_text()
+    assert "stopped: cancelled" in console, console[-3000:]
+    status = run_status(output)
+    assert not status.finished, "the run was cancelled too late to test anything"
+    assert status.stopped == "cancelled" and stopped_run(output)["stopped"] == "cancelled"
+    shown = spotbatch("status", output)
+    assert "stopped: cancelled" in shown.stdout, shown.stdout
+    assert json.loads(spotbatch("status", output, "--json").stdout)["stopped"] == "cancelled"
+    assert spotbatch("cancel", output).stdout.startswith("spotbatch: no run is working on")
+    resumed_exactly(spec, output, ray_cluster)
+
+
+def test_a_run_past_its_deadline_exits_4_and_resumes_exactly(tmp_path, ray_cluster, tiny_model):
+    write_shards(tmp_path / "in", [{"id": i, "text": f"prompt number {i}"} for i in range(ROWS)], shards=3)
+    output = str(tmp_path / "out")
+    spec = write_spec(tmp_path / "spec.yaml", job(tmp_path, str(tmp_path / "in"), output, {}))
+    first = spotbatch("run", str(spec), "--address", ray_cluster, "--set", "compute.deadline=1s")
+    assert first.returncode == 4, first.stdout[-2000:] + first.stderr[-3000:]
+    assert "stopped: deadline" in first.stdout, first.stdout[-2000:]
+    record = stopped_run(output)
+    assert record["stopped"] == "deadline" and record["deadline"] == pytest.approx(record["started_at"] + 1)
+    assert not run_status(output).finished
+    resumed_exactly(spec, output, ray_cluster)
+
+
+def test_a_deadline_that_is_not_a_time_is_refused_by_name(tmp_path):
+    spec = write_spec(tmp_path / "spec.yaml", job(tmp_path, str(tmp_path / "in"), str(tmp_path / "out"), {}))
+    refused = spotbatch("run", str(spec), "--set", "compute.deadline=6am")
+    assert refused.returncode == 2 and "deadline" in refused.stderr and "6am" in refused.stderr, refused.stderr
+    assert not (tmp_path / "out").exists()
