@@ -15,16 +15,24 @@ from typing import Iterator
 
 import ray
 
+from cluster.console import Console
+
 
 @contextmanager
-def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[str]:
-    """Yields the address of the cluster in use."""
+def ray_session(address: str | None = None, num_cpus: int | None = None,
+                console: Console | None = None) -> Iterator[str]:
+    """Yields the address of the cluster in use. With a `console`, the lines Ray forwards from
+    the workers go where it says (cluster/console.py)."""
     if ray.is_initialized():
+        if console is not None:
+            console.capture_workers()
         yield ray.get_runtime_context().gcs_address
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=True)
+        if console is not None:
+            console.capture_workers()
         try:
             yield address
         finally:
@@ -39,6 +47,8 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         num_cpus=num_cpus or os.cpu_count(),
         object_store_memory=512 * 1024**2,
     )
+    if console is not None:
+        console.capture_workers()
     try:
         yield ray.get_runtime_context().gcs_address
     finally:

@@ -31,7 +31,8 @@ def _run(args: argparse.Namespace) -> int:
 
         if args.spec:
             raise SpecError("give a spec or --retry-failed OUTPUT, not both (the output keeps its spec)")
-        summary = retry_failed(args.retry_failed, address=args.address, classes=args.only_class, overrides=args.set)
+        summary = retry_failed(args.retry_failed, address=args.address, classes=args.only_class, overrides=args.set,
+                               verbose=args.verbose or None)
         print(format_summary(summary))
         return exit_code(summary)
     if not args.spec:
@@ -40,7 +41,7 @@ def _run(args: argparse.Namespace) -> int:
     if uses_run_date(spec) or args.date:
         spec = with_run_date(spec, parse_run_date(args.date))
         print(f"spotbatch: run of {redact_url(spec.output.path)}")
-    summary = run(spec, address=args.address, new_run=args.new_run)
+    summary = run(spec, address=args.address, new_run=args.new_run, verbose=args.verbose or None)
     print(format_summary(summary))
     return exit_code(summary)
 
@@ -168,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--date", help="fills {date} in the spec's paths (default: today, UTC): nightly runs")
     p.add_argument("--new-run", action="store_true",
                    help="the output holds a run of another spec: move its results aside and start over")
+    p.add_argument("--verbose", action="store_true",
+                   help="show Ray's and vLLM's log lines here (default: in a file whose path is printed)")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("status", help="how far a run has come: units, rows, tokens")

@@ -39,7 +39,7 @@ def failed_rows(store: OutputStore, plan: Plan, classes: list[str] | None = None
 
 def retry_failed(output: str, storage_options: dict | None = None, address: str | None = None,
                  classes: list[str] | None = None, overrides: list[str] | None = None,
-                 interactive: bool | None = None) -> RunSummary:
+                 interactive: bool | None = None, verbose: bool | None = None) -> RunSummary:
     """`overrides` (dotted.key=value) may change how it runs (compute, cost: a longer timeout,
     more actors, a budget); a change to what decides the answers is refused, as for any run.
     What the output has cost so far counts against a budget, as in any run."""
@@ -59,4 +59,4 @@ def retry_failed(output: str, storage_options: dict | None = None, address: str 
     only_ids = failed_rows(store, plan, classes)
     pending = [u for u in plan.units if u.unit_id in only_ids]
     return run_units(spec, store, plan, pending, address=address, interactive=interactive, only_ids=only_ids,
-                     started=started)
+                     started=started, verbose=verbose)

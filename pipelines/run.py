@@ -15,6 +15,7 @@ from typing import Callable
 
 import pyarrow as pa
 
+from cluster.console import Console
 from cluster.resources import ActorResources
 from cluster.session import ray_session
 from operators.cost import CostSummary
@@ -161,8 +162,9 @@ def refuse_while_running(store: OutputStore) -> None:
 
 
 def run(spec: PipelineSpec, address: str | None = None, new_run: bool = False,
-        interactive: bool | None = None) -> RunSummary:
-    """Run (or resume) a spec; returns what this invocation did and what the output cost."""
+        interactive: bool | None = None, verbose: bool | None = None) -> RunSummary:
+    """Run (or resume) a spec; returns what this invocation did and what the output cost.
+    Ray's and vLLM's logs go to a file unless `verbose` (cluster/console.py)."""
     from pipelines.formats.batch_files import resolve_input
 
     started = time.monotonic()
@@ -175,12 +177,13 @@ def run(spec: PipelineSpec, address: str | None = None, new_run: bool = False,
     # stay exactly-once either way; pipelines/unit_protocol.py says how they keep apart).
     start = random.SystemRandom().randrange(len(pending)) if pending else 0  # libraries seed `random`
     return run_units(spec, store, plan, pending[start:] + pending[:start], address=address,
-                     interactive=interactive, started=started)
+                     interactive=interactive, started=started, verbose=verbose)
 
 
 def run_units(spec: PipelineSpec, store: OutputStore, plan: Plan, pending: list[Unit], *,
               address: str | None = None, interactive: bool | None = None,
-              only_ids: dict[str, pa.Array] | None = None, started: float | None = None) -> RunSummary:
+              only_ids: dict[str, pa.Array] | None = None, started: float | None = None,
+              verbose: bool | None = None) -> RunSummary:
     """Run the pending units of a planned output, and price the whole output.
 
     The one way units are run: `run` passes the units not yet committed, `--retry-failed`
@@ -200,7 +203,7 @@ def run_units(spec: PipelineSpec, store: OutputStore, plan: Plan, pending: list[
         else:
             summary.stopped = _stream_pending(spec, plan, pending, store, summary, address=address,
                                               usd_before=usd_before, reference=reference,
-                                              interactive=interactive, only_ids=only_ids)
+                                              interactive=interactive, only_ids=only_ids, verbose=verbose)
     if only_ids is None:
         summary.finished = store.committed_units() >= {u.unit_id for u in plan.units}
     else:
@@ -215,7 +218,8 @@ def run_units(spec: PipelineSpec, store: OutputStore, plan: Plan, pending: list[
 
 def _stream_pending(spec: PipelineSpec, plan: Plan, pending: list, store: OutputStore, summary: RunSummary, *,
                     address: str | None, usd_before: float, reference: dict | None,
-                    interactive: bool | None, only_ids: dict[str, pa.Array] | None = None) -> str | None:
+                    interactive: bool | None, only_ids: dict[str, pa.Array] | None = None,
+                    verbose: bool | None = None) -> str | None:
     """Stream the pending units into `summary`; returns why the run stopped early, if it did."""
     records = Records(store)
     run_id = new_id()
@@ -235,11 +239,12 @@ def _stream_pending(spec: PipelineSpec, plan: Plan, pending: list, store: Output
     monitor = RunMonitor(total_rows, committed_rows, len(pending), usd_before, spec.cost.max_cost_usd,
                          watch.stop, interactive, deadline=deadline)
     try:
-        with watch.watching():
+        with Console(run_id, verbose) as console, watch.watching():
             if monitor.past_deadline():
                 watch.stop(DEADLINE)  # before any engine starts
             else:
-                _stream_watched(spec, plan, pending, store, summary, records, run_id, only_ids, monitor, address)
+                _stream_watched(spec, plan, pending, store, summary, records, run_id, only_ids, monitor,
+                                address, console)
     finally:
         monitor.close()
         records.run_record(run_id, {**run_record, "ended_at": time.time(), "stopped": monitor.stopped})
@@ -248,8 +253,8 @@ def _stream_pending(spec: PipelineSpec, plan: Plan, pending: list, store: Output
 
 def _stream_watched(spec: PipelineSpec, plan: Plan, pending: list[Unit], store: OutputStore, summary: RunSummary,
                     records: Records, run_id: str, only_ids: dict[str, pa.Array] | None, monitor: RunMonitor,
-                    address: str | None) -> None:
-    with ray_session(address):
+                    address: str | None, console: Console) -> None:
+    with ray_session(address, console=console):
         todo = pending
         # A unit left to a live actor of another run is waited for; if that actor dies (or
         # hangs) meanwhile, the unit is ours again and goes round once more.
