@@ -16,6 +16,7 @@ Three sources are caught while the run holds the console:
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import re
@@ -70,7 +71,7 @@ class Console:
         print(f"spotbatch: Ray's and vLLM's logs: {self.path} (--verbose shows them here)", flush=True)
         self._handler = logging.StreamHandler(self._file)
         self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        import ray.data  # noqa: F401  its import sets up its loggers' handlers: they are quieted after it
+        importlib.import_module("ray.data")  # its import sets up its loggers' handlers: quieted below
 
         for name in RAY_LOGGERS:
             logger = logging.getLogger(name)

@@ -7,6 +7,7 @@ notebook) is used as it is and left running.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -20,9 +21,10 @@ from cluster.console import Console
 
 @contextmanager
 def ray_session(address: str | None = None, num_cpus: int | None = None,
-                console: Console | None = None) -> Iterator[str]:
+                console: Console | None = None, keep: bool = False) -> Iterator[str]:
     """Yields the address of the cluster in use. With a `console`, the lines Ray forwards from
-    the workers go where it says (cluster/console.py)."""
+    the workers go where it says (cluster/console.py). With `keep`, a Ray this starts stays up
+    until the process exits, for the warm engines it holds (pipelines/warm_pool.py)."""
     if ray.is_initialized():
         if console is not None:
             console.capture_workers()
@@ -36,7 +38,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None,
         try:
             yield address
         finally:
-            ray.shutdown()
+            _end(keep)
         return
     # Short path: Ray's socket names must fit in 107 bytes.
     temp_dir = tempfile.mkdtemp(prefix="sb-ray-", dir="/tmp")
@@ -52,5 +54,16 @@ def ray_session(address: str | None = None, num_cpus: int | None = None,
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
+        _end(keep, temp_dir)
+
+
+def _end(keep: bool, temp_dir: str | None = None) -> None:
+    def end() -> None:
         ray.shutdown()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        if temp_dir:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+
+    if keep:
+        atexit.register(end)  # after the warm pool's own release (atexit runs last-registered first)
+    else:
+        end()

@@ -38,6 +38,9 @@ from pipelines.unit_blocks import block_sizes, group
 from pipelines.unit_rows import UNITS, pack_ids, read_units
 
 
+DEFAULT_KEEP_WARM_SECONDS = 300.0  # compute.keep_warm_seconds in an interactive Python
+
+
 @dataclass
 class RunSummary(UnitCounts):
     """What one invocation did (the counts of the units it committed), and what the whole
@@ -161,6 +164,14 @@ def refuse_while_running(store: OutputStore) -> None:
         f"{wait:.0f} s for its actors to stop, then run --new-run again.")
 
 
+def release_engines() -> int:
+    """Let this driver's warm engines go now, instead of after compute.keep_warm_seconds idle;
+    returns how many engine actors were released."""
+    from pipelines.warm_pool import POOL
+
+    return POOL.release()
+
+
 def run(spec: PipelineSpec, address: str | None = None, new_run: bool = False,
         interactive: bool | None = None, verbose: bool | None = None) -> RunSummary:
     """Run (or resume) a spec; returns what this invocation did and what the output cost.
@@ -254,7 +265,7 @@ def _stream_pending(spec: PipelineSpec, plan: Plan, pending: list, store: Output
 def _stream_watched(spec: PipelineSpec, plan: Plan, pending: list[Unit], store: OutputStore, summary: RunSummary,
                     records: Records, run_id: str, only_ids: dict[str, pa.Array] | None, monitor: RunMonitor,
                     address: str | None, console: Console) -> None:
-    with ray_session(address, console=console):
+    with ray_session(address, console=console, keep=keep_warm_seconds(spec) > 0):
         todo = pending
         # A unit left to a live actor of another run is waited for; if that actor dies (or
         # hangs) meanwhile, the unit is ours again and goes round once more.
@@ -338,21 +349,55 @@ def _stream(spec: PipelineSpec, plan: Plan, pending: list, run_id: str, only_ids
         spec = spec.for_model(model)  # the engine actors see their own model as spec.model
     resources = actor_resources(spec, units_in_flight(spec, pending))
     descriptors = [u.descriptor(pack_ids(only_ids[u.unit_id]) if only_ids is not None else None) for u in pending]
+    engine_args = {
+        "spec_data": spec.model_dump(mode="json"),
+        "route_name": model,
+        "model_source": plan.models[SINGLE_MODEL if model is None else model],
+        "fingerprint": plan.fingerprint,
+        "run_id": run_id,
+        "tensor_parallel_size": resources.tensor_parallel_size(),
+        "retry": only_ids is not None,
+    }
+    keep_warm = keep_warm_seconds(spec)
+    if keep_warm:
+        yield from _stream_warm(spec, spec_data, engine_args, descriptors, resources, keep_warm)
+        return
     units = unit_dataset(descriptors, resources.max_actors * resources.units_in_flight)
     rows = units.map_batches(read_units, fn_kwargs={"spec_data": spec_data}, batch_size=1, batch_format="pyarrow")
     results = rows.map_batches(
         UnitGenerator,
-        fn_constructor_kwargs={
-            "spec_data": spec.model_dump(mode="json"),
-            "route_name": model,
-            "model_source": plan.models[SINGLE_MODEL if model is None else model],
-            "fingerprint": plan.fingerprint,
-            "run_id": run_id,
-            "tensor_parallel_size": resources.tensor_parallel_size(),
-            "retry": only_ids is not None,
-        },
+        fn_constructor_kwargs=engine_args,
         batch_size=None,
         batch_format="pyarrow",
         **resources.map_batches_options(),
     )
     yield from results.iter_rows()
+
+
+def keep_warm_seconds(spec: PipelineSpec) -> float:
+    """compute.keep_warm_seconds, or its default: a few minutes where a person iterates (a
+    notebook, a REPL), none in the CLI, a Ray job or a nightly run."""
+    if spec.compute.keep_warm_seconds is not None:
+        return spec.compute.keep_warm_seconds
+    return DEFAULT_KEEP_WARM_SECONDS if interactive_python() else 0.0
+
+
+def interactive_python() -> bool:
+    import sys
+
+    return hasattr(sys, "ps1") or "ipykernel" in sys.modules
+
+
+def _stream_warm(spec: PipelineSpec, spec_data: dict, engine_args: dict, descriptors: list[dict],
+                 resources: ActorResources, keep_warm: float):
+    """The units through this driver's warm engines (pipelines/warm_pool.py), which stay for
+    the next run."""
+    from pipelines.warm_pool import POOL, engine_key, stream_units
+
+    engines = POOL.take(engine_key(engine_args["spec_data"], engine_args["model_source"], resources),
+                        resources, keep_warm)
+    try:
+        yield from stream_units(engines, {**engine_args, "read_spec_data": spec_data}, descriptors,
+                                resources.units_in_flight, max_sends=2 * spec.compute.max_attempts + 2)
+    finally:
+        POOL.give_back(engines, (spec.output.path, spec.output.storage_options))

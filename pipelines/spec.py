@@ -322,6 +322,12 @@ class ComputeSpec(_Section):
     preemption_notice: PreemptionNoticeSpec | None = Field(
         None, description="Watch for spot termination notices and drain the node when one comes."
     )
+    keep_warm_seconds: float | None = Field(
+        None, ge=0, description="How long engine actors stay loaded after a run, for the next run in the same "
+        "driver (a notebook, a Python process) with the same model, engine settings and resources; then they "
+        "are released. Default: 300 in an interactive Python (a notebook, a REPL), 0 elsewhere (the CLI, "
+        "`ray job submit`, nightly runs). spotbatch.release_engines() lets them go at once.",
+    )
     deadline: str | None = Field(
         None, description="When the run must be done: a UTC time of day (\"06:00\", the next one after the run "
         "starts) or a duration from its start (\"3h\", \"90m\", \"1h30m\"). The run takes no unit that its "

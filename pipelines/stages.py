@@ -42,9 +42,10 @@ class UnitGenerator:
     keeps the records its cost is computed from (pipelines/store/records.py)."""
 
     def __init__(self, spec_data: dict[str, Any], fingerprint: str, run_id: str, tensor_parallel_size: int = 1,
-                 *, model_source: dict[str, Any], retry: bool = False, route_name: str | None = None):
-        started_at = time.time()  # the actor's node-seconds are counted from here
-        self.spec = spec = PipelineSpec.model_validate(spec_data)
+                 *, model_source: dict[str, Any], retry: bool = False, route_name: str | None = None,
+                 started_at: float | None = None):
+        started_at = started_at or time.time()  # the actor's node-seconds are counted from here
+        spec = PipelineSpec.model_validate(spec_data)
         self.actor_id = new_id()
         self.niceness = restore_priority()  # before the engine's threads exist: they inherit it
         # Before vLLM (and torch) are imported: thread counts are read once, at load.
@@ -53,9 +54,33 @@ class UnitGenerator:
             import torch
 
             torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+        self.spec = spec
         records = Records(OutputStore(spec.output.path, spec.output.storage_options))
-        fetched, loaded = self._load_engine(records, ModelSource.from_json(model_source), route_name or MODEL,
-                                            tensor_parallel_size)
+        self.fetched, self.loaded = self._load_engine(records, ModelSource.from_json(model_source),
+                                                      route_name or MODEL, tensor_parallel_size)
+        self.run_id: str | None = None
+        self._in_hand = 0  # units being generated or committed (several, on their own threads)
+        self._idle = threading.Condition()
+        self._draining = False
+        self.bind(spec_data, fingerprint, run_id, model_source=model_source, retry=retry, route_name=route_name,
+                  started_at=started_at, loaded_at=time.time())
+        threading.Thread(target=self._beat, daemon=True).start()
+        if spec.compute.preemption_notice:
+            threading.Thread(target=self._watch_notice, daemon=True).start()
+
+    def bind(self, spec_data: dict[str, Any], fingerprint: str, run_id: str, *, model_source: dict[str, Any],
+             retry: bool = False, route_name: str | None = None, started_at: float, loaded_at: float,
+             warm: dict[str, Any] | None = None) -> None:
+        """Serve one run: its output, records, cache and sampling, with the engine this actor
+        loaded. A warm engine (pipelines/warm_pool.py) is bound again for each run it serves;
+        `warm` says since when it waited for this one, and the record starts there, so the
+        time it was held between runs is priced in this run's ledger."""
+        spec = PipelineSpec.model_validate(spec_data)
+        model_name = route_name or MODEL
+        records = Records(OutputStore(spec.output.path, spec.output.storage_options))
+        if warm is not None and records.pin_loaded_dtype(model_name, self.loaded, self.actor_id) != self.loaded:
+            raise ModelChangedError(f"this warm engine loaded {self.loaded}; the output's engines load "
+                                    f"{records.loaded_dtype(model_name)}")
         generate = GenerateOperator(
             self.feeder.engine,
             self.feeder,
@@ -68,31 +93,26 @@ class UnitGenerator:
         # and resumes; cache.path shares answers across runs.
         cache_path = spec.cache.path or (f"{spec.output.path.rstrip('/')}/{RUN_CACHE}" if spec.cache.dedup else None)
         cache_options = spec.cache.storage_options if spec.cache.path else spec.output.storage_options
-        self.node = this_node(spec.cost, spec.compute.spot_resource, spec.compute.gpus_per_actor,
-                              int(os.environ.get("OMP_NUM_THREADS", "0")) or os.cpu_count() or 1)
-        self.protocol = UnitProtocol(
-            spec, fingerprint=fingerprint, run_id=run_id, actor_id=self.actor_id, node_id=self.node.node_id,
+        node = this_node(spec.cost, spec.compute.spot_resource, spec.compute.gpus_per_actor,
+                         int(os.environ.get("OMP_NUM_THREADS", "0")) or os.cpu_count() or 1)
+        protocol = UnitProtocol(
+            spec, fingerprint=fingerprint, run_id=run_id, actor_id=self.actor_id, node_id=node.node_id,
             generate=generate, cache=ResponseCache(cache_path, cache_options) if cache_path else None,
             store=records.store, retry=retry, engine_stats=self.feeder.stats.to_json,
             # The dtype vLLM loaded counts too: `auto` is float32 on some CPUs and bf16 elsewhere.
-            model_key=model_cache_key(spec, model_source, loaded))
-        self.records = self.protocol.records
-        self.started_at = started_at
+            model_key=model_cache_key(spec, model_source, self.loaded))
         # A large fleet beats less often (pipelines/store/records.py says why that is safe).
-        self.beat_seconds = beat_seconds(spec.compute.max_actors or spec.compute.actors or 1)
-        self.records.actor_started(self.actor_id, {
-            "beat_seconds": self.beat_seconds,
-            "run_id": run_id, "pid": os.getpid(), "started_at": started_at, "loaded_at": time.time(),
-            "niceness": self.niceness, "model": route_name or spec.model.name,
-            "model_source": fetched, "loaded_dtype": loaded,
-            **self.node.to_json(),
+        beat_period = beat_seconds(spec.compute.max_actors or spec.compute.actors or 1)
+        records.actor_started(self.actor_id, {
+            "beat_seconds": beat_period,
+            "run_id": run_id, "pid": os.getpid(), "started_at": started_at, "loaded_at": loaded_at,
+            "niceness": self.niceness, "model": model_name if route_name else spec.model.name,
+            "model_source": self.fetched, "loaded_dtype": self.loaded, **node.to_json(),
+            **({"warm": warm} if warm else {}),
         })
-        threading.Thread(target=self._beat, daemon=True).start()
-        self._in_hand = 0  # units being generated or committed (several, on their own threads)
-        self._idle = threading.Condition()
-        self._draining = False
-        if spec.compute.preemption_notice:
-            threading.Thread(target=self._watch_notice, daemon=True).start()
+        # One assignment each, in an order the threads reading them can live with.
+        self.spec, self.node, self.protocol, self.records = spec, node, protocol, records
+        self.beat_seconds, self.started_at, self.run_id = beat_period, started_at, run_id
 
     def _load_engine(self, records: Records, source: ModelSource, model_name: str,
                      tensor_parallel_size: int) -> tuple[dict[str, Any], str]:

@@ -36,6 +36,8 @@ def _actor_end(actor: dict[str, Any], runs: dict[str, dict[str, Any]], now: floa
     """When the actor stopped costing: its run's end if it lived that long; else (preempted, or
     its driver died) the end of the heartbeat interval in which it died: it beat no more, and
     a node is billed until it is gone, so this errs by less than one interval, on the high side."""
+    if actor.get("warm_until"):  # held warm after the run, for the next: that time is this run's idle
+        return actor["warm_until"]
     last_seen = actor["last_seen"]
     period = actor.get("beat_seconds") or HEARTBEAT_SECONDS
     run_end = runs.get(actor.get("run_id"), {}).get("ended_at")

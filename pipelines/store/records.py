@@ -201,7 +201,10 @@ class Records:
                 if beat is not None:
                     beats.setdefault(actor_id, beat)
         for actor_id, record in result.items():
-            record["last_seen"] = beats.get(actor_id, {}).get("time", record.get("loaded_at") or record["started_at"])
+            beat = beats.get(actor_id, {})
+            record["last_seen"] = beat.get("time", record.get("loaded_at") or record["started_at"])
+            if "warm_until" in beat:  # a warm engine released after its last run (pipelines/warm_pool.py)
+                record["warm_until"] = beat["warm_until"]
         return result
 
     def live_actors(self) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:

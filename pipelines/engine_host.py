@@ -1,0 +1,63 @@
+"""A warm engine actor: the same UnitGenerator as a run's Ray Data stage, in an actor the driver
+owns, so it outlives one run and serves the next without loading the model again
+(pipelines/warm_pool.py keeps them and releases them).
+
+Each call carries its run's context, so a restarted actor (its node was lost) knows what to
+serve: it loads the model afresh, under a new actor id, exactly as a restarted Ray Data actor
+does. What happens to each unit is still pipelines/unit_protocol.py's.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pyarrow as pa
+
+from pipelines.unit_rows import UNITS, read_units
+
+
+class EngineHost:
+    def __init__(self):
+        self.created_at = time.time()  # the node-seconds of its first run count from here
+        self.generator = None
+        self.last_work_end: float | None = None  # when its last run's last unit was done
+        self._bind = threading.Lock()
+        self._calls = 0
+        self._count = threading.Lock()
+
+    def run_units(self, context: dict[str, Any], descriptors: list[dict[str, Any]]) -> pa.Table:
+        """Read, generate and commit these units of the run `context` names (UnitGenerator's
+        arguments, and the spec the rows are read by); returns one summary row per unit."""
+        with self._count:
+            self._calls += 1
+        try:
+            self._serve(context)
+            rows = read_units(pa.table({UNITS: [descriptors]}), context["read_spec_data"])
+            return self.generator(rows)
+        finally:
+            with self._count:
+                self._calls -= 1
+                if not self._calls:
+                    self.last_work_end = time.time()
+
+    def _serve(self, context: dict[str, Any]) -> None:
+        context = {k: v for k, v in context.items() if k != "read_spec_data"}
+        with self._bind:
+            if self.generator is None:
+                from pipelines.stages import UnitGenerator
+
+                self.generator = UnitGenerator(**context, started_at=self.created_at)
+            elif self.generator.run_id != context["run_id"]:
+                now = time.time()
+                since = self.last_work_end or now
+                kwargs = {k: v for k, v in context.items() if k != "tensor_parallel_size"}
+                self.generator.bind(**kwargs, started_at=since, loaded_at=since,
+                                    warm={"idle_seconds": now - since, "actor_created_at": self.created_at})
+
+    def identity(self) -> dict[str, Any]:
+        """Who serves (the tests ask): its actor id in the records, and whether a model is loaded."""
+        g = self.generator
+        return {"actor_id": g.actor_id if g else None, "loaded": g is not None,
+                "last_work_end": self.last_work_end}

@@ -1,0 +1,204 @@
+"""Warm engines: engine actors that outlive a run, for a driver that stays up (a notebook, a
+Python process, a long job), released after `compute.keep_warm_seconds` with no work so the
+cluster scales to zero.
+
+Why actors the driver owns, not Ray Serve: a Serve replica is driven by requests and gives no
+say over which replica takes which call or when a queued call is re-sent; a unit must go to an
+engine whose run context it knows, at most `units_in_flight` at a time, and a lost one must come
+back to the driver to be sent again. Owned actors do that with plain Ray calls, die with their
+driver (nothing outlives the kernel), and need no Serve controller or proxy on the cluster.
+
+A run with warm engines feeds them its units itself (`stream_units`), instead of through Ray
+Data's actor pool: the same UnitGenerator (pipelines/stages.py) and the same unit protocol,
+so exactly-once, resume, preemption and the notice drain hold as they do there. A unit whose
+actor died is sent again; Ray restarts the actor (on another node if its node is gone).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from cluster.resources import ActorResources
+
+REAP_SECONDS = 1.0  # how often idle engines are looked at
+
+
+def engine_key(spec_data: dict[str, Any], model_source: dict[str, Any], resources: ActorResources) -> str:
+    """What an engine is: the weights, how they are loaded, and what the actor holds. A run
+    that differs in any of it gets other engines."""
+    compute = spec_data["compute"]
+    return json.dumps({
+        "model": spec_data["model"], "source": model_source.get("pin"), "seed": spec_data["sampling"].get("seed"),
+        "resources": [resources.cpus, resources.gpus, resources.accelerator_type, resources.spot_resource,
+                      sorted(resources.custom_resources().items())],
+        "engine": [compute.get("engine_threads"), compute.get("max_tokens_in_flight"),
+                   compute.get("preemption_notice")],
+    }, sort_keys=True, default=str)
+
+
+@dataclass
+class Engines:
+    key: str
+    hosts: list[Any]
+    keep_warm_seconds: float
+    last_used: float = field(default_factory=time.monotonic)
+    busy: bool = False
+    # The output of the last run they served, and their actor ids there: the time they are
+    # held after it, until released, is written to its records and priced in its ledger.
+    last_output: tuple[str, dict] | None = None
+    actor_ids: list[str] = field(default_factory=list)
+
+
+class WarmPool:
+    """The driver's warm engines, by engine key."""
+
+    def __init__(self):
+        self._engines: dict[str, Engines] = {}
+        self._lock = threading.Lock()
+        self._reaper: threading.Thread | None = None
+
+    def take(self, key: str, resources: ActorResources, keep_warm_seconds: float) -> Engines:
+        """The engines for `key` (created if there are none), marked busy until `give_back`."""
+        import ray
+
+        from pipelines.engine_host import EngineHost
+
+        with self._lock:
+            engines = self._engines.get(key)
+            if engines is None or engines.busy:
+                # max_restarts: a lost node's actor comes back elsewhere; calls are re-sent by us.
+                options = {"num_cpus": resources.cpus, "max_restarts": -1,
+                           "max_concurrency": resources.units_in_flight + 2}
+                if resources.gpus:
+                    options["num_gpus"] = resources.gpus
+                if resources.accelerator_type:
+                    options["accelerator_type"] = resources.accelerator_type
+                if resources.custom_resources():
+                    options["resources"] = resources.custom_resources()
+                actor = ray.remote(EngineHost).options(**options)
+                engines = Engines(key, [actor.remote() for _ in range(resources.max_actors)], keep_warm_seconds)
+                if key not in self._engines:
+                    self._engines[key] = engines
+            engines.busy = True
+            engines.keep_warm_seconds = keep_warm_seconds
+        self._start_reaper()
+        return engines
+
+    def give_back(self, engines: Engines, output: tuple[str, dict]) -> None:
+        import ray
+
+        try:
+            served = ray.get([h.identity.remote() for h in engines.hosts], timeout=30)
+            engines.actor_ids = [s["actor_id"] for s in served if s["actor_id"]]
+        except Exception:  # an actor lost at the very end: its records say when it was last seen
+            engines.actor_ids = []
+        engines.last_output = output
+        with self._lock:
+            engines.busy = False
+            engines.last_used = time.monotonic()
+            if self._engines.get(engines.key) is not engines or not engines.keep_warm_seconds:
+                self._kill(engines)
+
+    def release(self) -> int:
+        """Release every idle warm engine now; returns how many actors were let go."""
+        with self._lock:
+            idle = [e for e in self._engines.values() if not e.busy]
+            for e in idle:
+                self._engines.pop(e.key, None)
+                self._kill(e)
+        return sum(len(e.hosts) for e in idle)
+
+    def held(self) -> int:
+        with self._lock:
+            return sum(len(e.hosts) for e in self._engines.values())
+
+    def _kill(self, engines: Engines) -> None:
+        import ray
+
+        if self._engines.get(engines.key) is engines:
+            del self._engines[engines.key]
+        for host in engines.hosts:
+            if not ray.is_initialized():
+                break  # Ray is gone, and the actors with it (ray.kill would start a new Ray)
+            try:
+                ray.kill(host)
+            except Exception:  # already gone
+                pass
+        if engines.last_output and engines.actor_ids:
+            _record_release(engines.last_output, engines.actor_ids)
+
+    def _start_reaper(self) -> None:
+        with self._lock:
+            if self._reaper is not None:
+                return
+            self._reaper = threading.Thread(target=self._reap, name="spotbatch-warm-reaper", daemon=True)
+            self._reaper.start()
+
+    def _reap(self) -> None:
+        while True:
+            time.sleep(REAP_SECONDS)
+            now = time.monotonic()
+            with self._lock:
+                for e in [e for e in self._engines.values()
+                          if not e.busy and now - e.last_used >= e.keep_warm_seconds]:
+                    self._kill(e)
+
+
+def _record_release(output: tuple[str, dict], actor_ids: list[str]) -> None:
+    """The last beat of engines held warm after a run: their time until now is that run's
+    (pipelines/store/ledger.py). Written after the kill, so no beat of theirs comes later."""
+    from pipelines.store.output import OutputStore
+    from pipelines.store.records import HEARTBEAT_SECONDS, Records
+
+    now = time.time()
+    try:
+        records = Records(OutputStore(*output))
+        for actor_id in actor_ids:
+            records.actor_beat(actor_id, {"time": now, "period": HEARTBEAT_SECONDS, "warm_until": now})
+    except Exception as err:  # the output cannot be written: its ledger ends at its last beat
+        print(f"spotbatch: could not record the release of warm engines: {err!r}")
+
+
+POOL = WarmPool()
+atexit.register(POOL.release)
+
+
+def stream_units(engines: Engines, context: dict[str, Any], descriptors: list[dict[str, Any]],
+                 units_in_flight: int, max_sends: int) -> Iterator[dict[str, Any]]:
+    """Feed units to the warm engines, at most `units_in_flight` per engine at a time; yields
+    each unit's summary row as it comes back. A call whose actor died is sent again, up to
+    `max_sends` times (Ray restarts the actor; the unit protocol knows what was committed, and
+    gives up on a unit that kills its engine every time)."""
+    import ray
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+    todo = deque(descriptors)
+    context_ref = ray.put(context)
+    in_flight: dict[Any, tuple[int, dict[str, Any]]] = {}
+    per_host = [0] * len(engines.hosts)
+    sends: dict[str, int] = {}
+    while todo or in_flight:
+        for h, host in enumerate(engines.hosts):
+            while todo and per_host[h] < units_in_flight:
+                unit = todo.popleft()
+                in_flight[host.run_units.remote(context_ref, [unit])] = (h, unit)
+                per_host[h] += 1
+        ready, _ = ray.wait(list(in_flight), num_returns=1)
+        h, unit = in_flight.pop(ready[0])
+        per_host[h] -= 1
+        try:
+            table = ray.get(ready[0])
+        except (ActorDiedError, ActorUnavailableError, RayActorError) as err:
+            sends[unit["unit_id"]] = sends.get(unit["unit_id"], 0) + 1
+            if sends[unit["unit_id"]] >= max_sends:
+                raise RuntimeError(f"unit {unit['unit_id']}: its engine actor died {max_sends} times") from err
+            todo.appendleft(unit)  # its actor died (a lost node, an engine that failed): again
+            time.sleep(0.5)
+            continue
+        yield from table.to_pylist()

@@ -1,0 +1,100 @@
+"""Warm engines (pipelines/warm_pool.py): in a driver that stays up, a second run with the same
+model and engine settings is served by the engine actor of the first, with no model load; the
+time it was held is priced; after keep_warm_seconds every CPU is free again."""
+
+import time
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.run import release_engines, run
+from pipelines.spec import PipelineSpec
+from pipelines.store.ledger import compute_ledger
+from pipelines.store.output import OutputStore
+from pipelines.store.records import Records
+from pipelines.warm_pool import POOL
+
+pytestmark = pytest.mark.engine
+
+ROWS = 12
+
+
+def spec(tmp_path, name: str, keep_warm: float, **compute) -> PipelineSpec:
+    if not (tmp_path / "in.parquet").exists():
+        pq.write_table(pa.table({"id": list(range(ROWS)), "text": [f"prompt {i}" for i in range(ROWS)]}),
+                       tmp_path / "in.parquet")
+    return PipelineSpec.model_validate({
+        "input": {"paths": str(tmp_path / "in.parquet"), "prompt_column": "text"},
+        "model": {"name": "tiny-random", "max_model_len": 256, "enforce_eager": True},
+        "sampling": {"max_tokens": 8},
+        "compute": {"keep_warm_seconds": keep_warm, "tokens_per_unit": 40, **compute},  # units of ~3 rows
+        "output": {"path": str(tmp_path / name)}})
+
+
+def actors_of(tmp_path, name: str) -> dict:
+    return Records(OutputStore(str(tmp_path / name))).actors()
+
+
+def exact(tmp_path, name: str) -> bool:
+    ids = ds.dataset(str(tmp_path / name)).to_table().column("id").to_pylist()
+    return sorted(ids) == list(range(ROWS))
+
+
+def free_cpus() -> bool:
+    import ray
+
+    return ray.available_resources().get("CPU", 0) == ray.cluster_resources()["CPU"]
+
+
+def test_a_second_run_reuses_the_engine_and_the_cluster_is_free_after_the_window(tmp_path, ray_cluster,
+                                                                                 tiny_model):
+    first = run(spec(tmp_path, "first", keep_warm=20), interactive=False)
+    assert first.finished and exact(tmp_path, "first")
+    assert POOL.held() == 1 and not free_cpus()  # held for the next run
+    time.sleep(1)
+    second = run(spec(tmp_path, "second", keep_warm=20), interactive=False)
+    assert second.finished and exact(tmp_path, "second")
+    (a1,) = actors_of(tmp_path, "first").items()
+    (a2,) = actors_of(tmp_path, "second").items()
+    assert a1[0] == a2[0]  # the same engine actor served both
+    assert "warm" not in a1[1] and a2[1]["warm"]["idle_seconds"] >= 1
+    # no model load in the second: its record starts when the first run's work ended
+    assert a2[1]["loaded_at"] == a2[1]["started_at"] < a2[1]["warm"]["actor_created_at"] + 3600
+    # the wait between the runs is the second run's (its idle); none of it is load
+    second_ledger = compute_ledger(OutputStore(str(tmp_path / "second")))
+    assert second_ledger.summary.breakdown_usd["load"] == 0
+    assert second_ledger.actors.column("started_at")[0].as_py() == a2[1]["started_at"]
+
+    deadline = time.monotonic() + 60
+    while (POOL.held() or not free_cpus()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert POOL.held() == 0 and free_cpus()  # scaled to zero
+    # the time it was held after the second run is priced in that run's ledger
+    released = actors_of(tmp_path, "second")[a2[0]]
+    runs = Records(OutputStore(str(tmp_path / "second"))).runs()
+    (run_record,) = runs.values()
+    assert released["warm_until"] >= run_record["ended_at"] + 15
+    ledger = compute_ledger(OutputStore(str(tmp_path / "second")))
+    assert ledger.actors.column("ended_at")[0].as_py() == released["warm_until"]
+    assert ledger.summary.breakdown_usd["idle"] > second_ledger.summary.breakdown_usd["idle"]
+
+
+def test_other_engine_settings_get_other_engines_and_release_lets_them_go(tmp_path, ray_cluster, tiny_model):
+    run(spec(tmp_path, "a", keep_warm=300), interactive=False)
+    run(spec(tmp_path, "b", keep_warm=300, max_tokens_in_flight=2048), interactive=False)
+    (a,) = actors_of(tmp_path, "a")
+    (b,) = actors_of(tmp_path, "b")
+    assert a != b and POOL.held() == 2
+    assert release_engines() == 2 and POOL.held() == 0
+    deadline = time.monotonic() + 30
+    while not free_cpus() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert free_cpus()
+
+
+def test_the_cli_keeps_nothing_warm(tmp_path):
+    from pipelines.run import keep_warm_seconds
+
+    assert keep_warm_seconds(spec(tmp_path, "x", keep_warm=None)) == 0  # not an interactive Python
