@@ -98,3 +98,43 @@ def test_the_cli_keeps_nothing_warm(tmp_path):
     from pipelines.run import keep_warm_seconds
 
     assert keep_warm_seconds(spec(tmp_path, "x", keep_warm=None)) == 0  # not an interactive Python
+
+
+@pytest.mark.cluster
+def test_a_warm_engine_whose_node_is_lost_between_runs_is_replaced_and_the_next_run_is_exact(tmp_path, tiny_model):
+    import subprocess
+    import sys
+
+    import psutil
+
+    from tests.helpers import ROOT, spotbatch_env, wait_until, write_spec
+    from tests.ray_nodes import LocalCluster
+
+    cluster = LocalCluster(head_cpus=1)
+    try:
+        nodes = [cluster.add_node(cpus=1, resources={"spot": 1}) for _ in range(2)]
+        data = spec(tmp_path, "unused", keep_warm=300, spot_resource="spot").model_dump(mode="json")
+        path = write_spec(tmp_path / "spec.yaml", data)
+        log = tmp_path / "driver.log"
+        with open(log, "w") as fh:
+            driver = subprocess.Popen([sys.executable, "-m", "tests.warm_driver", str(path), str(tmp_path / "first"),
+                                       str(tmp_path / "second")], cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
+                                      env={**spotbatch_env(), "RAY_ADDRESS": cluster.address})
+        try:
+            wait_until(lambda: (tmp_path / "first.done").exists(), 300, "the first run", driver, log)
+            assert exact(tmp_path, "first")
+            ((actor_id, record),) = actors_of(tmp_path, "first").items()
+            assert psutil.pid_exists(record["pid"])  # held warm
+            (node,) = [n for n in nodes if record["pid"] in {p.pid for p in n.processes()}]
+            node.kill()  # its spot instance is taken while it waits for the next run
+            (tmp_path / "go").write_text("")
+            wait_until(lambda: (tmp_path / "second.done").exists(), 300, "the second run", driver, log)
+        finally:
+            driver.kill()
+            driver.wait()
+        assert '"finished": true' in (tmp_path / "second.done").read_text(), log.read_text()[-3000:]
+        assert exact(tmp_path, "second")
+        (second_actor,) = actors_of(tmp_path, "second")
+        assert second_actor != actor_id  # a new engine, on the node that is left
+    finally:
+        cluster.shutdown()
