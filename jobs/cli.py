@@ -137,6 +137,11 @@ def _bench(args: argparse.Namespace) -> int:
 
         scale.main(args.scale)
         return 0
+    if args.adhoc is not None:
+        from jobs.bench import adhoc
+
+        adhoc.main(args.adhoc)
+        return 0
     from jobs.bench.main import bench
 
     figures = bench(quick=args.quick, sets=args.sets, runners=args.runners, out=args.out, model=args.model,
@@ -228,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", nargs=argparse.REMAINDER, metavar="ARGS",
                    help="instead: the scale simulation with a fake engine (jobs/bench/scale.py; its options "
                         "follow, e.g. --scale --units 1000,10000 --s3)")
+    p.add_argument("--adhoc", nargs=argparse.REMAINDER, metavar="ARGS",
+                   help="instead: five small batches one after another in one process, against plain vLLM's "
+                        "start-up and warm generate (jobs/bench/adhoc.py; its options follow)")
     p.set_defaults(func=_bench)
 
     p = sub.add_parser("models", help="put models on this node (a node's set-up, or a warm image)")

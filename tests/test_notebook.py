@@ -1,4 +1,5 @@
-"""The quickstart notebook runs top to bottom (on the tiny model, for time)."""
+"""The quickstart notebook runs top to bottom in a real kernel (on the tiny model, for time),
+where the engine stays warm between its two runs."""
 
 from pathlib import Path
 
@@ -19,6 +20,8 @@ def test_quickstart_notebook_runs(tmp_path, tiny_model, monkeypatch):
                    resources={"metadata": {"path": str(NOTEBOOK.parent.parent)}}).execute()
     text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "finished 48 rows 0 errors" in text
+    # the second batch was served by the first one's engine, still loaded (a warm engine)
+    assert "model load $0.000000 (a warm engine)" in text and "1 engine actor(s) released" in text
     assert "cost: $" in text and "vs a provider's batch API" in text
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert images, "the cost chart was not shown"
