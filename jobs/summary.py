@@ -50,6 +50,9 @@ def format_summary(s: RunSummary) -> str:
         if s.left_to_others:
             state += (f"; {s.left_to_others} unit(s) were still held by another run on this output "
                       f"when this one stopped waiting for them (compute.wait_for_other_runs_seconds)")
+        if s.skipped_why:
+            state += "; units not committed by this run: " + ", ".join(
+                f"{why} {n}" for why, n in sorted(s.skipped_why.items()))
         if s.units_unfinished:
             state += (f"; {s.units_unfinished} unit(s) left pending (the storage kept failing them, or "
                       f"their input changed), last: {s.last_fault[:300]}")

@@ -10,7 +10,7 @@ import os
 import random
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import pyarrow as pa
@@ -50,6 +50,7 @@ class RunSummary(UnitCounts):
     units_total: int = 0
     units_run: int = 0  # units this invocation committed
     units_skipped: int = 0  # units another run (or a stale attempt) committed first
+    skipped_why: dict[str, int] = field(default_factory=dict)  # why units were not committed here, by reason
     units_unfinished: int = 0  # units left pending: the storage kept failing them, or their input changed
     left_to_others: int = 0  # units another run still held when this one stopped waiting
     last_fault: str | None = None  # why, the last time
@@ -68,6 +69,8 @@ class RunSummary(UnitCounts):
             self.add(counts_of(unit))
         else:  # engine time spent on a unit another attempt committed first still counts
             self.units_skipped += 1
+            why = (unit.skipped or "not committed").split(":", 1)[0]
+            self.skipped_why[why] = self.skipped_why.get(why, 0) + 1
             self.engine_seconds += unit.engine_seconds
             if unit.skipped and unit.skipped.startswith((STORAGE_ERROR, INPUT_CHANGED)):
                 self.units_unfinished += 1
