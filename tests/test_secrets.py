@@ -1,7 +1,8 @@
 """No credential is ever written down: a run with input, model, output and cache on S3,
 credentials in every `storage_options`, then status, report, export and --retry-failed with credentials
 from the environment. Every object under the output and the cache, the export and the console
-are read back: the key and the secret appear nowhere (real engine, loopback S3)."""
+and the log files of Ray's and vLLM's lines are read back: the key and the secret appear nowhere
+(real engine, loopback S3)."""
 
 import os
 import subprocess
@@ -39,7 +40,8 @@ def test_no_credential_is_written_anywhere(tmp_path, s3_server, ray_cluster, tin
 
     def spotbatch(*args, env=None):
         proc = subprocess.run(spotbatch_cmd(*args), cwd=ROOT, capture_output=True, text=True, timeout=600,
-                              env={**os.environ, "RAY_AUTH_MODE": "disabled", **(env or {})})
+                              env={**os.environ, "RAY_AUTH_MODE": "disabled",
+                                   "SPOTBATCH_LOG_DIR": str(tmp_path / "logs"), **(env or {})})
         console.append(proc.stdout + proc.stderr)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
         return proc
@@ -65,6 +67,9 @@ def test_no_credential_is_written_anywhere(tmp_path, s3_server, ray_cluster, tin
     assert any("manifest.json" in p for p in written) and any("/cache/" in p for p in written)
     written["export"] = export.read_bytes()
     written["console"] = "\n".join(console).encode()
+    logs = {f"log file {p.name}": p.read_bytes() for p in (tmp_path / "logs").iterdir()}  # Ray's and vLLM's lines
+    assert logs, "the run named no log file"
+    written.update(logs)
     for secret in (KEY, SECRET):
         leaked = [path for path, data in written.items() if secret.encode() in data]
         assert not leaked, f"{secret[:6]}... written in {leaked}"
