@@ -10,6 +10,7 @@ from operators.cost import BUCKETS
 from pipelines.store.ledger import Ledger, compute_ledger
 from pipelines.store.output import OutputStore
 from pipelines.store.records import Records
+from pipelines.store.startup import format_startup, startup
 from pipelines.store.status import format_status, run_status
 
 
@@ -46,7 +47,7 @@ def spec_differences(path: str, other: str) -> list[str]:
 
 def report_json(path: str, ledger: Ledger) -> dict[str, Any]:
     return {**ledger.summary.to_json(), "status": run_status(path).to_json(),
-            "tokens_per_second": tokens_per_second(ledger)}
+            "tokens_per_second": tokens_per_second(ledger), "startup": startup(Records(OutputStore(path)))}
 
 
 def tokens_per_second(ledger: Ledger, window: float = 10.0) -> list[tuple[float, float]]:
@@ -95,6 +96,9 @@ def report(path: str, as_json: bool = False, plot: str | None = None, compare: s
                           "differences": spec_differences(path, compare)} if other else data, indent=1))
     else:
         print(format_status(run_status(path)))
+        first = startup(Records(OutputStore(path)))
+        if first:
+            print(format_startup(first) + " (the latest run)")
         print(format_cost(ledger.summary))
         if other is not None:
             print(f"\ncompared with {compare}:\n{format_cost(other.summary)}")

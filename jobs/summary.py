@@ -5,6 +5,7 @@ from __future__ import annotations
 from operators.cost import BUCKETS, CostSummary
 from pipelines.run import RunSummary
 from pipelines.stopping import describe_stop
+from pipelines.store.startup import format_startup
 
 
 def usd(x: float | None) -> str:
@@ -70,6 +71,8 @@ def format_summary(s: RunSummary) -> str:
             f"({s.engine_seconds:,.1f} engine-seconds){reused}\n"
             f"results: {s.output}  (pyarrow.dataset.dataset(path) reads them)"
         )
+    if s.startup:
+        text += "\n" + format_startup(s.startup)
     if s.cost is not None and s.cost.actors:
         text += "\n" + format_cost(s.cost)
     return text

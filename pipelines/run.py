@@ -32,6 +32,7 @@ from pipelines.spec import PipelineSpec
 from pipelines.stages import UnitGenerator
 from pipelines.stopping import DEADLINE, StopWatch
 from pipelines.store.counts import UnitCounts, counts_of
+from pipelines.store.startup import startup
 from pipelines.store.records import HEARTBEAT_SECONDS, STALL_SECONDS, Records, is_fresh, new_id
 from pipelines.unit_protocol import SKIP_HELD, UnitOutcome, outcome_from_row, stall_seconds
 from pipelines.unit_blocks import block_sizes, group
@@ -58,6 +59,7 @@ class RunSummary(UnitCounts):
     finished: bool = False
     stopped: str | None = None  # why the run ended early: budget, deadline, cancelled (pipelines/stopping.py)
     cost: CostSummary | None = None  # of the whole output, every invocation so far
+    startup: dict | None = None  # where this run's first seconds went (pipelines/store/startup.py)
 
     @property
     def tokens_per_second(self) -> float:
@@ -217,7 +219,8 @@ def run_units(spec: PipelineSpec, store: OutputStore, plan: Plan, pending: list[
         else:
             summary.stopped = _stream_pending(spec, plan, pending, store, summary, address=address,
                                               usd_before=usd_before, reference=reference,
-                                              interactive=interactive, only_ids=only_ids, verbose=verbose)
+                                              interactive=interactive, only_ids=only_ids, verbose=verbose,
+                                              invoked_at=time.time() - (time.monotonic() - started))
     if only_ids is None:
         summary.finished = store.committed_units() >= {u.unit_id for u in plan.units}
     else:
@@ -226,6 +229,7 @@ def run_units(spec: PipelineSpec, store: OutputStore, plan: Plan, pending: list[
     ledger = compute_ledger(store, reference)
     if pending:
         write_ledger(store, ledger)  # rewritten when anything ran
+        summary.startup = startup(Records(store))
     summary.cost = ledger.summary
     return summary
 
@@ -233,11 +237,12 @@ def run_units(spec: PipelineSpec, store: OutputStore, plan: Plan, pending: list[
 def _stream_pending(spec: PipelineSpec, plan: Plan, pending: list, store: OutputStore, summary: RunSummary, *,
                     address: str | None, usd_before: float, reference: dict | None,
                     interactive: bool | None, only_ids: dict[str, pa.Array] | None = None,
-                    verbose: bool | None = None) -> str | None:
+                    verbose: bool | None = None, invoked_at: float | None = None) -> str | None:
     """Stream the pending units into `summary`; returns why the run stopped early, if it did."""
     records = Records(store)
     run_id = new_id()
-    run_record = {"started_at": time.time(), "pid": os.getpid(), "host": socket.gethostname(),
+    run_record = {"invoked_at": invoked_at, "started_at": time.time(), "pid": os.getpid(),
+                  "host": socket.gethostname(),
                   "units_pending": len(pending), "ended_at": None, "stopped": None,
                   "max_cost_usd": spec.cost.max_cost_usd, "reference": reference}
     deadline = run_record["deadline"] = (deadline_at(spec.compute.deadline, run_record["started_at"])
@@ -257,8 +262,8 @@ def _stream_pending(spec: PipelineSpec, plan: Plan, pending: list, store: Output
             if monitor.past_deadline():
                 watch.stop(DEADLINE)  # before any engine starts
             else:
-                _stream_watched(spec, plan, pending, store, summary, records, run_id, only_ids, monitor,
-                                address, console)
+                _stream_watched(spec, plan, pending, store, summary, records, run_id, run_record, only_ids,
+                                monitor, address, console)
     finally:
         monitor.close()
         records.run_record(run_id, {**run_record, "ended_at": time.time(), "stopped": monitor.stopped})
@@ -266,9 +271,11 @@ def _stream_pending(spec: PipelineSpec, plan: Plan, pending: list, store: Output
 
 
 def _stream_watched(spec: PipelineSpec, plan: Plan, pending: list[Unit], store: OutputStore, summary: RunSummary,
-                    records: Records, run_id: str, only_ids: dict[str, pa.Array] | None, monitor: RunMonitor,
-                    address: str | None, console: Console) -> None:
+                    records: Records, run_id: str, run_record: dict, only_ids: dict[str, pa.Array] | None,
+                    monitor: RunMonitor, address: str | None, console: Console) -> None:
     with ray_session(address, console=console, keep=keep_warm_seconds(spec) > 0):
+        run_record["ray_ready_at"] = time.time()  # where a run's first seconds go: pipelines/store/startup.py
+        records.run_record(run_id, run_record)
         todo = pending
         # A unit left to a live actor of another run is waited for; if that actor dies (or
         # hangs) meanwhile, the unit is ours again and goes round once more.

@@ -37,6 +37,7 @@ def test_a_plain_run_prints_no_ray_or_vllm_line_and_names_the_file_that_has_them
     console = (quiet.stdout + quiet.stderr).splitlines()
     assert not [line for line in console if FOREIGN.search(line)], console
     assert any(line.startswith("finished: 12 rows") for line in console), console
+    assert any(line.startswith("start-up: ") and "model load" in line for line in console), console
     (named,) = re.findall(r"Ray's and vLLM's logs: (\S+)", quiet.stdout)
     (log,) = (tmp_path / "logs").iterdir()
     assert named == str(log)

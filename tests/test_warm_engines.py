@@ -14,6 +14,7 @@ from pipelines.spec import PipelineSpec
 from pipelines.store.ledger import compute_ledger
 from pipelines.store.output import OutputStore
 from pipelines.store.records import Records
+from pipelines.store.startup import PHASES
 from pipelines.warm_pool import POOL
 
 pytestmark = pytest.mark.engine
@@ -59,6 +60,11 @@ def test_a_second_run_reuses_the_engine_and_the_cluster_is_free_after_the_window
     (a1,) = actors_of(tmp_path, "first").items()
     (a2,) = actors_of(tmp_path, "second").items()
     assert a1[0] == a2[0]  # the same engine actor served both
+    # where the first seconds went: the first run loaded the model, the second did not
+    assert first.startup["model_load"] > 0 and not first.startup["warm_engine"]
+    assert second.startup["warm_engine"] and second.startup["model_load"] == 0
+    for s in (first.startup, second.startup):
+        assert sum(s[p] for p in PHASES) == pytest.approx(s["to_first_result"], abs=0.01)
     assert "warm" not in a1[1] and a2[1]["warm"]["idle_seconds"] >= 1
     # no model load in the second: its record starts when the first run's work ended
     assert a2[1]["loaded_at"] == a2[1]["started_at"] < a2[1]["warm"]["actor_created_at"] + 3600
