@@ -52,7 +52,7 @@ class EngineHost:
             elif self.generator.run_id != context["run_id"]:
                 now = time.time()
                 since = self.last_work_end or now
-                kwargs = {k: v for k, v in context.items() if k != "tensor_parallel_size"}
+                kwargs = {k: v for k, v in context.items() if k not in ("tensor_parallel_size", "compile_choice")}
                 self.generator.bind(**kwargs, started_at=since, loaded_at=since,
                                     warm={"idle_seconds": now - since, "actor_created_at": self.created_at})
 

@@ -25,6 +25,7 @@ from pipelines.inputs import check_unique_ids, list_shards
 from pipelines.store.ledger import compute_ledger, write_ledger
 from pipelines.store.output import OutputError, OutputStore
 from pipelines.plan import SINGLE_MODEL, Plan, Unit, fingerprint, fingerprint_parts, make_plan, units_in_flight
+from pipelines import compile_choice
 from pipelines.deadline import deadline_at
 from pipelines.progress import RunMonitor
 from pipelines.redact import redact_spec, redact_url
@@ -359,6 +360,9 @@ def _stream(spec: PipelineSpec, plan: Plan, pending: list, run_id: str, only_ids
         spec = spec.for_model(model)  # the engine actors see their own model as spec.model
     resources = actor_resources(spec, units_in_flight(spec, pending))
     descriptors = [u.descriptor(pack_ids(only_ids[u.unit_id]) if only_ids is not None else None) for u in pending]
+    rows = sum(len(only_ids[u.unit_id]) for u in pending) if only_ids is not None else sum(u.rows for u in pending)
+    choice = compile_choice.for_run(spec, rows, resources.max_actors)
+    spec = spec.model_copy(update={"model": spec.model.model_copy(update={"enforce_eager": choice.enforce_eager})})
     engine_args = {
         "spec_data": spec.model_dump(mode="json"),
         "route_name": model,
@@ -367,14 +371,16 @@ def _stream(spec: PipelineSpec, plan: Plan, pending: list, run_id: str, only_ids
         "run_id": run_id,
         "tensor_parallel_size": resources.tensor_parallel_size(),
         "retry": only_ids is not None,
+        "compile_choice": choice.to_json(),
     }
     keep_warm = keep_warm_seconds(spec)
     if keep_warm:
         yield from _stream_warm(spec, spec_data, engine_args, descriptors, resources, keep_warm)
         return
     units = unit_dataset(descriptors, resources.max_actors * resources.units_in_flight)
-    rows = units.map_batches(read_units, fn_kwargs={"spec_data": spec_data}, batch_size=1, batch_format="pyarrow")
-    results = rows.map_batches(
+    unit_rows = units.map_batches(read_units, fn_kwargs={"spec_data": spec_data}, batch_size=1,
+                                  batch_format="pyarrow")
+    results = unit_rows.map_batches(
         UnitGenerator,
         fn_constructor_kwargs=engine_args,
         batch_size=None,

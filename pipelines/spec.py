@@ -141,7 +141,19 @@ class ModelSpec(_Section):
         2048, gt=0, description="Context length; prompts longer than this become error records."
     )
     quantization: str | None = Field(None, description="vLLM quantization method (awq, gptq, fp8, ...).")
-    enforce_eager: bool = Field(False, description="Skip graph compilation: faster start, slower steps.")
+    enforce_eager: bool | None = Field(
+        None, description="true: skip graph compilation (faster start, slower steps); false: compile. Unset: "
+        "chosen per run by the decoding work ahead of each engine against the compile cost "
+        "(pipelines/compile_choice.py), and recorded in each engine actor's record.",
+    )
+    compile_seconds: float | None = Field(
+        None, gt=0, description="What compiling costs an engine at start, if known (default: 45 s on CPU, 60 s "
+        "on GPU); weighs the choice when enforce_eager is unset.",
+    )
+    eager_tokens_per_second: float | None = Field(
+        None, gt=0, description="An eager engine's output tokens/s, if known (default: 100 on CPU, 2,000 on "
+        "GPU); weighs the choice when enforce_eager is unset.",
+    )
     engine_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Other vllm.LLM arguments, passed through unchanged."
     )

@@ -43,7 +43,7 @@ class UnitGenerator:
 
     def __init__(self, spec_data: dict[str, Any], fingerprint: str, run_id: str, tensor_parallel_size: int = 1,
                  *, model_source: dict[str, Any], retry: bool = False, route_name: str | None = None,
-                 started_at: float | None = None):
+                 started_at: float | None = None, compile_choice: dict[str, Any] | None = None):
         started_at = started_at or time.time()  # the actor's node-seconds are counted from here
         spec = PipelineSpec.model_validate(spec_data)
         self.actor_id = new_id()
@@ -62,6 +62,8 @@ class UnitGenerator:
         self._in_hand = 0  # units being generated or committed (several, on their own threads)
         self._idle = threading.Condition()
         self._draining = False
+        self.compile_choice = compile_choice or {"enforce_eager": spec.model.enforce_eager is not False,
+                                                 "reason": "not chosen by the driver"}
         self.bind(spec_data, fingerprint, run_id, model_source=model_source, retry=retry, route_name=route_name,
                   started_at=started_at, loaded_at=time.time())
         threading.Thread(target=self._beat, daemon=True).start()
@@ -107,7 +109,8 @@ class UnitGenerator:
             "beat_seconds": beat_period,
             "run_id": run_id, "pid": os.getpid(), "started_at": started_at, "loaded_at": loaded_at,
             "niceness": self.niceness, "model": model_name if route_name else spec.model.name,
-            "model_source": self.fetched, "loaded_dtype": self.loaded, **node.to_json(),
+            "model_source": self.fetched, "loaded_dtype": self.loaded, "compile": self.compile_choice,
+            **node.to_json(),
             **({"warm": warm} if warm else {}),
         })
         # One assignment each, in an order the threads reading them can live with.
@@ -129,7 +132,7 @@ class UnitGenerator:
             dtype=pinned_dtype or spec.model.dtype,
             max_model_len=spec.model.max_model_len,
             quantization=spec.model.quantization,
-            enforce_eager=spec.model.enforce_eager,
+            enforce_eager=spec.model.enforce_eager is not False,  # the driver chose (pipelines/compile_choice.py)
             tensor_parallel_size=tensor_parallel_size,
             seed=spec.sampling.seed or 0,
             engine_kwargs=spec.model.engine_kwargs,

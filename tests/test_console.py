@@ -9,6 +9,8 @@ import pytest
 
 from pipelines.run import run
 from pipelines.spec import PipelineSpec
+from pipelines.store.output import OutputStore
+from pipelines.store.records import Records
 from tests.helpers import spotbatch, write_spec
 
 pytestmark = pytest.mark.engine
@@ -23,7 +25,7 @@ def job(tmp_path, name: str) -> dict:
         pq.write_table(pa.table({"id": list(range(12)), "text": [f"prompt {i}" for i in range(12)]}),
                        tmp_path / "in.parquet")
     return {"input": {"paths": str(tmp_path / "in.parquet"), "prompt_column": "text"},
-            "model": {"name": "tiny-random", "max_model_len": 256, "enforce_eager": True},
+            "model": {"name": "tiny-random", "max_model_len": 256},  # eager or not: chosen by the work (12 rows)
             "sampling": {"max_tokens": 8},
             "output": {"path": str(tmp_path / name)}}
 
@@ -42,6 +44,8 @@ def test_a_plain_run_prints_no_ray_or_vllm_line_and_names_the_file_that_has_them
     (log,) = (tmp_path / "logs").iterdir()
     assert named == str(log)
     assert re.search(r"pid=\d+\) .*vLLM|LLM engine", log.read_text()), log.read_text()[-2000:]  # the engine's lines
+    (actor,) = Records(OutputStore(str(tmp_path / "quiet"))).actors().values()
+    assert actor["compile"]["enforce_eager"] and actor["compile"]["reason"].startswith("eager: about")
 
     spec = write_spec(tmp_path / "verbose.yaml", job(tmp_path, "verbose"))
     verbose = spotbatch("run", str(spec), "--address", ray_cluster, "--verbose")

@@ -66,6 +66,7 @@ def test_a_second_run_reuses_the_engine_and_the_cluster_is_free_after_the_window
     for s in (first.startup, second.startup):
         assert sum(s[p] for p in PHASES) == pytest.approx(s["to_first_result"], abs=0.01)
     assert "warm" not in a1[1] and a2[1]["warm"]["idle_seconds"] >= 1
+    assert a1[1]["compile"] == {"enforce_eager": True, "reason": "model.enforce_eager: true in the spec"}
     # no model load in the second: its record starts when the first run's work ended
     assert a2[1]["loaded_at"] == a2[1]["started_at"] < a2[1]["warm"]["actor_created_at"] + 3600
     # the wait between the runs is the second run's (its idle); none of it is load
