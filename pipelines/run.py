@@ -230,7 +230,8 @@ def run_units(spec: PipelineSpec, store: OutputStore, plan: Plan, pending: list[
     ledger = compute_ledger(store, reference)
     if pending:
         write_ledger(store, ledger)  # rewritten when anything ran
-        summary.startup = startup(Records(store))
+        if summary.units_run:  # this run reached a first result (the latest run with one)
+            summary.startup = startup(Records(store))
     summary.cost = ledger.summary
     return summary
 
