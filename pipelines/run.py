@@ -400,9 +400,13 @@ def keep_warm_seconds(spec: PipelineSpec) -> float:
 
 
 def interactive_python() -> bool:
+    """A REPL or an IPython shell (a notebook's kernel is one); not a script, a job or a test."""
     import sys
 
-    return hasattr(sys, "ps1") or "ipykernel" in sys.modules
+    if hasattr(sys, "ps1"):
+        return True
+    ipython = sys.modules.get("IPython")  # imported by a kernel; a library may import it too
+    return ipython is not None and ipython.get_ipython() is not None
 
 
 def _stream_warm(spec: PipelineSpec, spec_data: dict, engine_args: dict, descriptors: list[dict],

@@ -71,6 +71,12 @@ class WarmPool:
 
         with self._lock:
             engines = self._engines.get(key)
+            if engines is None:
+                # One set of engines is kept warm at a time: idle ones of other settings go
+                # first, so they never hold the CPUs or GPUs the new ones need (a routed run's
+                # next model, a notebook that switched models).
+                for other in [e for e in self._engines.values() if not e.busy]:
+                    self._kill(other)
             if engines is None or engines.busy:
                 # max_restarts: a lost node's actor comes back elsewhere; calls are re-sent by us.
                 options = {"num_cpus": resources.cpus, "max_restarts": -1,

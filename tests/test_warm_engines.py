@@ -93,18 +93,29 @@ def test_other_engine_settings_get_other_engines_and_release_lets_them_go(tmp_pa
     run(spec(tmp_path, "b", keep_warm=300, max_tokens_in_flight=2048), interactive=False)
     (a,) = actors_of(tmp_path, "a")
     (b,) = actors_of(tmp_path, "b")
-    assert a != b and POOL.held() == 2
-    assert release_engines() == 2 and POOL.held() == 0
+    # one set is kept warm at a time: a's engine went when b's was made, so it never held b's CPUs
+    assert a != b and POOL.held() == 1
+    assert "warm_until" in actors_of(tmp_path, "a")[a]  # its time held after its run, priced there
+    assert release_engines() == 1 and POOL.held() == 0
     deadline = time.monotonic() + 30
     while not free_cpus() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert free_cpus()
 
 
-def test_the_cli_keeps_nothing_warm(tmp_path):
-    from pipelines.run import keep_warm_seconds
+def test_the_cli_and_a_test_keep_nothing_warm_a_notebook_does(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from pipelines.run import DEFAULT_KEEP_WARM_SECONDS, keep_warm_seconds
 
     assert keep_warm_seconds(spec(tmp_path, "x", keep_warm=None)) == 0  # not an interactive Python
+    kernel = types.ModuleType("IPython")
+    kernel.get_ipython = lambda: object()  # a notebook's kernel answers with its shell
+    monkeypatch.setitem(sys.modules, "IPython", kernel)
+    assert keep_warm_seconds(spec(tmp_path, "x", keep_warm=None)) == DEFAULT_KEEP_WARM_SECONDS
+    kernel.get_ipython = lambda: None  # IPython imported by a library, no shell
+    assert keep_warm_seconds(spec(tmp_path, "x", keep_warm=None)) == 0
 
 
 @pytest.mark.cluster
