@@ -84,6 +84,12 @@ def cpu_engine_env(threads: int, cores: int, kv_cache_gib: int = 1) -> dict[str,
         "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib),
         # One process: the engine core runs in the actor, which starts faster on CPU.
         "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+        # vLLM 0.32's AOT compile cache (its default with torch >= 2.10) never loads on CPU: the
+        # loaded function is a plain function, and vLLM calls finalize_loading on it ("Compiling
+        # model again due to a load failure ... 'function' object has no attribute
+        # 'finalize_loading'"). Its older cache loads: a compiled SmolLM2 engine started again on
+        # a node in 30.0 s against 126.8 s the first time (and 101.8 s again with the AOT cache).
+        "VLLM_USE_AOT_COMPILE": os.environ.get("VLLM_USE_AOT_COMPILE", "0"),
     }
 
 

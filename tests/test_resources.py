@@ -49,6 +49,14 @@ def test_a_cpu_engine_with_the_whole_node_pins_every_core():
     assert engine_env(gpus=0, cpu_threads=16, cores=4)["VLLM_CPU_OMP_THREADS_BIND"] == "0-3"
 
 
+def test_a_cpu_engine_uses_the_compile_cache_that_loads_unless_the_user_chose(monkeypatch):
+    monkeypatch.delenv("VLLM_USE_AOT_COMPILE", raising=False)
+    assert engine_env(gpus=0, cpu_threads=None, cores=4)["VLLM_USE_AOT_COMPILE"] == "0"
+    assert "VLLM_USE_AOT_COMPILE" not in engine_env(gpus=1, cpu_threads=None)  # vLLM's default on GPU
+    monkeypatch.setenv("VLLM_USE_AOT_COMPILE", "1")
+    assert engine_env(gpus=0, cpu_threads=None, cores=4)["VLLM_USE_AOT_COMPILE"] == "1"
+
+
 def test_cpu_engines_sharing_a_node_are_not_pinned_to_the_same_cores():
     env = engine_env(gpus=0, cpu_threads=1, cores=4)
     assert env["OMP_NUM_THREADS"] == "1" and env["VLLM_CPU_OMP_THREADS_BIND"] == "nobind"
