@@ -71,9 +71,9 @@ class Console:
         print(f"spotbatch: Ray's and vLLM's logs: {self.path} (--verbose shows them here)", flush=True)
         self._handler = logging.StreamHandler(self._file)
         self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        importlib.import_module("ray.data")  # its import sets up its loggers' handlers: quieted below
-
         for name in RAY_LOGGERS:
+            if name == "ray.data":  # its import sets up its loggers' handlers (and logs, to "ray"'s)
+                importlib.import_module("ray.data")
             logger = logging.getLogger(name)
             for handler in logger.handlers:
                 if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
