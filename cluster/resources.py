@@ -48,7 +48,17 @@ class ActorResources:
             pool = ActorPoolStrategy(size=self.min_actors, **calls)
         else:
             pool = ActorPoolStrategy(min_size=self.min_actors, max_size=self.max_actors, **calls)
-        options: dict[str, Any] = {"num_cpus": self.cpus, "compute": pool}
+        return {**self.ray_options(), "compute": pool}
+
+    def warm_actor_options(self) -> dict[str, Any]:
+        """Options for `ray.remote(...).options` of a warm engine actor (pipelines/warm_pool.py):
+        the same resources; restarted when its node is lost (the driver sends its calls again);
+        as many calls at once as it holds units, and room for the driver's small questions."""
+        return {**self.ray_options(), "max_restarts": -1, "max_concurrency": self.units_in_flight + 2}
+
+    def ray_options(self) -> dict[str, Any]:
+        """What an engine actor asks Ray for, in the words both map_batches and actors take."""
+        options: dict[str, Any] = {"num_cpus": self.cpus}
         if self.gpus:
             options["num_gpus"] = self.gpus
         if self.accelerator_type:

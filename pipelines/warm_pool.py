@@ -78,16 +78,7 @@ class WarmPool:
                 for other in [e for e in self._engines.values() if not e.busy]:
                     self._kill(other)
             if engines is None or engines.busy:
-                # max_restarts: a lost node's actor comes back elsewhere; calls are re-sent by us.
-                options = {"num_cpus": resources.cpus, "max_restarts": -1,
-                           "max_concurrency": resources.units_in_flight + 2}
-                if resources.gpus:
-                    options["num_gpus"] = resources.gpus
-                if resources.accelerator_type:
-                    options["accelerator_type"] = resources.accelerator_type
-                if resources.custom_resources():
-                    options["resources"] = resources.custom_resources()
-                actor = ray.remote(EngineHost).options(**options)
+                actor = ray.remote(EngineHost).options(**resources.warm_actor_options())
                 engines = Engines(key, [actor.remote() for _ in range(resources.max_actors)], keep_warm_seconds)
                 if key not in self._engines:
                     self._engines[key] = engines

@@ -29,6 +29,17 @@ def test_gpu_spot_actors_ask_for_gpus_accelerator_and_spot_nodes():
     assert res.tensor_parallel_size() == 2
 
 
+def test_warm_gpu_engines_ask_for_the_same_resources_and_come_back_from_a_lost_node():
+    res = actor_resources(spec(gpus_per_actor=1, cpus_per_actor=8, accelerator_type="H100", spot_resource="spot",
+                               units_in_flight=3))
+    opts = res.warm_actor_options()
+    assert {k: v for k, v in opts.items() if k not in ("max_restarts", "max_concurrency")} == {
+        k: v for k, v in res.map_batches_options().items() if k != "compute"}
+    assert opts["num_gpus"] == 1 and opts["resources"] == {"spot": 0.001} and opts["accelerator_type"] == "H100"
+    assert opts["max_restarts"] == -1  # a preempted node's warm engine is restarted elsewhere
+    assert opts["max_concurrency"] == 3 + 2  # its units at once, and the driver's small calls
+
+
 def test_cpu_actors_ask_for_no_gpu():
     opts = actor_resources(spec(actors=3)).map_batches_options()
     assert "num_gpus" not in opts and "accelerator_type" not in opts and "resources" not in opts
