@@ -107,7 +107,6 @@ class WarmPool:
         with self._lock:
             idle = [e for e in self._engines.values() if not e.busy]
             for e in idle:
-                self._engines.pop(e.key, None)
                 self._kill(e)
         return sum(len(e.hosts) for e in idle)
 
