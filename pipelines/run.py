@@ -35,7 +35,7 @@ from pipelines.stopping import DEADLINE, StopWatch
 from pipelines.store.counts import UnitCounts, counts_of
 from pipelines.store.startup import startup
 from pipelines.store.records import HEARTBEAT_SECONDS, STALL_SECONDS, Records, is_fresh, new_id
-from pipelines.unit_protocol import SKIP_HELD, UnitOutcome, outcome_from_row, stall_seconds
+from pipelines.unit_protocol import SKIP_HELD, SKIP_STOP, UnitOutcome, outcome_from_row, stall_seconds
 from pipelines.unit_blocks import block_sizes, group
 from pipelines.unit_rows import UNITS, pack_ids, read_units
 
@@ -306,6 +306,8 @@ def _stream_models(spec: PipelineSpec, plan: Plan, units: list[Unit], run_id: st
         for row in _stream(spec, plan, its_units, run_id, only_ids, model):
             unit = outcome_from_row(row)
             summary.add_unit(unit)
+            if unit.skipped and unit.skipped.startswith(SKIP_STOP):  # an actor heard it before the driver did
+                monitor.stopping(unit.skipped[len(SKIP_STOP):])
             monitor.on_unit(row)
             if unit.skipped == SKIP_HELD:
                 left.append(unit.unit_id)

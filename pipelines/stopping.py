@@ -63,14 +63,7 @@ class StopWatch:
 
     def _poll(self) -> None:
         while not self._done.wait(POLL_SECONDS):
-            try:
-                asked = self.records.stop_requested(self.run_id)
-            except Exception:  # the storage failed a read: try again at the next poll
-                asked = None
-            if asked:
-                self.stop(asked, write=False)
-            elif self.deadline():
-                self.stop(DEADLINE)
+            self._poll_once()
 
     def _interrupted(self, signum, frame) -> None:
         if self.reason is not None:
@@ -92,6 +85,17 @@ class StopWatch:
             self._done.set()
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
+            self._poll_once(deadline=False)  # a stop asked after the last poll: the run ends stopped all the same
+
+    def _poll_once(self, deadline: bool = True) -> None:
+        try:
+            asked = self.records.stop_requested(self.run_id)
+        except Exception:  # the storage failed a read: try again at the next poll
+            asked = None
+        if asked:
+            self.stop(asked, write=False)
+        elif deadline and self.deadline():
+            self.stop(DEADLINE)
 
 
 def describe_stop(reason: str) -> str:

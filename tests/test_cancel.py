@@ -10,6 +10,7 @@ import pytest
 from pipelines.store.output import OutputStore
 from pipelines.store.records import Records
 from pipelines.store.status import run_status
+from pipelines.stopping import cancel
 from tests.conftest import write_shards
 from tests.helpers import spotbatch, start_spotbatch, wait_until, write_spec
 from tests.test_resume import ROWS, job, output_ids
@@ -33,22 +34,30 @@ def stopped_run(output: str) -> dict:
     return record
 
 
-@pytest.mark.parametrize("how", ["spotbatch cancel", "interrupt"])
+def slow_job(tmp_path, output: str) -> dict:
+    """60 units of 5 rows, one in an actor at a time: a run that lasts a while after its first
+    commit, so a stop asked then lands mid-run even on a quiet machine."""
+    spec = job(tmp_path, str(tmp_path / "in"), output, {})
+    spec["compute"].update({"tokens_per_unit": 350, "units_in_flight": 1})
+    spec["sampling"]["max_tokens"] = 128
+    return spec
+
+
+@pytest.mark.parametrize("how", ["cancel", "interrupt"])
 def test_a_cancelled_run_commits_what_is_in_flight_exits_4_and_resumes_exactly(tmp_path, ray_cluster, tiny_model,
                                                                               how):
     write_shards(tmp_path / "in", [{"id": i, "text": f"prompt number {i}"} for i in range(ROWS)], shards=3)
     output = str(tmp_path / "out")
-    spec = write_spec(tmp_path / "spec.yaml", job(tmp_path, str(tmp_path / "in"), output, {}))
+    spec = write_spec(tmp_path / "spec.yaml", slow_job(tmp_path, output))
     store = OutputStore(output)
     log = tmp_path / "run.log"
     proc = start_spotbatch("run", str(spec), "--address", ray_cluster, log=log)
     try:
-        wait_until(lambda: len(store.committed_units()) >= 2, 300, "two committed units", proc, log)
+        wait_until(lambda: store.committed_units(), 300, "a committed unit", proc, log)
         if how == "interrupt":
             proc.send_signal(signal.SIGINT)
         else:
-            asked = spotbatch("cancel", output)
-            assert asked.returncode == 0 and "asked 1 run" in asked.stdout, asked.stdout + asked.stderr
+            assert len(cancel(output)) == 1  # what `spotbatch cancel` does (tests/test_stopping.py), from here
         assert proc.wait(300) == 4, log.read_text()[-3000:]
     finally:
         if proc.poll() is None:
@@ -68,7 +77,7 @@ def test_a_cancelled_run_commits_what_is_in_flight_exits_4_and_resumes_exactly(t
 def test_a_run_past_its_deadline_exits_4_and_resumes_exactly(tmp_path, ray_cluster, tiny_model):
     write_shards(tmp_path / "in", [{"id": i, "text": f"prompt number {i}"} for i in range(ROWS)], shards=3)
     output = str(tmp_path / "out")
-    spec = write_spec(tmp_path / "spec.yaml", job(tmp_path, str(tmp_path / "in"), output, {}))
+    spec = write_spec(tmp_path / "spec.yaml", slow_job(tmp_path, output))
     first = spotbatch("run", str(spec), "--address", ray_cluster, "--set", "compute.deadline=1s")
     assert first.returncode == 4, first.stdout[-2000:] + first.stderr[-3000:]
     assert "stopped: deadline" in first.stdout, first.stdout[-2000:]

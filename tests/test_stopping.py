@@ -56,6 +56,15 @@ def test_the_driver_hears_a_cancel_from_another_process_once(output):
     assert heard == [CANCELLED] and watch.reason == CANCELLED
 
 
+def test_a_cancel_that_lands_between_two_polls_is_heard_when_the_run_ends(output, monkeypatch):
+    monkeypatch.setattr(stopping, "POLL_SECONDS", 3600.0)  # no poll in time: only the last look sees it
+    records = Records(output)
+    heard = []
+    with StopWatch(records, "r4", on_stop=heard.append, deadline=lambda: True).watching():
+        records.request_stop("r4", CANCELLED)  # the actors heard it and took no unit: the run ends at once
+    assert heard == [CANCELLED]  # and not "deadline": a finished run's last look checks no deadline
+
+
 def test_a_deadline_writes_the_stop_the_actors_read(output):
     records = Records(output)
     heard = []
@@ -81,3 +90,13 @@ def test_the_first_interrupt_cancels_and_the_second_abandons(output):
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(1)  # the signal is delivered here
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_the_cancel_command_names_the_runs_it_asked(output, capsys):
+    from jobs.cli import main
+
+    Records(output).run_record("working", {"started_at": 3.0, "ended_at": None})
+    assert main(["cancel", output.url]) == 0
+    said = capsys.readouterr().out
+    assert "asked 1 run(s) working on" in said and "working" in said and "exits 4" in said
+    assert Records(output).stop_requested("working") == CANCELLED
