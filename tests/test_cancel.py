@@ -39,7 +39,6 @@ def slow_job(tmp_path, output: str) -> dict:
     commit, so a stop asked then lands mid-run even on a quiet machine."""
     spec = job(tmp_path, str(tmp_path / "in"), output, {})
     spec["compute"].update({"tokens_per_unit": 350, "units_in_flight": 1})
-    spec["sampling"]["max_tokens"] = 128
     return spec
 
 
