@@ -57,7 +57,8 @@ class EngineHost:
                                     warm={"idle_seconds": now - since, "actor_created_at": self.created_at})
 
     def identity(self) -> dict[str, Any]:
-        """Who serves (the tests ask): its actor id in the records, and whether a model is loaded."""
+        """Who serves: its actor id in the records (the pool records its release there), and
+        whether a model is loaded."""
         g = self.generator
         return {"actor_id": g.actor_id if g else None, "loaded": g is not None,
                 "last_work_end": self.last_work_end}
