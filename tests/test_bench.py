@@ -30,6 +30,24 @@ def test_bench_prints_figures_and_ends_with_its_json(tmp_path, tiny_model):
     assert "steady state x" in proc.stdout
 
 
+def test_adhoc_bench_times_each_batch_against_plain_vllm(tmp_path, tiny_model):
+    out = tmp_path / "adhoc.json"
+    proc = spotbatch("bench", "--adhoc", "--model", str(tiny_model), "--batches", "2", "--prompts", "2",
+                     "--max-tokens", "4", "--out", str(out))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert [b["batch"] for b in figures["batches"]] == [1, 2]
+    first, second = figures["batches"]
+    assert first["goal_seconds"] == 2.0 and second["goal_seconds"] == 1.5  # start-up + generate, then warm
+    assert first["plain_vllm_seconds"] == figures["plain_vllm"]["first_batch_from_start"]
+    assert second["plain_vllm_seconds"] == figures["plain_vllm"]["batch_seconds"][1]
+    for b in (first, second):
+        assert b["spotbatch_seconds"] > 0 and b["gap_seconds"] == b["spotbatch_seconds"] - b["plain_vllm_seconds"]
+    # the second batch ran on the first one's engine: far faster than the first, which loaded it
+    assert second["spotbatch_seconds"] < first["spotbatch_seconds"] / 2
+    assert "batch 2: spotbatch" in proc.stdout and "warm generate" in proc.stdout
+
+
 def test_bench_engine_settings_carry_no_cpu_assumption(monkeypatch):
     """On a GPU the runners get no CPU thread settings: the same code, another environment."""
     import torch

@@ -39,12 +39,13 @@ def batches(n: int, size: int) -> list[list[str]]:
 
 def plain_vllm(model: str, dtype: str, eager: bool, work: list[list[str]], max_tokens: int) -> dict[str, Any]:
     """In a process of its own: `python -m jobs.bench.adhoc --plain ARGS.json`."""
-    args = Path(tempfile.mkdtemp(prefix="sb-adhoc-")) / "plain.json"
-    args.write_text(json.dumps({"model": model, "dtype": dtype, "eager": eager, "batches": work,
-                                     "max_tokens": max_tokens}))
-    launched = time.time()
-    proc = subprocess.run([sys.executable, "-m", "jobs.bench.adhoc", "--plain", str(args)], capture_output=True,
-                          text=True)
+    with tempfile.TemporaryDirectory(prefix="sb-adhoc-") as folder:
+        args = Path(folder) / "plain.json"
+        args.write_text(json.dumps({"model": model, "dtype": dtype, "eager": eager, "batches": work,
+                                    "max_tokens": max_tokens}))
+        launched = time.time()
+        proc = subprocess.run([sys.executable, "-m", "jobs.bench.adhoc", "--plain", str(args)],
+                              capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"plain vLLM failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     figures = json.loads(proc.stdout.strip().splitlines()[-1])
