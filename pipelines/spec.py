@@ -338,7 +338,7 @@ class ComputeSpec(_Section):
         None, ge=0, description="How long engine actors stay loaded after a run, for the next run in the same "
         "driver (a notebook, a Python process) with the same model, engine settings and resources; then they "
         "are released. Default: 300 in an interactive Python (a notebook, a REPL), 0 elsewhere (the CLI, "
-        "`ray job submit`, nightly runs). spotbatch.release_engines() lets them go at once.",
+        "`ray job submit`, nightly runs). pipelines.run.release_engines() lets them go at once.",
     )
     deadline: str | None = Field(
         None, description="When the run must be done: a UTC time of day (\"06:00\", the next one after the run "
