@@ -64,6 +64,8 @@ def _end(keep: bool, temp_dir: str | None = None) -> None:
             shutil.rmtree(temp_dir, ignore_errors=True)
 
     if keep:
-        atexit.register(end)  # after the warm pool's own release (atexit runs last-registered first)
+        # At exit, before the warm pool's release (atexit runs the last registered first): the
+        # pool's actors go with Ray, and the pool then only records their release.
+        atexit.register(end)
     else:
         end()

@@ -55,6 +55,9 @@ class UnitGenerator:
 
             torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
         self.spec = spec
+        # What the driver chose (pipelines/compile_choice.py); without it, the spec as written.
+        self.compile_choice = compile_choice or {"enforce_eager": spec.model.enforce_eager is not False,
+                                                 "reason": "not chosen by the driver"}
         records = Records(OutputStore(spec.output.path, spec.output.storage_options))
         self.fetched, self.loaded = self._load_engine(records, ModelSource.from_json(model_source),
                                                       route_name or MODEL, tensor_parallel_size)
@@ -62,8 +65,6 @@ class UnitGenerator:
         self._in_hand = 0  # units being generated or committed (several, on their own threads)
         self._idle = threading.Condition()
         self._draining = False
-        self.compile_choice = compile_choice or {"enforce_eager": spec.model.enforce_eager is not False,
-                                                 "reason": "not chosen by the driver"}
         self.bind(spec_data, fingerprint, run_id, model_source=model_source, retry=retry, route_name=route_name,
                   started_at=started_at, loaded_at=time.time())
         threading.Thread(target=self._beat, daemon=True).start()
@@ -132,7 +133,7 @@ class UnitGenerator:
             dtype=pinned_dtype or spec.model.dtype,
             max_model_len=spec.model.max_model_len,
             quantization=spec.model.quantization,
-            enforce_eager=spec.model.enforce_eager is not False,  # the driver chose (pipelines/compile_choice.py)
+            enforce_eager=self.compile_choice["enforce_eager"],
             tensor_parallel_size=tensor_parallel_size,
             seed=spec.sampling.seed or 0,
             engine_kwargs=spec.model.engine_kwargs,

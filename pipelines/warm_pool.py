@@ -172,7 +172,7 @@ def stream_units(engines: Engines, context: dict[str, Any], descriptors: list[di
     `max_sends` times (Ray restarts the actor; the unit protocol knows what was committed, and
     gives up on a unit that kills its engine every time)."""
     import ray
-    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+    from ray.exceptions import RayActorError  # an actor that died or is unreachable, whatever the cause
 
     todo = deque(descriptors)
     context_ref = ray.put(context)
@@ -190,7 +190,7 @@ def stream_units(engines: Engines, context: dict[str, Any], descriptors: list[di
         per_host[h] -= 1
         try:
             table = ray.get(ready[0])
-        except (ActorDiedError, ActorUnavailableError, RayActorError) as err:
+        except RayActorError as err:
             sends[unit["unit_id"]] = sends.get(unit["unit_id"], 0) + 1
             if sends[unit["unit_id"]] >= max_sends:
                 raise RuntimeError(f"unit {unit['unit_id']}: its engine actor died {max_sends} times") from err

@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.bench.common import MAX_MODEL_LEN, SEED, cpu_env
+from jobs.bench.common import MAX_MODEL_LEN, SEED, chat_texts, cpu_env, engine_settings
 from jobs.bench.prompt_sets import long_tail
 
 FIRST_GOAL_SECONDS = 2.0  # the first batch, over plain vLLM's start-up plus generate
@@ -58,19 +58,14 @@ def _plain_main(path: str) -> None:
     os.environ.update(cpu_env())
     from vllm import LLM, SamplingParams
 
-    from operators.prompts import chat_messages
-
-    llm = LLM(model=data["model"], dtype=data["dtype"], max_model_len=MAX_MODEL_LEN,
-              enforce_eager=data["eager"], seed=SEED)
+    llm = LLM(**engine_settings(data["model"], data["dtype"], data["eager"]))
     loaded_at = time.time()
     tokenizer = llm.get_tokenizer()
     params = SamplingParams(max_tokens=data["max_tokens"], temperature=0.0, seed=SEED)
     walls, first_result_at = [], None
     for batch in data["batches"]:
         began = time.time()
-        texts = [tokenizer.apply_chat_template(chat_messages(p, None), tokenize=False, add_generation_prompt=True)
-                 for p in batch]
-        llm.generate(texts, params, use_tqdm=False)
+        llm.generate(chat_texts(tokenizer, batch, None), params, use_tqdm=False)
         walls.append(time.time() - began)
         first_result_at = first_result_at or time.time()
     print(json.dumps({"loaded_at": loaded_at, "first_result_at": first_result_at, "batch_seconds": walls}))

@@ -18,6 +18,14 @@ def engine_settings(model_path: str, dtype: str, enforce_eager: bool) -> dict[st
             "enforce_eager": enforce_eager, "seed": SEED}
 
 
+def chat_texts(tokenizer: Any, prompts: list[str], system_prompt: str | None) -> list[str]:
+    """The prompts as plain vLLM is given them: each in the model's chat template."""
+    from operators.prompts import chat_messages
+
+    return [tokenizer.apply_chat_template(chat_messages(p, system_prompt), tokenize=False, add_generation_prompt=True)
+            for p in prompts]
+
+
 def cpu_env() -> dict[str, str]:
     """The environment an engine on all of this machine's cores wants (GPU engines ignore it)."""
     from operators.engine import engine_env

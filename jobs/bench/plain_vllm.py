@@ -7,8 +7,7 @@ import json
 import os
 import time
 
-from jobs.bench.common import RunnerResult, cpu_env, engine_settings, runner_args, write_result
-from operators.prompts import chat_messages
+from jobs.bench.common import RunnerResult, chat_texts, cpu_env, engine_settings, runner_args, write_result
 
 
 def main() -> None:
@@ -22,8 +21,7 @@ def main() -> None:
     llm = LLM(**engine_settings(args.model, args.dtype, args.enforce_eager))
     tokenizer = llm.get_tokenizer()
     began = time.time()
-    texts = [tokenizer.apply_chat_template(chat_messages(p, data["system_prompt"]), tokenize=False,
-                                           add_generation_prompt=True) for p in data["prompts"]]
+    texts = chat_texts(tokenizer, data["prompts"], data["system_prompt"])
     params = [SamplingParams(max_tokens=m, temperature=0.0, seed=0) for m in data["max_tokens"]]
     outputs = llm.generate(texts, params, use_tqdm=False)
     ended = time.time()
