@@ -8,6 +8,7 @@ import sys
 from operators.failures import CLASSES
 from cluster.models import ModelChangedError, ModelNotFoundError, fetch, models_dir
 from cluster.models.builtin import BUILDERS
+from jobs.bench.common import COMPILE_MODES
 from pipelines.export import FORMATS
 from pipelines.inputs import InputError
 from pipelines.redact import redact_url
@@ -145,7 +146,7 @@ def _bench(args: argparse.Namespace) -> int:
     from jobs.bench.main import bench
 
     figures = bench(quick=args.quick, sets=args.sets, runners=args.runners, out=args.out, model=args.model,
-                    eager=not args.compiled, prompts=args.prompts, rounds=args.rounds)
+                    compile="compiled" if args.compiled else args.compile, prompts=args.prompts, rounds=args.rounds)
     failed = [r for s in figures["sets"].values() for rd in s["rounds"] for r in rd["runners"].values()
               if "error" in r]
     return 1 if failed else 0
@@ -226,7 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sets", nargs="+", choices=["long_tail", "shared_system"], help="default: both")
     p.add_argument("--runners", nargs="+", choices=["plain_vllm", "spotbatch", "ray_data_llm"], help="default: all")
     p.add_argument("--model", default="smollm2-135m", help="model name or folder")
-    p.add_argument("--compiled", action="store_true", help="let vLLM compile (slower start); default eager")
+    p.add_argument("--compile", choices=COMPILE_MODES, default="eager",
+                   help="eager (default), compiled, or default: what a spec without model.enforce_eager gets "
+                        "(spotbatch decides by the work ahead; the other runners are given its choice)")
+    p.add_argument("--compiled", action="store_true", help="the same as --compile compiled")
     p.add_argument("--rounds", type=_at_least_one, default=1,
                    help="run the runners in turn this many times; ratios are the median of the rounds")
     p.add_argument("--out", default="spotbatch-bench.json", help="where the JSON figures go")

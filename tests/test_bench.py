@@ -46,6 +46,13 @@ def test_adhoc_bench_times_each_batch_against_plain_vllm(tmp_path, tiny_model):
     # the second batch ran on the first one's engine: far faster than the first, which loaded it
     assert second["spotbatch_seconds"] < first["spotbatch_seconds"] / 2
     assert "batch 2: spotbatch" in proc.stdout and "warm generate" in proc.stdout
+    # The default a user gets: two short prompts run eager, and plain vLLM was given the same.
+    assert figures["enforce_eager"] is True and figures["compile_choice"].startswith("eager: about")
+    # The first batch again, Ray up and the engines released: a new engine loads, Ray does not start.
+    again = figures["first_batch_ray_up"]
+    assert again["ray_already_up"] and again["plain_vllm_seconds"] == first["plain_vllm_seconds"]
+    assert not again["startup"]["warm_engine"] and again["startup"]["model_load"] > 0
+    assert again["startup"]["ray"] < first["startup"]["ray"]
 
 
 def test_bench_engine_settings_carry_no_cpu_assumption(monkeypatch):

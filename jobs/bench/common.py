@@ -18,6 +18,23 @@ def engine_settings(model_path: str, dtype: str, enforce_eager: bool) -> dict[st
             "enforce_eager": enforce_eager, "seed": SEED}
 
 
+COMPILE_MODES = ("eager", "compiled", "default")
+
+
+def compile_for(mode: str, rows: int, max_tokens: int, engines: int = 1) -> tuple[bool, bool | None, str]:
+    """(eager, spotbatch's model.enforce_eager, why) for a bench's `--compile` mode. `default`
+    is what a user gets who leaves it unset: spotbatch decides (pipelines/compile_choice.py),
+    and the other runners are given the same choice, so the comparison is of the tools."""
+    from pipelines.compile_choice import choose
+
+    import torch
+
+    if mode != "default":
+        return mode == "eager", mode == "eager", f"--compile {mode}"
+    choice = choose(None, rows=rows, max_tokens=max_tokens, engines=engines, gpu=torch.cuda.is_available())
+    return choice.enforce_eager, None, choice.reason
+
+
 def chat_texts(tokenizer: Any, prompts: list[str], system_prompt: str | None) -> list[str]:
     """The prompts as plain vLLM is given them: each in the model's chat template."""
     from operators.prompts import chat_messages

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jobs.bench.common import RunnerResult
+from jobs.bench.common import RunnerResult, compile_for
 from jobs.bench.prompt_sets import SETS, PromptSet
 from jobs.bench.spotbatch_runner import run_spotbatch
 
@@ -53,7 +53,9 @@ def _subprocess_runner(module: str, prompts_file: Path, out: Path, model: str, d
         raise RuntimeError(f"{module} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
 
 
-def run_one(runner: str, prompts: PromptSet, work: Path, model: str, dtype: str, eager: bool) -> dict[str, Any]:
+def run_one(runner: str, prompts: PromptSet, work: Path, model: str, dtype: str, eager: bool,
+            spotbatch_eager: bool | None = None) -> dict[str, Any]:
+    """`spotbatch_eager` is spotbatch's model.enforce_eager (None: it decides; the others run `eager`)."""
     prompts_file = work / "prompts.json"
     prompts_file.write_text(json.dumps({"prompts": prompts.prompts, "max_tokens": prompts.max_tokens,
                                         "system_prompt": prompts.system_prompt}))
@@ -61,7 +63,7 @@ def run_one(runner: str, prompts: PromptSet, work: Path, model: str, dtype: str,
     launched = time.time()
     extra: dict[str, Any] = {}
     if runner == "spotbatch":
-        result, units = run_spotbatch(prompts, work / "spotbatch", model, dtype, eager)
+        result, units = run_spotbatch(prompts, work / "spotbatch", model, dtype, spotbatch_eager)
         extra["units"] = units
     else:
         _subprocess_runner(f"jobs.bench.{runner}", prompts_file, out, model, dtype, eager)
@@ -76,22 +78,25 @@ def run_one(runner: str, prompts: PromptSet, work: Path, model: str, dtype: str,
 
 
 def bench(quick: bool = False, sets: list[str] | None = None, runners: list[str] | None = None,
-          out: str = "spotbatch-bench.json", model: str = "smollm2-135m", eager: bool = True,
+          out: str = "spotbatch-bench.json", model: str = "smollm2-135m", compile: str = "eager",
           prompts: int | None = None, rounds: int = 1) -> dict[str, Any]:
     """`rounds` > 1 runs the runners in turn that many times: this machine's speed drifts
     between runs (plain vLLM alone: 96 to 107 tokens/s on the same prompts), so each round's
-    ratio compares neighbours, and the median of the rounds is reported."""
+    ratio compares neighbours, and the median of the rounds is reported. `compile` is eager,
+    compiled, or default: what a user who leaves model.enforce_eager unset gets (per set)."""
     from operators.engine import effective_dtype
     from cluster.models import fetch
 
     model_path = str(fetch(model))
     dtype = effective_dtype("auto", on_cpu=not _has_gpu())
     n = prompts or SIZES["quick" if quick else "full"]
-    figures: dict[str, Any] = {"machine": machine(), "model": model, "dtype": dtype, "enforce_eager": eager,
+    figures: dict[str, Any] = {"machine": machine(), "model": model, "dtype": dtype, "compile": compile,
                                "prompts_per_set": n, "rounds": rounds, "sets": {}}
     for set_name in sets or list(SETS):
         prompt_set = SETS[set_name](n)
-        entry: dict[str, Any] = {"notes": prompt_set.notes, "rounds": []}
+        eager, spotbatch_eager, why = compile_for(compile, len(prompt_set), max(prompt_set.max_tokens))
+        entry: dict[str, Any] = {"notes": prompt_set.notes, "rounds": [], "enforce_eager": eager, "compile_choice": why}
+        print(f"bench: {set_name}: {'eager' if eager else 'compiled'} ({why})", flush=True)
         figures["sets"][set_name] = entry
         for r in range(rounds):
             this_round: dict[str, Any] = {}
@@ -99,7 +104,8 @@ def bench(quick: bool = False, sets: list[str] | None = None, runners: list[str]
                 print(f"bench: {set_name}: {runner} on {n} prompts (round {r + 1} of {rounds}) ...", flush=True)
                 with tempfile.TemporaryDirectory(prefix=f"sb-bench-{runner}-") as work:
                     try:
-                        this_round[runner] = run_one(runner, prompt_set, Path(work), model_path, dtype, eager)
+                        this_round[runner] = run_one(runner, prompt_set, Path(work), model_path, dtype, eager,
+                                                        spotbatch_eager)
                     except Exception as err:  # one runner failing must not lose the others' figures
                         this_round[runner] = {"error": str(err)[-2000:]}
                 print(format_runner(runner, this_round[runner]), flush=True)

@@ -33,22 +33,24 @@ def write_input(prompts: PromptSet, folder: Path, shards: int = 4) -> Path:
     return folder
 
 
-def spec_for(prompts: PromptSet, input_dir: Path, output: Path, model: str, dtype: str, enforce_eager: bool,
+def spec_for(prompts: PromptSet, input_dir: Path, output: Path, model: str, dtype: str, enforce_eager: bool | None,
              units: int) -> dict:
+    """`enforce_eager` None leaves it unset, as a user's spec does: the run decides."""
     # Units sized so the run has several: the harder case (unit boundaries, commits) that a
     # real dataset has, instead of one unit that is just one long generate.
     est_tokens = sum(len(p) for p in prompts.prompts) // 4 + len(prompts) * 40
     return {
         "input": {"paths": [str(input_dir)], "id_column": "id", "prompt_column": "prompt",
                   "max_tokens_column": "max_tokens", "system_prompt": prompts.system_prompt},
-        "model": {"name": model, "dtype": dtype, "max_model_len": MAX_MODEL_LEN, "enforce_eager": enforce_eager},
+        "model": {"name": model, "dtype": dtype, "max_model_len": MAX_MODEL_LEN,
+                  **({} if enforce_eager is None else {"enforce_eager": enforce_eager})},
         "sampling": {"max_tokens": max(prompts.max_tokens), "temperature": 0.0, "seed": SEED},
         "compute": {"actors": 1, "tokens_per_unit": max(1, est_tokens // units)},
         "output": {"path": str(output)},
     }
 
 
-def run_spotbatch(prompts: PromptSet, work: Path, model: str, dtype: str, enforce_eager: bool,
+def run_spotbatch(prompts: PromptSet, work: Path, model: str, dtype: str, enforce_eager: bool | None,
                   units: int | None = None) -> tuple[RunnerResult, int]:
     """Returns the result and how many units the run had. Default: one per 160 prompts, so
     each unit holds more requests than the engine runs at once, as units of the default
@@ -73,6 +75,9 @@ def run_spotbatch(prompts: PromptSet, work: Path, model: str, dtype: str, enforc
         engine = end["engine"]
         if engine["last_finished_at"] and engine["last_finished_at"] >= latest.get(actor, {}).get("last_finished_at", 0):
             latest[actor] = engine
+    # What its engines ran (the spec's word, or the run's choice), as each actor recorded it.
+    compiled = {("eager" if a["compile"]["enforce_eager"] else "compiled")
+                for a in Records(OutputStore(str(output))).actors().values() if a.get("compile")}
     first = min(e["first_added_at"] for e in latest.values())
     last = max(e["last_finished_at"] for e in latest.values())
     busy = sum(e["busy_seconds"] for e in latest.values())
@@ -85,6 +90,6 @@ def run_spotbatch(prompts: PromptSet, work: Path, model: str, dtype: str, enforc
         last_result_at=last,
         busy_fraction=busy / (last - first) / len(latest) if last > first else None,
         notes=f"{len(ends)} units, 1 engine actor, at most {max(e['max_running'] for e in latest.values())} "
-              f"requests in the engine at once",
+              f"requests in the engine at once, {' and '.join(sorted(compiled)) or 'eager or compiled unrecorded'}",
     )
     return result, len(ends)
