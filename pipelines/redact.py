@@ -29,10 +29,34 @@ SAFE_OPTIONS = frozenset({
     "requests_timeout", "account_name", "use_emulator", "timeout", "auto_mkdir",
 })
 _USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]+@")
+_USERINFO_ANYWHERE = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
 
 
 def redact_url(value: str) -> str:
     return _USERINFO.sub(rf"\1{REDACTED}@", value)
+
+
+def redact_message(text: str, options: dict[str, Any] | None = None) -> str:
+    """An error's text fit to be shown and recorded: userinfo stripped from every URL in it, and
+    every value of `options` not known to be safe replaced wherever it appears.
+
+    >>> redact_message("GET s3://AKIA:wJalr@b/k failed for key wJalr", {"secret": "wJalr"})
+    'GET s3://<redacted>@b/k failed for key <redacted>'
+    """
+    text = _USERINFO_ANYWHERE.sub(rf"\1{REDACTED}@", text)
+    for value in _secret_values(options or {}):
+        text = text.replace(value, REDACTED)
+    return text
+
+
+def _secret_values(options: dict[str, Any]) -> list[str]:
+    found: list[str] = []
+    for name, value in options.items():
+        if isinstance(value, dict):
+            found += _secret_values(value)
+        elif name not in SAFE_OPTIONS and isinstance(value, str) and len(value) >= 4:
+            found.append(value)
+    return found
 
 
 def redact_options(options: dict[str, Any]) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from pipelines import compile_choice
 from pipelines.deadline import deadline_at
 from pipelines.progress import RunMonitor
 from pipelines.redact import redact_spec, redact_url
-from pipelines.spec import PipelineSpec
+from pipelines.spec import PipelineSpec, SpecError
 from pipelines.stages import UnitGenerator
 from pipelines.stopping import DEADLINE, StopWatch
 from pipelines.store.counts import UnitCounts, counts_of
@@ -145,7 +145,25 @@ def identify_models(spec: PipelineSpec) -> dict[str, dict]:
     """Every model the spec names, found and pinned (cluster/models): a typo, a repo not in an
     offline cache or a URL with no model stops the run here, before anything is written."""
     named = spec.models.items() if spec.routed else [(SINGLE_MODEL, spec.model)]
+    for name, model in named:
+        check_compile_cache(model, f"models.{name}" if name else "model")
     return {name: identify(model, redact_url(model.name)).to_json() for name, model in named}
+
+
+def check_compile_cache(model, field: str) -> None:
+    """A shared compile cache an engine may use must be readable now, not found unreadable on
+    every node after the run has started (where it would only be reported)."""
+    from cluster.compile_cache import SharedCompileCache
+    from pipelines.redact import redact_message
+
+    cache = model.compile_cache
+    if cache is None or model.enforce_eager is True:  # eager engines never compile
+        return
+    try:
+        SharedCompileCache(cache.path, cache.storage_options).check()
+    except Exception as err:
+        raise SpecError(f"{field}.compile_cache.path: cannot list {redact_url(cache.path)}: "
+                        f"{err.__class__.__name__}: {redact_message(str(err), cache.storage_options)[:300]}") from None
 
 
 def refuse_while_running(store: OutputStore) -> None:

@@ -119,6 +119,13 @@ def template_columns(template: str) -> list[str]:
     return names
 
 
+class CompileCacheSpec(_Section):
+    path: str = Field(description="A folder (s3://, gs://, a shared file system) holding vLLM's compile cache "
+                      "for every node: a new node loads what another compiled (cluster/compile_cache.py).")
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for the folder; "
+                                            "never written down.")
+
+
 class ModelSpec(_Section):
     name: str = Field(
         "smollm2-135m", description="A built-in name (smollm2-135m, tiny-random), a local folder, a hub repo id "
@@ -154,9 +161,19 @@ class ModelSpec(_Section):
         None, gt=0, description="An eager engine's output tokens/s, if known (default: 100 on CPU, 2,000 on "
         "GPU); weighs the choice when enforce_eager is unset.",
     )
+    compile_cache: CompileCacheSpec | None = Field(
+        None, description="Where the fleet's nodes share what their engines compiled, e.g. a folder beside the "
+        "model (s3://bucket/models/llama-ft-compiled/); a URL alone, or {path, storage_options}. Unset: each node "
+        "keeps its own (vLLM's cache under VLLM_CACHE_ROOT).",
+    )
     engine_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Other vllm.LLM arguments, passed through unchanged."
     )
+
+    @field_validator("compile_cache", mode="before")
+    @classmethod
+    def _compile_cache_url(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str) else value
 
     @field_validator("chat_template")
     @classmethod

@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cluster.compile_cache import around_engine_start
 from cluster.cpu_priority import restore_priority
 from cluster.models import ModelChangedError, ModelSource, resolve
 from cluster.node_facts import this_node
@@ -140,8 +141,16 @@ class UnitGenerator:
             chat_template=spec.model.chat_template,
             chat_template_kwargs=spec.model.chat_template_kwargs,
         )
-        # Built on the feeder's thread, which alone runs it (operators/feeder.py says why).
-        self.feeder = EngineFeeder(lambda: VLLMEngine(config), spec.compute.max_tokens_in_flight)
+        shared = spec.model.compile_cache
+        began = time.time()
+        # What other nodes compiled is copied in first, and what this engine compiles is shared.
+        with around_engine_start(shared.path if shared else None, shared.storage_options if shared else None,
+                                 compiles=not config.enforce_eager) as report:
+            # Built on the feeder's thread, which alone runs it (operators/feeder.py says why).
+            self.feeder = EngineFeeder(lambda: VLLMEngine(config), spec.compute.max_tokens_in_flight)
+        # What the choice cost: the engine's start (its load and, compiled, its compile).
+        self.compile_choice = {**self.compile_choice, "engine_start_seconds": round(time.time() - began, 2),
+                               **({"cache": report.to_json()} if report else {})}
         loaded = self.feeder.engine.loaded_dtype
         if records.pin_loaded_dtype(model_name, loaded, self.actor_id) != loaded:  # another node's first engine won
             raise ModelChangedError(f"model {spec.model.name!r}: this engine loaded {loaded}, the run's engines "
