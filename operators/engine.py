@@ -87,8 +87,9 @@ def cpu_engine_env(threads: int, cores: int, kv_cache_gib: int = 1) -> dict[str,
         # vLLM 0.32's AOT compile cache (its default with torch >= 2.10) never loads on CPU: the
         # loaded function is a plain function, and vLLM calls finalize_loading on it ("Compiling
         # model again due to a load failure ... 'function' object has no attribute
-        # 'finalize_loading'"). Its older cache loads: a compiled SmolLM2 engine started again on
-        # a node in 30.0 s against 126.8 s the first time (and 101.8 s again with the AOT cache).
+        # 'finalize_loading'"). Without it, a compiled SmolLM2 engine started again on a node in
+        # 39.8 s against 135.4 s cold (torch inductor's kernels reused); with it, 129.4 s against
+        # 171.2 s (`python -m jobs.bench.compile_cache --aot`).
         "VLLM_USE_AOT_COMPILE": os.environ.get("VLLM_USE_AOT_COMPILE", "0"),
     }
 

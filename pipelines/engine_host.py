@@ -61,4 +61,4 @@ class EngineHost:
         whether a model is loaded."""
         g = self.generator
         return {"actor_id": g.actor_id if g else None, "loaded": g is not None,
-                "last_work_end": self.last_work_end}
+                "loaded_dtype": g.loaded if g else None, "last_work_end": self.last_work_end}

@@ -30,7 +30,7 @@ from pipelines.deadline import deadline_at
 from pipelines.progress import RunMonitor
 from pipelines.redact import redact_spec, redact_url
 from pipelines.spec import PipelineSpec, SpecError
-from pipelines.stages import UnitGenerator
+from pipelines.stages import MODEL, UnitGenerator
 from pipelines.stopping import DEADLINE, StopWatch
 from pipelines.store.counts import UnitCounts, counts_of
 from pipelines.store.startup import startup
@@ -435,8 +435,9 @@ def _stream_warm(spec: PipelineSpec, spec_data: dict, engine_args: dict, descrip
     the next run."""
     from pipelines.warm_pool import POOL, engine_key, stream_units
 
+    records = Records(OutputStore(spec.output.path, spec.output.storage_options))
     engines = POOL.take(engine_key(engine_args["spec_data"], engine_args["model_source"], resources),
-                        resources, keep_warm)
+                        resources, keep_warm, dtype=records.loaded_dtype(engine_args["route_name"] or MODEL))
     try:
         yield from stream_units(engines, {**engine_args, "read_spec_data": spec_data}, descriptors,
                                 resources.units_in_flight, max_sends=2 * spec.compute.max_attempts + 2)

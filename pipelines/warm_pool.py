@@ -53,6 +53,7 @@ class Engines:
     # held after it, until released, is written to its records and priced in its ledger.
     last_output: tuple[str, dict] | None = None
     actor_ids: list[str] = field(default_factory=list)
+    loaded_dtype: str | None = None  # what their engines loaded (`auto` depends on the hardware)
 
 
 class WarmPool:
@@ -63,14 +64,20 @@ class WarmPool:
         self._lock = threading.Lock()
         self._reaper: threading.Thread | None = None
 
-    def take(self, key: str, resources: ActorResources, keep_warm_seconds: float) -> Engines:
-        """The engines for `key` (created if there are none), marked busy until `give_back`."""
+    def take(self, key: str, resources: ActorResources, keep_warm_seconds: float,
+             dtype: str | None = None) -> Engines:
+        """The engines for `key` (created if there are none), marked busy until `give_back`.
+        `dtype` is what the run's output pinned (its first engine loaded it): warm engines that
+        loaded another are let go, and new ones load it."""
         import ray
 
         from pipelines.engine_host import EngineHost
 
         with self._lock:
             engines = self._engines.get(key)
+            if engines is not None and not engines.busy and dtype and engines.loaded_dtype not in (None, dtype):
+                self._kill(engines)
+                engines = None
             if engines is None:
                 # One set of engines is kept warm at a time: idle ones of other settings go
                 # first, so they never hold the CPUs or GPUs the new ones need (a routed run's
@@ -93,6 +100,7 @@ class WarmPool:
         try:
             served = ray.get([h.identity.remote() for h in engines.hosts], timeout=30)
             engines.actor_ids = [s["actor_id"] for s in served if s["actor_id"]]
+            engines.loaded_dtype = next((s["loaded_dtype"] for s in served if s["loaded_dtype"]), None)
         except Exception:  # an actor lost at the very end: its records say when it was last seen
             engines.actor_ids = []
         engines.last_output = output

@@ -156,3 +156,21 @@ def test_a_warm_engine_whose_node_is_lost_between_runs_is_replaced_and_the_next_
         assert second_actor != actor_id  # a new engine, on the node that is left
     finally:
         cluster.shutdown()
+
+
+def test_a_warm_engine_of_another_dtype_than_the_output_pinned_is_replaced(tmp_path, ray_cluster, tiny_model):
+    """An output keeps the dtype its first engine loaded (`auto` depends on the hardware): a warm
+    engine that loaded another is let go, and a new one loads the pinned dtype."""
+    from pipelines.stages import MODEL
+
+    first = run(spec(tmp_path, "first", keep_warm=300), interactive=False)
+    ((warm_id, warm),) = actors_of(tmp_path, "first").items()
+    other = "float32" if warm["loaded_dtype"] != "float32" else "bfloat16"
+    Records(OutputStore(str(tmp_path / "second"))).pin_loaded_dtype(MODEL, other, "an-engine-elsewhere")
+    try:
+        second = run(spec(tmp_path, "second", keep_warm=300), interactive=False)
+    finally:
+        release_engines()
+    assert first.finished and second.finished and exact(tmp_path, "second")
+    ((new_id, new),) = actors_of(tmp_path, "second").items()
+    assert new_id != warm_id and new["loaded_dtype"] == other and not second.startup["warm_engine"]
