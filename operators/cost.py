@@ -93,6 +93,9 @@ class CostSummary:
     actors: int
     reference: dict[str, Any] | None = None
     by_model: dict[str, dict[str, Any]] = field(default_factory=dict)  # routed runs: a line per model
+    # The S3 requests the runs made and their price, beside (not in) total_usd, the engines' cost:
+    # {"requests": {class: n}, "usd": ..., "as_of": ..., "source": ...} (pipelines/store/ledger.py)
+    storage: dict[str, Any] | None = None
 
     @property
     def usd_per_1m_input_tokens(self) -> float | None:

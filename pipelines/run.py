@@ -15,6 +15,7 @@ from typing import Callable
 
 import pyarrow as pa
 
+from cluster import storage_requests
 from cluster.console import Console
 from cluster.resources import ActorResources
 from cluster.session import ray_session
@@ -203,6 +204,7 @@ def run(spec: PipelineSpec, address: str | None = None, new_run: bool = False,
     from pipelines.formats.batch_files import resolve_input
 
     started = time.monotonic()
+    requests_before = storage_requests.snapshot()  # planning's requests are the run's too
     sources = identify_models(spec)
     spec = resolve_input(spec, new_run)
     store, plan = prepare(spec, new_run=new_run, sources=sources)
@@ -212,13 +214,13 @@ def run(spec: PipelineSpec, address: str | None = None, new_run: bool = False,
     # stay exactly-once either way; pipelines/unit_protocol.py says how they keep apart).
     start = random.SystemRandom().randrange(len(pending)) if pending else 0  # libraries seed `random`
     return run_units(spec, store, plan, pending[start:] + pending[:start], address=address,
-                     interactive=interactive, started=started, verbose=verbose)
+                     interactive=interactive, started=started, verbose=verbose, requests_before=requests_before)
 
 
 def run_units(spec: PipelineSpec, store: OutputStore, plan: Plan, pending: list[Unit], *,
               address: str | None = None, interactive: bool | None = None,
               only_ids: dict[str, pa.Array] | None = None, started: float | None = None,
-              verbose: bool | None = None) -> RunSummary:
+              verbose: bool | None = None, requests_before: dict[str, int] | None = None) -> RunSummary:
     """Run the pending units of a planned output, and price the whole output.
 
     The one way units are run: `run` passes the units not yet committed, `--retry-failed`
@@ -227,6 +229,7 @@ def run_units(spec: PipelineSpec, store: OutputStore, plan: Plan, pending: list[
     against the budget. Finished means every unit is committed, or, with `only_ids`, every
     retried unit was merged."""
     started = time.monotonic() if started is None else started
+    requests_before = storage_requests.snapshot() if requests_before is None else requests_before
     reference = spec.cost.reference.model_dump() if spec.cost.reference else None
     summary = RunSummary(output=redact_url(spec.output.path), units_total=len(plan.units))
     if pending:
@@ -239,7 +242,8 @@ def run_units(spec: PipelineSpec, store: OutputStore, plan: Plan, pending: list[
             summary.stopped = _stream_pending(spec, plan, pending, store, summary, address=address,
                                               usd_before=usd_before, reference=reference,
                                               interactive=interactive, only_ids=only_ids, verbose=verbose,
-                                              invoked_at=time.time() - (time.monotonic() - started))
+                                              invoked_at=time.time() - (time.monotonic() - started),
+                                              requests_before=requests_before)
     if only_ids is None:
         summary.finished = store.committed_units() >= {u.unit_id for u in plan.units}
     else:
@@ -257,7 +261,8 @@ def run_units(spec: PipelineSpec, store: OutputStore, plan: Plan, pending: list[
 def _stream_pending(spec: PipelineSpec, plan: Plan, pending: list, store: OutputStore, summary: RunSummary, *,
                     address: str | None, usd_before: float, reference: dict | None,
                     interactive: bool | None, only_ids: dict[str, pa.Array] | None = None,
-                    verbose: bool | None = None, invoked_at: float | None = None) -> str | None:
+                    verbose: bool | None = None, invoked_at: float | None = None,
+                    requests_before: dict[str, int] | None = None) -> str | None:
     """Stream the pending units into `summary`; returns why the run stopped early, if it did."""
     records = Records(store)
     run_id = new_id()
@@ -286,7 +291,9 @@ def _stream_pending(spec: PipelineSpec, plan: Plan, pending: list, store: Output
                                 monitor, address, console)
     finally:
         monitor.close()
-        records.run_record(run_id, {**run_record, "ended_at": time.time(), "stopped": monitor.stopped})
+        records.run_record(run_id, {**run_record, "ended_at": time.time(), "stopped": monitor.stopped,
+                                    # the driver's S3 requests, planning on (its actors' are their own)
+                                    "storage_requests": storage_requests.since(requests_before or {})})
     return monitor.stopped
 
 

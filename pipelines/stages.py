@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cluster import storage_requests
 from cluster.compile_cache import around_engine_start
 from cluster.cpu_priority import restore_priority
 from cluster.models import ModelChangedError, ModelSource, resolve
@@ -46,6 +47,7 @@ class UnitGenerator:
                  *, model_source: dict[str, Any], retry: bool = False, route_name: str | None = None,
                  started_at: float | None = None, compile_choice: dict[str, Any] | None = None):
         started_at = started_at or time.time()  # the actor's node-seconds are counted from here
+        self.requests_since: dict[str, int] = {}  # its S3 requests count for its run from here: all of them
         spec = PipelineSpec.model_validate(spec_data)
         self.actor_id = new_id()
         self.niceness = restore_priority()  # before the engine's threads exist: they inherit it
@@ -81,6 +83,8 @@ class UnitGenerator:
         time it was held between runs is priced in this run's ledger."""
         spec = PipelineSpec.model_validate(spec_data)
         model_name = route_name or MODEL
+        if warm is not None:  # a warm engine's requests before this run were its earlier runs'
+            self.requests_since = storage_requests.snapshot()
         records = Records(OutputStore(spec.output.path, spec.output.storage_options))
         if warm is not None and records.pin_loaded_dtype(model_name, self.loaded, self.actor_id) != self.loaded:
             raise ModelChangedError(f"this warm engine loaded {self.loaded}; the output's engines load "
@@ -104,7 +108,7 @@ class UnitGenerator:
             generate=generate, cache=ResponseCache(cache_path, cache_options) if cache_path else None,
             store=records.store, retry=retry, engine_stats=self.feeder.stats.to_json,
             # The dtype vLLM loaded counts too: `auto` is float32 on some CPUs and bf16 elsewhere.
-            model_key=model_cache_key(spec, model_source, self.loaded))
+            model_key=model_cache_key(spec, model_source, self.loaded), storage_requests=self._requests)
         # A large fleet beats less often (pipelines/store/records.py says why that is safe).
         beat_period = beat_seconds(spec.compute.max_actors or spec.compute.actors or 1)
         records.actor_started(self.actor_id, {
@@ -158,6 +162,10 @@ class UnitGenerator:
                                     f"hardware); set model.dtype to that and run again")
         return {**fetched, "dtype_from_run": pinned_dtype is not None}, loaded
 
+    def _requests(self) -> dict[str, int]:
+        """This actor's S3 requests for its current run (cluster/storage_requests.py)."""
+        return storage_requests.since(self.requests_since)
+
     def _watch_notice(self) -> None:
         """On a spot termination notice: tell Ray to place nothing new on this node, finish
         and commit the unit in hand, then leave. Ray restarts the actor on another node and
@@ -167,12 +175,12 @@ class UnitGenerator:
             time.sleep(cfg.poll_seconds)
         self._draining = True
         self.records.actor_beat(self.actor_id, {"time": time.time(), "period": self.beat_seconds,
-                                                "notice": notice.detail})
+                                                "notice": notice.detail, "storage_requests": self._requests()})
         drain_this_node(f"spot notice ({notice.source}): {notice.detail}", cfg.window_seconds)
         with self._idle:
             self._idle.wait_for(lambda: self._in_hand == 0)
             self.records.actor_beat(self.actor_id, {"time": time.time(), "period": self.beat_seconds,
-                                                    "drained": notice.detail})
+                                                    "drained": notice.detail, "storage_requests": self._requests()})
             os._exit(0)  # not ray.actor.exit_actor(): an intended exit would not be restarted
 
     def _beat(self) -> None:
@@ -180,7 +188,8 @@ class UnitGenerator:
         while True:
             try:
                 self.records.actor_beat(self.actor_id, {"time": time.time(), "period": self.beat_seconds,
-                                                        "engine": self.feeder.stats.to_json()})
+                                                        "engine": self.feeder.stats.to_json(),
+                                                        "storage_requests": self._requests()})
             except Exception:  # a missed beat only makes the estimate of its end earlier
                 pass
             time.sleep(self.beat_seconds)

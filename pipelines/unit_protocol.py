@@ -154,7 +154,7 @@ class UnitProtocol:
     def __init__(self, spec: PipelineSpec, *, fingerprint: str, run_id: str, actor_id: str, node_id: str,
                  generate: Generate, store: OutputStore | None = None, cache: ResponseCache | None = None,
                  retry: bool = False, engine_stats: Callable[[], dict] = dict, turns: EngineTurns | None = None,
-                 model_key: str | None = None):
+                 model_key: str | None = None, storage_requests: Callable[[], dict] = dict):
         self.spec = spec
         self.fingerprint = fingerprint
         self.run_id = run_id
@@ -166,6 +166,7 @@ class UnitProtocol:
         self.cache = cache
         self.retry = retry  # units are failed rows of committed units, merged back when done
         self.engine_stats = engine_stats  # the engine's figures, kept in each attempt's end record
+        self.storage_requests = storage_requests  # the actor's S3 requests for this run so far (the ledger's)
         self.turns = turns or EngineTurns()  # the actor's: units share its engine, a suspect runs alone
         self.model_key = model_key if model_key is not None else model_cache_key(spec)
 
@@ -237,7 +238,7 @@ class UnitProtocol:
         if outcome == "committed":
             self._share(keys, cols)
         self._end(unit_id, attempt, {"outcome": outcome, "time": time.time(), **counts.to_json(),
-                                     "engine": self.engine_stats()})
+                                     "engine": self.engine_stats(), "storage_requests": self.storage_requests()})
         if outcome == SUPERSEDED:
             return UnitOutcome(**counts.to_json(), unit_id=unit_id, skipped=SUPERSEDED)
         return UnitOutcome(**counts.to_json(), unit_id=unit_id, committed=outcome == "committed")

@@ -164,7 +164,9 @@ def _record_release(output: tuple[str, dict], actor_ids: list[str]) -> None:
     try:
         records = Records(OutputStore(*output))
         for actor_id in actor_ids:
-            records.actor_beat(actor_id, {"time": now, "period": HEARTBEAT_SECONDS, "warm_until": now})
+            # What its last beat said (its storage requests) stays; the time is the release's.
+            last = records.last_beat(actor_id) or {}
+            records.actor_beat(actor_id, {**last, "time": now, "period": HEARTBEAT_SECONDS, "warm_until": now})
     except Exception as err:  # the output cannot be written: its ledger ends at its last beat
         print(f"spotbatch: could not record the release of warm engines: {err!r}")
 

@@ -51,6 +51,28 @@ def _actor_end(actor: dict[str, Any], runs: dict[str, dict[str, Any]], now: floa
     return min(last_seen + period, run_end or now)
 
 
+def storage_cost(runs: dict[str, dict], actors: dict[str, dict], attempts: dict[str, dict]) -> dict[str, Any]:
+    """The S3 requests the output's runs made (cluster/storage_requests.py): each driver's, from
+    its run record, and each engine actor's, from the latest of its beats and attempt ends (its
+    counts only grow), priced at the catalog's request prices."""
+    from cluster.prices import request_prices, requests_usd
+
+    latest: dict[str, dict[str, int]] = {a: r.get("storage_requests") or {} for a, r in actors.items()}
+    for tries in attempts.values():
+        for t in tries.values():
+            counts = (t.get("end") or {}).get("storage_requests")
+            actor = (t.get("start") or {}).get("actor_id")
+            if counts and sum(counts.values()) > sum(latest.get(actor, {}).values()):
+                latest[actor] = counts
+    total: dict[str, int] = {}
+    for counts in [r.get("storage_requests") or {} for r in runs.values()] + list(latest.values()):
+        for kind, n in counts.items():
+            total[kind] = total.get(kind, 0) + n
+    prices = request_prices()
+    return {"requests": dict(sorted(total.items())), "usd": requests_usd(total, prices),
+            "as_of": prices["as_of"], "source": prices["source"]}
+
+
 def compute_ledger(store: OutputStore, reference: dict[str, Any] | None = None, now: float | None = None) -> Ledger:
     records = Records(store)
     now = now or time.time()
@@ -110,6 +132,7 @@ def compute_ledger(store: OutputStore, reference: dict[str, Any] | None = None, 
     timeline = sorted((a.ended_at, a.output_tokens) for a in attempts if a.committed and a.ended_at)
     summary = summarize(actors, input_tokens, output_tokens, reference)
     summary.by_model = per_model(actors, attempts, actor_records)
+    summary.storage = storage_cost(runs, actor_records, records.settled_attempts())
     return Ledger(
         summary=summary,
         actors=pa.Table.from_pylist(actor_rows),

@@ -205,7 +205,12 @@ class Records:
             record["last_seen"] = beat.get("time", record.get("loaded_at") or record["started_at"])
             if "warm_until" in beat:  # a warm engine released after its last run (pipelines/warm_pool.py)
                 record["warm_until"] = beat["warm_until"]
+            if "storage_requests" in beat:  # its S3 requests for its run, as of its latest beat
+                record["storage_requests"] = beat["storage_requests"]
         return result
+
+    def last_beat(self, actor_id: str) -> dict[str, Any] | None:
+        return self._json(f"{ACTORS}/{actor_id}.beat.json")
 
     def live_actors(self) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
         """The actor records and beats as files now, without the folded ones."""
