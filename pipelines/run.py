@@ -230,6 +230,7 @@ def run_units(spec: PipelineSpec, store: OutputStore, plan: Plan, pending: list[
     retried unit was merged."""
     started = time.monotonic() if started is None else started
     requests_before = storage_requests.snapshot() if requests_before is None else requests_before
+    close_record: Callable[[], None] = lambda: None
     reference = spec.cost.reference.model_dump() if spec.cost.reference else None
     summary = RunSummary(output=redact_url(spec.output.path), units_total=len(plan.units))
     if pending:
@@ -239,7 +240,7 @@ def run_units(spec: PipelineSpec, store: OutputStore, plan: Plan, pending: list[
         if budget is not None and usd_before >= budget:
             summary.stopped = "budget"
         else:
-            summary.stopped = _stream_pending(spec, plan, pending, store, summary, address=address,
+            summary.stopped, close_record = _stream_pending(spec, plan, pending, store, summary, address=address,
                                               usd_before=usd_before, reference=reference,
                                               interactive=interactive, only_ids=only_ids, verbose=verbose,
                                               invoked_at=time.time() - (time.monotonic() - started),
@@ -254,6 +255,7 @@ def run_units(spec: PipelineSpec, store: OutputStore, plan: Plan, pending: list[
         write_ledger(store, ledger)  # rewritten when anything ran
         if summary.units_run:  # this run reached a first result (the latest run with one)
             summary.startup = startup(Records(store))
+    close_record()  # its S3 requests up to here (the ledger's reads and writes too) in its run record
     summary.cost = ledger.summary
     return summary
 
@@ -262,8 +264,9 @@ def _stream_pending(spec: PipelineSpec, plan: Plan, pending: list, store: Output
                     address: str | None, usd_before: float, reference: dict | None,
                     interactive: bool | None, only_ids: dict[str, pa.Array] | None = None,
                     verbose: bool | None = None, invoked_at: float | None = None,
-                    requests_before: dict[str, int] | None = None) -> str | None:
-    """Stream the pending units into `summary`; returns why the run stopped early, if it did."""
+                    requests_before: dict[str, int] | None = None) -> tuple[str | None, Callable[[], None]]:
+    """Stream the pending units into `summary`; returns why the run stopped early, if it did,
+    and a call that writes the run record once more, with the driver's S3 requests until then."""
     records = Records(store)
     run_id = new_id()
     run_record = {"invoked_at": invoked_at, "started_at": time.time(), "pid": os.getpid(),
@@ -291,10 +294,14 @@ def _stream_pending(spec: PipelineSpec, plan: Plan, pending: list, store: Output
                                 monitor, address, console)
     finally:
         monitor.close()
-        records.run_record(run_id, {**run_record, "ended_at": time.time(), "stopped": monitor.stopped,
-                                    # the driver's S3 requests, planning on (its actors' are their own)
-                                    "storage_requests": storage_requests.since(requests_before or {})})
-    return monitor.stopped
+        run_record.update(ended_at=time.time(), stopped=monitor.stopped)
+        # the driver's S3 requests, planning on (its actors' are their own)
+        records.run_record(run_id, {**run_record, "storage_requests": storage_requests.since(requests_before or {})})
+
+    def close() -> None:
+        records.run_record(run_id, {**run_record, "storage_requests": storage_requests.since(requests_before or {})})
+
+    return monitor.stopped, close
 
 
 def _stream_watched(spec: PipelineSpec, plan: Plan, pending: list[Unit], store: OutputStore, summary: RunSummary,

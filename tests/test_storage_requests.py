@@ -39,9 +39,11 @@ def test_every_s3_request_is_counted_as_the_wire_sees_it(s3_server):
         fs.rm_file("spotbatch/requests/a.json")
         with fs.open("spotbatch/requests/b.json", "rb") as fh:
             fh.read()
+        with fs.open("spotbatch/requests/c.bin", "wb") as fh:  # a file's writes go another way in s3fs
+            fh.write(b"x" * 1000)
         counted = storage_requests.since(before)
         seen = wire.take()
-    assert counted["PUT"] == 1 and counted["COPY"] == 1 and counted["DELETE"] == 1 and counted["LIST"] >= 1
+    assert counted["PUT"] == 2 and counted["COPY"] == 1 and counted["DELETE"] == 1 and counted["LIST"] >= 1
     assert as_the_wire_classes_them(counted) == seen
 
 
@@ -64,8 +66,7 @@ def test_the_ledger_adds_each_drivers_count_and_each_actors_latest():
 @pytest.mark.s3
 def test_a_runs_ledger_prices_the_s3_requests_it_made(tmp_path, s3_server, tiny_model):
     """A run with its input and output on S3, through the counting proxy: its ledger's count is
-    the wire's, less only what the driver does after it closes its run record (the ledger's own
-    reads and write), and `report` shows it beside the engines' dollars."""
+    the wire's, and `report` shows it beside the engines' dollars."""
     import os
     import subprocess
     import uuid
@@ -102,7 +103,9 @@ def test_a_runs_ledger_prices_the_s3_requests_it_made(tmp_path, s3_server, tiny_
                                      "AWS_SECRET_ACCESS_KEY": options["secret"], "AWS_ENDPOINT_URL": wire.endpoint})
     counted = as_the_wire_classes_them(storage["requests"])
     print(f"counted {counted}, on the wire {seen}")
-    for kind in ("PUT", "GET", "LIST"):
+    for kind in ("GET", "HEAD", "LIST"):  # a multi-object DELETE is a POST on the wire: PUTs are compared in all
         assert 0 < counted[kind] <= seen[kind]
-    assert sum(counted.values()) >= 0.8 * sum(seen.values())
+    # Missed: only what a process did after it last wrote its count (the actor's last beat or
+    # attempt end, the driver's last run record write).
+    assert 0 <= sum(seen.values()) - sum(counted.values()) <= 4, (counted, seen)
     assert storage["usd"] > 0 and "storage: " in report.stdout and "S3 requests" in report.stdout, report.stderr[-2000:]
