@@ -10,9 +10,10 @@ cost:
     seconds_ahead * gain / (1 + gain) > compile_seconds
 
 The work ahead is the pending rows times their max_tokens (an upper bound: answers often stop
-sooner), spread over the engines; the eager speed is `model.eager_tokens_per_second`, else a
-figure per device; the compile cost is `model.compile_seconds`, else a figure per device. Each
-engine records what was chosen and why.
+sooner), spread over the engines. The eager speed, the compile cost and the gain are, each: what
+the spec tells (`model.eager_tokens_per_second`, `model.compile_seconds`), else what this
+driver's earlier runs of the model measured (pipelines/engine_facts.py), else a figure per
+device. Each engine records what was chosen and why.
 """
 
 from __future__ import annotations
@@ -35,15 +36,20 @@ class CompileChoice:
 
 def for_run(spec, rows: int, engines: int) -> CompileChoice:
     """The choice for `rows` pending rows of a run's model (`spec.model`) on `engines` engines."""
+    from pipelines import engine_facts
+
     m = spec.model
+    facts = engine_facts.lookup(m, spec.compute.gpus_per_actor) if m.enforce_eager is None else {}
     return choose(m.enforce_eager, rows=rows, max_tokens=spec.sampling.max_tokens, engines=engines,
                   gpu=spec.compute.gpus_per_actor > 0, compile_seconds=m.compile_seconds,
-                  eager_tokens_per_second=m.eager_tokens_per_second)
+                  eager_tokens_per_second=m.eager_tokens_per_second, measured=facts)
 
 
 def choose(told: bool | None, *, rows: int, max_tokens: int, engines: int, gpu: bool,
-           compile_seconds: float | None = None, eager_tokens_per_second: float | None = None) -> CompileChoice:
-    """The choice for one run's engines.
+           compile_seconds: float | None = None, eager_tokens_per_second: float | None = None,
+           measured: dict | None = None) -> CompileChoice:
+    """The choice for one run's engines; `measured` is what earlier runs measured
+    (pipelines/engine_facts.py).
 
     >>> choose(None, rows=50, max_tokens=256, engines=1, gpu=False).enforce_eager
     True
@@ -55,13 +61,21 @@ def choose(told: bool | None, *, rows: int, max_tokens: int, engines: int, gpu: 
     if told is not None:
         return CompileChoice(told, f"model.enforce_eager: {str(told).lower()} in the spec")
     device = "gpu" if gpu else "cpu"
-    cost = compile_seconds if compile_seconds is not None else DEFAULT_COMPILE_SECONDS[device]
+    m = measured or {}
+    was = f"measured {m.get('measured_at', '')[:10]}".strip()
+    cost, cost_source = ((compile_seconds, "model.compile_seconds") if compile_seconds is not None
+                         else (m["compile_seconds"], was) if m.get("compile_seconds") is not None
+                         else (DEFAULT_COMPILE_SECONDS[device], f"the {device} default"))
     speed, source = ((eager_tokens_per_second, "model.eager_tokens_per_second") if eager_tokens_per_second
+                     else (m["eager_tokens_per_second"], was) if m.get("eager_tokens_per_second")
                      else (DEFAULT_EAGER_TOKENS_PER_SECOND[device], f"the {device} default"))
+    gain, gain_source = ((m["compiled_tokens_per_second"] / m["eager_tokens_per_second"] - 1, was)
+                         if m.get("compiled_tokens_per_second") and m.get("eager_tokens_per_second")
+                         else (COMPILE_GAIN, "measured here once"))
     ahead = rows * max_tokens / max(1, engines) / speed
-    saved = ahead * COMPILE_GAIN / (1 + COMPILE_GAIN)
+    saved = ahead * gain / (1 + gain) if gain > 0 else 0.0
     compile_ = saved > cost
     return CompileChoice(not compile_, (
         f"{'compile' if compile_ else 'eager'}: about {ahead:,.0f} s of decoding ahead of each engine "
-        f"(at {speed:,.0f} tokens/s, {source}) would save {saved:,.0f} s compiled, against a "
-        f"{cost:,.0f} s compile"))
+        f"(at {speed:,.0f} tokens/s, {source}) would save {saved:,.0f} s compiled (at {gain:+.0%}, "
+        f"{gain_source}), against a {cost:,.0f} s compile ({cost_source})"))

@@ -26,7 +26,7 @@ from pipelines.inputs import check_unique_ids, list_shards
 from pipelines.store.ledger import compute_ledger, write_ledger
 from pipelines.store.output import OutputError, OutputStore
 from pipelines.plan import SINGLE_MODEL, Plan, Unit, fingerprint, fingerprint_parts, make_plan, units_in_flight
-from pipelines import compile_choice
+from pipelines import compile_choice, engine_facts
 from pipelines.deadline import deadline_at
 from pipelines.progress import RunMonitor
 from pipelines.redact import redact_spec, redact_url
@@ -255,7 +255,7 @@ def run_units(spec: PipelineSpec, store: OutputStore, plan: Plan, pending: list[
         write_ledger(store, ledger)  # rewritten when anything ran
         if summary.units_run:  # this run reached a first result (the latest run with one)
             summary.startup = startup(Records(store))
-    close_record()  # its S3 requests up to here (the ledger's reads and writes too) in its run record
+    close_record()  # its engines' figures kept, its S3 requests up to here (the ledger's too) recorded
     summary.cost = ledger.summary
     return summary
 
@@ -299,6 +299,10 @@ def _stream_pending(spec: PipelineSpec, plan: Plan, pending: list, store: Output
         records.run_record(run_id, {**run_record, "storage_requests": storage_requests.since(requests_before or {})})
 
     def close() -> None:
+        try:  # what its engines measured, for the next run's compile choice (pipelines/engine_facts.py)
+            engine_facts.remember_run(spec, records.actors(), run_id)
+        except OSError as err:  # a home that cannot be written: the next choice uses the defaults
+            print(f"spotbatch: could not keep what the engines measured: {err}", flush=True)
         records.run_record(run_id, {**run_record, "storage_requests": storage_requests.since(requests_before or {})})
 
     return monitor.stopped, close

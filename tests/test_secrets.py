@@ -30,7 +30,8 @@ def test_no_credential_is_written_anywhere(tmp_path, s3_server, ray_cluster, tin
     fs.put(str(tiny_model), f"{prefix}/model", recursive=True)  # a fine-tuned checkpoint where the team keeps them
     spec = write_spec(tmp_path / "spec.yaml", {
         "input": {"paths": f"{prefix}/in/", "prompt_column": "text", "storage_options": creds},
-        "model": {"name": f"{prefix}/model/", "storage_options": creds, "max_model_len": 256, "enforce_eager": True},
+        "model": {"name": f"{prefix}/model/", "storage_options": creds, "max_model_len": 256, "enforce_eager": True,
+                  "compile_cache": {"path": f"{prefix}/compiled/", "storage_options": creds}},
         "compute": {"actors": 2, "tokens_per_unit": 8},  # two engine actors on one node start at once: one downloads
         "sampling": {"max_tokens": 4},
         "cache": {"path": f"{prefix}/cache", "storage_options": creds},

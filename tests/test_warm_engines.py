@@ -66,7 +66,14 @@ def test_a_second_run_reuses_the_engine_and_the_cluster_is_free_after_the_window
     for s in (first.startup, second.startup):
         assert sum(s[p] for p in PHASES) == pytest.approx(s["to_first_result"], abs=0.01)
     assert "warm" not in a1[1] and a2[1]["warm"]["idle_seconds"] >= 1
-    assert a1[1]["compile"] == {"enforce_eager": True, "reason": "model.enforce_eager: true in the spec"}
+    compile_ = a1[1]["compile"]
+    assert compile_["enforce_eager"] is True and compile_["reason"] == "model.enforce_eager: true in the spec"
+    assert 0 < compile_["engine_start_seconds"] < first.startup["model_load"] + first.startup["actor_start"] + 1
+    # what its engine's start took is kept for the next run's compile choice; the warm one started nothing
+    from pipelines import engine_facts
+
+    kept = engine_facts.lookup(spec(tmp_path, "x", keep_warm=20).model, 0.0)
+    assert kept["eager_start_seconds"] == compile_["engine_start_seconds"] and kept["run_id"] == a1[1]["run_id"]
     # no model load in the second: its record starts when the first run's work ended
     assert a2[1]["loaded_at"] == a2[1]["started_at"] < a2[1]["warm"]["actor_created_at"] + 3600
     # the wait between the runs is the second run's (its idle); none of it is load

@@ -205,8 +205,9 @@ class Records:
             record["last_seen"] = beat.get("time", record.get("loaded_at") or record["started_at"])
             if "warm_until" in beat:  # a warm engine released after its last run (pipelines/warm_pool.py)
                 record["warm_until"] = beat["warm_until"]
-            if "storage_requests" in beat:  # its S3 requests for its run, as of its latest beat
-                record["storage_requests"] = beat["storage_requests"]
+            for name in ("storage_requests", "engine"):  # its S3 requests and its engine's figures so far
+                if name in beat:
+                    record[name] = beat[name]
         return result
 
     def last_beat(self, actor_id: str) -> dict[str, Any] | None:

@@ -1,0 +1,98 @@
+"""What this driver's earlier runs measured about their engines, so that the compile choice
+(pipelines/compile_choice.py) weighs this hardware's eager speed and compile cost instead of a
+default: the CPU default is 100 tokens/s eager, and a 2-core Xeon with native bf16 runs SmolLM2
+at 265, so a default choice compiled a batch whose decoding was about 50 s, not 819, and lost.
+
+After each run the driver reads its engine actors' records: whether each compiled, how long its
+engine took to start (`compile.engine_start_seconds`), and its output tokens over the seconds
+its engine was busy (the feeder's figures in its latest beat). Kept per model and engine
+shape, in $SPOTBATCH_FACTS or ~/.cache/spotbatch/engine-facts.json: on the machine the driver
+runs on (a notebook's, a cluster's head for `ray job submit`, a nightly cron host), which is
+where the next run of the same model decides.
+
+  eager_tokens_per_second, compiled_tokens_per_second   the latest measured, each
+  eager_start_seconds, compiled_start_seconds           the latest measured, each
+  compile_seconds = compiled start - eager start        once both were measured
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+MIN_BUSY_SECONDS = 5.0  # a speed measured over less is mostly start-up noise
+
+
+def facts_path() -> Path:
+    return Path(os.environ.get("SPOTBATCH_FACTS") or Path.home() / ".cache" / "spotbatch" / "engine-facts.json")
+
+
+def engine_kind(model) -> str:
+    """What decides an engine's speed and compile cost, as the driver knows it before any engine
+    starts: the model as named, its dtype setting and its engine arguments."""
+    return json.dumps([model.name, model.revision, model.dtype, model.quantization, model.max_model_len,
+                       model.engine_kwargs], sort_keys=True, default=str)
+
+
+def lookup(model, gpus_per_actor: float, path: Path | None = None) -> dict[str, Any]:
+    """The facts measured for this model and engine shape ({} if none)."""
+    return _load(path or facts_path()).get(_key(model, gpus_per_actor), {})
+
+
+def measured(actors: dict[str, dict], run_id: str) -> dict[str, Any]:
+    """The figures one run's engine actors recorded (Records.actors(): each with its latest
+    beat's engine figures): how long their engines took to start, and their speed while busy."""
+    found: dict[str, Any] = {}
+    for record in actors.values():
+        compile_ = record.get("compile") or {}
+        if record.get("run_id") != run_id or record.get("warm") or "enforce_eager" not in compile_:
+            continue  # a warm engine did not start for this run
+        kind = "eager" if compile_["enforce_eager"] else "compiled"
+        if compile_.get("engine_start_seconds"):
+            found[f"{kind}_start_seconds"] = compile_["engine_start_seconds"]
+        engine = record.get("engine") or {}
+        if engine.get("busy_seconds", 0) >= MIN_BUSY_SECONDS and engine.get("completion_tokens"):
+            found[f"{kind}_tokens_per_second"] = engine["completion_tokens"] / engine["busy_seconds"]
+    return found
+
+
+def remember_run(spec, actors: dict[str, dict], run_id: str, path: Path | None = None) -> None:
+    """After a run: keep what its engines measured, per model (a routed run's each)."""
+    by_model: dict[str, dict[str, dict]] = {}
+    for actor_id, record in actors.items():
+        by_model.setdefault(record.get("model") or spec.model.name, {})[actor_id] = record
+    for name, mine in by_model.items():
+        model = spec.for_model(name).model if spec.routed and name in spec.models else spec.model
+        remember(model, spec.compute.gpus_per_actor, measured(mine, run_id), run_id, path)
+
+
+def remember(model, gpus_per_actor: float, figures: dict[str, Any], run_id: str, path: Path | None = None) -> None:
+    """Keep a run's figures beside what earlier runs measured (the latest of each wins)."""
+    if not figures:
+        return
+    path = path or facts_path()
+    facts = _load(path)
+    mine = {**facts.get(_key(model, gpus_per_actor), {}), **figures, "run_id": run_id,
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if "compiled_start_seconds" in mine and "eager_start_seconds" in mine:
+        mine["compile_seconds"] = max(0.0, mine["compiled_start_seconds"] - mine["eager_start_seconds"])
+    facts[_key(model, gpus_per_actor)] = mine
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as fh:
+        json.dump(facts, fh, indent=1)
+    os.replace(fh.name, path)  # whole, for another driver reading it at the same time
+
+
+def _key(model, gpus_per_actor: float) -> str:
+    return f"{'gpu' if gpus_per_actor else 'cpu'} {gpus_per_actor:g} {engine_kind(model)}"
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # none yet, or unreadable: the defaults decide
+        return {}
