@@ -235,9 +235,11 @@ class OutputStore:
 
     # -- units ----------------------------------------------------------------------------
     def committed_units(self) -> set[str]:
-        if not self.fs.exists(self.root):
+        try:
+            listed = self.fs.ls(self.root, detail=False)
+        except FileNotFoundError:  # no output yet; on S3 also a prefix whose only object just went
             return set()
-        names = (p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False))
+        names = (p.rstrip("/").rsplit("/", 1)[-1] for p in listed)
         return {
             n[len(PART_PREFIX) : -len(".parquet")]
             for n in names
