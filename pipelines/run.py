@@ -301,8 +301,8 @@ def _stream_pending(spec: PipelineSpec, plan: Plan, pending: list, store: Output
     def close() -> None:
         try:  # what its engines measured, for the next run's compile choice (pipelines/engine_facts.py)
             engine_facts.remember_run(spec, records.actors(), run_id)
-        except OSError as err:  # a home that cannot be written: the next choice uses the defaults
-            print(f"spotbatch: could not keep what the engines measured: {err}", flush=True)
+        except Exception as err:  # a home that cannot be written, say: the next choice uses the defaults
+            print(f"spotbatch: could not keep what the engines measured: {err!r}", flush=True)
         records.run_record(run_id, {**run_record, "storage_requests": storage_requests.since(requests_before or {})})
 
     return monitor.stopped, close

@@ -120,8 +120,9 @@ def template_columns(template: str) -> list[str]:
 
 
 class CompileCacheSpec(_Section):
-    path: str = Field(description="A folder (s3://, gs://, a shared file system) holding vLLM's compile cache "
-                      "for every node: a new node loads what another compiled (cluster/compile_cache.py).")
+    path: str = Field(description="A folder (s3://, gs://, a shared file system) holding the engines' compile "
+                      "caches (vLLM's and torch inductor's) for every node: a new node loads what another "
+                      "compiled (cluster/compile_cache.py).")
     storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for the folder; "
                                             "never written down.")
 
@@ -154,17 +155,17 @@ class ModelSpec(_Section):
         "(pipelines/compile_choice.py), and recorded in each engine actor's record.",
     )
     compile_seconds: float | None = Field(
-        None, gt=0, description="What compiling costs an engine at start, if known (default: 45 s on CPU, 60 s "
-        "on GPU); weighs the choice when enforce_eager is unset.",
+        None, gt=0, description="What compiling costs an engine at start, if known (else what earlier runs "
+        "measured, else 45 s on CPU, 60 s on GPU); weighs the choice when enforce_eager is unset.",
     )
     eager_tokens_per_second: float | None = Field(
-        None, gt=0, description="An eager engine's output tokens/s, if known (default: 100 on CPU, 2,000 on "
-        "GPU); weighs the choice when enforce_eager is unset.",
+        None, gt=0, description="An eager engine's output tokens/s, if known (else what earlier runs measured, "
+        "else 100 on CPU, 2,000 on GPU); weighs the choice when enforce_eager is unset.",
     )
     compile_cache: CompileCacheSpec | None = Field(
         None, description="Where the fleet's nodes share what their engines compiled, e.g. a folder beside the "
         "model (s3://bucket/models/llama-ft-compiled/); a URL alone, or {path, storage_options}. Unset: each node "
-        "keeps its own (vLLM's cache under VLLM_CACHE_ROOT).",
+        "keeps its own, on its disk.",
     )
     engine_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Other vllm.LLM arguments, passed through unchanged."

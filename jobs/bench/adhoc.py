@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     dtype = effective_dtype("auto", on_cpu=not torch.cuda.is_available())
     work = batches(args.batches, args.prompts)
     # Each batch is its own run: the choice is the one a run of one batch makes.
-    eager, spec_eager, why = compile_for(args.compile, args.prompts, args.max_tokens)
+    eager, spec_eager, why = compile_for(args.compile, model_path, dtype, args.prompts, args.max_tokens)
     print(f"bench --adhoc: {'eager' if eager else 'compiled'} ({why})", flush=True)
     print(f"bench --adhoc: plain vLLM, {args.batches} batches of {args.prompts} prompts ...", flush=True)
     plain = plain_vllm(model_path, dtype, eager, work, args.max_tokens)

@@ -21,17 +21,24 @@ def engine_settings(model_path: str, dtype: str, enforce_eager: bool) -> dict[st
 COMPILE_MODES = ("eager", "compiled", "default")
 
 
-def compile_for(mode: str, rows: int, max_tokens: int, engines: int = 1) -> tuple[bool, bool | None, str]:
+def compile_for(mode: str, model_path: str, dtype: str, rows: int, max_tokens: int,
+                engines: int = 1) -> tuple[bool, bool | None, str]:
     """(eager, spotbatch's model.enforce_eager, why) for a bench's `--compile` mode. `default`
-    is what a user gets who leaves it unset: spotbatch decides (pipelines/compile_choice.py),
-    and the other runners are given the same choice, so the comparison is of the tools."""
+    is what a user gets who leaves it unset: spotbatch decides (pipelines/compile_choice.py,
+    with what earlier runs of this model measured), and the other runners are given the same
+    choice, so the comparison is of the tools."""
+    from pipelines import engine_facts
     from pipelines.compile_choice import choose
+    from pipelines.spec import ModelSpec
 
     import torch
 
     if mode != "default":
         return mode == "eager", mode == "eager", f"--compile {mode}"
-    choice = choose(None, rows=rows, max_tokens=max_tokens, engines=engines, gpu=torch.cuda.is_available())
+    gpu = torch.cuda.is_available()
+    model = ModelSpec(name=model_path, dtype=dtype, max_model_len=MAX_MODEL_LEN)  # as the runners' specs say
+    choice = choose(None, rows=rows, max_tokens=max_tokens, engines=engines, gpu=gpu,
+                    measured=engine_facts.lookup(model, 0.0))  # the runners' specs set no gpus_per_actor
     return choice.enforce_eager, None, choice.reason
 
 

@@ -94,7 +94,8 @@ def bench(quick: bool = False, sets: list[str] | None = None, runners: list[str]
                                "prompts_per_set": n, "rounds": rounds, "sets": {}}
     for set_name in sets or list(SETS):
         prompt_set = SETS[set_name](n)
-        eager, spotbatch_eager, why = compile_for(compile, len(prompt_set), max(prompt_set.max_tokens))
+        eager, spotbatch_eager, why = compile_for(compile, model_path, dtype, len(prompt_set),
+                                                  max(prompt_set.max_tokens))
         entry: dict[str, Any] = {"notes": prompt_set.notes, "rounds": [], "enforce_eager": eager, "compile_choice": why}
         print(f"bench: {set_name}: {'eager' if eager else 'compiled'} ({why})", flush=True)
         figures["sets"][set_name] = entry

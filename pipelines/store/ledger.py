@@ -80,7 +80,8 @@ def compute_ledger(store: OutputStore, reference: dict[str, Any] | None = None, 
     actor_records = records.actors()
     attempts: list[Attempt] = []
     per_unit: dict[str, dict[str, Any]] = {}
-    for unit_id, tries in records.settled_attempts().items():
+    settled = records.settled_attempts()
+    for unit_id, tries in settled.items():
         for t in tries.values():
             start, end = t.get("start"), t.get("end")
             if start is None:  # not readable (yet); an end is never written before its start
@@ -132,7 +133,7 @@ def compute_ledger(store: OutputStore, reference: dict[str, Any] | None = None, 
     timeline = sorted((a.ended_at, a.output_tokens) for a in attempts if a.committed and a.ended_at)
     summary = summarize(actors, input_tokens, output_tokens, reference)
     summary.by_model = per_model(actors, attempts, actor_records)
-    summary.storage = storage_cost(runs, actor_records, records.settled_attempts())
+    summary.storage = storage_cost(runs, actor_records, settled)
     return Ledger(
         summary=summary,
         actors=pa.Table.from_pylist(actor_rows),
