@@ -113,7 +113,15 @@ class SharedCompileCache:
         self.fs, root = fsspec.core.url_to_fs(url, **{"use_listings_cache": False, **(storage_options or {})})
         self.root = root.rstrip("/")
         self.cache = cache or local_cache()
-        self.inductor = inductor or inductor_cache()
+        self._inductor = inductor
+
+    @property
+    def inductor(self) -> Path:
+        # Asked only on the node: finding torch's default folder imports torch, which the
+        # driver's check at planning has no need of.
+        if self._inductor is None:
+            self._inductor = inductor_cache()
+        return self._inductor
 
     def check(self) -> None:
         """Raises if the folder cannot be listed, or could not be made (no such bucket): planning
