@@ -1,6 +1,7 @@
-"""Where a run finds its Ray cluster: one it is given, or a private local one it starts.
+"""Where a run finds its Ray cluster: one it is given, the local one `spotbatch up` keeps
+(cluster/local_ray.py), or a private local one it starts.
 
-A local cluster gets its own temp dir and no dashboard, and is shut down (by the processes
+A private cluster gets its own temp dir and no dashboard, and is shut down (by the processes
 it started, never `ray stop`) when the run ends. A Ray already initialised by the caller (a
 notebook) is used as it is and left running.
 """
@@ -17,6 +18,7 @@ from typing import Iterator
 import ray
 
 from cluster.console import Console
+from cluster.local_ray import OBJECT_STORE_BYTES, running
 
 
 @contextmanager
@@ -31,6 +33,10 @@ def ray_session(address: str | None = None, num_cpus: int | None = None,
         yield ray.get_runtime_context().gcs_address
         return
     address = address or os.environ.get("RAY_ADDRESS")
+    if not address and (kept := running()):
+        address = kept["address"]
+        print(f"spotbatch: Ray: the local one `spotbatch up` started ({address}; `spotbatch down` stops it)",
+              flush=True)
     if address:
         ray.init(address=address, log_to_driver=True)
         if console is not None:
@@ -47,7 +53,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None,
         _temp_dir=temp_dir,
         include_dashboard=False,
         num_cpus=num_cpus or os.cpu_count(),
-        object_store_memory=512 * 1024**2,
+        object_store_memory=OBJECT_STORE_BYTES,
     )
     if console is not None:
         console.capture_workers()

@@ -152,6 +152,25 @@ def _bench(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _up(args: argparse.Namespace) -> int:
+    from cluster.local_ray import up
+
+    state, new = up(num_cpus=args.num_cpus)
+    print(f"spotbatch: a local Ray {'is up' if new else 'was already up'} at {state['address']} "
+          f"({state['num_cpus']} CPUs, logs in {state['temp_dir']}).\n  Runs on this machine with no --address "
+          f"or $RAY_ADDRESS use it, and skip Ray's start; `spotbatch down` stops it.")
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    from cluster.local_ray import down
+
+    state = down()
+    print(f"spotbatch: stopped the local Ray at {state['address']}" if state
+          else "spotbatch: no local Ray from `spotbatch up` is running")
+    return 0
+
+
 def _models(args: argparse.Namespace) -> int:
     for name in args.names or sorted(BUILDERS):
         print(f"{name}: {fetch(name, revision=args.revision)}")  # credentials for URLs come from the environment
@@ -171,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="output path (overrides output.path)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec value, e.g. --set sampling.max_tokens=64 (repeatable)")
-    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a private local Ray)")
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else the local Ray of "
+                                     "`spotbatch up`, else a private local Ray)")
     p.add_argument("--date", help="fills {date} in the spec's paths (default: today, UTC): nightly runs")
     p.add_argument("--new-run", action="store_true",
                    help="the output holds a run of another spec: move its results aside and start over")
@@ -206,8 +226,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="where results go (default: a new temp folder)")
     p.add_argument("--model", default="smollm2-135m", help="model name or folder")
     p.add_argument("--rows", type=int, default=240, help="how many sample prompts")
-    p.add_argument("--address", help="Ray cluster address (default: a private local Ray)")
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else the local Ray of "
+                                     "`spotbatch up`, else a private local Ray)")
     p.set_defaults(func=_demo)
+
+    p = sub.add_parser("up", help="keep a local Ray running, so later runs on this machine skip Ray's start")
+    p.add_argument("--num-cpus", type=_at_least_one, help="CPUs it offers (default: all of this machine's)")
+    p.set_defaults(func=_up)
+
+    p = sub.add_parser("down", help="stop the local Ray `spotbatch up` started (only its own processes)")
+    p.set_defaults(func=_down)
 
     p = sub.add_parser("export", help="results as provider batch output, chat JSONL or prompt/response Parquet")
     p.add_argument("output", help="the run's output path")

@@ -28,6 +28,13 @@ def engine_facts_of_its_own(tmp_path, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def no_kept_local_ray(tmp_path, monkeypatch):
+    """A run with no address joins the local Ray `spotbatch up` keeps (cluster/local_ray.py): a
+    developer's own must never capture a test's runs."""
+    monkeypatch.setenv("SPOTBATCH_LOCAL_RAY", str(tmp_path / "local-ray.json"))
+
+
+@pytest.fixture(autouse=True)
 def niceness_is_left_alone():
     """A test that renices the test process (`spotbatch run` in process, say) would leave every
     later test at that niceness, and the CPU-priority tests would then check nothing."""

@@ -53,6 +53,12 @@ def test_adhoc_bench_times_each_batch_against_plain_vllm(tmp_path, tiny_model):
     assert again["ray_already_up"] and again["plain_vllm_seconds"] == first["plain_vllm_seconds"]
     assert not again["startup"]["warm_engine"] and again["startup"]["model_load"] > 0
     assert again["startup"]["ray"] < first["startup"]["ray"]
+    # And in a fresh process that joins a Ray kept by `spotbatch up`: it connects, not starts.
+    kept = figures["first_batch_kept_ray"]
+    assert kept["kept_ray"] and kept["plain_vllm_seconds"] == first["plain_vllm_seconds"]
+    assert not kept["startup"]["warm_engine"] and kept["startup"]["model_load"] > 0
+    assert kept["startup"]["ray"] < first["startup"]["ray"]
+    assert "joining a kept Ray" in proc.stdout
 
 
 def test_bench_engine_settings_carry_no_cpu_assumption(monkeypatch):

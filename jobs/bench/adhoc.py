@@ -7,10 +7,11 @@ generate), then the same batches on its already loaded engine. Prints each batch
 the gaps to plain vLLM, and whether they meet the goals: the first batch within 2 s of plain
 vLLM's start-up plus generate, every later one within 1.5 s of its warm generate.
 
-The first batch is timed twice: in a process with no Ray yet (spotbatch starts a local one,
-as in a notebook with no `ray.init()` cell), and again, after the engines are released, with
-that Ray up (a notebook that called `ray.init()`, or any cluster): the engine starts cold both
-times; only Ray's own start-up is in one and not the other.
+The first batch is timed three times, the engine cold each time: in a process with no Ray yet
+(spotbatch starts a local one, as in a notebook with no `ray.init()` cell); again in that
+process once the engines are released, with its Ray up (a notebook that called `ray.init()`);
+and in a fresh process, timed from its launch as plain vLLM's is, that joins a Ray kept by
+`spotbatch up` (as every CLI run on a machine that keeps one, or a job on a running cluster).
 
     python -m jobs.bench.adhoc [--model smollm2-135m] [--batches 5] [--prompts 5] [--max-tokens 32]
                                [--compile default|eager|compiled]
@@ -96,6 +97,36 @@ def spotbatch_batches(model: str, dtype: str, eager: bool | None, work: list[lis
     return figures, again
 
 
+def kept_ray_batch(root: Path, model: str, dtype: str, eager: bool | None, batch: list[str],
+                   max_tokens: int) -> dict[str, Any]:
+    """The first batch in a fresh process that joins a local Ray kept by `spotbatch up` (a
+    private one here, never the machine's own), timed from the process's launch."""
+    from cluster import local_ray
+
+    before = os.environ.get("SPOTBATCH_LOCAL_RAY")
+    os.environ["SPOTBATCH_LOCAL_RAY"] = str(root / "local-ray.json")  # the child inherits it
+    local_ray.up()
+    try:
+        args = root / "one-batch.json"
+        args.write_text(json.dumps({"folder": str(root / "batch-0-kept-ray"), "model": model, "dtype": dtype,
+                                    "eager": eager, "batch": batch, "max_tokens": max_tokens}))
+        launched = time.time()
+        proc = subprocess.run([sys.executable, "-m", "jobs.bench.adhoc", "--one-batch", str(args)],
+                              capture_output=True, text=True)
+    finally:
+        local_ray.down()
+        os.environ.pop("SPOTBATCH_LOCAL_RAY")
+        if before is not None:
+            os.environ["SPOTBATCH_LOCAL_RAY"] = before
+    if proc.returncode != 0:
+        raise RuntimeError(f"the batch in a fresh process failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    figures = json.loads(proc.stdout.strip().splitlines()[-1])
+    figures["wall_seconds"] = figures["finished_at"] - launched
+    print(f"bench --adhoc: spotbatch batch 1 in a fresh process, joining a kept Ray: {figures['wall_seconds']:.2f} s",
+          flush=True)
+    return figures
+
+
 def _one_batch(folder: Path, model: str, dtype: str, eager: bool | None, batch: list[str],
                max_tokens: int) -> dict[str, Any]:
     from pipelines.run import run
@@ -143,9 +174,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "choice), eager or compiled")
     p.add_argument("--out", default="spotbatch-bench-adhoc.json")
     p.add_argument("--plain", help=argparse.SUPPRESS)
+    p.add_argument("--one-batch", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.plain:
         _plain_main(args.plain)
+        return {}
+    if args.one_batch:
+        a = json.loads(Path(args.one_batch).read_text())
+        print(json.dumps({**_one_batch(Path(a["folder"]), a["model"], a["dtype"], a["eager"], a["batch"],
+                                       a["max_tokens"]), "finished_at": time.time()}))
         return {}
     from cluster.models import fetch
     from operators.engine import effective_dtype
@@ -163,16 +200,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print("bench --adhoc: spotbatch, the same batches in this process ...", flush=True)
     with tempfile.TemporaryDirectory(prefix="sb-adhoc-") as root:
         ours, again = spotbatch_batches(model_path, dtype, spec_eager, work, args.max_tokens, Path(root))
-    ran = {"eager" if b["compile"]["enforce_eager"] else "compiled" for b in ours + [again] if b["compile"]}
+        kept = kept_ray_batch(Path(root), model_path, dtype, spec_eager, work[0], args.max_tokens)
+    ran = {"eager" if b["compile"]["enforce_eager"] else "compiled" for b in ours + [again, kept] if b["compile"]}
     if ran != {"eager" if eager else "compiled"}:  # the runs chose otherwise: the comparison is not like for like
         raise RuntimeError(f"spotbatch's engines ran {ran}, plain vLLM {'eager' if eager else 'compiled'}")
     rows = [_row(i + 1, mine, plain["first_batch_from_start"] if i == 0 else theirs, i == 0)
             for i, (mine, theirs) in enumerate(zip(ours, plain["batch_seconds"]))]
     rows.append({**_row(1, again, plain["first_batch_from_start"], True, " again (Ray already up, new engines)"),
                  "ray_already_up": True})
+    rows.append({**_row(1, kept, plain["first_batch_from_start"], True,
+                        " in a fresh process joining a kept Ray (`spotbatch up`)"), "kept_ray": True})
     figures = {"model": args.model, "dtype": dtype, "enforce_eager": eager, "compile_choice": why,
-               "prompts_per_batch": args.prompts, "max_tokens": args.max_tokens, "batches": rows[:-1],
-               "first_batch_ray_up": rows[-1], "plain_vllm": plain}
+               "prompts_per_batch": args.prompts, "max_tokens": args.max_tokens, "batches": rows[:-2],
+               "first_batch_ray_up": rows[-2], "first_batch_kept_ray": rows[-1], "plain_vllm": plain}
     Path(args.out).write_text(json.dumps(figures, indent=1))
     print(json.dumps(figures))
     return figures
