@@ -5,6 +5,11 @@ Keys are SHA-256 hex digests, already uniform: the filter's HASHES bit positions
 the key's own 32-bit words, no hashing needed. BITS_PER_KEY bits per key and 7 positions give
 about 1% false positives (a false positive costs one row-group read, never a wrong answer).
 
+A filter is at most MAX_BITS (64 KB), kept packed: a reader keeps up to 1,024 footers, so its
+memory and a footer's parse time stay bounded however large the cache grows; a file of more
+than MAX_BITS / BITS_PER_KEY keys (52k: a 13M-answer cache's shard) gets more false positives,
+each one row-group read.
+
 >>> keys = [f"{i:064x}" for i in range(0, 10_000, 7)]
 >>> f = KeyFilter.of(keys)
 >>> all(f.may_hold(keys))
@@ -13,6 +18,9 @@ True
 True
 >>> KeyFilter.from_bytes(f.to_bytes()).may_hold(keys[:3])
 [True, True, True]
+>>> big = KeyFilter.of([f"{i:064x}" for i in range(100_000)])
+>>> big.nbytes() == MAX_BITS // 8 and all(big.may_hold([f"{i:064x}" for i in range(0, 100_000, 997)]))
+True
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import numpy as np
 
 BITS_PER_KEY = 10
 HASHES = 7
+MAX_BITS = 8 * 64 * 1024
 _NIBBLE = np.full(256, 0, np.uint64)
 _NIBBLE[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint64)
 _NIBBLE[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16, dtype=np.uint64)
@@ -35,26 +44,30 @@ def _positions(keys: list[str], bits: int) -> np.ndarray:
 
 
 class KeyFilter:
-    def __init__(self, bits: np.ndarray):
-        self.bits = bits  # bool array
+    def __init__(self, size: int, packed: np.ndarray):
+        self.size = size  # bits
+        self.packed = packed  # the bits, 8 a byte, first bit highest (np.packbits)
 
     @classmethod
     def of(cls, keys: list[str]) -> "KeyFilter":
-        size = max(64, BITS_PER_KEY * len(keys))
+        size = min(MAX_BITS, max(64, BITS_PER_KEY * len(keys)))
         bits = np.zeros(size, bool)
         if keys:
             bits[_positions(keys, size).ravel()] = True
-        return cls(bits)
+        return cls(size, np.packbits(bits))
 
     def may_hold(self, keys: list[str]) -> list[bool]:
         if not keys:
             return []
-        return self.bits[_positions(keys, len(self.bits))].all(axis=1).tolist()
+        at = _positions(keys, self.size)
+        return ((self.packed[at >> 3] >> (7 - (at & 7)).astype(np.uint8)) & 1).all(axis=1).tolist()
 
     def to_bytes(self) -> bytes:
-        return len(self.bits).to_bytes(8, "little") + np.packbits(self.bits).tobytes()
+        return self.size.to_bytes(8, "little") + self.packed.tobytes()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "KeyFilter":
-        size = int.from_bytes(data[:8], "little")
-        return cls(np.unpackbits(np.frombuffer(data[8:], np.uint8))[:size].astype(bool))
+        return cls(int.from_bytes(data[:8], "little"), np.frombuffer(data[8:], np.uint8).copy())
+
+    def nbytes(self) -> int:
+        return self.packed.nbytes

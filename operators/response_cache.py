@@ -59,7 +59,7 @@ ENTRIES = "entries"
 SHARDS = "shards"
 SHARD_DIGITS = 2  # 256 shards: at 100M answers, ~400k per shard
 ROW_GROUP_ROWS = 2048  # what one key read fetches from a shard file
-FOOTERS_KEPT = 1024  # shard files whose row-group key ranges a reader keeps in memory
+FOOTERS_KEPT = 1024  # shard files whose key ranges and filter (64 KB at most) a reader keeps: 64 MB
 # Entries files that make an actor start a compaction in the background. Each actor reads each
 # entries file while it lives, so this, not the fleet, bounds how often one is read: a file
 # lives until K more are written, about K reads whatever the number of actors.
@@ -128,12 +128,12 @@ class CacheFiles:
         `.tmp` name locally, renamed into place; one PUT, or a multipart upload that is not
         visible until it completes, on an object store). `key_filter`: a Bloom filter of its
         keys goes into its footer (shard files)."""
-        if key_filter:
-            keys = table.column("key").to_pylist()
-            table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                                   FILTER_KEY: KeyFilter.of(keys).to_bytes()})
         buf = io.BytesIO()
-        pq.write_table(table, buf, row_group_size=ROW_GROUP_ROWS)
+        with pq.ParquetWriter(buf, table.schema) as writer:
+            writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+            if key_filter:  # in the footer only: in the Arrow schema too, every read would parse it twice
+                keys = table.column("key").to_pylist()
+                writer.add_key_value_metadata({FILTER_KEY: KeyFilter.of(keys).to_bytes()})
         final = self.path(name)
         if self.local:
             os.makedirs(os.path.dirname(final), exist_ok=True)
