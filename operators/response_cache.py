@@ -320,6 +320,12 @@ class ResponseCache:
                 self._ranges.popitem(last=False)
         return ranges
 
+    def footer_bytes(self) -> int:
+        """What the kept footers hold: their filters (at most FOOTERS_KEPT x 64 KB) and key ranges."""
+        with self._lock:
+            return sum((f.nbytes() if f is not None else 0) + sum(len(k) for k in lo) + sum(len(k) for k in hi)
+                       for lo, hi, f in self._ranges.values())
+
     def memory_keys(self) -> int:
         """Keys held in memory (the entries not yet compacted): what bounds a reader's memory."""
         return len(self._index)

@@ -5,7 +5,7 @@ units, 1,000 actors, 10M answers) are a benchmark: `spotbatch bench --scale`."""
 import pytest
 
 from jobs.bench.s3_requests import S3RequestCounter, moto_server, storage_options
-from jobs.bench.scale import report_lines, scale_bench
+from jobs.bench.scale import marginal_requests, report_lines, scale_bench
 from pipelines.unit_blocks import block_sizes
 
 pytestmark = pytest.mark.s3
@@ -39,11 +39,23 @@ def test_storage_requests_per_unit_do_not_grow_with_the_run(figures):
         assert b <= 1.2 * a + 0.1, (kind, a, b)
 
 
+def test_a_units_requests_once_the_fleet_has_started_are_the_difference_of_two_runs(figures):
+    (m,) = figures["s3_marginal"]
+    small, large = figures["s3"]
+    assert (m["from_units"], m["to_units"]) == (small["units"], large["units"])
+    assert 0 < m["requests_per_unit"] <= 1.2 * large["requests_per_unit"], (m, large)
+    runs = [{"actors": 100, "units": 200, "requests": {"GET": 2600}},
+            {"actors": 100, "units": 400, "requests": {"GET": 4600}}]
+    (m,) = marginal_requests(runs)  # 10 a unit, and 600 for the fleet's start
+    assert m["requests_per_unit"] == 10 and m["fleet_start_requests"] == 600
+
+
 def test_a_lookup_reads_what_its_keys_need_not_what_the_cache_holds(figures):
     small, large = figures["cache"]
     assert large["answers"] == 10 * small["answers"]
     assert large["warm_files_opened"] <= 1.2 * small["warm_files_opened"]
     assert large["keys_in_memory"] == small["keys_in_memory"] == 0
+    assert 0 < large["footer_bytes"] <= 1024 * 64 * 1024  # FOOTERS_KEPT filters of at most 64 KB
 
 
 def test_ray_datas_blocks_grow_with_the_fleet_not_the_units():

@@ -198,7 +198,8 @@ def probe_cache(path: str, size: int) -> dict[str, Any]:
         figures[f"{label}_seconds"] = time.monotonic() - started
         figures[f"{label}_files_opened"] = len(opened)
         assert len(found) == LOOKUP_HITS, (label, len(found))
-    return {"answers": size, **figures, "keys_in_memory": cache.memory_keys(), "peak_rss_mb": peak_rss_mb()}
+    return {"answers": size, **figures, "keys_in_memory": cache.memory_keys(), "footer_bytes": cache.footer_bytes(),
+            "peak_rss_mb": peak_rss_mb()}
 
 
 def build_cache(path: Path, size: int) -> None:
@@ -266,8 +267,8 @@ def scale_bench(units: list[int], actors: list[int], cache_sizes: list[int], wor
                 ray_data_units: list[int] | None = None, ray_data_baseline: bool = True,
                 counter=None) -> dict[str, Any]:
     """Every figure of the module's docstring; `s3`: storage options of an S3 endpoint behind
-    `counter` (an S3RequestCounter), for runs of `s3_units` units (and of the smallest of
-    them with `s3_actors` actors)."""
+    `counter` (an S3RequestCounter), for runs of each of `s3_units` units with `actors[0]` and each
+    of `s3_actors` actors."""
     from cluster.prices import request_prices, requests_usd
     from pipelines.store.records import beat_seconds
 
@@ -290,8 +291,9 @@ def scale_bench(units: list[int], actors: list[int], cache_sizes: list[int], wor
         for a in actors[1:]:
             out["actors"].append(in_fresh_process("units", str(work / f"in-{middle}"),
                                                   tempfile.mkdtemp(prefix=f"out-a{a}-", dir=work), None, a))
-    s3_runs = [(n, actors[0]) for n in s3_units or []]
-    s3_runs += [(min(s3_units), a) for a in s3_actors or [] if (min(s3_units), a) not in s3_runs]
+    # Every size with every fleet: the difference between two sizes is what a unit costs once
+    # the fleet has started (each actor's first look at the output and the cache cancels out).
+    s3_runs = [(n, a) for a in dict.fromkeys([actors[0], *(s3_actors or [])]) for n in s3_units or []]
     for n, a in s3_runs:
         make_input(work / f"in-{n}", n)
         output = f"s3://spotbatch/scale-{time.time_ns()}/out"
@@ -305,6 +307,7 @@ def scale_bench(units: list[int], actors: list[int], cache_sizes: list[int], wor
                           "usd_per_1k_units": requests_usd(requests, prices) / n * 1000,
                           "unit_seconds_median": run["unit_seconds_median"]})
     if s3_runs:
+        out["s3_marginal"] = marginal_requests(out["s3"])
         out["s3_prices"] = prices
         # Beats are time, not units: a fleet writes BEATS_PER_SECOND at most, however large.
         out["beats"] = [{"actors": a, "beat_seconds": beat_seconds(a), "puts_per_second": a / beat_seconds(a),
@@ -316,6 +319,22 @@ def scale_bench(units: list[int], actors: list[int], cache_sizes: list[int], wor
     for size in cache_sizes:
         build_cache(work / f"cache-{size}", size)
         out["cache"].append(in_fresh_process("cache", str(work / f"cache-{size}"), size))
+    return out
+
+
+def marginal_requests(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per fleet size, the requests a unit adds once the fleet has started: the difference
+    between its largest and smallest run, per unit of difference."""
+    out = []
+    for a in dict.fromkeys(r["actors"] for r in runs):
+        mine = sorted((r for r in runs if r["actors"] == a), key=lambda r: r["units"])
+        if len(mine) > 1 and mine[-1]["units"] > mine[0]["units"]:
+            first, last = mine[0], mine[-1]
+            added = sum(last["requests"].values()) - sum(first["requests"].values())
+            out.append({"actors": a, "from_units": first["units"], "to_units": last["units"],
+                        "requests_per_unit": added / (last["units"] - first["units"]),
+                        "fleet_start_requests": sum(first["requests"].values())
+                        - added / (last["units"] - first["units"]) * first["units"]})
     return out
 
 
@@ -358,6 +377,13 @@ def report_lines(f: dict[str, Any]) -> list[str]:
     by_actors = [s for s in f["s3"] if s["units"] == f["s3"][0]["units"]]
     if len(by_actors) > 1:
         lines.append(f"         requests per unit {growth(by_actors, 'requests_per_unit', 'actors')} actors")
+    for m in f.get("s3_marginal", []):
+        lines.append(f"s3 unit  {m['actors']:>5,} actors: {m['requests_per_unit']:.1f} requests per unit once the "
+                     f"fleet has started ({m['from_units']:,} to {m['to_units']:,} units), and "
+                     f"{m['fleet_start_requests']:,.0f} for the fleet's start")
+    if len(f.get("s3_marginal", [])) > 1:
+        lines.append(f"         requests per unit once started {growth(f['s3_marginal'], 'requests_per_unit', 'actors')} "
+                     f"actors")
     for r in f["ray_data"]:
         kind = "one block per unit" if r["one_per_unit"] else "blocks as a run cuts them"
         lines.append(f"ray data {r['units']:>9,} units, {kind:26}: {r['blocks']:>7,} blocks, "
@@ -369,7 +395,8 @@ def report_lines(f: dict[str, Any]) -> list[str]:
     for c in f["cache"]:
         lines.append(f"cache    {c['answers']:>11,} answers: a unit's lookup cold {c['cold_seconds'] * 1000:6.1f} ms "
                      f"({c['cold_files_opened']} files), warm {c['warm_seconds'] * 1000:6.1f} ms "
-                     f"({c['warm_files_opened']} files); keys in memory {c['keys_in_memory']}, "
+                     f"({c['warm_files_opened']} files); keys in memory {c['keys_in_memory']}, footers kept "
+                     f"{c.get('footer_bytes', 0) / 1e6:.1f} MB, "
                      f"peak RSS {c['peak_rss_mb']:.0f} MB")
     if len(f["cache"]) > 1:
         lines.append(f"         warm lookup {growth(f['cache'], 'warm_seconds', 'answers')} answers; "
