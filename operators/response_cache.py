@@ -16,8 +16,9 @@ small files into larger ones; it writes before it deletes, so an answer is alway
 level or the other (or briefly both: the same answer twice is harmless).
 
 A reader keeps in memory only the keys of the entries not yet compacted (bounded by
-compaction) and the key range of each row group of the shard files it has read (bounded by
-FOOTERS_KEPT files). A lookup lists `entries/` (and `shards/` when keys are left), and reads,
+compaction) and the footers of the shard files it has read lately (FOOTER_BYTES_KEPT at most):
+their row groups' key ranges, their Bloom filters (operators/key_filter.py, 64 KB at most), and
+the parsed footer itself, so a warm read of a file parses nothing. A lookup lists `entries/` (and `shards/` when keys are left), and reads,
 of the shards of the keys asked for, only the row groups whose key range holds one of them:
 its cost grows with the keys looked up, not with the cache.
 
@@ -45,7 +46,7 @@ import time
 import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -59,7 +60,7 @@ ENTRIES = "entries"
 SHARDS = "shards"
 SHARD_DIGITS = 2  # 256 shards: at 100M answers, ~400k per shard
 ROW_GROUP_ROWS = 2048  # what one key read fetches from a shard file
-FOOTERS_KEPT = 1024  # shard files whose key ranges and filter (64 KB at most) a reader keeps: 64 MB
+FOOTER_BYTES_KEPT = 64 * 1024**2  # the footers a reader keeps, by their size, least recently used first
 # Entries files that make an actor start a compaction in the background. Each actor reads each
 # entries file while it lives, so this, not the fleet, bounds how often one is read: a file
 # lives until K more are written, about K reads whatever the number of actors.
@@ -72,9 +73,15 @@ ANSWER_COLUMNS = ("output", "prompt_tokens", "completion_tokens", "finish_reason
                   "stop_sequence")
 SCHEMA = pa.schema([("key", pa.string())] + [RESULT_SCHEMA.field(c) for c in ANSWER_COLUMNS])
 FILTER_KEY = b"spotbatch.key_filter"  # a shard file's footer: the Bloom filter of its keys
-# What a reader keeps of a shard file's footer: its row groups' smallest and largest keys, and
-# the filter of its keys (None for a file written without one).
-KeyRanges = tuple[list[str], list[str], "KeyFilter | None"]
+
+
+class Footer(NamedTuple):
+    """What a reader keeps of a shard file's footer."""
+    los: list[str]  # each row group's smallest key
+    his: list[str]  # and largest
+    filter: "KeyFilter | None"  # of its keys (None: a file written without one)
+    meta: pq.FileMetaData  # parsed: a read given it parses no footer
+    nbytes: int  # what keeping it costs, about
 
 
 def request_key(model: str, prompt: str, system_prompt: str | None, fmt: str, sampling: dict[str, Any]) -> str | None:
@@ -190,7 +197,8 @@ class ResponseCache:
         self.compact_after = compact_after  # None: never start a compaction from here
         self._entries: dict[str, list[str]] = {}  # entries file -> its keys, for the files not yet compacted
         self._index: dict[str, tuple[str, int]] = {}  # key -> (entries file, row)
-        self._ranges: OrderedDict[str, KeyRanges] = OrderedDict()  # shard file -> its row groups' key ranges
+        self._footers: OrderedDict[str, Footer] = OrderedDict()  # shard file -> its footer, least recent first
+        self._footer_bytes = 0
         self._unreadable: set[str] = set()
         self._lock = threading.Lock()
         self._compacting: threading.Thread | None = None
@@ -280,14 +288,14 @@ class ResponseCache:
 
     def _lookup_file(self, f: str, keys: list[str]) -> dict[str, dict[str, Any]]:
         """The answers in one sorted shard file, reading only the row groups that may hold them."""
-        ranges = self._row_group_ranges(f)
-        if ranges[2] is not None:  # the filter says which keys it cannot hold: no read for them
-            keys = [k for k, maybe in zip(keys, ranges[2].may_hold(keys)) if maybe]
-        groups = sorted({i for k in keys for i in _groups_holding(ranges, k)})
+        footer = self._footer(f)
+        if footer.filter is not None:  # the filter says which keys it cannot hold: no read for them
+            keys = [k for k, maybe in zip(keys, footer.filter.may_hold(keys)) if maybe]
+        groups = sorted({i for k in keys for i in _groups_holding(footer, k)})
         if not groups:
             return {}
         with self.files.open(f) as fh:
-            pf = pq.ParquetFile(fh)
+            pf = pq.ParquetFile(fh, metadata=footer.meta)
             table = pf.read_row_groups(groups, columns=["key"])
             mask = pc.is_in(table.column("key"), value_set=pa.array(keys, pa.string()))
             if not pc.any(mask).as_py():
@@ -303,28 +311,31 @@ class ResponseCache:
         found = found.filter(pc.is_in(found.column("key"), value_set=pa.array(keys, pa.string())))
         return {row["key"]: {c: row.get(c) for c in ANSWER_COLUMNS} for row in found.to_pylist()}
 
-    def _row_group_ranges(self, f: str) -> KeyRanges:
+    def _footer(self, f: str) -> Footer:
         with self._lock:
-            if f in self._ranges:
-                self._ranges.move_to_end(f)
-                return self._ranges[f]
+            if f in self._footers:
+                self._footers.move_to_end(f)
+                return self._footers[f]
         with self.files.open(f) as fh:
             meta = pq.ParquetFile(fh).metadata
         key = meta.schema.names.index("key")
         stats = [meta.row_group(g).column(key).statistics for g in range(meta.num_row_groups)]
         stored = (meta.metadata or {}).get(FILTER_KEY)
-        ranges = ([s.min for s in stats], [s.max for s in stats], KeyFilter.from_bytes(stored) if stored else None)
+        key_filter = KeyFilter.from_bytes(stored) if stored else None
+        footer = Footer([s.min for s in stats], [s.max for s in stats], key_filter, meta,
+                        2 * meta.serialized_size + (key_filter.nbytes() if key_filter else 0))
         with self._lock:
-            self._ranges[f] = ranges
-            while len(self._ranges) > FOOTERS_KEPT:
-                self._ranges.popitem(last=False)
-        return ranges
+            if f not in self._footers:
+                self._footers[f] = footer
+                self._footer_bytes += footer.nbytes
+            while self._footer_bytes > FOOTER_BYTES_KEPT and len(self._footers) > 1:
+                self._footer_bytes -= self._footers.popitem(last=False)[1].nbytes
+        return footer
 
     def footer_bytes(self) -> int:
-        """What the kept footers hold: their filters (at most FOOTERS_KEPT x 64 KB) and key ranges."""
+        """What the kept footers cost, about (FOOTER_BYTES_KEPT at most)."""
         with self._lock:
-            return sum((f.nbytes() if f is not None else 0) + sum(len(k) for k in lo) + sum(len(k) for k in hi)
-                       for lo, hi, f in self._ranges.values())
+            return self._footer_bytes
 
     def memory_keys(self) -> int:
         """Keys held in memory (the entries not yet compacted): what bounds a reader's memory."""
@@ -362,9 +373,9 @@ class ResponseCache:
             self._compacting.start()
 
 
-def _groups_holding(ranges: KeyRanges, key: str) -> list[int]:
+def _groups_holding(footer: Footer, key: str) -> list[int]:
     """The row groups of a sorted file whose key range holds `key` (a key may straddle two)."""
-    los, his, _ = ranges
+    los, his = footer.los, footer.his
     found = []
     for g in range(bisect.bisect_left(his, key), len(his)):
         if los[g] > key:

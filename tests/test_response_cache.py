@@ -86,6 +86,27 @@ def test_compaction_moves_answers_into_shards_and_a_lookup_reads_only_their_shar
     assert opened and {p.rsplit("/", 2)[-2] for p in opened} <= wanted_shards
 
 
+def test_a_reader_keeps_footers_up_to_its_budget_and_reads_the_rest_again(tmp_path, monkeypatch):
+    from operators import response_cache
+
+    path = str(tmp_path / "cache")
+    add(ResponseCache(path, compact_after=None), list(range(2000)))
+    compact_cache(path)
+    everything = [key(i) for i in range(2000)]
+    unbounded = ResponseCache(path)
+    assert len(unbounded.lookup(everything)) == 2000
+    one_footer = max(f.nbytes for f in unbounded._footers.values())
+    assert len(unbounded._footers) == len(CacheFiles(path).parquet_files(SHARDS)) > 100
+    assert unbounded.footer_bytes() > 10 * one_footer
+
+    monkeypatch.setattr(response_cache, "FOOTER_BYTES_KEPT", 10 * one_footer)
+    bounded = ResponseCache(path)
+    for _ in range(2):  # the second time round, most footers were let go and are read again
+        found = bounded.lookup(everything)
+        assert {k: v["output"] for k, v in found.items()} == {key(i): f"answer {i}" for i in range(2000)}
+        assert bounded.footer_bytes() <= 10 * one_footer and len(bounded._footers) <= 10
+
+
 def few_shards(monkeypatch) -> None:
     """16 shards, not 256: the same code, with fewer files for a test to write."""
     from operators import response_cache

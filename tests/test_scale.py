@@ -6,6 +6,7 @@ import pytest
 
 from jobs.bench.s3_requests import S3RequestCounter, moto_server, storage_options
 from jobs.bench.scale import marginal_requests, report_lines, scale_bench
+from operators.response_cache import FOOTER_BYTES_KEPT
 from pipelines.unit_blocks import block_sizes
 
 pytestmark = pytest.mark.s3
@@ -55,7 +56,7 @@ def test_a_lookup_reads_what_its_keys_need_not_what_the_cache_holds(figures):
     assert large["answers"] == 10 * small["answers"]
     assert large["warm_files_opened"] <= 1.2 * small["warm_files_opened"]
     assert large["keys_in_memory"] == small["keys_in_memory"] == 0
-    assert 0 < large["footer_bytes"] <= 1024 * 64 * 1024  # FOOTERS_KEPT filters of at most 64 KB
+    assert 0 < large["footer_bytes"] <= FOOTER_BYTES_KEPT
 
 
 def test_ray_datas_blocks_grow_with_the_fleet_not_the_units():
