@@ -16,9 +16,10 @@ small files into larger ones; it writes before it deletes, so an answer is alway
 level or the other (or briefly both: the same answer twice is harmless).
 
 A reader keeps in memory only the keys of the entries not yet compacted (bounded by
-compaction) and the footers of the shard files it has read lately (FOOTER_BYTES_KEPT at most):
-their row groups' key ranges, their Bloom filters (operators/key_filter.py, 64 KB at most), and
-the parsed footer itself, so a warm read of a file parses nothing. A lookup lists `entries/` (and `shards/` when keys are left), and reads,
+compaction) and, of the shard files it has read lately, their row groups' key ranges and their
+Bloom filters (operators/key_filter.py, 64 KB at most): FOOTER_BYTES_KEPT at most. Not the
+parsed footers: pyarrow holds one in about 6 times its size on disk (1 MB for a shard file of a
+30M-answer cache), so a read parses its file's footer again (a few ms). A lookup lists `entries/` (and `shards/` when keys are left), and reads,
 of the shards of the keys asked for, only the row groups whose key range holds one of them:
 its cost grows with the keys looked up, not with the cache.
 
@@ -60,7 +61,7 @@ ENTRIES = "entries"
 SHARDS = "shards"
 SHARD_DIGITS = 2  # 256 shards: at 100M answers, ~400k per shard
 ROW_GROUP_ROWS = 2048  # what one key read fetches from a shard file
-FOOTER_BYTES_KEPT = 64 * 1024**2  # the footers a reader keeps, by their size, least recently used first
+FOOTER_BYTES_KEPT = 64 * 1024**2  # what a reader keeps of footers, least recently used out first
 # Entries files that make an actor start a compaction in the background. Each actor reads each
 # entries file while it lives, so this, not the fleet, bounds how often one is read: a file
 # lives until K more are written, about K reads whatever the number of actors.
@@ -80,7 +81,6 @@ class Footer(NamedTuple):
     los: list[str]  # each row group's smallest key
     his: list[str]  # and largest
     filter: "KeyFilter | None"  # of its keys (None: a file written without one)
-    meta: pq.FileMetaData  # parsed: a read given it parses no footer
     nbytes: int  # what keeping it costs, about
 
 
@@ -295,7 +295,7 @@ class ResponseCache:
         if not groups:
             return {}
         with self.files.open(f) as fh:
-            pf = pq.ParquetFile(fh, metadata=footer.meta)
+            pf = pq.ParquetFile(fh)
             table = pf.read_row_groups(groups, columns=["key"])
             mask = pc.is_in(table.column("key"), value_set=pa.array(keys, pa.string()))
             if not pc.any(mask).as_py():
@@ -322,8 +322,9 @@ class ResponseCache:
         stats = [meta.row_group(g).column(key).statistics for g in range(meta.num_row_groups)]
         stored = (meta.metadata or {}).get(FILTER_KEY)
         key_filter = KeyFilter.from_bytes(stored) if stored else None
-        footer = Footer([s.min for s in stats], [s.max for s in stats], key_filter, meta,
-                        2 * meta.serialized_size + (key_filter.nbytes() if key_filter else 0))
+        los, his = [s.min for s in stats], [s.max for s in stats]
+        footer = Footer(los, his, key_filter, (key_filter.nbytes() if key_filter else 0)
+                        + sum(len(k) + 50 for k in los + his))  # a str object costs about 50 bytes more
         with self._lock:
             if f not in self._footers:
                 self._footers[f] = footer

@@ -199,7 +199,21 @@ def probe_cache(path: str, size: int) -> dict[str, Any]:
         figures[f"{label}_files_opened"] = len(opened)
         assert len(found) == LOOKUP_HITS, (label, len(found))
     return {"answers": size, **figures, "keys_in_memory": cache.memory_keys(), "footer_bytes": cache.footer_bytes(),
-            "peak_rss_mb": peak_rss_mb()}
+            "peak_rss_mb": peak_rss_mb(), "rss_trimmed_mb": rss_trimmed_mb()}
+
+
+def rss_trimmed_mb() -> float | None:
+    """This process's RSS once glibc has handed its freed memory back: what it still holds
+    (a peak counts memory freed but kept by the allocator's per-thread arenas)."""
+    import ctypes
+
+    import psutil
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        return None
+    return psutil.Process().memory_info().rss / 1e6
 
 
 def build_cache(path: Path, size: int) -> None:
@@ -397,10 +411,11 @@ def report_lines(f: dict[str, Any]) -> list[str]:
                      f"({c['cold_files_opened']} files), warm {c['warm_seconds'] * 1000:6.1f} ms "
                      f"({c['warm_files_opened']} files); keys in memory {c['keys_in_memory']}, footers kept "
                      f"{c.get('footer_bytes', 0) / 1e6:.1f} MB, "
-                     f"peak RSS {c['peak_rss_mb']:.0f} MB")
+                     f"peak RSS {c['peak_rss_mb']:.0f} MB ({c.get('rss_trimmed_mb') or 0:.0f} MB held after the lookups)")
     if len(f["cache"]) > 1:
         lines.append(f"         warm lookup {growth(f['cache'], 'warm_seconds', 'answers')} answers; "
-                     f"peak RSS {growth(f['cache'], 'peak_rss_mb', 'answers')}")
+                     f"peak RSS {growth(f['cache'], 'peak_rss_mb', 'answers')}; held "
+                     f"{growth(f['cache'], 'rss_trimmed_mb', 'answers') if f['cache'][0].get('rss_trimmed_mb') else 'n/a'}")
     return lines
 
 
