@@ -10,7 +10,10 @@ that listed a file since deleted finds it gone and lists again. Two compactions 
 Shard files merge by size class (size-tiered, as LSM stores do): when MERGE_FANIN files of a
 shard are of one class (a factor MERGE_FANIN apart), they become one file of the next. Each
 answer is so rewritten about log(cache size) times over the cache's life, not once per
-compaction, and a shard holds a few files per class.
+compaction, and a shard holds a few files per class. A file never holds more than
+MAX_FILE_ROWS answers: a larger merge is written as several files of disjoint key ranges, and
+a full file is never merged again, so a merge, a footer and a filter stay bounded; a large
+cache has more full files per shard, each passed over by its filter when it lacks the key.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from operators.response_cache import ENTRIES, SHARD_DIGITS, SHARDS, CacheFiles, conform_answers
+from operators.response_cache import (ENTRIES, FULL_SUFFIX, MAX_FILE_ROWS, SHARD_DIGITS, SHARDS, CacheFiles,
+                                      conform_answers)
 
 LEASE = "compacting.json"
 LEASE_SECONDS = 900.0  # a lease this old was left by a compaction that died
@@ -94,9 +98,10 @@ def _entries_into_shards(files: CacheFiles, batch: list[str], done: CacheCompact
     prefixes = pc.utf8_slice_codeunits(table.column("key"), 0, SHARD_DIGITS)
     stamp = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
     shards = pc.unique(prefixes).to_pylist()
-    list(files.map(lambda shard: files.write(f"{SHARDS}/{shard}/{stamp}.parquet",
-                                             table.filter(pc.equal(prefixes, shard)), key_filter=True), shards))
-    done.shard_files_written += len(shards)
+    def write(shard: str) -> int:
+        return _write_shard_files(files, shard, stamp, table.filter(pc.equal(prefixes, shard)))
+
+    done.shard_files_written += sum(files.map(write, shards))
     list(files.map(files.remove, read))  # only now: their answers are in shard files written whole
     done.entries_files += len(read)
     done.answers += table.num_rows
@@ -111,6 +116,8 @@ def _merge_shard(files: CacheFiles, shard: str) -> tuple[int, int]:
         sizes = files.parquet_sizes(f"{SHARDS}/{shard}")
         classes: dict[int, list[str]] = {}
         for f, size in sizes.items():
+            if f.endswith(FULL_SUFFIX):
+                continue
             classes.setdefault(int(math.log(max(size, 1), MERGE_FANIN)), []).append(f)
         full = [fs for _, fs in sorted(classes.items()) if len(fs) >= MERGE_FANIN]
         if not full:
@@ -130,11 +137,23 @@ def _merge_shard(files: CacheFiles, shard: str) -> tuple[int, int]:
         if first is not None:
             table = table.filter(pa.concat_arrays([pa.array([True]), first.combine_chunks()]))
         # named after its newest input, so newest-first order stays true for readers
-        name = group[-1].rsplit("/", 1)[-1].replace(".parquet", f"-m{uuid.uuid4().hex[:6]}.parquet")
-        files.write(f"{SHARDS}/{shard}/{name}", table, key_filter=True)
+        name = group[-1].rsplit("/", 1)[-1].replace(".parquet", f"-m{uuid.uuid4().hex[:6]}")
+        n = _write_shard_files(files, shard, name, table)
         for f in group:
             files.remove(f)
-        written, merged = written + 1, merged + len(group)
+        written, merged = written + n, merged + len(group)
+
+
+def _write_shard_files(files: CacheFiles, shard: str, name: str, table: pa.Table) -> int:
+    """A shard's answers, sorted by key, as files of at most MAX_FILE_ROWS: `name`.parquet, or
+    when more, `name`-cNNNN for each part; a part of exactly MAX_FILE_ROWS is marked full.
+    Returns how many files."""
+    parts = [table.slice(start, MAX_FILE_ROWS) for start in range(0, table.num_rows, MAX_FILE_ROWS)]
+    for i, part in enumerate(parts):
+        stem = name if len(parts) == 1 else f"{name}-c{i:04d}"
+        suffix = FULL_SUFFIX if part.num_rows == MAX_FILE_ROWS else ".parquet"
+        files.write(f"{SHARDS}/{shard}/{stem}{suffix}", part, key_filter=True)
+    return len(parts)
 
 
 def _remove_orphans(files: CacheFiles) -> int:

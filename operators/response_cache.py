@@ -10,7 +10,8 @@ so writers on many nodes never conflict and readers never wait for them. Two lev
 LSM tree:
     entries/<writer>.parquet       what one committed unit added (one PUT per unit)
     shards/<kk>/<time>-<id>.parquet  compacted answers whose key starts with the hex digits
-                                     kk, sorted by key, in row groups of ROW_GROUP_ROWS
+                                     kk, sorted by key, in row groups of ROW_GROUP_ROWS, at
+                                     most MAX_FILE_ROWS a file (a full one: ...-full.parquet)
 Compaction (operators/cache_compaction.py) moves entries into shards and merges a shard's
 small files into larger ones; it writes before it deletes, so an answer is always in one
 level or the other (or briefly both: the same answer twice is harmless).
@@ -61,6 +62,11 @@ ENTRIES = "entries"
 SHARDS = "shards"
 SHARD_DIGITS = 2  # 256 shards: at 100M answers, ~400k per shard
 ROW_GROUP_ROWS = 2048  # what one key read fetches from a shard file
+# A shard file holds at most this many answers: its footer, its filter (10 bits a key: 64 KB)
+# and a merge of it stay the same size however large the cache grows; a full file is never
+# merged again (operators/cache_compaction.py).
+MAX_FILE_ROWS = 25 * ROW_GROUP_ROWS
+FULL_SUFFIX = "-full.parquet"
 FOOTER_BYTES_KEPT = 64 * 1024**2  # what a reader keeps of footers, least recently used out first
 # Entries files that make an actor start a compaction in the background. Each actor reads each
 # entries file while it lives, so this, not the fleet, bounds how often one is read: a file

@@ -228,6 +228,33 @@ def test_a_file_not_written_by_the_cache_is_skipped_not_fatal(tmp_path, capfd):
         key(1): "answer 1", key(2): "answer 2"}
 
 
+def test_shard_files_stay_under_their_cap_and_full_ones_are_never_merged_again(tmp_path, monkeypatch):
+    from operators import response_cache
+
+    few_shards(monkeypatch)
+    for module in (response_cache, cache_compaction):
+        monkeypatch.setattr(module, "MAX_FILE_ROWS", 100)
+    path = str(tmp_path / "cache")
+    writer = ResponseCache(path, compact_after=None)
+    files = CacheFiles(path)
+    full_before: set[str] = set()
+    for cycle in range(12):  # 6,000 answers: 375 a shard, several full files each
+        add(writer, list(range(cycle * 500, cycle * 500 + 500)))
+        compact_cache(path)
+        full = {f for f in files.parquet_files(SHARDS) if f.endswith("-full.parquet")}
+        assert full_before <= full  # a full file, once written, is left as it is
+        full_before = full
+    rows = {}
+    for f in files.parquet_files(SHARDS):
+        with files.open(f) as fh:
+            rows[f] = pq.ParquetFile(fh).metadata.num_rows
+    assert max(rows.values()) <= 100 and sum(rows.values()) >= 6000, rows
+    assert all(n == 100 for f, n in rows.items() if f.endswith("-full.parquet"))
+    assert len(full_before) >= 40  # most answers sit in full files
+    found = ResponseCache(path).lookup([key(i) for i in range(6000)])
+    assert {k: v["output"] for k, v in found.items()} == {key(i): f"answer {i}" for i in range(6000)}
+
+
 def test_a_second_compaction_waits_for_the_lease_and_a_stale_lease_is_taken(tmp_path):
     path = str(tmp_path / "cache")
     add(ResponseCache(path, compact_after=None), [1])

@@ -221,7 +221,8 @@ def build_cache(path: Path, size: int) -> None:
     the keys a probe looks up (half in the cache, half not)."""
     import numpy as np
 
-    from operators.response_cache import SHARDS, CacheFiles, answer_table
+    from operators.cache_compaction import _write_shard_files
+    from operators.response_cache import CacheFiles, answer_table
 
     if (path / "probe_keys.parquet").exists():
         return
@@ -234,9 +235,9 @@ def build_cache(path: Path, size: int) -> None:
         n = size // shards + (1 if s < size % shards else 0)
         tail = hexdigits[rng.integers(0, 16, size=(n, 62))].tobytes()
         keys = sorted(f"{s:02x}" + tail[i * 62:(i + 1) * 62].decode() for i in range(n))
-        files.write(f"{SHARDS}/{s:02x}/{0:020d}-synthetic.parquet", answer_table(keys, {
+        _write_shard_files(files, f"{s:02x}", f"{0:020d}-synthetic", answer_table(keys, {
             "output": ["an answer of a few words"] * n, "prompt_tokens": [20] * n, "completion_tokens": [6] * n,
-            "finish_reason": ["stop"] * n}), key_filter=True)
+            "finish_reason": ["stop"] * n}))
         hits.extend(keys[:: max(1, n // 2)][:2])
     picked = [hits[i] for i in rng.choice(len(hits), 2 * LOOKUP_HITS, replace=False)]
     misses = ["".join(rng.choice(list("0123456789abcdef"), 64)) for _ in range(2 * LOOKUP_MISSES)]
