@@ -80,8 +80,7 @@ def compact_cache(path: str, storage_options: dict[str, Any] | None = None, *,
 def _entries_into_shards(files: CacheFiles, batch: list[str], done: CacheCompaction) -> set[str]:
     def read(f: str) -> pa.Table | None:
         try:
-            with files.open(f) as fh:
-                return conform_answers(pq.read_table(fh))
+            return conform_answers(pq.read_table(files.read(f)))
         except FileNotFoundError:  # another compaction took it
             return None
         except (pa.ArrowException, OSError) as err:  # not written by the cache: left where it is
@@ -126,8 +125,7 @@ def _merge_shard(files: CacheFiles, shard: str) -> tuple[int, int]:
         try:
             tables = []
             for f in group:
-                with files.open(f) as fh:
-                    tables.append(conform_answers(pq.read_table(fh)))
+                tables.append(conform_answers(pq.read_table(files.read(f))))
         except FileNotFoundError:  # merged by another compaction meanwhile: look again
             continue
         table = pa.concat_tables(tables)

@@ -119,7 +119,8 @@ class CacheFiles:
     def __init__(self, path: str, storage_options: dict[str, Any] | None = None):
         self.fs, root = url_to_fs(path, **{"use_listings_cache": False, **(storage_options or {})})
         self.root = root.rstrip("/")
-        self.local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+        self.protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        self.local = "file" in self.protocols
 
     def path(self, name: str) -> str:
         return f"{self.root}/{name}"
@@ -185,7 +186,18 @@ class CacheFiles:
             return iter(list(pool.map(fn, items)))
 
     def open(self, path: str):
+        """For reading parts of a file (a footer, row groups); on S3 a HEAD first, for its size."""
         return self.fs.open(path, "rb")
+
+    def read(self, path: str) -> io.BytesIO:
+        """A whole file in one request (a GET, where open() would first ask its size): entries
+        files, read by every actor of a fleet, and files being merged."""
+        if self.local:
+            with open(path, "rb") as fh:
+                return io.BytesIO(fh.read())
+        # s3fs asks an object's size (a HEAD) to read large ones in parts, unless told not to
+        one_request = {"max_concurrency": 1} if "s3" in self.protocols else {}
+        return io.BytesIO(self.fs.cat_file(path, **one_request))
 
     def remove(self, path: str) -> None:
         try:
@@ -267,8 +279,7 @@ class ResponseCache:
                     self._index.setdefault(key, (f, row))
         for f in sorted(files - self._entries.keys()):
             try:
-                with self.files.open(f) as fh:
-                    keys = pq.read_table(fh, columns=["key"]).column(0).to_pylist()
+                keys = pq.read_table(self.files.read(f), columns=["key"]).column(0).to_pylist()
             except FileNotFoundError:
                 continue  # compacted between the listing and the read
             except (pa.ArrowException, OSError) as err:  # not Parquet: never written by us whole
@@ -286,9 +297,8 @@ class ResponseCache:
         return {s: sorted(fs, reverse=True) for s, fs in shards.items()}
 
     def _read_rows(self, f: str, rows: list[tuple[str, int]]) -> dict[str, dict[str, Any]]:
-        with self.files.open(f) as fh:
-            pf = pq.ParquetFile(fh)  # files written before a column was added lack it: null
-            table = pf.read(columns=[c for c in ANSWER_COLUMNS if c in pf.schema_arrow.names])
+        pf = pq.ParquetFile(self.files.read(f))  # files written before a column was added lack it: null
+        table = pf.read(columns=[c for c in ANSWER_COLUMNS if c in pf.schema_arrow.names])
         return {key: {c: table.column(c)[row].as_py() if c in table.column_names else None
                       for c in ANSWER_COLUMNS} for key, row in rows}
 
