@@ -97,8 +97,9 @@ def _entries_into_shards(files: CacheFiles, batch: list[str], done: CacheCompact
     prefixes = pc.utf8_slice_codeunits(table.column("key"), 0, SHARD_DIGITS)
     stamp = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
     shards = pc.unique(prefixes).to_pylist()
+
     def write(shard: str) -> int:
-        return _write_shard_files(files, shard, stamp, table.filter(pc.equal(prefixes, shard)))
+        return write_shard_files(files, shard, stamp, table.filter(pc.equal(prefixes, shard)))
 
     done.shard_files_written += sum(files.map(write, shards))
     list(files.map(files.remove, read))  # only now: their answers are in shard files written whole
@@ -136,13 +137,13 @@ def _merge_shard(files: CacheFiles, shard: str) -> tuple[int, int]:
             table = table.filter(pa.concat_arrays([pa.array([True]), first.combine_chunks()]))
         # named after its newest input, so newest-first order stays true for readers
         name = group[-1].rsplit("/", 1)[-1].replace(".parquet", f"-m{uuid.uuid4().hex[:6]}")
-        n = _write_shard_files(files, shard, name, table)
+        n = write_shard_files(files, shard, name, table)
         for f in group:
             files.remove(f)
         written, merged = written + n, merged + len(group)
 
 
-def _write_shard_files(files: CacheFiles, shard: str, name: str, table: pa.Table) -> int:
+def write_shard_files(files: CacheFiles, shard: str, name: str, table: pa.Table) -> int:
     """A shard's answers, sorted by key, as files of at most MAX_FILE_ROWS: `name`.parquet, or
     when more, `name`-cNNNN for each part; a part of exactly MAX_FILE_ROWS is marked full.
     Returns how many files."""

@@ -5,10 +5,9 @@ Keys are SHA-256 hex digests, already uniform: the filter's HASHES bit positions
 the key's own 32-bit words, no hashing needed. BITS_PER_KEY bits per key and 7 positions give
 about 1% false positives (a false positive costs one row-group read, never a wrong answer).
 
-A filter is at most MAX_BITS (64 KB), kept packed: a reader keeps up to 1,024 footers, so its
-memory and a footer's parse time stay bounded however large the cache grows; a file of more
-than MAX_BITS / BITS_PER_KEY keys (52k: a 13M-answer cache's shard) gets more false positives,
-each one row-group read.
+A filter is at most MAX_BITS (64 KB), and readers keep it packed (a bit a bit): a shard file
+holds at most MAX_FILE_ROWS keys (51,200, operators/response_cache.py), which fit at
+BITS_PER_KEY; a larger file, written before files were capped, gets more false positives.
 
 >>> keys = [f"{i:064x}" for i in range(0, 10_000, 7)]
 >>> f = KeyFilter.of(keys)

@@ -19,10 +19,11 @@ level or the other (or briefly both: the same answer twice is harmless).
 A reader keeps in memory only the keys of the entries not yet compacted (bounded by
 compaction) and, of the shard files it has read lately, their row groups' key ranges and their
 Bloom filters (operators/key_filter.py, 64 KB at most): FOOTER_BYTES_KEPT at most. Not the
-parsed footers: pyarrow holds one in about 6 times its size on disk (1 MB for a shard file of a
-30M-answer cache), so a read parses its file's footer again (a few ms). A lookup lists `entries/` (and `shards/` when keys are left), and reads,
-of the shards of the keys asked for, only the row groups whose key range holds one of them:
-its cost grows with the keys looked up, not with the cache.
+parsed footers: pyarrow holds one in about 6 times its size on disk, so a read parses its
+file's footer again (a few ms). A lookup lists `entries/` (and `shards/` when keys are left),
+and reads, of the shards of the keys asked for, only the row groups whose key range holds one
+of them: its cost grows with the keys looked up, and with the cache only as the number of full
+files per shard does.
 
 >>> a = request_key("m", "Hi", None, "chat", {"max_tokens": 8, "temperature": 0.0, "seed": None})
 >>> a == request_key("m", "Hi", None, "chat", {"max_tokens": 8, "temperature": 0.0, "seed": None})
@@ -68,9 +69,10 @@ ROW_GROUP_ROWS = 2048  # what one key read fetches from a shard file
 MAX_FILE_ROWS = 25 * ROW_GROUP_ROWS
 FULL_SUFFIX = "-full.parquet"
 FOOTER_BYTES_KEPT = 64 * 1024**2  # what a reader keeps of footers, least recently used out first
-# Entries files that make an actor start a compaction in the background. Each actor reads each
-# entries file while it lives, so this, not the fleet, bounds how often one is read: a file
-# lives until K more are written, about K reads whatever the number of actors.
+# Entries files that make an actor start a compaction in the background. Every actor reads
+# each entries file while it lives: until COMPACT_AFTER more are written and a compaction has
+# moved it, so about COMPACT_AFTER + compaction seconds x units a second reads, up to one per
+# actor ("How it scales" in the README).
 COMPACT_AFTER = 64
 PARALLEL_REQUESTS = 16  # storage requests of one lookup or compaction step in flight at once
 LOOKUP_TRIES = 10  # a file compacted away between a listing and its read: list again

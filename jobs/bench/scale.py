@@ -221,7 +221,7 @@ def build_cache(path: Path, size: int) -> None:
     the keys a probe looks up (half in the cache, half not)."""
     import numpy as np
 
-    from operators.cache_compaction import _write_shard_files
+    from operators.cache_compaction import write_shard_files
     from operators.response_cache import CacheFiles, answer_table
 
     if (path / "probe_keys.parquet").exists():
@@ -235,7 +235,7 @@ def build_cache(path: Path, size: int) -> None:
         n = size // shards + (1 if s < size % shards else 0)
         tail = hexdigits[rng.integers(0, 16, size=(n, 62))].tobytes()
         keys = sorted(f"{s:02x}" + tail[i * 62:(i + 1) * 62].decode() for i in range(n))
-        _write_shard_files(files, f"{s:02x}", f"{0:020d}-synthetic", answer_table(keys, {
+        write_shard_files(files, f"{s:02x}", f"{0:020d}-synthetic", answer_table(keys, {
             "output": ["an answer of a few words"] * n, "prompt_tokens": [20] * n, "completion_tokens": [6] * n,
             "finish_reason": ["stop"] * n}))
         hits.extend(keys[:: max(1, n // 2)][:2])
