@@ -69,11 +69,11 @@ ROW_GROUP_ROWS = 2048  # what one key read fetches from a shard file
 MAX_FILE_ROWS = 25 * ROW_GROUP_ROWS
 FULL_SUFFIX = "-full.parquet"
 FOOTER_BYTES_KEPT = 64 * 1024**2  # what a reader keeps of footers, least recently used out first
-# Entries files that make an actor start a compaction in the background. Every actor reads
-# each entries file while it lives: until COMPACT_AFTER more are written and a compaction has
-# moved it, so about COMPACT_AFTER + compaction seconds x units a second reads, up to one per
-# actor ("How it scales" in the README).
+# Entries files that make an actor start a compaction in the background. An entries file lives
+# until COMPACT_AFTER more are written and a compaction has moved it, and an actor reads the new
+# ones each time its lookup looks (ENTRIES_READ_PER_LOOK at most).
 COMPACT_AFTER = 64
+ENTRIES_READ_PER_LOOK = 64  # new entries files a lookup reads at most: what bounds the fleet's reads
 PARALLEL_REQUESTS = 16  # storage requests of one lookup or compaction step in flight at once
 LOOKUP_TRIES = 10  # a file compacted away between a listing and its read: list again
 # An answer as the engine gave it; not how much of its prompt the prefix cache held, which
@@ -269,7 +269,12 @@ class ResponseCache:
         list(self.files.map(in_shard, [s for s in by_shard if s in shards]))
 
     def _refresh_entries(self) -> None:
-        """Read the keys of entries files new since the last look; forget compacted ones."""
+        """Read the keys of entries files new since the last look, ENTRIES_READ_PER_LOOK at
+        most; forget compacted ones. A fleet writes entries files faster than one actor's units
+        start, and every actor would read every one: the cap bounds what a unit's start reads
+        however large the fleet. A file left unread is read at a later look, or its answers are
+        found in the shards once compacted; a key asked meanwhile is a miss, answered again,
+        never a wrong answer."""
         files = set(self.files.parquet_files(ENTRIES)) - self._unreadable
         gone = self._entries.keys() - files
         if gone:  # compacted into shards: their answers are there now
@@ -279,7 +284,7 @@ class ResponseCache:
             for f in sorted(self._entries):
                 for row, key in enumerate(self._entries[f]):
                     self._index.setdefault(key, (f, row))
-        for f in sorted(files - self._entries.keys()):
+        for f in sorted(files - self._entries.keys())[:ENTRIES_READ_PER_LOOK]:  # uuid names: any few
             try:
                 keys = pq.read_table(self.files.read(f), columns=["key"]).column(0).to_pylist()
             except FileNotFoundError:

@@ -52,6 +52,30 @@ def test_answers_are_shared_between_readers_and_files_are_never_rewritten(tmp_pa
     assert first.endswith(".parquet")
 
 
+def test_a_lookup_reads_a_bounded_number_of_new_entries_files_and_the_rest_later(tmp_path, monkeypatch):
+    """As a large fleet writes them faster than one actor looks: a few new files a look, never
+    a wrong answer, and every answer found once the reader has caught up or compaction ran."""
+    from operators import response_cache
+
+    monkeypatch.setattr(response_cache, "ENTRIES_READ_PER_LOOK", 4)
+    path = str(tmp_path / "cache")
+    writer = ResponseCache(path, compact_after=None)
+    for unit in range(10):
+        add(writer, list(range(unit * 5, unit * 5 + 5)))
+    reader = ResponseCache(path, compact_after=None)
+    opened = []
+    real_read = CacheFiles.read
+    monkeypatch.setattr(CacheFiles, "read", lambda self, p: opened.append(p) or real_read(self, p))
+    everything = [key(i) for i in range(50)]
+    found = reader.lookup(everything)
+    entries_read = [p for p in opened if "/entries/" in p]
+    assert len(set(entries_read)) <= 4 + len(found) // 5  # 4 new files looked at, then the hits' own files
+    assert len(found) == 20 and all(v["output"] == f"answer {everything.index(k)}" for k, v in found.items())
+    assert len(reader.lookup(everything)) == 40 and len(reader.lookup(everything)) == 50  # caught up
+    compact_cache(path)
+    assert len(ResponseCache(path, compact_after=None).lookup(everything)) == 50  # all in the shards now
+
+
 def test_compaction_moves_answers_into_shards_and_a_lookup_reads_only_their_shards(cache_at, monkeypatch):
     monkeypatch.setattr(cache_compaction, "ENTRIES_PER_PASS", 16)  # several passes
     writer = ResponseCache(*cache_at, compact_after=None)
