@@ -393,12 +393,14 @@ def report_lines(f: dict[str, Any]) -> list[str]:
     if len(by_actors) > 1:
         lines.append(f"         requests per unit {growth(by_actors, 'requests_per_unit', 'actors')} actors")
     for m in f.get("s3_marginal", []):
+        # below zero, the smaller run had not reached a steady state (each actor held a unit or two)
+        start = f"{m['fleet_start_requests']:,.0f}" if m["fleet_start_requests"] >= 0 else "n/a"
         lines.append(f"s3 unit  {m['actors']:>5,} actors: {m['requests_per_unit']:.1f} requests per unit once the "
-                     f"fleet has started ({m['from_units']:,} to {m['to_units']:,} units), and "
-                     f"{m['fleet_start_requests']:,.0f} for the fleet's start")
+                     f"fleet has started ({m['from_units']:,} to {m['to_units']:,} units), and {start} for the "
+                     f"fleet's start")
     if len(f.get("s3_marginal", [])) > 1:
-        lines.append(f"         requests per unit once started {growth(f['s3_marginal'], 'requests_per_unit', 'actors')} "
-                     f"actors")
+        started = growth(f["s3_marginal"], "requests_per_unit", "actors")
+        lines.append(f"         requests per unit once started {started} actors")
     for r in f["ray_data"]:
         kind = "one block per unit" if r["one_per_unit"] else "blocks as a run cuts them"
         lines.append(f"ray data {r['units']:>9,} units, {kind:26}: {r['blocks']:>7,} blocks, "
@@ -411,12 +413,12 @@ def report_lines(f: dict[str, Any]) -> list[str]:
         lines.append(f"cache    {c['answers']:>11,} answers: a unit's lookup cold {c['cold_seconds'] * 1000:6.1f} ms "
                      f"({c['cold_files_opened']} files), warm {c['warm_seconds'] * 1000:6.1f} ms "
                      f"({c['warm_files_opened']} files); keys in memory {c['keys_in_memory']}, footers kept "
-                     f"{c.get('footer_bytes', 0) / 1e6:.1f} MB, "
-                     f"peak RSS {c['peak_rss_mb']:.0f} MB ({c.get('rss_trimmed_mb') or 0:.0f} MB held after the lookups)")
+                     f"{c.get('footer_bytes', 0) / 1e6:.1f} MB, peak RSS {c['peak_rss_mb']:.0f} MB "
+                     f"({c.get('rss_trimmed_mb') or 0:.0f} MB held after the lookups)")
     if len(f["cache"]) > 1:
+        held = growth(f["cache"], "rss_trimmed_mb", "answers") if f["cache"][0].get("rss_trimmed_mb") else "n/a"
         lines.append(f"         warm lookup {growth(f['cache'], 'warm_seconds', 'answers')} answers; "
-                     f"peak RSS {growth(f['cache'], 'peak_rss_mb', 'answers')}; held "
-                     f"{growth(f['cache'], 'rss_trimmed_mb', 'answers') if f['cache'][0].get('rss_trimmed_mb') else 'n/a'}")
+                     f"peak RSS {growth(f['cache'], 'peak_rss_mb', 'answers')}; held {held}")
     return lines
 
 
