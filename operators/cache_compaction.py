@@ -166,7 +166,13 @@ def _remove_orphans(files: CacheFiles) -> int:
         except FileNotFoundError:
             continue
         for f in names:
-            if f.endswith(".tmp") and time.time() - files.fs.modified(f).timestamp() > ORPHAN_SECONDS:
+            if not f.endswith(".tmp"):
+                continue
+            try:
+                age = time.time() - files.fs.modified(f).timestamp()
+            except FileNotFoundError:  # its writer renamed it into place since the listing
+                continue
+            if age > ORPHAN_SECONDS:
                 files.remove(f)
                 removed += 1
     return removed
