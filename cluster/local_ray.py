@@ -32,10 +32,18 @@ def state_path() -> Path:
     return Path(os.environ.get("SPOTBATCH_LOCAL_RAY") or Path.home() / ".cache" / "spotbatch" / "local-ray.json")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def node_port_args() -> list[str]:
+    """`ray start` flags giving each port a node opens a free one: two Rays on one machine
+    never meet (Ray's defaults are fixed numbers)."""
+    names = ["node-manager-port", "object-manager-port", "dashboard-agent-grpc-port",
+             "dashboard-agent-listen-port", "metrics-export-port", "runtime-env-agent-port"]
+    return [f"--{n}={free_port()}" for n in names]
 
 
 def _listening(address: str) -> bool:
@@ -77,23 +85,21 @@ def up(num_cpus: int | None = None, timeout: float = 120) -> tuple[dict, bool]:
     if state:
         return state, False
     temp_dir = tempfile.mkdtemp(prefix="sb-ray-up-", dir="/tmp")  # short: Ray's socket paths
-    port = _free_port()
+    port = free_port()
     log = Path(temp_dir) / "ray-start.log"
-    ports = ["node-manager-port", "object-manager-port", "dashboard-agent-grpc-port",
-             "dashboard-agent-listen-port", "metrics-export-port", "runtime-env-agent-port",
-             "ray-client-server-port"]
     ray_cli = Path(sys.executable).with_name("ray")  # this environment's: its workers import spotbatch
     ray_cli = str(ray_cli) if ray_cli.exists() else shutil.which("ray") or "ray"
     cmd = [ray_cli, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
            f"--temp-dir={temp_dir}", "--include-dashboard=false", f"--num-cpus={num_cpus or os.cpu_count()}",
-           f"--object-store-memory={OBJECT_STORE_BYTES}", *[f"--{p}={_free_port()}" for p in ports]]
+           f"--object-store-memory={OBJECT_STORE_BYTES}", f"--ray-client-server-port={free_port()}",
+           *node_port_args()]
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)  # its own group: `down` signals exactly it
     deadline = time.monotonic() + timeout
     while STARTED not in log.read_text(errors="replace"):
         if proc.poll() is not None or time.monotonic() > deadline:
-            _stop_tree(proc.pid, grace=0)
+            stop_tree(proc.pid, grace=0)
             tail = log.read_text(errors="replace")[-2000:]
             shutil.rmtree(temp_dir, ignore_errors=True)
             raise RuntimeError(f"spotbatch up: Ray did not start (exit code {proc.poll()}):\n{tail}")
@@ -116,29 +122,34 @@ def down(grace: float = 5.0) -> dict | None:
     except (FileNotFoundError, ValueError):
         return None
     if _alive(state):
-        _stop_tree(state["pid"], grace)
+        stop_tree(state["pid"], grace)
     path.unlink(missing_ok=True)
     shutil.rmtree(state.get("temp_dir", ""), ignore_errors=True)
     return state
 
 
-def _stop_tree(pid: int, grace: float) -> None:
-    """The process group `ray start` leads, and every descendant (Ray starts its workers in
-    sessions of their own): SIGTERM, then SIGKILL for what is left after `grace` seconds."""
+def signal_tree(pid: int, sig: int) -> list[psutil.Process]:
+    """Signal the process group `pid` leads and every descendant (Ray starts its workers in
+    sessions of their own, out of the group); returns the processes signalled."""
     try:
         tree = [psutil.Process(pid)]
         tree += tree[0].children(recursive=True)
     except psutil.NoSuchProcess:
         tree = []
-    for sig in (signal.SIGTERM, signal.SIGKILL):  # gcs_server may ignore SIGTERM for a while
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for proc in tree:
         try:
-            os.killpg(pid, sig)
-        except (ProcessLookupError, PermissionError):
+            proc.send_signal(sig)
+        except psutil.NoSuchProcess:
             pass
-        for proc in tree:
-            try:
-                proc.send_signal(sig)
-            except psutil.NoSuchProcess:
-                pass
-        if sig == signal.SIGTERM:
-            psutil.wait_procs(tree, timeout=grace)
+    return tree
+
+
+def stop_tree(pid: int, grace: float) -> None:
+    """SIGTERM to the tree, then SIGKILL for what is left after `grace` seconds (gcs_server
+    may ignore SIGTERM for a while)."""
+    psutil.wait_procs(signal_tree(pid, signal.SIGTERM), timeout=grace)
+    signal_tree(pid, signal.SIGKILL)

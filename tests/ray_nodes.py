@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,19 +19,9 @@ from pathlib import Path
 
 import psutil
 
+from cluster.local_ray import free_port, node_port_args, signal_tree, stop_tree
+
 RAY = str(Path(sys.executable).with_name("ray"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _port_args() -> list[str]:
-    names = ["node-manager-port", "object-manager-port", "dashboard-agent-grpc-port",
-             "dashboard-agent-listen-port", "metrics-export-port", "runtime-env-agent-port"]
-    return [f"--{n}={free_port()}" for n in names]
 
 
 class Node:
@@ -62,24 +51,10 @@ class Node:
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal every process of this node: its process group (raylet, GCS on a head) and
         every descendant, since Ray starts workers in sessions of their own."""
-        tree = self.processes()[1:]
-        try:
-            os.killpg(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        for child in tree:
-            try:
-                child.send_signal(sig)
-            except psutil.NoSuchProcess:
-                pass
+        signal_tree(self.proc.pid, sig)
 
     def stop(self, grace: float = 5.0) -> None:
-        self.kill(signal.SIGTERM)
-        try:
-            self.proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            pass
-        self.kill(signal.SIGKILL)  # gcs_server may ignore SIGTERM for a while
+        stop_tree(self.proc.pid, grace)
         self.proc.wait(10)
 
 
@@ -111,7 +86,7 @@ class LocalCluster:
         log = Path(self.temp_dir) / f"node-{len(self.nodes)}.log"
         cmd = [RAY, "start", "--block", f"--num-cpus={cpus}",
                f"--object-store-memory={self.object_store_mb * 1024**2}", "--disable-usage-stats",
-               f"--resources={json.dumps(resources)}", *_port_args(), *args]
+               f"--resources={json.dumps(resources)}", *node_port_args(), *args]
         with open(log, "w") as fh:
             proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
         node = Node(proc, log)
