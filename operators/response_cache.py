@@ -6,24 +6,28 @@ requests are deterministic, so only they are shared: with temperature > 0 and no
 request is a fresh sample and gets no key.
 
 The cache is a folder (local or s3://) of Parquet files, each written once and never changed,
-so writers on many nodes never conflict and readers never wait for them. Two levels, as in an
-LSM tree:
-    entries/<writer>.parquet       what one committed unit added (one PUT per unit)
-    shards/<kk>/<time>-<id>.parquet  compacted answers whose key starts with the hex digits
-                                     kk, sorted by key, in row groups of ROW_GROUP_ROWS, at
-                                     most MAX_FILE_ROWS a file (a full one: ...-full.parquet)
-Compaction (operators/cache_compaction.py) moves entries into shards and merges a shard's
-small files into larger ones; it writes before it deletes, so an answer is always in one
-level or the other (or briefly both: the same answer twice is harmless).
+so writers on many nodes never conflict and readers never wait for them. Levels, as in an LSM
+tree:
+    entries/<writer>.parquet          what one committed unit added (one PUT per unit)
+    shards/<kk>/<time>-<id>.parquet   compacted answers whose key starts with the hex digits kk,
+                                      sorted by key, in row groups of ROW_GROUP_ROWS: a few
+                                      small files, merged by size class
+    shards/<kk>/run-....parquet       the shard's run: the rest of its answers, in files of
+                                      MAX_FILE_ROWS with disjoint key ranges named in their
+                                      file names (operators/cache_runs.py)
+Compaction (operators/cache_compaction.py) moves entries into shards, merges a shard's small
+files into larger ones and folds one that reaches MAX_FILE_ROWS into the run; it writes before
+it deletes, so an answer is always in one level or another (or briefly two: the same answer
+twice is harmless).
 
 A reader keeps in memory only the keys of the entries not yet compacted (bounded by
 compaction) and, of the shard files it has read lately, their row groups' key ranges and their
 Bloom filters (operators/key_filter.py, 64 KB at most): FOOTER_BYTES_KEPT at most. Not the
 parsed footers: pyarrow holds one in about 6 times its size on disk, so a read parses its
 file's footer again (a few ms). A lookup lists `entries/` (and `shards/` when keys are left),
-and reads, of the shards of the keys asked for, only the row groups whose key range holds one
-of them: its cost grows with the keys looked up, and with the cache only as the number of full
-files per shard does.
+and reads, of the shards of the keys asked for, the small files whose filter may hold a key and
+the one run file whose range holds it, and of those only the row groups whose key range holds
+one: its cost grows with the keys looked up, not with the cache.
 
 >>> a = request_key("m", "Hi", None, "chat", {"max_tokens": 8, "temperature": 0.0, "seed": None})
 >>> a == request_key("m", "Hi", None, "chat", {"max_tokens": 8, "temperature": 0.0, "seed": None})
@@ -56,6 +60,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
+from operators import cache_runs
 from operators.generate import RESULT_SCHEMA, conform
 from operators.key_filter import KeyFilter
 
@@ -64,10 +69,9 @@ SHARDS = "shards"
 SHARD_DIGITS = 2  # 256 shards: at 100M answers, ~400k per shard
 ROW_GROUP_ROWS = 2048  # what one key read fetches from a shard file
 # A shard file holds at most this many answers: its footer, its filter (10 bits a key: 64 KB)
-# and a merge of it stay the same size however large the cache grows; a full file is never
-# merged again (operators/cache_compaction.py).
+# and what a merge or a fold holds in memory stay the same size however large the cache grows.
 MAX_FILE_ROWS = 25 * ROW_GROUP_ROWS
-FULL_SUFFIX = "-full.parquet"
+FULL_SUFFIX = "-full.parquet"  # a capped file of the layout before runs: folded into the run
 FOOTER_BYTES_KEPT = 64 * 1024**2  # what a reader keeps of footers, least recently used out first
 # Entries files that make an actor start a compaction in the background. An entries file lives
 # until COMPACT_AFTER more are written and a compaction has moved it, and an actor reads the new
@@ -263,18 +267,26 @@ class ResponseCache:
             answers.update(self._read_rows(f, rows))
         if wanted <= answers.keys():
             return
-        shards = self._list_shards()  # one listing, a few files per shard (by size class)
+        shards = self._list_shards()  # one listing: a few small files per shard, and its run
         by_shard: dict[str, list[str]] = {}
         for key in sorted(wanted - answers.keys()):
             by_shard.setdefault(shard_of(key), []).append(key)
 
         def in_shard(shard: str) -> None:  # what it finds is kept, should a later read fail
+            small, runs = shards[shard]
             keys = by_shard[shard]
-            for f in shards.get(shard, []):  # newest first
+            for f in small:  # newest first
                 keys = [k for k in keys if k not in answers]
                 if not keys:
                     return
                 answers.update(self._lookup_file(f, keys))
+            for generation in runs:  # newest first; one, but for a moment after two folds at once
+                by_file: dict[str, list[str]] = {}
+                for k in keys:
+                    if k not in answers:
+                        by_file.setdefault(cache_runs.file_for(generation, k).path, []).append(k)
+                for f, in_file in by_file.items():
+                    answers.update(self._lookup_file(f, in_file))
 
         list(self.files.map(in_shard, [s for s in by_shard if s in shards]))
 
@@ -307,11 +319,16 @@ class ResponseCache:
             for row, key in enumerate(keys):
                 self._index.setdefault(key, (f, row))
 
-    def _list_shards(self) -> dict[str, list[str]]:
-        shards: dict[str, list[str]] = {}
-        for f in self.files.parquet_files(SHARDS):
-            shards.setdefault(f.rsplit("/", 2)[-2], []).append(f)
-        return {s: sorted(fs, reverse=True) for s, fs in shards.items()}
+    def _list_shards(self) -> dict[str, tuple[list[str], list[list[cache_runs.RunFile]]]]:
+        """Per shard: its small files, newest first, and its run's whole generations."""
+        listed = self.files.parquet_files(SHARDS)
+        runs = cache_runs.by_shard(listed)
+        small: dict[str, list[str]] = {}
+        for f in listed:
+            if not cache_runs.parse(f):
+                small.setdefault(f.rsplit("/", 2)[-2], []).append(f)
+        return {s: (sorted(small.get(s, []), reverse=True), cache_runs.generations(runs.get(s, []))[0])
+                for s in small.keys() | runs.keys()}
 
     def _read_rows(self, f: str, rows: list[tuple[str, int]]) -> dict[str, dict[str, Any]]:
         pf = pq.ParquetFile(self.files.read(f))  # files written before a column was added lack it: null

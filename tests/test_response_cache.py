@@ -10,10 +10,11 @@ import threading
 import time
 import uuid
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from operators import cache_compaction
+from operators import cache_compaction, cache_runs
 from operators.cache_compaction import compact_cache
 from operators.response_cache import ENTRIES, SHARDS, CacheFiles, ResponseCache, request_key, shard_of
 
@@ -157,6 +158,7 @@ def test_shard_files_merge_by_size_so_their_number_grows_with_the_log_of_the_cac
 
 def test_concurrent_writers_and_compactions_while_readers_read_lose_no_answer(cache_at, monkeypatch):
     few_shards(monkeypatch)
+    small_files(monkeypatch, 8)  # folds into runs happen often too
     monkeypatch.setattr(cache_compaction, "ENTRIES_PER_PASS", 8)
     monkeypatch.setattr(cache_compaction, "MERGE_FANIN", 2)  # merges happen often
     written: list[int] = []
@@ -259,31 +261,76 @@ def test_a_staged_file_renamed_into_place_while_orphans_are_cleared_is_no_error(
     assert (tmp_path / "cache" / ENTRIES / "x.parquet").exists()
 
 
-def test_shard_files_stay_under_their_cap_and_full_ones_are_never_merged_again(tmp_path, monkeypatch):
+def small_files(monkeypatch, rows: int) -> None:
+    """Shard files of at most `rows` answers: runs of several files from a few thousand answers."""
     from operators import response_cache
 
-    few_shards(monkeypatch)
     for module in (response_cache, cache_compaction):
-        monkeypatch.setattr(module, "MAX_FILE_ROWS", 100)
+        monkeypatch.setattr(module, "MAX_FILE_ROWS", rows)
+
+
+def test_a_shards_large_part_is_one_run_of_capped_files_with_disjoint_key_ranges(tmp_path, monkeypatch):
+    few_shards(monkeypatch)
+    small_files(monkeypatch, 100)
     path = str(tmp_path / "cache")
     writer = ResponseCache(path, compact_after=None)
     files = CacheFiles(path)
-    full_before: set[str] = set()
-    for cycle in range(12):  # 6,000 answers: 375 a shard, several full files each
+    for cycle in range(12):  # 6,000 answers: 375 a shard, a run of several files each
         add(writer, list(range(cycle * 500, cycle * 500 + 500)))
         compact_cache(path)
-        full = {f for f in files.parquet_files(SHARDS) if f.endswith("-full.parquet")}
-        assert full_before <= full  # a full file, once written, is left as it is
-        full_before = full
-    rows = {}
+        for run_files in cache_runs.by_shard(files.parquet_files(SHARDS)).values():
+            whole, partial = cache_runs.generations(run_files)
+            assert len(whole) == 1 and partial == []  # a fold deletes the generation it read
+    rows, in_runs = {}, 0
     for f in files.parquet_files(SHARDS):
         with files.open(f) as fh:
-            rows[f] = pq.ParquetFile(fh).metadata.num_rows
-    assert max(rows.values()) <= 100 and sum(rows.values()) >= 6000, rows
-    assert all(n == 100 for f, n in rows.items() if f.endswith("-full.parquet"))
-    assert len(full_before) >= 40  # most answers sit in full files
+            keys = pq.read_table(fh, columns=["key"]).column(0).to_pylist()
+        rows[f] = keys
+        in_runs += len(keys) if cache_runs.parse(f) else 0
+    assert max(len(k) for k in rows.values()) <= 100 and sum(len(k) for k in rows.values()) == 6000
+    assert in_runs >= 4000  # most answers sit in the runs
+    for shard, run_files in cache_runs.by_shard(list(rows)).items():
+        run = cache_runs.generations(run_files)[0][0]
+        assert len(run) >= 2 and run[0].lo == shard
+        for a, b in zip(run, run[1:]):  # in key order, each file's keys within its fences
+            assert rows[a.path] == sorted(rows[a.path]) and a.lo <= rows[a.path][0]
+            assert rows[a.path][-1] < b.lo <= rows[b.path][0]
+
+    opened = []
+    real_open = CacheFiles.open
+    monkeypatch.setattr(CacheFiles, "open", lambda self, p: opened.append(p) or real_open(self, p))
+    reader = ResponseCache(path)
+    for i in (5, 2500, 5999):  # one key: one file of its shard's run, whatever the run's length
+        opened.clear()
+        assert reader.lookup([key(i)])[key(i)]["output"] == f"answer {i}"
+        assert len({p for p in opened if cache_runs.parse(p)}) == 1, opened
     found = ResponseCache(path).lookup([key(i) for i in range(6000)])
-    assert {k: v["output"] for k, v in found.items()} == {key(i): f"answer {i}" for i in range(6000)}
+    assert len(found) == 6000 and found[key(4321)]["output"] == "answer 4321"
+
+
+def test_a_fold_that_died_mid_write_is_never_read_and_is_cleared_later(tmp_path, monkeypatch):
+    few_shards(monkeypatch)
+    small_files(monkeypatch, 100)
+    path = str(tmp_path / "cache")
+    writer = ResponseCache(path, compact_after=None)
+    add(writer, list(range(3000)))
+    compact_cache(path)
+    files = CacheFiles(path)
+    run_file = next(r for f in files.parquet_files(SHARDS) if (r := cache_runs.parse(f)))
+    shard = run_file.path.rsplit("/", 2)[-2]
+    with files.open(run_file.path) as fh:
+        table = pq.read_table(fh)
+    dead = cache_runs.new_generation()  # its first file written, the rest never: no last file
+    wrong = table.set_column(1, "output", pa.array(["a wrong answer"] * table.num_rows))
+    files.write(f"{SHARDS}/{shard}/{cache_runs.run_name(dead, 0, False, shard)}", wrong, key_filter=True)
+    found = ResponseCache(path).lookup([key(i) for i in range(3000)])
+    assert {v["output"] for v in found.values()} == {f"answer {i}" for i in range(3000)}
+    compact_cache(path)
+    assert any(cache_runs.parse(f).generation == dead for f in files.parquet_files(SHARDS) if cache_runs.parse(f))
+    monkeypatch.setattr(cache_compaction, "ORPHAN_SECONDS", 0.0)
+    compact_cache(path)  # a generation not whole after ORPHAN_SECONDS belongs to a dead fold
+    assert not any(cache_runs.parse(f).generation == dead for f in files.parquet_files(SHARDS) if cache_runs.parse(f))
+    assert len(ResponseCache(path).lookup([key(i) for i in range(3000)])) == 3000
 
 
 def test_a_second_compaction_waits_for_the_lease_and_a_stale_lease_is_taken(tmp_path):

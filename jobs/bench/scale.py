@@ -217,8 +217,10 @@ def rss_trimmed_mb() -> float | None:
 
 
 def build_cache(path: Path, size: int) -> None:
-    """A compacted cache of `size` synthetic answers, laid out as compaction lays it out, and
-    the keys a probe looks up (half in the cache, half not)."""
+    """A compacted cache of `size` synthetic answers, laid out as compaction lays it out (a
+    shard's answers in one small file below MAX_FILE_ROWS, in its run above; not the few small
+    files a live shard also has, MERGE_FANIN - 1 a size class at most), and the keys a probe
+    looks up (half in the cache, half not)."""
     import numpy as np
 
     from operators.cache_compaction import write_shard_files
