@@ -26,6 +26,11 @@ from pathlib import Path
 from typing import Any
 
 LOG_DIR_ENV = "SPOTBATCH_LOG_DIR"
+# A run's log file is kept KEEP_LOG_DAYS, and only the newest KEEP_LOGS of them: a nightly
+# schedule or a notebook's many runs would otherwise fill the disk over months.
+KEEP_LOG_DAYS = 30
+KEEP_LOGS = 200
+LOG_NAME = re.compile(r"\d{8}T\d{6}Z-.+\.log")  # what this module names its files; nothing else is touched
 VERBOSE_ENV = "SPOTBATCH_VERBOSE"
 RAY_LOGGERS = ("ray", "ray.data")
 # Lines from the actors that are shown as well as filed: spotbatch's own, and faults a user
@@ -45,6 +50,29 @@ def verbose_default() -> bool:
 
 def log_dir() -> Path:
     return Path(os.environ.get(LOG_DIR_ENV) or Path.home() / ".cache" / "spotbatch" / "logs")
+
+
+def prune_logs(directory: Path, now: float | None = None) -> int:
+    """Remove this module's log files older than KEEP_LOG_DAYS or past the newest KEEP_LOGS;
+    returns how many. Other files in the folder are never touched."""
+    now = time.time() if now is None else now
+    ours = []
+    for entry in os.scandir(directory):
+        if entry.is_file(follow_symlinks=False) and LOG_NAME.fullmatch(entry.name):
+            try:
+                ours.append((entry.stat().st_mtime, entry.path))
+            except FileNotFoundError:  # another run pruned it
+                pass
+    ours.sort(reverse=True)
+    removed = 0
+    for n, (mtime, path) in enumerate(ours):
+        if n >= KEEP_LOGS or now - mtime > KEEP_LOG_DAYS * 86400:
+            try:
+                os.unlink(path)
+                removed += 1
+            except FileNotFoundError:
+                pass
+    return removed
 
 
 class Console:
@@ -68,6 +96,7 @@ class Console:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{self.name}.log"
         self._file = open(self.path, "a", buffering=1, encoding="utf-8", errors="replace")
+        prune_logs(directory)  # this run's file counts among the newest
         print(f"spotbatch: Ray's and vLLM's logs: {self.path} (--verbose shows them here)", flush=True)
         self._handler = logging.StreamHandler(self._file)
         self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -3,7 +3,10 @@
 Ray's forwarding is given back as it was."""
 
 import logging
+import os
+import time
 
+from cluster import console as console_module
 from cluster.console import Console
 
 
@@ -42,3 +45,20 @@ def test_verbose_leaves_everything_where_ray_prints_it(tmp_path, monkeypatch, ca
         assert dispatcher.handlers == before
     assert console.path is None and not list(tmp_path.iterdir())
     assert "logs:" not in capsys.readouterr().out
+
+
+def test_old_logs_and_those_past_the_newest_few_are_pruned_and_nothing_else(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPOTBATCH_LOG_DIR", str(tmp_path))
+    monkeypatch.setattr(console_module, "KEEP_LOGS", 3)
+    now = time.time()
+    ages = {"20261001T020000Z-aa.log": 40, "20261120T020000Z-bb.log": 9, "20261121T020000Z-cc.log": 8,
+            "20261122T020000Z-dd.log": 7, "20261123T020000Z-ee.log": 6, "notes.log": 90, "20261001T020000Z-x.txt": 90}
+    for name, days in ages.items():
+        (tmp_path / name).write_text(name)
+        os.utime(tmp_path / name, (now - days * 86400, now - days * 86400))
+    with Console("r3", verbose=False) as console:
+        pass
+    left = sorted(p.name for p in tmp_path.iterdir())
+    # the new run's, the two newest before it, and what spotbatch did not name
+    assert left == sorted(["20261122T020000Z-dd.log", "20261123T020000Z-ee.log", console.path.name,
+                           "notes.log", "20261001T020000Z-x.txt"])
