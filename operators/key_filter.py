@@ -29,6 +29,7 @@ import numpy as np
 BITS_PER_KEY = 10
 HASHES = 7
 MAX_BITS = 8 * 64 * 1024
+CHUNK_KEYS = 4096
 _NIBBLE = np.full(256, 0, np.uint64)
 _NIBBLE[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint64)
 _NIBBLE[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16, dtype=np.uint64)
@@ -51,8 +52,8 @@ class KeyFilter:
     def of(cls, keys: list[str]) -> "KeyFilter":
         size = min(MAX_BITS, max(64, BITS_PER_KEY * len(keys)))
         bits = np.zeros(size, bool)
-        if keys:
-            bits[_positions(keys, size).ravel()] = True
+        for start in range(0, len(keys), CHUNK_KEYS):  # positions take 448 bytes a key while made
+            bits[_positions(keys[start:start + CHUNK_KEYS], size).ravel()] = True
         return cls(size, np.packbits(bits))
 
     def may_hold(self, keys: list[str]) -> list[bool]:

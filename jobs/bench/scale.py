@@ -10,7 +10,8 @@ request by how S3 prices it. Each figure comes from a fresh process (its peak RS
   readers   seconds and peak memory of `status`, the ledger and `report` over N units' records
   ray_data  Ray Data's driver: blocks, seconds and peak memory to stream N unit descriptors as a
             run cuts them (pipelines/unit_blocks.py), against one block per unit
-  cache     one unit's lookup (100 hits, 100 misses) against caches of 10k .. 10M answers
+  cache     one unit's lookup (100 hits, 100 misses) against caches of 10k .. 10M answers, and
+            one fold of new answers into a shard's run (compaction's largest step)
 Prints each figure with its growth across the sizes, and ends with the JSON line.
 
     python -m jobs.bench.scale [--units 1000,10000,100000] [--actors 10,100,1000]
@@ -202,6 +203,37 @@ def probe_cache(path: str, size: int) -> dict[str, Any]:
             "peak_rss_mb": peak_rss_mb(), "rss_trimmed_mb": rss_trimmed_mb()}
 
 
+def probe_fold(path: str, size: int) -> dict[str, Any]:
+    """One fold of MAX_FILE_ROWS new answers into shard 00's run, on a copy of the shard (the
+    cache stays as built): its seconds, and what it adds to this process's peak memory."""
+    import shutil
+
+    import numpy as np
+
+    from operators import cache_runs
+    from operators.cache_compaction import fold_into_run
+    from operators.response_cache import MAX_FILE_ROWS, SHARDS, CacheFiles, answer_table
+
+    work = Path(tempfile.mkdtemp(prefix="fold-", dir=Path(path).parent))
+    try:
+        shutil.copytree(Path(path) / SHARDS / "00", work / SHARDS / "00")
+        run_before = len(cache_runs.by_shard(CacheFiles(str(work)).parquet_files(SHARDS)).get("00", []))
+        tail = np.frombuffer(b"0123456789abcdef", np.uint8)[np.random.default_rng(7).integers(
+            0, 16, size=(MAX_FILE_ROWS, 62))].tobytes()
+        keys = sorted("00" + tail[i * 62:(i + 1) * 62].decode() for i in range(MAX_FILE_ROWS))
+        table = answer_table(keys, {"output": ["a new answer"] * len(keys), "prompt_tokens": [20] * len(keys),
+                                    "completion_tokens": [6] * len(keys), "finish_reason": ["stop"] * len(keys)})
+        before = peak_rss_mb()
+        started = time.monotonic()
+        written = fold_into_run(CacheFiles(str(work)), "00", table)
+        seconds = time.monotonic() - started
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"answers": size, "fold_answers": len(keys), "fold_seconds": seconds, "run_files_before": run_before,
+            "run_files_after": written,
+            "fold_added_peak_mb": peak_rss_mb() - before}
+
+
 def rss_trimmed_mb() -> float | None:
     """This process's RSS once glibc has handed its freed memory back: what it still holds
     (a peak counts memory freed but kept by the allocator's per-thread arenas)."""
@@ -260,7 +292,7 @@ def make_input(folder: Path, units: int) -> None:
 
 
 PROBES = {"plan": probe_plan, "units": probe_units, "reader": probe_reader, "ray_data": probe_ray_data,
-          "cache": probe_cache}
+          "cache": probe_cache, "fold": probe_fold}
 
 
 def in_fresh_process(probe: str, *args: Any) -> dict[str, Any]:
@@ -335,7 +367,8 @@ def scale_bench(units: list[int], actors: list[int], cache_sizes: list[int], wor
             out["ray_data"].append({**in_fresh_process("ray_data", n, 2 * actors[0], one), "one_per_unit": one})
     for size in cache_sizes:
         build_cache(work / f"cache-{size}", size)
-        out["cache"].append(in_fresh_process("cache", str(work / f"cache-{size}"), size))
+        out["cache"].append({**in_fresh_process("cache", str(work / f"cache-{size}"), size),
+                             **in_fresh_process("fold", str(work / f"cache-{size}"), size)})
     return out
 
 
@@ -417,6 +450,9 @@ def report_lines(f: dict[str, Any]) -> list[str]:
                      f"({c['warm_files_opened']} files); keys in memory {c['keys_in_memory']}, footers kept "
                      f"{c.get('footer_bytes', 0) / 1e6:.1f} MB, peak RSS {c['peak_rss_mb']:.0f} MB "
                      f"({c.get('rss_trimmed_mb') or 0:.0f} MB held after the lookups)")
+        lines.append(f"         a fold of {c['fold_answers']:,} answers into a shard's run of {c['run_files_before']} files: "
+                     f"{c['fold_seconds']:.2f} s, {c['run_files_after']} files written, "
+                     f"+{c['fold_added_peak_mb']:.0f} MB peak")
     if len(f["cache"]) > 1:
         held = growth(f["cache"], "rss_trimmed_mb", "answers") if f["cache"][0].get("rss_trimmed_mb") else "n/a"
         lines.append(f"         warm lookup {growth(f['cache'], 'warm_seconds', 'answers')} answers; "
