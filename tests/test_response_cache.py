@@ -242,6 +242,61 @@ def test_a_writer_killed_mid_write_leaves_nothing_half_visible(tmp_path, monkeyp
 
 
 
+FOLDER = textwrap.dedent("""
+    import sys
+    import threading
+    from operators import cache_compaction, response_cache
+    from operators.response_cache import ResponseCache, request_key
+    for module in (response_cache, cache_compaction):  # runs of many files from a few thousand answers
+        module.SHARD_DIGITS, module.MAX_FILE_ROWS = 1, 100
+    fold = cache_compaction.fold_into_run
+    lock = threading.Lock()
+
+    def announced(*args):  # so the test can kill it mid-fold (shards fold on several threads)
+        with lock:
+            print("fold", flush=True)
+        return fold(*args)
+
+    cache_compaction.fold_into_run = announced
+    cache = ResponseCache(sys.argv[1], compact_after=None)
+    n = int(sys.argv[2])
+    while True:
+        ids = range(n * 400, n * 400 + 400)
+        cache.add([request_key("m", f"p {i}", None, "chat", {"max_tokens": 4, "temperature": 0.0, "seed": 0})
+                   for i in ids], {"output": [f"answer {i}" for i in ids]})
+        print(n, flush=True)  # these answers are written: every later reader must find them
+        cache_compaction.compact_cache(sys.argv[1], lease_seconds=0.0)  # a killed one's lease is stale at once
+        n += 1
+""")
+
+
+def test_a_compaction_killed_mid_fold_loses_no_answer_and_leaves_nothing_half_read(tmp_path, monkeypatch):
+    few_shards(monkeypatch)
+    small_files(monkeypatch, 100)
+    path = str(tmp_path / "cache")
+    rng = random.Random(5)
+    cycles = 0
+    for _ in range(6):
+        proc = subprocess.Popen([sys.executable, "-c", FOLDER, path, str(cycles)], stdout=subprocess.PIPE, text=True)
+        folds_to_pass = rng.randint(8, 24)  # past the first folds, which have no run to lose yet
+        for line in proc.stdout:
+            if line.strip() == "fold":
+                if folds_to_pass == 0:
+                    break
+                folds_to_pass -= 1
+            else:
+                cycles = int(line) + 1
+        time.sleep(rng.uniform(0.0, 0.05))  # in that fold, or the next step
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        cycles = max([cycles] + [int(line) + 1 for line in proc.stdout.read().split() if line != "fold"])
+        ids = list(range(cycles * 400))
+        found = ResponseCache(path, compact_after=None).lookup(
+            [request_key("m", f"p {i}", None, "chat", {"max_tokens": 4, "temperature": 0.0, "seed": 0}) for i in ids])
+        assert sorted(v["output"] for v in found.values()) == sorted(f"answer {i}" for i in ids)
+    assert any(cache_runs.parse(f) for f in CacheFiles(path).parquet_files(SHARDS))
+
+
 def test_a_staged_file_renamed_into_place_while_orphans_are_cleared_is_no_error(tmp_path, monkeypatch):
     path = str(tmp_path / "cache")
     add(ResponseCache(path, compact_after=None), [1, 2])
