@@ -59,10 +59,21 @@ def attempt_seconds(attempts: list[Attempt], actor_end: float) -> list[float]:
     spans = [(a.started_at, a.ended_at if a.ended_at is not None else max(actor_end, a.started_at))
              for a in attempts]
     edges = sorted({t for span in spans for t in span})
+    by_start = sorted(range(len(spans)), key=lambda i: spans[i][0])
+    by_end = sorted(range(len(spans)), key=lambda i: spans[i][1])
     shares = [0.0] * len(spans)
+    active: set[int] = set()
+    started = ended = 0
+    # A sweep over the edges: an actor that ran 10k units over a run is 10k attempts, and
+    # scanning them all at each edge took minutes (quadratic).
     for lo, hi in zip(edges, edges[1:]):
-        active = [i for i, (s, e) in enumerate(spans) if s <= lo and e >= hi]
-        for i in active:
+        while started < len(by_start) and spans[by_start[started]][0] <= lo:
+            active.add(by_start[started])
+            started += 1
+        while ended < len(by_end) and spans[by_end[ended]][1] <= lo:
+            active.discard(by_end[ended])
+            ended += 1
+        for i in active:  # running over all of [lo, hi]: it began by lo and ends at an edge past lo
             shares[i] += (hi - lo) / len(active)
     return shares
 

@@ -4,7 +4,7 @@ import pytest
 
 from cluster.node_facts import describe_node
 from cluster.prices import PriceCatalog, PriceError
-from operators.cost import ActorTime, Attempt, split_actor_time, summarize
+from operators.cost import ActorTime, Attempt, attempt_seconds, split_actor_time, summarize
 from pipelines.spec import CostSpec, SpecError, validate_spec
 
 
@@ -93,3 +93,30 @@ def test_units_in_flight_together_share_their_seconds():
     assert a.seconds["useful"] == pytest.approx(10 + (5 + 5) + 5 + 2.5)  # u1 alone, both, u2 alone, u2 with u3
     assert a.seconds["wasted"] == pytest.approx(2.5 + 60)
     assert a.seconds["idle"] == pytest.approx(0.0) and a.lifetime == pytest.approx(100.0)
+
+
+def test_attempt_seconds_are_each_seconds_share_among_the_attempts_running_then():
+    import random
+
+    def by_definition(attempts, actor_end):  # every interval between edges, every attempt scanned
+        spans = [(a.started_at, a.ended_at if a.ended_at is not None else max(actor_end, a.started_at))
+                 for a in attempts]
+        edges = sorted({t for span in spans for t in span})
+        shares = [0.0] * len(spans)
+        for lo, hi in zip(edges, edges[1:]):
+            active = [i for i, (s, e) in enumerate(spans) if s <= lo and e >= hi]
+            for i in active:
+                shares[i] += (hi - lo) / len(active)
+        return shares
+
+    rng = random.Random(4)
+    for _ in range(200):  # shared edges, empty spans, lost attempts (no end) and overlaps
+        attempts = []
+        for n in range(rng.randint(0, 12)):
+            start = rng.choice([0, 1, 2, 5, rng.uniform(0, 10)])
+            end = rng.choice([None, start, start + rng.choice([1, 3, rng.uniform(0, 5)])])
+            attempts.append(Attempt(f"u{n}", "x", start, end, end is not None))
+        assert attempt_seconds(attempts, 12.0) == pytest.approx(by_definition(attempts, 12.0))
+    many = [Attempt(f"u{n}", "x", n * 1.0, n + 1.5, True) for n in range(20_000)]  # a long-lived actor
+    shares = attempt_seconds(many, 0)
+    assert sum(shares) == pytest.approx(20_000.5) and shares[5] == pytest.approx(1.0)
