@@ -24,6 +24,7 @@ import os
 import re
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
@@ -46,6 +47,7 @@ REPLACED = "_spotbatch/replaced"  # unit results replaced by a merge of retried 
 STAGING = ".staging"
 PART_PREFIX = "part-"
 STATS_KEY = b"spotbatch.unit"
+STATS_READS_IN_FLIGHT = 16
 STAGED = ".tmp"  # a small record being written beside its final name; listings skip it
 
 
@@ -456,5 +458,11 @@ class OutputStore:
     def unit_stats(self, unit_id: str) -> dict[str, Any]:
         """The counts a committed unit carries in its footer."""
         with self.fs.open(self._path(self.part_name(unit_id)), "rb") as fh:
-            meta = pq.ParquetFile(fh).schema_arrow.metadata or {}
+            meta = pq.read_metadata(fh).metadata or {}  # the footer's key-values: no Arrow schema built
         return json.loads(meta[STATS_KEY])
+
+    def unit_stats_many(self, unit_ids: list[str]) -> list[dict[str, Any]]:
+        """unit_stats of each, STATS_READS_IN_FLIGHT at a time: `status` of a 100k-unit run reads
+        100k footers, each tens of ms away on an object store."""
+        with ThreadPoolExecutor(STATS_READS_IN_FLIGHT) as pool:
+            return list(pool.map(self.unit_stats, unit_ids))
