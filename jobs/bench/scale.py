@@ -451,8 +451,8 @@ def report_lines(f: dict[str, Any]) -> list[str]:
                      f"({c['warm_files_opened']} files); keys in memory {c['keys_in_memory']}, footers kept "
                      f"{c.get('footer_bytes', 0) / 1e6:.1f} MB, peak RSS {c['peak_rss_mb']:.0f} MB "
                      f"({c.get('rss_trimmed_mb') or 0:.0f} MB held after the lookups)")
-        lines.append(f"         a fold of {c['fold_answers']:,} answers into a shard's run of {c['run_files_before']} files: "
-                     f"{c['fold_seconds']:.2f} s, {c['run_files_after']} files written, Arrow's peak "
+        lines.append(f"         a fold of {c['fold_answers']:,} answers into a shard's run of "
+                     f"{c['run_files_before']} files: {c['fold_seconds']:.2f} s, {c['run_files_after']} files written, Arrow's peak "
                      f"{c['fold_arrow_peak_mb']:.0f} MB (RSS +{c['fold_added_peak_mb']:.0f} MB)")
     if len(f["cache"]) > 1:
         held = growth(f["cache"], "rss_trimmed_mb", "answers") if f["cache"][0].get("rss_trimmed_mb") else "n/a"
