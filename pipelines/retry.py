@@ -24,9 +24,9 @@ def failed_rows(store: OutputStore, plan: Plan, classes: list[str] | None = None
     """unit -> ids of its error records (of the given classes, or all), in the ids' own type."""
     found: dict[str, pa.Array] = {}
     committed = store.committed_units()
-    for unit in plan.units:
-        if unit.unit_id not in committed or not store.unit_stats(unit.unit_id).get("errors"):
-            continue
+    done = [u for u in plan.units if u.unit_id in committed]
+    stats = store.unit_stats_many([u.unit_id for u in done])  # footers read several at a time, as status does
+    for unit in (u for u, s in zip(done, stats) if s.get("errors")):
         table = store.read_unit(unit.unit_id).select([plan.id_column, "error", "error_class"])
         failed = pc.is_valid(table.column("error"))
         if classes:
