@@ -1,0 +1,1 @@
+import cluster  # noqa: F401  (its notices quieted before Ray is imported)

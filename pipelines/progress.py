@@ -1,8 +1,10 @@
 """Live progress of a run, its budget and its deadline: rows, tokens/s, ETA, $ so far and projected.
 
-Shown as a progress bar in a terminal or notebook, and as a log line every LOG_SECONDS where
-there is no terminal (under `ray job submit`, cron). Dollars here are live estimates from the
-actors' prices and ages; the ledger computed from the records afterwards is the exact figure.
+Shown as a progress bar in a terminal; in a notebook as one line updated in place (IPython's
+display, so it needs no widget library and the saved notebook keeps the final state); and as a
+log line every LOG_SECONDS, and a last one at the end, where there is neither (`ray job submit`,
+cron). Dollars here are live estimates from the actors' prices and ages; the ledger computed
+from the records afterwards is the exact figure.
 """
 
 from __future__ import annotations
@@ -12,6 +14,31 @@ import time
 from typing import Any, Callable
 
 LOG_SECONDS = 10.0
+NOTEBOOK_SECONDS = 0.5  # the notebook's line is redrawn at most this often
+
+
+def notebook_kernel() -> bool:
+    """Whether this is a notebook's kernel (IPython with a kernel), where stdout is no terminal
+    but a person watches the cell's output."""
+    ipython = sys.modules.get("IPython")  # imported by a kernel; a library may import it too
+    shell = ipython.get_ipython() if ipython is not None else None
+    return getattr(shell, "kernel", None) is not None
+
+
+class _NotebookLine:
+    """One output line of the running cell, redrawn in place."""
+
+    def __init__(self, text: str):
+        from IPython.display import display
+
+        self._handle = display({"text/plain": text}, raw=True, display_id=True)
+        self._drawn = 0.0
+
+    def update(self, text: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._drawn >= NOTEBOOK_SECONDS:
+            self._drawn = now
+            self._handle.update({"text/plain": text}, raw=True)
 
 
 def _eta(seconds: float | None) -> str:
@@ -39,10 +66,12 @@ class RunMonitor:
         self.actors: dict[str, tuple[float, float]] = {}  # actor -> (started_at, $/s)
         self.stopped: str | None = None
         self._last_log = 0.0
-        interactive = sys.stdout.isatty() if interactive is None else interactive
-        self._bar = None
-        if interactive:
-            from tqdm.auto import tqdm
+        self._logged_rows: int | None = None  # the rows the last log line showed
+        self._bar = self._notebook = None
+        if interactive is None and not sys.stdout.isatty() and notebook_kernel():
+            self._notebook = _NotebookLine(f"spotbatch progress: {self.line()}, waiting for the first result")
+        elif sys.stdout.isatty() if interactive is None else interactive:
+            from tqdm import tqdm  # not tqdm.auto: its notebook bar needs ipywidgets
 
             self._bar = tqdm(total=rows_total, initial=rows_done_before, unit="row", dynamic_ncols=True)
 
@@ -72,6 +101,8 @@ class RunMonitor:
     def stopping(self, reason: str) -> None:
         if self.stopped is None:
             self.stopped = reason
+            if self._notebook is not None:
+                self._notebook.update(f"spotbatch progress: {self.line()}", force=True)
             if self._bar is None:
                 print(f"spotbatch: stopping ({reason}): taking no new unit, committing the units in flight",
                       flush=True)
@@ -107,11 +138,23 @@ class RunMonitor:
             self._bar.update(self.rows_before + self.rows - self._bar.n)
             self._bar.set_postfix_str(self.line().split(", ", 1)[1])
             return
+        if self._notebook is not None:
+            self._notebook.update(f"spotbatch progress: {self.line()}")
+            return
         now = time.monotonic()
         if now - self._last_log >= LOG_SECONDS:
-            self._last_log = now
-            print(f"spotbatch progress: {self.line()}", flush=True)
+            self._log(now)
+
+    def _log(self, now: float) -> None:
+        self._last_log = now
+        self._logged_rows = self.rows
+        print(f"spotbatch progress: {self.line()}", flush=True)
 
     def close(self) -> None:
+        """The final state: a log shows where the run ended, not its last line before that."""
         if self._bar is not None:
             self._bar.close()
+        elif self._notebook is not None:
+            self._notebook.update(f"spotbatch progress: {self.line()}", force=True)
+        elif self._logged_rows is not None and self._logged_rows != self.rows:
+            self._log(time.monotonic())

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from pipelines.progress import RunMonitor
 
 
@@ -55,3 +57,43 @@ def test_a_deadline_stops_admitting_units_that_would_end_past_it():
     assert m.past_deadline(now + 160)  # one taken then would end at +260
     m.on_unit(unit(seconds=400.0))  # units now average 250 s: the next one would end past it
     assert stops == ["deadline"]
+
+
+def test_a_log_ends_with_the_runs_final_state_not_its_last_line_before_it(capsys):
+    m = RunMonitor(rows_total=30, rows_done_before=0, units_pending=3, usd_before=0.0, max_cost_usd=None,
+                   request_stop=lambda r: None, interactive=False)
+    for _ in range(3):
+        m.on_unit(unit())  # one line at the first unit, the next two within LOG_SECONDS of it
+    m.close()
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" rows")[0] for line in lines] == ["spotbatch progress: 10/30", "spotbatch progress: 30/30"]
+
+
+def test_nothing_run_logs_no_final_line(capsys):
+    m = RunMonitor(rows_total=30, rows_done_before=0, units_pending=3, usd_before=0.0, max_cost_usd=None,
+                   request_stop=lambda r: None, interactive=False)
+    m.close()
+    assert capsys.readouterr().out == ""
+
+
+def test_a_notebook_shows_one_line_redrawn_in_place_ending_at_the_final_state(tmp_path):
+    """In a real kernel, as a notebook runs it: one display output, updated, and nothing else."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    code = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+from pipelines.progress import RunMonitor
+m = RunMonitor(rows_total=30, rows_done_before=0, units_pending=3, usd_before=0.0, max_cost_usd=None,
+               request_stop=lambda r: None)
+for _ in range(3):
+    m.on_unit({{"actor_id": "a", "actor_started_at": 0.0, "actor_usd_per_second": 0.0, "committed": True,
+               "rows": 10, "completion_tokens": 100, "engine_seconds": 1.0}})
+m.close()
+"""
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = nb.cells[0].outputs
+    assert [o.output_type for o in outputs] == ["display_data"], outputs
+    assert outputs[0].data["text/plain"].startswith("spotbatch progress: 30/30 rows")
