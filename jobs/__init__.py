@@ -1,1 +1,3 @@
-import cluster  # noqa: F401  (its notices quieted before Ray is imported)
+from cluster.widget_notices import quiet_widget_notices
+
+quiet_widget_notices()  # before anything imports Ray (cluster/widget_notices.py)
