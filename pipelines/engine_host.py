@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
@@ -33,8 +34,11 @@ class EngineHost:
         with self._count:
             self._calls += 1
         try:
-            self._serve(context)
-            rows = read_units(pa.table({UNITS: [descriptors]}), context["read_spec_data"])
+            # the units are read while a new engine loads its model (in _serve), not after
+            with ThreadPoolExecutor(1) as reader:
+                reading = reader.submit(read_units, pa.table({UNITS: [descriptors]}), context["read_spec_data"])
+                self._serve(context)
+                rows = reading.result()
             return self.generator(rows)
         finally:
             with self._count:
