@@ -11,7 +11,7 @@ import pytest
 import pipelines.stopping as stopping
 from pipelines.store.output import OutputError, OutputStore
 from pipelines.store.records import Records
-from pipelines.stopping import CANCELLED, DEADLINE, StopWatch, cancel
+from pipelines.stopping import CANCELLED, DEADLINE, StopRequest, StopWatch, cancel
 
 
 @pytest.fixture
@@ -100,3 +100,24 @@ def test_the_cancel_command_names_the_runs_it_asked(output, capsys):
     said = capsys.readouterr().out
     assert "asked 1 run(s) working on" in said and "working" in said and "exits 4" in said
     assert Records(output).stop_requested("working") == CANCELLED
+
+
+@pytest.mark.parametrize("asked", ["before the run watches", "while it watches", "after it ended"])
+def test_a_stop_asked_in_process_reaches_the_run_whenever_it_is_asked(output, asked):
+    records = Records(output)
+    records.run_record("r1", {"started_at": time.time()})
+    heard = []
+    request = StopRequest()
+    watch = StopWatch(records, "r1", on_stop=heard.append)
+    if asked == "before the run watches":
+        request.ask()
+    with watch.watching():
+        request.attach(watch)
+        if asked == "while it watches":
+            request.ask()
+    request.detach()
+    if asked == "after it ended":
+        request.ask()
+        assert heard == [] and records.stop_requested("r1") is None  # an ended run is left as it ended
+    else:
+        assert heard == [CANCELLED] and records.stop_requested("r1") == CANCELLED
