@@ -2,6 +2,7 @@
 once with a handle, and the kernel stays free while the batch runs.
 
     handle = start(spec)       # the same arguments as run(), on a thread of this process
+    handle                     # <spotbatch run on results/: running, 12/48 rows, 28 tokens/s, ...>
     handle.done()              # finished, stopped or failed
     handle.cancel()            # as `spotbatch cancel`: no new unit, the units in flight committed
     summary = handle.result()  # waits; the RunSummary, or the run's own error raised here
@@ -10,7 +11,8 @@ A cancelled run ends with `stopped: cancelled` in its record and in `spotbatch s
 `run(spec)` or `start(spec)` again resumes it. Interrupting the kernel does not reach a
 background run (signals go to the main thread): `cancel()` and `spotbatch cancel` do. Should
 the process end first, the run is a killed driver: what it committed stays, and the same
-spec resumes.
+spec resumes. The run prints no progress of its own (a notebook would show it in whichever
+cell runs then); the handle shows it.
 """
 
 from __future__ import annotations
@@ -20,14 +22,14 @@ from typing import Any
 
 from pipelines.redact import redact_url
 from pipelines.run import RunSummary, run
+from pipelines.run_control import RunControl
 from pipelines.spec import PipelineSpec
-from pipelines.stopping import StopRequest
 
 
 class RunHandle:
     def __init__(self, spec: PipelineSpec, **run_kwargs: Any):
         self.output = redact_url(spec.output.path)
-        self._stop = StopRequest()
+        self._control = RunControl()
         self._summary: RunSummary | None = None
         self._error: BaseException | None = None
         self._done = threading.Event()
@@ -37,7 +39,7 @@ class RunHandle:
 
     def _main(self, spec: PipelineSpec, run_kwargs: dict[str, Any]) -> None:
         try:
-            self._summary = run(spec, stop=self._stop, **run_kwargs)
+            self._summary = run(spec, control=self._control, **run_kwargs)
         except BaseException as err:  # kept for result(): a thread's own error would only be printed
             self._error = err
         finally:
@@ -46,10 +48,14 @@ class RunHandle:
     def cancel(self) -> None:
         """Ask the run to stop: it takes no new unit and commits the units in flight. Returns
         at once; `result()` waits for the end."""
-        self._stop.ask()
+        self._control.stop()
 
     def done(self) -> bool:
         return self._done.is_set()
+
+    def progress(self) -> str | None:
+        """The running run's progress line: rows, tokens/s, ETA, $ spent and projected."""
+        return self._control.progress()
 
     def result(self, timeout: float | None = None) -> RunSummary:
         """The run's summary once it has ended (its error, raised, if it failed)."""
@@ -62,7 +68,9 @@ class RunHandle:
 
     def __repr__(self) -> str:
         if not self.done():
-            state = "cancelling" if self._stop.asked else "running"
+            state = "cancelling" if self._control.asked else "running"
+            if (line := self._control.progress()) is not None:
+                state += f", {line}"
         elif self._error is not None:
             state = f"failed: {self._error.__class__.__name__}"
         else:

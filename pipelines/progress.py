@@ -52,7 +52,7 @@ def _eta(seconds: float | None) -> str:
 class RunMonitor:
     def __init__(self, rows_total: int, rows_done_before: int, units_pending: int, usd_before: float,
                  max_cost_usd: float | None, request_stop: Callable[[str], None], interactive: bool | None = None,
-                 deadline: float | None = None):
+                 deadline: float | None = None, show: bool = True):
         self.rows_total = rows_total
         self.rows_before = rows_done_before
         self.units_pending = units_pending
@@ -65,10 +65,13 @@ class RunMonitor:
         self.unit_seconds = 0.0  # engine seconds of the units committed in this run
         self.actors: dict[str, tuple[float, float]] = {}  # actor -> (started_at, $/s)
         self.stopped: str | None = None
+        self.show = show  # False: its caller reads line() (pipelines/run_control.py); nothing is printed
         self._last_log = 0.0
         self._logged_rows: int | None = None  # the rows the last log line showed
         self._bar = self._notebook = None
-        if interactive is None and not sys.stdout.isatty() and notebook_kernel():
+        if not show:
+            pass
+        elif interactive is None and not sys.stdout.isatty() and notebook_kernel():
             self._notebook = _NotebookLine(f"spotbatch progress: {self.line()}, waiting for the first result")
         elif sys.stdout.isatty() if interactive is None else interactive:
             from tqdm import tqdm  # not tqdm.auto: its notebook bar needs ipywidgets
@@ -103,7 +106,7 @@ class RunMonitor:
             self.stopped = reason
             if self._notebook is not None:
                 self._notebook.update(f"spotbatch progress: {self.line()}", force=True)
-            if self._bar is None:
+            if self._bar is None and self.show:
                 print(f"spotbatch: stopping ({reason}): taking no new unit, committing the units in flight",
                       flush=True)
 
@@ -142,7 +145,7 @@ class RunMonitor:
             self._notebook.update(f"spotbatch progress: {self.line()}")
             return
         now = time.monotonic()
-        if now - self._last_log >= LOG_SECONDS:
+        if self.show and now - self._last_log >= LOG_SECONDS:
             self._log(now)
 
     def _log(self, now: float) -> None:

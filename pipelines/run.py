@@ -32,7 +32,8 @@ from pipelines.progress import RunMonitor
 from pipelines.redact import redact_spec, redact_url
 from pipelines.spec import PipelineSpec, SpecError
 from pipelines.stages import MODEL, UnitGenerator
-from pipelines.stopping import DEADLINE, StopRequest, StopWatch
+from pipelines.run_control import RunControl
+from pipelines.stopping import DEADLINE, StopWatch
 from pipelines.store.counts import UnitCounts, counts_of
 from pipelines.store.startup import startup
 from pipelines.store.records import HEARTBEAT_SECONDS, STALL_SECONDS, Records, is_fresh, new_id
@@ -198,10 +199,10 @@ def release_engines() -> int:
 
 
 def run(spec: PipelineSpec, address: str | None = None, new_run: bool = False,
-        interactive: bool | None = None, verbose: bool | None = None, stop: StopRequest | None = None) -> RunSummary:
+        interactive: bool | None = None, verbose: bool | None = None, control: RunControl | None = None) -> RunSummary:
     """Run (or resume) a spec; returns what this invocation did and what the output cost.
-    Ray's and vLLM's logs go to a file unless `verbose` (cluster/console.py). `stop` is how a
-    caller in this process asks it to stop early (pipelines/background.py)."""
+    Ray's and vLLM's logs go to a file unless `verbose` (cluster/console.py). `control` is how a
+    caller in this process stops it early and reads its progress (pipelines/run_control.py)."""
     from pipelines.formats.batch_files import resolve_input
 
     started = time.monotonic()
@@ -216,14 +217,14 @@ def run(spec: PipelineSpec, address: str | None = None, new_run: bool = False,
     start = random.SystemRandom().randrange(len(pending)) if pending else 0  # libraries seed `random`
     return run_units(spec, store, plan, pending[start:] + pending[:start], address=address,
                      interactive=interactive, started=started, verbose=verbose, requests_before=requests_before,
-                     stop=stop)
+                     control=control)
 
 
 def run_units(spec: PipelineSpec, store: OutputStore, plan: Plan, pending: list[Unit], *,
               address: str | None = None, interactive: bool | None = None,
               only_ids: dict[str, pa.Array] | None = None, started: float | None = None,
               verbose: bool | None = None, requests_before: dict[str, int] | None = None,
-              stop: StopRequest | None = None) -> RunSummary:
+              control: RunControl | None = None) -> RunSummary:
     """Run the pending units of a planned output, and price the whole output.
 
     The one way units are run: `run` passes the units not yet committed, `--retry-failed`
@@ -247,7 +248,7 @@ def run_units(spec: PipelineSpec, store: OutputStore, plan: Plan, pending: list[
                                               usd_before=usd_before, reference=reference,
                                               interactive=interactive, only_ids=only_ids, verbose=verbose,
                                               invoked_at=time.time() - (time.monotonic() - started),
-                                              requests_before=requests_before, stop=stop)
+                                              requests_before=requests_before, control=control)
     if only_ids is None:
         summary.finished = store.committed_units() >= {u.unit_id for u in plan.units}
     else:
@@ -268,7 +269,7 @@ def _stream_pending(spec: PipelineSpec, plan: Plan, pending: list, store: Output
                     interactive: bool | None, only_ids: dict[str, pa.Array] | None = None,
                     verbose: bool | None = None, invoked_at: float | None = None,
                     requests_before: dict[str, int] | None = None,
-                    stop: StopRequest | None = None) -> tuple[str | None, Callable[[], None]]:
+                    control: RunControl | None = None) -> tuple[str | None, Callable[[], None]]:
     """Stream the pending units into `summary`; returns why the run stopped early, if it did,
     and a call that writes the run record once more, with the driver's S3 requests until then."""
     records = Records(store)
@@ -288,19 +289,19 @@ def _stream_pending(spec: PipelineSpec, plan: Plan, pending: list, store: Output
     watch = StopWatch(records, run_id, on_stop=lambda reason: monitor.stopping(reason),
                       deadline=lambda: monitor.past_deadline())
     monitor = RunMonitor(total_rows, committed_rows, len(pending), usd_before, spec.cost.max_cost_usd,
-                         watch.stop, interactive, deadline=deadline)
+                         watch.stop, interactive, deadline=deadline, show=control is None or control.show)
     try:
         with Console(run_id, verbose) as console, watch.watching():
-            if stop is not None:
-                stop.attach(watch)
+            if control is not None:
+                control.attach(watch, monitor)
             if monitor.past_deadline():
                 watch.stop(DEADLINE)  # before any engine starts
             if watch.reason is None:  # a stop asked already (a cancel, a deadline): no engine is started
                 _stream_watched(spec, plan, pending, store, summary, records, run_id, run_record, only_ids,
                                 monitor, address, console)
     finally:
-        if stop is not None:
-            stop.detach()
+        if control is not None:
+            control.detach()
         monitor.close()
         run_record.update(ended_at=time.time(), stopped=monitor.stopped)
         # the driver's S3 requests, planning on (its actors' are their own)

@@ -37,36 +37,6 @@ def cancel(output: str, storage_options: dict | None = None) -> list[str]:
     return live
 
 
-class StopRequest:
-    """A stop asked in this process of a run it started (a background run's handle,
-    pipelines/background.py): heard at once by the run's StopWatch, or as it starts watching
-    when asked before. Asked after the run ended, it does nothing."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._watch: StopWatch | None = None
-        self._ended = False
-        self.asked = False
-
-    def ask(self) -> None:
-        with self._lock:
-            self.asked = True
-            watch = None if self._ended else self._watch
-        if watch is not None:
-            watch.stop(CANCELLED)
-
-    def attach(self, watch: "StopWatch") -> None:
-        with self._lock:
-            self._watch = watch
-            asked = self.asked
-        if asked:
-            watch.stop(CANCELLED)
-
-    def detach(self) -> None:
-        with self._lock:
-            self._ended = True
-
-
 class StopWatch:
     """The driver's side of a stop: reads the stop record every POLL_SECONDS, checks the
     deadline, and turns the first interrupt (Ctrl-C, a notebook's stop button) into a cancel.

@@ -28,7 +28,12 @@ def test_a_background_run_cancelled_by_its_handle_commits_what_is_in_flight_and_
     output = spec.output.path
     handle = start(spec, address=ray_cluster)
     assert not handle.done() and "running" in repr(handle)  # start() returned before the run ended
-    wait_until(lambda: OutputStore(output).committed_units() or handle.done(), 300, "a committed unit")
+
+    def rows_shown() -> bool:  # the handle's line counts the committed units' rows
+        return handle.done() or not (handle.progress() or "0/").startswith("0/")
+
+    wait_until(rows_shown, 300, "a committed unit in the handle's progress")
+    assert "rows" in repr(handle) and OutputStore(output).committed_units(), repr(handle)
     handle.cancel()
     summary = handle.result(300)
     assert summary.stopped == "cancelled" and not summary.finished, repr(handle)

@@ -97,3 +97,14 @@ m.close()
     outputs = nb.cells[0].outputs
     assert [o.output_type for o in outputs] == ["display_data"], outputs
     assert outputs[0].data["text/plain"].startswith("spotbatch progress: 30/30 rows")
+
+
+def test_a_run_controlled_by_its_caller_prints_nothing_and_gives_its_line(capsys):
+    m = RunMonitor(rows_total=30, rows_done_before=0, units_pending=3, usd_before=0.0, max_cost_usd=None,
+                   request_stop=lambda r: None, interactive=True, show=False)
+    m.on_unit(unit())
+    m.stopping("cancelled")
+    m.close()
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+    assert m.line().startswith("10/30 rows") and m.line().endswith("[stopping: cancelled]")

@@ -11,7 +11,8 @@ import pytest
 import pipelines.stopping as stopping
 from pipelines.store.output import OutputError, OutputStore
 from pipelines.store.records import Records
-from pipelines.stopping import CANCELLED, DEADLINE, StopRequest, StopWatch, cancel
+from pipelines.run_control import RunControl
+from pipelines.stopping import CANCELLED, DEADLINE, StopWatch, cancel
 
 
 @pytest.fixture
@@ -107,17 +108,17 @@ def test_a_stop_asked_in_process_reaches_the_run_whenever_it_is_asked(output, as
     records = Records(output)
     records.run_record("r1", {"started_at": time.time()})
     heard = []
-    request = StopRequest()
+    request = RunControl()
     watch = StopWatch(records, "r1", on_stop=heard.append)
     if asked == "before the run watches":
-        request.ask()
+        request.stop()
     with watch.watching():
         request.attach(watch)
         if asked == "while it watches":
-            request.ask()
+            request.stop()
     request.detach()
     if asked == "after it ended":
-        request.ask()
+        request.stop()
         assert heard == [] and records.stop_requested("r1") is None  # an ended run is left as it ended
     else:
         assert heard == [CANCELLED] and records.stop_requested("r1") == CANCELLED
