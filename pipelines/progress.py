@@ -69,11 +69,9 @@ class RunMonitor:
         self._last_log = 0.0
         self._logged_rows: int | None = None  # the rows the last log line showed
         self._bar = self._notebook = None
-        if not show:
-            pass
-        elif interactive is None and not sys.stdout.isatty() and notebook_kernel():
+        if show and interactive is None and not sys.stdout.isatty() and notebook_kernel():
             self._notebook = _NotebookLine(f"spotbatch progress: {self.line()}, waiting for the first result")
-        elif sys.stdout.isatty() if interactive is None else interactive:
+        elif show and (sys.stdout.isatty() if interactive is None else interactive):
             from tqdm import tqdm  # not tqdm.auto: its notebook bar needs ipywidgets
 
             self._bar = tqdm(total=rows_total, initial=rows_done_before, unit="row", dynamic_ncols=True)

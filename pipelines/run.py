@@ -30,9 +30,9 @@ from pipelines import compile_choice, engine_facts
 from pipelines.deadline import deadline_at
 from pipelines.progress import RunMonitor
 from pipelines.redact import redact_spec, redact_url
+from pipelines.run_control import RunControl
 from pipelines.spec import PipelineSpec, SpecError
 from pipelines.stages import MODEL, UnitGenerator
-from pipelines.run_control import RunControl
 from pipelines.stopping import DEADLINE, StopWatch
 from pipelines.store.counts import UnitCounts, counts_of
 from pipelines.store.startup import startup
