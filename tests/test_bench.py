@@ -87,3 +87,20 @@ def test_rounds_report_the_median_ratio_of_neighbouring_runs():
     median = median_ratios(rounds)
     assert median["spotbatch"]["steady_state"] == pytest.approx(0.9)
     assert median["spotbatch"]["end_to_end"] == pytest.approx(0.95)
+
+
+def test_ray_start_bench_times_rays_own_steps_and_the_cpu_of_each_process():
+    """It reads Ray's start through Node's methods: a Ray that renamed them would time nothing."""
+    import subprocess
+    import sys
+
+    from jobs.bench.ray_start import STEPS
+
+    # in a process of its own, as the bench runs each round: this one may be a Ray driver already
+    out = subprocess.run([sys.executable, "-m", "jobs.bench.ray_start", "--one", "--settle", "0.5"],
+                         capture_output=True, text=True, check=True).stdout
+    figures = json.loads(out.strip().splitlines()[-1])
+    assert set(figures["steps"]) == {*STEPS, "connect"}
+    starts = [figures["steps"][s][0] for s in (*STEPS, "connect")]
+    assert starts == sorted(starts) and figures["init_seconds"] >= figures["steps"]["connect"][1] - 0.01
+    assert "raylet" in figures["cpu_seconds"] and figures["cpu_seconds_total"] > 0
