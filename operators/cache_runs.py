@@ -59,14 +59,24 @@ def parse(path: str) -> RunFile | None:
         return None
 
 
-def by_shard(paths: list[str]) -> dict[str, list[RunFile]]:
-    """The run files among a listing of `shards/`, by shard."""
-    out: dict[str, list[RunFile]] = {}
+def split_by_shard(paths: list[str]) -> tuple[dict[str, list[RunFile]], dict[str, list[str]]]:
+    """A listing of `shards/`, by shard: its run files, and its other (small) files. Each name
+    is parsed once."""
+    runs: dict[str, list[RunFile]] = {}
+    others: dict[str, list[str]] = {}
     for path in paths:
+        shard = path.rsplit("/", 2)[-2]
         run_file = parse(path)
         if run_file:
-            out.setdefault(path.rsplit("/", 2)[-2], []).append(run_file)
-    return out
+            runs.setdefault(shard, []).append(run_file)
+        else:
+            others.setdefault(shard, []).append(path)
+    return runs, others
+
+
+def by_shard(paths: list[str]) -> dict[str, list[RunFile]]:
+    """The run files among a listing of `shards/`, by shard."""
+    return split_by_shard(paths)[0]
 
 
 def generation_time_ns(generation: str) -> int:

@@ -321,14 +321,7 @@ class ResponseCache:
 
     def _list_shards(self) -> dict[str, tuple[list[str], list[list[cache_runs.RunFile]]]]:
         """Per shard: its small files, newest first, and its run's whole generations."""
-        small: dict[str, list[str]] = {}
-        runs: dict[str, list[cache_runs.RunFile]] = {}
-        for f in self.files.parquet_files(SHARDS):
-            run_file = cache_runs.parse(f)
-            if run_file:
-                runs.setdefault(f.rsplit("/", 2)[-2], []).append(run_file)
-            else:
-                small.setdefault(f.rsplit("/", 2)[-2], []).append(f)
+        runs, small = cache_runs.split_by_shard(self.files.parquet_files(SHARDS))
         return {s: (sorted(small.get(s, []), reverse=True), cache_runs.generations(runs.get(s, []))[0])
                 for s in small.keys() | runs.keys()}
 
