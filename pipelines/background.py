@@ -32,7 +32,6 @@ class RunHandle:
         self._control = RunControl()
         self._summary: RunSummary | None = None
         self._error: BaseException | None = None
-        self._done = threading.Event()
         self._thread = threading.Thread(target=self._main, args=(spec, run_kwargs), name="spotbatch-run",
                                         daemon=True)
         self._thread.start()
@@ -42,8 +41,6 @@ class RunHandle:
             self._summary = run(spec, control=self._control, **run_kwargs)
         except BaseException as err:  # kept for result(): a thread's own error would only be printed
             self._error = err
-        finally:
-            self._done.set()
 
     def cancel(self) -> None:
         """Ask the run to stop: it takes no new unit and commits the units in flight. Returns
@@ -51,7 +48,7 @@ class RunHandle:
         self._control.stop()
 
     def done(self) -> bool:
-        return self._done.is_set()
+        return not self._thread.is_alive()
 
     def progress(self) -> str | None:
         """The running run's progress line: rows, tokens/s, ETA, $ spent and projected."""
@@ -59,7 +56,8 @@ class RunHandle:
 
     def result(self, timeout: float | None = None) -> RunSummary:
         """The run's summary once it has ended (its error, raised, if it failed)."""
-        if not self._done.wait(timeout):
+        self._thread.join(timeout)
+        if self._thread.is_alive():
             raise TimeoutError(f"the run on {self.output} is still running after {timeout} s")
         if self._error is not None:
             raise self._error

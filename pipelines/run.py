@@ -289,7 +289,7 @@ def _stream_pending(spec: PipelineSpec, plan: Plan, pending: list, store: Output
     watch = StopWatch(records, run_id, on_stop=lambda reason: monitor.stopping(reason),
                       deadline=lambda: monitor.past_deadline())
     monitor = RunMonitor(total_rows, committed_rows, len(pending), usd_before, spec.cost.max_cost_usd,
-                         watch.stop, interactive, deadline=deadline, show=control is None or control.show)
+                         watch.stop, interactive, deadline=deadline, show=control is None)
     try:
         with Console(run_id, verbose) as console, watch.watching():
             if control is not None:

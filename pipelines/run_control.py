@@ -3,8 +3,8 @@ pipelines/background.py): ask it to stop, and read its progress.
 
 A stop asked here is the run's StopWatch's (pipelines/stopping.py), as `spotbatch cancel` is:
 heard at once while the run watches, or as it starts watching when asked before. Asked after
-the run ended, it does nothing. A controlled run shows no progress of its own (`show`): from a
-thread, a notebook would print it into whichever cell runs then; the caller asks for the line.
+the run ended, it does nothing. A controlled run shows no progress of its own: from a thread,
+a notebook would print it into whichever cell runs then; the caller asks for the line.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ if TYPE_CHECKING:
 
 
 class RunControl:
-    def __init__(self, show: bool = False):
-        self.show = show  # whether the run shows its progress bar or lines itself
+    def __init__(self):
         self._lock = threading.Lock()
         self._watch: StopWatch | None = None
         self._monitor: RunMonitor | None = None
