@@ -17,12 +17,16 @@ LOG_SECONDS = 10.0
 NOTEBOOK_SECONDS = 0.5  # the notebook's line is redrawn at most this often
 
 
+def ipython_shell() -> Any:
+    """The IPython shell this process runs, if any: a REPL's or a notebook kernel's."""
+    ipython = sys.modules.get("IPython")  # imported by a kernel; a library may import it too
+    return ipython.get_ipython() if ipython is not None else None
+
+
 def notebook_kernel() -> bool:
     """Whether this is a notebook's kernel (IPython with a kernel), where stdout is no terminal
     but a person watches the cell's output."""
-    ipython = sys.modules.get("IPython")  # imported by a kernel; a library may import it too
-    shell = ipython.get_ipython() if ipython is not None else None
-    return getattr(shell, "kernel", None) is not None
+    return getattr(ipython_shell(), "kernel", None) is not None
 
 
 class _NotebookLine:

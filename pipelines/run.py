@@ -28,7 +28,7 @@ from pipelines.store.output import OutputError, OutputStore
 from pipelines.plan import SINGLE_MODEL, Plan, Unit, fingerprint, fingerprint_parts, make_plan, units_in_flight
 from pipelines import compile_choice, engine_facts
 from pipelines.deadline import deadline_at
-from pipelines.progress import RunMonitor
+from pipelines.progress import RunMonitor, ipython_shell
 from pipelines.redact import redact_spec, redact_url
 from pipelines.run_control import RunControl
 from pipelines.spec import PipelineSpec, SpecError
@@ -450,10 +450,7 @@ def interactive_python() -> bool:
     """A REPL or an IPython shell (a notebook's kernel is one); not a script, a job or a test."""
     import sys
 
-    if hasattr(sys, "ps1"):
-        return True
-    ipython = sys.modules.get("IPython")  # imported by a kernel; a library may import it too
-    return ipython is not None and ipython.get_ipython() is not None
+    return hasattr(sys, "ps1") or ipython_shell() is not None
 
 
 def _stream_warm(spec: PipelineSpec, spec_data: dict, engine_args: dict, descriptors: list[dict],
