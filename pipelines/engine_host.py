@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -25,44 +26,57 @@ class EngineHost:
         self.generator = None
         self.last_work_end: float | None = None  # when its last run's last unit was done
         self._bind = threading.Lock()
-        self._calls = 0
-        self._count = threading.Lock()
+        self._calls: Counter[str] = Counter()  # calls under way, by run
+        self._count = threading.Condition()
 
     def run_units(self, context: dict[str, Any], descriptors: list[dict[str, Any]]) -> pa.Table:
         """Read, generate and commit these units of the run `context` names (UnitGenerator's
         arguments, and the spec the rows are read by); returns one summary row per unit."""
+        run_id = context["run_id"]
         with self._count:
-            self._calls += 1
+            self._calls[run_id] += 1
         try:
             # the units are read while a new engine loads its model (in _serve), not after
             with ThreadPoolExecutor(1) as reader:
-                reading = reader.submit(read_units, pa.table({UNITS: [descriptors]}), context["read_spec_data"])
-                self._serve(context)
+                reading = reader.submit(read_units, pa.table({UNITS: [descriptors]}), context["read_spec_data"],
+                                        run_id)
+                bound = self._serve(context)
                 rows = reading.result()
-            return self.generator(rows)
+            return self.generator.serve(rows, bound)
         finally:
             with self._count:
-                self._calls -= 1
+                self._calls[run_id] -= 1
+                if not self._calls[run_id]:
+                    del self._calls[run_id]
                 if not self._calls:
                     self.last_work_end = time.time()
+                self._count.notify_all()
 
-    def _serve(self, context: dict[str, Any]) -> None:
+    def _serve(self, context: dict[str, Any]):
+        """The binding this call's units run with: the engine made for this run, or bound to
+        it once every call of the run it served before has ended (finished, or stopped by its
+        run's stop record), so an engine never serves two runs at once."""
         context = {k: v for k, v in context.items() if k != "read_spec_data"}
+        run_id = context["run_id"]
         with self._bind:
             if self.generator is None:
                 from pipelines.stages import UnitGenerator
 
                 self.generator = UnitGenerator(**context, started_at=self.created_at)
-            elif self.generator.run_id != context["run_id"]:
+            elif self.generator.run_id != run_id:
+                with self._count:
+                    self._count.wait_for(lambda: set(self._calls) <= {run_id})
                 now = time.time()
                 since = self.last_work_end or now
                 kwargs = {k: v for k, v in context.items() if k not in ("tensor_parallel_size", "compile_choice")}
                 self.generator.bind(**kwargs, started_at=since, loaded_at=since,
                                     warm={"idle_seconds": now - since, "actor_created_at": self.created_at})
+            return self.generator.bound
 
     def identity(self) -> dict[str, Any]:
-        """Who serves: its actor id in the records (the pool records its release there), and
-        whether a model is loaded."""
+        """Who serves: its actor id in the records of the run it serves now (the pool records
+        its release there), and whether a model is loaded."""
         g = self.generator
-        return {"actor_id": g.actor_id if g else None, "loaded": g is not None,
-                "loaded_dtype": g.loaded if g else None, "last_work_end": self.last_work_end}
+        return {"actor_id": g.actor_id if g else None, "engine_id": g.engine_id if g else None,
+                "loaded": g is not None, "loaded_dtype": g.loaded if g else None,
+                "last_work_end": self.last_work_end}

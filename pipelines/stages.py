@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -23,7 +24,7 @@ from cluster import storage_requests
 from cluster.compile_cache import around_engine_start
 from cluster.cpu_priority import restore_priority
 from cluster.models import ModelChangedError, ModelSource, resolve
-from cluster.node_facts import this_node
+from cluster.node_facts import NodeFacts, this_node
 from cluster.preemption import check_notice, drain_this_node
 from operators.engine import EngineConfig, VLLMEngine, engine_env
 from operators.feeder import EngineFailed, EngineFeeder
@@ -32,11 +33,26 @@ from operators.response_cache import ResponseCache
 from pipelines.spec import PipelineSpec
 from pipelines.store.output import OutputStore
 from pipelines.store.records import Records, beat_seconds, new_id
-from pipelines.unit_protocol import SUMMARY_SCHEMA, UnitProtocol, model_cache_key, outcome_row
-from pipelines.unit_rows import ERROR, UNIT, UNIT_ROWS
+from pipelines.unit_protocol import SKIP_STOP, SUMMARY_SCHEMA, UnitOutcome, UnitProtocol, model_cache_key, outcome_row
+from pipelines.unit_rows import ERROR, STOPPED_ROWS, UNIT, UNIT_ROWS, UNREADABLE_ROWS
 
 RUN_CACHE = "_spotbatch/cache"
 MODEL = "model"  # the record name of `model` (routed models go by their names)
+
+
+@dataclass(frozen=True)
+class RunBinding:
+    """What an engine serves one run with. A unit is run with the binding of the run it came
+    from, end to end: a warm engine bound to the next run meanwhile never changes it."""
+
+    run_id: str
+    actor_id: str  # this engine's record in the run's output (a new one for each run it serves)
+    spec: PipelineSpec
+    protocol: UnitProtocol
+    records: Records
+    node: NodeFacts
+    beat_seconds: float
+    started_at: float
 
 
 class UnitGenerator:
@@ -49,7 +65,7 @@ class UnitGenerator:
         started_at = started_at or time.time()  # the actor's node-seconds are counted from here
         self.requests_since: dict[str, int] = {}  # its S3 requests count for its run from here: all of them
         spec = PipelineSpec.model_validate(spec_data)
-        self.actor_id = new_id()
+        self.engine_id = new_id()  # the engine's own id; its first run's record goes by it
         self.niceness = restore_priority()  # before the engine's threads exist: they inherit it
         # Before vLLM (and torch) are imported: thread counts are read once, at load.
         os.environ.update(engine_env(spec.compute.gpus_per_actor, spec.compute.engine_threads))
@@ -61,10 +77,10 @@ class UnitGenerator:
         # What the driver chose (pipelines/compile_choice.py); without it, the spec as written.
         self.compile_choice = compile_choice or {"enforce_eager": spec.model.enforce_eager is not False,
                                                  "reason": "not chosen by the driver"}
+        self.bound: RunBinding | None = None
         records = Records(OutputStore(spec.output.path, spec.output.storage_options))
         self.fetched, self.loaded = self._load_engine(records, ModelSource.from_json(model_source),
                                                       route_name or MODEL, tensor_parallel_size)
-        self.run_id: str | None = None
         self._in_hand = 0  # units being generated or committed (several, on their own threads)
         self._idle = threading.Condition()
         self._draining = False
@@ -74,19 +90,31 @@ class UnitGenerator:
         if spec.compute.preemption_notice:
             threading.Thread(target=self._watch_notice, daemon=True).start()
 
+    @property
+    def run_id(self) -> str | None:
+        return self.bound.run_id if self.bound else None
+
+    @property
+    def actor_id(self) -> str:
+        """The record this engine writes now: its current run's."""
+        return self.bound.actor_id if self.bound else self.engine_id
+
     def bind(self, spec_data: dict[str, Any], fingerprint: str, run_id: str, *, model_source: dict[str, Any],
              retry: bool = False, route_name: str | None = None, started_at: float, loaded_at: float,
-             warm: dict[str, Any] | None = None) -> None:
+             warm: dict[str, Any] | None = None) -> RunBinding:
         """Serve one run: its output, records, cache and sampling, with the engine this actor
-        loaded. A warm engine (pipelines/warm_pool.py) is bound again for each run it serves;
-        `warm` says since when it waited for this one, and the record starts there, so the
-        time it was held between runs is priced in this run's ledger."""
+        loaded. A warm engine (pipelines/warm_pool.py) is bound again for each run it serves,
+        under a new actor record each time (an output it served before already holds its last
+        one); `warm` says since when it waited for this one, and the record starts there, so
+        the time it was held between runs is priced in this run's ledger. Units already handed
+        to the engine keep the binding of their own run."""
         spec = PipelineSpec.model_validate(spec_data)
         model_name = route_name or MODEL
+        actor_id = self.engine_id if self.bound is None else new_id()
         if warm is not None:  # a warm engine's requests before this run were its earlier runs'
             self.requests_since = storage_requests.snapshot()
         records = Records(OutputStore(spec.output.path, spec.output.storage_options))
-        if warm is not None and records.pin_loaded_dtype(model_name, self.loaded, self.actor_id) != self.loaded:
+        if warm is not None and records.pin_loaded_dtype(model_name, self.loaded, actor_id) != self.loaded:
             raise ModelChangedError(f"this warm engine loaded {self.loaded}; the output's engines load "
                                     f"{records.loaded_dtype(model_name)}")
         generate = GenerateOperator(
@@ -104,24 +132,23 @@ class UnitGenerator:
         node = this_node(spec.cost, spec.compute.spot_resource, spec.compute.gpus_per_actor,
                          int(os.environ.get("OMP_NUM_THREADS", "0")) or os.cpu_count() or 1)
         protocol = UnitProtocol(
-            spec, fingerprint=fingerprint, run_id=run_id, actor_id=self.actor_id, node_id=node.node_id,
+            spec, fingerprint=fingerprint, run_id=run_id, actor_id=actor_id, node_id=node.node_id,
             generate=generate, cache=ResponseCache(cache_path, cache_options) if cache_path else None,
             store=records.store, retry=retry, engine_stats=self.feeder.stats.to_json,
             # The dtype vLLM loaded counts too: `auto` is float32 on some CPUs and bf16 elsewhere.
             model_key=model_cache_key(spec, model_source, self.loaded), storage_requests=self._requests)
         # A large fleet beats less often (pipelines/store/records.py says why that is safe).
         beat_period = beat_seconds(spec.compute.max_actors or spec.compute.actors or 1)
-        records.actor_started(self.actor_id, {
-            "beat_seconds": beat_period,
+        records.actor_started(actor_id, {
+            "beat_seconds": beat_period, "engine_id": self.engine_id,
             "run_id": run_id, "pid": os.getpid(), "started_at": started_at, "loaded_at": loaded_at,
             "niceness": self.niceness, "model": model_name if route_name else spec.model.name,
             "model_source": self.fetched, "loaded_dtype": self.loaded, "compile": self.compile_choice,
             **node.to_json(),
             **({"warm": warm} if warm else {}),
         })
-        # One assignment each, in an order the threads reading them can live with.
-        self.spec, self.node, self.protocol, self.records = spec, node, protocol, records
-        self.beat_seconds, self.started_at, self.run_id = beat_period, started_at, run_id
+        self.bound = RunBinding(run_id, actor_id, spec, protocol, records, node, beat_period, started_at)
+        return self.bound
 
     def _load_engine(self, records: Records, source: ModelSource, model_name: str,
                      tensor_parallel_size: int) -> tuple[dict[str, Any], str]:
@@ -171,55 +198,63 @@ class UnitGenerator:
         and commit the unit in hand, then leave. Ray restarts the actor on another node and
         sends it the units this one had queued: nothing in flight is lost."""
         cfg = self.spec.compute.preemption_notice
-        while (notice := check_notice(cfg.kind, cfg.url, self.node.node_id)) is None:
+        while (notice := check_notice(cfg.kind, cfg.url, self.bound.node.node_id)) is None:
             time.sleep(cfg.poll_seconds)
         self._draining = True
-        self.records.actor_beat(self.actor_id, {"time": time.time(), "period": self.beat_seconds,
-                                                "notice": notice.detail, "storage_requests": self._requests()})
+        self._beat_once({"notice": notice.detail})
         drain_this_node(f"spot notice ({notice.source}): {notice.detail}", cfg.window_seconds)
         with self._idle:
             self._idle.wait_for(lambda: self._in_hand == 0)
-            self.records.actor_beat(self.actor_id, {"time": time.time(), "period": self.beat_seconds,
-                                                    "drained": notice.detail, "storage_requests": self._requests()})
+            self._beat_once({"drained": notice.detail})
             os._exit(0)  # not ray.actor.exit_actor(): an intended exit would not be restarted
 
     def _beat(self) -> None:
         """Say we are alive; the last beat bounds when a preempted actor stopped costing."""
         while True:
             try:
-                self.records.actor_beat(self.actor_id, {"time": time.time(), "period": self.beat_seconds,
-                                                        "engine": self.feeder.stats.to_json(),
-                                                        "storage_requests": self._requests()})
+                self._beat_once({"engine": self.feeder.stats.to_json()})
             except Exception:  # a missed beat only makes the estimate of its end earlier
                 pass
-            time.sleep(self.beat_seconds)
+            time.sleep(self.bound.beat_seconds)
+
+    def _beat_once(self, info: dict[str, Any]) -> None:
+        bound = self.bound  # the run served now: an earlier run's record stopped at its last beat
+        bound.records.actor_beat(bound.actor_id, {"time": time.time(), "period": bound.beat_seconds,
+                                                  **info, "storage_requests": self._requests()})
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        """One block: a unit, or several in a large run (pipelines/unit_blocks.py), run side by
-        side, since the engine's hunger, not the block, decides when each starts."""
+        """One block (of the run this actor was made for): a unit, or several in a large run."""
+        return self.serve(batch, self.bound)
+
+    def serve(self, batch: pa.Table, bound: RunBinding) -> pa.Table:
+        """The units of one block of run `bound`'s, run side by side (pipelines/unit_blocks.py),
+        since the engine's hunger, not the block, decides when each starts."""
         unit_ids = pc.unique(batch.column(UNIT)).to_pylist()
         if len(unit_ids) == 1:
-            summaries = [self._unit(unit_ids[0], batch)]
+            summaries = [self._unit(bound, unit_ids[0], batch)]
         else:
             with ThreadPoolExecutor(len(unit_ids), thread_name_prefix="unit") as pool:
                 summaries = list(pool.map(
-                    lambda u: self._unit(u, batch.filter(pc.equal(batch.column(UNIT), u))), unit_ids))
+                    lambda u: self._unit(bound, u, batch.filter(pc.equal(batch.column(UNIT), u))), unit_ids))
         return pa.Table.from_pylist(summaries, schema=SUMMARY_SCHEMA)
 
-    def _unit(self, unit_id: str, rows: pa.Table) -> dict[str, Any]:
+    def _unit(self, bound: RunBinding, unit_id: str, rows: pa.Table) -> dict[str, Any]:
         expected = rows.column(UNIT_ROWS)[0].as_py()
-        if expected == -1:  # the read stage could not read it: its shard changed, or the storage failed
-            return outcome_row(self.protocol.unreadable(unit_id, rows.column(ERROR)[0].as_py()), self._actor_fields())
+        actor = {"actor_id": bound.actor_id, "actor_started_at": bound.started_at,
+                 "actor_usd_per_second": bound.node.usd_per_second}
+        if expected == STOPPED_ROWS:  # the read stage saw the run's stop: nothing was read, nothing to do
+            return outcome_row(UnitOutcome(unit_id=unit_id, skipped=rows.column(ERROR)[0].as_py()), actor)
+        if expected == UNREADABLE_ROWS:  # its shard changed, or the storage failed the read
+            return outcome_row(bound.protocol.unreadable(unit_id, rows.column(ERROR)[0].as_py()), actor)
         if rows.num_rows != expected:
             # A unit must arrive whole to be committed whole; never commit a part of one.
             raise RuntimeError(f"unit {unit_id} arrived with {rows.num_rows} of its {expected} rows")
-        return outcome_row(self._run_unit(unit_id, rows), self._actor_fields())
+        return outcome_row(self._run_unit(bound, unit_id, rows), actor)
 
-    def _actor_fields(self) -> dict[str, Any]:
-        return {"actor_id": self.actor_id, "actor_started_at": self.started_at,
-                "actor_usd_per_second": self.node.usd_per_second}
-
-    def _run_unit(self, unit_id: str, rows: pa.Table):
+    def _run_unit(self, bound: RunBinding, unit_id: str, rows: pa.Table) -> UnitOutcome:
+        stop = bound.protocol.stopped()
+        if stop:  # asked to stop: a unit that would only wait for the engine is not kept waiting
+            return UnitOutcome(unit_id=unit_id, skipped=SKIP_STOP + stop)
         # Units held beyond what the engine needs wait here, before any record or engine time:
         # the engine stays full, and only started units are at risk on a lost node.
         self.feeder.wait_until_hungry()
@@ -232,7 +267,7 @@ class UnitGenerator:
                 os._exit(0)
             self._in_hand += 1
         try:
-            return self.protocol.run(unit_id, rows)
+            return bound.protocol.run(unit_id, rows)
         except EngineFailed:
             # The protocol recorded the failed attempt; this process cannot make another engine.
             self._exit_for_a_new_engine()

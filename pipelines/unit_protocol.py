@@ -50,6 +50,7 @@ from pipelines.spec import PipelineSpec, sampling_identity
 from pipelines.store.counts import ENGINE, UnitCounts, counts_fields, counts_from_row, counts_row
 from pipelines.store.output import STATS_KEY, OutputStore
 from pipelines.store.records import COMMITTED_AT, COMMITTED_BY, STALL_SECONDS, Records
+from pipelines.stopping import StopFlag
 from pipelines.unit_rows import ERROR, ID, MAX_TOKENS, PROMPT, SAMPLING
 
 # Why a unit was not run by this actor (UnitOutcome.skipped).
@@ -169,6 +170,12 @@ class UnitProtocol:
         self.storage_requests = storage_requests  # the actor's S3 requests for this run so far (the ledger's)
         self.turns = turns or EngineTurns()  # the actor's: units share its engine, a suspect runs alone
         self.model_key = model_key if model_key is not None else model_cache_key(spec)
+        self._stop = StopFlag(self.records, run_id)
+
+    def stopped(self) -> str | None:
+        """Why the run was asked to stop, as last read (at most a second ago), or None: for a
+        unit that would only wait; the claim itself reads the stop record afresh (step 1)."""
+        return self._stop.reason()
 
     # -- the steps, in order --------------------------------------------------------------
     def run(self, unit_id: str, rows: pa.Table) -> UnitOutcome:
@@ -227,7 +234,10 @@ class UnitProtocol:
             counts = UnitCounts.of_results(cols, time.monotonic() - started)
             table = result_table(self.spec, rows.column(ID), cols, self.fingerprint)
             with storage("committing the unit"):
-                outcome = self._commit_if_current(unit_id, table, counts, attempt)
+                # The footer names the attempt: if its node or driver dies before the end record
+                # is written, the records still tell which attempt committed (Records.settled_attempts).
+                outcome = self._commit_if_current(unit_id, table, counts,
+                                                  {COMMITTED_BY: attempt, COMMITTED_AT: time.time()})
         except BaseException as err:
             # Recorded, then raised: the unit is retried, and status shows why it failed.
             end = {"outcome": "failed", "error": repr(err)[:2000], "time": time.time(), "in_engine": in_engine}
@@ -260,15 +270,15 @@ class UnitProtocol:
                                          "time": time.time()})
         return UnitOutcome(unit_id=unit_id, skipped=message)
 
-    def _commit_if_current(self, unit_id: str, table: pa.Table, counts: UnitCounts, attempt: str) -> str:
+    def _commit_if_current(self, unit_id: str, table: pa.Table, counts: UnitCounts,
+                           by: dict[str, Any] | None = None) -> str:
         """Commit (or merge) only while the output still holds this run: a run moved aside by
-        --new-run must never add to the next one. Checked before the commit, and after it (the
-        move may have come in between), when a late file is taken back out again."""
+        --new-run must never add to the next one, results or error records. Checked before the
+        commit, and after it (the move may have come in between), when a late file is taken
+        back out again."""
         if self.store.fingerprint() != self.fingerprint:
             return SUPERSEDED
-        # The footer names the attempt: if its node or driver dies before the end record is
-        # written, the records still tell which attempt committed (Records.settled_attempts).
-        if not self._commit(unit_id, table, counts, {COMMITTED_BY: attempt, COMMITTED_AT: time.time()}):
+        if not self._commit(unit_id, table, counts, by):
             return "already committed"
         if self.store.fingerprint() != self.fingerprint:
             moved = self.store.retract(unit_id, self.fingerprint)
@@ -312,8 +322,11 @@ class UnitProtocol:
         cols = empty_results([p or message for p in prior])
         cols["error_class"] = [BAD_INPUT if p else error_class for p in prior]
         counts = UnitCounts.of_results(cols, 0.0)
-        committed = self._commit(unit_id, result_table(self.spec, rows.column(ID), cols, self.fingerprint), counts)
-        return UnitOutcome(**counts.to_json(), unit_id=unit_id, committed=committed)
+        table = result_table(self.spec, rows.column(ID), cols, self.fingerprint)
+        outcome = self._commit_if_current(unit_id, table, counts)
+        if outcome == SUPERSEDED:
+            return UnitOutcome(unit_id=unit_id, skipped=SUPERSEDED)
+        return UnitOutcome(**counts.to_json(), unit_id=unit_id, committed=outcome == "committed")
 
     def _commit(self, unit_id: str, table: pa.Table, counts: UnitCounts, by: dict[str, Any] | None = None) -> bool:
         """Commit a unit's results once; in a retry run, merge them into its committed ones."""

@@ -2,6 +2,7 @@
 batching logic only; tests/test_warm_engines.py runs the real engine)."""
 
 import time
+import types
 
 import pyarrow as pa
 import pytest
@@ -17,10 +18,10 @@ def host_with(monkeypatch, read, load_seconds=0.3):
     def serve(context):
         events.append("load started")
         time.sleep(load_seconds)
-        host.generator = lambda rows: rows
+        host.generator = types.SimpleNamespace(serve=lambda rows, bound: rows, bound=None)
         events.append("load ended")
 
-    def read_units(batch, spec_data):
+    def read_units(batch, spec_data, run_id):
         events.append("read started")
         return read(events)
 
@@ -36,7 +37,7 @@ def test_a_units_rows_are_read_while_its_engine_loads(monkeypatch):
         return pa.table({"id": ["a"]})
 
     host, events = host_with(monkeypatch, read)
-    assert host.run_units({"read_spec_data": {}}, [{}]).column("id").to_pylist() == ["a"]
+    assert host.run_units({"read_spec_data": {}, "run_id": "r"}, [{}]).column("id").to_pylist() == ["a"]
     # at once: the load began before the read ended, and the read ended before the load did
     assert events.index("load started") < events.index("read ended") < events.index("load ended"), events
 
@@ -47,5 +48,5 @@ def test_a_read_that_fails_fails_the_call_with_its_own_error(monkeypatch):
 
     host, _ = host_with(monkeypatch, read, load_seconds=0.0)
     with pytest.raises(OSError, match="input shard gone"):
-        host.run_units({"read_spec_data": {}}, [{}])
+        host.run_units({"read_spec_data": {}, "run_id": "r"}, [{}])
     assert host.last_work_end is not None  # the call is counted as done

@@ -335,6 +335,19 @@ def test_after_max_attempts_lost_with_their_node_the_rows_become_preempted_exhau
     assert "lost with its node 2 times" in store.read_unit(UNIT).column("error")[0].as_py()
 
 
+def test_error_records_of_a_run_moved_aside_are_never_committed_into_the_next_run(where):
+    """A late actor of a superseded run gives up on a unit: its error records are not the new
+    run's, and the unit stays pending for it."""
+    spec = make_spec(where, max_attempts=2)
+    store = OutputStore(*where)
+    for actor in ("actor-1", "actor-2"):
+        open_attempt(store, "run-a", actor)
+    store.put("_spotbatch/fingerprint", b"the-new-run")  # --new-run moved run-a's results aside
+    late = protocol(spec, FakeGenerate()).run(UNIT, unit_rows())
+    assert late.skipped == SUPERSEDED and not late.committed
+    assert store.committed_units() == set()
+
+
 def test_a_stop_request_takes_no_new_unit(where):
     p = protocol(make_spec(where), FakeGenerate())
     p.records.request_stop("run-a", "budget")
