@@ -348,7 +348,8 @@ def _stream_models(spec: PipelineSpec, plan: Plan, units: list[Unit], run_id: st
     for model, its_units in by_model(units):
         if monitor.stopped:
             break  # asked to stop (budget, deadline, cancel): start no other model
-        for row in _stream(spec, plan, its_units, run_id, only_ids, model):
+        for row in _stream(spec, plan, its_units, run_id, only_ids, model,
+                           stopped=lambda: monitor.stopped is not None):
             unit = outcome_from_row(row)
             summary.add_unit(unit)
             if unit.skipped and unit.skipped.startswith(SKIP_STOP):  # an actor heard it before the driver did
@@ -402,7 +403,10 @@ def unit_dataset(descriptors: list[dict], slots: int, sizes: list[int] | None = 
 
 
 def _stream(spec: PipelineSpec, plan: Plan, pending: list, run_id: str, only_ids: dict[str, pa.Array] | None = None,
-            model: str | None = None):
+            model: str | None = None, stopped: Callable[[], bool] = lambda: False):
+    """The summary rows of the pending units of one model. Once the run is asked to stop, no
+    unit is sent to an engine: warm engines are sent none (pipelines/warm_feed.py), and the
+    units Ray Data already holds pass its read stage unread (pipelines/unit_rows.py)."""
     spec_data = spec.model_dump(mode="json")  # the readers route rows by the whole spec
     if model is not None:
         spec = spec.for_model(model)  # the engine actors see their own model as spec.model
@@ -423,10 +427,10 @@ def _stream(spec: PipelineSpec, plan: Plan, pending: list, run_id: str, only_ids
     }
     keep_warm = keep_warm_seconds(spec)
     if keep_warm:
-        yield from _stream_warm(spec, spec_data, engine_args, descriptors, resources, keep_warm)
+        yield from _stream_warm(spec, spec_data, engine_args, descriptors, resources, keep_warm, stopped)
         return
     units = unit_dataset(descriptors, resources.max_actors * resources.units_in_flight)
-    unit_rows = units.map_batches(read_units, fn_kwargs={"spec_data": spec_data}, batch_size=1,
+    unit_rows = units.map_batches(read_units, fn_kwargs={"spec_data": spec_data, "run_id": run_id}, batch_size=1,
                                   batch_format="pyarrow")
     results = unit_rows.map_batches(
         UnitGenerator,
@@ -454,16 +458,18 @@ def interactive_python() -> bool:
 
 
 def _stream_warm(spec: PipelineSpec, spec_data: dict, engine_args: dict, descriptors: list[dict],
-                 resources: ActorResources, keep_warm: float):
+                 resources: ActorResources, keep_warm: float, stopped: Callable[[], bool]):
     """The units through this driver's warm engines (pipelines/warm_pool.py), which stay for
     the next run."""
-    from pipelines.warm_pool import POOL, engine_key, stream_units
+    from pipelines.warm_feed import stream_units
+    from pipelines.warm_pool import POOL, engine_key
 
     records = Records(OutputStore(spec.output.path, spec.output.storage_options))
     engines = POOL.take(engine_key(engine_args["spec_data"], engine_args["model_source"], resources),
                         resources, keep_warm, dtype=records.loaded_dtype(engine_args["route_name"] or MODEL))
     try:
         yield from stream_units(engines, {**engine_args, "read_spec_data": spec_data}, descriptors,
-                                resources.units_in_flight, max_sends=2 * spec.compute.max_attempts + 2)
+                                resources.units_in_flight, max_sends=2 * spec.compute.max_attempts + 2,
+                                stopped=stopped)
     finally:
         POOL.give_back(engines, (spec.output.path, spec.output.storage_options))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -21,6 +22,37 @@ from pipelines.store.records import Records
 BUDGET, CANCELLED, DEADLINE = "budget", "cancelled", "deadline"
 RESUMABLE_STOPS = (CANCELLED, DEADLINE)  # exit 4; the budget's is 3
 POLL_SECONDS = 2.0  # how often the driver reads its stop record (one small GET)
+
+
+class StopFlag:
+    """A run's stop record as seen from a process that asks often (every unit an actor is
+    handed, every block the read stage is given): read at most every `ttl` seconds, and once
+    seen, never read again (a stop is not taken back). A storage fault reads as no stop."""
+
+    def __init__(self, records: Records, run_id: str, ttl: float = 1.0):
+        self.records, self.run_id, self.ttl = records, run_id, ttl
+        self._reason: str | None = None
+        self._read_at = float("-inf")
+
+    def reason(self) -> str | None:
+        if self._reason is None and time.monotonic() - self._read_at >= self.ttl:
+            self._read_at = time.monotonic()
+            try:
+                self._reason = self.records.stop_requested(self.run_id)
+            except Exception:  # the uncached read before each claim (pipelines/unit_protocol.py) decides
+                pass
+        return self._reason
+
+
+_FLAGS: dict[tuple[str, str], StopFlag] = {}
+
+
+def run_stop(output: str, storage_options: dict, run_id: str) -> str | None:
+    """Whether run `run_id` on `output` was asked to stop, through this process's StopFlag."""
+    key = (output, run_id)
+    if key not in _FLAGS:
+        _FLAGS[key] = StopFlag(Records(OutputStore(output, storage_options)), run_id)
+    return _FLAGS[key].reason()
 
 
 def cancel(output: str, storage_options: dict | None = None) -> list[str]:

@@ -25,6 +25,9 @@ from pipelines.spec import PipelineSpec, row_sampling
 UNIT, UNIT_ROWS, ID, PROMPT, ERROR, MAX_TOKENS = "__unit", "__unit_rows", "__id", "__prompt", "__error", "__max_tokens"
 SAMPLING = "__sampling"  # a row's own sampling, every field, as JSON (null: the run's)
 UNITS = "units"  # the read stage's input column: a list of unit descriptors, one block's
+# A unit that comes out of the read stage as one marker row says so in UNIT_ROWS (ERROR: why).
+UNREADABLE_ROWS = -1  # its rows could not be read (its shard changed, the storage failed)
+STOPPED_ROWS = -2  # its run was asked to stop: its rows were not read
 
 
 def pack_ids(ids: pa.Array) -> bytes:
@@ -70,16 +73,25 @@ READ_TRIES = 3  # a unit's rows are read this often before a storage fault leave
 READ_BACKOFF_SECONDS = 2.0
 
 
-def read_units(batch: pa.Table, spec_data: dict[str, Any]) -> pa.Table:
+def read_units(batch: pa.Table, spec_data: dict[str, Any], run_id: str | None = None) -> pa.Table:
     """The Ray Data stage: a block's unit descriptors (`Unit.descriptor`, a list in its UNITS
     column, pipelines/unit_blocks.py) in, their rows out. A unit whose
-    rows cannot be read comes out as one marker row (UNIT_ROWS -1, ERROR saying why: its shard
-    changed since planning, or the storage kept failing the read): the engine stage records it
-    (input_changed, storage_error), runs nothing of it and leaves it pending. An exception here
-    would end the whole run."""
+    rows cannot be read comes out as one marker row (UNIT_ROWS UNREADABLE_ROWS, ERROR saying
+    why: its shard changed since planning, or the storage kept failing the read): the engine
+    stage records it (input_changed, storage_error), runs nothing of it and leaves it pending.
+    Once run `run_id` is asked to stop, units come out as STOPPED_ROWS markers, unread, so the
+    units the driver had already handed to Ray Data pass through in moments and the run ends.
+    An exception here would end the whole run."""
+    from pipelines.stopping import run_stop
+    from pipelines.unit_protocol import SKIP_STOP
+
     spec = PipelineSpec.model_validate(spec_data)
     tables = []
     for unit in (u for block in batch.column(UNITS).to_pylist() for u in block):
+        stop = run_stop(spec.output.path, spec.output.storage_options, run_id) if run_id else None
+        if stop:
+            tables.append(_marker(unit["unit_id"], SKIP_STOP + stop, STOPPED_ROWS))
+            continue
         for n in range(READ_TRIES):
             try:
                 tables.append(unit_rows(unit, spec))
@@ -96,8 +108,8 @@ def read_units(batch: pa.Table, spec_data: dict[str, Any]) -> pa.Table:
     return pa.concat_tables(tables, promote_options="permissive")
 
 
-def _marker(unit_id: str, why: str) -> pa.Table:
-    return pa.table({UNIT: [unit_id], UNIT_ROWS: pa.array([-1], pa.int64()), ID: pa.nulls(1),
+def _marker(unit_id: str, why: str, kind: int = UNREADABLE_ROWS) -> pa.Table:
+    return pa.table({UNIT: [unit_id], UNIT_ROWS: pa.array([kind], pa.int64()), ID: pa.nulls(1),
                      PROMPT: pa.nulls(1, pa.string()), ERROR: [why], MAX_TOKENS: pa.nulls(1, pa.int64()),
                      SAMPLING: pa.nulls(1, pa.string())})
 

@@ -8,8 +8,8 @@ engine whose run context it knows, at most `units_in_flight` at a time, and a lo
 back to the driver to be sent again. Owned actors do that with plain Ray calls, die with their
 driver (nothing outlives the kernel), and need no Serve controller or proxy on the cluster.
 
-A run with warm engines feeds them its units itself (`stream_units`), instead of through Ray
-Data's actor pool: the same UnitGenerator (pipelines/stages.py) and the same unit protocol,
+A run with warm engines feeds them its units itself (pipelines/warm_feed.py), instead of through
+Ray Data's actor pool: the same UnitGenerator (pipelines/stages.py) and the same unit protocol,
 so exactly-once, resume, preemption and the notice drain hold as they do there. A unit whose
 actor died is sent again; Ray restarts the actor (on another node if its node is gone).
 """
@@ -20,9 +20,8 @@ import atexit
 import json
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from cluster.resources import ActorResources
 
@@ -47,13 +46,29 @@ class Engines:
     key: str
     hosts: list[Any]
     keep_warm_seconds: float
+    actor_options: dict[str, Any] = field(default_factory=dict)  # what each engine actor asks Ray for
+    min_actors: int = 1  # started at once; more (up to max_actors) while units wait and there is room
+    max_actors: int = 1
     last_used: float = field(default_factory=time.monotonic)
     busy: bool = False
+    abandoned: bool = False  # a run left with units under way in them: let go, not kept warm
     # The output of the last run they served, and their actor ids there: the time they are
     # held after it, until released, is written to its records and priced in its ledger.
     last_output: tuple[str, dict] | None = None
     actor_ids: list[str] = field(default_factory=list)
     loaded_dtype: str | None = None  # what their engines loaded (`auto` depends on the hardware)
+
+    def can_grow(self) -> bool:
+        return len(self.hosts) < self.max_actors
+
+    def grow(self) -> Any:
+        """One more engine actor (its model loads with its first unit)."""
+        import ray
+
+        from pipelines.engine_host import EngineHost
+
+        self.hosts.append(ray.remote(EngineHost).options(**self.actor_options).remote())
+        return self.hosts[-1]
 
 
 class WarmPool:
@@ -69,10 +84,6 @@ class WarmPool:
         """The engines for `key` (created if there are none), marked busy until `give_back`.
         `dtype` is what the run's output pinned (its first engine loaded it): warm engines that
         loaded another are let go, and new ones load it."""
-        import ray
-
-        from pipelines.engine_host import EngineHost
-
         with self._lock:
             engines = self._engines.get(key)
             if engines is not None and not engines.busy and dtype and engines.loaded_dtype not in (None, dtype):
@@ -85,10 +96,12 @@ class WarmPool:
                 for other in [e for e in self._engines.values() if not e.busy]:
                     self._kill(other)
             if engines is None or engines.busy:
-                actor = ray.remote(EngineHost).options(**resources.warm_actor_options())
-                engines = Engines(key, [actor.remote() for _ in range(resources.max_actors)], keep_warm_seconds)
+                engines = Engines(key, [], keep_warm_seconds, resources.warm_actor_options())
                 if key not in self._engines:
                     self._engines[key] = engines
+            engines.min_actors, engines.max_actors = max(1, resources.min_actors), resources.max_actors
+            while len(engines.hosts) < engines.min_actors:
+                engines.grow()
             engines.busy = True
             engines.keep_warm_seconds = keep_warm_seconds
         self._start_reaper()
@@ -97,6 +110,10 @@ class WarmPool:
     def give_back(self, engines: Engines, output: tuple[str, dict]) -> None:
         import ray
 
+        if engines.abandoned:  # units may still be under way in them: never handed to another run
+            with self._lock:
+                self._kill(engines)
+            return
         try:
             served = ray.get([h.identity.remote() for h in engines.hosts], timeout=30)
             engines.actor_ids = [s["actor_id"] for s in served if s["actor_id"]]
@@ -173,38 +190,3 @@ def _record_release(output: tuple[str, dict], actor_ids: list[str]) -> None:
 
 POOL = WarmPool()
 atexit.register(POOL.release)
-
-
-def stream_units(engines: Engines, context: dict[str, Any], descriptors: list[dict[str, Any]],
-                 units_in_flight: int, max_sends: int) -> Iterator[dict[str, Any]]:
-    """Feed units to the warm engines, at most `units_in_flight` per engine at a time; yields
-    each unit's summary row as it comes back. A call whose actor died is sent again, up to
-    `max_sends` times (Ray restarts the actor; the unit protocol knows what was committed, and
-    gives up on a unit that kills its engine every time)."""
-    import ray
-    from ray.exceptions import RayActorError  # an actor that died or is unreachable, whatever the cause
-
-    todo = deque(descriptors)
-    context_ref = ray.put(context)
-    in_flight: dict[Any, tuple[int, dict[str, Any]]] = {}
-    per_host = [0] * len(engines.hosts)
-    sends: dict[str, int] = {}
-    while todo or in_flight:
-        for h, host in enumerate(engines.hosts):
-            while todo and per_host[h] < units_in_flight:
-                unit = todo.popleft()
-                in_flight[host.run_units.remote(context_ref, [unit])] = (h, unit)
-                per_host[h] += 1
-        ready, _ = ray.wait(list(in_flight), num_returns=1)
-        h, unit = in_flight.pop(ready[0])
-        per_host[h] -= 1
-        try:
-            table = ray.get(ready[0])
-        except RayActorError as err:
-            sends[unit["unit_id"]] = sends.get(unit["unit_id"], 0) + 1
-            if sends[unit["unit_id"]] >= max_sends:
-                raise RuntimeError(f"unit {unit['unit_id']}: its engine actor died {max_sends} times") from err
-            todo.appendleft(unit)  # its actor died (a lost node, an engine that failed): again
-            time.sleep(0.5)
-            continue
-        yield from table.to_pylist()

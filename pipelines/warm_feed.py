@@ -1,0 +1,93 @@
+"""How a run feeds its units to warm engines (pipelines/warm_pool.py), as Ray Data's actor pool
+would: at most `units_in_flight` units per engine at a time, more engines started only while
+every engine is full, units are waiting and the cluster has room for one more (up to
+`compute.max_actors`; a unit is never handed to an engine that has no place to run), a unit
+whose engine died sent again, and nothing new sent once the run is asked to stop.
+
+A run that leaves with calls still under way (a second interrupt abandons them) marks its
+engines abandoned, and the pool lets them go instead of keeping them warm: a unit still under
+way in an engine is never in the way of the next run's (pipelines/engine_host.py waits for
+them, and each unit keeps its own run's binding, pipelines/stages.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any, Callable, Iterator
+
+GROW_CHECK_SECONDS = 1.0  # how often the cluster is asked whether one more engine fits
+WAIT_SECONDS = 1.0  # the longest the feed waits for a unit before it looks at stops and room again
+
+
+def fits(options: dict[str, Any], available: dict[str, float]) -> bool:
+    """Whether the cluster has room now for one more actor asking for `options`.
+
+    >>> fits({"num_cpus": 2, "resources": {"spot": 1}}, {"CPU": 3.0, "spot": 1.0})
+    True
+    >>> fits({"num_cpus": 2, "num_gpus": 1}, {"CPU": 8.0})
+    False
+    """
+    wanted = {"CPU": options.get("num_cpus", 1), "GPU": options.get("num_gpus", 0), **options.get("resources", {})}
+    return all(available.get(name, 0.0) >= amount for name, amount in wanted.items() if amount)
+
+
+def stream_units(engines, context: dict[str, Any], descriptors: list[dict[str, Any]], units_in_flight: int,
+                 max_sends: int, stopped: Callable[[], bool] = lambda: False) -> Iterator[dict[str, Any]]:
+    """Feed units to the warm engines; yields each unit's summary row as it comes back. A call
+    whose actor died is sent again, up to `max_sends` times (Ray restarts the actor; the unit
+    protocol knows what was committed, and gives up on a unit that kills its engine every
+    time). Once `stopped()`, no unit is sent; the ones under way are waited for."""
+    import ray
+    from ray.exceptions import RayActorError  # an actor that died or is unreachable, whatever the cause
+
+    todo = deque(descriptors)
+    context_ref = ray.put(context)
+    in_flight: dict[Any, tuple[int, dict[str, Any]]] = {}
+    per_host: list[int] = [0] * len(engines.hosts)
+    # The first min_actors engines are waited for, as Ray Data waits for min_actors; any more
+    # (grown in an earlier run, or now) take units once they answer, that is, have a place.
+    placed = set(range(min(engines.min_actors, len(engines.hosts))))
+    placing = {host.identity.remote(): h for h, host in enumerate(engines.hosts[:engines.max_actors])
+               if h not in placed}
+    sends: dict[str, int] = {}
+    grow_checked = float("-inf")
+    try:
+        while todo or in_flight:
+            if stopped():
+                todo.clear()  # asked to stop: no new unit; those under way commit or skip
+            for h, host in enumerate(engines.hosts):
+                while todo and h in placed and per_host[h] < units_in_flight:
+                    unit = todo.popleft()
+                    in_flight[host.run_units.remote(context_ref, [unit])] = (h, unit)
+                    per_host[h] += 1
+            full = all(per_host[h] >= units_in_flight for h in placed)
+            if todo and full and not placing and time.monotonic() - grow_checked >= GROW_CHECK_SECONDS:
+                grow_checked = time.monotonic()
+                if engines.can_grow() and fits(engines.actor_options, ray.available_resources()):
+                    host = engines.grow()
+                    per_host.append(0)
+                    placing[host.identity.remote()] = len(engines.hosts) - 1
+            if not in_flight and not placing:
+                continue
+            ready, _ = ray.wait(list(in_flight) + list(placing), num_returns=1, timeout=WAIT_SECONDS)
+            if not ready:
+                continue
+            if ready[0] in placing:
+                placed.add(placing.pop(ready[0]))
+                continue
+            h, unit = in_flight.pop(ready[0])
+            per_host[h] -= 1
+            try:
+                table = ray.get(ready[0])
+            except RayActorError as err:
+                sends[unit["unit_id"]] = sends.get(unit["unit_id"], 0) + 1
+                if sends[unit["unit_id"]] >= max_sends:
+                    raise RuntimeError(f"unit {unit['unit_id']}: its engine actor died {max_sends} times") from err
+                todo.appendleft(unit)  # its actor died (a lost node, an engine that failed): again
+                time.sleep(0.5)
+                continue
+            yield from table.to_pylist()
+    finally:
+        if in_flight:  # left with units under way (an abandon, an error): never kept warm
+            engines.abandoned = True
