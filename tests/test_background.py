@@ -4,6 +4,7 @@ handle's cancel() stops it as `spotbatch cancel` does, and the same spec resumes
 import pytest
 
 from pipelines.background import start
+from pipelines.inputs import InputError
 from pipelines.run import run
 from pipelines.spec import PipelineSpec
 from pipelines.store.output import OutputStore
@@ -58,6 +59,6 @@ def test_a_cancel_asked_before_the_engines_start_starts_none(tmp_path, tiny_mode
 def test_a_background_runs_own_error_is_raised_by_result(tmp_path, tiny_model):
     spec = PipelineSpec.model_validate(slow_job(tmp_path, str(tmp_path / "out")))  # no input written
     handle = start(spec)
-    with pytest.raises(Exception, match="in"):
+    with pytest.raises(InputError, match=f"input path does not exist: {tmp_path / 'in'}$"):
         handle.result(120)
     assert handle.done() and "failed" in repr(handle)

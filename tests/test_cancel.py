@@ -86,6 +86,26 @@ def test_a_run_past_its_deadline_exits_4_and_resumes_exactly(tmp_path, ray_clust
     resumed_exactly(spec, output, ray_cluster)
 
 
+def test_a_deadline_that_lands_mid_run_takes_no_unit_that_would_end_past_it(tmp_path, ray_cluster, tiny_model):
+    """A deadline 30 s after the start lands while units run (the engine is up in about 10 s,
+    the job takes over a minute): no unit is started that would end past it, the units in
+    flight are committed, and the run ends by the deadline plus one unit's time."""
+    write_shards(tmp_path / "in", [{"id": i, "text": f"prompt number {i}"} for i in range(ROWS)], shards=3)
+    output = str(tmp_path / "out")
+    spec = write_spec(tmp_path / "spec.yaml", slow_job(tmp_path, output))
+    first = spotbatch("run", str(spec), "--address", ray_cluster, "--set", "compute.deadline=30s")
+    assert first.returncode == 4, first.stdout[-2000:] + first.stderr[-3000:]
+    record = stopped_run(output)
+    ends = [t["end"] for tries in Records(OutputStore(output)).attempts().values() for t in tries.values()
+            if t["end"].get("outcome") == "committed"]
+    assert ends, "the engine was not up 30 s after the start: nothing ran before the deadline"
+    longest = max(e["engine_seconds"] for e in ends)
+    assert max(e["time"] for e in ends) <= record["deadline"] + longest + 2
+    assert record["ended_at"] <= record["deadline"] + longest + 5, (record["ended_at"] - record["deadline"], longest)
+    assert not run_status(output).finished
+    resumed_exactly(spec, output, ray_cluster)
+
+
 def test_a_deadline_that_is_not_a_time_is_refused_by_name(tmp_path):
     spec = write_spec(tmp_path / "spec.yaml", job(tmp_path, str(tmp_path / "in"), str(tmp_path / "out"), {}))
     refused = spotbatch("run", str(spec), "--set", "compute.deadline=6am")

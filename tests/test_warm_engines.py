@@ -59,7 +59,7 @@ def test_a_second_run_reuses_the_engine_and_the_cluster_is_free_after_the_window
     assert second.finished and exact(tmp_path, "second")
     (a1,) = actors_of(tmp_path, "first").items()
     (a2,) = actors_of(tmp_path, "second").items()
-    assert a1[0] == a2[0]  # the same engine actor served both
+    assert a1[1]["engine_id"] == a2[1]["engine_id"] and a1[0] != a2[0]  # one engine, a record in each run
     # where the first seconds went: the first run loaded the model, the second did not
     assert first.startup["model_load"] > 0 and not first.startup["warm_engine"]
     assert second.startup["warm_engine"] and second.startup["model_load"] == 0
@@ -181,3 +181,103 @@ def test_a_warm_engine_of_another_dtype_than_the_output_pinned_is_replaced(tmp_p
     assert first.finished and second.finished and exact(tmp_path, "second")
     ((new_id, new),) = actors_of(tmp_path, "second").items()
     assert new_id != warm_id and new["loaded_dtype"] == other and not second.startup["warm_engine"]
+
+
+def slow_warm_spec(tmp_path, name: str, template: str = "{text}", **compute) -> PipelineSpec:
+    """tests/test_cancel.py's slow job (60 units of 5 rows), on warm engines, into `name`."""
+    from tests.conftest import write_shards
+    from tests.test_cancel import slow_job
+    from tests.test_resume import ROWS as SLOW_ROWS
+
+    if not (tmp_path / "in").exists():
+        write_shards(tmp_path / "in", [{"id": i, "text": f"prompt number {i}"} for i in range(SLOW_ROWS)], shards=3)
+    data = slow_job(tmp_path, str(tmp_path / name))
+    data["input"]["template"] = template
+    data["compute"].update({"keep_warm_seconds": 300, **compute})
+    return PipelineSpec.model_validate(data)
+
+
+def slow_exact(tmp_path, name: str) -> bool:
+    from tests.test_resume import ROWS as SLOW_ROWS
+
+    ids = ds.dataset(str(tmp_path / name)).to_table().column("id").to_pylist()
+    return sorted(ids) == list(range(SLOW_ROWS))
+
+
+def test_a_cancelled_run_resumes_on_the_engine_that_served_it(tmp_path, ray_cluster, tiny_model):
+    """The notebook's flow: handle.cancel(), then start(spec) again on the same output, served by
+    the same warm engine (a new record of it in that output), to every row exactly once."""
+    from pipelines.background import start
+    from tests.helpers import wait_until
+
+    spec = slow_warm_spec(tmp_path, "out")
+    store = OutputStore(spec.output.path)
+    try:
+        handle = start(spec, address=ray_cluster)
+        wait_until(lambda: handle.done() or store.committed_units(), 300, "a committed unit")
+        handle.cancel()
+        asked = time.monotonic()
+        first = handle.result(300)
+        stop_seconds = time.monotonic() - asked
+        assert first.stopped == "cancelled" and not first.finished, "cancelled too late to test anything"
+        second = start(spec, address=ray_cluster).result(300)
+    finally:
+        release_engines()
+    assert second.finished and second.stopped is None and slow_exact(tmp_path, "out")
+    actors = actors_of(tmp_path, "out")
+    assert len(actors) == 2 and len({a["engine_id"] for a in actors.values()}) == 1  # one engine, two runs
+    assert second.startup["warm_engine"] and second.startup["model_load"] == 0
+    # a stop costs the units in flight, never the units left: each unit here takes well under 5 s
+    longest = max(t["end"]["engine_seconds"] for tries in Records(store).attempts().values() for t in tries.values()
+                  if t.get("end", {}).get("outcome") == "committed")
+    assert stop_seconds < 2 * longest + 10, (stop_seconds, longest)
+
+
+def test_a_second_interrupt_abandons_the_units_in_flight_and_their_engines_are_let_go(tmp_path, ray_cluster,
+                                                                                      tiny_model):
+    """An abandoned run's engines may still hold its units: they are never handed to the next
+    run, which starts engines of its own and gets every row of its own, once."""
+    import os
+    import signal
+    import threading
+
+    first = slow_warm_spec(tmp_path, "a", units_in_flight=2)
+    store = OutputStore(first.output.path)
+
+    def interrupt_twice():
+        while not store.committed_units():
+            time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_twice, daemon=True).start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(first, address=ray_cluster, interactive=False)
+        assert POOL.held() == 0  # let go, not kept warm for the next run
+        second = run(slow_warm_spec(tmp_path, "b", template="Answer briefly: {text}"), address=ray_cluster,
+                     interactive=False)
+    finally:
+        release_engines()
+    assert second.finished and slow_exact(tmp_path, "b")
+    b = OutputStore(str(tmp_path / "b"))
+    assert set(ds.dataset(b.url).to_table().column("spec_fingerprint").to_pylist()) == {b.fingerprint()}
+    a_engines = {r["engine_id"] for r in actors_of(tmp_path, "a").values()}
+    assert a_engines.isdisjoint(r["engine_id"] for r in actors_of(tmp_path, "b").values())
+
+
+@pytest.mark.timeout(300)  # the old pool sent units to an engine with no place to run: they waited forever
+def test_warm_engines_start_at_min_actors_and_grow_only_into_room_the_cluster_has(tmp_path, ray_cluster, tiny_model):
+    import ray
+
+    release_engines()
+    room = int(ray.available_resources().get("CPU", 0)) // 2  # engines of 2 CPUs that fit now
+    spec = slow_warm_spec(tmp_path, "out", actors=None, min_actors=1, max_actors=room + 1, cpus_per_actor=2)
+    try:
+        done = run(spec, address=ray_cluster, interactive=False)
+        assert POOL.held() == room  # one more than fits was never started
+    finally:
+        release_engines()
+    assert done.finished and slow_exact(tmp_path, "out")
+    assert 1 <= len(actors_of(tmp_path, "out")) <= room
