@@ -73,6 +73,30 @@ def test_a_cancelled_run_commits_what_is_in_flight_exits_4_and_resumes_exactly(t
     resumed_exactly(spec, output, ray_cluster)
 
 
+def test_a_second_interrupt_abandons_only_the_units_in_flight_and_the_same_command_resumes_exactly(
+        tmp_path, ray_cluster, tiny_model):
+    write_shards(tmp_path / "in", [{"id": i, "text": f"prompt number {i}"} for i in range(ROWS)], shards=3)
+    output = str(tmp_path / "out")
+    spec = write_spec(tmp_path / "spec.yaml", slow_job(tmp_path, output))
+    store = OutputStore(output)
+    log = tmp_path / "run.log"
+    proc = start_spotbatch("run", str(spec), "--address", ray_cluster, log=log)
+    try:
+        wait_until(lambda: store.committed_units(), 300, "a committed unit", proc, log)
+        proc.send_signal(signal.SIGINT)
+        wait_until(lambda: "interrupt again to abandon" in log.read_text(), 30, "the first interrupt heard", proc, log)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) not in (0, 4), log.read_text()[-3000:]  # abandoned: neither finished nor stopped
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # what was abandoned: the units in flight (one actor, one unit at a time), never committed half
+    attempts = Records(store).attempts()
+    open_ = [u for u, tries in attempts.items() for t in tries.values() if "end" not in t]
+    assert len(open_) <= 1 and not set(open_) & store.committed_units()
+    resumed_exactly(spec, output, ray_cluster)
+
+
 def test_a_run_past_its_deadline_exits_4_and_resumes_exactly(tmp_path, ray_cluster, tiny_model):
     write_shards(tmp_path / "in", [{"id": i, "text": f"prompt number {i}"} for i in range(ROWS)], shards=3)
     output = str(tmp_path / "out")
