@@ -183,7 +183,7 @@ def test_a_warm_engine_of_another_dtype_than_the_output_pinned_is_replaced(tmp_p
     assert new_id != warm_id and new["loaded_dtype"] == other and not second.startup["warm_engine"]
 
 
-def slow_warm_spec(tmp_path, name: str, template: str = "{text}", **compute) -> PipelineSpec:
+def slow_warm_spec(tmp_path, name: str, template: str | None = None, **compute) -> PipelineSpec:
     """tests/test_cancel.py's slow job (60 units of 5 rows), on warm engines, into `name`."""
     from tests.conftest import write_shards
     from tests.test_cancel import slow_job
@@ -192,7 +192,9 @@ def slow_warm_spec(tmp_path, name: str, template: str = "{text}", **compute) -> 
     if not (tmp_path / "in").exists():
         write_shards(tmp_path / "in", [{"id": i, "text": f"prompt number {i}"} for i in range(SLOW_ROWS)], shards=3)
     data = slow_job(tmp_path, str(tmp_path / name))
-    data["input"]["template"] = template
+    if template is not None:
+        data["input"].pop("prompt_column")
+        data["input"]["template"] = template
     data["compute"].update({"keep_warm_seconds": 300, **compute})
     return PipelineSpec.model_validate(data)
 

@@ -17,9 +17,10 @@ from tests.helpers import ROOT, spotbatch_env
 pytestmark = pytest.mark.engine
 
 
-def test_a_unit_held_across_a_rebind_is_committed_under_its_own_run(tmp_path, tiny_model):
+def test_a_unit_held_across_a_rebind_is_committed_under_its_own_run(tmp_path, ray_cluster, tiny_model):
     done = subprocess.run([sys.executable, "-m", "tests.warm_rebind_driver", str(tmp_path)], cwd=ROOT,
-                          env=spotbatch_env(), capture_output=True, text=True, timeout=600)
+                          env={**spotbatch_env(), "RAY_ADDRESS": ray_cluster}, capture_output=True, text=True,
+                          timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     outcomes = json.loads((tmp_path / "result.json").read_text())
     assert [o["committed"] for o in outcomes["a"] + outcomes["b"]] == [True, True]

@@ -1,10 +1,12 @@
 """A warm engine bound to a second run while a unit of the first is held in flight, and bound
 again to resume the first's output (tests/test_warm_rebind.py). The real EngineHost, its real
-UnitGenerator and a real engine, in this process (no Ray needed to host them); only the hunger
-wait is held, so a unit of run A is in the engine's hands, not yet generated, when run B's
-call arrives. argv[1]: a folder; writes argv[1]/result.json."""
+UnitGenerator and a real engine, hosted in this process (a driver of the Ray cluster at
+RAY_ADDRESS, which the generator asks about its node); only the hunger wait is held, so a unit
+of run A is in the engine's hands, not yet generated, when run B's call arrives. argv[1]: a
+folder; writes argv[1]/result.json."""
 
 import json
+import os
 import sys
 import threading
 import time
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import ray
 
 from operators.feeder import EngineFeeder
 from pipelines.engine_host import EngineHost
@@ -37,10 +40,12 @@ def hold_the_first_unit() -> None:
 
 
 def context(here: Path, name: str, ids: list[int], template: str, run_id: str) -> tuple[dict, list[dict]]:
-    (here / name).mkdir(exist_ok=True)
-    pq.write_table(pa.table({"id": ids, "text": [f"question {i}" for i in ids]}), here / name / "shard-000.parquet")
+    if not (here / name).exists():  # a resume reads the same file: rewritten, it would be another input
+        (here / name).mkdir()
+        pq.write_table(pa.table({"id": ids, "text": [f"question {i}" for i in ids]}),
+                       here / name / "shard-000.parquet")
     spec = PipelineSpec.model_validate({
-        "input": {"paths": str(here / name), "prompt_column": "text", "template": template},
+        "input": {"paths": str(here / name), "template": template},
         "model": {"name": "tiny-random", "max_model_len": 256, "enforce_eager": True},
         "sampling": {"max_tokens": 4}, "output": {"path": str(here / f"out-{name}")}})
     _, plan = prepare(spec)
@@ -53,6 +58,7 @@ def context(here: Path, name: str, ids: list[int], template: str, run_id: str) -
 
 def main() -> None:
     here = Path(sys.argv[1])
+    ray.init(address=os.environ["RAY_ADDRESS"])
     hold_the_first_unit()
     a, a_units = context(here, "a", [0, 1, 2], "A: {text}", "run-a")
     b, b_units = context(here, "b", [100, 101, 102], "B: {text}", "run-b")
@@ -67,6 +73,7 @@ def main() -> None:
     RELEASE.set()
     first.join(300)
     second.join(300)
+    (here / "result.json").write_text(json.dumps(outcomes, default=str))
     # the notebook's flow: run A again on its own output (a resume, as after a cancel)
     again, _ = context(here, "a", [0, 1, 2], "A: {text}", "run-a2")
     outcomes["a2"] = host.run_units(again, a_units).to_pylist()
