@@ -84,7 +84,8 @@ def test_a_model_url_password_and_engine_secrets_are_written_nowhere(tmp_path, f
     engine_facts.remember_run(spec, actors, "run-1")
     assert engine_facts.lookup(spec.model, 0.0)["eager_tokens_per_second"] == 100.0  # kept, and found again
     exports = []
-    for fmt, name in (("openai-batch", "batch.jsonl"), ("chat-jsonl", "train.jsonl"), ("pairs-parquet", "pairs.parquet")):
+    for fmt, name in (("openai-batch", "batch.jsonl"), ("chat-jsonl", "train.jsonl"),
+                      ("pairs-parquet", "pairs.parquet")):
         export(str(out), fmt, str(tmp_path / name))
         exports.append(tmp_path / name)
     with pytest.raises(InputError) as refused:  # the output keeps neither: they are given again
