@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from operators.engine_args import hide_in_engine_logs
 from operators.prompts import chat_messages
 
 
@@ -132,6 +133,7 @@ class VLLMEngine:
         from vllm.platforms import current_platform
 
         kwargs = config.llm_kwargs()
+        hide_in_engine_logs(config.engine_kwargs)  # vLLM logs the arguments it was given
         kwargs["dtype"] = effective_dtype(kwargs["dtype"], current_platform.is_cpu())
         self.config = config
         self.dtype = kwargs["dtype"]

@@ -9,8 +9,10 @@ cost:
 
     seconds_ahead * gain / (1 + gain) > compile_seconds
 
-The work ahead is the pending rows times their max_tokens (an upper bound: answers often stop
-sooner), spread over the engines. The eager speed, the compile cost and the gain are, each: what
+The work ahead is the most tokens the pending rows may generate, each by its own limit (a row
+without one runs to the context, as at the providers), as planning summed them per unit
+(pipelines/decode_work.py): an upper bound, answers often stop sooner. It is spread over the
+engines. The eager speed, the compile cost and the gain are, each: what
 the spec tells (`model.eager_tokens_per_second`, `model.compile_seconds`), else what this
 driver's earlier runs of the model measured (pipelines/engine_facts.py), else a figure per
 device. Each engine records what was chosen and why.
@@ -34,28 +36,29 @@ class CompileChoice:
         return {"enforce_eager": self.enforce_eager, "reason": self.reason}
 
 
-def for_run(spec, rows: int, engines: int) -> CompileChoice:
-    """The choice for `rows` pending rows of a run's model (`spec.model`) on `engines` engines."""
+def for_run(spec, tokens: int, engines: int) -> CompileChoice:
+    """The choice for a run's model (`spec.model`) with `tokens` to decode at most
+    (pipelines/decode_work.py's tokens_ahead) on `engines` engines."""
     from pipelines import engine_facts
 
     m = spec.model
     facts = engine_facts.lookup(m, spec.compute.gpus_per_actor) if m.enforce_eager is None else {}
-    return choose(m.enforce_eager, rows=rows, max_tokens=spec.sampling.max_tokens, engines=engines,
-                  gpu=spec.compute.gpus_per_actor > 0, compile_seconds=m.compile_seconds,
-                  eager_tokens_per_second=m.eager_tokens_per_second, measured=facts)
+    return choose(m.enforce_eager, tokens=tokens, engines=engines, gpu=spec.compute.gpus_per_actor > 0,
+                  compile_seconds=m.compile_seconds, eager_tokens_per_second=m.eager_tokens_per_second,
+                  measured=facts)
 
 
-def choose(told: bool | None, *, rows: int, max_tokens: int, engines: int, gpu: bool,
+def choose(told: bool | None, *, tokens: int, engines: int, gpu: bool,
            compile_seconds: float | None = None, eager_tokens_per_second: float | None = None,
            measured: dict | None = None) -> CompileChoice:
-    """The choice for one run's engines; `measured` is what earlier runs measured
-    (pipelines/engine_facts.py).
+    """The choice for one run's engines, with `tokens` to decode at most among them;
+    `measured` is what earlier runs measured (pipelines/engine_facts.py).
 
-    >>> choose(None, rows=50, max_tokens=256, engines=1, gpu=False).enforce_eager
+    >>> choose(None, tokens=50 * 256, engines=1, gpu=False).enforce_eager
     True
-    >>> choose(None, rows=100_000, max_tokens=256, engines=4, gpu=False).enforce_eager
+    >>> choose(None, tokens=100_000 * 256, engines=4, gpu=False).enforce_eager
     False
-    >>> choose(True, rows=100_000, max_tokens=256, engines=4, gpu=False).reason
+    >>> choose(True, tokens=100_000 * 256, engines=4, gpu=False).reason
     'model.enforce_eager: true in the spec'
     """
     if told is not None:
@@ -72,7 +75,7 @@ def choose(told: bool | None, *, rows: int, max_tokens: int, engines: int, gpu: 
     gain, gain_source = ((m["compiled_tokens_per_second"] / m["eager_tokens_per_second"] - 1, was)
                          if m.get("compiled_tokens_per_second") and m.get("eager_tokens_per_second")
                          else (COMPILE_GAIN, "measured here once"))
-    ahead = rows * max_tokens / max(1, engines) / speed
+    ahead = tokens / max(1, engines) / speed
     saved = ahead * gain / (1 + gain) if gain > 0 else 0.0
     compile_ = saved > cost
     return CompileChoice(not compile_, (

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipelines.redact import redact_engine_kwargs, redact_url
+
 MIN_BUSY_SECONDS = 5.0  # a speed measured over less is mostly start-up noise
 
 
@@ -33,9 +35,11 @@ def facts_path() -> Path:
 
 def engine_kind(model) -> str:
     """What decides an engine's speed and compile cost, as the driver knows it before any engine
-    starts: the model as named, its dtype setting and its engine arguments."""
-    return json.dumps([model.name, model.revision, model.dtype, model.quantization, model.max_model_len,
-                       model.engine_kwargs], sort_keys=True, default=str)
+    starts: the model as named, its dtype setting and its engine arguments. It is this file's
+    key, written down: a URL's userinfo and the engine arguments not known to be settings are
+    redacted (a token never changed a speed)."""
+    return json.dumps([redact_url(model.name), model.revision, model.dtype, model.quantization, model.max_model_len,
+                       redact_engine_kwargs(model.engine_kwargs)], sort_keys=True, default=str)
 
 
 def lookup(model, gpus_per_actor: float, path: Path | None = None) -> dict[str, Any]:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from pipelines.decode_work import prompt_tokens_per_row, unit_decode_tokens
 from pipelines.inputs import Shard
 from pipelines.routing import route_shards
 from pipelines.spec import PipelineSpec
 
-BYTES_PER_TOKEN = 4  # rough for English BPE; only used to size units, never to count cost
 VLLM_MAX_NUM_SEQS = 256  # vLLM's default cap on the requests an engine runs at once
 MAX_UNITS_IN_FLIGHT = 16
 
@@ -31,6 +31,7 @@ class Unit:
     model: str | None = None  # routed runs: the unit is the rows of [start, stop) routed to this model
     count: int | None = None  # routed runs: how many rows that is
     version: str | None = None  # its shard's version when planned: a unit reads that version or none
+    decode_tokens: int | None = None  # the most its rows may generate (pipelines/decode_work.py); None: planned before
 
     @property
     def rows(self) -> int:
@@ -45,8 +46,7 @@ class Unit:
 
 
 def _rows_per_unit(shard: Shard, tokens_per_unit: int, max_tokens: int) -> int:
-    prompt_tokens_per_row = shard.prompt_bytes / shard.num_rows / BYTES_PER_TOKEN
-    return max(1, int(tokens_per_unit // (prompt_tokens_per_row + max_tokens)))
+    return max(1, int(tokens_per_unit // (prompt_tokens_per_row(shard) + max_tokens)))
 
 
 def _even_chunks(n: int, most: int) -> list[tuple[int, int]]:
@@ -185,6 +185,8 @@ def make_plan(spec: PipelineSpec, shards: list[Shard], sources: dict[str, dict] 
     # context) is estimated as the default's, since most answers stop well short of the context.
     per_row = (spec.sampling.max_tokens or 256) * spec.sampling.n
     units = plan_units(shards, spec.compute.tokens_per_unit, per_row, routes)
+    # What each unit may decode at most, for the compile choice: each row's own limit, read now.
+    units = [replace(u, decode_tokens=t) for u, t in zip(units, unit_decode_tokens(spec, shards, units, routes))]
     return Plan(
         fingerprint=fingerprint(parts),
         parts=parts,

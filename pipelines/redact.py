@@ -2,8 +2,10 @@
 that teammates and downstream jobs read) keeps every key, but only values known to be safe.
 
 Decided by an allow-list of option names known to be safe, never a deny-list of names known to
-be secret: a provider's new credential name is redacted too. URL userinfo (`s3://key:secret@b`)
-is redacted wherever a URL appears.
+be secret: a provider's new credential name is redacted too. The names are fsspec's
+(`storage_options`, below) and vLLM's (`model.engine_kwargs`, operators/engine_args.py). URL
+userinfo (`s3://key:secret@b`, `ftp://user:password@host/`) is redacted wherever a URL appears,
+the model's name included.
 
 >>> redact_options({"key": "AKIA", "secret": "s", "client_kwargs": {"endpoint_url": "http://x", "aws_session_token": "t"}})
 {'key': '<redacted>', 'secret': '<redacted>', 'client_kwargs': {'endpoint_url': 'http://x', 'aws_session_token': '<redacted>'}}
@@ -17,7 +19,7 @@ import re
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-REDACTED = "<redacted>"
+from operators.engine_args import REDACTED, SAFE_ENGINE_ARGS
 
 # fsspec, s3fs, gcsfs, adlfs and botocore option names whose values are settings, not secrets.
 SAFE_OPTIONS = frozenset({
@@ -73,11 +75,23 @@ def redact_options(options: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def redact_engine_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """vLLM arguments with every value not known to be a setting replaced.
+
+    >>> redact_engine_kwargs({"max_num_seqs": 64, "hf_token": "hf_abc"})
+    {'max_num_seqs': 64, 'hf_token': '<redacted>'}
+    """
+    return {name: redact_spec(value) if name in SAFE_ENGINE_ARGS else REDACTED for name, value in kwargs.items()}
+
+
+_BY_NAME = {"storage_options": redact_options, "engine_kwargs": redact_engine_kwargs}
+
+
 def redact_spec(data: Any) -> Any:
-    """A spec (as JSON data) fit to be written down: every `storage_options` redacted, every
-    URL stripped of its userinfo."""
+    """A spec (as JSON data) fit to be written down: every `storage_options` and
+    `engine_kwargs` redacted, every URL stripped of its userinfo."""
     if isinstance(data, dict):
-        return {k: redact_options(v) if k == "storage_options" and isinstance(v, dict) else redact_spec(v)
+        return {k: _BY_NAME[k](v) if k in _BY_NAME and isinstance(v, dict) else redact_spec(v)
                 for k, v in data.items()}
     if isinstance(data, list):
         return [redact_spec(v) for v in data]
@@ -114,14 +128,27 @@ def describe(spec) -> str:
     """What a recorded spec will read and run, said before it runs (the output folder could
     have been written by anyone)."""
     models = [m.name for m in spec.models.values()] if spec.routed else [spec.model.name]
-    return (f"input {', '.join(redact_url(p) for p in spec.input.paths)}; model {', '.join(models)}; "
+    return (f"input {', '.join(redact_url(p) for p in spec.input.paths)}; model {', '.join(map(redact_url, models))}; "
             f"output {redact_url(spec.output.path)}")
+
+
+def redacted_fields(data: Any, at: str = "") -> list[str]:
+    """Where a recorded spec had a secret: the dotted names of its redacted values.
+
+    >>> redacted_fields({"model": {"name": "ftp://<redacted>@h/m/", "engine_kwargs": {"hf_token": "<redacted>"}}})
+    ['model.name', 'model.engine_kwargs.hf_token']
+    """
+    if isinstance(data, dict):
+        return [f for k, v in data.items() for f in redacted_fields(v, f"{at}.{k}" if at else str(k))]
+    if isinstance(data, list):
+        return [f for i, v in enumerate(data) for f in redacted_fields(v, f"{at}[{i}]")]
+    return [at] if isinstance(data, str) and REDACTED in data else []
 
 
 @contextmanager
 def credentials_hint(recorded: dict[str, Any]) -> Iterator[None]:
     """Errors reading what a recorded spec names say, when that spec had credentials, that
-    the output keeps none and where to give them."""
+    the output keeps none, and which settings held them."""
     from pipelines.inputs import InputError
 
     try:
@@ -129,9 +156,11 @@ def credentials_hint(recorded: dict[str, Any]) -> Iterator[None]:
     except InputError:
         raise
     except Exception as err:
-        if REDACTED not in str(recorded):
+        fields = redacted_fields(recorded)
+        if not fields:
             raise
         raise InputError(
             f"could not read what the output's spec names ({err!r}). The output keeps no credentials "
-            f"(its spec's secret values were redacted when it was written): give them in the environment "
-            f"(AWS_PROFILE, AWS_ACCESS_KEY_ID, ...) or with --set input.storage_options.NAME=VALUE") from None
+            f"(its spec's secret values were redacted when it was written: {', '.join(fields)}): give them in "
+            f"the environment (AWS_PROFILE, AWS_ACCESS_KEY_ID, HF_TOKEN, ...) or with --set NAME=VALUE for those "
+            f"settings (a URL whole, with its user and password)") from None

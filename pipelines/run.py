@@ -27,6 +27,7 @@ from pipelines.store.ledger import compute_ledger, write_ledger
 from pipelines.store.output import OutputError, OutputStore
 from pipelines.plan import SINGLE_MODEL, Plan, Unit, fingerprint, fingerprint_parts, make_plan, units_in_flight
 from pipelines import compile_choice, engine_facts
+from pipelines.decode_work import tokens_ahead
 from pipelines.deadline import deadline_at
 from pipelines.progress import RunMonitor, ipython_shell
 from pipelines.redact import redact_spec, redact_url
@@ -412,8 +413,7 @@ def _stream(spec: PipelineSpec, plan: Plan, pending: list, run_id: str, only_ids
         spec = spec.for_model(model)  # the engine actors see their own model as spec.model
     resources = actor_resources(spec, units_in_flight(spec, pending))
     descriptors = [u.descriptor(pack_ids(only_ids[u.unit_id]) if only_ids is not None else None) for u in pending]
-    rows = sum(len(only_ids[u.unit_id]) for u in pending) if only_ids is not None else sum(u.rows for u in pending)
-    choice = compile_choice.for_run(spec, rows, resources.max_actors)
+    choice = compile_choice.for_run(spec, tokens_ahead(spec, pending, only_ids), resources.max_actors)
     spec = spec.model_copy(update={"model": spec.model.model_copy(update={"enforce_eager": choice.enforce_eager})})
     engine_args = {
         "spec_data": spec.model_dump(mode="json"),

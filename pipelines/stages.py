@@ -30,6 +30,7 @@ from operators.engine import EngineConfig, VLLMEngine, engine_env
 from operators.feeder import EngineFailed, EngineFeeder
 from operators.generate import GenerateOperator
 from operators.response_cache import ResponseCache
+from pipelines.redact import redact_url
 from pipelines.spec import PipelineSpec
 from pipelines.store.output import OutputStore
 from pipelines.store.records import Records, beat_seconds, new_id
@@ -142,7 +143,7 @@ class UnitGenerator:
         records.actor_started(actor_id, {
             "beat_seconds": beat_period, "engine_id": self.engine_id,
             "run_id": run_id, "pid": os.getpid(), "started_at": started_at, "loaded_at": loaded_at,
-            "niceness": self.niceness, "model": model_name if route_name else spec.model.name,
+            "niceness": self.niceness, "model": model_name if route_name else redact_url(spec.model.name),
             "model_source": self.fetched, "loaded_dtype": self.loaded, "compile": self.compile_choice,
             **node.to_json(),
             **({"warm": warm} if warm else {}),
@@ -184,8 +185,8 @@ class UnitGenerator:
                                **({"cache": report.to_json()} if report else {})}
         loaded = self.feeder.engine.loaded_dtype
         if records.pin_loaded_dtype(model_name, loaded, self.actor_id) != loaded:  # another node's first engine won
-            raise ModelChangedError(f"model {spec.model.name!r}: this engine loaded {loaded}, the run's engines "
-                                    f"load {records.loaded_dtype(model_name)} (two first engines on different "
+            raise ModelChangedError(f"model {redact_url(spec.model.name)!r}: this engine loaded {loaded}, the run's "
+                                    f"engines load {records.loaded_dtype(model_name)} (two first engines on different "
                                     f"hardware); set model.dtype to that and run again")
         return {**fetched, "dtype_from_run": pinned_dtype is not None}, loaded
 

@@ -46,6 +46,7 @@ from operators.engine_turns import EngineTurns
 from operators.generate import RESULT_SCHEMA, conform, empty_results
 from operators.response_cache import ANSWER_COLUMNS, ResponseCache, request_key
 from pipelines.plan import model_identity
+from pipelines.redact import redact_url
 from pipelines.spec import PipelineSpec, sampling_identity
 from pipelines.store.counts import ENGINE, UnitCounts, counts_fields, counts_from_row, counts_row
 from pipelines.store.output import STATS_KEY, OutputStore
@@ -125,7 +126,7 @@ def result_table(spec: PipelineSpec, ids: pa.Array | pa.ChunkedArray, cols: dict
     return pa.table({
         spec.input.id_column: ids,
         **{f.name: pa.array(cols[f.name], f.type) for f in RESULT_SCHEMA},
-        "model": pa.array([spec.model.name] * n, pa.string()),
+        "model": pa.array([redact_url(spec.model.name)] * n, pa.string()),  # its name as written down
         "spec_fingerprint": pa.array([fingerprint] * n, pa.string()),
     })
 

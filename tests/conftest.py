@@ -90,3 +90,33 @@ def s3_server():
 
     with moto_server() as endpoint:
         yield storage_options(endpoint)
+
+
+FTP_USER, FTP_PASSWORD = "spotbatch", "ftp-Password-Secret-0123456789"
+
+
+@pytest.fixture
+def ftp_server(tmp_path):
+    """A real FTP server on loopback (pyftpdlib, in a thread of this process) serving a folder
+    of this test's, for user FTP_USER with password FTP_PASSWORD; yields (root folder, the URL
+    of that root with the user and password in it, as fsspec reads them)."""
+    import threading
+
+    from pyftpdlib.authorizers import DummyAuthorizer
+    from pyftpdlib.handlers import FTPHandler
+    from pyftpdlib.servers import ThreadedFTPServer
+
+    root = tmp_path / "ftp"
+    root.mkdir()
+    authorizer = DummyAuthorizer()
+    authorizer.add_user(FTP_USER, FTP_PASSWORD, str(root), perm="elr")  # read only
+    handler = type("Handler", (FTPHandler,), {"authorizer": authorizer})
+    server = ThreadedFTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"timeout": 0.5, "handle_exit": False},
+                              daemon=True)
+    thread.start()
+    try:
+        yield root, f"ftp://{FTP_USER}:{FTP_PASSWORD}@127.0.0.1:{server.socket.getsockname()[1]}"
+    finally:
+        server.close_all()
+        thread.join(timeout=10)

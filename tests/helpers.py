@@ -64,3 +64,27 @@ def hub_cache(home: Path, model: Path, repo: str, commit: str, ref: str = "main"
     (root / "refs").mkdir(parents=True, exist_ok=True)
     (root / "refs" / ref).write_text(commit)
     return snapshot
+
+
+def written_text(path: Path) -> bytes:
+    """What a file holds, as a search for a secret must see it: its bytes, and for a Parquet
+    file (whose strings are encoded and compressed) every value and its metadata as text too."""
+    data = path.read_bytes()
+    if data[:4] != b"PAR1":
+        return data
+    import json
+
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    return data + json.dumps([table.to_pylist(), str(table.schema.metadata)], default=str).encode()
+
+
+def leaks(secrets: list[str], places: list[Path], texts: dict[str, bytes] | None = None) -> list[str]:
+    """Where any of `secrets` is written: every file under each of `places` (a folder, walked
+    whole, or a file) and each of `texts` (a console's output, say); [] when nowhere."""
+    found = [(name, text) for name, text in (texts or {}).items()]
+    for place in places:
+        files = [place] if place.is_file() else [p for p in sorted(place.rglob("*")) if p.is_file()]
+        found += [(str(p), written_text(p)) for p in files]
+    return [f"{secret[:6]}... in {name}" for name, text in found for secret in secrets if secret.encode() in text]

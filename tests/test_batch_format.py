@@ -9,6 +9,8 @@ import pytest
 from pipelines.inputs import InputError
 from pipelines.run import run
 from pipelines.spec import PipelineSpec
+from pipelines.store.output import OutputStore
+from pipelines.store.records import Records
 from tests.helpers import spotbatch, write_spec
 
 pytestmark = pytest.mark.engine
@@ -73,6 +75,29 @@ def test_a_provider_batch_runs_unchanged_and_exports_both_ways(tmp_path, ray_clu
                                                .model_dump(mode="json"))), "--address", ray_cluster)
     assert changed.returncode == 2 and "holds a run of other batch files" in changed.stderr, changed.stderr[-2000:]
     assert {p.name: p.read_bytes() for p in (tmp_path / "out" / "_spotbatch" / "input").iterdir()} == converted
+
+
+def test_a_provider_batch_on_a_spec_with_every_default_runs_through_the_cli(tmp_path, ray_cluster, tiny_model):
+    """No sampling.max_tokens (a request without one runs up to the context, OpenAI's meaning) and
+    no model.enforce_eager (chosen by the work ahead): the compile choice reads each request's own."""
+    batch = tmp_path / "batch_input.jsonl"
+    lines = [batch_line(i, max_tokens=4) for i in range(3)]
+    lines.append(json.dumps({"custom_id": "req-open", "body": {"messages": [{"role": "user", "content": "go on"}]}}))
+    batch.write_text("\n".join(lines) + "\n")
+    spec = write_spec(tmp_path / "spec.yaml", {"input": {"kind": "openai_batch", "paths": str(batch)},
+                                               "model": {"name": "tiny-random"},
+                                               "output": {"path": str(tmp_path / "out")}})
+    proc = spotbatch("run", str(spec), "--address", ray_cluster)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "4 rows in" in proc.stdout and "4 completed, 0 failed" in proc.stdout, proc.stdout
+    choices = [a["compile"] for a in Records(OutputStore(str(tmp_path / "out"))).actors().values()]
+    assert choices and all(c["enforce_eager"] and "of decoding ahead" in c["reason"] for c in choices)  # ~2k tokens
+
+    out = tmp_path / "batch_output.jsonl"
+    assert spotbatch("export", str(tmp_path / "out"), "--format", "openai-batch", "--to", str(out)).returncode == 0
+    usage = {a["custom_id"]: a["response"]["body"]["usage"] for a in map(json.loads, out.read_text().splitlines())}
+    assert all(usage[f"req-{i}"]["completion_tokens"] <= 4 for i in range(3))
+    assert usage["req-open"]["prompt_tokens"] + usage["req-open"]["completion_tokens"] <= 2048  # the default context
 
 
 def test_a_broken_batch_file_is_named_before_any_engine(tmp_path):

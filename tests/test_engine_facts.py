@@ -46,16 +46,16 @@ def test_a_runs_engines_are_measured_and_kept(tmp_path):
 def test_the_choice_weighs_what_was_measured():
     # 320 prompts of up to 256 tokens on one engine: 819 s of decoding at the default 100 tokens/s
     # (compile), 309 s at the measured 265, where +9% saves 26 s against a 37 s compile (eager).
-    assert not for_run(spec(), rows=320, engines=1).enforce_eager
+    assert not for_run(spec(), tokens=320 * 256, engines=1).enforce_eager
     engine_facts.remember_run(spec(), ACTORS, RUN)  # this test's own facts file (conftest)
-    choice = for_run(spec(), rows=320, engines=1)
+    choice = for_run(spec(), tokens=320 * 256, engines=1)
     assert choice.enforce_eager and "measured" in choice.reason and "265 tokens/s" in choice.reason
-    assert not for_run(spec(), rows=100_000, engines=1).enforce_eager  # a long night still compiles
-    told = for_run(spec(eager_tokens_per_second=50, compile_seconds=5), rows=320, engines=1)
+    assert not for_run(spec(), tokens=100_000 * 256, engines=1).enforce_eager  # a long night still compiles
+    told = for_run(spec(eager_tokens_per_second=50, compile_seconds=5), tokens=320 * 256, engines=1)
     assert not told.enforce_eager and "model.eager_tokens_per_second" in told.reason  # the spec wins
 
 
 def test_a_compile_that_gained_nothing_is_never_chosen(tmp_path):
     slower = {"a": actor(True, 3.0, 3000, 10.0), "b": actor(False, 40.0, 2900, 10.0)}
     engine_facts.remember_run(spec(), slower, RUN)
-    assert for_run(spec(), rows=10_000_000, engines=1).enforce_eager
+    assert for_run(spec(), tokens=10_000_000 * 256, engines=1).enforce_eager

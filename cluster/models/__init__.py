@@ -25,6 +25,7 @@ from cluster.models import builtin, hub, local, url
 from cluster.models.errors import ModelChangedError, ModelNotFoundError
 from cluster.models.node_cache import models_dir
 from cluster.models.source import ModelSource, describe_change
+from pipelines.redact import redact_url
 
 __all__ = ["ModelChangedError", "ModelNotFoundError", "ModelSource", "describe_change", "identify", "kind_of",
            "models_dir", "resolve"]
@@ -50,12 +51,13 @@ def kind_of(name: str) -> str:
 
 def identify(model: Any, where: str | None = None) -> ModelSource:
     """Find the spec's model (a ModelSpec) and pin its weights; raises ModelNotFoundError.
-    `where` is the name as it may be written down (the caller strips a URL's userinfo)."""
+    `where` is the name as it may be written down (by default, with a URL's userinfo redacted)."""
     kind = kind_of(model.name)
+    shown = where or redact_url(model.name)  # as written down: a URL's userinfo is a credential
     if model.revision is not None and kind != "hub":
-        raise ModelNotFoundError(f"model {model.name!r}: model.revision is for hub repo ids only")
+        raise ModelNotFoundError(f"model {shown!r}: model.revision is for hub repo ids only")
     if model.storage_options and kind != "url":
-        raise ModelNotFoundError(f"model {model.name!r}: model.storage_options is for URL folders only")
+        raise ModelNotFoundError(f"model {shown!r}: model.storage_options is for URL folders only")
     if kind == "builtin":
         return ModelSource("builtin", model.name, {"recipe": builtin.BUILTIN_RECIPES[model.name]})
     if kind == "local":
@@ -65,7 +67,7 @@ def identify(model: Any, where: str | None = None) -> ModelSource:
             return hub.identify(model.name, model.revision)
         except ModelNotFoundError as err:  # `org/name` may have been meant as a relative folder
             raise ModelNotFoundError(f"{err} (and there is no local folder {Path(model.name).resolve()})") from None
-    return url.identify(model.name, model.storage_options, where or model.name)
+    return url.identify(model.name, model.storage_options, shown)
 
 
 def resolve(model: Any, source: ModelSource) -> tuple[Path, dict[str, Any]]:
