@@ -19,6 +19,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipelines.json_text import NotJSON, check_json_value, load_json
+
 
 class SpecError(ValueError):
     """A spec that cannot run; the message names every problem found."""
@@ -542,17 +544,20 @@ def row_sampling(base: SamplingSpec, override: Any) -> tuple[dict[str, Any] | No
     """
     if override is None:
         return None, None
-    if isinstance(override, str):
-        try:
-            override = json.loads(override)
-        except json.JSONDecodeError as err:
-            return None, f"is not JSON ({err.msg})"
-        if not isinstance(override, dict):
-            return None, f"must be a JSON object of sampling fields, got {type(override).__name__}"
-    elif isinstance(override, dict):  # a struct column: a null field is one the row does not set
-        override = {k: v for k, v in override.items() if v is not None}
-    else:
-        return None, f"must be a JSON object or a struct of sampling fields, got {type(override).__name__}"
+    try:
+        if isinstance(override, str):
+            override = load_json(override)
+            if not isinstance(override, dict):
+                return None, f"must be a JSON object of sampling fields, got {type(override).__name__}"
+        elif isinstance(override, dict):  # a struct column: a null field is one the row does not set
+            check_json_value(override)
+            override = {k: v for k, v in override.items() if v is not None}
+        else:
+            return None, f"must be a JSON object or a struct of sampling fields, got {type(override).__name__}"
+    except json.JSONDecodeError as err:
+        return None, f"is not JSON ({err.msg})"
+    except NotJSON as err:
+        return None, str(err)
     if not override:
         return None, None
     try:
