@@ -206,7 +206,8 @@ class SamplingSpec(_Section):
                                    "up to the model's context, as the providers do when it is not given.")
     temperature: float = Field(0.0, ge=0, le=2, description="0 is greedy.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
-    seed: int | None = Field(0, description="Sampling seed, per request, so reruns answer alike.")
+    seed: int | None = Field(0, ge=-2**63, lt=2**63, description="Sampling seed, per request, so reruns answer "
+                             "alike (a 64-bit integer, as vLLM's server takes).")
     stop: list[str] = Field(default_factory=list, description="Strings that end generation (not in the output).")
     top_k: int | None = Field(None, ge=1, description="Sample from the k most likely tokens only (null: all).")
     min_p: float = Field(0.0, ge=0, le=1, description="Drop tokens less likely than min_p times the likeliest.")

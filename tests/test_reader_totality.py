@@ -2,8 +2,9 @@
 that is no JSON at all), reading the line gives a row or an InputError naming the file and
 line, never another exception; a row's own sampling object gives its sampling or why it has
 none. Property-based (hypothesis): lines built from full templates of both providers with
-random values at random places, and purely random ones. No Ray, no engine: the last test runs
-`spotbatch run` as a user does, refused before an engine could start."""
+random values at random places, and purely random ones. No Ray, no engine: the last tests read
+a unit's rows as the run's first stage does, and run `spotbatch run` as a user does, refused
+before an engine could start."""
 
 from __future__ import annotations
 
@@ -12,15 +13,17 @@ import json
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from operators.prompts import chat_messages
 from pipelines.formats import anthropic, openai
 from pipelines.formats.batch_files import SCHEMA, read_line
 from pipelines.inputs import InputError
-from pipelines.spec import SamplingSpec, row_sampling
+from pipelines.spec import PipelineSpec, SamplingSpec, row_sampling
+from pipelines.unit_rows import ERROR, PROMPT, SAMPLING, unit_rows
 from tests.helpers import spotbatch, write_spec
 
 WHERE = "batch.jsonl line 7"
@@ -56,7 +59,9 @@ WORDS = ["role", "content", "name", "type", "text", "user", "assistant", "system
 RAW = ["NaN", "-Infinity", "1e400", "-1e400", "1" + "0" * 5000, "[" * 3000 + "]" * 3000,
        "[" * 70 + "1" + "]" * 70, '"\\ud800"', '{"\\udfff": 1}', "true", "-0", "1.0", "12345678901234567890123"]
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.integers(-2**70, 2**70),
+# Numbers at the edges the readers and vLLM care about (int32, int64, a float's integers).
+EDGES = [0, -1, 1, 2**31, 2**63 - 1, 2**63, -2**63 - 1, 2**64, 2**53 + 1, 1e-320, -0.0, 1.5, 2.0]
+scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.integers(-2**70, 2**70), st.sampled_from(EDGES),
                     st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=12), st.sampled_from(WORDS))
 json_values = st.recursive(
     scalars, lambda inner: st.lists(inner, max_size=4)
@@ -156,6 +161,7 @@ def check_sampling(read: tuple[dict | None, str | None]) -> None:
     assert why is None or (isinstance(why, str) and why), read
     if sampling is not None:
         json.dumps(sampling, allow_nan=False)
+        assert sampling["seed"] is None or -2**63 <= sampling["seed"] < 2**63  # vLLM seeds a torch generator
         assert SamplingSpec.model_validate(sampling, strict=True).model_dump(mode="json") == sampling
 
 
@@ -186,6 +192,7 @@ def test_any_json_or_text_as_a_line_gives_a_row_or_a_named_refusal(provider_and_
 
 @EXAMPLES
 @given(override=mutated(ROW_SAMPLING) | mutated(STRUCTURED) | json_values, as_text=st.booleans())
+@example(override={"seed": 2**64}, as_text=True)
 def test_any_value_in_a_rows_sampling_gives_sampling_or_why_not(override, as_text):
     """A row's own sampling, as JSON text (a string column) or as an object (a struct column)."""
     sampling, why = row_sampling(SamplingSpec(), dumps(override) if as_text else _plain(override))
@@ -203,6 +210,24 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     return [_plain(v) for v in value] if isinstance(value, list) else value
+
+
+def test_a_rows_own_sampling_or_max_tokens_that_is_not_utf8_is_that_rows_error(tmp_path):
+    """Read as the run's first stage reads a unit's rows: the bad row is an error record and the
+    others go on (it used to fail the whole unit's read, as if the storage had)."""
+    bad = pa.array([b'{"temperature": 0.5}', b'\xff{"n": 2}'], pa.binary()).view(pa.string())
+    pq.write_table(pa.table({"id": [1, 2], "text": ["a", "b"], "params": bad, "mt": bad}), tmp_path / "p.parquet")
+    for column in ("mt", "params"):
+        spec = PipelineSpec(input={"paths": str(tmp_path), "prompt_column": "text",
+                                   ("sampling_column" if column == "params" else "max_tokens_column"): column},
+                            output={"path": str(tmp_path / "out")})
+        rows = unit_rows({"unit_id": "u", "path": str(tmp_path / "p.parquet"), "start": 0, "stop": 2}, spec)
+        said = f"{column}: is" if column == "params" else f"{column} is"
+        assert rows.column(ERROR)[1].as_py() == f"{said} not valid UTF-8 text (byte 0: b'\\xff')"
+        assert rows.column(PROMPT)[1].as_py() is None
+    # (a max_tokens column of text is refused row by row anyway; a sampling column of text is right)
+    assert rows.column(ERROR)[0].as_py() is None and rows.column(PROMPT)[0].as_py() == "a"
+    assert json.loads(rows.column(SAMPLING)[0].as_py())["temperature"] == 0.5
 
 
 def _with(template: dict, section: str, **fields) -> bytes:
