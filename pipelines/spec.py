@@ -19,6 +19,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipelines.json_text import NotJSON, check_json_value, load_json
+
 
 class SpecError(ValueError):
     """A spec that cannot run; the message names every problem found."""
@@ -204,7 +206,8 @@ class SamplingSpec(_Section):
                                    "up to the model's context, as the providers do when it is not given.")
     temperature: float = Field(0.0, ge=0, le=2, description="0 is greedy.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
-    seed: int | None = Field(0, description="Sampling seed, per request, so reruns answer alike.")
+    seed: int | None = Field(0, ge=-2**63, lt=2**63, description="Sampling seed, per request, so reruns answer "
+                             "alike (a 64-bit integer, as vLLM's server takes).")
     stop: list[str] = Field(default_factory=list, description="Strings that end generation (not in the output).")
     top_k: int | None = Field(None, ge=1, description="Sample from the k most likely tokens only (null: all).")
     min_p: float = Field(0.0, ge=0, le=1, description="Drop tokens less likely than min_p times the likeliest.")
@@ -542,17 +545,20 @@ def row_sampling(base: SamplingSpec, override: Any) -> tuple[dict[str, Any] | No
     """
     if override is None:
         return None, None
-    if isinstance(override, str):
-        try:
-            override = json.loads(override)
-        except json.JSONDecodeError as err:
-            return None, f"is not JSON ({err.msg})"
-        if not isinstance(override, dict):
-            return None, f"must be a JSON object of sampling fields, got {type(override).__name__}"
-    elif isinstance(override, dict):  # a struct column: a null field is one the row does not set
-        override = {k: v for k, v in override.items() if v is not None}
-    else:
-        return None, f"must be a JSON object or a struct of sampling fields, got {type(override).__name__}"
+    try:
+        if isinstance(override, str):
+            override = load_json(override)
+            if not isinstance(override, dict):
+                return None, f"must be a JSON object of sampling fields, got {type(override).__name__}"
+        elif isinstance(override, dict):  # a struct column: a null field is one the row does not set
+            check_json_value(override)
+            override = {k: v for k, v in override.items() if v is not None}
+        else:
+            return None, f"must be a JSON object or a struct of sampling fields, got {type(override).__name__}"
+    except json.JSONDecodeError as err:
+        return None, f"is not JSON ({err.msg})"
+    except NotJSON as err:
+        return None, str(err)
     if not override:
         return None, None
     try:

@@ -151,16 +151,17 @@ def unit_rows(unit: dict[str, Any], spec: PipelineSpec) -> pa.Table:
     max_tokens: list[int | None] = [None] * n
     if spec.input.max_tokens_column:
         name = spec.input.max_tokens_column
-        for i, value in enumerate(rows.column(name).to_pylist()):
-            max_tokens[i], why = row_max_tokens(value)
+        for i, value in enumerate(_values(rows.column(name))):  # text that is not UTF-8 is this row's error
+            max_tokens[i], why = (None, f"is {value}") if isinstance(value, InvalidText) else row_max_tokens(value)
             if why:
                 errors[i] = errors[i] or f"{name} {why}"
                 prompts[i] = None
     samplings: list[str | None] = [None] * n
     if spec.input.sampling_column:
         name = spec.input.sampling_column
-        for i, value in enumerate(rows.column(name).to_pylist()):
-            sampling, why = row_sampling(spec.sampling, value)
+        for i, value in enumerate(_values(rows.column(name))):
+            sampling, why = ((None, f"is {value}") if isinstance(value, InvalidText)
+                             else row_sampling(spec.sampling, value))
             if why:
                 errors[i] = errors[i] or f"{name}: {why}"
                 prompts[i] = None

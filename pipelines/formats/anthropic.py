@@ -18,7 +18,7 @@ import json
 from typing import Any
 
 from pipelines.formats.lines import ERROR_TYPES, check_fields, check_line, requested_model
-from pipelines.formats.messages import chat_messages_of, text_of
+from pipelines.formats.messages import chat_messages_of, role_of, text_of
 from pipelines.inputs import InputError
 
 NAME = "Anthropic"
@@ -48,13 +48,13 @@ def read_request(request: Any, where: str, models: list[str] | None) -> dict[str
     messages = params.get("messages")
     if isinstance(messages, list):
         for i, m in enumerate(messages):
-            if isinstance(m, dict) and m.get("role") not in ROLES:
-                raise InputError(f"{where}: params.messages[{i}].role {m.get('role')!r} cannot be honoured: "
-                                 f"Anthropic's roles are user and assistant (the system prompt is params.system)")
-    system = text_of(params.get("system"), f"{where}: params.system")
+            if isinstance(m, dict):
+                role_of(m, where, f"params.messages[{i}]", ROLES, "Anthropic's roles are user and assistant "
+                                                                  "(the system prompt is params.system)")
+    system = text_of(params.get("system"), where, "params.system")
     return {"custom_id": request["custom_id"],
             "model": requested_model(params.get("model"), where, "params.model", models),
-            "messages": chat_messages_of(messages, f"{where}: params.messages", system=system),
+            "messages": chat_messages_of(messages, where, "params.messages", system=system),
             "sampling": json.dumps({ours: params[theirs] for theirs, ours in sorted(SAMPLING_FIELDS.items())
                                     if theirs in params})}
 

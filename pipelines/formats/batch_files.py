@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
+from pipelines.formats.lines import parse_line
 from pipelines.inputs import InputError, expand_paths, file_version
 from pipelines.store.output import OutputError, OutputStore
 
@@ -42,12 +43,10 @@ def _listing(paths: list[str], storage_options: dict[str, Any]) -> list[dict[str
     return files
 
 
-def _row(provider, line: str, where: str, models: list[str] | None) -> dict[str, Any]:
-    try:
-        request = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise InputError(f"{where}: not JSON ({err.msg})") from None
-    return provider.read_request(request, where, models)
+def read_line(provider, line: str, where: str, models: list[str] | None) -> dict[str, Any]:
+    """One request line of a provider's file as a row, or an InputError naming `where` (the
+    file and line) and the field, whatever the line holds."""
+    return provider.read_request(parse_line(line, where), where, models)
 
 
 def read_batch_files(provider, paths: list[str], storage_options: dict[str, Any], store: OutputStore,
@@ -103,10 +102,15 @@ def _requests(provider, listing: list[dict[str, Any]], storage_options: dict[str
     """The rows of every request line of the listed files, in order."""
     for f in listing:
         fs, fpath = url_to_fs(f["path"], **storage_options)
-        with fs.open(fpath, "rt") as fh:
-            for n, line in enumerate(fh, 1):
+        with fs.open(fpath, "rb") as fh:  # JSON Lines are UTF-8, whatever this machine's locale
+            for n, raw in enumerate(fh, 1):
+                where = f"{f['path']} line {n}"
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise InputError(f"{where}: not UTF-8 text (byte {err.start + 1} of the line)") from None
                 if line.strip():
-                    yield _row(provider, line, f"{f['path']} line {n}", models)
+                    yield read_line(provider, line, where, models)
 
 
 def resolve_input(spec, new_run: bool = False):

@@ -4,18 +4,58 @@ spec has. Each provider's module (openai.py, anthropic.py) says which fields are
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pipelines.inputs import InputError
+from pipelines.json_text import NotJSON, load_json
 
 # A failed row's error type in the providers' result lines (both use these names).
 ERROR_TYPES = {"bad_input": "invalid_request_error", "context_too_long": "invalid_request_error"}
 
 
+def parse_line(line: str, where: str) -> Any:
+    """The JSON value a request line holds (plain JSON only: pipelines/json_text.py)."""
+    try:
+        return load_json(line)
+    except json.JSONDecodeError as err:
+        raise InputError(f"{where}: not JSON ({err.msg})") from None
+    except NotJSON as err:
+        raise InputError(f"{where}: {err}") from None
+
+
+def kind_of(value: Any) -> str:
+    """What a JSON value is, for a message that must not print the value itself.
+
+    >>> kind_of({"x": 1}), kind_of([]), kind_of(True), kind_of(2), kind_of(None)
+    ('an object', 'a list', 'a boolean', 'a number', 'null')
+    """
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if value is None:
+        return "null"
+    return {str: "a string", list: "a list", dict: "an object"}.get(type(value), f"a {type(value).__name__}")
+
+
+def shown(value: Any) -> str:
+    """A value for a message: a string as itself (cut short), anything else by its kind."""
+    return repr(value if len(value) <= 60 else value[:60] + "...") if isinstance(value, str) else kind_of(value)
+
+
+def string_field(value: Any, where: str, field: str) -> str:
+    """`value`, which the request's `field` must hold as a string."""
+    if not isinstance(value, str):
+        raise InputError(f"{where}: {field} must be a string, got {kind_of(value)}")
+    return value
+
+
 def check_line(request: Any, where: str, fields: set[str], provider: str) -> dict[str, Any]:
     """The request line as an object with a string custom_id and no field of another format."""
-    if not isinstance(request, dict) or not isinstance(request.get("custom_id"), str):
-        raise InputError(f"{where}: a batch request needs a string custom_id")
+    if not isinstance(request, dict):
+        raise InputError(f"{where}: a batch request line must be a JSON object, got {kind_of(request)}")
+    string_field(request.get("custom_id"), where, "custom_id")
     unknown = sorted(set(request) - fields)
     if unknown:
         raise InputError(f"{where}: field {unknown[0]!r} is not part of an {provider} batch request line")
@@ -36,8 +76,8 @@ def check_fields(body: dict[str, Any], where: str, prefix: str, known: set[str],
 
 def requested_model(model: Any, where: str, field: str, models: list[str] | None) -> str | None:
     """The model a request names; with routed `models`, it must be one of them."""
-    if model is not None and not isinstance(model, str):
-        raise InputError(f"{where}: {field} must be a string, got {type(model).__name__}")
+    if model is not None:
+        string_field(model, where, field)
     if models and model not in models:
-        raise InputError(f"{where}: {field} {model!r} names no model of the spec's `models` ({', '.join(models)})")
+        raise InputError(f"{where}: {field} {shown(model)} names no model of the spec's `models` ({', '.join(models)})")
     return model

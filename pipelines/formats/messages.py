@@ -1,56 +1,68 @@
-"""Chat messages as the providers write them, read into the plain form a chat template takes."""
+"""Chat messages as the providers write them, read into the plain form a chat template takes.
+`where` names the file and line, `field` the request field read (e.g. body.messages)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from pipelines.formats.lines import kind_of, shown, string_field
 from pipelines.inputs import InputError
 
 ROLES = {"system", "developer", "user", "assistant"}
 MESSAGE_FIELDS = {"role", "content", "name"}
 
 
-def text_of(content: Any, where: str) -> str | None:
+def text_of(content: Any, where: str, field: str) -> str | None:
     """A message's content as text: a string, or a list of text parts (joined by newlines, as
     vLLM's server does); any other part (an image, audio, a file, a document) is refused."""
     if isinstance(content, str) or content is None:
         return content
     if not isinstance(content, list):
-        raise InputError(f"{where} must be a string or a list of parts, got {type(content).__name__}")
+        raise InputError(f"{where}: {field} must be a string or a list of parts, got {kind_of(content)}")
     texts = []
     for j, part in enumerate(content):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind != "text" or not isinstance(part.get("text"), str):
-            raise InputError(f"{where}[{j}].type {kind!r} cannot be honoured: only text parts are read here; "
-                             f"refused rather than dropped")
+        if not isinstance(part, dict):
+            raise InputError(f"{where}: {field}[{j}] must be an object (a content part), got {kind_of(part)}")
+        kind = part.get("type")
+        if kind != "text":
+            raise InputError(f"{where}: {field}[{j}].type {shown(kind)} cannot be honoured: only text parts are "
+                             f"read here; refused rather than dropped")
         unknown = sorted(set(part) - {"type", "text", "cache_control"})  # cache_control: a provider's billing hint
         if unknown:
-            raise InputError(f"{where}[{j}].{unknown[0]} is not a text part field; refused rather than dropped")
-        texts.append(part["text"])
+            raise InputError(f"{where}: {field}[{j}].{unknown[0]} is not a text part field; refused rather than "
+                             f"dropped")
+        texts.append(string_field(part.get("text"), where, f"{field}[{j}].text"))
     return "\n".join(texts)
 
 
-def chat_messages_of(messages: Any, where: str, system: str | None = None) -> str | None:
+def role_of(message: dict[str, Any], where: str, field: str, roles: set[str], why: str) -> str:
+    """The message's role, one of `roles`; `why` says what the others are not."""
+    role = string_field(message.get("role"), where, f"{field}.role")
+    if role not in roles:
+        raise InputError(f"{where}: {field}.role {shown(role)} cannot be honoured: {why}")
+    return role
+
+
+def chat_messages_of(messages: Any, where: str, field: str, system: str | None = None) -> str | None:
     """The messages as a JSON list of {role, content[, name]}, or None when there are none (that
     row becomes an error record, as a request the provider would refuse)."""
     if not isinstance(messages, list) or not messages:
         return None
     out = [{"role": "system", "content": system}] if system is not None else []
     for i, message in enumerate(messages):
+        at = f"{field}[{i}]"
         if not isinstance(message, dict):
-            raise InputError(f"{where}[{i}] must be an object, got {type(message).__name__}")
-        role = message.get("role")
-        if role not in ROLES:
-            raise InputError(f"{where}[{i}].role {role!r} cannot be honoured: roles here are "
-                             f"{', '.join(sorted(ROLES))} (tool results need tool calls, which are not run)")
+            raise InputError(f"{where}: {at} must be an object, got {kind_of(message)}")
+        role = role_of(message, where, at, ROLES, f"roles here are {', '.join(sorted(ROLES))} (tool results "
+                                                  f"need tool calls, which are not run)")
         unknown = sorted(set(message) - MESSAGE_FIELDS)
         if unknown:
-            raise InputError(f"{where}[{i}].{unknown[0]} cannot be honoured; refused rather than dropped")
+            raise InputError(f"{where}: {at}.{unknown[0]} cannot be honoured; refused rather than dropped")
         # OpenAI's developer messages are system messages for every model but its reasoning ones.
         read = {"role": "system" if role == "developer" else role,
-                "content": text_of(message.get("content"), f"{where}[{i}].content")}
+                "content": text_of(message.get("content"), where, f"{at}.content")}
         if "name" in message:
-            read["name"] = message["name"]
+            read["name"] = string_field(message["name"], where, f"{at}.name")
         out.append(read)
     return json.dumps(out)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pipelines.formats.lines import ERROR_TYPES, check_fields, check_line, requested_model
+from pipelines.formats.lines import ERROR_TYPES, check_fields, check_line, kind_of, requested_model, shown, string_field
 from pipelines.formats.messages import chat_messages_of
 from pipelines.inputs import InputError
 
@@ -46,14 +46,15 @@ DEFAULT_SAMPLING = {"temperature": 1.0, "top_p": 1.0, "seed": None, "max_tokens"
 def read_request(request: Any, where: str, models: list[str] | None) -> dict[str, Any]:
     """One request line as a row: custom_id, messages (JSON), sampling (JSON), model."""
     check_line(request, where, REQUEST_FIELDS, NAME)
-    if request.get("method", "POST") != "POST":
-        raise InputError(f"{where}: only POST requests can run here, got {request['method']!r}")
-    url = request.get("url", ENDPOINT)
+    method = string_field(request.get("method", "POST"), where, "method")
+    if method != "POST":
+        raise InputError(f"{where}: only POST requests can run here, got {shown(method)}")
+    url = string_field(request.get("url", ENDPOINT), where, "url")
     if url != ENDPOINT:
-        raise InputError(f"{where}: only {ENDPOINT} requests can run here, got {url}")
+        raise InputError(f"{where}: only {ENDPOINT} requests can run here, got {shown(url)}")
     body = request.get("body", {})
     if not isinstance(body, dict):
-        raise InputError(f"{where}: field 'body' must be a JSON object (the request body), got {type(body).__name__}")
+        raise InputError(f"{where}: field 'body' must be a JSON object (the request body), got {kind_of(body)}")
     check_fields(body, where, "body", BODY_FIELDS, REFUSED, "an OpenAI chat completion field")
     sampling = {k: body[k] for k in sorted(SAMPLING_FIELDS & set(body))}
     if "max_tokens" in body and "max_completion_tokens" in body and body["max_tokens"] != body["max_completion_tokens"]:
@@ -64,7 +65,7 @@ def read_request(request: Any, where: str, models: list[str] | None) -> dict[str
             break
     return {"custom_id": request["custom_id"],
             "model": requested_model(body.get("model"), where, "body.model", models),
-            "messages": chat_messages_of(body.get("messages"), f"{where}: body.messages"),
+            "messages": chat_messages_of(body.get("messages"), where, "body.messages"),
             "sampling": json.dumps(sampling)}
 
 
