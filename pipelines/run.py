@@ -29,6 +29,7 @@ from pipelines.plan import SINGLE_MODEL, Plan, Unit, fingerprint, fingerprint_pa
 from pipelines import compile_choice, engine_facts
 from pipelines.deadline import deadline_at
 from pipelines.progress import RunMonitor, ipython_shell
+from pipelines.overlap import check_apart
 from pipelines.redact import redact_spec, redact_url
 from pipelines.run_control import RunControl
 from pipelines.spec import PipelineSpec, SpecError
@@ -188,6 +189,7 @@ def run(spec: PipelineSpec, address: str | None = None, new_run: bool = False,
 
     started = time.monotonic()
     requests_before = storage_requests.snapshot()  # planning's requests are the run's too
+    check_apart(spec)  # an output or a cache inside the input (or the reverse), refused by name
     sources = identify_models(spec)
     spec = resolve_input(spec, new_run)
     store, plan = prepare(spec, new_run=new_run, sources=sources)
