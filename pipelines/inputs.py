@@ -6,6 +6,8 @@ Only Parquet footers and the id column are read here: planning 10M rows must sta
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import repeat
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
@@ -36,19 +38,19 @@ class Shard:
     id_type: str
 
 
-def _is_hidden(path: str, root: str) -> bool:
+def is_hidden(path: str, root: str) -> bool:
     """Whether a file is one a dataset reader skips: any part of its path below the listed
     root starting with _ or . (Spark's _SUCCESS and _temporary/, .crc files, our own
     _spotbatch/), the rule pyarrow's dataset reader uses.
 
-    >>> _is_hidden("in/_temporary/0/part-1.parquet", "in"), _is_hidden("in/a/part-1.parquet", "in")
+    >>> is_hidden("in/_temporary/0/part-1.parquet", "in"), is_hidden("in/a/part-1.parquet", "in")
     (True, False)
     """
     below = path[len(root):] if path.startswith(root) else path.rsplit("/", 1)[-1]
     return any(part.startswith(("_", ".")) for part in below.strip("/").split("/") if part)
 
 
-def _listed_root(pattern: str) -> str:
+def listed_root(pattern: str) -> str:
     """The part of a path or glob that the user named outright (hidden rules apply below it)."""
     for i, ch in enumerate(pattern):
         if ch in "*?[":
@@ -83,7 +85,7 @@ def list_shards(spec: InputSpec) -> list[Shard]:
     needed = spec.columns_read()
     for pattern in spec.paths:
         fs, root = url_to_fs(pattern, **spec.storage_options)
-        files = sorted(p for p in expand_paths(fs, root) if not _is_hidden(p, _listed_root(root)))
+        files = sorted(p for p in expand_paths(fs, root) if not is_hidden(p, listed_root(root)))
         if not files:
             raise InputError(f"no Parquet files under {redact_url(pattern)}")
         for path in files:
@@ -156,27 +158,45 @@ def check_unique_ids(spec: InputSpec, shards: list[Shard]) -> None:
         if pa.types.is_floating(ids.type) and pc.any(pc.is_nan(ids)).as_py():
             raise InputError(f"{shard.path}: column {spec.id_column!r} has NaN ids; NaN equals nothing, "
                              f"so its rows could never be matched to their results")
-        hashes.append(pd.util.hash_array(np.asarray(ids.to_pandas(), dtype=object)))
-    if not hashes:
-        return
-    allh = np.concatenate(hashes)
-    allh.sort()
-    repeated = set(allh[1:][allh[1:] == allh[:-1]].tolist())
+        hashes.append(hash_values(ids.to_pandas()))
+    repeated = repeated_hashes(hashes)
     if not repeated:
         return
-    seen: dict[object, str] = {}
-    for shard in shards:
-        ids = read_column(spec, shard, spec.id_column).to_pylist()
-        hs = pd.util.hash_array(np.asarray(ids, dtype=object))
-        for value, h in zip(ids, hs):
+    found = first_repeat(((read_column(spec, shard, spec.id_column).to_pylist(), repeat(shard.path))
+                          for shard in shards), repeated)
+    if found is not None:
+        value, first, second = found
+        raise InputError(f"duplicate id {value!r} in column {spec.id_column!r}: "
+                         f"in {first} and in {second}; ids must be unique")
+
+
+def hash_values(values) -> np.ndarray:
+    """An 8-byte hash of each value: what a check for duplicates keeps of 10M ids."""
+    return pd.util.hash_array(np.asarray(values, dtype=object))
+
+
+def repeated_hashes(hashes: list[np.ndarray]) -> set[int]:
+    """The hashes that occur more than once across the arrays."""
+    if not hashes:
+        return set()
+    allh = np.concatenate(hashes)
+    allh.sort()
+    return set(allh[1:][allh[1:] == allh[:-1]].tolist())
+
+
+def first_repeat(chunks: Iterable[tuple[list, Iterable[str]]], repeated: set[int]) -> tuple[Any, str, str] | None:
+    """The first value seen twice in chunks of (values, where each one is), with where it was
+    seen first and second; only values whose hash is in `repeated` are kept to compare (a hash
+    collision of two different values is no duplicate)."""
+    seen: dict[Any, str] = {}
+    for values, wheres in chunks:
+        for value, h, where in zip(values, hash_values(values), wheres):
             if int(h) not in repeated:
                 continue
             if value in seen:
-                raise InputError(
-                    f"duplicate id {value!r} in column {spec.id_column!r}: "
-                    f"in {seen[value]} and in {shard.path}; ids must be unique"
-                )
-            seen[value] = shard.path
+                return value, seen[value], where
+            seen[value] = where
+    return None
 
 
 def read_column(spec: InputSpec, shard: Shard, column: str, named_by: str = "") -> pa.ChunkedArray:

@@ -30,14 +30,16 @@ from pipelines import compile_choice, engine_facts
 from pipelines.decode_work import tokens_ahead
 from pipelines.deadline import deadline_at
 from pipelines.progress import RunMonitor, ipython_shell
+from pipelines.overlap import check_apart
 from pipelines.redact import redact_spec, redact_url
 from pipelines.run_control import RunControl
 from pipelines.spec import PipelineSpec, SpecError
+from pipelines.start_over import start_over
 from pipelines.stages import MODEL, UnitGenerator
 from pipelines.stopping import DEADLINE, StopWatch
 from pipelines.store.counts import UnitCounts, counts_of
 from pipelines.store.startup import startup
-from pipelines.store.records import HEARTBEAT_SECONDS, STALL_SECONDS, Records, is_fresh, new_id
+from pipelines.store.records import STALL_SECONDS, Records, new_id
 from pipelines.unit_protocol import SKIP_HELD, SKIP_STOP, UnitOutcome, outcome_from_row, stall_seconds
 from pipelines.unit_blocks import block_sizes, group
 from pipelines.unit_rows import UNITS, pack_ids, read_units
@@ -104,8 +106,9 @@ def prepare(spec: PipelineSpec, new_run: bool = False,
     """Validate input and output, and load or create the run's plan. No engine is touched.
 
     An output that holds a run of a different spec (or of other weights under the same model
-    name) is refused, naming what changed, unless `new_run`: then that run's results are moved
-    aside (never deleted) and a new run begins."""
+    name) is refused, naming what changed. With `new_run` the run the output holds, changed or
+    not, is moved aside (never deleted, never while its actors work: pipelines/start_over.py)
+    and a new run begins."""
     sources = identify_models(spec) if sources is None else sources
     store = OutputStore(spec.output.path, spec.output.storage_options)
     store.check_is_ours()
@@ -114,14 +117,15 @@ def prepare(spec: PipelineSpec, new_run: bool = False,
     if store.finish_supersede():  # a --new-run that was interrupted: its move is finished first
         print("spotbatch: finished moving an earlier run's results aside (an interrupted --new-run)")
     manifest = store.read_manifest()
-    if manifest is not None and new_run and manifest["fingerprint"] != fingerprint(parts):
-        refuse_while_running(store)
-        moved = store.supersede(manifest["fingerprint"])
-        print(f"spotbatch: the earlier run's results were moved to {moved}")
+    if manifest is None or new_run:
+        check_unique_ids(spec.input, shards)  # before a new plan is written, or an old run moved aside
+    if new_run:
+        moved = start_over(store)
+        if moved is not None:
+            print(f"spotbatch: the earlier run's results were moved to {moved}")
         manifest = None
     probed = manifest is None
     if manifest is None:
-        check_unique_ids(spec.input, shards)
         plan = make_plan(spec, shards, sources)
         store.check_exclusive_create()  # exactly-once rests on it: checked before the first write that counts
         # The spec as it is written down keeps no secret (pipelines/redact.py).
@@ -169,28 +173,6 @@ def check_compile_cache(model, field: str) -> None:
                         f"{err.__class__.__name__}: {redact_message(str(err), cache.storage_options)[:300]}") from None
 
 
-def refuse_while_running(store: OutputStore) -> None:
-    """--new-run moves a run's results aside: never while that run's actors still work on them,
-    or their commits would land under the new run's manifest."""
-    records = Records(store)
-    now = time.time()
-    runs = records.runs()
-    ended = {r for r, record in runs.items() if record.get("ended_at") is not None}  # actors released with it
-    actors = [a for a in records.actors().values()
-              if is_fresh(a["last_seen"], now, a.get("beat_seconds")) and a.get("run_id") not in ended]
-    live = sorted({a.get("run_id") for a in actors})
-    if not live:
-        return
-    wait = 2 * max(a.get("beat_seconds") or HEARTBEAT_SECONDS for a in actors)
-    run = runs.get(live[0]) or {}
-    driver = f" (driver pid {run['pid']} on {run['host']})" if run.get("pid") else ""
-    raise OutputError(
-        f"--new-run refused: run {live[0]}{driver} still has engine actors working on "
-        f"{store.url} (their heartbeats are fresh). Stop it first (Ctrl-C in its terminal, "
-        f"`kill {run.get('pid', 'PID')}`, or `ray job stop` for a Ray job), wait "
-        f"{wait:.0f} s for its actors to stop, then run --new-run again.")
-
-
 def release_engines() -> int:
     """Let this driver's warm engines go now, instead of after compute.keep_warm_seconds idle;
     returns how many engine actors were released."""
@@ -208,6 +190,7 @@ def run(spec: PipelineSpec, address: str | None = None, new_run: bool = False,
 
     started = time.monotonic()
     requests_before = storage_requests.snapshot()  # planning's requests are the run's too
+    check_apart(spec)  # an output or a cache inside the input (or the reverse), refused by name
     sources = identify_models(spec)
     spec = resolve_input(spec, new_run)
     store, plan = prepare(spec, new_run=new_run, sources=sources)

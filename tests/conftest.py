@@ -83,6 +83,22 @@ def write_shards(folder: Path, rows: list[dict], shards: int, schema: pa.Schema 
     return paths
 
 
+def commit_by_hand(store, plan, units=None) -> None:
+    """Results committed for `units` (default: all of the plan's) without an engine, as a run
+    whose engine answered "a" to every row would have committed them; the input's ids are its
+    row numbers (one shard of ids 0, 1, 2, ...)."""
+    from operators.generate import RESULT_SCHEMA, empty_results
+
+    for unit in plan.units if units is None else units:
+        ids = pa.array(range(unit.start, unit.stop), pa.int64())
+        n = len(ids)
+        cols = {**empty_results([None] * n), "output": ["a"] * n, "prompt_tokens": [1] * n,
+                "completion_tokens": [1] * n, "finish_reason": ["stop"] * n, "served_from": ["engine"] * n}
+        table = pa.table({"id": ids, **{f.name: pa.array(cols[f.name], f.type) for f in RESULT_SCHEMA},
+                          "model": ["m"] * n, "spec_fingerprint": [plan.fingerprint] * n})
+        store.commit(unit.unit_id, table, {"rows": n})
+
+
 @pytest.fixture(scope="session")
 def s3_server():
     """A real S3 endpoint on loopback (moto_server), stopped by PID; yields fsspec options."""

@@ -33,6 +33,11 @@ def start_spotbatch(*args: str, log: Path) -> subprocess.Popen:
                                 stdout=fh, stderr=subprocess.STDOUT)
 
 
+def files_under(folder: Path) -> dict[str, bytes]:
+    """Every file below `folder` (by its path there) and what it holds: to tell what changed."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def write_spec(path: Path, spec: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(spec))
     return path

@@ -11,7 +11,7 @@ from pipelines.run import run
 from pipelines.spec import PipelineSpec
 from pipelines.store.output import OutputStore
 from pipelines.store.records import Records
-from tests.helpers import spotbatch, write_spec
+from tests.helpers import files_under, spotbatch, write_spec
 
 pytestmark = pytest.mark.engine
 
@@ -69,12 +69,12 @@ def test_a_provider_batch_runs_unchanged_and_exports_both_ways(tmp_path, ray_clu
     assert table.num_rows == 13 and set(table.column_names) >= {"prompt", "response", "completion_tokens"}
 
     # The batch file changes: the run is refused by name before the converted input is rewritten.
-    converted = {p.name: p.read_bytes() for p in (tmp_path / "out" / "_spotbatch" / "input").iterdir()}
+    converted = files_under(tmp_path / "out" / "_spotbatch" / "input")
     batch.write_text("\n".join(lines[:5]) + "\n")
     changed = spotbatch("run", str(write_spec(tmp_path / "spec.yaml", spec_for(tmp_path, tiny_model, batch)
                                                .model_dump(mode="json"))), "--address", ray_cluster)
     assert changed.returncode == 2 and "holds a run of other batch files" in changed.stderr, changed.stderr[-2000:]
-    assert {p.name: p.read_bytes() for p in (tmp_path / "out" / "_spotbatch" / "input").iterdir()} == converted
+    assert files_under(tmp_path / "out" / "_spotbatch" / "input") == converted
 
 
 def test_a_provider_batch_on_a_spec_with_every_default_runs_through_the_cli(tmp_path, ray_cluster, tiny_model):

@@ -3,15 +3,13 @@
 
 import threading
 
-import pyarrow as pa
 import pytest
 
-from operators.generate import RESULT_SCHEMA, empty_results
 from pipelines.export import export
 from pipelines.run import prepare
 from pipelines.spec import PipelineSpec
 from pipelines.store.output import OutputError
-from tests.conftest import write_shards
+from tests.conftest import commit_by_hand, write_shards
 
 
 def finished_output(tmp_path, rows: int = 40, commit: bool = True) -> str:
@@ -21,14 +19,7 @@ def finished_output(tmp_path, rows: int = 40, commit: bool = True) -> str:
                         output={"path": str(tmp_path / "out")})
     store, plan = prepare(spec)
     assert len(plan.units) > 1
-    for unit in plan.units if commit else plan.units[1:]:
-        ids = pa.array(range(unit.start, unit.stop), pa.int64())
-        n = len(ids)
-        cols = {**empty_results([None] * n), "output": ["a"] * n, "prompt_tokens": [1] * n,
-                "completion_tokens": [1] * n, "finish_reason": ["stop"] * n, "served_from": ["engine"] * n}
-        table = pa.table({"id": ids, **{f.name: pa.array(cols[f.name], f.type) for f in RESULT_SCHEMA},
-                          "model": ["m"] * n, "spec_fingerprint": [plan.fingerprint] * n})
-        store.commit(unit.unit_id, table, {"rows": n})
+    commit_by_hand(store, plan, plan.units if commit else plan.units[1:])
     return str(tmp_path / "out")
 
 

@@ -1,8 +1,10 @@
-"""Provider batch JSONL files read into Parquet shards in the output folder (_spotbatch/input/),
+"""Provider batch JSONL files read into Parquet shards in the output folder (a folder of its own
+under _spotbatch/input/ for each version of the files, which _spotbatch/batch_source.json names),
 columns custom_id, messages (JSON), sampling (JSON: the request's own sampling fields), model;
 the run then reads those like any input. They are read again only when the files change, and
 then the run refuses to mix answers, as for any changed input. Every request line is checked
-(by its provider's module, pipelines/formats/) before anything is written.
+(by its provider's module, pipelines/formats/), and every custom_id for being used once, before
+anything is written.
 
 A request's sampling means what it means at its provider: what the request leaves out is the
 provider's default (OpenAI and Anthropic sample at temperature 1.0), unless the spec's
@@ -20,8 +22,10 @@ import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from pipelines.formats.lines import parse_line
-from pipelines.inputs import InputError, expand_paths, file_version
+from pipelines.inputs import InputError, expand_paths, file_version, first_repeat, hash_values, repeated_hashes
+from pipelines.start_over import refuse_while_running
 from pipelines.store.output import OutputError, OutputStore
+from pipelines.store.records import new_id
 
 INPUT_DIR = "_spotbatch/input"
 SOURCE = "_spotbatch/batch_source.json"  # beside, not inside, the folder read as input
@@ -53,53 +57,115 @@ def read_batch_files(provider, paths: list[str], storage_options: dict[str, Any]
                      new_run: bool = False, models: list[str] | None = None) -> str:
     """Read the JSONL files into Parquet under the output (once per version of the files);
     returns the folder to read as input. Files that changed under an output holding a run are
-    refused before anything is rewritten (with `new_run`, read again: that run is moved aside).
-    `models`: the spec's routed models, which each request's model must name."""
+    refused before anything is rewritten (with `new_run`, read again once no run works on the
+    output: that run is moved aside). `models`: the spec's routed models, which each request's
+    model must name."""
     listing = {"conversion": CONVERSION, "provider": provider.NAME, "files": _listing(paths, storage_options)}
     previous = store.read(SOURCE)
-    if previous is not None and json.loads(previous) == listing:
-        return store._path(INPUT_DIR)
-    if previous is not None and store.read_manifest() is not None and not new_run:
-        old = json.loads(previous)
-        before = {f["path"]: f for f in (old.get("files", []) if isinstance(old, dict) else old)}
-        changed = [f["path"] for f in listing["files"] if before.get(f["path"]) != f] or sorted(before)
-        if not isinstance(old, dict) or old.get("conversion") != CONVERSION:
-            changed = ["read by an earlier spotbatch, which kept fewer of each request's fields"]
-        elif old.get("provider") != provider.NAME:
-            changed = [f"read as {old.get('provider')}'s format, now {provider.NAME}'s"]
-        raise OutputError(
-            f"output path {store.url} holds a run of other batch files; what differs from it: input files "
+    old = None if previous is None else json.loads(previous)
+    if isinstance(old, dict) and {k: v for k, v in old.items() if k != "folder"} == listing:
+        return store._path(old.get("folder", INPUT_DIR))
+    if not new_run and store.read_manifest() is not None:  # a run planned on other files, or on no batch files
+        raise OutputError(_changed(store, old, listing, provider))
+    # A bad line, or a custom_id used twice, refuses the run and leaves the output as it was.
+    _check_requests(provider, listing["files"], storage_options, models)
+    if new_run:
+        refuse_while_running(store)  # the input of a run still working stays as it is
+    folder = _convert(provider, listing["files"], storage_options, store, models)
+    # The switch: runs read the new folder from here on; until here, the one before (a crash
+    # while converting leaves a folder nothing names).
+    store.put(SOURCE, json.dumps({**listing, "folder": folder}).encode())
+    if old is not None:
+        _remove_conversion(store, old.get("folder", INPUT_DIR) if isinstance(old, dict) else INPUT_DIR)
+    return store._path(folder)
+
+
+def _changed(store: OutputStore, old: Any, listing: dict[str, Any], provider) -> str:
+    """Why the batch files differ from those the output's run was planned on."""
+    before = {f["path"]: f for f in (old.get("files", []) if isinstance(old, dict) else old or [])}
+    changed = [f["path"] for f in listing["files"] if before.get(f["path"]) != f] or sorted(before)
+    if old is None:
+        changed = ["its run was planned on no batch files"]
+    elif not isinstance(old, dict) or old.get("conversion") != CONVERSION:
+        changed = ["read by an earlier spotbatch, which kept fewer of each request's fields"]
+    elif old.get("provider") != provider.NAME:
+        changed = [f"read as {old.get('provider')}'s format, now {provider.NAME}'s"]
+    return (f"output path {store.url} holds a run of other batch files; what differs from it: input files "
             f"({', '.join(changed[:3])}). Use a new output path, or --new-run to move its results aside "
             f"and start over.")
-    # Every request line is checked before anything is written: a bad line refuses the run and
-    # leaves the output as it was.
-    for _ in _requests(provider, listing["files"], storage_options, models):
-        pass
-    for name in store.find(INPUT_DIR):
-        if name.endswith(".parquet"):
-            store.fs.rm(store._path(name))
+
+
+def _check_requests(provider, files: list[dict[str, Any]], storage_options: dict[str, Any],
+                    models: list[str] | None) -> None:
+    """Every request line checked, and every custom_id used once across the files, reading them
+    twice at most and keeping 8 bytes a line (pipelines/inputs.py: check_unique_ids)."""
+    hashes = [hash_values(ids) for ids, _ in _id_chunks(provider, files, storage_options, models)]
+    repeated = repeated_hashes(hashes)
+    found = first_repeat(_id_chunks(provider, files, storage_options, models), repeated) if repeated else None
+    if found is not None:
+        custom_id, first, second = found
+        raise InputError(f"{second}: custom_id {custom_id!r} is used already, at {first}; each request "
+                         f"needs a custom_id of its own (its answer is found by it)")
+
+
+def _id_chunks(provider, files: list[dict[str, Any]], storage_options: dict[str, Any],
+               models: list[str] | None) -> Iterator[tuple[list[str], list[str]]]:
+    """The custom_ids of the checked request lines, and where each is, a shard's worth at a time."""
+    ids: list[str] = []
+    wheres: list[str] = []
+    for where, row in _requests(provider, files, storage_options, models):
+        ids.append(row["custom_id"])
+        wheres.append(where)
+        if len(ids) >= ROWS_PER_SHARD:
+            yield ids, wheres
+            ids, wheres = [], []
+    if ids:
+        yield ids, wheres
+
+
+def _convert(provider, files: list[dict[str, Any]], storage_options: dict[str, Any], store: OutputStore,
+             models: list[str] | None) -> str:
+    """The request lines written as Parquet into a new folder; returns its name. A failure on
+    the way removes what was written."""
+    folder = f"{INPUT_DIR}/{new_id()}"
     shard, rows = 0, []
 
     def flush() -> None:
         nonlocal shard, rows
         buf = io.BytesIO()
         pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), buf)
-        store.put(f"{INPUT_DIR}/part-{shard:05d}.parquet", buf.getvalue())
+        store.put(f"{folder}/part-{shard:05d}.parquet", buf.getvalue())
         shard, rows = shard + 1, []
 
-    for row in _requests(provider, listing["files"], storage_options, models):
-        rows.append(row)
-        if len(rows) >= ROWS_PER_SHARD:
+    try:
+        for _, row in _requests(provider, files, storage_options, models):
+            rows.append(row)
+            if len(rows) >= ROWS_PER_SHARD:
+                flush()
+        if rows or shard == 0:
             flush()
-    if rows or shard == 0:
-        flush()
-    store.put(SOURCE, json.dumps(listing).encode())
-    return store._path(INPUT_DIR)
+    except BaseException:
+        _remove_conversion(store, folder)
+        raise
+    return folder
+
+
+def _remove_conversion(store: OutputStore, folder: str) -> None:
+    """Remove a folder of converted input; the first conversions wrote theirs straight into
+    INPUT_DIR, beside the folders of later ones."""
+    if not store.fs.exists(store._path(folder)):
+        return
+    if folder != INPUT_DIR:
+        store.fs.rm(store._path(folder), recursive=True)
+        return
+    for name in store.find(INPUT_DIR):
+        if name.rsplit("/", 1)[0] == INPUT_DIR and name.endswith(".parquet"):
+            store.fs.rm(store._path(name))
 
 
 def _requests(provider, listing: list[dict[str, Any]], storage_options: dict[str, Any],
-              models: list[str] | None) -> Iterator[dict[str, Any]]:
-    """The rows of every request line of the listed files, in order."""
+              models: list[str] | None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Where each request line of the listed files is, and its row, in order."""
     for f in listing:
         fs, fpath = url_to_fs(f["path"], **storage_options)
         with fs.open(fpath, "rb") as fh:  # JSON Lines are UTF-8, whatever this machine's locale
@@ -110,7 +176,7 @@ def _requests(provider, listing: list[dict[str, Any]], storage_options: dict[str
                 except UnicodeDecodeError as err:
                     raise InputError(f"{where}: not UTF-8 text (byte {err.start + 1} of the line)") from None
                 if line.strip():
-                    yield read_line(provider, line, where, models)
+                    yield where, read_line(provider, line, where, models)
 
 
 def resolve_input(spec, new_run: bool = False):

@@ -181,7 +181,9 @@ class OutputStore:
         that its run is gone and takes its file back out (pipelines/unit_protocol.py). A marker
         says where the move goes until it is done: an interrupted move is finished by the next
         run, never left half made."""
-        dest = f"{SUPERSEDED}/{fingerprint}-{time.strftime('%Y%m%dT%H%M%S')}"
+        # Never a folder an earlier move used: --new-run of an unchanged spec moves runs of one
+        # fingerprint, and two in one second would otherwise land on each other.
+        dest = f"{SUPERSEDED}/{fingerprint}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
         self.put(SUPERSEDING, json.dumps({"dest": dest}).encode())
         return self.finish_supersede()
 
