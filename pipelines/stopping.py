@@ -81,6 +81,7 @@ class StopWatch:
         self.on_stop = on_stop
         self.deadline = deadline or (lambda: False)  # true once the next unit would end past it
         self.reason: str | None = None
+        self._interrupts = 0  # counted in the handler itself: the stop it starts runs on a thread
         self._lock = threading.Lock()
         self._done = threading.Event()
 
@@ -98,7 +99,10 @@ class StopWatch:
             self._poll_once()
 
     def _interrupted(self, signum, frame) -> None:
-        if self.reason is not None:
+        # Two interrupts that land while the main thread is inside a call (waiting on Ray) are
+        # handled back to back, before the first one's thread has run: count them here.
+        self._interrupts += 1
+        if self.reason is not None or self._interrupts > 1:
             raise KeyboardInterrupt  # a second interrupt: abandon the units in flight
         print("\nspotbatch: interrupted: taking no new unit and committing the units in flight "
               "(interrupt again to abandon them; the same command resumes)", file=sys.stderr, flush=True)

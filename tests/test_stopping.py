@@ -93,6 +93,17 @@ def test_the_first_interrupt_cancels_and_the_second_abandons(output):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
 
 
+def test_two_interrupts_handled_back_to_back_abandon(output):
+    """While the main thread waits inside a call (on Ray), both interrupts' handlers run one
+    after the other when it returns, before the first one's stop has run on its thread: the
+    second still abandons, it is not a second cancel."""
+    watch = StopWatch(Records(output), "r4", on_stop=lambda reason: None)
+    with watch.watching():
+        with pytest.raises(KeyboardInterrupt), watch._lock:  # the first one's stop has not run yet
+            watch._interrupted(signal.SIGINT, None)
+            watch._interrupted(signal.SIGINT, None)
+
+
 def test_the_cancel_command_names_the_runs_it_asked(output, capsys):
     from jobs.cli import main
 
