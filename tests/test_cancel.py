@@ -77,7 +77,9 @@ def test_a_second_interrupt_abandons_only_the_units_in_flight_and_the_same_comma
         tmp_path, ray_cluster, tiny_model):
     write_shards(tmp_path / "in", [{"id": i, "text": f"prompt number {i}"} for i in range(ROWS)], shards=3)
     output = str(tmp_path / "out")
-    spec = write_spec(tmp_path / "spec.yaml", slow_job(tmp_path, output))
+    data = slow_job(tmp_path, output)
+    data["compute"]["tokens_per_unit"] = 3500  # 6 units of 50 rows: one is in flight for seconds
+    spec = write_spec(tmp_path / "spec.yaml", data)
     store = OutputStore(output)
     log = tmp_path / "run.log"
     proc = start_spotbatch("run", str(spec), "--address", ray_cluster, log=log)
@@ -111,23 +113,26 @@ def test_a_run_past_its_deadline_exits_4_and_resumes_exactly(tmp_path, ray_clust
 
 
 def test_a_deadline_that_lands_mid_run_takes_no_unit_that_would_end_past_it(tmp_path, ray_cluster, tiny_model):
-    """A deadline 30 s after the start lands while units run (the engine is up in about 10 s,
-    the job takes over a minute): no unit is started that would end past it, the units in
-    flight are committed, and the run ends by the deadline plus one unit's time."""
-    write_shards(tmp_path / "in", [{"id": i, "text": f"prompt number {i}"} for i in range(ROWS)], shards=3)
+    """A deadline 25 s after the start lands while units run (the engine is up in about 12 s,
+    the job of 240 units takes about a minute): no unit is started that would end past it, the
+    units in flight are committed, and the run ends by the deadline plus one unit's time."""
+    rows = 4 * ROWS
+    write_shards(tmp_path / "in", [{"id": i, "text": f"prompt number {i}"} for i in range(rows)], shards=3)
     output = str(tmp_path / "out")
     spec = write_spec(tmp_path / "spec.yaml", slow_job(tmp_path, output))
-    first = spotbatch("run", str(spec), "--address", ray_cluster, "--set", "compute.deadline=30s")
+    first = spotbatch("run", str(spec), "--address", ray_cluster, "--set", "compute.deadline=25s")
     assert first.returncode == 4, first.stdout[-2000:] + first.stderr[-3000:]
     record = stopped_run(output)
     ends = [t["end"] for tries in Records(OutputStore(output)).attempts().values() for t in tries.values()
             if t["end"].get("outcome") == "committed"]
-    assert ends, "the engine was not up 30 s after the start: nothing ran before the deadline"
+    assert ends, "the engine was not up 25 s after the start: nothing ran before the deadline"
     longest = max(e["engine_seconds"] for e in ends)
     assert max(e["time"] for e in ends) <= record["deadline"] + longest + 2
     assert record["ended_at"] <= record["deadline"] + longest + 5, (record["ended_at"] - record["deadline"], longest)
-    assert not run_status(output).finished
-    resumed_exactly(spec, output, ray_cluster)
+    again = spotbatch("run", str(spec), "--address", ray_cluster)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
+    ids = output_ids(output, {})
+    assert sorted(ids) == list(range(rows))
 
 
 def test_a_deadline_that_is_not_a_time_is_refused_by_name(tmp_path):

@@ -243,11 +243,14 @@ def test_a_second_interrupt_abandons_the_units_in_flight_and_their_engines_are_l
     import signal
     import threading
 
-    first = slow_warm_spec(tmp_path, "a", units_in_flight=2)
+    first = slow_warm_spec(tmp_path, "a", units_in_flight=2, tokens_per_unit=3500)  # 6 units of 50 rows: seconds each
     store = OutputStore(first.output.path)
 
+    def generating() -> bool:  # a unit claimed and not ended: in an engine for the next seconds
+        return any("end" not in t for tries in Records(store).attempts().values() for t in tries.values())
+
     def interrupt_twice():
-        while not store.committed_units():
+        while not generating():
             time.sleep(0.1)
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.3)
@@ -274,6 +277,9 @@ def test_warm_engines_start_at_min_actors_and_grow_only_into_room_the_cluster_ha
     import ray
 
     release_engines()
+    deadline = time.monotonic() + 60
+    while not free_cpus() and time.monotonic() < deadline:  # engines let go by earlier tests leave
+        time.sleep(0.5)
     room = int(ray.available_resources().get("CPU", 0)) // 2  # engines of 2 CPUs that fit now
     spec = slow_warm_spec(tmp_path, "out", actors=None, min_actors=1, max_actors=room + 1, cpus_per_actor=2)
     try:
