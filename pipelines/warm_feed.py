@@ -17,7 +17,7 @@ from collections import deque
 from typing import Any, Callable, Iterator
 
 GROW_CHECK_SECONDS = 1.0  # how often the cluster is asked whether one more engine fits
-WAIT_SECONDS = 1.0  # the longest the feed waits for a unit before it looks at stops and room again
+WAIT_SECONDS = 0.25  # the longest the feed waits before it looks at stops and room again (and an interrupt is heard)
 
 
 def fits(options: dict[str, Any], available: dict[str, float]) -> bool:
