@@ -9,6 +9,7 @@ from operators.failures import CLASSES
 from cluster.models import ModelChangedError, ModelNotFoundError, fetch, models_dir
 from cluster.models.builtin import BUILDERS
 from jobs.bench.common import COMPILE_MODES
+from jobs.bench.scale import FULL_TAKES
 from pipelines.export import FORMATS
 from pipelines.inputs import InputError
 from pipelines.redact import redact_url
@@ -264,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="spotbatch-bench.json", help="where the JSON figures go")
     p.add_argument("--scale", nargs=argparse.REMAINDER, metavar="ARGS",
                    help="instead: the scale simulation with a fake engine (jobs/bench/scale.py; its options "
-                        "follow, e.g. --scale --units 1000,10000 --s3)")
+                        "follow, e.g. --scale --units 1000,10000 --s3): small sizes by default, a few minutes; "
+                        f"--scale --full for the README's sizes, {FULL_TAKES}")
     p.add_argument("--adhoc", nargs=argparse.REMAINDER, metavar="ARGS",
                    help="instead: five small batches one after another in one process, against plain vLLM's "
                         "start-up and warm generate (jobs/bench/adhoc.py; its options follow)")

@@ -11,7 +11,9 @@ be checked without one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
+
+from operators.kv_blocks import KVBlocks, KVNeed, kv_need
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,10 @@ class Request:
         every token each choice may make."""
         return len(self.token_ids) + self.n * self.max_tokens
 
+    def kv_need(self, block_tokens: int) -> KVNeed:
+        """Its KV as the engine holds it: blocks, the shareable prefix apart (kv_blocks.py)."""
+        return kv_need(self.token_ids, self.max_tokens, self.n, block_tokens)
+
 
 def order_for_engine(requests: list[Request], block_tokens: int) -> list[Request]:
     """Prompts that share their first KV block are kept together, so the engine's prefix
@@ -43,20 +49,24 @@ def order_for_engine(requests: list[Request], block_tokens: int) -> list[Request
     return [r for g in ordered_groups for r in sorted(g, key=lambda r: -r.budget_tokens)]
 
 
-def admit(pending_tokens: list[int], in_flight_tokens: int, budget: int, engine_idle: bool) -> int:
-    """How many of the pending requests (their budget tokens, in order) to hand the engine now:
-    as many as fit under the token budget, in order, and always one to an idle engine (a
-    request larger than the budget must still run).
+def admit(pending: Iterable[KVNeed], held: KVBlocks, budget: int, engine_idle: bool) -> int:
+    """How many of the pending requests (in order) to hand the engine now: as many as fit under
+    the token budget with KV counted as the engine holds it (a prefix already held, or shared
+    with one admitted just before, costs nothing again), and always one to an idle engine (a
+    request larger than the budget must still run). Each one admitted is added to `held`.
 
-    >>> admit([100, 100, 100], in_flight_tokens=150, budget=400, engine_idle=False)
-    2
-    >>> admit([900], in_flight_tokens=0, budget=400, engine_idle=True)
+    >>> held = KVBlocks(block_tokens=100)
+    >>> admit([kv_need([1] * 350, 50, 1, 100)] * 10, held, budget=1000, engine_idle=False)
+    7
+    >>> held.blocks  # 3 shared blocks once, and one of its own each (50 prompt tokens + 50 new)
+    10
+    >>> admit([kv_need([2] * 900, 50, 1, 100)], KVBlocks(100), budget=400, engine_idle=True)
     1
     """
-    n, used = 0, in_flight_tokens
-    for tokens in pending_tokens:
-        if used + tokens > budget and not (engine_idle and n == 0):
+    n = 0
+    for need in pending:
+        if held.tokens + held.cost_tokens(need) > budget and not (engine_idle and n == 0):
             break
-        used += tokens
+        held.add(need)
         n += 1
     return n

@@ -7,8 +7,9 @@ requests under a token budget, steps the engine, and hands each finished request
 next unit's requests are admitted as soon as there is room, so the engine's running set stays
 full across unit boundaries.
 
-Plain threads and futures, no Ray: the engine is anything with `add`, `step` and
-`kv_capacity_tokens` (operators/engine.py), so batching is tested with a fake one.
+Plain threads and futures, no Ray: the engine is anything with `add`, `step`,
+`kv_capacity_tokens` and `prefix_block_tokens` (operators/engine.py), so batching is tested
+with a fake one.
 """
 
 from __future__ import annotations
@@ -23,14 +24,20 @@ from typing import Any, Callable, Protocol
 
 from operators.batching import Request, admit
 from operators.engine import Completion, RowRejected
+from operators.kv_blocks import KVBlocks, KVNeed
 
 
-# The default budget, in KV caches. A request's budget is its worst case (prompt + max_tokens)
-# and most stop well short of max_tokens, so one KV cache of worst cases leaves the engine's
-# running set small: measured on the benchmark's long-tail set (SmolLM2, 2 CPU cores), 20
-# tokens per step at a budget of one KV cache against 44 for plain vLLM, 0.73 of its speed.
-# What does not fit waits in the engine's own queue, first come first served, so our order holds.
-OVERCOMMIT = 2
+# The default budget, in KV caches. A request counts its worst case as the engine would hold
+# it (operators/kv_blocks.py: whole blocks, a prefix another request holds counted once, and
+# every token max_tokens allows), so within one KV cache the engine never has to preempt: drop
+# a running request's KV and compute it again. Twice the KV cache, counted per request without
+# sharing, had been better than once (the long-tail set, 0.73 -> 0.92 of plain vLLM, with more
+# units in flight too); counted as the engine holds it, the shared-system set ran (SmolLM2
+# float32, 2 CPU cores, one process, 15,335 tokens) at 114.6 and 131.5 tokens/s with one KV
+# cache (at most 124 requests, none preempted, 43,454 tokens computed) against 103.2 and 109.3
+# with two (220 in, 124 preempted and computed again, 56,692 tokens), and plain vLLM's 101.6;
+# the long-tail set 127.0 with one against 125.6 with two (29 preempted).
+BUDGET_KV_CACHES = 1
 
 
 class EngineFailed(RuntimeError):
@@ -46,6 +53,9 @@ class StepEngine(Protocol):
 
     def kv_capacity_tokens(self) -> int: ...
 
+    @property
+    def prefix_block_tokens(self) -> int: ...
+
 
 @dataclass
 class FeederStats:
@@ -60,6 +70,8 @@ class FeederStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     max_running: int = 0
+    token_budget: int = 0
+    max_kv_tokens: int = 0  # KV held at most, counted as the budget counts it (operators/kv_blocks.py)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,6 +80,7 @@ class FeederStats:
 @dataclass
 class _Item:
     request: Request
+    kv: KVNeed
     sampling: dict[str, Any]
     future: Future
     submitted: float = field(default_factory=time.monotonic)
@@ -87,8 +100,6 @@ class EngineFeeder:
         self._cond = threading.Condition()
         self._pending: deque[_Item] = deque()
         self._running: dict[str, _Item] = {}
-        self._in_flight_tokens = 0
-        self._waiting_tokens = 0  # budget tokens of submitted requests not yet in the engine
         self._failed: BaseException | None = None
         self._cancelled: set[int] = set()  # id() of futures whose callers gave up on them
         self._ids = itertools.count()
@@ -100,17 +111,23 @@ class EngineFeeder:
         self._ready.wait()
         if self.engine is None:
             raise EngineFailed(f"the engine did not start: {self._failed!r}") from self._failed
-        self.token_budget = token_budget or OVERCOMMIT * self.engine.kv_capacity_tokens()
+        self.token_budget = token_budget or BUDGET_KV_CACHES * self.engine.kv_capacity_tokens()
+        self.stats.token_budget = self.token_budget
+        self._block_tokens = self.engine.prefix_block_tokens
+        self._held = KVBlocks(self._block_tokens)  # what the engine holds (the loop thread's)
+        self._waiting = KVBlocks(self._block_tokens)  # what was submitted and waits for it
 
     def submit(self, requests: list[Request], sampling: dict[str, Any]) -> list[Future]:
         """Queue requests in the given order; each future gives a Completion, or raises
         RowRejected (this request only) or EngineFailed (the engine is gone)."""
-        items = [_Item(r, {**sampling, **(r.sampling or {}), "max_tokens": r.max_tokens}, Future()) for r in requests]
+        items = [_Item(r, r.kv_need(self._block_tokens), {**sampling, **(r.sampling or {}), "max_tokens": r.max_tokens},
+                       Future()) for r in requests]
         with self._cond:
             if self._failed is not None:
                 raise EngineFailed(f"the engine failed earlier: {self._failed!r}") from self._failed
             self._pending.extend(items)
-            self._waiting_tokens += sum(r.budget_tokens for r in requests)
+            for item in items:
+                self._waiting.add(item.kv)
             self._cond.notify_all()
         self.release_turn()
         return [i.future for i in items]
@@ -131,7 +148,7 @@ class EngineFeeder:
         self._gate.acquire()
         self._gate_owner = threading.get_ident()
         with self._cond:
-            self._cond.wait_for(lambda: self._waiting_tokens < self.token_budget // 4 or self._failed is not None)
+            self._cond.wait_for(lambda: self._waiting.tokens < self.token_budget // 4 or self._failed is not None)
 
     def release_turn(self) -> None:
         """Let the next waiting unit check for hunger; a no-op for a thread without the turn."""
@@ -153,25 +170,28 @@ class EngineFeeder:
                 self._cond.wait()
             if self._cancelled:
                 self._drop_cancelled()
-            n = admit([i.request.budget_tokens for i in self._pending], self._in_flight_tokens,
-                      self.token_budget, engine_idle=not self._running)
+            n = admit((i.kv for i in self._pending), self._held, self.token_budget, engine_idle=not self._running)
             items = [self._pending.popleft() for _ in range(n)]
+            for item in items:
+                self._waiting.remove(item.kv)
             if items:
-                self._waiting_tokens -= sum(i.request.budget_tokens for i in items)
+                self.stats.max_kv_tokens = max(self.stats.max_kv_tokens, self._held.tokens)
                 self._cond.notify_all()  # units waiting for a hungry engine
             return items
 
     def _drop_cancelled(self) -> None:
         """Called with the lock held, on the loop thread."""
         kept = deque(i for i in self._pending if id(i.future) not in self._cancelled)
-        self._waiting_tokens -= sum(i.request.budget_tokens for i in self._pending if id(i.future) in self._cancelled)
+        for item in self._pending:
+            if id(item.future) in self._cancelled:
+                self._waiting.remove(item.kv)
         self._pending = kept
         gone = [rid for rid, i in self._running.items() if id(i.future) in self._cancelled]
         if gone:
             self.engine.abort(gone)
         for rid in gone:
             item = self._running.pop(rid)
-            self._in_flight_tokens -= item.request.budget_tokens
+            self._held.remove(item.kv)
             item.future.cancel()
         self._cancelled.clear()
 
@@ -201,13 +221,13 @@ class EngineFeeder:
         try:
             self.engine.add(request_id, item.request.token_ids, item.sampling)
         except RowRejected as err:
+            self._held.remove(item.kv)  # admitted, but never in the engine
             item.future.set_exception(err)
             return
         if self.stats.first_added_at is None:
             self.stats.first_added_at = time.time()
         item.added = time.monotonic()
         self._running[request_id] = item
-        self._in_flight_tokens += item.request.budget_tokens
         self.stats.max_running = max(self.stats.max_running, len(self._running))
 
     def _step(self) -> None:
@@ -218,8 +238,7 @@ class EngineFeeder:
         self.stats.last_step_at = time.time()
         for request_id, completion in finished:
             item = self._running.pop(request_id)
-            with self._cond:
-                self._in_flight_tokens -= item.request.budget_tokens
+            self._held.remove(item.kv)
             self.stats.requests += 1
             self.stats.prompt_tokens += completion.prompt_tokens
             self.stats.completion_tokens += completion.completion_tokens

@@ -337,8 +337,9 @@ class ComputeSpec(_Section):
         "(cost.max_cost_usd), which can only stop units not yet started.",
     )
     max_tokens_in_flight: int | None = Field(
-        None, gt=0, description="Token budget per engine (prompt + max_tokens of the requests it runs); "
-        "default: what its KV cache holds.",
+        None, gt=0, description="Token budget per engine: the KV of the requests it runs at their worst "
+        "(prompt and max_tokens, in whole KV blocks, a prompt prefix shared with another request counted "
+        "once); default: what its KV cache holds, so the engine never has to preempt a request.",
     )
     request_timeout_seconds: float | None = Field(
         None, gt=0, description="A request not finished this long after its unit started is an error "

@@ -172,14 +172,15 @@ def test_a_unit_waits_for_a_hungry_engine_before_it_starts():
     engine = FakeEngine(capacity=20)
     engine.may_step.clear()
     feeder = EngineFeeder(engine)
-    assert feeder.token_budget == 40  # by default, twice what the KV cache holds
-    feeder.submit([Request(i, [1] * 5, 5) for i in range(12)], SAMPLING)  # 120 tokens: 80 wait
+    assert feeder.token_budget == 20  # by default, what the KV cache holds
+    # 4-token blocks: the first holds 1 shared block and 2 of its own (12 tokens), the next 2 own
+    feeder.submit([Request(i, [1] * 5, 5) for i in range(12)], SAMPLING)  # 2 go in; 10 wait, 84 tokens
     entered = threading.Event()
     threading.Thread(target=lambda: (feeder.wait_until_hungry(), entered.set()), daemon=True).start()
-    assert not entered.wait(0.3)  # the engine is held: 80 tokens wait, more than 40 / 4
+    assert not entered.wait(0.3)  # the engine is held: 84 tokens wait, more than 20 / 4
     engine.may_step.set()
     assert entered.wait(5)
-    assert feeder.pending() <= 4 + 1  # it entered with no more than the running set and one waiting
+    assert feeder.pending() <= 2  # it entered with nothing waiting: at most the 2 running
 
 
 def test_units_pass_the_hunger_check_one_at_a_time():

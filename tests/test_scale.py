@@ -1,6 +1,8 @@
 """The scale simulation (jobs/bench/scale.py) at a small size: what should stay flat as a run or
 its cache grows does, asserted as ratios of counts, never absolute times. The full sizes (100k
-units, 1,000 actors, 10M answers) are a benchmark: `spotbatch bench --scale`."""
+units, 1,000 actors, 10M answers) are a benchmark: `spotbatch bench --scale --full`."""
+
+import re
 
 import pytest
 
@@ -70,3 +72,51 @@ def test_a_fleets_beats_stay_at_a_fixed_rate_and_requests_are_priced(figures):
     rates = {b["actors"]: b["puts_per_second"] for b in figures["beats"]}
     assert rates[10] == 2 and rates[1000] <= 20, rates  # 1,000 actors at 5 s would be 200 PUT/s
     assert all(s["usd_per_1k_units"] > 0 for s in figures["s3"]) and figures["s3_prices"]["as_of"]
+
+
+def test_a_run_without_options_is_small_and_the_full_sizes_say_how_long_they_take():
+    """`spotbatch bench --scale` alone ran 28 minutes at the README's sizes; now it takes the
+    small ones, and the full ones are asked for by name, their time in the help."""
+    from jobs.bench.scale import SIZES, parse
+    from tests.helpers import spotbatch
+
+    small, full = parse([]), parse(["--full"])
+    assert (small.units, small.actors, small.cache_sizes) == (SIZES["small"]["units"], SIZES["small"]["actors"],
+                                                             SIZES["small"]["cache_sizes"])
+    assert max(small.units) <= 1000 and max(small.actors) <= 30 and max(small.cache_sizes) <= 100_000
+    assert max(full.units) == 100 * max(small.units) and max(full.cache_sizes) == 100 * max(small.cache_sizes)
+    assert parse(["--full", "--units", "50"]).units == [50]  # a size given outright wins
+    shown = " ".join(spotbatch("bench", "--scale", "--help").stdout.split())
+    assert "--full the README's sizes" in shown and "about 3 hours on a 2-core machine (estimated" in shown
+
+
+def test_each_step_is_said_as_it_starts_and_timed_when_it_ends():
+    import io
+
+    from jobs.bench.steps import Steps
+
+    out = io.StringIO()
+    steps = Steps("scale", out)
+    with steps("plan: 1,000 units"):
+        assert out.getvalue() == "scale: plan: 1,000 units ..."  # said before the work
+    with pytest.raises(RuntimeError), steps("units: 1,000 units, 10 actors"):
+        raise RuntimeError("a probe failed")
+    lines = out.getvalue().splitlines()
+    assert re.fullmatch(r"scale: plan: 1,000 units \.\.\. \d+\.\d s", lines[0])
+    assert re.fullmatch(r"scale: units: 1,000 units, 10 actors \.\.\. failed after \d+\.\d s", lines[1])
+    assert steps.done == 1
+
+
+def test_the_simulation_prints_a_line_per_step_with_its_size_and_time(tmp_path):
+    from tests.helpers import spotbatch
+
+    proc = spotbatch("bench", "--scale", "--units", "20", "--actors", "2", "--cache-sizes", "",
+                     "--ray-data-units", "", "--work", str(tmp_path))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("scale: units [20], actors [2], cache sizes []") and "--full" in lines[0]
+    timed = [re.fullmatch(r"scale: (.+) \.\.\. \d+\.\d s", line) for line in lines[1:7]]
+    assert [m.group(1) for m in timed if m] == [
+        "input: 20 one-row units", "plan: 20 units", "units: 20 units, 2 actors", "status: 20 units' records",
+        "ledger: 20 units' records", "report: 20 units' records"]
+    assert lines[7].startswith("scale: 6 steps in ") and lines[8].startswith("plan            20 units")

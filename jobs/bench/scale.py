@@ -12,10 +12,12 @@ request by how S3 prices it. Each figure comes from a fresh process (its peak RS
             run cuts them (pipelines/unit_blocks.py), against one block per unit
   cache     one unit's lookup (100 hits, 100 misses) against caches of 10k .. 10M answers, and
             one fold of new answers into a shard's run (compaction's largest step)
-Prints each figure with its growth across the sizes, and ends with the JSON line.
+Prints a line per step as it goes (its size, then its seconds), then each figure with its
+growth across the sizes, and ends with the JSON line. Without options the sizes are small (a
+few minutes); --full takes the README's (hours: SIZES and FULL_TAKES below).
 
-    python -m jobs.bench.scale [--units 1000,10000,100000] [--actors 10,100,1000]
-                               [--cache-sizes 10000,1000000,10000000] [--s3] [--work DIR]
+    python -m jobs.bench.scale [--full] [--units 300,1000] [--actors 10,30]
+                               [--cache-sizes 10000,100000] [--s3] [--work DIR]
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from jobs.bench.steps import Steps
 
 LOOKUP_HITS = LOOKUP_MISSES = 100  # one unit's keys
 
@@ -315,42 +319,52 @@ def growth(figures: list[dict[str, Any]], key: str, by: str) -> str:
 def scale_bench(units: list[int], actors: list[int], cache_sizes: list[int], work: Path,
                 s3: dict | None = None, s3_units: list[int] | None = None, s3_actors: list[int] | None = None,
                 ray_data_units: list[int] | None = None, ray_data_baseline: bool = True,
-                counter=None) -> dict[str, Any]:
+                counter=None, steps: Steps | None = None) -> dict[str, Any]:
     """Every figure of the module's docstring; `s3`: storage options of an S3 endpoint behind
     `counter` (an S3RequestCounter), for runs of each of `s3_units` units with `actors[0]` and each
-    of `s3_actors` actors."""
+    of `s3_actors` actors. Each step prints a line as it goes (`steps`)."""
     from cluster.prices import request_prices, requests_usd
     from pipelines.store.records import beat_seconds
+
+    steps = steps or Steps("scale")
+
+    def probe(what: str, name: str, *args: Any) -> dict[str, Any]:
+        with steps(what):
+            return in_fresh_process(name, *args)
+
+    def made_input(n: int) -> str:
+        with steps(f"input: {n:,} one-row units"):
+            make_input(work / f"in-{n}", n)
+        return str(work / f"in-{n}")
 
     prices = request_prices()
     out: dict[str, Any] = {"plan": [], "units": [], "actors": [], "readers": [], "s3": [], "ray_data": [], "cache": []}
     middle = units[len(units) // 2] if units else None
     for n in units:
-        make_input(work / f"in-{n}", n)
+        folder = made_input(n)
         output = tempfile.mkdtemp(prefix=f"out-{n}-", dir=work)
-        out["plan"].append(in_fresh_process("plan", str(work / f"in-{n}"), output, None))
-        run = in_fresh_process("units", str(work / f"in-{n}"), output, None, actors[0])
-        out["units"].append(run)
+        out["plan"].append(probe(f"plan: {n:,} units", "plan", folder, output, None))
+        out["units"].append(probe(f"units: {n:,} units, {actors[0]:,} actors", "units", folder, output, None, actors[0]))
         readers = {"units": n}
         for which in ("status", "ledger", "report"):
-            r = in_fresh_process("reader", output, None, which)
+            r = probe(f"{which}: {n:,} units' records", "reader", output, None, which)
             readers[f"{which}_seconds"], readers[f"{which}_peak_rss_mb"] = r["seconds"], r["peak_rss_mb"]
         out["readers"].append(readers)
     if units:
         out["actors"].append(next(u for u in out["units"] if u["units"] == middle))
         for a in actors[1:]:
-            out["actors"].append(in_fresh_process("units", str(work / f"in-{middle}"),
-                                                  tempfile.mkdtemp(prefix=f"out-a{a}-", dir=work), None, a))
+            out["actors"].append(probe(f"units: {middle:,} units, {a:,} actors", "units", str(work / f"in-{middle}"),
+                                       tempfile.mkdtemp(prefix=f"out-a{a}-", dir=work), None, a))
     # Every size with every fleet: the difference between two sizes is what a unit costs once
     # the fleet has started (each actor's first look at the output and the cache cancels out).
     s3_runs = [(n, a) for a in dict.fromkeys([actors[0], *(s3_actors or [])]) for n in s3_units or []]
     for n, a in s3_runs:
-        make_input(work / f"in-{n}", n)
+        folder = made_input(n)
         output = f"s3://spotbatch/scale-{time.time_ns()}/out"
         counter.take()
-        in_fresh_process("plan", str(work / f"in-{n}"), output, s3)
+        probe(f"s3 plan: {n:,} units", "plan", folder, output, s3)
         planned = counter.take()
-        run = in_fresh_process("units", str(work / f"in-{n}"), output, s3, a)
+        run = probe(f"s3 units: {n:,} units, {a:,} actors", "units", folder, output, s3, a)
         requests = counter.take()
         out["s3"].append({"units": n, "actors": a, "plan_requests": planned, "requests": requests,
                           "requests_per_unit": sum(requests.values()) / n, "failed": run["failed"],
@@ -365,11 +379,15 @@ def scale_bench(units: list[int], actors: list[int], cache_sizes: list[int], wor
                         for a in (10, 100, 1000)]
     for n in units if ray_data_units is None else ray_data_units:
         for one in (False, True) if ray_data_baseline else (False,):
-            out["ray_data"].append({**in_fresh_process("ray_data", n, 2 * actors[0], one), "one_per_unit": one})
+            kind = "one block per unit" if one else "blocks as a run cuts them"
+            out["ray_data"].append({**probe(f"ray data: {n:,} units, {kind}", "ray_data", n, 2 * actors[0], one),
+                                    "one_per_unit": one})
     for size in cache_sizes:
-        build_cache(work / f"cache-{size}", size)
-        out["cache"].append({**in_fresh_process("cache", str(work / f"cache-{size}"), size),
-                             **in_fresh_process("fold", str(work / f"cache-{size}"), size)})
+        with steps(f"cache: build {size:,} answers"):
+            build_cache(work / f"cache-{size}", size)
+        path = str(work / f"cache-{size}")
+        out["cache"].append({**probe(f"cache: a unit's lookup in {size:,} answers", "cache", path, size),
+                             **probe(f"cache: a fold into a shard's run, {size:,} answers", "fold", path, size)})
     return out
 
 
@@ -465,33 +483,70 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x]
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any] | None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--units", type=_ints, default=[1000, 10_000, 100_000])
-    parser.add_argument("--actors", type=_ints, default=[10, 100, 1000])
-    parser.add_argument("--cache-sizes", type=_ints, default=[10_000, 1_000_000, 10_000_000])
+# A run without options measures every figure at sizes that finish in a few minutes on a
+# 2-core machine; --full takes the sizes the README's figures come from.
+SIZES = {
+    "small": {"units": [300, 1000], "actors": [10, 30], "cache_sizes": [10_000, 100_000],
+              "s3_units": [100, 300], "s3_actors": [30]},
+    "full": {"units": [1000, 10_000, 100_000], "actors": [10, 100, 1000],
+             "cache_sizes": [10_000, 1_000_000, 10_000_000], "s3_units": [1000, 2000], "s3_actors": [100]},
+}
+# Estimated, not timed as one run: the sum of its steps' times measured one by one (README, "How
+# it scales"): the 100k-unit run 87 min, 100 and 1,000 actors on 10k units 55 min, Ray Data's one
+# block per unit at 100k units about 30 min, the readers and the 10M-answer cache the rest.
+FULL_TAKES = "about 3 hours on a 2-core machine (estimated from its steps measured one by one), more with --s3"
+
+
+def sizes_args(parser: argparse.ArgumentParser) -> None:
+    small = SIZES["small"]
+    parser.add_argument("--full", action="store_true",
+                        help=f"the README's sizes ({', '.join(f'{k} {v}' for k, v in SIZES['full'].items())}): "
+                             f"{FULL_TAKES}. Without it: {', '.join(f'{k} {v}' for k, v in small.items())}, "
+                             "a few minutes")
+    parser.add_argument("--units", type=_ints, help=f"default {small['units']}")
+    parser.add_argument("--actors", type=_ints, help=f"default {small['actors']}")
+    parser.add_argument("--cache-sizes", type=_ints, help=f"default {small['cache_sizes']}")
     parser.add_argument("--ray-data-units", type=_ints, default=None, help="default: --units")
     parser.add_argument("--s3", action="store_true", help="also on the loopback S3 (moto_server), requests counted")
-    parser.add_argument("--s3-units", type=_ints, default=[1000, 2000])
-    parser.add_argument("--s3-actors", type=_ints, default=[100])
+    parser.add_argument("--s3-units", type=_ints, help=f"default {small['s3_units']}")
+    parser.add_argument("--s3-actors", type=_ints, help=f"default {small['s3_actors']}")
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="spotbatch bench --scale", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sizes_args(parser)
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "spotbatch-bench-scale")
     parser.add_argument("--probe", help=argparse.SUPPRESS)
     parser.add_argument("probe_args", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    for name, value in SIZES["full" if args.full else "small"].items():
+        if getattr(args, name) is None:  # an option given outright wins over either set of sizes
+            setattr(args, name, value)
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any] | None:
+    args = parse(argv)
     if args.probe:
         print(json.dumps(PROBES[args.probe](*json.loads(args.probe_args))))
         return None
     args.work.mkdir(parents=True, exist_ok=True)
+    steps = Steps("scale")
+    print(f"scale: units {args.units}, actors {args.actors}, cache sizes {args.cache_sizes}"
+          + (f", S3 units {args.s3_units} with actors {args.s3_actors}" if args.s3 else "")
+          + ("" if args.full else f"; --full for the README's sizes ({FULL_TAKES})"), flush=True)
     if args.s3:
         from jobs.bench.s3_requests import S3RequestCounter, moto_server, storage_options
 
         with moto_server() as endpoint, S3RequestCounter(endpoint) as counter:
             options = storage_options(counter.endpoint)
             figures = scale_bench(args.units, args.actors, args.cache_sizes, args.work, options, args.s3_units,
-                                  args.s3_actors, args.ray_data_units, counter=counter)
+                                  args.s3_actors, args.ray_data_units, counter=counter, steps=steps)
     else:
         figures = scale_bench(args.units, args.actors, args.cache_sizes, args.work,
-                              ray_data_units=args.ray_data_units)
+                              ray_data_units=args.ray_data_units, steps=steps)
+    print(f"scale: {steps.done} steps in {steps.total_seconds():.0f} s", flush=True)
     for line in report_lines(figures):
         print(line)
     print(json.dumps(figures))

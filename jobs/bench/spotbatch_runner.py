@@ -78,6 +78,9 @@ def run_spotbatch(prompts: PromptSet, work: Path, model: str, dtype: str, enforc
     # What its engines ran (the spec's word, or the run's choice), as each actor recorded it.
     compiled = {("eager" if a["compile"]["enforce_eager"] else "compiled")
                 for a in Records(OutputStore(str(output))).actors().values() if a.get("compile")}
+    busiest = max(latest.values(), key=lambda e: e["max_running"])
+    kv = (f" (KV at most {busiest['max_kv_tokens']:,} of a {busiest['token_budget']:,}-token budget)"
+          if busiest.get("token_budget") else "")
     first = min(e["first_added_at"] for e in latest.values())
     last = max(e["last_finished_at"] for e in latest.values())
     busy = sum(e["busy_seconds"] for e in latest.values())
@@ -89,7 +92,7 @@ def run_spotbatch(prompts: PromptSet, work: Path, model: str, dtype: str, enforc
         first_request_at=first,
         last_result_at=last,
         busy_fraction=busy / (last - first) / len(latest) if last > first else None,
-        notes=f"{len(ends)} units, 1 engine actor, at most {max(e['max_running'] for e in latest.values())} "
-              f"requests in the engine at once, {' and '.join(sorted(compiled)) or 'eager or compiled unrecorded'}",
+        notes=f"{len(ends)} units, 1 engine actor, at most {busiest['max_running']} requests in the engine at "
+              f"once{kv}, {' and '.join(sorted(compiled)) or 'eager or compiled unrecorded'}",
     )
     return result, len(ends)
