@@ -6,6 +6,7 @@ the secret appear nowhere (real engine, loopback S3). The same for a model URL w
 it (loopback FTP) and a vLLM argument not known to be a setting (`hf_token`), with the engine
 facts file too. Without an engine: tests/test_secrets_unit.py."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -70,7 +71,12 @@ def test_no_credential_is_written_anywhere(tmp_path, s3_server, ray_cluster, tin
     export = tmp_path / "train.jsonl"
     spotbatch("export", out, "--format", "chat-jsonl", "--to", str(export), "--include-truncated", env=env)
     assert len(export.read_text().splitlines()) == 12
-    retried = spotbatch("run", "--retry-failed", out, "--address", ray_cluster, env=env)
+    # The retry's engines run on the cluster's workers, which do not have this shell's
+    # environment: the credentials go where the spec keeps them, given again with --set.
+    given = json.dumps(creds)
+    retried = spotbatch("run", "--retry-failed", out, "--address", ray_cluster, env=env,
+                        *[arg for field in ("input", "model", "model.compile_cache", "cache", "output")
+                          for arg in ("--set", f"{field}.storage_options={given}")])
     assert "1 rows in 1 of" in retried.stdout and "0 completed, 1 failed" in retried.stdout, retried.stdout
 
     written = {path: fs.cat_file(path) for path in fs.find(prefix) if not path.endswith("/in/part-0.parquet")}
