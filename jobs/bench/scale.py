@@ -494,7 +494,7 @@ SIZES = {
 # Estimated, not timed as one run: the sum of its steps' times measured one by one (README, "How
 # it scales"): the 100k-unit run 87 min, 100 and 1,000 actors on 10k units 55 min, Ray Data's one
 # block per unit at 100k units about 30 min, the readers and the 10M-answer cache the rest.
-FULL_TAKES = "about 3 hours on a 2-core machine (estimated from its steps measured one by one), more with --s3"
+FULL_TAKES = "about 3 hours on a 2-core machine, estimated from its steps measured one by one; more with --s3"
 
 
 def sizes_args(parser: argparse.ArgumentParser) -> None:
@@ -535,7 +535,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     steps = Steps("scale")
     print(f"scale: units {args.units}, actors {args.actors}, cache sizes {args.cache_sizes}"
           + (f", S3 units {args.s3_units} with actors {args.s3_actors}" if args.s3 else "")
-          + ("" if args.full else f"; --full for the README's sizes ({FULL_TAKES})"), flush=True)
+          + ("" if args.full else f"; --full for the README's sizes: {FULL_TAKES}"), flush=True)
     if args.s3:
         from jobs.bench.s3_requests import S3RequestCounter, moto_server, storage_options
 
