@@ -26,15 +26,19 @@ class EngineHost:
         self.generator = None
         self.last_work_end: float | None = None  # when its last run's last unit was done
         self._bind = threading.Lock()
-        self._calls: Counter[str] = Counter()  # calls under way, by run
+        self._calls = 0  # calls under way
+        # Calls under way with a binding, by run: a call still waiting to be bound is not
+        # counted, so a bind never waits on a call that itself waits for the bind.
+        self._bound: Counter[str] = Counter()
         self._count = threading.Condition()
 
     def run_units(self, context: dict[str, Any], descriptors: list[dict[str, Any]]) -> pa.Table:
         """Read, generate and commit these units of the run `context` names (UnitGenerator's
         arguments, and the spec the rows are read by); returns one summary row per unit."""
         run_id = context["run_id"]
+        bound = None
         with self._count:
-            self._calls[run_id] += 1
+            self._calls += 1
         try:
             # the units are read while a new engine loads its model (in _serve), not after
             with ThreadPoolExecutor(1) as reader:
@@ -45,9 +49,11 @@ class EngineHost:
             return self.generator.serve(rows, bound)
         finally:
             with self._count:
-                self._calls[run_id] -= 1
-                if not self._calls[run_id]:
-                    del self._calls[run_id]
+                self._calls -= 1
+                if bound is not None:
+                    self._bound[run_id] -= 1
+                    if not self._bound[run_id]:
+                        del self._bound[run_id]
                 if not self._calls:
                     self.last_work_end = time.time()
                 self._count.notify_all()
@@ -65,12 +71,14 @@ class EngineHost:
                 self.generator = UnitGenerator(**context, started_at=self.created_at)
             elif self.generator.run_id != run_id:
                 with self._count:
-                    self._count.wait_for(lambda: set(self._calls) <= {run_id})
+                    self._count.wait_for(lambda: not self._bound)
                 now = time.time()
                 since = self.last_work_end or now
                 kwargs = {k: v for k, v in context.items() if k not in ("tensor_parallel_size", "compile_choice")}
                 self.generator.bind(**kwargs, started_at=since, loaded_at=since,
                                     warm={"idle_seconds": now - since, "actor_created_at": self.created_at})
+            with self._count:
+                self._bound[run_id] += 1
             return self.generator.bound
 
     def identity(self) -> dict[str, Any]:
