@@ -93,3 +93,13 @@ def leaks(secrets: list[str], places: list[Path], texts: dict[str, bytes] | None
         files = [place] if place.is_file() else [p for p in sorted(place.rglob("*")) if p.is_file()]
         found += [(str(p), written_text(p)) for p in files]
     return [f"{secret[:6]}... in {name}" for name, text in found for secret in secrets if secret.encode() in text]
+
+
+def committed_ends(output: str, storage_options: dict | None = None) -> list[dict[str, Any]]:
+    """The end records of the attempts that committed a unit of `output`."""
+    from pipelines.store.output import OutputStore
+    from pipelines.store.records import Records
+
+    attempts = Records(OutputStore(output, storage_options)).attempts()
+    return [t["end"] for tries in attempts.values() for t in tries.values()
+            if t.get("end", {}).get("outcome") == "committed"]

@@ -12,7 +12,7 @@ from pipelines.store.records import Records
 from pipelines.store.status import run_status
 from pipelines.stopping import cancel
 from tests.conftest import write_shards
-from tests.helpers import spotbatch, start_spotbatch, wait_until, write_spec
+from tests.helpers import committed_ends, spotbatch, start_spotbatch, wait_until, write_spec
 from tests.test_resume import ROWS, job, output_ids
 
 pytestmark = pytest.mark.engine
@@ -123,8 +123,7 @@ def test_a_deadline_that_lands_mid_run_takes_no_unit_that_would_end_past_it(tmp_
     first = spotbatch("run", str(spec), "--address", ray_cluster, "--set", "compute.deadline=25s")
     assert first.returncode == 4, first.stdout[-2000:] + first.stderr[-3000:]
     record = stopped_run(output)
-    ends = [t["end"] for tries in Records(OutputStore(output)).attempts().values() for t in tries.values()
-            if t["end"].get("outcome") == "committed"]
+    ends = committed_ends(output)
     assert ends, "the engine was not up 25 s after the start: nothing ran before the deadline"
     longest = max(e["engine_seconds"] for e in ends)
     assert max(e["time"] for e in ends) <= record["deadline"] + longest + 2

@@ -210,7 +210,7 @@ def test_a_cancelled_run_resumes_on_the_engine_that_served_it(tmp_path, ray_clus
     """The notebook's flow: handle.cancel(), then start(spec) again on the same output, served by
     the same warm engine (a new record of it in that output), to every row exactly once."""
     from pipelines.background import start
-    from tests.helpers import wait_until
+    from tests.helpers import committed_ends, wait_until
 
     spec = slow_warm_spec(tmp_path, "out")
     store = OutputStore(spec.output.path)
@@ -230,8 +230,7 @@ def test_a_cancelled_run_resumes_on_the_engine_that_served_it(tmp_path, ray_clus
     assert len(actors) == 2 and len({a["engine_id"] for a in actors.values()}) == 1  # one engine, two runs
     assert second.startup["warm_engine"] and second.startup["model_load"] == 0
     # a stop costs the units in flight, never the units left: each unit here takes well under 5 s
-    longest = max(t["end"]["engine_seconds"] for tries in Records(store).attempts().values() for t in tries.values()
-                  if t.get("end", {}).get("outcome") == "committed")
+    longest = max(e["engine_seconds"] for e in committed_ends(spec.output.path))
     assert stop_seconds < 2 * longest + 10, (stop_seconds, longest)
 
 
