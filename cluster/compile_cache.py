@@ -32,6 +32,7 @@ is reported, and the engine compiles as it would have without it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -44,6 +45,8 @@ from typing import Any
 
 from cluster.models.node_cache import node_lock
 from pipelines.redact import redact_message, redact_url
+
+log = logging.getLogger("spotbatch.compile_cache")
 
 COMPLETE = ".complete"
 PARTIAL = ".partial-"  # a file being written under its temporary name
@@ -273,5 +276,5 @@ class _EngineStart:
     def _failed(self, what: str, err: Exception) -> None:
         # The class and a message without the URL's userinfo; never the storage options.
         self.report.error = f"{what}: {err.__class__.__name__}: {redact_message(str(err), self._options)[:300]}"
-        print(f"spotbatch: compile cache {self.report.url}: could not {self.report.error}; "
-              f"the engine compiles what it cannot load", flush=True)
+        log.warning("compile cache %s: could not %s; the engine compiles what it cannot load",
+                    self.report.url, self.report.error)

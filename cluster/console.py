@@ -43,6 +43,9 @@ FAULTS = re.compile(r"out of memory|OutOfMemory|low on memory|CUDA error|EngineF
 # down, when its handler's stream is gone: the logging error prints a traceback on stderr.
 logging.getLogger("ray.data._internal.usage").setLevel(logging.WARNING)
 
+log = logging.getLogger("spotbatch.console")
+worker_log = logging.getLogger("spotbatch.worker")  # the engine actors' own lines, shown in the driver
+
 
 def verbose_default() -> bool:
     return os.environ.get(VERBOSE_ENV, "").lower() in ("1", "true", "yes")
@@ -97,7 +100,7 @@ class Console:
         self.path = directory / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{self.name}.log"
         self._file = open(self.path, "a", buffering=1, encoding="utf-8", errors="replace")
         prune_logs(directory)  # this run's file counts among the newest
-        print(f"spotbatch: Ray's and vLLM's logs: {self.path} (--verbose shows them here)", flush=True)
+        log.info("Ray's and vLLM's logs: %s (--verbose shows them here)", self.path)
         self._handler = logging.StreamHandler(self._file)
         self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         for name in RAY_LOGGERS:
@@ -140,9 +143,14 @@ class Console:
         for line in data.get("lines", []):
             self._file.write(f"{prefix} {line}\n")
             text = line.strip()
-            if text.startswith(OWN) or FAULTS.search(text):
-                print(text if text.startswith(OWN) else f"spotbatch: an engine actor says: {text[:500]}",
-                      file=sys.stderr, flush=True)
+            # Logged again here, in the driver, where the user's logging configuration applies:
+            # an actor's own lines at the level its stream implies (pipelines/log.py sends
+            # warnings to stderr), the faults it shows as warnings.
+            if text.startswith(OWN):
+                level = logging.WARNING if data.get("is_err", True) else logging.INFO
+                worker_log.log(level, text.removeprefix(OWN).lstrip(), extra={"actor": prefix})
+            elif FAULTS.search(text):
+                worker_log.warning("an engine actor says: %s", text[:500], extra={"actor": prefix})
 
     def __exit__(self, *exc) -> None:
         if self.verbose:

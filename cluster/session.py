@@ -9,6 +9,7 @@ notebook) is used as it is and left running.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import shutil
 import tempfile
@@ -19,6 +20,8 @@ import ray
 
 from cluster.console import Console
 from cluster.local_ray import OBJECT_STORE_BYTES, running
+
+log = logging.getLogger("spotbatch.ray")
 
 
 @contextmanager
@@ -35,8 +38,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None,
     address = address or os.environ.get("RAY_ADDRESS")
     if not address and (kept := running()):
         address = kept["address"]
-        print(f"spotbatch: Ray: the local one `spotbatch up` started ({address}; `spotbatch down` stops it)",
-              flush=True)
+        log.info("Ray: the local one `spotbatch up` started (%s; `spotbatch down` stops it)", address)
     if address:
         ray.init(address=address, log_to_driver=True)
         if console is not None:

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import bisect
 import json
+import logging
 import math
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -37,6 +37,8 @@ import pyarrow.parquet as pq
 from operators import cache_runs
 from operators.response_cache import (ENTRIES, FULL_SUFFIX, MAX_FILE_ROWS, SHARD_DIGITS, SHARDS, CacheFiles,
                                       conform_answers)
+
+log = logging.getLogger("spotbatch.cache")
 
 LEASE = "compacting.json"
 LEASE_SECONDS = 900.0  # a lease this old was left by a compaction that died
@@ -89,7 +91,7 @@ def _entries_into_shards(files: CacheFiles, batch: list[str], done: CacheCompact
         except FileNotFoundError:  # another compaction took it
             return None
         except (pa.ArrowException, OSError) as err:  # not written by the cache: left where it is
-            print(f"spotbatch: cache file {f} cannot be read, left in place: {err!r}", file=sys.stderr)
+            log.warning("cache file %s cannot be read, left in place: %r", f, err)
             return None
 
     got = dict(zip(batch, files.map(read, batch)))

@@ -46,8 +46,8 @@ import bisect
 import hashlib
 import io
 import json
+import logging
 import os
-import sys
 import threading
 import time
 import uuid
@@ -63,6 +63,8 @@ from fsspec.core import url_to_fs
 from operators import cache_runs
 from operators.generate import RESULT_SCHEMA, conform
 from operators.key_filter import KeyFilter
+
+log = logging.getLogger("spotbatch.cache")
 
 ENTRIES = "entries"
 SHARDS = "shards"
@@ -312,7 +314,7 @@ class ResponseCache:
             except FileNotFoundError:
                 continue  # compacted between the listing and the read
             except (pa.ArrowException, OSError) as err:  # not Parquet: never written by us whole
-                print(f"spotbatch: cache file {f} cannot be read, skipped: {err!r}", file=sys.stderr)
+                log.warning("cache file %s cannot be read, skipped: %r", f, err)
                 self._unreadable.add(f)
                 continue
             self._entries[f] = keys
@@ -413,7 +415,7 @@ class ResponseCache:
                 try:
                     compact_cache(self.path, self.storage_options)
                 except Exception as err:  # the cache stays as it was: only lookups cost more
-                    print(f"spotbatch: compacting the response cache failed: {err!r}", file=sys.stderr)
+                    log.warning("compacting the response cache failed: %r", err)
 
             self._compacting = threading.Thread(target=work, daemon=True, name="cache-compaction")
             self._compacting.start()

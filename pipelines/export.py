@@ -13,6 +13,7 @@ A destination that exists is refused: an export never overwrites anything.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any, Iterator
 
@@ -23,11 +24,14 @@ from pipelines.formats import anthropic, openai
 from pipelines.formats.training import write_chat_jsonl, write_pairs_parquet
 from pipelines.store.output import OutputError, OutputStore
 from pipelines.inputs import list_shards
+from pipelines.log import console
 from pipelines.new_file import new_file
 from pipelines.plan import Plan, fingerprint_parts
 from pipelines.redact import credentials_hint, describe, output_options, recorded_spec, redact_url
 from pipelines.spec import PipelineSpec
 from pipelines.unit_rows import ID, PROMPT, unit_rows
+
+log = logging.getLogger("spotbatch.export")
 
 FORMATS = ("openai-batch", "anthropic-batch", "chat-jsonl", "pairs-parquet")
 PROVIDER_LINES = {"openai-batch": openai.result_line, "anthropic-batch": anthropic.result_line}
@@ -54,13 +58,14 @@ def export(output: str, fmt: str, to: str, include_truncated: bool = False,
     """Write the export; returns counts of what went where. The output's own spec says where
     the prompts are; credentials come from `overrides` (`--set`) and the environment, never
     from the output. An unfinished run is refused unless `partial`."""
+    console()
     if fmt not in FORMATS:
         raise OutputError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     overrides = overrides or []
     store = OutputStore(output, storage_options or output_options(overrides))
     manifest = store.require_manifest()
     spec, plan = recorded_spec(manifest["spec"], overrides), Plan.from_json(manifest)
-    print(f"spotbatch: reading prompts as the output's own spec says: {describe(spec)}")
+    log.info("reading prompts as the output's own spec says: %s", describe(spec))
     missing = {u.unit_id for u in plan.units} - store.committed_units()
     if missing and not partial:
         raise OutputError(f"{redact_url(output)} is not finished ({len(missing)} of {len(plan.units)} units "

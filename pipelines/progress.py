@@ -9,12 +9,17 @@ from the records afterwards is the exact figure.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from typing import Any, Callable
 
+from pipelines.log import PROGRESS
+
 LOG_SECONDS = 10.0
 NOTEBOOK_SECONDS = 0.5  # the notebook's line is redrawn at most this often
+log = logging.getLogger("spotbatch.run")
+progress_log = logging.getLogger(PROGRESS)
 
 
 def ipython_shell() -> Any:
@@ -73,6 +78,8 @@ class RunMonitor:
         self._last_log = 0.0
         self._logged_rows: int | None = None  # the rows the last log line showed
         self._bar = self._notebook = None
+        # The bar and the notebook's line are progress lines too: a logger set past INFO hides them.
+        show = show and progress_log.isEnabledFor(logging.INFO)
         if show and interactive is None and not sys.stdout.isatty() and notebook_kernel():
             self._notebook = _NotebookLine(f"spotbatch progress: {self.line()}, waiting for the first result")
         elif show and (sys.stdout.isatty() if interactive is None else interactive):
@@ -109,8 +116,7 @@ class RunMonitor:
             if self._notebook is not None:
                 self._notebook.update(f"spotbatch progress: {self.line()}", force=True)
             if self._bar is None and self.show:
-                print(f"spotbatch: stopping ({reason}): taking no new unit, committing the units in flight",
-                      flush=True)
+                log.info("stopping (%s): taking no new unit, committing the units in flight", reason)
 
     def past_deadline(self, now: float | None = None) -> bool:
         """Whether a unit taken now would end past the deadline, at this run's measured time per unit."""
@@ -153,7 +159,7 @@ class RunMonitor:
     def _log(self, now: float) -> None:
         self._last_log = now
         self._logged_rows = self.rows
-        print(f"spotbatch progress: {self.line()}", flush=True)
+        progress_log.info(self.line())
 
     def close(self) -> None:
         """The final state: a log shows where the run ended, not its last line before that."""

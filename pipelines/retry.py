@@ -9,15 +9,19 @@ _spotbatch/replaced/). Rows that fail again stay error records, with the new rea
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.log import console
 from pipelines.store.output import OutputError, OutputStore
 from pipelines.plan import Plan
 from pipelines.run import RunSummary, prepare, run_units
 from pipelines.redact import credentials_hint, describe, output_options, recorded_spec
+
+log = logging.getLogger("spotbatch.run")
 
 
 def failed_rows(store: OutputStore, plan: Plan, classes: list[str] | None = None) -> dict[str, pa.Array]:
@@ -43,6 +47,7 @@ def retry_failed(output: str, storage_options: dict | None = None, address: str 
     """`overrides` (dotted.key=value) may change how it runs (compute, cost: a longer timeout,
     more actors, a budget); a change to what decides the answers is refused, as for any run.
     What the output has cost so far counts against a budget, as in any run."""
+    console()
     started = time.monotonic()
     overrides = overrides or []
     storage_options = storage_options or output_options(overrides)
@@ -51,7 +56,7 @@ def retry_failed(output: str, storage_options: dict | None = None, address: str 
     spec = recorded_spec(manifest["spec"], overrides)
     if storage_options:
         spec.output.storage_options = storage_options
-    print(f"spotbatch: running the output's own spec again: {describe(spec)}")
+    log.info("running the output's own spec again: %s", describe(spec))
     with credentials_hint(manifest["spec"]):
         store, plan = prepare(spec)  # refuses if the inputs changed since
     if store.committed_units() < {u.unit_id for u in plan.units}:

@@ -6,6 +6,7 @@ asked for any GPU: the spec, the input files and columns, duplicate ids, the out
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import socket
@@ -23,6 +24,7 @@ from operators.cost import CostSummary
 from operators.failures import INPUT_CHANGED, STORAGE_ERROR
 from cluster.models import ModelSource, describe_change, identify
 from pipelines.inputs import check_unique_ids, list_shards
+from pipelines.log import console
 from pipelines.store.ledger import compute_ledger, write_ledger
 from pipelines.store.output import OutputError, OutputStore
 from pipelines.plan import SINGLE_MODEL, Plan, Unit, fingerprint, fingerprint_parts, make_plan, units_in_flight
@@ -44,6 +46,7 @@ from pipelines.unit_protocol import SKIP_HELD, SKIP_STOP, UnitOutcome, outcome_f
 from pipelines.unit_blocks import block_sizes, group
 from pipelines.unit_rows import UNITS, pack_ids, read_units
 
+log = logging.getLogger("spotbatch.run")
 
 DEFAULT_KEEP_WARM_SECONDS = 300.0  # compute.keep_warm_seconds in an interactive Python
 
@@ -115,14 +118,14 @@ def prepare(spec: PipelineSpec, new_run: bool = False,
     shards = list_shards(spec.input)
     parts = fingerprint_parts(spec, shards, sources)
     if store.finish_supersede():  # a --new-run that was interrupted: its move is finished first
-        print("spotbatch: finished moving an earlier run's results aside (an interrupted --new-run)")
+        log.info("finished moving an earlier run's results aside (an interrupted --new-run)")
     manifest = store.read_manifest()
     if manifest is None or new_run:
         check_unique_ids(spec.input, shards)  # before a new plan is written, or an old run moved aside
     if new_run:
         moved = start_over(store)
         if moved is not None:
-            print(f"spotbatch: the earlier run's results were moved to {moved}")
+            log.info("the earlier run's results were moved to %s", moved)
         manifest = None
     probed = manifest is None
     if manifest is None:
@@ -188,6 +191,7 @@ def run(spec: PipelineSpec, address: str | None = None, new_run: bool = False,
     caller in this process stops it early and reads its progress (pipelines/run_control.py)."""
     from pipelines.formats.batch_files import resolve_input
 
+    console()  # a run from Python shows its lines when nobody configured logging (pipelines/log.py)
     started = time.monotonic()
     requests_before = storage_requests.snapshot()  # planning's requests are the run's too
     check_apart(spec)  # an output or a cache inside the input (or the reverse), refused by name
@@ -295,7 +299,7 @@ def _stream_pending(spec: PipelineSpec, plan: Plan, pending: list, store: Output
         try:  # what its engines measured, for the next run's compile choice (pipelines/engine_facts.py)
             engine_facts.remember_run(spec, records.actors(), run_id)
         except Exception as err:  # a home that cannot be written, say: the next choice uses the defaults
-            print(f"spotbatch: could not keep what the engines measured: {err!r}", flush=True)
+            log.warning("could not keep what the engines measured: %r", err)
         records.run_record(run_id, {**run_record, "storage_requests": storage_requests.since(requests_before or {})})
 
     return monitor.stopped, close

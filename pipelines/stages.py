@@ -30,6 +30,7 @@ from operators.engine import EngineConfig, VLLMEngine, engine_env
 from operators.feeder import EngineFailed, EngineFeeder
 from operators.generate import GenerateOperator
 from operators.response_cache import ResponseCache
+from pipelines.log import console
 from pipelines.redact import redact_url
 from pipelines.spec import PipelineSpec
 from pipelines.store.output import OutputStore
@@ -64,6 +65,7 @@ class UnitGenerator:
                  *, model_source: dict[str, Any], retry: bool = False, route_name: str | None = None,
                  started_at: float | None = None, compile_choice: dict[str, Any] | None = None):
         started_at = started_at or time.time()  # the actor's node-seconds are counted from here
+        console()  # in a Ray worker: its lines reach stdout/stderr, which Ray forwards to the driver
         self.requests_since: dict[str, int] = {}  # its S3 requests count for its run from here: all of them
         spec = PipelineSpec.model_validate(spec_data)
         self.engine_id = new_id()  # the engine's own id; its first run's record goes by it

@@ -9,8 +9,8 @@ comes from another process (a terminal, a Ray job, a notebook), and keeps time f
 
 from __future__ import annotations
 
+import logging
 import signal
-import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -18,6 +18,8 @@ from typing import Callable, Iterator
 
 from pipelines.store.output import OutputStore
 from pipelines.store.records import Records
+
+log = logging.getLogger("spotbatch.run")
 
 BUDGET, CANCELLED, DEADLINE = "budget", "cancelled", "deadline"
 RESUMABLE_STOPS = (CANCELLED, DEADLINE)  # exit 4; the budget's is 3
@@ -104,8 +106,8 @@ class StopWatch:
         self._interrupts += 1
         if self.reason is not None or self._interrupts > 1:
             raise KeyboardInterrupt  # a second interrupt: abandon the units in flight
-        print("\nspotbatch: interrupted: taking no new unit and committing the units in flight "
-              "(interrupt again to abandon them; the same command resumes)", file=sys.stderr, flush=True)
+        log.warning("\ninterrupted: taking no new unit and committing the units in flight "
+                    "(interrupt again to abandon them; the same command resumes)")
         threading.Thread(target=self.stop, args=(CANCELLED,), daemon=True).start()  # not in a signal handler
 
     @contextmanager

@@ -31,8 +31,8 @@ times, in place; one that persists leaves the unit pending and the run goes on.
 from __future__ import annotations
 
 import json
+import logging
 import os
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,6 +53,8 @@ from pipelines.store.output import STATS_KEY, OutputStore
 from pipelines.store.records import COMMITTED_AT, COMMITTED_BY, STALL_SECONDS, Records
 from pipelines.stopping import StopFlag
 from pipelines.unit_rows import ERROR, ID, MAX_TOKENS, PROMPT, SAMPLING
+
+log = logging.getLogger("spotbatch.unit")
 
 # Why a unit was not run by this actor (UnitOutcome.skipped).
 SKIP_COMMITTED = "committed"
@@ -194,7 +196,7 @@ class UnitProtocol:
                 return self._attempt(unit_id, rows)
             except StorageFault as err:
                 fault = err
-                print(f"spotbatch: unit {unit_id}: {err} (try {n + 1} of {STORAGE_TRIES})", file=sys.stderr)
+                log.warning("unit %s: %s (try %d of %d)", unit_id, err, n + 1, STORAGE_TRIES)
         return UnitOutcome(unit_id=unit_id, skipped=f"{STORAGE_ERROR}: {fault}")
 
     def _attempt(self, unit_id: str, rows: pa.Table) -> UnitOutcome:
@@ -264,7 +266,7 @@ class UnitProtocol:
             attempt = self.records.claim_attempt(unit_id, self.records.unit_attempts(unit_id), {
                 "actor_id": self.actor_id, "run_id": self.run_id, "node": self.node_id, "time": time.time()})
         except Exception as err:  # the record is for status only: the unit stays pending either way
-            print(f"spotbatch: could not record why unit {unit_id} was not read: {err!r}", file=sys.stderr)
+            log.warning("could not record why unit %s was not read: %r", unit_id, err)
             attempt = None
         if attempt is not None:
             self._end(unit_id, attempt, {"outcome": "failed", "error_class": error_class, "error": message,
@@ -283,8 +285,7 @@ class UnitProtocol:
             return "already committed"
         if self.store.fingerprint() != self.fingerprint:
             moved = self.store.retract(unit_id, self.fingerprint)
-            print(f"spotbatch: unit {unit_id} was committed after its run was moved aside; moved to {moved}",
-                  file=sys.stderr)
+            log.warning("unit %s was committed after its run was moved aside; moved to %s", unit_id, moved)
             return SUPERSEDED
         return "committed"
 
@@ -295,7 +296,7 @@ class UnitProtocol:
         try:
             return self.cache.lookup(keys)
         except Exception as err:
-            print(f"spotbatch: could not read the response cache: {err!r}", file=sys.stderr)
+            log.warning("could not read the response cache: %r", err)
             return {}
 
     def _exhausted(self, attempts: dict[str, dict[str, Any]]) -> tuple[str, str] | None:
@@ -381,7 +382,7 @@ class UnitProtocol:
         try:
             self.cache.add([keys[i] for i in rows], {c: [cols[c][i] for i in rows] for c in ANSWER_COLUMNS})
         except Exception as err:  # the unit is committed; a cache that cannot be written only costs later runs
-            print(f"spotbatch: could not add to the response cache: {err!r}", file=sys.stderr)
+            log.warning("could not add to the response cache: %r", err)
 
     def _end(self, unit_id: str, attempt: str, outcome: dict[str, Any]) -> None:
         """The attempt's end record. Failing to write it changes no result: the attempt then
@@ -389,4 +390,4 @@ class UnitProtocol:
         try:
             self.records.end_attempt(unit_id, attempt, outcome)
         except Exception as err:
-            print(f"spotbatch: could not record the end of unit {unit_id}'s attempt: {err!r}", file=sys.stderr)
+            log.warning("could not record the end of unit %s's attempt: %r", unit_id, err)

@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from cluster.resources import ActorResources
+
+log = logging.getLogger("spotbatch.warm")
 
 REAP_SECONDS = 1.0  # how often idle engines are looked at
 
@@ -185,7 +188,7 @@ def _record_release(output: tuple[str, dict], actor_ids: list[str]) -> None:
             last = records.last_beat(actor_id) or {}
             records.actor_beat(actor_id, {**last, "time": now, "period": HEARTBEAT_SECONDS, "warm_until": now})
     except Exception as err:  # the output cannot be written: its ledger ends at its last beat
-        print(f"spotbatch: could not record the release of warm engines: {err!r}")
+        log.warning("could not record the release of warm engines: %r", err)
 
 
 POOL = WarmPool()

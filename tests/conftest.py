@@ -44,6 +44,16 @@ def niceness_is_left_alone():
     assert after == before, f"the test changed the test process's niceness from {before} to {after}"
 
 
+@pytest.fixture
+def cli_console():
+    """spotbatch's lines shown as the CLI shows them (pipelines/log.py: INFO on stdout, warnings
+    on stderr), for a test that calls library code directly and reads the console with capsys."""
+    from pipelines.log import cli_console
+
+    with cli_console():
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
     from cluster.models.builtin import prepare_model

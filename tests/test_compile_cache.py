@@ -112,7 +112,7 @@ def test_an_engine_start_publishes_only_what_it_made(tmp_path, monkeypatch):
         assert eager is None
 
 
-def test_a_folder_that_fails_costs_only_time_and_names_no_secret(tmp_path, monkeypatch, capsys):
+def test_a_folder_that_fails_costs_only_time_and_names_no_secret(tmp_path, monkeypatch, cli_console, capsys):
     monkeypatch.setenv("VLLM_CACHE_ROOT", str(tmp_path / "vllm"))
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     blocked = tmp_path / "a-file"
@@ -120,7 +120,7 @@ def test_a_folder_that_fails_costs_only_time_and_names_no_secret(tmp_path, monke
     with around_engine_start(f"file://{blocked}/cache", {"secret": "s3cr3t-value-0123"}, compiles=True) as report:
         write(tmp_path / "vllm" / "torch_compile_cache" / "new0000000", {"z": "compiled"})
     assert report.error and report.error.startswith("publish: ") and report.published == []
-    said = capsys.readouterr().out
+    said = capsys.readouterr().err  # a warning
     assert "compile cache" in said and "the engine compiles what it cannot load" in said
     assert "s3cr3t" not in said + str(report.to_json())
 

@@ -10,7 +10,7 @@ from cluster import console as console_module
 from cluster.console import Console
 
 
-def test_worker_lines_are_filed_and_only_faults_and_our_own_are_shown(tmp_path, monkeypatch, capsys):
+def test_worker_lines_are_filed_and_only_faults_and_our_own_are_shown(tmp_path, monkeypatch, cli_console, capsys):
     from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
 
     monkeypatch.setenv("SPOTBATCH_LOG_DIR", str(tmp_path))
@@ -35,7 +35,7 @@ def test_worker_lines_are_filed_and_only_faults_and_our_own_are_shown(tmp_path, 
     assert dispatcher.handlers == before
 
 
-def test_verbose_leaves_everything_where_ray_prints_it(tmp_path, monkeypatch, capsys):
+def test_verbose_leaves_everything_where_ray_prints_it(tmp_path, monkeypatch, cli_console, capsys):
     from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
 
     monkeypatch.setenv("SPOTBATCH_LOG_DIR", str(tmp_path))

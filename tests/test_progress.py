@@ -8,7 +8,7 @@ def unit(actor="a", rows=10, tokens=100, committed=True, started=0.0, rate=0.01,
             "committed": committed, "rows": rows, "completion_tokens": tokens, "engine_seconds": seconds}
 
 
-def test_log_lines_carry_rows_rate_eta_and_dollars(capsys):
+def test_log_lines_carry_rows_rate_eta_and_dollars(cli_console, capsys):
     m = RunMonitor(rows_total=100, rows_done_before=20, units_pending=8, usd_before=1.0, max_cost_usd=None,
                    request_stop=lambda r: None, interactive=False)
     m.on_unit(unit())
@@ -59,7 +59,7 @@ def test_a_deadline_stops_admitting_units_that_would_end_past_it():
     assert stops == ["deadline"]
 
 
-def test_a_log_ends_with_the_runs_final_state_not_its_last_line_before_it(capsys):
+def test_a_log_ends_with_the_runs_final_state_not_its_last_line_before_it(cli_console, capsys):
     m = RunMonitor(rows_total=30, rows_done_before=0, units_pending=3, usd_before=0.0, max_cost_usd=None,
                    request_stop=lambda r: None, interactive=False)
     for _ in range(3):
@@ -69,7 +69,7 @@ def test_a_log_ends_with_the_runs_final_state_not_its_last_line_before_it(capsys
     assert [line.split(" rows")[0] for line in lines] == ["spotbatch progress: 10/30", "spotbatch progress: 30/30"]
 
 
-def test_nothing_run_logs_no_final_line(capsys):
+def test_nothing_run_logs_no_final_line(cli_console, capsys):
     m = RunMonitor(rows_total=30, rows_done_before=0, units_pending=3, usd_before=0.0, max_cost_usd=None,
                    request_stop=lambda r: None, interactive=False)
     m.close()
@@ -84,7 +84,9 @@ def test_a_notebook_shows_one_line_redrawn_in_place_ending_at_the_final_state(tm
     code = f"""
 import sys
 sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+from pipelines.log import console
 from pipelines.progress import RunMonitor
+console()  # as a run does first: nothing configured logging in this kernel
 m = RunMonitor(rows_total=30, rows_done_before=0, units_pending=3, usd_before=0.0, max_cost_usd=None,
                request_stop=lambda r: None)
 for _ in range(3):
@@ -99,7 +101,7 @@ m.close()
     assert outputs[0].data["text/plain"].startswith("spotbatch progress: 30/30 rows")
 
 
-def test_a_run_controlled_by_its_caller_prints_nothing_and_gives_its_line(capsys):
+def test_a_run_controlled_by_its_caller_prints_nothing_and_gives_its_line(cli_console, capsys):
     m = RunMonitor(rows_total=30, rows_done_before=0, units_pending=3, usd_before=0.0, max_cost_usd=None,
                    request_stop=lambda r: None, interactive=True, show=False)
     m.on_unit(unit())

@@ -71,7 +71,7 @@ def run_without_engine(spec: PipelineSpec) -> OutputStore:
     return store
 
 
-def test_a_model_url_password_and_engine_secrets_are_written_nowhere(tmp_path, ftp_server, capsys):
+def test_a_model_url_password_and_engine_secrets_are_written_nowhere(tmp_path, ftp_server, cli_console, capsys):
     model = model_on_ftp(ftp_server)
     out = tmp_path / "out"
     spec = PipelineSpec(input={"paths": write_input(tmp_path), "prompt_column": "text"},

@@ -246,7 +246,7 @@ def test_a_failing_start_record_generates_nothing(where):
     assert not generate.calls and OutputStore(*where).committed_units() == set()
 
 
-def test_a_failing_end_record_after_the_commit_keeps_the_commit(where, capsys):
+def test_a_failing_end_record_after_the_commit_keeps_the_commit(where, cli_console, capsys):
     class NoEnd(OutputStore):
         def create(self, name, data):
             if name.endswith(".end.json"):

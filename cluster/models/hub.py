@@ -10,13 +10,15 @@ a notebook that sets it after importing spotbatch is honoured.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
-import sys
 from pathlib import Path
 
 from cluster.models.errors import ModelNotFoundError
 from cluster.models.source import ModelSource
+
+log = logging.getLogger("spotbatch.models")
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -76,8 +78,8 @@ def identify(name: str, revision: str | None) -> ModelSource:
         raise ModelNotFoundError(f"model {name!r} revision {revision!r}: the hub answered HTTP {status}") from None
     except Exception as err:  # noqa: BLE001 - no network: the cache may still hold the revision
         source = _from_cache(name, revision, f"the hub could not be reached ({err.__class__.__name__})")
-        print(f"spotbatch: the hub could not be reached ({err.__class__.__name__}); using {name}@{revision} "
-              f"from the cache: commit {source.pin['commit']}", file=sys.stderr)
+        log.warning("the hub could not be reached (%s); using %s@%s from the cache: commit %s",
+                    err.__class__.__name__, name, revision, source.pin["commit"])
         return source
     if "config.json" not in {s.rfilename for s in info.siblings or []}:
         raise ModelNotFoundError(f"model {name!r} revision {revision!r} holds no config.json")
