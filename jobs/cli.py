@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from operators.failures import CLASSES
@@ -12,10 +13,15 @@ from jobs.bench.common import COMPILE_MODES
 from jobs.bench.scale import FULL_TAKES
 from pipelines.export import FORMATS
 from pipelines.inputs import InputError
+from pipelines.log import cli_console
 from pipelines.redact import redact_url
 from pipelines.store.output import OutputError
 from pipelines.schedule import parse_run_date, uses_run_date, with_run_date
 from pipelines.spec import SpecError, load_spec
+
+# The command's own lines ("spotbatch: ...") are log records (pipelines/log.py); what it was asked
+# for (a run's summary, a status, a report, JSON) is its output, printed.
+log = logging.getLogger("spotbatch.cli")
 
 # Errors the user can fix; they exit 2 with their message and no traceback.
 USER_ERRORS = (SpecError, InputError, OutputError, ModelNotFoundError, ModelChangedError)
@@ -42,7 +48,7 @@ def _run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, overrides=args.set, output=args.output)
     if uses_run_date(spec) or args.date:
         spec = with_run_date(spec, parse_run_date(args.date))
-        print(f"spotbatch: run of {redact_url(spec.output.path)}")
+        log.info("run of %s", redact_url(spec.output.path))
     summary = run(spec, address=args.address, new_run=args.new_run, verbose=args.verbose or None)
     print(format_summary(summary))
     return exit_code(summary)
@@ -65,11 +71,10 @@ def _cancel(args: argparse.Namespace) -> int:
 
     runs = cancel(args.output)
     if not runs:
-        print(f"spotbatch: no run is working on {redact_url(args.output)}: nothing to cancel")
+        log.info("no run is working on %s: nothing to cancel", redact_url(args.output))
         return 0
-    print(f"spotbatch: asked {len(runs)} run(s) working on {redact_url(args.output)} to stop "
-          f"({', '.join(runs)}): each takes no new unit, commits the units in flight and exits 4; "
-          f"the same command resumes")
+    log.info("asked %d run(s) working on %s to stop (%s): each takes no new unit, commits the units in "
+             "flight and exits 4; the same command resumes", len(runs), redact_url(args.output), ", ".join(runs))
     return 0
 
 
@@ -96,17 +101,17 @@ def _compact(args: argparse.Namespace) -> int:
         store = OutputStore(args.output)
         store.require_manifest()
         done = compact(store)
-        print(f"spotbatch: folded {done.runs} ended run(s), {done.actors} actor(s) and {done.attempts} attempt "
-              f"record(s) into one archive ({done.files_removed} files removed); {done.orphans_removed} orphaned "
-              f"staging file(s) removed")
+        log.info("folded %d ended run(s), %d actor(s) and %d attempt record(s) into one archive (%d files "
+                 "removed); %d orphaned staging file(s) removed", done.runs, done.actors, done.attempts,
+                 done.files_removed, done.orphans_removed)
         caches.append(f"{args.output.rstrip('/')}/{RUN_CACHE}")
     for path in caches:
         c = compact_cache(path)
         if c.skipped == NO_CACHE and path != args.cache:
             continue  # the run kept no cache of its own
-        print(f"spotbatch: response cache {redact_url(path)}: " + (c.skipped or (
+        log.info("response cache %s: %s", redact_url(path), c.skipped or (
             f"{c.entries_files} entries file(s) ({c.answers:,} answers) moved into shards; "
-            f"{c.shard_files_merged} shard file(s) merged; {c.shard_files_written} written")))
+            f"{c.shard_files_merged} shard file(s) merged; {c.shard_files_written} written"))
     return 0
 
 
@@ -127,9 +132,9 @@ def _export(args: argparse.Namespace) -> int:
 
     counts = export(args.output, args.format, args.to, include_truncated=args.include_truncated,
                     overrides=args.set, partial=args.partial)
-    print(f"spotbatch: exported {counts['written']:,} of {counts['rows']:,} rows to {args.to}"
-          + (f"; {counts['errors']:,} failed rows in the errors file" if counts["errors"] else "")
-          + (f"; {counts['skipped']:,} skipped (errors or cut-off answers)" if counts["skipped"] else ""))
+    log.info(f"exported {counts['written']:,} of {counts['rows']:,} rows to {args.to}"
+             + (f"; {counts['errors']:,} failed rows in the errors file" if counts["errors"] else "")
+             + (f"; {counts['skipped']:,} skipped (errors or cut-off answers)" if counts["skipped"] else ""))
     return 0
 
 
@@ -157,9 +162,9 @@ def _up(args: argparse.Namespace) -> int:
     from cluster.local_ray import up
 
     state, new = up(num_cpus=args.num_cpus)
-    print(f"spotbatch: a local Ray {'is up' if new else 'was already up'} at {state['address']} "
-          f"({state['num_cpus']} CPUs, logs in {state['temp_dir']}).\n  Runs on this machine with no --address "
-          f"or $RAY_ADDRESS use it, and skip Ray's start; `spotbatch down` stops it.")
+    log.info("a local Ray %s at %s (%s CPUs, logs in %s).\n  Runs on this machine with no --address or "
+             "$RAY_ADDRESS use it, and skip Ray's start; `spotbatch down` stops it.",
+             "is up" if new else "was already up", state["address"], state["num_cpus"], state["temp_dir"])
     return 0
 
 
@@ -167,8 +172,10 @@ def _down(args: argparse.Namespace) -> int:
     from cluster.local_ray import down
 
     state = down()
-    print(f"spotbatch: stopped the local Ray at {state['address']}" if state
-          else "spotbatch: no local Ray from `spotbatch up` is running")
+    if state:
+        log.info("stopped the local Ray at %s", state["address"])
+    else:
+        log.info("no local Ray from `spotbatch up` is running")
     return 0
 
 
@@ -285,18 +292,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except USER_ERRORS as err:
-        print(f"spotbatch: error: {err}", file=sys.stderr)
-        return 2
-    except Exception as err:
-        reason = engine_start_failure(err)
-        if reason is None:
-            raise
-        print(f"spotbatch: error: {reason}\n  Committed units are kept: fix the model's settings and run the "
-              f"same command again.", file=sys.stderr)
-        return 1
+    with cli_console():
+        try:
+            return args.func(args)
+        except USER_ERRORS as err:
+            log.error("error: %s", err)
+            return 2
+        except Exception as err:
+            reason = engine_start_failure(err)
+            if reason is None:
+                raise
+            log.error("error: %s\n  Committed units are kept: fix the model's settings and run the same command "
+                      "again.", reason)
+            return 1
 
 
 def _at_least_one(text: str) -> int:
