@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -36,6 +37,7 @@ from pipelines.run_control import RunControl
 from pipelines.spec import PipelineSpec, SpecError
 from pipelines.start_over import start_over
 from pipelines.stages import MODEL, UnitGenerator
+from pipelines.stop_drain import StopDrain
 from pipelines.stopping import DEADLINE, StopWatch
 from pipelines.store.counts import UnitCounts, counts_of
 from pipelines.store.startup import startup
@@ -46,6 +48,7 @@ from pipelines.unit_rows import UNITS, pack_ids, read_units
 
 
 DEFAULT_KEEP_WARM_SECONDS = 300.0  # compute.keep_warm_seconds in an interactive Python
+LEAVE_STREAM_SECONDS = 30.0  # at most, for Ray Data's thread to hand over the block it fetches
 
 
 @dataclass
@@ -389,8 +392,8 @@ def unit_dataset(descriptors: list[dict], slots: int, sizes: list[int] | None = 
 def _stream(spec: PipelineSpec, plan: Plan, pending: list, run_id: str, only_ids: dict[str, pa.Array] | None = None,
             model: str | None = None, stopped: Callable[[], bool] = lambda: False):
     """The summary rows of the pending units of one model. Once the run is asked to stop, no
-    unit is sent to an engine: warm engines are sent none (pipelines/warm_feed.py), and the
-    units Ray Data already holds pass its read stage unread (pipelines/unit_rows.py)."""
+    unit is sent to an engine: warm engines are sent none (pipelines/warm_feed.py), and Ray
+    Data's stream is left once its actors hold none (pipelines/stop_drain.py)."""
     spec_data = spec.model_dump(mode="json")  # the readers route rows by the whole spec
     if model is not None:
         spec = spec.for_model(model)  # the engine actors see their own model as spec.model
@@ -422,7 +425,23 @@ def _stream(spec: PipelineSpec, plan: Plan, pending: list, run_id: str, only_ids
         batch_format="pyarrow",
         **resources.map_batches_options(),
     )
-    yield from results.iter_rows()
+    drain = StopDrain(Records(OutputStore(spec.output.path, spec.output.storage_options)), run_id)
+    rows = iter(results.iter_rows())
+    for row in rows:
+        drain.seen(row)
+        yield row
+        if stopped() and drain.may_leave():  # the units Ray Data still holds would only be skipped
+            leave_stream(rows)
+            return
+
+
+def leave_stream(rows) -> None:
+    """Leave Ray Data's stream before its end: close it, then wait for its fetching thread, which
+    would otherwise touch Ray after the session ends (and Ray ends the process, exit 1)."""
+    rows.close()
+    for thread in threading.enumerate():
+        if thread.name == "iter_threaded":  # ray.data's block_batching/util.py iter_threaded
+            thread.join(timeout=LEAVE_STREAM_SECONDS)
 
 
 def keep_warm_seconds(spec: PipelineSpec) -> float:
