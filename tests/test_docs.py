@@ -1,6 +1,8 @@
 """The docs site: it builds with `mkdocs build --strict` (a broken link, a missing page or a
-page left out of the nav fails), and its spec reference is what the schema says today."""
+page left out of the nav fails), its spec reference is what the schema says today, and the
+README stays a newcomer's page whose links lead somewhere."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,3 +38,10 @@ def test_docs_build_strict(tmp_path):
     assert built.returncode == 0, built.stderr[-4000:]
     assert (tmp_path / "site" / "reference" / "spec" / "index.html").is_file()
 
+
+def test_readme_is_short_and_its_links_resolve():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 250
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+        if "://" not in target:
+            assert (ROOT / target).exists(), f"README links to {target}, which does not exist"
