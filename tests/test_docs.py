@@ -20,8 +20,8 @@ def test_spec_reference_is_current():
 
 
 def test_spec_reference_names_every_field():
-    from pipelines.spec import PipelineSpec
     from jobs.spec_reference import sections
+    from pipelines.spec import PipelineSpec
 
     page = REFERENCE.read_text()
     for model, path in sections(PipelineSpec, "").items():
@@ -34,7 +34,7 @@ def test_spec_reference_names_every_field():
 def test_docs_build_strict(tmp_path):
     built = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file",
                             str(ROOT / "mkdocs.yml"), "--site-dir", str(tmp_path / "site")],
-                           cwd=ROOT, capture_output=True, text=True)
+                           cwd=ROOT, capture_output=True, text=True, check=False)
     assert built.returncode == 0, built.stderr[-4000:]
     assert (tmp_path / "site" / "reference" / "spec" / "index.html").is_file()
 
