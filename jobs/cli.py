@@ -266,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", nargs=argparse.REMAINDER, metavar="ARGS",
                    help="instead: the scale simulation with a fake engine (jobs/bench/scale.py; its options "
                         "follow, e.g. --scale --units 1000,10000 --s3): small sizes by default, a few minutes; "
-                        f"--scale --full for the README's sizes: {FULL_TAKES}")
+                        f"--scale --full for the sizes of docs/guide/scaling.md: {FULL_TAKES}")
     p.add_argument("--adhoc", nargs=argparse.REMAINDER, metavar="ARGS",
                    help="instead: five small batches one after another in one process, against plain vLLM's "
                         "start-up and warm generate (jobs/bench/adhoc.py; its options follow)")

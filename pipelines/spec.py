@@ -132,7 +132,7 @@ class CompileCacheSpec(_Section):
 class ModelSpec(_Section):
     name: str = Field(
         "smollm2-135m", description="A built-in name (smollm2-135m, tiny-random), a local folder, a hub repo id "
-        "(org/name), or a folder's URL (s3://bucket/prefix/, gs://...). See the README's Models section.",
+        "(org/name), or a folder's URL (s3://bucket/prefix/, gs://...). See the docs' Models guide (docs/guide/models.md).",
     )
     revision: str | None = Field(
         None, description="Hub repo ids: a branch, tag or commit (default main), pinned to a commit at planning."
@@ -360,7 +360,7 @@ class ComputeSpec(_Section):
         None, ge=0, description="How long engine actors stay loaded after a run, for the next run in the same "
         "driver (a notebook, a Python process) with the same model, engine settings and resources; then they "
         "are released. Default: 300 in an interactive Python (a notebook, a REPL), 0 elsewhere (the CLI, "
-        "`ray job submit`, nightly runs). pipelines.run.release_engines() lets them go at once.",
+        "`ray job submit`, nightly runs). spotbatch.release_engines() lets them go at once.",
     )
     deadline: str | None = Field(
         None, description="When the run must be done: a UTC time of day (\"06:00\", the next one after the run "

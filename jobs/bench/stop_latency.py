@@ -1,7 +1,7 @@
 """How long a run takes to end once it is asked to stop, with many units still to go: a run of
 UNITS one-row units (tiny model) is cancelled (`spotbatch cancel`) after its first commits, and
 the bench prints the seconds from the cancel to the process's exit, beside the time one unit
-takes. The promise (README, "What survives what"): the run ends within about one unit's time
+takes. The promise (docs/guide/failures.md): the run ends within about one unit's time
 plus the commits in flight, whatever is left.
 
     python -m jobs.bench.stop_latency [--units 2000] [--code DIR]
