@@ -29,6 +29,7 @@ from pipelines.plan import SINGLE_MODEL, Plan, Unit, fingerprint, fingerprint_pa
 from pipelines import compile_choice, engine_facts
 from pipelines.decode_work import tokens_ahead
 from pipelines.deadline import deadline_at
+from pipelines.engine_failure import engine_start_failure
 from pipelines.progress import RunMonitor, ipython_shell
 from pipelines.overlap import check_apart
 from pipelines.redact import redact_spec, redact_url
@@ -228,11 +229,17 @@ def run_units(spec: PipelineSpec, store: OutputStore, plan: Plan, pending: list[
         if budget is not None and usd_before >= budget:
             summary.stopped = "budget"
         else:
-            summary.stopped, close_record = _stream_pending(spec, plan, pending, store, summary, address=address,
-                                              usd_before=usd_before, reference=reference,
-                                              interactive=interactive, only_ids=only_ids, verbose=verbose,
-                                              invoked_at=time.time() - (time.monotonic() - started),
-                                              requests_before=requests_before, control=control)
+            try:
+                summary.stopped, close_record = _stream_pending(
+                    spec, plan, pending, store, summary, address=address, usd_before=usd_before,
+                    reference=reference, interactive=interactive, only_ids=only_ids, verbose=verbose,
+                    invoked_at=time.time() - (time.monotonic() - started), requests_before=requests_before,
+                    control=control)
+            except Exception as err:
+                failure = engine_start_failure(err)
+                if failure is None:
+                    raise
+                raise failure from err
     if only_ids is None:
         summary.finished = store.committed_units() >= {u.unit_id for u in plan.units}
     else:
