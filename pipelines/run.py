@@ -190,6 +190,7 @@ def run(spec: PipelineSpec, address: str | None = None, new_run: bool = False,
     from pipelines.formats.batch_files import resolve_input
 
     started = time.monotonic()
+    storage_requests.count_s3_requests()  # the run's record holds the driver's S3 requests
     requests_before = storage_requests.snapshot()  # planning's requests are the run's too
     check_apart(spec)  # an output or a cache inside the input (or the reverse), refused by name
     sources = identify_models(spec)
@@ -218,6 +219,7 @@ def run_units(spec: PipelineSpec, store: OutputStore, plan: Plan, pending: list[
     against the budget. Finished means every unit is committed, or, with `only_ids`, every
     retried unit was merged."""
     started = time.monotonic() if started is None else started
+    storage_requests.count_s3_requests()  # (again: idempotent) --retry-failed comes in here
     requests_before = storage_requests.snapshot() if requests_before is None else requests_before
     close_record: Callable[[], None] = lambda: None
     reference = spec.cost.reference.model_dump() if spec.cost.reference else None
