@@ -461,6 +461,14 @@ class RouteSpec(_Section):
 
 
 class PipelineSpec(_Section):
+    """A batch: what to read, which model answers, how to sample, where results go (`spotbatch.Spec`).
+
+    >>> spec = PipelineSpec.model_validate({"input": {"paths": "prompts/", "prompt_column": "text"},
+    ...                                     "model": {"name": "smollm2-135m"}, "output": {"path": "out/"}})
+    >>> spec.model.name, spec.sampling.max_tokens
+    ('smollm2-135m', 256)
+    """
+
     input: InputSpec
     model: ModelSpec = Field(default_factory=ModelSpec)
     models: dict[str, ModelSpec] = Field(
