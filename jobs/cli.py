@@ -6,19 +6,15 @@ import argparse
 import sys
 
 from operators.failures import CLASSES
-from cluster.models import ModelChangedError, ModelNotFoundError, fetch, models_dir
+from cluster.models import fetch, models_dir
 from cluster.models.builtin import BUILDERS
 from jobs.bench.common import COMPILE_MODES
 from jobs.bench.scale import FULL_TAKES
 from pipelines.export import FORMATS
-from pipelines.inputs import InputError
 from pipelines.redact import redact_url
-from pipelines.store.output import OutputError
 from pipelines.schedule import parse_run_date, uses_run_date, with_run_date
-from pipelines.spec import SpecError, load_spec
-
-# Errors the user can fix; they exit 2 with their message and no traceback.
-USER_ERRORS = (SpecError, InputError, OutputError, ModelNotFoundError, ModelChangedError)
+from pipelines.spec import load_spec
+from spotbatch.errors import SpecError, SpotbatchError
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -287,16 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except USER_ERRORS as err:
+    except SpotbatchError as err:  # its class says how it ends (spotbatch/errors.py): no traceback
         print(f"spotbatch: error: {err}", file=sys.stderr)
-        return 2
-    except Exception as err:
-        reason = engine_start_failure(err)
-        if reason is None:
-            raise
-        print(f"spotbatch: error: {reason}\n  Committed units are kept: fix the model's settings and run the "
-              f"same command again.", file=sys.stderr)
-        return 1
+        return err.exit_code
 
 
 def _at_least_one(text: str) -> int:
@@ -304,21 +293,6 @@ def _at_least_one(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
     return value
-
-
-def engine_start_failure(err: BaseException) -> str | None:
-    r"""The reason, when the run failed because no engine actor could load its engine (a bad
-    model setting, too little memory): Ray's error wraps it in the actor's traceback.
-
-    >>> engine_start_failure(RuntimeError("x\nEngineFailed: the engine did not start: bad\n  why\nmore"))
-    'the engine did not start: bad; why'
-    """
-    text = str(err)
-    at = text.rfind("EngineFailed: the engine did not start:")
-    if at < 0:
-        return None
-    lines = text[at + len("EngineFailed: "):].splitlines()[:2]
-    return "; ".join(line.strip() for line in lines if line.strip())
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from pipelines.plan import SINGLE_MODEL, Plan, Unit, fingerprint, fingerprint_pa
 from pipelines import compile_choice, engine_facts
 from pipelines.decode_work import tokens_ahead
 from pipelines.deadline import deadline_at
+from pipelines.engine_failure import engine_start_failure
 from pipelines.progress import RunMonitor, ipython_shell
 from pipelines.overlap import check_apart
 from pipelines.redact import redact_spec, redact_url
@@ -192,6 +193,7 @@ def run(spec: PipelineSpec, address: str | None = None, new_run: bool = False,
     from pipelines.formats.batch_files import resolve_input
 
     started = time.monotonic()
+    storage_requests.count_s3_requests()  # the run's record holds the driver's S3 requests
     requests_before = storage_requests.snapshot()  # planning's requests are the run's too
     check_apart(spec)  # an output or a cache inside the input (or the reverse), refused by name
     sources = identify_models(spec)
@@ -220,6 +222,7 @@ def run_units(spec: PipelineSpec, store: OutputStore, plan: Plan, pending: list[
     against the budget. Finished means every unit is committed, or, with `only_ids`, every
     retried unit was merged."""
     started = time.monotonic() if started is None else started
+    storage_requests.count_s3_requests()  # (again: idempotent) --retry-failed comes in here
     requests_before = storage_requests.snapshot() if requests_before is None else requests_before
     close_record: Callable[[], None] = lambda: None
     reference = spec.cost.reference.model_dump() if spec.cost.reference else None
@@ -231,11 +234,17 @@ def run_units(spec: PipelineSpec, store: OutputStore, plan: Plan, pending: list[
         if budget is not None and usd_before >= budget:
             summary.stopped = "budget"
         else:
-            summary.stopped, close_record = _stream_pending(spec, plan, pending, store, summary, address=address,
-                                              usd_before=usd_before, reference=reference,
-                                              interactive=interactive, only_ids=only_ids, verbose=verbose,
-                                              invoked_at=time.time() - (time.monotonic() - started),
-                                              requests_before=requests_before, control=control)
+            try:
+                summary.stopped, close_record = _stream_pending(
+                    spec, plan, pending, store, summary, address=address, usd_before=usd_before,
+                    reference=reference, interactive=interactive, only_ids=only_ids, verbose=verbose,
+                    invoked_at=time.time() - (time.monotonic() - started), requests_before=requests_before,
+                    control=control)
+            except Exception as err:
+                failure = engine_start_failure(err)
+                if failure is None:
+                    raise
+                raise failure from err
     if only_ids is None:
         summary.finished = store.committed_units() >= {u.unit_id for u in plan.units}
     else:

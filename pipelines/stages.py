@@ -68,6 +68,7 @@ class UnitGenerator:
                  started_at: float | None = None, compile_choice: dict[str, Any] | None = None,
                  quiet_on_stop: bool = True):
         started_at = started_at or time.time()  # the actor's node-seconds are counted from here
+        storage_requests.count_s3_requests()  # before its first storage call: its records hold the count
         self.requests_since: dict[str, int] = {}  # its S3 requests count for its run from here: all of them
         spec = PipelineSpec.model_validate(spec_data)
         self.engine_id = new_id()  # the engine's own id; its first run's record goes by it
