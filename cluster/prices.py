@@ -13,12 +13,10 @@ from typing import Any
 
 import yaml
 
+from spotbatch.errors import PriceError  # noqa: F401 (its home; importable from here as before)
+
 CATALOG = Path(__file__).with_name("prices.yaml")
 MARKETS = ("on_demand", "spot", "reserved")
-
-
-class PriceError(ValueError):
-    """An instance type or market the catalog cannot price."""
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,12 @@ can say what its storage traffic cost beside what its GPUs cost.
 Counted where s3fs makes every call to S3 (`_call_s3`, one per API request, its own retries
 aside): `count_s3_requests()` registers, through fsspec's own `register_implementation`, a
 subclass of s3fs's filesystem that counts (cluster/counting_s3.py) for `s3://` and `s3a://`.
-The `cluster` and `pipelines` packages call it when imported, so the driver, the engine actors
-and Ray's read tasks all count; s3fs itself is only imported when an s3:// URL is used. Other stores (GCS, Azure, local folders) are not counted; S3-compatible
-stores reached through s3fs are, at S3's list prices.
+Importing spotbatch registers nothing (a library must not change fsspec for its caller): each
+process that counts calls it before its first storage call, the driver as a run starts
+(pipelines/run.py), each engine actor as it starts (pipelines/stages.py) and Ray's read tasks as
+they read units (pipelines/unit_rows.py). s3fs itself is only imported when an s3:// URL is used.
+Other stores (GCS, Azure, local folders) are not counted; S3-compatible stores reached through
+s3fs are, at S3's list prices.
 
 A run's share is the difference between two snapshots: the driver's from the run's start to
 its end (its run record), each engine actor's from when it took the run (its beats and its

@@ -7,24 +7,20 @@ import logging
 import sys
 
 from operators.failures import CLASSES
-from cluster.models import ModelChangedError, ModelNotFoundError, fetch, models_dir
+from cluster.models import fetch, models_dir
 from cluster.models.builtin import BUILDERS
 from jobs.bench.common import COMPILE_MODES
 from jobs.bench.scale import FULL_TAKES
 from pipelines.export import FORMATS
-from pipelines.inputs import InputError
 from pipelines.log import cli_console
 from pipelines.redact import redact_url
-from pipelines.store.output import OutputError
 from pipelines.schedule import parse_run_date, uses_run_date, with_run_date
-from pipelines.spec import SpecError, load_spec
+from pipelines.spec import load_spec
+from spotbatch.errors import SpecError, SpotbatchError
 
 # The command's own lines ("spotbatch: ...") are log records (pipelines/log.py); what it was asked
 # for (a run's summary, a status, a report, JSON) is its output, printed.
 log = logging.getLogger("spotbatch.cli")
-
-# Errors the user can fix; they exit 2 with their message and no traceback.
-USER_ERRORS = (SpecError, InputError, OutputError, ModelNotFoundError, ModelChangedError)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -273,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", nargs=argparse.REMAINDER, metavar="ARGS",
                    help="instead: the scale simulation with a fake engine (jobs/bench/scale.py; its options "
                         "follow, e.g. --scale --units 1000,10000 --s3): small sizes by default, a few minutes; "
-                        f"--scale --full for the README's sizes: {FULL_TAKES}")
+                        f"--scale --full for the sizes of docs/guide/scaling.md: {FULL_TAKES}")
     p.add_argument("--adhoc", nargs=argparse.REMAINDER, metavar="ARGS",
                    help="instead: five small batches one after another in one process, against plain vLLM's "
                         "start-up and warm generate (jobs/bench/adhoc.py; its options follow)")
@@ -295,16 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     with cli_console():
         try:
             return args.func(args)
-        except USER_ERRORS as err:
+        except SpotbatchError as err:  # its class says how it ends (spotbatch/errors.py): no traceback
             log.error("error: %s", err)
-            return 2
-        except Exception as err:
-            reason = engine_start_failure(err)
-            if reason is None:
-                raise
-            log.error("error: %s\n  Committed units are kept: fix the model's settings and run the same command "
-                      "again.", reason)
-            return 1
+            return err.exit_code
 
 
 def _at_least_one(text: str) -> int:
@@ -312,21 +301,6 @@ def _at_least_one(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
     return value
-
-
-def engine_start_failure(err: BaseException) -> str | None:
-    r"""The reason, when the run failed because no engine actor could load its engine (a bad
-    model setting, too little memory): Ray's error wraps it in the actor's traceback.
-
-    >>> engine_start_failure(RuntimeError("x\nEngineFailed: the engine did not start: bad\n  why\nmore"))
-    'the engine did not start: bad; why'
-    """
-    text = str(err)
-    at = text.rfind("EngineFailed: the engine did not start:")
-    if at < 0:
-        return None
-    lines = text[at + len("EngineFailed: "):].splitlines()[:2]
-    return "; ".join(line.strip() for line in lines if line.strip())
 
 
 if __name__ == "__main__":

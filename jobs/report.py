@@ -87,14 +87,26 @@ def draw_chart(ledger: Ledger, path: str, title: str) -> None:
     plt.close(fig)
 
 
-def report(path: str, as_json: bool = False, plot: str | None = None, compare: str | None = None) -> int:
+def report_data(path: str, compare: str | None = None, plot: str | None = None) -> dict[str, Any]:
+    """What `report --json` prints (and spotbatch.report returns): the output's cost ledger summary,
+    its status, tokens/s over time and where its latest run's first seconds went; with `compare`,
+    {"run", "compare", "differences"}. `plot` also draws the chart to that file."""
     ledger = load_ledger(path)
-    other = load_ledger(compare) if compare else None
+    data = report_json(path, ledger)
+    if plot:
+        draw_chart(ledger, plot, path)
+    if not compare:
+        return data
+    return {"run": data, "compare": report_json(compare, load_ledger(compare)),
+            "differences": spec_differences(path, compare)}
+
+
+def report(path: str, as_json: bool = False, plot: str | None = None, compare: str | None = None) -> int:
     if as_json:
-        data = report_json(path, ledger)
-        print(json.dumps({"run": data, "compare": report_json(compare, other),
-                          "differences": spec_differences(path, compare)} if other else data, indent=1))
+        print(json.dumps(report_data(path, compare, plot), indent=1))
     else:
+        ledger = load_ledger(path)
+        other = load_ledger(compare) if compare else None
         print(format_status(run_status(path)))
         first = startup(Records(OutputStore(path)))
         if first:
@@ -108,6 +120,6 @@ def report(path: str, as_json: bool = False, plot: str | None = None, compare: s
             mine, theirs = ledger.summary.usd_per_1m_output_tokens, other.summary.usd_per_1m_output_tokens
             if mine and theirs:
                 print(f"per 1M output tokens, {path} costs {mine / theirs:.2f}x {compare}")
-    if plot:
-        draw_chart(ledger, plot, path)
+        if plot:
+            draw_chart(ledger, plot, path)
     return 0

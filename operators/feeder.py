@@ -25,6 +25,7 @@ from typing import Any, Callable, Protocol
 from operators.batching import Request, admit
 from operators.engine import Completion, RowRejected
 from operators.kv_blocks import KVBlocks, KVNeed
+from spotbatch.errors import EngineFailed  # noqa: F401 (its home; importable from here as before)
 
 
 # The default budget, in KV caches. A request counts its worst case as the engine would hold
@@ -38,10 +39,6 @@ from operators.kv_blocks import KVBlocks, KVNeed
 # with two (220 in, 124 preempted and computed again, 56,692 tokens), and plain vLLM's 101.6;
 # the long-tail set 127.0 with one against 125.6 with two (29 preempted).
 BUDGET_KV_CACHES = 1
-
-
-class EngineFailed(RuntimeError):
-    """The engine as a whole failed (died, ran out of memory): no request in it can finish."""
 
 
 class StepEngine(Protocol):

@@ -1,3 +1,3 @@
-from cluster.storage_requests import count_s3_requests
-
-count_s3_requests()  # every process that touches storage counts its S3 requests, for the ledger
+"""How a run is put together: the spec, planning, the output's commit protocol, the Ray Data
+pipeline. Importing it changes no global state; a process that runs units starts counting its S3
+requests itself (cluster/storage_requests.py)."""

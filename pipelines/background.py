@@ -27,6 +27,15 @@ from pipelines.spec import PipelineSpec
 
 
 class RunHandle:
+    """A run on a thread of this process, from `start(spec)` (`spotbatch.start`); its progress() is
+    one line: rows, tokens/s, ETA, $ spent and projected.
+
+    >>> handle = start(spec)  # doctest: +SKIP
+    >>> line = handle.progress()  # doctest: +SKIP
+    >>> handle.cancel(); handle.result(timeout=600).stopped  # doctest: +SKIP
+    'cancelled'
+    """
+
     def __init__(self, spec: PipelineSpec, **run_kwargs: Any):
         self.output = redact_url(spec.output.path)
         self._control = RunControl()

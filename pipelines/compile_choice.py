@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-COMPILE_GAIN = 0.18  # tokens/s compiled over eager, measured (README, "Measured")
+COMPILE_GAIN = 0.18  # tokens/s compiled over eager, measured (docs/benchmarks.md)
 DEFAULT_COMPILE_SECONDS = {"cpu": 45.0, "gpu": 60.0}  # measured on CPU (33-49 s); GPU: vLLM's usual order
 DEFAULT_EAGER_TOKENS_PER_SECOND = {"cpu": 100.0, "gpu": 2000.0}  # SmolLM2 on 2 cores; an 8B model on one GPU
 

@@ -68,7 +68,7 @@ class EngineHost:
             if self.generator is None:
                 from pipelines.stages import UnitGenerator
 
-                self.generator = UnitGenerator(**context, started_at=self.created_at)
+                self.generator = UnitGenerator(**context, started_at=self.created_at, quiet_on_stop=False)
             elif self.generator.run_id != run_id:
                 with self._count:
                     self._count.wait_for(lambda: not self._bound)

@@ -19,10 +19,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from pipelines.redact import redact_url
 from pipelines.spec import InputSpec
-
-
-class InputError(ValueError):
-    """Input that cannot run; the message names the path or column at fault."""
+from spotbatch.errors import InputError  # noqa: F401 (its home; importable from here as before)
 
 
 @dataclass(frozen=True)

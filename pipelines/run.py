@@ -10,6 +10,7 @@ import logging
 import os
 import random
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -31,6 +32,7 @@ from pipelines.plan import SINGLE_MODEL, Plan, Unit, fingerprint, fingerprint_pa
 from pipelines import compile_choice, engine_facts
 from pipelines.decode_work import tokens_ahead
 from pipelines.deadline import deadline_at
+from pipelines.engine_failure import engine_start_failure
 from pipelines.progress import RunMonitor, ipython_shell
 from pipelines.overlap import check_apart
 from pipelines.redact import redact_spec, redact_url
@@ -38,6 +40,7 @@ from pipelines.run_control import RunControl
 from pipelines.spec import PipelineSpec, SpecError
 from pipelines.start_over import start_over
 from pipelines.stages import MODEL, UnitGenerator
+from pipelines.stop_drain import StopDrain
 from pipelines.stopping import DEADLINE, StopWatch
 from pipelines.store.counts import UnitCounts, counts_of
 from pipelines.store.startup import startup
@@ -49,6 +52,7 @@ from pipelines.unit_rows import UNITS, pack_ids, read_units
 log = logging.getLogger("spotbatch.run")
 
 DEFAULT_KEEP_WARM_SECONDS = 300.0  # compute.keep_warm_seconds in an interactive Python
+LEAVE_STREAM_SECONDS = 30.0  # at most, for Ray Data's thread to hand over the block it fetches
 
 
 @dataclass
@@ -193,6 +197,7 @@ def run(spec: PipelineSpec, address: str | None = None, new_run: bool = False,
 
     console()  # a run from Python shows its lines when nobody configured logging (pipelines/log.py)
     started = time.monotonic()
+    storage_requests.count_s3_requests()  # the run's record holds the driver's S3 requests
     requests_before = storage_requests.snapshot()  # planning's requests are the run's too
     check_apart(spec)  # an output or a cache inside the input (or the reverse), refused by name
     sources = identify_models(spec)
@@ -221,6 +226,7 @@ def run_units(spec: PipelineSpec, store: OutputStore, plan: Plan, pending: list[
     against the budget. Finished means every unit is committed, or, with `only_ids`, every
     retried unit was merged."""
     started = time.monotonic() if started is None else started
+    storage_requests.count_s3_requests()  # (again: idempotent) --retry-failed comes in here
     requests_before = storage_requests.snapshot() if requests_before is None else requests_before
     close_record: Callable[[], None] = lambda: None
     reference = spec.cost.reference.model_dump() if spec.cost.reference else None
@@ -232,11 +238,17 @@ def run_units(spec: PipelineSpec, store: OutputStore, plan: Plan, pending: list[
         if budget is not None and usd_before >= budget:
             summary.stopped = "budget"
         else:
-            summary.stopped, close_record = _stream_pending(spec, plan, pending, store, summary, address=address,
-                                              usd_before=usd_before, reference=reference,
-                                              interactive=interactive, only_ids=only_ids, verbose=verbose,
-                                              invoked_at=time.time() - (time.monotonic() - started),
-                                              requests_before=requests_before, control=control)
+            try:
+                summary.stopped, close_record = _stream_pending(
+                    spec, plan, pending, store, summary, address=address, usd_before=usd_before,
+                    reference=reference, interactive=interactive, only_ids=only_ids, verbose=verbose,
+                    invoked_at=time.time() - (time.monotonic() - started), requests_before=requests_before,
+                    control=control)
+            except Exception as err:
+                failure = engine_start_failure(err)
+                if failure is None:
+                    raise
+                raise failure from err
     if only_ids is None:
         summary.finished = store.committed_units() >= {u.unit_id for u in plan.units}
     else:
@@ -393,8 +405,8 @@ def unit_dataset(descriptors: list[dict], slots: int, sizes: list[int] | None = 
 def _stream(spec: PipelineSpec, plan: Plan, pending: list, run_id: str, only_ids: dict[str, pa.Array] | None = None,
             model: str | None = None, stopped: Callable[[], bool] = lambda: False):
     """The summary rows of the pending units of one model. Once the run is asked to stop, no
-    unit is sent to an engine: warm engines are sent none (pipelines/warm_feed.py), and the
-    units Ray Data already holds pass its read stage unread (pipelines/unit_rows.py)."""
+    unit is sent to an engine: warm engines are sent none (pipelines/warm_feed.py), and Ray
+    Data's stream is left once its actors hold none (pipelines/stop_drain.py)."""
     spec_data = spec.model_dump(mode="json")  # the readers route rows by the whole spec
     if model is not None:
         spec = spec.for_model(model)  # the engine actors see their own model as spec.model
@@ -426,7 +438,23 @@ def _stream(spec: PipelineSpec, plan: Plan, pending: list, run_id: str, only_ids
         batch_format="pyarrow",
         **resources.map_batches_options(),
     )
-    yield from results.iter_rows()
+    drain = StopDrain(Records(OutputStore(spec.output.path, spec.output.storage_options)), run_id)
+    rows = iter(results.iter_rows())
+    for row in rows:
+        drain.seen(row)
+        yield row
+        if stopped() and drain.may_leave():  # the units Ray Data still holds would only be skipped
+            leave_stream(rows)
+            return
+
+
+def leave_stream(rows) -> None:
+    """Leave Ray Data's stream before its end: close it, then wait for its fetching thread, which
+    would otherwise touch Ray after the session ends (and Ray ends the process, exit 1)."""
+    rows.close()
+    for thread in threading.enumerate():
+        if thread.name == "iter_threaded":  # ray.data's block_batching/util.py iter_threaded
+            thread.join(timeout=LEAVE_STREAM_SECONDS)
 
 
 def keep_warm_seconds(spec: PipelineSpec) -> float:

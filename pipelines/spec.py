@@ -20,10 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipelines.json_text import NotJSON, check_json_value, load_json
-
-
-class SpecError(ValueError):
-    """A spec that cannot run; the message names every problem found."""
+from spotbatch.errors import SpecError  # noqa: F401 (its home; importable from here as before)
 
 
 class _Section(BaseModel):
@@ -132,7 +129,7 @@ class CompileCacheSpec(_Section):
 class ModelSpec(_Section):
     name: str = Field(
         "smollm2-135m", description="A built-in name (smollm2-135m, tiny-random), a local folder, a hub repo id "
-        "(org/name), or a folder's URL (s3://bucket/prefix/, gs://...). See the README's Models section.",
+        "(org/name), or a folder's URL (s3://bucket/prefix/, gs://...). See the docs' Models guide (docs/guide/models.md).",
     )
     revision: str | None = Field(
         None, description="Hub repo ids: a branch, tag or commit (default main), pinned to a commit at planning."
@@ -360,7 +357,7 @@ class ComputeSpec(_Section):
         None, ge=0, description="How long engine actors stay loaded after a run, for the next run in the same "
         "driver (a notebook, a Python process) with the same model, engine settings and resources; then they "
         "are released. Default: 300 in an interactive Python (a notebook, a REPL), 0 elsewhere (the CLI, "
-        "`ray job submit`, nightly runs). pipelines.run.release_engines() lets them go at once.",
+        "`ray job submit`, nightly runs). spotbatch.release_engines() lets them go at once.",
     )
     deadline: str | None = Field(
         None, description="When the run must be done: a UTC time of day (\"06:00\", the next one after the run "
@@ -464,6 +461,14 @@ class RouteSpec(_Section):
 
 
 class PipelineSpec(_Section):
+    """A batch: what to read, which model answers, how to sample, where results go (`spotbatch.Spec`).
+
+    >>> spec = PipelineSpec.model_validate({"input": {"paths": "prompts/", "prompt_column": "text"},
+    ...                                     "model": {"name": "smollm2-135m"}, "output": {"path": "out/"}})
+    >>> spec.model.name, spec.sampling.max_tokens
+    ('smollm2-135m', 256)
+    """
+
     input: InputSpec
     model: ModelSpec = Field(default_factory=ModelSpec)
     models: dict[str, ModelSpec] = Field(
@@ -477,6 +482,43 @@ class PipelineSpec(_Section):
     cost: CostSpec = Field(default_factory=CostSpec)
     cache: CacheSpec = Field(default_factory=CacheSpec)
     output: OutputSpec
+
+    # From plain data (YAML's, or a dict in Python) an invalid spec is a SpecError naming every
+    # problem (spotbatch/errors.py). Not from keywords, PipelineSpec(input=...): an __init__ of our
+    # own would be called inside pydantic's validation, and its error wrapped again.
+    @classmethod
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> "PipelineSpec":
+        """A spec from plain data (a dict, as YAML reads), or a SpecError listing every problem.
+
+        >>> PipelineSpec.model_validate({"input": {"paths": "in/", "prompt_column": "text"},
+        ...                              "output": {"path": "out/"}, "sampling": {"max_tokens": -3, "tempreature": 1}})
+        Traceback (most recent call last):
+        spotbatch.errors.SpecError: invalid spec:
+          sampling.max_tokens must be > 0, got -3
+          sampling.tempreature is not a known field
+        """
+        try:
+            return super().model_validate(obj, *args, **kwargs)
+        except ValidationError as err:
+            raise spec_error(err) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None,
+                  output: str | None = None) -> "PipelineSpec":
+        r"""A spec read from a YAML file as `spotbatch run` reads it: `overrides` are `--set`'s
+        dotted.key=value texts, `output` replaces output.path; a SpecError names what is wrong.
+
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "spec.yaml"
+        >>> _ = path.write_text("input: {paths: data/, prompt_column: text}\noutput: {path: out/}\n")
+        >>> PipelineSpec.from_yaml(path, overrides=["sampling.max_tokens=64"]).sampling.max_tokens
+        64
+        >>> PipelineSpec.from_yaml(path, overrides=["sampling.max_tokens=0"])
+        Traceback (most recent call last):
+        spotbatch.errors.SpecError: invalid spec:
+          sampling.max_tokens must be > 0, got 0
+        """
+        return load_spec(path, overrides=overrides, output=output)
 
     @model_validator(mode="before")
     @classmethod
@@ -572,11 +614,12 @@ def row_sampling(base: SamplingSpec, override: Any) -> tuple[dict[str, Any] | No
 
 def validate_spec(data: dict[str, Any]) -> PipelineSpec:
     """A PipelineSpec from plain data, or a SpecError listing every problem."""
-    try:
-        return PipelineSpec.model_validate(data)
-    except ValidationError as err:
-        problems = [_describe(e) for e in err.errors()]
-        raise SpecError("invalid spec:\n  " + "\n  ".join(problems)) from None
+    return PipelineSpec.model_validate(data)
+
+
+def spec_error(err: ValidationError) -> SpecError:
+    """pydantic's error as a SpecError, a line per problem."""
+    return SpecError("invalid spec:\n  " + "\n  ".join(_describe(e) for e in err.errors()))
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -13,9 +13,11 @@ import os
 import sys
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -40,6 +42,7 @@ from pipelines.unit_rows import ERROR, STOPPED_ROWS, UNIT, UNIT_ROWS, UNREADABLE
 
 RUN_CACHE = "_spotbatch/cache"
 MODEL = "model"  # the record name of `model` (routed models go by their names)
+STOP_POLL_SECONDS = 2.0  # how often an engine of Ray Data's stage looks for its run's stop
 
 
 @dataclass(frozen=True)
@@ -63,9 +66,11 @@ class UnitGenerator:
 
     def __init__(self, spec_data: dict[str, Any], fingerprint: str, run_id: str, tensor_parallel_size: int = 1,
                  *, model_source: dict[str, Any], retry: bool = False, route_name: str | None = None,
-                 started_at: float | None = None, compile_choice: dict[str, Any] | None = None):
+                 started_at: float | None = None, compile_choice: dict[str, Any] | None = None,
+                 quiet_on_stop: bool = True):
         started_at = started_at or time.time()  # the actor's node-seconds are counted from here
         console()  # in a Ray worker: its lines reach stdout/stderr, which Ray forwards to the driver
+        storage_requests.count_s3_requests()  # before its first storage call: its records hold the count
         self.requests_since: dict[str, int] = {}  # its S3 requests count for its run from here: all of them
         spec = PipelineSpec.model_validate(spec_data)
         self.engine_id = new_id()  # the engine's own id; its first run's record goes by it
@@ -85,11 +90,16 @@ class UnitGenerator:
         self.fetched, self.loaded = self._load_engine(records, ModelSource.from_json(model_source),
                                                       route_name or MODEL, tensor_parallel_size)
         self._in_hand = 0  # units being generated or committed (several, on their own threads)
+        self._held: Counter[str] = Counter()  # actor record -> units of its run that were in hand
         self._idle = threading.Condition()
         self._draining = False
         self.bind(spec_data, fingerprint, run_id, model_source=model_source, retry=retry, route_name=route_name,
                   started_at=started_at, loaded_at=time.time())
         threading.Thread(target=self._beat, daemon=True).start()
+        if quiet_on_stop:  # Ray Data's stage; a warm engine's feed sends no unit after a stop
+            # A stop read every few seconds (at most one GET a second: StopFlag), less in a large fleet.
+            period = max(STOP_POLL_SECONDS, self.bound.beat_seconds / 2.5)
+            threading.Thread(target=self._quiet_after_stop, args=(self.bound, period), daemon=True).start()
         if spec.compute.preemption_notice:
             threading.Thread(target=self._watch_notice, daemon=True).start()
 
@@ -247,17 +257,51 @@ class UnitGenerator:
                  "actor_usd_per_second": bound.node.usd_per_second}
         if expected == STOPPED_ROWS:  # the read stage saw the run's stop: nothing was read, nothing to do
             return outcome_row(UnitOutcome(unit_id=unit_id, skipped=rows.column(ERROR)[0].as_py()), actor)
+        stop = bound.protocol.stopped()
+        if stop:  # asked to stop: a unit that would only wait for the engine is not kept waiting
+            return outcome_row(UnitOutcome(unit_id=unit_id, skipped=SKIP_STOP + stop), actor)
         if expected == UNREADABLE_ROWS:  # its shard changed, or the storage failed the read
-            return outcome_row(bound.protocol.unreadable(unit_id, rows.column(ERROR)[0].as_py()), actor)
+            with self._holding(bound):
+                return outcome_row(bound.protocol.unreadable(unit_id, rows.column(ERROR)[0].as_py()), actor,
+                                   held=True)
         if rows.num_rows != expected:
             # A unit must arrive whole to be committed whole; never commit a part of one.
             raise RuntimeError(f"unit {unit_id} arrived with {rows.num_rows} of its {expected} rows")
-        return outcome_row(self._run_unit(bound, unit_id, rows), actor)
+        return outcome_row(self._run_unit(bound, unit_id, rows), actor, held=True)
+
+    @contextmanager
+    def _holding(self, bound: RunBinding) -> Iterator[None]:
+        """A unit in hand: counted until it ends, then counted as held for its run's stop drain."""
+        with self._idle:
+            self._in_hand += 1
+        try:
+            yield
+        finally:
+            self._release(bound)
+
+    def _release(self, bound: RunBinding) -> None:
+        with self._idle:
+            self._in_hand -= 1
+            self._held[bound.actor_id] += 1
+            self._idle.notify_all()
+
+    def _quiet_after_stop(self, bound: RunBinding, period: float) -> None:
+        """Once run `bound` is asked to stop and no unit is in hand, say so (pipelines/stop_drain.py):
+        from then on this engine claims no unit of it, and the driver may leave Ray Data's stream."""
+        while self.bound is bound:
+            reason = bound.protocol.stopped()
+            if reason:
+                with self._idle:
+                    self._idle.wait_for(lambda: self._in_hand == 0)
+                    held = self._held[bound.actor_id]
+                try:
+                    bound.records.actor_quiet(bound.run_id, bound.actor_id, held)
+                except Exception:  # the driver waits for our beats to stop instead
+                    pass
+                return
+            time.sleep(period)
 
     def _run_unit(self, bound: RunBinding, unit_id: str, rows: pa.Table) -> UnitOutcome:
-        stop = bound.protocol.stopped()
-        if stop:  # asked to stop: a unit that would only wait for the engine is not kept waiting
-            return UnitOutcome(unit_id=unit_id, skipped=SKIP_STOP + stop)
         # Units held beyond what the engine needs wait here, before any record or engine time:
         # the engine stays full, and only started units are at risk on a lost node.
         self.feeder.wait_until_hungry()
@@ -277,9 +321,7 @@ class UnitGenerator:
             raise
         finally:
             self.feeder.release_turn()  # a unit that submitted nothing (skipped, all cached)
-            with self._idle:
-                self._in_hand -= 1
-                self._idle.notify_all()
+            self._release(bound)
 
     def _exit_for_a_new_engine(self) -> None:
         """The engine is gone and this process cannot make another: leave, once the other

@@ -100,12 +100,13 @@ class UnitOutcome(UnitCounts):
 ACTOR_FIELDS = [pa.field("actor_id", pa.string()), pa.field("actor_started_at", pa.float64()),
                 pa.field("actor_usd_per_second", pa.float64())]
 SUMMARY_SCHEMA = pa.schema([pa.field("unit_id", pa.string()), *ACTOR_FIELDS, pa.field("skipped", pa.string()),
-                            pa.field("committed", pa.bool_()), *counts_fields()])
+                            pa.field("committed", pa.bool_()), pa.field("held", pa.bool_()), *counts_fields()])
 
 
-def outcome_row(outcome: UnitOutcome, actor: dict[str, Any]) -> dict[str, Any]:
+def outcome_row(outcome: UnitOutcome, actor: dict[str, Any], held: bool = False) -> dict[str, Any]:
+    """A unit's summary row; `held`: it was in the engine actor's hands (pipelines/stop_drain.py)."""
     return {**counts_row(outcome), "unit_id": outcome.unit_id, "skipped": outcome.skipped,
-            "committed": outcome.committed, **actor}
+            "committed": outcome.committed, "held": held, **actor}
 
 
 def outcome_from_row(row: dict[str, Any]) -> UnitOutcome:

@@ -82,9 +82,11 @@ def read_units(batch: pa.Table, spec_data: dict[str, Any], run_id: str | None = 
     Once run `run_id` is asked to stop, units come out as STOPPED_ROWS markers, unread, so the
     units the driver had already handed to Ray Data pass through in moments and the run ends.
     An exception here would end the whole run."""
+    from cluster.storage_requests import count_s3_requests
     from pipelines.stopping import run_stop
     from pipelines.unit_protocol import SKIP_STOP
 
+    count_s3_requests()  # Ray's read tasks count theirs too, as every process that reads units does
     spec = PipelineSpec.model_validate(spec_data)
     tables = []
     for unit in (u for block in batch.column(UNITS).to_pylist() for u in block):

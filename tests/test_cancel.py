@@ -4,6 +4,8 @@ finishes with every row exactly once."""
 
 import json
 import signal
+import time
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +13,7 @@ from pipelines.store.output import OutputStore
 from pipelines.store.records import Records
 from pipelines.store.status import run_status
 from pipelines.stopping import cancel
+from jobs.bench.stop_latency import job as job_of_units, stop_written
 from tests.conftest import write_shards
 from tests.helpers import committed_ends, spotbatch, start_spotbatch, wait_until, write_spec
 from tests.test_resume import ROWS, job, output_ids
@@ -132,6 +135,30 @@ def test_a_deadline_that_lands_mid_run_takes_no_unit_that_would_end_past_it(tmp_
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
     ids = output_ids(output, {})
     assert sorted(ids) == list(range(rows))
+
+
+def test_a_cancel_with_many_units_left_ends_the_run_within_about_a_units_time(tmp_path, ray_cluster, tiny_model):
+    """1,500 one-row units, cancelled after the first commits: the run leaves Ray Data's stream
+    once its actor is quiet, instead of pushing every unit left through it to be skipped (35 s
+    here before pipelines/stop_drain.py; `python -m jobs.bench.stop_latency` is the figure)."""
+    spec = job_of_units(tmp_path, 1500)
+    output = str(tmp_path / "out")
+    log = tmp_path / "run.log"
+    proc = start_spotbatch("run", str(spec), "--address", ray_cluster, log=log)
+    try:
+        wait_until(lambda: len(OutputStore(output).committed_units()) >= 5, 300, "five committed units", proc, log)
+        assert len(cancel(output)) == 1
+        assert proc.wait(300) == 4, log.read_text()[-3000:]
+        exited = time.time()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stopped_run(output)  # every attempt it started has ended: leaving early abandoned no unit
+    asked = stop_written(Path(output))
+    longest = max(e["engine_seconds"] for e in committed_ends(output))
+    # the stop is heard within two polls (driver and actor, 2 s each), then Ray Data and the driver shut down
+    assert exited - asked <= longest + 12, (exited - asked, longest)
+    assert len(OutputStore(output).committed_units()) < 1500
 
 
 def test_a_deadline_that_is_not_a_time_is_refused_by_name(tmp_path):

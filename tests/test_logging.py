@@ -16,7 +16,7 @@ import pytest
 from pipelines.log import NAME, ConsoleHandler
 
 ROOT = Path(__file__).resolve().parents[1]
-LIBRARY = ("operators", "pipelines", "cluster", "jobs")
+LIBRARY = ("spotbatch", "operators", "pipelines", "cluster", "jobs")
 # Program output, printed on stdout: what a command was asked for, never a status line.
 PROGRAM_OUTPUT = {
     "jobs/cli.py": {"format_summary(summary)", "json.dumps(status.to_json(), indent=1) if args.json else "
@@ -26,6 +26,7 @@ PROGRAMS = {  # whole programs whose output is what they were run for
     "jobs/report.py": "`spotbatch report`: the report",
     "jobs/demo.py": "`spotbatch demo`: its answers and the run's summary",
     "jobs/bench_plan.py": "a benchmark: its figures",
+    "jobs/spec_reference.py": "the spec reference page it generates",
     "jobs/bench/": "the benchmarks (`spotbatch bench`): their figures and the steps they time",
 }
 

@@ -1,10 +1,6 @@
-"""What can be wrong with a spec's model, found before anything is written (exit 2)."""
+"""What can be wrong with a spec's model, found before anything is written (exit 2): the classes
+live in spotbatch/errors.py, with every other error, and are importable from here as before."""
 
+from spotbatch.errors import ModelChangedError, ModelError, ModelNotFoundError
 
-class ModelNotFoundError(ValueError):
-    """A spec names a model that cannot be found: a name of no known form, a hub repo not in
-    the cache while offline, a URL folder that does not exist or holds no config.json."""
-
-
-class ModelChangedError(ValueError):
-    """The weights at a model's name or path are not the ones the run was planned with."""
+__all__ = ["ModelChangedError", "ModelError", "ModelNotFoundError"]

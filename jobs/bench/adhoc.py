@@ -120,7 +120,7 @@ def kept_ray_batch(root: Path, model: str, dtype: str, eager: bool | None, batch
             os.environ["SPOTBATCH_LOCAL_RAY"] = before
     if proc.returncode != 0:
         raise RuntimeError(f"the batch in a fresh process failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    figures = json.loads(proc.stdout.strip().splitlines()[-1])
+    figures = json.loads((root / "one-batch-figures.json").read_text())
     figures["wall_seconds"] = figures["finished_at"] - launched
     print(f"bench --adhoc: spotbatch batch 1 in a fresh process, joining a kept Ray: {figures['wall_seconds']:.2f} s",
           flush=True)
@@ -180,9 +180,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         _plain_main(args.plain)
         return {}
     if args.one_batch:
-        a = json.loads(Path(args.one_batch).read_text())
-        print(json.dumps({**_one_batch(Path(a["folder"]), a["model"], a["dtype"], a["eager"], a["batch"],
-                                       a["max_tokens"]), "finished_at": time.time()}))
+        # The figures go to a file: Ray's workers may print to this process's stdout at exit.
+        a = Path(args.one_batch)
+        b = json.loads(a.read_text())
+        figures = {**_one_batch(Path(b["folder"]), b["model"], b["dtype"], b["eager"], b["batch"], b["max_tokens"]),
+                   "finished_at": time.time()}
+        (a.parent / "one-batch-figures.json").write_text(json.dumps(figures))
         return {}
     from cluster.models import fetch
     from operators.engine import effective_dtype

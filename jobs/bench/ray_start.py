@@ -1,6 +1,6 @@
 """Where a private Ray's start goes: the wall time of each step `ray.init` takes one after
 another, and the CPU each process it starts has used once it is up. Why a batch that must
-start Ray pays for it (README, "From a notebook").
+start Ray pays for it (docs/guide/notebooks.md).
 
     python -m jobs.bench.ray_start [--rounds 3] [--settle 6]
 

@@ -14,7 +14,7 @@ request by how S3 prices it. Each figure comes from a fresh process (its peak RS
             one fold of new answers into a shard's run (compaction's largest step)
 Prints a line per step as it goes (its size, then its seconds), then each figure with its
 growth across the sizes, and ends with the JSON line. Without options the sizes are small (a
-few minutes); --full takes the README's (hours: SIZES and FULL_TAKES below).
+few minutes); --full takes the docs' (docs/guide/scaling.md; hours: SIZES and FULL_TAKES below).
 
     python -m jobs.bench.scale [--full] [--units 300,1000] [--actors 10,30]
                                [--cache-sizes 10000,100000] [--s3] [--work DIR]
@@ -484,14 +484,14 @@ def _ints(text: str) -> list[int]:
 
 
 # A run without options measures every figure at sizes that finish in a few minutes on a
-# 2-core machine; --full takes the sizes the README's figures come from.
+# 2-core machine; --full takes the sizes the docs' figures come from.
 SIZES = {
     "small": {"units": [300, 1000], "actors": [10, 30], "cache_sizes": [10_000, 100_000],
               "s3_units": [100, 300], "s3_actors": [30]},
     "full": {"units": [1000, 10_000, 100_000], "actors": [10, 100, 1000],
              "cache_sizes": [10_000, 1_000_000, 10_000_000], "s3_units": [1000, 2000], "s3_actors": [100]},
 }
-# Estimated, not timed as one run: the sum of its steps' times measured one by one (README, "How
+# Estimated, not timed as one run: the sum of its steps' times measured one by one (docs/guide/scaling.md, "How
 # it scales"): the 100k-unit run 87 min, 100 and 1,000 actors on 10k units 55 min, Ray Data's one
 # block per unit at 100k units about 30 min, the readers and the 10M-answer cache the rest.
 FULL_TAKES = "about 3 hours on a 2-core machine, estimated from its steps measured one by one; more with --s3"
@@ -500,7 +500,7 @@ FULL_TAKES = "about 3 hours on a 2-core machine, estimated from its steps measur
 def sizes_args(parser: argparse.ArgumentParser) -> None:
     small = SIZES["small"]
     parser.add_argument("--full", action="store_true",
-                        help=f"the README's sizes ({', '.join(f'{k} {v}' for k, v in SIZES['full'].items())}): "
+                        help=f"the sizes of docs/guide/scaling.md ({', '.join(f'{k} {v}' for k, v in SIZES['full'].items())}): "
                              f"{FULL_TAKES}. Without it: {', '.join(f'{k} {v}' for k, v in small.items())}, "
                              "a few minutes")
     parser.add_argument("--units", type=_ints, help=f"default {small['units']}")
@@ -535,7 +535,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     steps = Steps("scale")
     print(f"scale: units {args.units}, actors {args.actors}, cache sizes {args.cache_sizes}"
           + (f", S3 units {args.s3_units} with actors {args.s3_actors}" if args.s3 else "")
-          + ("" if args.full else f"; --full for the README's sizes: {FULL_TAKES}"), flush=True)
+          + ("" if args.full else f"; --full for the sizes of docs/guide/scaling.md: {FULL_TAKES}"), flush=True)
     if args.s3:
         from jobs.bench.s3_requests import S3RequestCounter, moto_server, storage_options
 

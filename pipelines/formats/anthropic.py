@@ -19,7 +19,7 @@ from typing import Any
 
 from pipelines.formats.lines import ERROR_TYPES, check_fields, check_line, requested_model
 from pipelines.formats.messages import chat_messages_of, role_of, text_of
-from pipelines.inputs import InputError
+from spotbatch.errors import BatchFileError
 
 NAME = "Anthropic"
 REQUEST_FIELDS = {"custom_id", "params"}
@@ -41,10 +41,10 @@ def read_request(request: Any, where: str, models: list[str] | None) -> dict[str
     check_line(request, where, REQUEST_FIELDS, NAME)
     params = request.get("params")
     if not isinstance(params, dict):
-        raise InputError(f"{where}: field 'params' must be a JSON object (the Messages request)")
+        raise BatchFileError(f"{where}: field 'params' must be a JSON object (the Messages request)")
     check_fields(params, where, "params", PARAMS_FIELDS, REFUSED, "a Messages field")
     if "max_tokens" not in params:
-        raise InputError(f"{where}: params.max_tokens is required (as at Anthropic)")
+        raise BatchFileError(f"{where}: params.max_tokens is required (as at Anthropic)")
     messages = params.get("messages")
     if isinstance(messages, list):
         for i, m in enumerate(messages):

@@ -26,6 +26,7 @@ from pipelines.inputs import InputError, expand_paths, file_version, first_repea
 from pipelines.start_over import refuse_while_running
 from pipelines.store.output import OutputError, OutputStore
 from pipelines.store.records import new_id
+from spotbatch.errors import BatchFileError
 
 INPUT_DIR = "_spotbatch/input"
 SOURCE = "_spotbatch/batch_source.json"  # beside, not inside, the folder read as input
@@ -48,7 +49,7 @@ def _listing(paths: list[str], storage_options: dict[str, Any]) -> list[dict[str
 
 
 def read_line(provider, line: str, where: str, models: list[str] | None) -> dict[str, Any]:
-    """One request line of a provider's file as a row, or an InputError naming `where` (the
+    """One request line of a provider's file as a row, or a BatchFileError naming `where` (the
     file and line) and the field, whatever the line holds."""
     return provider.read_request(parse_line(line, where), where, models)
 
@@ -104,7 +105,7 @@ def _check_requests(provider, files: list[dict[str, Any]], storage_options: dict
     found = first_repeat(_id_chunks(provider, files, storage_options, models), repeated) if repeated else None
     if found is not None:
         custom_id, first, second = found
-        raise InputError(f"{second}: custom_id {custom_id!r} is used already, at {first}; each request "
+        raise BatchFileError(f"{second}: custom_id {custom_id!r} is used already, at {first}; each request "
                          f"needs a custom_id of its own (its answer is found by it)")
 
 
@@ -174,7 +175,7 @@ def _requests(provider, listing: list[dict[str, Any]], storage_options: dict[str
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as err:
-                    raise InputError(f"{where}: not UTF-8 text (byte {err.start + 1} of the line)") from None
+                    raise BatchFileError(f"{where}: not UTF-8 text (byte {err.start + 1} of the line)") from None
                 if line.strip():
                     yield where, read_line(provider, line, where, models)
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pipelines.inputs import InputError
 from pipelines.json_text import NotJSON, load_json
+from spotbatch.errors import BatchFileError
 
 # A failed row's error type in the providers' result lines (both use these names).
 ERROR_TYPES = {"bad_input": "invalid_request_error", "context_too_long": "invalid_request_error"}
@@ -19,9 +19,9 @@ def parse_line(line: str, where: str) -> Any:
     try:
         return load_json(line)
     except json.JSONDecodeError as err:
-        raise InputError(f"{where}: not JSON ({err.msg})") from None
+        raise BatchFileError(f"{where}: not JSON ({err.msg})") from None
     except NotJSON as err:
-        raise InputError(f"{where}: {err}") from None
+        raise BatchFileError(f"{where}: {err}") from None
 
 
 def kind_of(value: Any) -> str:
@@ -47,18 +47,18 @@ def shown(value: Any) -> str:
 def string_field(value: Any, where: str, field: str) -> str:
     """`value`, which the request's `field` must hold as a string."""
     if not isinstance(value, str):
-        raise InputError(f"{where}: {field} must be a string, got {kind_of(value)}")
+        raise BatchFileError(f"{where}: {field} must be a string, got {kind_of(value)}")
     return value
 
 
 def check_line(request: Any, where: str, fields: set[str], provider: str) -> dict[str, Any]:
     """The request line as an object with a string custom_id and no field of another format."""
     if not isinstance(request, dict):
-        raise InputError(f"{where}: a batch request line must be a JSON object, got {kind_of(request)}")
+        raise BatchFileError(f"{where}: a batch request line must be a JSON object, got {kind_of(request)}")
     string_field(request.get("custom_id"), where, "custom_id")
     unknown = sorted(set(request) - fields)
     if unknown:
-        raise InputError(f"{where}: field {unknown[0]!r} is not part of an {provider} batch request line")
+        raise BatchFileError(f"{where}: field {unknown[0]!r} is not part of an {provider} batch request line")
     return request
 
 
@@ -67,10 +67,10 @@ def check_fields(body: dict[str, Any], where: str, prefix: str, known: set[str],
     """Every field of the request is one spotbatch honours; the first that is not is named."""
     for name in sorted(body):
         if name in refused:
-            raise InputError(f"{where}: field {prefix}.{name} cannot be honoured: {refused[name]}; refused rather "
+            raise BatchFileError(f"{where}: field {prefix}.{name} cannot be honoured: {refused[name]}; refused rather "
                              f"than dropped. Remove it from the file")
         if name not in known:
-            raise InputError(f"{where}: field {prefix}.{name} is not {what} spotbatch knows; refused rather than "
+            raise BatchFileError(f"{where}: field {prefix}.{name} is not {what} spotbatch knows; refused rather than "
                              f"dropped")
 
 
@@ -79,5 +79,5 @@ def requested_model(model: Any, where: str, field: str, models: list[str] | None
     if model is not None:
         string_field(model, where, field)
     if models and model not in models:
-        raise InputError(f"{where}: {field} {shown(model)} names no model of the spec's `models` ({', '.join(models)})")
+        raise BatchFileError(f"{where}: {field} {shown(model)} names no model of the spec's `models` ({', '.join(models)})")
     return model

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from pipelines.formats.lines import kind_of, shown, string_field
-from pipelines.inputs import InputError
+from spotbatch.errors import BatchFileError
 
 ROLES = {"system", "developer", "user", "assistant"}
 MESSAGE_FIELDS = {"role", "content", "name"}
@@ -19,18 +19,18 @@ def text_of(content: Any, where: str, field: str) -> str | None:
     if isinstance(content, str) or content is None:
         return content
     if not isinstance(content, list):
-        raise InputError(f"{where}: {field} must be a string or a list of parts, got {kind_of(content)}")
+        raise BatchFileError(f"{where}: {field} must be a string or a list of parts, got {kind_of(content)}")
     texts = []
     for j, part in enumerate(content):
         if not isinstance(part, dict):
-            raise InputError(f"{where}: {field}[{j}] must be an object (a content part), got {kind_of(part)}")
+            raise BatchFileError(f"{where}: {field}[{j}] must be an object (a content part), got {kind_of(part)}")
         kind = part.get("type")
         if kind != "text":
-            raise InputError(f"{where}: {field}[{j}].type {shown(kind)} cannot be honoured: only text parts are "
+            raise BatchFileError(f"{where}: {field}[{j}].type {shown(kind)} cannot be honoured: only text parts are "
                              f"read here; refused rather than dropped")
         unknown = sorted(set(part) - {"type", "text", "cache_control"})  # cache_control: a provider's billing hint
         if unknown:
-            raise InputError(f"{where}: {field}[{j}].{unknown[0]} is not a text part field; refused rather than "
+            raise BatchFileError(f"{where}: {field}[{j}].{unknown[0]} is not a text part field; refused rather than "
                              f"dropped")
         texts.append(string_field(part.get("text"), where, f"{field}[{j}].text"))
     return "\n".join(texts)
@@ -40,7 +40,7 @@ def role_of(message: dict[str, Any], where: str, field: str, roles: set[str], wh
     """The message's role, one of `roles`; `why` says what the others are not."""
     role = string_field(message.get("role"), where, f"{field}.role")
     if role not in roles:
-        raise InputError(f"{where}: {field}.role {shown(role)} cannot be honoured: {why}")
+        raise BatchFileError(f"{where}: {field}.role {shown(role)} cannot be honoured: {why}")
     return role
 
 
@@ -53,12 +53,12 @@ def chat_messages_of(messages: Any, where: str, field: str, system: str | None =
     for i, message in enumerate(messages):
         at = f"{field}[{i}]"
         if not isinstance(message, dict):
-            raise InputError(f"{where}: {at} must be an object, got {kind_of(message)}")
+            raise BatchFileError(f"{where}: {at} must be an object, got {kind_of(message)}")
         role = role_of(message, where, at, ROLES, f"roles here are {', '.join(sorted(ROLES))} (tool results "
                                                   f"need tool calls, which are not run)")
         unknown = sorted(set(message) - MESSAGE_FIELDS)
         if unknown:
-            raise InputError(f"{where}: {at}.{unknown[0]} cannot be honoured; refused rather than dropped")
+            raise BatchFileError(f"{where}: {at}.{unknown[0]} cannot be honoured; refused rather than dropped")
         # OpenAI's developer messages are system messages for every model but its reasoning ones.
         read = {"role": "system" if role == "developer" else role,
                 "content": text_of(message.get("content"), where, f"{at}.content")}

@@ -18,7 +18,7 @@ from typing import Any
 
 from pipelines.formats.lines import ERROR_TYPES, check_fields, check_line, kind_of, requested_model, shown, string_field
 from pipelines.formats.messages import chat_messages_of
-from pipelines.inputs import InputError
+from spotbatch.errors import BatchFileError
 
 NAME = "OpenAI"
 ENDPOINT = "/v1/chat/completions"
@@ -48,17 +48,17 @@ def read_request(request: Any, where: str, models: list[str] | None) -> dict[str
     check_line(request, where, REQUEST_FIELDS, NAME)
     method = string_field(request.get("method", "POST"), where, "method")
     if method != "POST":
-        raise InputError(f"{where}: only POST requests can run here, got {shown(method)}")
+        raise BatchFileError(f"{where}: only POST requests can run here, got {shown(method)}")
     url = string_field(request.get("url", ENDPOINT), where, "url")
     if url != ENDPOINT:
-        raise InputError(f"{where}: only {ENDPOINT} requests can run here, got {shown(url)}")
+        raise BatchFileError(f"{where}: only {ENDPOINT} requests can run here, got {shown(url)}")
     body = request.get("body", {})
     if not isinstance(body, dict):
-        raise InputError(f"{where}: field 'body' must be a JSON object (the request body), got {kind_of(body)}")
+        raise BatchFileError(f"{where}: field 'body' must be a JSON object (the request body), got {kind_of(body)}")
     check_fields(body, where, "body", BODY_FIELDS, REFUSED, "an OpenAI chat completion field")
     sampling = {k: body[k] for k in sorted(SAMPLING_FIELDS & set(body))}
     if "max_tokens" in body and "max_completion_tokens" in body and body["max_tokens"] != body["max_completion_tokens"]:
-        raise InputError(f"{where}: body.max_tokens and body.max_completion_tokens differ; give one")
+        raise BatchFileError(f"{where}: body.max_tokens and body.max_completion_tokens differ; give one")
     for field in ("max_completion_tokens", "max_tokens"):
         if field in body:
             sampling["max_tokens"] = body[field]

@@ -34,6 +34,7 @@ from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
 from pipelines.redact import redact_url
+from spotbatch.errors import OutputError, StorageError  # noqa: F401 (their home; importable from here as before)
 
 MANIFEST = "_spotbatch/manifest.json"
 # The run's records (pipelines/store/records.py writes them); they move with their results.
@@ -56,14 +57,6 @@ PROBE = "_spotbatch/probe"  # markers of the exclusive-create check, removed aft
 CONFLICT_RETRIES = 3  # a 409 from a conditional write is looked at and tried again this often
 REPLACE_RETRIES = 20  # a merge that keeps losing the race to other merges gives up after this
 LOCK_STALE_SECONDS = 600.0  # a unit's replacement lock older than this was left by a dead merge
-
-
-class OutputError(ValueError):
-    """An output path that this run must not write to."""
-
-
-class StorageError(OSError):
-    """The storage kept failing an operation that must succeed for a unit to be committed."""
 
 
 def already_exists(err: BaseException) -> bool:

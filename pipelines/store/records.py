@@ -245,6 +245,17 @@ class Records:
     def request_stop(self, run_id: str, reason: str) -> None:
         self.store.put(f"{STOP}/{run_id}.json", json.dumps({"reason": reason, "time": time.time()}).encode())
 
+    def actor_quiet(self, run_id: str, actor_id: str, held: int) -> None:
+        """Actor `actor_id` has seen run `run_id`'s stop and holds no unit of it: it will claim
+        none (pipelines/stop_drain.py); `held` units of the run went through its hands."""
+        self.store.put(f"{STOP}/{run_id}.quiet/{actor_id}.json",
+                       json.dumps({"held": held, "time": time.time()}).encode())
+
+    def quiet_actors(self, run_id: str) -> dict[str, int]:
+        """actor -> how many units of run `run_id` it held, for the actors quiet since its stop."""
+        files = self.store.read_many(self.store.find(f"{STOP}/{run_id}.quiet"))
+        return {n.rsplit("/", 1)[-1][: -len(".json")]: json.loads(d)["held"] for n, d in files.items()}
+
     def stop_requested(self, run_id: str) -> str | None:
         record = self._json(f"{STOP}/{run_id}.json")
         return None if record is None else record["reason"]
