@@ -30,4 +30,5 @@ demo: models
 	$(BIN)/spotbatch demo
 
 test: models
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -v --durations=10

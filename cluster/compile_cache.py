@@ -25,8 +25,8 @@ Two caches decide a compiled engine's start, and the folder holds both:
 
 After the engine has started, what appeared during its start is published. A copy in the
 folder is never overwritten; an inductor file two nodes publish at once is the same artifact
-(its name says what it holds), and either one lands whole. The caches only save time: a folder that cannot be read or written
-is reported, and the engine compiles as it would have without it.
+(its name says what it holds), and either one lands whole. The caches only save time: a folder
+that cannot be read or written is reported, and the engine compiles as it would have without it.
 """
 
 from __future__ import annotations

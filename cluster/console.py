@@ -92,7 +92,7 @@ class Console:
         self._stderr = None
         self._dispatch: list | None = None
 
-    def __enter__(self) -> "Console":
+    def __enter__(self) -> Console:
         if self.verbose:
             return self
         directory = log_dir()

@@ -58,7 +58,7 @@ class PriceCatalog:
         self.as_of = as_of
 
     @classmethod
-    def load(cls, path: Path = CATALOG, overrides: dict[str, dict[str, Any]] | None = None) -> "PriceCatalog":
+    def load(cls, path: Path = CATALOG, overrides: dict[str, dict[str, Any]] | None = None) -> PriceCatalog:
         """The catalog, with a spec's overrides merged per instance type and market."""
         data = yaml.safe_load(path.read_text())
         entries = {k: dict(v) for k, v in data["instance_types"].items()}

@@ -6,11 +6,11 @@ import argparse
 import logging
 import sys
 
-from operators.failures import CLASSES
 from cluster.models import fetch, models_dir
 from cluster.models.builtin import BUILDERS
 from jobs.bench.common import COMPILE_MODES
 from jobs.bench.scale import FULL_TAKES
+from operators.failures import CLASSES
 from pipelines.export import FORMATS
 from pipelines.log import cli_console
 from pipelines.redact import redact_url

@@ -35,7 +35,8 @@ def format_cost(c: CostSummary) -> str:
     if c.storage and c.storage["requests"]:
         counts = ", ".join(f"{kind} {n:,}" for kind, n in c.storage["requests"].items())
         lines.append(f"storage: {sum(c.storage['requests'].values()):,} S3 requests ({counts}), "
-                     f"{usd(c.storage['usd'])} at S3's request prices as of {c.storage['as_of']} (not in the total above)")
+                     f"{usd(c.storage['usd'])} at S3's request prices as of {c.storage['as_of']} "
+                     "(not in the total above)")
     if c.reference:
         r = c.reference
         lines.append(

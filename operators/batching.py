@@ -10,8 +10,9 @@ be checked without one.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from operators.kv_blocks import KVBlocks, KVNeed, kv_need
 

@@ -35,8 +35,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from operators import cache_runs
-from operators.response_cache import (ENTRIES, FULL_SUFFIX, MAX_FILE_ROWS, SHARD_DIGITS, SHARDS, CacheFiles,
-                                      conform_answers)
+from operators.response_cache import (
+    ENTRIES,
+    FULL_SUFFIX,
+    MAX_FILE_ROWS,
+    SHARD_DIGITS,
+    SHARDS,
+    CacheFiles,
+    conform_answers,
+)
 
 log = logging.getLogger("spotbatch.cache")
 

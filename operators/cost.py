@@ -13,8 +13,9 @@ Tokens are the engine's own counts from committed units; they are never re-estim
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 BUCKETS = ("load", "useful", "idle", "wasted")
 

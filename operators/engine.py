@@ -184,9 +184,8 @@ class VLLMEngine:
 
     def add(self, request_id: str, token_ids: list[int], sampling: dict[str, Any]) -> None:
         """Queue one request; raises RowRejected when vLLM refuses this input."""
-        from vllm.inputs import TokensPrompt
-
         from vllm.exceptions import VLLMValidationError
+        from vllm.inputs import TokensPrompt
 
         params = self._params(sampling)
         try:

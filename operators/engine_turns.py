@@ -10,8 +10,8 @@ own (pipelines/unit_protocol.py counts only those against compute.max_attempts).
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 
 class Turn:

@@ -18,15 +18,15 @@ import itertools
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from operators.batching import Request, admit
 from operators.engine import Completion, RowRejected
 from operators.kv_blocks import KVBlocks, KVNeed
 from spotbatch.errors import EngineFailed  # noqa: F401 (its home; importable from here as before)
-
 
 # The default budget, in KV caches. A request counts its worst case as the engine would hold
 # it (operators/kv_blocks.py: whole blocks, a prefix another request holds counted once, and

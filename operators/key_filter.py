@@ -49,7 +49,7 @@ class KeyFilter:
         self.packed = packed  # the bits, 8 a byte, first bit highest (np.packbits)
 
     @classmethod
-    def of(cls, keys: list[str]) -> "KeyFilter":
+    def of(cls, keys: list[str]) -> KeyFilter:
         size = min(MAX_BITS, max(64, BITS_PER_KEY * len(keys)))
         bits = np.zeros(size, bool)
         for start in range(0, len(keys), CHUNK_KEYS):  # positions take 448 bytes a key while made
@@ -66,7 +66,7 @@ class KeyFilter:
         return self.size.to_bytes(8, "little") + self.packed.tobytes()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "KeyFilter":
+    def from_bytes(cls, data: bytes) -> KeyFilter:
         return cls(int.from_bytes(data[:8], "little"), np.frombuffer(data[8:], np.uint8).copy())
 
     def nbytes(self) -> int:

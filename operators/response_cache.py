@@ -52,8 +52,9 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -94,7 +95,7 @@ class Footer(NamedTuple):
     """What a reader keeps of a shard file's footer."""
     los: list[str]  # each row group's smallest key
     his: list[str]  # and largest
-    filter: "KeyFilter | None"  # of its keys (None: a file written without one)
+    filter: KeyFilter | None  # of its keys (None: a file written without one)
     nbytes: int  # what keeping it costs, about
 
 

@@ -44,7 +44,7 @@ def deadline_at(text: str, started: float) -> float:
     text = check_deadline(text)
     clock = _CLOCK.match(text)
     if clock:
-        now = dt.datetime.fromtimestamp(started, dt.timezone.utc)
+        now = dt.datetime.fromtimestamp(started, dt.UTC)
         at = now.replace(hour=int(clock[1]), minute=int(clock[2]), second=0, microsecond=0)
         if at <= now:
             at += dt.timedelta(days=1)

@@ -15,20 +15,21 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from fsspec.core import url_to_fs
 
 from operators.prompts import chat_messages
 from pipelines.formats import anthropic, openai
 from pipelines.formats.training import write_chat_jsonl, write_pairs_parquet
-from pipelines.store.output import OutputError, OutputStore
 from pipelines.inputs import list_shards
 from pipelines.log import console
 from pipelines.new_file import new_file
 from pipelines.plan import Plan, fingerprint_parts
 from pipelines.redact import credentials_hint, describe, output_options, recorded_spec, redact_url
 from pipelines.spec import PipelineSpec
+from pipelines.store.output import OutputError, OutputStore
 from pipelines.unit_rows import ID, PROMPT, unit_rows
 
 log = logging.getLogger("spotbatch.export")

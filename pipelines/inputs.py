@@ -5,9 +5,10 @@ Only Parquet footers and the id column are read here: planning 10M rows must sta
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import repeat
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd

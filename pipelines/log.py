@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 NAME = "spotbatch"
 PROGRESS = "spotbatch.progress"  # its lines read "spotbatch progress: ..." on the console

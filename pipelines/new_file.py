@@ -6,8 +6,9 @@ from __future__ import annotations
 import io
 import os
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO, Iterator
+from typing import IO
 
 from fsspec.implementations.local import LocalFileSystem
 

@@ -127,7 +127,8 @@ def models_identity(spec: PipelineSpec, sources: dict[str, dict] | None = None) 
             "route": spec.route.model_dump()}
 
 
-def fingerprint_parts(spec: PipelineSpec, shards: list[Shard], sources: dict[str, dict] | None = None) -> dict[str, str]:
+def fingerprint_parts(spec: PipelineSpec, shards: list[Shard],
+                      sources: dict[str, dict] | None = None) -> dict[str, str]:
     """One digest for each thing that decides the answers, so a mismatch can be named."""
     inp = spec.input
     return {
@@ -167,7 +168,7 @@ class Plan:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Plan":
+    def from_json(cls, data: dict[str, Any]) -> Plan:
         return cls(
             fingerprint=data["fingerprint"],
             parts=data["parts"],

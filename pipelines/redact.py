@@ -7,8 +7,8 @@ be secret: a provider's new credential name is redacted too. The names are fsspe
 userinfo (`s3://key:secret@b`, `ftp://user:password@host/`) is redacted wherever a URL appears,
 the model's name included.
 
->>> redact_options({"key": "AKIA", "secret": "s", "client_kwargs": {"endpoint_url": "http://x", "aws_session_token": "t"}})
-{'key': '<redacted>', 'secret': '<redacted>', 'client_kwargs': {'endpoint_url': 'http://x', 'aws_session_token': '<redacted>'}}
+>>> redact_options({"key": "AKIA", "client_kwargs": {"endpoint_url": "http://x", "aws_session_token": "t"}})
+{'key': '<redacted>', 'client_kwargs': {'endpoint_url': 'http://x', 'aws_session_token': '<redacted>'}}
 >>> redact_url("s3://AKIA:wJalr@bucket/path")
 's3://<redacted>@bucket/path'
 """
@@ -16,8 +16,9 @@ the model's name included.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from operators.engine_args import REDACTED, SAFE_ENGINE_ARGS
 

@@ -16,10 +16,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.log import console
-from pipelines.store.output import OutputError, OutputStore
 from pipelines.plan import Plan
-from pipelines.run import RunSummary, prepare, run_units
 from pipelines.redact import credentials_hint, describe, output_options, recorded_spec
+from pipelines.run import RunSummary, prepare, run_units
+from pipelines.store.output import OutputError, OutputStore
 
 log = logging.getLogger("spotbatch.run")
 

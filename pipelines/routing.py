@@ -13,7 +13,8 @@ then, with the values named, not found by an engine actor hours in.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from pipelines.inputs import InputError, Shard, read_column
 from pipelines.spec import PipelineSpec, RouteSpec

@@ -12,41 +12,41 @@ import random
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import pyarrow as pa
 
 from cluster import storage_requests
 from cluster.console import Console
+from cluster.models import ModelSource, describe_change, identify
 from cluster.resources import ActorResources
 from cluster.session import ray_session
 from operators.cost import CostSummary
 from operators.failures import INPUT_CHANGED, STORAGE_ERROR
-from cluster.models import ModelSource, describe_change, identify
+from pipelines import compile_choice, engine_facts
+from pipelines.deadline import deadline_at
+from pipelines.decode_work import tokens_ahead
+from pipelines.engine_failure import engine_start_failure
 from pipelines.inputs import check_unique_ids, list_shards
 from pipelines.log import console
-from pipelines.store.ledger import compute_ledger, write_ledger
-from pipelines.store.output import OutputError, OutputStore
-from pipelines.plan import SINGLE_MODEL, Plan, Unit, fingerprint, fingerprint_parts, make_plan, units_in_flight
-from pipelines import compile_choice, engine_facts
-from pipelines.decode_work import tokens_ahead
-from pipelines.deadline import deadline_at
-from pipelines.engine_failure import engine_start_failure
-from pipelines.progress import RunMonitor, ipython_shell
 from pipelines.overlap import check_apart
+from pipelines.plan import SINGLE_MODEL, Plan, Unit, fingerprint, fingerprint_parts, make_plan, units_in_flight
+from pipelines.progress import RunMonitor, ipython_shell
 from pipelines.redact import redact_spec, redact_url
 from pipelines.run_control import RunControl
 from pipelines.spec import PipelineSpec, SpecError
-from pipelines.start_over import start_over
 from pipelines.stages import MODEL, UnitGenerator
+from pipelines.start_over import start_over
 from pipelines.stop_drain import StopDrain
 from pipelines.stopping import DEADLINE, StopWatch
 from pipelines.store.counts import UnitCounts, counts_of
-from pipelines.store.startup import startup
+from pipelines.store.ledger import compute_ledger, write_ledger
+from pipelines.store.output import OutputError, OutputStore
 from pipelines.store.records import STALL_SECONDS, Records, new_id
-from pipelines.unit_protocol import SKIP_HELD, SKIP_STOP, UnitOutcome, outcome_from_row, stall_seconds
+from pipelines.store.startup import startup
 from pipelines.unit_blocks import block_sizes, group
+from pipelines.unit_protocol import SKIP_HELD, SKIP_STOP, UnitOutcome, outcome_from_row, stall_seconds
 from pipelines.unit_rows import UNITS, pack_ids, read_units
 
 log = logging.getLogger("spotbatch.run")
@@ -228,7 +228,9 @@ def run_units(spec: PipelineSpec, store: OutputStore, plan: Plan, pending: list[
     started = time.monotonic() if started is None else started
     storage_requests.count_s3_requests()  # (again: idempotent) --retry-failed comes in here
     requests_before = storage_requests.snapshot() if requests_before is None else requests_before
-    close_record: Callable[[], None] = lambda: None
+    def close_record() -> None:  # until the run's record exists
+        return None
+
     reference = spec.cost.reference.model_dump() if spec.cost.reference else None
     summary = RunSummary(output=redact_url(spec.output.path), units_total=len(plan.units))
     if pending:

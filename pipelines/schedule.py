@@ -21,7 +21,7 @@ PLACEHOLDER = "{date}"
 def parse_run_date(value: str | None, now: dt.datetime | None = None) -> str:
     """YYYY-MM-DD; today in UTC when not given (cron and Kubernetes CronJobs run in UTC)."""
     if value is None:
-        return (now or dt.datetime.now(dt.timezone.utc)).date().isoformat()
+        return (now or dt.datetime.now(dt.UTC)).date().isoformat()
     try:
         return dt.date.fromisoformat(value).isoformat()
     except ValueError:

@@ -83,7 +83,7 @@ class InputSpec(_Section):
         return data
 
     @model_validator(mode="after")
-    def _one_prompt_source(self) -> "InputSpec":
+    def _one_prompt_source(self) -> InputSpec:
         if (self.prompt_column is None) == (self.template is None):
             raise ValueError("set exactly one of prompt_column or template")
         if self.template is not None:
@@ -104,7 +104,7 @@ def template_columns(template: str) -> list[str]:
     """The column names a template refers to, in order of first use."""
     names: list[str] = []
     try:
-        for _, field, spec, conv in string.Formatter().parse(template):
+        for _, field, _spec, _conv in string.Formatter().parse(template):
             if field is None:
                 continue
             if field == "" or not field.isidentifier():
@@ -129,7 +129,8 @@ class CompileCacheSpec(_Section):
 class ModelSpec(_Section):
     name: str = Field(
         "smollm2-135m", description="A built-in name (smollm2-135m, tiny-random), a local folder, a hub repo id "
-        "(org/name), or a folder's URL (s3://bucket/prefix/, gs://...). See the docs' Models guide (docs/guide/models.md).",
+        "(org/name), or a folder's URL (s3://bucket/prefix/, gs://...). See the docs' Models guide "
+        "(docs/guide/models.md).",
     )
     revision: str | None = Field(
         None, description="Hub repo ids: a branch, tag or commit (default main), pinned to a commit at planning."
@@ -186,7 +187,8 @@ class ModelSpec(_Section):
         try:
             text = path.read_text()
         except (OSError, UnicodeDecodeError) as err:
-            raise ValueError(f"is neither a Jinja template nor a readable file: {path} ({err.__class__.__name__})")
+            raise ValueError(
+                f"is neither a Jinja template nor a readable file: {path} ({err.__class__.__name__})") from err
         if "{{" not in text and "{%" not in text:
             raise ValueError(f"the file {path} holds no Jinja template")
         return text
@@ -270,7 +272,7 @@ class SamplingSpec(_Section):
         return value
 
     @model_validator(mode="after")
-    def _consistent(self) -> "SamplingSpec":
+    def _consistent(self) -> SamplingSpec:
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs needs logprobs: true (as at OpenAI)")
         if self.response_format is not None and self.structured is not None:
@@ -299,7 +301,7 @@ class PreemptionNoticeSpec(_Section):
     window_seconds: float = Field(120.0, gt=0, description="Time from notice to termination (AWS: 120, GCE: 30).")
 
     @model_validator(mode="after")
-    def _url_kind_needs_a_url(self) -> "PreemptionNoticeSpec":
+    def _url_kind_needs_a_url(self) -> PreemptionNoticeSpec:
         if self.kind == "url" and not self.url:
             raise ValueError("kind url needs a url")
         if self.kind == "url":
@@ -374,7 +376,7 @@ class ComputeSpec(_Section):
         return None if value is None else check_deadline(value)
 
     @model_validator(mode="after")
-    def _fixed_or_range(self) -> "ComputeSpec":
+    def _fixed_or_range(self) -> ComputeSpec:
         if (self.min_actors is None) != (self.max_actors is None):
             raise ValueError("set both min_actors and max_actors, or neither")
         if self.min_actors is not None and self.max_actors is not None and self.min_actors > self.max_actors:
@@ -418,7 +420,7 @@ class CostSpec(_Section):
     )
 
     @model_validator(mode="after")
-    def _priced(self) -> "CostSpec":
+    def _priced(self) -> CostSpec:
         from cluster.prices import PriceCatalog, PriceError
 
         try:
@@ -487,7 +489,7 @@ class PipelineSpec(_Section):
     # problem (spotbatch/errors.py). Not from keywords, PipelineSpec(input=...): an __init__ of our
     # own would be called inside pydantic's validation, and its error wrapped again.
     @classmethod
-    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> "PipelineSpec":
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> PipelineSpec:
         """A spec from plain data (a dict, as YAML reads), or a SpecError listing every problem.
 
         >>> PipelineSpec.model_validate({"input": {"paths": "in/", "prompt_column": "text"},
@@ -504,7 +506,7 @@ class PipelineSpec(_Section):
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None,
-                  output: str | None = None) -> "PipelineSpec":
+                  output: str | None = None) -> PipelineSpec:
         r"""A spec read from a YAML file as `spotbatch run` reads it: `overrides` are `--set`'s
         dotted.key=value texts, `output` replaces output.path; a SpecError names what is wrong.
 
@@ -530,7 +532,7 @@ class PipelineSpec(_Section):
         return data
 
     @model_validator(mode="after")
-    def _routes_name_models(self) -> "PipelineSpec":
+    def _routes_name_models(self) -> PipelineSpec:
         if bool(self.models) != (self.route is not None):
             raise ValueError("models and route go together: route rows to named models, or use model alone")
         if self.route is None:
@@ -548,7 +550,7 @@ class PipelineSpec(_Section):
     def routed(self) -> bool:
         return self.route is not None
 
-    def for_model(self, name: str) -> "PipelineSpec":
+    def for_model(self, name: str) -> PipelineSpec:
         """This spec with `model` set to one of the routed models, as its engine actors see it."""
         return self.model_copy(update={"model": self.models[name]})
 

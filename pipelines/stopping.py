@@ -13,8 +13,8 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 from pipelines.store.output import OutputStore
 from pipelines.store.records import Records
@@ -111,7 +111,7 @@ class StopWatch:
         threading.Thread(target=self.stop, args=(CANCELLED,), daemon=True).start()  # not in a signal handler
 
     @contextmanager
-    def watching(self) -> Iterator["StopWatch"]:
+    def watching(self) -> Iterator[StopWatch]:
         thread = threading.Thread(target=self._poll, name="spotbatch-stop-watch", daemon=True)
         thread.start()
         previous = None

@@ -34,24 +34,25 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from operators.failures import BAD_INPUT, ENGINE_ERROR, INPUT_CHANGED, PREEMPTED_EXHAUSTED, STORAGE_ERROR
 from operators.engine_turns import EngineTurns
+from operators.failures import BAD_INPUT, ENGINE_ERROR, INPUT_CHANGED, PREEMPTED_EXHAUSTED, STORAGE_ERROR
 from operators.generate import RESULT_SCHEMA, conform, empty_results
 from operators.response_cache import ANSWER_COLUMNS, ResponseCache, request_key
 from pipelines.plan import model_identity
 from pipelines.redact import redact_url
 from pipelines.spec import PipelineSpec, sampling_identity
+from pipelines.stopping import StopFlag
 from pipelines.store.counts import ENGINE, UnitCounts, counts_fields, counts_from_row, counts_row
 from pipelines.store.output import STATS_KEY, OutputStore
 from pipelines.store.records import COMMITTED_AT, COMMITTED_BY, STALL_SECONDS, Records
-from pipelines.stopping import StopFlag
 from pipelines.unit_rows import ERROR, ID, MAX_TOKENS, PROMPT, SAMPLING
 
 log = logging.getLogger("spotbatch.unit")

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 GROW_CHECK_SECONDS = 1.0  # how often the cluster is asked whether one more engine fits
 WAIT_SECONDS = 0.25  # the longest the feed waits before it looks at stops and room again (and an interrupt is heard)

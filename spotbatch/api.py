@@ -109,7 +109,7 @@ def export(output: str, fmt: str, to: str, *, include_truncated: bool = False,
     >>> to = f"{tempfile.mkdtemp()}/train.jsonl"
     >>> spotbatch.export(output, "chat-jsonl", to)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    spotbatch.errors.OutputError: ... is not finished (1 of 1 units pending): run it to the end, or export what is there with --partial
+    spotbatch.errors.OutputError: ... is not finished (1 of 1 units pending): ... export what is there with --partial
     >>> spotbatch.export(output, "chat-jsonl", to, partial=True)  # doctest: +SKIP
     {'rows': 0, 'written': 0, 'errors': 0, 'skipped': 0}
     """

@@ -16,7 +16,8 @@ import yaml
 import spotbatch
 from jobs.cli import main
 from spotbatch import errors
-from tests.helpers import ROOT, spotbatch as spotbatch_cli
+from tests.helpers import ROOT
+from tests.helpers import spotbatch as spotbatch_cli
 
 HEAVY = ("ray", "vllm", "torch", "s3fs")
 

@@ -67,7 +67,8 @@ def test_batch_files_for_an_output_holding_a_parquet_run_are_refused_before_they
                          output={"path": str(tmp_path / "out")}))
     before = files_under(tmp_path / "out")
     (tmp_path / "batch.jsonl").write_text(line("r1") + "\n")
-    spec = write_spec(tmp_path / "spec.yaml", batch_spec(tmp_path, str(tmp_path / "batch.jsonl")).model_dump(mode="json"))
+    spec = write_spec(tmp_path / "spec.yaml",
+                      batch_spec(tmp_path, str(tmp_path / "batch.jsonl")).model_dump(mode="json"))
     proc = spotbatch("run", str(spec))
     assert proc.returncode == 2 and "its run was planned on no batch files" in proc.stderr, proc.stderr[-2000:]
     assert files_under(tmp_path / "out") == before

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from jobs.bench.stop_latency import job as job_of_units
+from jobs.bench.stop_latency import stop_written
+from pipelines.stopping import cancel
 from pipelines.store.output import OutputStore
 from pipelines.store.records import Records
 from pipelines.store.status import run_status
-from pipelines.stopping import cancel
-from jobs.bench.stop_latency import job as job_of_units, stop_written
 from tests.conftest import write_shards
 from tests.helpers import committed_ends, spotbatch, start_spotbatch, wait_until, write_spec
 from tests.test_resume import ROWS, job, output_ids

@@ -28,7 +28,7 @@ def test_random_node_kills_then_a_driver_kill_then_the_same_command_gives_every_
     try:
         for _ in range(2):
             done += rng.randint(1, 4)
-            wait_until(lambda: len(store.committed_units()) >= done, 300, f"{done} committed units", proc, log)
+            wait_until(lambda n=done: len(store.committed_units()) >= n, 300, f"{done} committed units", proc, log)
             victim = live.pop(rng.randrange(len(live)))
             victim.kill()
             live.append(cluster.add_node(cpus=1, resources={"spot": 1}))  # the fleet replaces it

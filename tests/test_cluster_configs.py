@@ -52,7 +52,8 @@ def test_nightly_cronjob_creates_that_nights_rayjob():
 
 
 def test_cron_line_runs_spotbatch_nightly_in_utc():
-    lines = [l for l in (CLUSTER / "nightly.crontab").read_text().splitlines() if l and not l.startswith("#")]
+    lines = [line for line in (CLUSTER / "nightly.crontab").read_text().splitlines()
+             if line and not line.startswith("#")]
     assert lines[0] == "CRON_TZ=UTC"
     minute, hour, dom, month, dow, *command = lines[1].split()
     assert (minute, hour, dom, month, dow) == ("0", "2", "*", "*", "*")

@@ -7,8 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from cluster.compile_cache import (AOT, CacheReport, SharedCompileCache, around_engine_start, inductor_files,
-                                   local_entries)
+from cluster.compile_cache import (
+    AOT,
+    CacheReport,
+    SharedCompileCache,
+    around_engine_start,
+    inductor_files,
+    local_entries,
+)
 from pipelines.spec import PipelineSpec, SpecError
 
 FILES = {"rank_0_0/backbone/computation_graph.py": "graph", "inductor_cache/ab/kernel.py": "kernel",

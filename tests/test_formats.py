@@ -29,7 +29,8 @@ def test_an_openai_body_maps_onto_the_rows_sampling_and_messages():
 
 
 def test_a_request_naming_a_model_the_spec_lacks_is_refused_and_models_imply_the_route():
-    with pytest.raises(InputError, match=r"f line 3: body.model 'gpt-x' names no model of the spec's `models` \(a, b\)"):
+    named = r"f line 3: body.model 'gpt-x' names no model of the spec's `models` \(a, b\)"
+    with pytest.raises(InputError, match=named):
         openai.read_request({"custom_id": "a", "body": {"model": "gpt-x", "messages": []}}, "f line 3", ["a", "b"])
     spec = PipelineSpec(input={"kind": "openai_batch", "paths": "b.jsonl"}, output={"path": "o"},
                         models={"a": {"name": "tiny-random"}, "b": {"name": "smollm2-135m"}})

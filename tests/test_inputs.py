@@ -18,7 +18,7 @@ def spec(paths, **kw) -> InputSpec:
 def test_lists_sorted_shards_with_footer_facts(tmp_path):
     write_shards(tmp_path / "in", ROWS, shards=3)
     shards = list_shards(spec(str(tmp_path / "in")))
-    assert [s.path.rsplit("/", 1)[-1] for s in shards] == ["shard-000.parquet", "shard-001.parquet", "shard-002.parquet"]
+    assert [s.path.rsplit("/", 1)[-1] for s in shards] == [f"shard-00{i}.parquet" for i in range(3)]
     assert sum(s.num_rows for s in shards) == 10
     assert all(s.prompt_bytes > 0 and s.size > 0 and s.version for s in shards)
 

@@ -53,7 +53,7 @@ class PagedEngine:
         self.stepping.set()
         self.may_step.wait()
         done = []
-        for rid, state in list(self.running.items()):
+        for state in list(self.running.values()):
             state[2] += 1  # every running request makes its next token and holds its KV
         self.peak_blocks = max(self.peak_blocks, self.blocks_held())
         for rid, state in list(self.running.items()):

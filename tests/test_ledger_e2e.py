@@ -7,11 +7,11 @@ import re
 import pyarrow.dataset as ds
 import pytest
 
+from pipelines.run import run
+from pipelines.spec import PipelineSpec
 from pipelines.store.ledger import compute_ledger
 from pipelines.store.output import OutputStore
 from pipelines.store.records import Records
-from pipelines.run import run
-from pipelines.spec import PipelineSpec
 from tests.conftest import write_shards
 from tests.helpers import spotbatch, write_spec
 
@@ -56,7 +56,8 @@ def test_ledger_reconciles_with_seconds_prices_and_tokens(tmp_path, ray_cluster,
     # the ledger files beside the results say the same, per unit and per actor
     units = ds.dataset(f"{tmp_path}/out/_spotbatch/ledger/units.parquet").to_table()
     actor_rows = ds.dataset(f"{tmp_path}/out/_spotbatch/ledger/actors.parquet").to_table()
-    assert units.num_rows == summary.units_total and sum(units.column("output_tokens").to_pylist()) == ledger.summary.output_tokens
+    assert units.num_rows == summary.units_total
+    assert sum(units.column("output_tokens").to_pylist()) == ledger.summary.output_tokens
     assert sum(actor_rows.column("usd_total").to_pylist()) == pytest.approx(ledger.summary.total_usd, rel=0.01)
     assert actor_rows.column("price_source")[0].as_py()
 
@@ -98,7 +99,8 @@ def test_budget_spent_already_starts_nothing(tmp_path, ray_cluster, tiny_model):
     assert first.stopped == "budget"
     again = run(make_spec(tmp_path, 60, max_cost_usd=0.5, **price), address=ray_cluster, interactive=False)
     assert again.stopped == "budget" and again.units_run == 0
-    spec_file = write_spec(tmp_path / "spec.yaml", make_spec(tmp_path, 60, max_cost_usd=0.5, **price).model_dump(mode="json"))
+    spec_file = write_spec(tmp_path / "spec.yaml",
+                           make_spec(tmp_path, 60, max_cost_usd=0.5, **price).model_dump(mode="json"))
     cli = spotbatch("run", str(spec_file), "--address", ray_cluster)
     assert cli.returncode == 3 and "stopped: budget" in cli.stdout, cli.stdout[-2000:] + cli.stderr[-2000:]
     assert len(Records(OutputStore(str(tmp_path / "out"))).actors()) == 1  # no engine was started again

@@ -81,7 +81,8 @@ def test_with_nothing_configured_a_run_shows_its_lines_as_the_cli_does_and_warni
 
 
 def test_a_users_own_configuration_is_left_as_it_is():
-    done = python("import logging\nlogging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s %(message)s')\n"
+    done = python("import logging\n"
+                  "logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s %(message)s')\n"
                   "from pipelines.log import console\nconsole()\n"
                   "logging.getLogger('spotbatch.run').info('the earlier run moved')\n")
     assert done.stdout == "" and done.stderr == "INFO spotbatch.run the earlier run moved\n"  # once, in its format

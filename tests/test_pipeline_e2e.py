@@ -4,9 +4,9 @@ import pyarrow.dataset as ds
 import pytest
 from transformers import AutoTokenizer
 
-from pipelines.store.output import OutputError
 from pipelines.run import run
 from pipelines.spec import PipelineSpec
+from pipelines.store.output import OutputError
 from tests.conftest import write_shards
 
 pytestmark = pytest.mark.engine

@@ -99,7 +99,8 @@ def test_a_file_with_tools_is_refused_by_name_before_anything_is_written(tmp_pat
     batch.write_text(line("ok") + "\n" + line("tool", tools=[{"type": "function", "function": {"name": "f"}}]) + "\n")
     write_spec(tmp_path / "spec.yaml", spec_for(tmp_path, "openai_batch", batch).model_dump(mode="json"))
     proc = spotbatch("run", str(tmp_path / "spec.yaml"))
-    assert proc.returncode == 2 and "batch.jsonl line 2: field body.tools cannot be honoured" in proc.stderr, proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    assert "batch.jsonl line 2: field body.tools cannot be honoured" in proc.stderr, proc.stderr
     assert not (tmp_path / "out").exists()
     image = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]
     batch.write_text(line("img", messages=image) + "\n")
@@ -140,8 +141,10 @@ def test_an_anthropic_batch_file_both_ways(tmp_path, ray_cluster, smollm2):
 def test_per_row_sampling_from_a_parquet_column(tmp_path, ray_cluster, smollm2):
     (tmp_path / "in").mkdir()
     rows = [
-        {"id": 0, "text": "Is the sky blue? Answer yes or no.", "params": json.dumps({"structured": {"choice": ["yes", "no"]}})},
-        {"id": 1, "text": "Write a code like 123-ab.", "params": json.dumps({"structured": {"regex": "[0-9]{3}-[a-z]{2}"}})},
+        {"id": 0, "text": "Is the sky blue? Answer yes or no.",
+         "params": json.dumps({"structured": {"choice": ["yes", "no"]}})},
+        {"id": 1, "text": "Write a code like 123-ab.",
+         "params": json.dumps({"structured": {"regex": "[0-9]{3}-[a-z]{2}"}})},
         {"id": 2, "text": "Say hello.", "params": json.dumps({"n": 2, "temperature": 0.8, "seed": 3})},
         {"id": 3, "text": "Say hello.", "params": None},
         {"id": 4, "text": "Say hello.", "params": json.dumps({"temprature": 0.5})},  # a typo: an error record

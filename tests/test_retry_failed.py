@@ -7,9 +7,9 @@ import pyarrow.dataset as ds
 import pytest
 
 from pipelines.run import run
+from pipelines.spec import PipelineSpec
 from pipelines.store.output import OutputStore
 from pipelines.store.records import Records
-from pipelines.spec import PipelineSpec
 from tests.conftest import write_shards
 from tests.helpers import spotbatch
 

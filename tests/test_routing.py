@@ -10,12 +10,12 @@ import pytest
 from cluster.models import ModelNotFoundError
 from pipelines.export import export
 from pipelines.inputs import InputError, list_shards
-from pipelines.store.ledger import compute_ledger
-from pipelines.store.output import OutputStore
 from pipelines.plan import make_plan
-from pipelines.store.records import Records
 from pipelines.run import run
 from pipelines.spec import PipelineSpec, SpecError, validate_spec
+from pipelines.store.ledger import compute_ledger
+from pipelines.store.output import OutputStore
+from pipelines.store.records import Records
 from tests.conftest import write_shards
 
 ROWS = [{"id": i, "text": f"Say something about item {i}.", "tier": ["easy", "hard", "easy", None][i % 4]}

@@ -8,9 +8,9 @@ import pytest
 import s3fs
 
 from pipelines.inputs import list_shards
+from pipelines.spec import InputSpec
 from pipelines.store.output import OutputStore
 from pipelines.store.records import Records
-from pipelines.spec import InputSpec
 
 pytestmark = pytest.mark.s3
 

@@ -87,7 +87,8 @@ def test_a_run_without_options_is_small_and_the_full_sizes_say_how_long_they_tak
     assert max(full.units) == 100 * max(small.units) and max(full.cache_sizes) == 100 * max(small.cache_sizes)
     assert parse(["--full", "--units", "50"]).units == [50]  # a size given outright wins
     shown = " ".join(spotbatch("bench", "--scale", "--help").stdout.split())
-    assert "--full the sizes of docs/guide/scaling.md" in shown and "about 3 hours on a 2-core machine, estimated" in shown
+    assert "--full the sizes of docs/guide/scaling.md" in shown
+    assert "about 3 hours on a 2-core machine, estimated" in shown
 
 
 def test_each_step_is_said_as_it_starts_and_timed_when_it_ends():

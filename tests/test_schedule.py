@@ -10,7 +10,7 @@ SPEC = PipelineSpec(input={"paths": ["s3://logs/{date}/*.parquet"], "prompt_colu
 
 
 def test_the_same_night_resolves_to_the_same_run_and_the_next_to_a_new_one():
-    night = dt.datetime(2026, 11, 21, 2, 0, tzinfo=dt.timezone.utc)
+    night = dt.datetime(2026, 11, 21, 2, 0, tzinfo=dt.UTC)
     first = with_run_date(SPEC, parse_run_date(None, now=night))
     retry = with_run_date(SPEC, parse_run_date(None, now=night + dt.timedelta(hours=3)))
     tomorrow = with_run_date(SPEC, parse_run_date(None, now=night + dt.timedelta(days=1)))

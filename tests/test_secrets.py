@@ -74,9 +74,9 @@ def test_no_credential_is_written_anywhere(tmp_path, s3_server, ray_cluster, tin
     # The retry's engines run on the cluster's workers, which do not have this shell's
     # environment: the credentials go where the spec keeps them, given again with --set.
     given = json.dumps(creds)
-    retried = spotbatch("run", "--retry-failed", out, "--address", ray_cluster, env=env,
-                        *[arg for field in ("input", "model", "model.compile_cache", "cache", "output")
-                          for arg in ("--set", f"{field}.storage_options={given}")])
+    sets = [arg for field in ("input", "model", "model.compile_cache", "cache", "output")
+            for arg in ("--set", f"{field}.storage_options={given}")]
+    retried = spotbatch("run", "--retry-failed", out, "--address", ray_cluster, *sets, env=env)
     assert "1 rows in 1 of" in retried.stdout and "0 completed, 1 failed" in retried.stdout, retried.stdout
 
     written = {path: fs.cat_file(path) for path in fs.find(prefix) if not path.endswith("/in/part-0.parquet")}

@@ -9,10 +9,10 @@ import time
 import pytest
 
 import pipelines.stopping as stopping
-from pipelines.store.output import OutputError, OutputStore
-from pipelines.store.records import Records
 from pipelines.run_control import RunControl
 from pipelines.stopping import CANCELLED, DEADLINE, StopWatch, cancel
+from pipelines.store.output import OutputError, OutputStore
+from pipelines.store.records import Records
 
 
 @pytest.fixture

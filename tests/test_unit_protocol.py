@@ -13,12 +13,12 @@ import pytest
 from operators.failures import BAD_INPUT, ENGINE_ERROR, PREEMPTED_EXHAUSTED, TIMEOUT
 from operators.generate import RESULT_COLUMNS
 from operators.response_cache import ResponseCache
+from pipelines import unit_protocol
 from pipelines.run import await_other_runs
 from pipelines.spec import PipelineSpec
 from pipelines.store.counts import UnitCounts, counts_of
 from pipelines.store.output import OutputStore
 from pipelines.store.records import HEARTBEAT_SECONDS, Records
-from pipelines import unit_protocol
 from pipelines.unit_protocol import SKIP_COMMITTED, SKIP_HELD, STORAGE_ERROR, SUPERSEDED, UnitProtocol
 from pipelines.unit_rows import ERROR, ID, MAX_TOKENS, PROMPT
 

@@ -118,7 +118,8 @@ def test_the_installed_wheel_runs_a_batch_to_its_end_outside_the_checkout(wheel,
     done = subprocess.run([str(target / "bin" / "spotbatch"), "run", "spec.yaml"], cwd=work, env=env,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    status = subprocess.run([sys.executable, "-c", "import json, spotbatch; print(json.dumps(spotbatch.status('out/')))"],
+    shown = "import json, spotbatch; print(json.dumps(spotbatch.status('out/')))"
+    status = subprocess.run([sys.executable, "-c", shown],
                             cwd=work, env=env, capture_output=True, text=True, timeout=300)
     assert status.returncode == 0, status.stderr[-3000:]
     figures = json.loads(status.stdout)

@@ -8,8 +8,8 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from cluster.models.errors import ModelNotFoundError
 from cluster.models.node_cache import fill_once, models_dir

@@ -59,8 +59,7 @@ def identify(name: str, revision: str | None) -> ModelSource:
     """The commit `revision` names now; the repo must hold a config.json. Offline, or when the
     hub cannot be reached (as huggingface_hub itself does), the cache's ref decides."""
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
     revision = revision or "main"
     if offline():

@@ -24,7 +24,7 @@ class ModelSource:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "ModelSource":
+    def from_json(cls, data: dict[str, Any]) -> ModelSource:
         return cls(**data)
 
 

@@ -86,7 +86,8 @@ def resolve(source: ModelSource, url: str, options: dict[str, Any]) -> tuple[Pat
         for rel, (size, _) in files:
             got = (staging / rel).stat().st_size
             if got != size:
-                raise ModelChangedError(f"model {source.where!r}: {rel} arrived with {got} bytes, the listing says {size}")
+                raise ModelChangedError(f"model {source.where!r}: {rel} arrived with {got} bytes, "
+                                        f"the listing says {size}")
         again = _listing(fs, root)
         if again != source.pin["files"]:  # changed while we downloaded: never keep a mix of two
             raise ModelChangedError(f"model {source.where!r} changed while it was downloaded")

@@ -187,10 +187,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    "finished_at": time.time()}
         (a.parent / "one-batch-figures.json").write_text(json.dumps(figures))
         return {}
+    import torch
+
     from cluster.models import fetch
     from operators.engine import effective_dtype
-
-    import torch
 
     model_path = str(fetch(args.model))
     dtype = effective_dtype("auto", on_cpu=not torch.cuda.is_available())

@@ -27,11 +27,11 @@ def compile_for(mode: str, model_path: str, dtype: str, rows: int, max_tokens: i
     is what a user gets who leaves it unset: spotbatch decides (pipelines/compile_choice.py,
     with what earlier runs of this model measured), and the other runners are given the same
     choice, so the comparison is of the tools."""
+    import torch
+
     from pipelines import engine_facts
     from pipelines.compile_choice import choose
     from pipelines.spec import ModelSpec
-
-    import torch
 
     if mode != "default":
         return mode == "eager", mode == "eager", f"--compile {mode}"
@@ -52,9 +52,9 @@ def chat_texts(tokenizer: Any, prompts: list[str], system_prompt: str | None) ->
 
 def cpu_env() -> dict[str, str]:
     """The environment an engine on all of this machine's cores wants (GPU engines ignore it)."""
-    from operators.engine import engine_env
-
     import torch
+
+    from operators.engine import engine_env
 
     return engine_env(1.0 if torch.cuda.is_available() else 0.0, None)
 

@@ -87,8 +87,8 @@ def profile(runner: str, prompts: int, delay: float, window: float, model: str, 
 
 
 def main() -> None:
-    from operators.engine import effective_dtype
     from cluster.models import fetch
+    from operators.engine import effective_dtype
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--prompts", type=int, default=320)

@@ -84,8 +84,8 @@ def bench(quick: bool = False, sets: list[str] | None = None, runners: list[str]
     between runs (plain vLLM alone: 96 to 107 tokens/s on the same prompts), so each round's
     ratio compares neighbours, and the median of the rounds is reported. `compile` is eager,
     compiled, or default: what a user who leaves model.enforce_eager unset gets (per set)."""
-    from operators.engine import effective_dtype
     from cluster.models import fetch
+    from operators.engine import effective_dtype
 
     model_path = str(fetch(model))
     dtype = effective_dtype("auto", on_cpu=not _has_gpu())

@@ -76,7 +76,8 @@ def main() -> None:
             proc.wait(10)
     mb = figures["bytes"] / 1e6
     print(f"{args.model}: {mb:.0f} MB")
-    print(f"local folder pinned: {figures['local_pin_cold_s']} s cold, {figures['local_pin_warm_s']} s from the hash cache")
+    print(f"local folder pinned: {figures['local_pin_cold_s']} s cold, "
+          f"{figures['local_pin_warm_s']} s from the hash cache")
     print(f"s3 folder: listed in {figures['url_pin_s']} s, first fetch {figures['url_first_fetch_s']} s "
           f"({mb / max(figures['url_first_fetch_s'], 1e-9):.0f} MB/s), later actors {figures['url_later_fetch_s']} s")
     print(json.dumps(figures))

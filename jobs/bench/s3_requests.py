@@ -18,9 +18,9 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 BUCKET = "spotbatch"
@@ -127,7 +127,7 @@ class S3RequestCounter:
         self.server.daemon_threads = True
         self.endpoint = f"http://127.0.0.1:{self.server.server_port}"
 
-    def __enter__(self) -> "S3RequestCounter":
+    def __enter__(self) -> S3RequestCounter:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 

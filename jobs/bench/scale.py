@@ -344,7 +344,8 @@ def scale_bench(units: list[int], actors: list[int], cache_sizes: list[int], wor
         folder = made_input(n)
         output = tempfile.mkdtemp(prefix=f"out-{n}-", dir=work)
         out["plan"].append(probe(f"plan: {n:,} units", "plan", folder, output, None))
-        out["units"].append(probe(f"units: {n:,} units, {actors[0]:,} actors", "units", folder, output, None, actors[0]))
+        out["units"].append(probe(f"units: {n:,} units, {actors[0]:,} actors", "units", folder, output, None,
+                                  actors[0]))
         readers = {"units": n}
         for which in ("status", "ledger", "report"):
             r = probe(f"{which}: {n:,} units' records", "reader", output, None, which)
@@ -415,8 +416,9 @@ def report_lines(f: dict[str, Any]) -> list[str]:
         lines.append(f"         plan time {growth(f['plan'], 'seconds', 'units')} units; "
                      f"peak RSS {growth(f['plan'], 'peak_rss_mb', 'units')}")
     for u in f["units"] + f["actors"][1:]:
-        lines.append(f"units    {u['units']:>9,} units, {u['actors']:>5,} actors: {u['unit_seconds_median'] * 1000:7.1f} ms "
-                     f"per unit (median), {u['units_per_second']:7.1f} units/s, {u['failed']} not committed")
+        lines.append(f"units    {u['units']:>9,} units, {u['actors']:>5,} actors: "
+                     f"{u['unit_seconds_median'] * 1000:7.1f} ms per unit (median), "
+                     f"{u['units_per_second']:7.1f} units/s, {u['failed']} not committed")
     if len(f["units"]) > 1:
         lines.append(f"         ms per unit {growth(f['units'], 'unit_seconds_median', 'units')} units")
     if len(f["actors"]) > 1:
@@ -436,8 +438,8 @@ def report_lines(f: dict[str, Any]) -> list[str]:
         lines.append(f"s3       {s['units']:>9,} units, {s['actors']:>5,} actors: {s['requests_per_unit']:.1f} "
                      f"requests per unit ({by_class}): ${s['usd_per_1k_units']:.4f} per 1,000 units")
     for b in f.get("beats", []):
-        lines.append(f"beats    {b['actors']:>5,} actors beat every {b['beat_seconds']:.0f} s: {b['puts_per_second']:.0f} "
-                     f"PUT/s, ${b['usd_per_hour']:.3f} per hour")
+        lines.append(f"beats    {b['actors']:>5,} actors beat every {b['beat_seconds']:.0f} s: "
+                     f"{b['puts_per_second']:.0f} PUT/s, ${b['usd_per_hour']:.3f} per hour")
     if f.get("s3_prices"):
         lines.append(f"         S3 prices: {f['s3_prices']['source']}, as of {f['s3_prices']['as_of']}")
     by_units = [s for s in f["s3"] if s["actors"] == f["s3"][0]["actors"]] if f["s3"] else []
@@ -470,7 +472,8 @@ def report_lines(f: dict[str, Any]) -> list[str]:
                      f"{c.get('footer_bytes', 0) / 1e6:.1f} MB, peak RSS {c['peak_rss_mb']:.0f} MB "
                      f"({c.get('rss_trimmed_mb') or 0:.0f} MB held after the lookups)")
         lines.append(f"         a fold of {c['fold_answers']:,} answers into a shard's run of "
-                     f"{c['run_files_before']} files: {c['fold_seconds']:.2f} s, {c['run_files_after']} files written, Arrow's peak "
+                     f"{c['run_files_before']} files: {c['fold_seconds']:.2f} s, {c['run_files_after']} files written, "
+                     "Arrow's peak "
                      f"{c['fold_arrow_peak_mb']:.0f} MB (RSS +{c['fold_added_peak_mb']:.0f} MB)")
     if len(f["cache"]) > 1:
         held = growth(f["cache"], "rss_trimmed_mb", "answers") if f["cache"][0].get("rss_trimmed_mb") else "n/a"
@@ -500,7 +503,8 @@ FULL_TAKES = "about 3 hours on a 2-core machine, estimated from its steps measur
 def sizes_args(parser: argparse.ArgumentParser) -> None:
     small = SIZES["small"]
     parser.add_argument("--full", action="store_true",
-                        help=f"the sizes of docs/guide/scaling.md ({', '.join(f'{k} {v}' for k, v in SIZES['full'].items())}): "
+                        help="the sizes of docs/guide/scaling.md "
+                             f"({', '.join(f'{k} {v}' for k, v in SIZES['full'].items())}): "
                              f"{FULL_TAKES}. Without it: {', '.join(f'{k} {v}' for k, v in small.items())}, "
                              "a few minutes")
     parser.add_argument("--units", type=_ints, help=f"default {small['units']}")

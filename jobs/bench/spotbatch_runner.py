@@ -73,7 +73,8 @@ def run_spotbatch(prompts: PromptSet, work: Path, model: str, dtype: str, enforc
     latest: dict[str, dict] = {}  # per actor, its last snapshot (the figures are cumulative)
     for actor, end in ends:
         engine = end["engine"]
-        if engine["last_finished_at"] and engine["last_finished_at"] >= latest.get(actor, {}).get("last_finished_at", 0):
+        finished = engine["last_finished_at"]
+        if finished and finished >= latest.get(actor, {}).get("last_finished_at", 0):
             latest[actor] = engine
     # What its engines ran (the spec's word, or the run's choice), as each actor recorded it.
     compiled = {("eager" if a["compile"]["enforce_eager"] else "compiled")

@@ -79,5 +79,6 @@ def requested_model(model: Any, where: str, field: str, models: list[str] | None
     if model is not None:
         string_field(model, where, field)
     if models and model not in models:
-        raise BatchFileError(f"{where}: {field} {shown(model)} names no model of the spec's `models` ({', '.join(models)})")
+        raise BatchFileError(f"{where}: {field} {shown(model)} names no model of the spec's `models` "
+                             f"({', '.join(models)})")
     return model

@@ -31,7 +31,7 @@ class UnitCounts:
     errors_by_class: dict[str, int] = field(default_factory=dict)  # operators/failures.py
 
     @classmethod
-    def of_results(cls, cols: dict[str, list], engine_seconds: float) -> "UnitCounts":
+    def of_results(cls, cols: dict[str, list], engine_seconds: float) -> UnitCounts:
         """The counts of a unit's result columns (operators/generate.py's RESULT_SCHEMA)."""
         served = cols["served_from"]
         engine = [i for i, s in enumerate(served) if s == ENGINE]
@@ -49,7 +49,7 @@ class UnitCounts:
         )
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "UnitCounts":
+    def from_json(cls, data: dict[str, Any]) -> UnitCounts:
         """From a footer or record; fields it lacks (older records) are 0."""
         names = {f.name for f in fields(UnitCounts)}
         return cls(**{k: v for k, v in data.items() if k in names})
@@ -57,7 +57,7 @@ class UnitCounts:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
-    def add(self, other: "UnitCounts") -> None:
+    def add(self, other: UnitCounts) -> None:
         for f in fields(UnitCounts):
             if f.name == "errors_by_class":
                 self.errors_by_class = dict(Counter(self.errors_by_class) + Counter(other.errors_by_class))
@@ -65,7 +65,7 @@ class UnitCounts:
                 setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
     @classmethod
-    def total(cls, units: list["UnitCounts"]) -> "UnitCounts":
+    def total(cls, units: list[UnitCounts]) -> UnitCounts:
         total = cls()
         for unit in units:
             total.add(unit)

@@ -48,8 +48,9 @@ def format_startup(s: dict[str, Any]) -> str:
     """One line.
 
     >>> format_startup({"planning": 0.2, "ray": 3.1, "actor_start": 2.0, "model_load": 8.0, "first_unit": 1.4,
-    ...                 "to_first_result": 14.7, "warm_engine": False})
-    'start-up: 14.7 s to the first result: planning 0.2 s, Ray 3.1 s, actor start 2.0 s, model load 8.0 s, first unit 1.4 s'
+    ...                 "to_first_result": 14.7, "warm_engine": False})  # doctest: +NORMALIZE_WHITESPACE
+    'start-up: 14.7 s to the first result: planning 0.2 s, Ray 3.1 s, actor start 2.0 s, model load 8.0 s,
+     first unit 1.4 s'
     """
     names = {"planning": "planning", "ray": "Ray", "actor_start": "actor start", "model_load": "model load",
              "first_unit": "first unit"}

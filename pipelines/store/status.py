@@ -7,10 +7,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pipelines.redact import redact_url
+from pipelines.stopping import describe_stop
 from pipelines.store.counts import UnitCounts
 from pipelines.store.output import OutputStore
 from pipelines.store.records import Records
-from pipelines.stopping import describe_stop
 
 
 @dataclass
