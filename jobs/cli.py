@@ -69,6 +69,19 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def _estimate(args: argparse.Namespace) -> int:
+    import json
+
+    from pipelines.estimate import estimate
+    from pipelines.estimate.text import format_estimate
+
+    spec = load_spec(args.spec, overrides=args.set, output=args.output)
+    est = estimate(spec, by=args.by, references=args.reference, instance_types=args.instance_type or None,
+                   sample_rows=args.sample_rows)
+    print(json.dumps(est.to_json(), indent=1) if args.json else format_estimate(est))
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
     import json
 
@@ -195,6 +208,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true",
                    help="show Ray's and vLLM's log lines here (default: in a file whose path is printed)")
     p.set_defaults(func=_run)
+
+    p = sub.add_parser("estimate", help="the bill before the run: its tokens, and the time and $ of each instance "
+                                        "type and market, beside the providers' batch prices; starts no engine")
+    p.add_argument("spec", help="pipeline spec (YAML)")
+    p.add_argument("--output", help="output path (overrides output.path); read only, to see what is committed")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec value, e.g. --set sampling.max_tokens=64 (repeatable)")
+    p.add_argument("--by", metavar="TIME", help="the deadline to meet instead of compute.deadline: a UTC time "
+                                                "of day (06:00) or a duration (3h, 90m)")
+    p.add_argument("--reference", action="append", default=[], metavar="MODEL",
+                   help="a provider model to price the same tokens at its batch price, e.g. gpt-4o-mini (repeatable)")
+    p.add_argument("--instance-type", action="append", metavar="TYPE",
+                   help="only this instance type of the price catalog (repeatable; default: every one)")
+    p.add_argument("--sample-rows", type=_at_least_one, default=20_000,
+                   help="read every row up to this many, else a sample of about this many (default 20,000)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_estimate)
 
     p = sub.add_parser("status", help="how far a run has come: units, rows, tokens")
     p.add_argument("output", help="the run's output path")
