@@ -20,11 +20,11 @@ def format_estimate(est: Estimate) -> str:
         (f"  the engine gets {w.engine_prompt_tokens:,} of them: {w.duplicate_rows:,} duplicate rows"
          + (" among the rows read" if not w.exact else "") + " answered by the dedup"
          + (f"; {w.rows_refused:,} rows would be error records" if w.rows_refused else "")),
-        f"  output tokens expected: {w.output_tokens:,} ({w.output_ratio:.0%} of the {w.allowed_output_tokens:,} "
-        f"the rows' max_tokens allow; {w.output_ratio_source})",
+        (f"  output tokens expected: {w.output_tokens:,} ({w.output_ratio:.0%} of the {w.allowed_output_tokens:,} "
+         f"the rows' max_tokens allow; {w.output_ratio_source})"),
         "",
-        f"{'instance type':<14} {'market':<10} {'engines':>7} {'tok/s/eng':>9} {'time':>8} {'$ total':>10} "
-        f"{'$/1M in':>8} {'$/1M out':>8}  speed from",
+        (f"{'instance type':<14} {'market':<10} {'engines':>7} {'tok/s/eng':>9} {'time':>8} {'$ total':>10} "
+         f"{'$/1M in':>8} {'$/1M out':>8}  speed from"),
     ]
     for o in est.options[:SHOWN_OPTIONS]:
         lines.append(f"{o.instance_type:<14} {o.market:<10} {o.engines:>7} {o.tokens_per_second:>9,.0f} "
