@@ -82,11 +82,14 @@ def status(output: str, storage_options: dict[str, Any] | None = None) -> dict[s
     return run_status(output, storage_options).to_json()
 
 
-def report(output: str, compare: str | None = None, plot: str | None = None) -> dict[str, Any]:
+def report(output: str, compare: str | None = None, plot: str | None = None,
+           estimate: str | None = None) -> dict[str, Any]:
     """What the run on `output` cost, as `spotbatch report --json` prints it: the cost ledger's
     summary ($ total and split into load, useful, idle and wasted; $ per 1M tokens; a reference
     price's comparison), its status, tokens/s over time. With `compare` (another output), both,
-    and how their specs differ; `plot` also draws the cost split and tokens/s to that PNG file.
+    and how their specs differ; `plot` also draws the cost split and tokens/s to that PNG file;
+    `estimate` (a file `spotbatch estimate --json` wrote before the run) adds, under "estimate",
+    its tokens, seconds and $ against the actual ones, with the error of each.
 
     >>> cost = spotbatch.report(output)
     >>> cost["total_usd"], cost["input_tokens"], cost["status"]["units_committed"]
@@ -94,7 +97,7 @@ def report(output: str, compare: str | None = None, plot: str | None = None) -> 
     """
     from jobs.report import report_data
 
-    return report_data(output, compare=compare, plot=plot)
+    return report_data(output, compare=compare, plot=plot, estimate=estimate)
 
 
 def export(output: str, fmt: str, to: str, *, include_truncated: bool = False,

@@ -187,3 +187,54 @@ def test_unknown_names_are_refused_by_name(tmp_path, capsys, tiny_model, args, m
     assert main(["estimate", str(spec), *args]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def run_by_hand(store, plan, spec) -> None:
+    """One invocation as an engine actor records it: run record, actor, each unit through the
+    unit protocol (a fake generate: 2 prompt and 3 output tokens a row), run ended."""
+    import time
+
+    from pipelines.store.records import Records
+    from pipelines.unit_protocol import UnitProtocol
+    from tests.test_compact import NODE
+    from tests.test_unit_protocol import FakeGenerate, unit_rows
+
+    records, t0 = Records(store), time.time() - 100
+    records.run_record("run-1", {"started_at": t0, "ended_at": None, "stopped": None})
+    records.actor_started("actor-1", {"run_id": "run-1", "started_at": t0, "loaded_at": t0 + 3, "model": "m", **NODE})
+    records.actor_beat("actor-1", {"time": time.time()})
+    protocol = UnitProtocol(spec.model_copy(update={"cache": spec.cache.model_copy(update={"dedup": False})}),
+                            fingerprint=plan.fingerprint, run_id="run-1", actor_id="actor-1", node_id="n1",
+                            generate=FakeGenerate(), store=store)
+    for unit in plan.units:
+        assert protocol.run(unit.unit_id, unit_rows()).committed
+    records.run_record("run-1", {"started_at": t0, "ended_at": time.time(), "stopped": None})
+
+
+def test_report_checks_the_estimate_against_the_run(tmp_path, capsys, tiny_model):
+    from pipelines.run import prepare
+    from pipelines.store.ledger import compute_ledger
+
+    spec_path = write_spec(tmp_path, tiny_model, rows=40, cost={"instance_type": "cpu-2vcpu", "market": "spot"})
+    est_file = tmp_path / "estimate.json"
+    est_file.write_text(json.dumps(estimate_json(capsys, spec_path)))
+    store, plan = prepare(load_spec(spec_path))
+    run_by_hand(store, plan, load_spec(spec_path))
+    ledger = compute_ledger(store).summary
+    assert ledger.input_tokens > 0 and ledger.total_usd > 0
+
+    assert main(["report", str(tmp_path / "out"), "--json", "--estimate", str(est_file)]) == 0
+    check = json.loads(capsys.readouterr().out)["estimate"]
+    est = json.loads(est_file.read_text())
+    option = next(o for o in est["options"] if (o["instance_type"], o["market"]) == ("cpu-2vcpu", "spot"))
+    assert (check["instance_type"], check["market"]) == ("cpu-2vcpu", "spot")
+    assert check["input_tokens"] == {"estimated": est["work"]["engine_prompt_tokens"], "actual": ledger.input_tokens,
+                                     "error": est["work"]["engine_prompt_tokens"] / ledger.input_tokens - 1}
+    assert check["usd"]["estimated"] == option["usd"] and check["usd"]["actual"] == ledger.total_usd
+    assert check["seconds"]["actual"] > 0
+
+    assert main(["report", str(tmp_path / "out"), "--estimate", str(est_file)]) == 0
+    assert "estimated against actual (cpu-2vcpu spot):" in capsys.readouterr().out
+    (tmp_path / "bad.json").write_text("{}")
+    assert main(["report", str(tmp_path / "out"), "--estimate", str(tmp_path / "bad.json")]) == 2
+    assert f"estimate file {tmp_path / 'bad.json'}: field work is missing" in capsys.readouterr().err
