@@ -120,9 +120,9 @@ def report(path: str, as_json: bool = False, plot: str | None = None, compare: s
             print(format_startup(first) + " (the latest run)")
         print(format_cost(ledger.summary))
         if estimate:
-            from pipelines.estimate.check import against_actual, format_check, read_estimate
+            from pipelines.estimate import check
 
-            print(format_check(against_actual(read_estimate(estimate), path, ledger)))
+            print(check.format_check(check.against_actual(check.read_estimate(estimate), path, ledger)))
         if other is not None:
             print(f"\ncompared with {compare}:\n{format_cost(other.summary)}")
             differences = spec_differences(path, compare)
