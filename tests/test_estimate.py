@@ -238,3 +238,16 @@ def test_report_checks_the_estimate_against_the_run(tmp_path, capsys, tiny_model
     (tmp_path / "bad.json").write_text("{}")
     assert main(["report", str(tmp_path / "out"), "--estimate", str(tmp_path / "bad.json")]) == 2
     assert f"estimate file {tmp_path / 'bad.json'}: field work is missing" in capsys.readouterr().err
+
+
+def test_an_output_holding_another_run_is_refused_as_run_refuses_it(tmp_path, capsys, tiny_model):
+    from pipelines.run import prepare
+
+    spec_path = write_spec(tmp_path, tiny_model, rows=8)
+    prepare(load_spec(spec_path))
+    before = snapshot(tmp_path / "out")
+    assert main(["estimate", str(spec_path), "--set", "sampling.max_tokens=32"]) == 2
+    assert f"output path {tmp_path / 'out'} holds another run's results" in capsys.readouterr().err
+    assert snapshot(tmp_path / "out") == before
+    assert main(["estimate", str(spec_path), "--set", "sampling.max_tokens=32", "--output",
+                 str(tmp_path / "elsewhere")]) == 0
