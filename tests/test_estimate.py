@@ -181,6 +181,7 @@ def test_the_deadline_picks_the_cheapest_that_meets_it_or_says_none_does(tmp_pat
     (["--reference", "gpt-9"], "no batch price for reference model 'gpt-9'; known: "),
     (["--instance-type", "g7.mega"], "no price for instance type 'g7.mega'; known: "),
     (["--by", "6am"], "--by: deadline '6am' is neither"),
+    (["--set", "input.kind=openai_batch"], "input.kind openai_batch: the estimate reads Parquet inputs only"),
 ])
 def test_unknown_names_are_refused_by_name(tmp_path, capsys, tiny_model, args, message):
     spec = write_spec(tmp_path, tiny_model, rows=4)

@@ -78,6 +78,9 @@ def estimate(spec: PipelineSpec, *, by: str | None = None, references: list[str]
             check_deadline(by)
         except ValueError as err:
             raise SpecError(f"--by: {err}") from None
+    if spec.input.kind != "parquet":  # `run` reads those into Parquet in the output folder first
+        raise SpecError(f"input.kind {spec.input.kind}: the estimate reads Parquet inputs only, and would have to "
+                        f"write the batch file's Parquet into the output; not built yet")
     prices = [batch_price(name) for name in references]  # refused by name before any work is read
     work = measure_work(spec, sample_rows)
     found, left_out = options(spec, work.engine_prompt_tokens, work.output_tokens, instance_types)
