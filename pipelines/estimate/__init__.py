@@ -102,20 +102,25 @@ def recommend(found: list[Option], deadline: str | None, now: float | None = Non
     meets = [o for o in found if allowed is None or o.seconds <= allowed]
     if not meets:
         fastest = min(found, key=lambda o: o.seconds, default=None)
-        says = (f"no option meets the deadline {deadline!r} ({_duration(allowed or 0)} from now)"
-                + (f": the fastest, {fastest.instance_type} {fastest.market}, takes {_duration(fastest.seconds)}"
+        says = (f"no option meets the deadline {deadline!r} ({duration_text(allowed or 0)} from now)"
+                + (f": the fastest, {fastest.instance_type} {fastest.market}, takes {duration_text(fastest.seconds)}"
                    if fastest else ": no option could be estimated"))
         return Recommendation(None, deadline, allowed, None, None, says)
     pick, rest = meets[0], meets[1:]
     nxt = next((o for o in rest if (o.instance_type, o.market) != (pick.instance_type, pick.market)), None)
     saves = nxt.usd - pick.usd if nxt else None
-    says = (f"{pick.instance_type} {pick.market}: ${pick.usd:,.2f}, {_duration(pick.seconds)}"
+    says = (f"{pick.instance_type} {pick.market}: ${usd_text(pick.usd)}, {duration_text(pick.seconds)}"
             + (f", by the deadline {deadline!r}" if deadline else "")
-            + (f"; saves ${saves:,.4f} against {nxt.instance_type} {nxt.market} (${nxt.usd:,.4f})" if nxt else ""))
+            + (f"; saves ${usd_text(saves)} against {nxt.instance_type} {nxt.market} (${usd_text(nxt.usd)})" if nxt else ""))
     return Recommendation(pick, deadline, allowed, saves, nxt, says)
 
 
-def _duration(seconds: float) -> str:
+def usd_text(value: float) -> str:
+    """Cents for large sums; small ones keep four decimals, so options a cent apart still differ."""
+    return f"{value:,.2f}" if value >= 10 else f"{value:.4f}"
+
+
+def duration_text(seconds: float) -> str:
     seconds = max(0, round(seconds))
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)

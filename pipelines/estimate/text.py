@@ -3,7 +3,7 @@ the recommendation, each figure with where it came from."""
 
 from __future__ import annotations
 
-from pipelines.estimate import Estimate, _duration
+from pipelines.estimate import Estimate, duration_text, usd_text
 
 SHOWN_OPTIONS = 12  # the cheapest; --json has them all
 
@@ -28,13 +28,13 @@ def format_estimate(est: Estimate) -> str:
     ]
     for o in est.options[:SHOWN_OPTIONS]:
         lines.append(f"{o.instance_type:<14} {o.market:<10} {o.engines:>7} {o.tokens_per_second:>9,.0f} "
-                     f"{_duration(o.seconds):>8} {_usd(o.usd):>10} {_money(o.usd_per_1m_input_tokens):>8} "
+                     f"{duration_text(o.seconds):>8} {usd_text(o.usd):>10} {_money(o.usd_per_1m_input_tokens):>8} "
                      f"{_money(o.usd_per_1m_output_tokens):>8}  {o.speed_source}")
     if len(est.options) > SHOWN_OPTIONS:
         lines.append(f"... {len(est.options) - SHOWN_OPTIONS} more (--json shows them all)")
     lines += [f"not estimated: {why}" for why in est.left_out]
     for r in est.references:
-        lines.append(f"{r.price.name} batch ({r.price.provider}): ${r.usd:,.2f} at ${r.price.usd_per_1m_input_tokens:g}"
+        lines.append(f"{r.price.name} batch ({r.price.provider}): ${usd_text(r.usd)} at ${r.price.usd_per_1m_input_tokens:g}"
                      f" / ${r.price.usd_per_1m_output_tokens:g} per 1M in/out ({r.price.source}, {r.price.as_of})")
     lines += ["", f"recommendation: {est.recommendation.says}"]
     lines += [f"assumed: {a}" for a in est.assumptions]
@@ -43,8 +43,3 @@ def format_estimate(est: Estimate) -> str:
 
 def _money(value: float | None) -> str:
     return "-" if value is None else f"{value:,.3f}"
-
-
-def _usd(value: float) -> str:
-    """Cents for large sums; small ones keep four decimals, so options a cent apart still differ."""
-    return f"{value:,.2f}" if value >= 10 else f"{value:.4f}"
