@@ -89,3 +89,37 @@ class PriceCatalog:
             source=str(entry.get(f"{market}_source", "")),
             on_demand_usd_per_hour=float(entry.get("on_demand") or entry[market]),
         )
+
+
+PROVIDERS = Path(__file__).with_name("provider_prices.yaml")
+
+
+@dataclass(frozen=True)
+class BatchPrice:
+    """A provider's batch price for one model, $ per 1M tokens, with where it came from."""
+
+    name: str
+    provider: str
+    usd_per_1m_input_tokens: float
+    usd_per_1m_output_tokens: float
+    as_of: str
+    source: str
+
+
+def batch_price(name: str, path: Path = PROVIDERS) -> BatchPrice:
+    """A reference model's batch price, by its name; a name with no price is refused by name.
+
+    >>> batch_price("gpt-4o-mini").usd_per_1m_input_tokens
+    0.075
+    >>> batch_price("gpt-9")
+    Traceback (most recent call last):
+    spotbatch.errors.PriceError: no batch price for reference model 'gpt-9'; known: claude-3-5-haiku, claude-3-haiku, claude-sonnet-4, gpt-4.1, gpt-4o, gpt-4o-mini, o4-mini
+    """
+    providers = yaml.safe_load(path.read_text())
+    for provider, entry in providers.items():
+        model = entry["models"].get(name)
+        if model is not None:
+            return BatchPrice(name, provider, float(model["batch_input"]), float(model["batch_output"]),
+                              str(entry["as_of"]), str(entry["source"]))
+    known = sorted(m for entry in providers.values() for m in entry["models"])
+    raise PriceError(f"no batch price for reference model {name!r}; known: {', '.join(known)}")

@@ -74,6 +74,19 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def _estimate(args: argparse.Namespace) -> int:
+    import json
+
+    from pipelines.estimate import estimate
+    from pipelines.estimate.text import format_estimate
+
+    spec = load_spec(args.spec, overrides=args.set, output=args.output)
+    est = estimate(spec, by=args.by, references=args.reference, instance_types=args.instance_type or None,
+                   sample_rows=args.sample_rows)
+    print(json.dumps(est.to_json(), indent=1) if args.json else format_estimate(est))
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
     import json
 
@@ -114,7 +127,7 @@ def _compact(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from jobs.report import report
 
-    return report(args.output, as_json=args.json, plot=args.plot, compare=args.compare)
+    return report(args.output, as_json=args.json, plot=args.plot, compare=args.compare, estimate=args.estimate)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -203,6 +216,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="show Ray's and vLLM's log lines here (default: in a file whose path is printed)")
     p.set_defaults(func=_run)
 
+    p = sub.add_parser("estimate", help="the bill before the run: its tokens, and the time and $ of each instance "
+                                        "type and market, beside the providers' batch prices; starts no engine")
+    p.add_argument("spec", help="pipeline spec (YAML)")
+    p.add_argument("--output", help="output path (overrides output.path); read only, to see what is committed")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec value, e.g. --set sampling.max_tokens=64 (repeatable)")
+    p.add_argument("--by", metavar="TIME", help="the deadline to meet instead of compute.deadline: a UTC time "
+                                                "of day (06:00) or a duration (3h, 90m)")
+    p.add_argument("--reference", action="append", default=[], metavar="MODEL",
+                   help="a provider model to price the same tokens at its batch price, e.g. gpt-4o-mini (repeatable)")
+    p.add_argument("--instance-type", action="append", metavar="TYPE",
+                   help="only this instance type of the price catalog (repeatable; default: every one)")
+    p.add_argument("--sample-rows", type=_at_least_one, default=20_000,
+                   help="read every row up to this many, else a sample of about this many (default 20,000)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_estimate)
+
     p = sub.add_parser("status", help="how far a run has come: units, rows, tokens")
     p.add_argument("output", help="the run's output path")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -218,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--plot", metavar="FILE.png", help="draw the cost split and tokens/s over time")
     p.add_argument("--compare", metavar="OTHER", help="another run's output, for $ per 1M tokens side by side")
+    p.add_argument("--estimate", metavar="FILE.json", help="what `spotbatch estimate SPEC --json` said before the run: "
+                                                          "shows its tokens, time and $ against the actual, with the errors")
     p.set_defaults(func=_report)
 
     p = sub.add_parser("compact", help="fold the records of ended runs into one archive, and compact the response "

@@ -87,12 +87,18 @@ def draw_chart(ledger: Ledger, path: str, title: str) -> None:
     plt.close(fig)
 
 
-def report_data(path: str, compare: str | None = None, plot: str | None = None) -> dict[str, Any]:
+def report_data(path: str, compare: str | None = None, plot: str | None = None,
+                estimate: str | None = None) -> dict[str, Any]:
     """What `report --json` prints (and spotbatch.report returns): the output's cost ledger summary,
     its status, tokens/s over time and where its latest run's first seconds went; with `compare`,
-    {"run", "compare", "differences"}. `plot` also draws the chart to that file."""
+    {"run", "compare", "differences"}. `plot` also draws the chart to that file; `estimate` (the
+    file `spotbatch estimate --json` wrote) adds the estimate against the actual figures."""
     ledger = load_ledger(path)
     data = report_json(path, ledger)
+    if estimate:
+        from pipelines.estimate.check import against_actual, read_estimate
+
+        data["estimate"] = against_actual(read_estimate(estimate), path, ledger)
     if plot:
         draw_chart(ledger, plot, path)
     if not compare:
@@ -101,9 +107,10 @@ def report_data(path: str, compare: str | None = None, plot: str | None = None) 
             "differences": spec_differences(path, compare)}
 
 
-def report(path: str, as_json: bool = False, plot: str | None = None, compare: str | None = None) -> int:
+def report(path: str, as_json: bool = False, plot: str | None = None, compare: str | None = None,
+           estimate: str | None = None) -> int:
     if as_json:
-        print(json.dumps(report_data(path, compare, plot), indent=1))
+        print(json.dumps(report_data(path, compare, plot, estimate), indent=1))
     else:
         ledger = load_ledger(path)
         other = load_ledger(compare) if compare else None
@@ -112,6 +119,10 @@ def report(path: str, as_json: bool = False, plot: str | None = None, compare: s
         if first:
             print(format_startup(first) + " (the latest run)")
         print(format_cost(ledger.summary))
+        if estimate:
+            from pipelines.estimate import check
+
+            print(check.format_check(check.against_actual(check.read_estimate(estimate), path, ledger)))
         if other is not None:
             print(f"\ncompared with {compare}:\n{format_cost(other.summary)}")
             differences = spec_differences(path, compare)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from operators.engine_args import hide_in_engine_logs
-from operators.prompts import chat_messages
+from operators.tokens import prompt_token_ids
 
 
 @dataclass(frozen=True)
@@ -145,15 +145,9 @@ class VLLMEngine:
         self._top_logprobs: dict[str, int] = {}  # request id -> alternatives asked per token
 
     def encode(self, prompt: str, system_prompt: str | None, fmt: str) -> list[int]:
-        """Token ids of the prompt as the model will see it. fmt: "raw" sends the text as it is;
-        "chat" applies the chat template to one user message; "messages" reads the prompt as a
-        JSON list of chat messages (an OpenAI batch body's `messages`)."""
-        if fmt == "raw":
-            return list(self.tokenizer.encode(prompt, add_special_tokens=True))
-        text = self.tokenizer.apply_chat_template(chat_messages(prompt, system_prompt, fmt), tokenize=False,
-                                                  add_generation_prompt=True, chat_template=self.config.chat_template,
-                                                  **self.config.chat_template_kwargs)
-        return list(self.tokenizer.encode(text, add_special_tokens=False))
+        """Token ids of the prompt as the model will see it (operators/tokens.py)."""
+        return prompt_token_ids(self.tokenizer, prompt, system_prompt, fmt, self.config.chat_template,
+                                self.config.chat_template_kwargs)
 
     def kv_capacity_tokens(self) -> int:
         """Tokens the KV cache holds: what can be in flight before vLLM must preempt."""

@@ -13,6 +13,12 @@ where the next run of the same model decides.
   eager_tokens_per_second, compiled_tokens_per_second   the latest measured, each
   eager_start_seconds, compiled_start_seconds           the latest measured, each
   compile_seconds = compiled start - eager start        once both were measured
+  on: {instance type: {tokens_per_second, start_seconds, engines, run_id}}
+      the latest speed and start measured on each instance type (the actors' own, cluster/
+      node_facts.py), for the estimate (pipelines/estimate/)
+  output_ratio: {ratio, generated_tokens, allowed_tokens, run_id}
+      the tokens a whole run generated over the most its rows allowed (Unit.decode_tokens),
+      for the estimate's expected output
 """
 
 from __future__ import annotations
@@ -64,14 +70,49 @@ def measured(actors: dict[str, dict], run_id: str) -> dict[str, Any]:
     return found
 
 
-def remember_run(spec, actors: dict[str, dict], run_id: str, path: Path | None = None) -> None:
-    """After a run: keep what its engines measured, per model (a routed run's each)."""
+def measured_on(actors: dict[str, dict], run_id: str) -> dict[str, dict[str, Any]]:
+    """Per instance type, what one run's engines measured there: the mean of each engine's
+    output tokens/s while busy, and the longest engine start (a fleet waits for its slowest)."""
+    found: dict[str, dict[str, Any]] = {}
+    for record in actors.values():
+        compile_ = record.get("compile") or {}
+        engine = record.get("engine") or {}
+        if record.get("run_id") != run_id or record.get("warm") or not record.get("instance_type"):
+            continue
+        mine = found.setdefault(record["instance_type"], {"rates": [], "starts": []})
+        if engine.get("busy_seconds", 0) >= MIN_BUSY_SECONDS and engine.get("completion_tokens"):
+            mine["rates"].append(engine["completion_tokens"] / engine["busy_seconds"])
+        if compile_.get("engine_start_seconds"):
+            mine["starts"].append(compile_["engine_start_seconds"])
+    return {itype: {**({"tokens_per_second": sum(m["rates"]) / len(m["rates"]), "engines": len(m["rates"])}
+                       if m["rates"] else {}),
+                    **({"start_seconds": max(m["starts"])} if m["starts"] else {}), "run_id": run_id}
+            for itype, m in found.items() if m["rates"] or m["starts"]}
+
+
+def output_ratio(generated: int, allowed: int, run_id: str) -> dict[str, Any] | None:
+    """The share of its rows' max_tokens a run used (None when nothing was allowed)."""
+    if allowed <= 0:
+        return None
+    return {"ratio": generated / allowed, "generated_tokens": generated, "allowed_tokens": allowed, "run_id": run_id}
+
+
+def remember_run(spec, actors: dict[str, dict], run_id: str, path: Path | None = None,
+                 ratio: dict[str, Any] | None = None) -> None:
+    """After a run: keep what its engines measured, per model (a routed run's each); `ratio`
+    (output_ratio) is the run's own, kept for its model (an unrouted run's)."""
     by_model: dict[str, dict[str, dict]] = {}
     for actor_id, record in actors.items():
         by_model.setdefault(record.get("model") or spec.model.name, {})[actor_id] = record
     for name, mine in by_model.items():
         model = spec.for_model(name).model if spec.routed and name in spec.models else spec.model
-        remember(model, spec.compute.gpus_per_actor, measured(mine, run_id), run_id, path)
+        figures = measured(mine, run_id)
+        on = measured_on(mine, run_id)
+        if on:
+            figures["on"] = on
+        if ratio is not None and not spec.routed:
+            figures["output_ratio"] = ratio
+        remember(model, spec.compute.gpus_per_actor, figures, run_id, path)
 
 
 def remember(model, gpus_per_actor: float, figures: dict[str, Any], run_id: str, path: Path | None = None) -> None:
@@ -80,7 +121,10 @@ def remember(model, gpus_per_actor: float, figures: dict[str, Any], run_id: str,
         return
     path = path or facts_path()
     facts = _load(path)
-    mine = {**facts.get(_key(model, gpus_per_actor), {}), **figures, "run_id": run_id,
+    before = facts.get(_key(model, gpus_per_actor), {})
+    if "on" in figures:  # per instance type: a run on one type keeps what others measured on theirs
+        figures = {**figures, "on": {**before.get("on", {}), **figures["on"]}}
+    mine = {**before, **figures, "run_id": run_id,
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if "compiled_start_seconds" in mine and "eager_start_seconds" in mine:
         mine["compile_seconds"] = max(0.0, mine["compiled_start_seconds"] - mine["eager_start_seconds"])

@@ -311,12 +311,25 @@ def _stream_pending(spec: PipelineSpec, plan: Plan, pending: list, store: Output
 
     def close() -> None:
         try:  # what its engines measured, for the next run's compile choice (pipelines/engine_facts.py)
-            engine_facts.remember_run(spec, records.actors(), run_id)
+            engine_facts.remember_run(spec, records.actors(), run_id, ratio=_output_ratio(spec, pending, summary, only_ids,
+                                                                                         run_id))
         except Exception as err:  # a home that cannot be written, say: the next choice uses the defaults
             log.warning("could not keep what the engines measured: %r", err)
         records.run_record(run_id, {**run_record, "storage_requests": storage_requests.since(requests_before or {})})
 
     return monitor.stopped, close
+
+
+def _output_ratio(spec: PipelineSpec, pending: list[Unit], summary: RunSummary,
+                  only_ids: dict[str, pa.Array] | None, run_id: str) -> dict | None:
+    """The share of their max_tokens this run's rows used, kept for the estimate: only from a
+    run that committed every unit it set out to (of one model, not a retry), whose units know
+    their most (Unit.decode_tokens), so the tokens generated and allowed are of the same rows."""
+    if only_ids is not None or spec.routed or not pending or summary.units_run != len(pending) \
+            or any(u.decode_tokens is None for u in pending):
+        return None
+    generated = summary.completion_tokens + summary.reused_completion_tokens
+    return engine_facts.output_ratio(generated, sum(u.decode_tokens for u in pending), run_id)
 
 
 def _stream_watched(spec: PipelineSpec, plan: Plan, pending: list[Unit], store: OutputStore, summary: RunSummary,

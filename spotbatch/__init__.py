@@ -39,6 +39,7 @@ _LAZY = {
     "export": ("spotbatch.api", "export"),
     "cancel": ("spotbatch.api", "cancel"),
     "release_engines": ("spotbatch.api", "release_engines"),
+    "estimate": ("spotbatch.api", "estimate"),
     **{name: ("spotbatch.errors", name) for name in (
         "SpotbatchError", "UserError", "SpecError", "InputError", "BatchFileError", "OutputError", "ModelError",
         "ModelNotFoundError", "ModelChangedError", "PriceError", "RunFailed", "EngineFailed", "StorageError")},
@@ -47,6 +48,7 @@ _LAZY = {
 _TYPES = {
     "RunSummary": ("pipelines.run", "RunSummary"),
     "RunHandle": ("pipelines.background", "RunHandle"),
+    "Estimate": ("pipelines.estimate", "Estimate"),
 }
 
 __all__ = list(_LAZY)

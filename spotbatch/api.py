@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pipelines.background import RunHandle
+    from pipelines.estimate import Estimate
     from pipelines.run import RunSummary
     from pipelines.spec import PipelineSpec
 
@@ -81,11 +82,14 @@ def status(output: str, storage_options: dict[str, Any] | None = None) -> dict[s
     return run_status(output, storage_options).to_json()
 
 
-def report(output: str, compare: str | None = None, plot: str | None = None) -> dict[str, Any]:
+def report(output: str, compare: str | None = None, plot: str | None = None,
+           estimate: str | None = None) -> dict[str, Any]:
     """What the run on `output` cost, as `spotbatch report --json` prints it: the cost ledger's
     summary ($ total and split into load, useful, idle and wasted; $ per 1M tokens; a reference
     price's comparison), its status, tokens/s over time. With `compare` (another output), both,
-    and how their specs differ; `plot` also draws the cost split and tokens/s to that PNG file.
+    and how their specs differ; `plot` also draws the cost split and tokens/s to that PNG file;
+    `estimate` (a file `spotbatch estimate --json` wrote before the run) adds, under "estimate",
+    its tokens, seconds and $ against the actual ones, with the error of each.
 
     >>> cost = spotbatch.report(output)
     >>> cost["total_usd"], cost["input_tokens"], cost["status"]["units_committed"]
@@ -93,7 +97,7 @@ def report(output: str, compare: str | None = None, plot: str | None = None) -> 
     """
     from jobs.report import report_data
 
-    return report_data(output, compare=compare, plot=plot)
+    return report_data(output, compare=compare, plot=plot, estimate=estimate)
 
 
 def export(output: str, fmt: str, to: str, *, include_truncated: bool = False,
@@ -145,3 +149,27 @@ def release_engines() -> int:
     from pipelines.run import release_engines as release
 
     return release()
+
+
+def estimate(spec: PipelineSpec, *, by: str | None = None, references: list[str] | tuple[str, ...] = (),
+             instance_types: list[str] | None = None, sample_rows: int = 20_000) -> Estimate:
+    """What running `spec` would take and cost, before any GPU is bought, as `spotbatch estimate`
+    prints it: the work (rows, units, prompt tokens counted with the model's own tokenizer and
+    chat template, duplicates the dedup answers, output tokens expected), each instance type of
+    the price catalog in each market (engines, time, $ with load and spot waste, $ per 1M
+    tokens), the `references`' batch prices on the same tokens, and the cheapest option that
+    meets `by` (or compute.deadline). An input over `sample_rows` rows is sampled, and says so.
+    Writes nothing to the output and starts no engine.
+
+    >>> est = spotbatch.estimate(spec, references=["gpt-4o-mini"], by="3h")
+    >>> est.work.rows, est.work.exact, est.work.prompt_tokens > 0
+    (3, True, True)
+    >>> est.recommendation.option is not None, est.references[0].price.provider
+    (True, 'openai')
+    >>> spotbatch.estimate(spec, references=["gpt-9"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    spotbatch.errors.PriceError: no batch price for reference model 'gpt-9'; known: ...
+    """
+    from pipelines.estimate import estimate as estimate_spec
+
+    return estimate_spec(spec, by=by, references=references, instance_types=instance_types, sample_rows=sample_rows)

@@ -1,0 +1,23 @@
+"""A prompt's token ids as the model sees them: one function, used by the engine adapter
+(operators/engine.py) and by the estimate (pipelines/estimate/), so the estimate counts exactly
+the tokens the engine will be given.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from operators.prompts import chat_messages
+
+
+def prompt_token_ids(tokenizer: Any, prompt: str, system_prompt: str | None, fmt: str,
+                     chat_template: str | None = None, chat_template_kwargs: dict[str, Any] | None = None) -> list[int]:
+    """fmt "raw" sends the text as it is; "chat" applies the chat template to one user message;
+    "messages" reads the prompt as a JSON list of chat messages (an OpenAI batch body's).
+    `chat_template`: the spec's, instead of the tokenizer's own."""
+    if fmt == "raw":
+        return list(tokenizer.encode(prompt, add_special_tokens=True))
+    text = tokenizer.apply_chat_template(chat_messages(prompt, system_prompt, fmt), tokenize=False,
+                                         add_generation_prompt=True, chat_template=chat_template,
+                                         **(chat_template_kwargs or {}))
+    return list(tokenizer.encode(text, add_special_tokens=False))

@@ -1,0 +1,127 @@
+"""The bill before the run (`spotbatch estimate`, `spotbatch.estimate`): the work a spec holds
+(work.py), what each way of running it costs and takes (options.py), the providers' batch
+prices on the same tokens, and the cheapest way that meets the deadline.
+
+Nothing is written to the output and no engine or Ray starts: the plan is made in memory, the
+prompts are rendered and tokenized on this machine.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from cluster.prices import BatchPrice, batch_price
+from pipelines.estimate.options import SPOT_WASTE, Option, options
+from pipelines.estimate.work import SAMPLE_ROWS, Work, measure_work
+from pipelines.spec import PipelineSpec
+
+
+@dataclass
+class Reference:
+    price: BatchPrice
+    usd: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.price.name, "provider": self.price.provider, "usd": self.usd,
+                "usd_per_1m_input_tokens": self.price.usd_per_1m_input_tokens,
+                "usd_per_1m_output_tokens": self.price.usd_per_1m_output_tokens,
+                "as_of": self.price.as_of, "source": self.price.source}
+
+
+@dataclass
+class Recommendation:
+    option: Option | None  # None: nothing meets the deadline
+    deadline: str | None
+    seconds_allowed: float | None
+    saves_usd: float | None  # against the next cheapest option that meets the deadline
+    next_best: Option | None
+    says: str
+
+    def to_json(self) -> dict[str, Any]:
+        pick = self.option
+        return {"instance_type": pick.instance_type if pick else None, "market": pick.market if pick else None,
+                "usd": pick.usd if pick else None, "seconds": pick.seconds if pick else None,
+                "deadline": self.deadline, "seconds_allowed": self.seconds_allowed, "saves_usd": self.saves_usd,
+                "next_best": {"instance_type": self.next_best.instance_type, "market": self.next_best.market,
+                              "usd": self.next_best.usd} if self.next_best else None,
+                "says": self.says}
+
+
+@dataclass
+class Estimate:
+    work: Work
+    options: list[Option]
+    left_out: list[str]
+    references: list[Reference]
+    recommendation: Recommendation
+    assumptions: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"work": self.work.to_json(), "options": [o.to_json() for o in self.options],
+                "left_out": self.left_out, "references": [r.to_json() for r in self.references],
+                "recommendation": self.recommendation.to_json(), "assumptions": self.assumptions}
+
+
+def estimate(spec: PipelineSpec, *, by: str | None = None, references: list[str] | tuple[str, ...] = (),
+             instance_types: list[str] | None = None, sample_rows: int = SAMPLE_ROWS) -> Estimate:
+    """What running `spec` would take and cost, each way the catalog prices, before any GPU is
+    bought. `by`: a deadline (as compute.deadline: "06:00" UTC, "3h") instead of the spec's;
+    `references`: provider models to price the same tokens at (a name with no price is a
+    PriceError); `instance_types`: only these (an unknown one is a PriceError)."""
+    from pipelines.deadline import check_deadline
+    from spotbatch.errors import SpecError
+
+    if by is not None:
+        try:
+            check_deadline(by)
+        except ValueError as err:
+            raise SpecError(f"--by: {err}") from None
+    if spec.input.kind != "parquet":  # `run` reads those into Parquet in the output folder first
+        raise SpecError(f"input.kind {spec.input.kind}: the estimate reads Parquet inputs only, and would have to "
+                        f"write the batch file's Parquet into the output; not built yet")
+    prices = [batch_price(name) for name in references]  # refused by name before any work is read
+    work = measure_work(spec, sample_rows)
+    found, left_out = options(spec, work.engine_prompt_tokens, work.output_tokens, instance_types)
+    refs = [Reference(p, (p.usd_per_1m_input_tokens * work.engine_prompt_tokens
+                          + p.usd_per_1m_output_tokens * work.output_tokens) / 1e6) for p in prices]
+    assumptions = [f"output tokens: {work.output_ratio_source}",
+                   f"spot: {SPOT_WASTE:.0%} of node time lost to preemptions and redone (an assumption)",
+                   "provider prices are on this model's token counts; a provider's tokenizer counts differently"]
+    return Estimate(work, found, left_out, refs, recommend(found, by or spec.compute.deadline), assumptions)
+
+
+def recommend(found: list[Option], deadline: str | None, now: float | None = None) -> Recommendation:
+    """The cheapest option that ends by the deadline (any, without one), and what it saves
+    against the next cheapest that does."""
+    from pipelines.deadline import deadline_at
+
+    now = time.time() if now is None else now
+    allowed = deadline_at(deadline, now) - now if deadline else None
+    meets = [o for o in found if allowed is None or o.seconds <= allowed]
+    if not meets:
+        fastest = min(found, key=lambda o: o.seconds, default=None)
+        says = (f"no option meets the deadline {deadline!r} ({duration_text(allowed or 0)} from now)"
+                + (f": the fastest, {fastest.instance_type} {fastest.market}, takes {duration_text(fastest.seconds)}"
+                   if fastest else ": no option could be estimated"))
+        return Recommendation(None, deadline, allowed, None, None, says)
+    pick, rest = meets[0], meets[1:]
+    nxt = next((o for o in rest if (o.instance_type, o.market) != (pick.instance_type, pick.market)), None)
+    saves = nxt.usd - pick.usd if nxt else None
+    says = (f"{pick.instance_type} {pick.market}: ${usd_text(pick.usd)}, {duration_text(pick.seconds)}"
+            + (f", by the deadline {deadline!r}" if deadline else "")
+            + (f"; saves ${usd_text(saves)} against {nxt.instance_type} {nxt.market} (${usd_text(nxt.usd)})" if nxt else ""))
+    return Recommendation(pick, deadline, allowed, saves, nxt, says)
+
+
+def usd_text(value: float) -> str:
+    """Cents for large sums; small ones keep four decimals, so options a cent apart still differ."""
+    return f"{value:,.2f}" if value >= 10 else f"{value:.4f}"
+
+
+def duration_text(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"

@@ -1,0 +1,126 @@
+"""Ways to run an estimated work: each instance type of the price catalog (and the spec's own
+cost.prices) in each market, with the engines that fit one node, the engine speed (measured on
+that type by earlier runs of the model where known, else the catalog's figure, which names its
+source or says it is a guess), the time, and the $ with the engines' load and spot's waste.
+
+Time = the slowest engine start + expected output tokens / (engines x tokens/s). Tokens/s are
+output tokens over the seconds an engine was busy, prefill included (engine facts measure
+them so, pipelines/engine_facts.py), so the prompt's work is in them for prompts like the ones
+measured.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from cluster.prices import MARKETS, PriceCatalog
+from pipelines import engine_facts
+from pipelines.spec import PipelineSpec
+
+SPOT_WASTE = 0.05  # an assumption: the share of spot node time lost to preemptions and redone
+
+
+@dataclass
+class Speed:
+    tokens_per_second: float
+    start_seconds: float
+    source: str  # where tokens/s came from; "measured: ..." or the catalog's source (a guess says so)
+    start_source: str
+    measured: bool
+
+
+@dataclass
+class Option:
+    instance_type: str
+    market: str
+    engines: int
+    engines_per_node: int
+    nodes: int
+    tokens_per_second: float  # per engine
+    seconds: float
+    usd: float
+    usd_per_hour: float  # per node
+    usd_per_1m_input_tokens: float | None
+    usd_per_1m_output_tokens: float | None
+    speed_source: str
+    price_source: str
+    measured: bool  # the speed was measured on this instance type
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def engines_per_node(spec: PipelineSpec, entry: dict[str, Any]) -> tuple[int, float]:
+    """Engines one node holds, and the GPUs each takes: the spec's gpus_per_actor on a GPU type
+    (a CPU spec on a GPU type: one GPU each); one engine with every core on a CPU type."""
+    gpus = int(entry.get("gpus") or 0)
+    if gpus == 0:
+        return (0, 0.0) if spec.compute.gpus_per_actor else (1, 0.0)
+    each = spec.compute.gpus_per_actor or 1.0
+    return int(gpus // each), each
+
+
+def engine_speed(spec: PipelineSpec, instance_type: str, entry: dict[str, Any], gpus: float) -> Speed | None:
+    """Measured on this type by an earlier run of the model, else the catalog's figure; None
+    where neither is known (a type only the spec prices)."""
+    on = engine_facts.lookup(spec.model, gpus).get("on", {}).get(instance_type, {})
+    fallback_start = float(entry.get("engine_start_seconds") or 0)
+    start_source = entry.get("engine_start_seconds_source", "")
+    if on.get("start_seconds"):
+        fallback_start, start_source = on["start_seconds"], f"measured by run {on['run_id']} on {instance_type}"
+    if on.get("tokens_per_second"):
+        return Speed(on["tokens_per_second"], fallback_start,
+                     f"measured: {on.get('engines', 1)} engine(s) of run {on['run_id']} on {instance_type}",
+                     start_source, True)
+    if not entry.get("engine_tokens_per_second"):
+        return None
+    source = str(entry.get("engine_tokens_per_second_source", ""))
+    figures_for = entry.get("engine_figures_model")
+    if figures_for and figures_for != spec.model.name:
+        source = f"guess for {spec.model.name}: the catalog's figure is for {figures_for} ({source})"
+    return Speed(float(entry["engine_tokens_per_second"]), fallback_start, source, start_source, False)
+
+
+def fleet_engines(spec: PipelineSpec) -> int:
+    c = spec.compute
+    return c.max_actors if c.max_actors is not None else c.actors or 1
+
+
+def options(spec: PipelineSpec, input_tokens: int, output_tokens: int,
+            instance_types: list[str] | None = None) -> tuple[list[Option], list[str]]:
+    """Every (instance type, market) the catalog prices, cheapest first, and why the types
+    left out were left out. `instance_types`: only these (an unknown one is a PriceError)."""
+    catalog = PriceCatalog.load(overrides=spec.cost.prices)
+    names = instance_types or sorted(catalog.entries)
+    for name in names:
+        if name not in catalog.entries:
+            catalog.quote(name, "on_demand")  # a PriceError naming it and the types the catalog knows
+    found, left_out = [], []
+    engines = fleet_engines(spec)
+    for name in names:
+        entry = catalog.entries[name]
+        per_node, gpus = engines_per_node(spec, entry)
+        if per_node == 0:
+            left_out.append(f"{name}: no engine fits ({spec.compute.gpus_per_actor:g} GPUs each, the type has "
+                            f"{entry.get('gpus') or 0})")
+            continue
+        speed = engine_speed(spec, name, entry, gpus)
+        if speed is None:
+            left_out.append(f"{name}: no engine speed is known for it: no run measured one there, and the "
+                            f"catalog has no engine_tokens_per_second")
+            continue
+        nodes = math.ceil(engines / per_node)
+        seconds = speed.start_seconds + output_tokens / (engines * speed.tokens_per_second)
+        for market in MARKETS:
+            if entry.get(market) is None:
+                continue
+            quote = catalog.quote(name, market)
+            usd = nodes * quote.usd_per_hour * seconds / 3600 * (1 + SPOT_WASTE if market == "spot" else 1)
+            found.append(Option(
+                name, market, engines, per_node, nodes, speed.tokens_per_second, seconds, usd,
+                quote.usd_per_hour, usd / input_tokens * 1e6 if input_tokens else None,
+                usd / output_tokens * 1e6 if output_tokens else None,
+                speed.source, quote.source, speed.measured))
+    return sorted(found, key=lambda o: (o.usd, o.seconds)), left_out
