@@ -248,8 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--plot", metavar="FILE.png", help="draw the cost split and tokens/s over time")
     p.add_argument("--compare", metavar="OTHER", help="another run's output, for $ per 1M tokens side by side")
-    p.add_argument("--estimate", metavar="FILE.json", help="what `spotbatch estimate SPEC --json` said before the run: "
-                                                          "shows its tokens, time and $ against the actual, with the errors")
+    p.add_argument("--estimate", metavar="FILE.json",
+                   help="what `spotbatch estimate SPEC --json` said before the run: shows its tokens, time and $ "
+                        "against the actual, with the errors")
     p.set_defaults(func=_report)
 
     p = sub.add_parser("compact", help="fold the records of ended runs into one archive, and compact the response "

@@ -311,8 +311,8 @@ def _stream_pending(spec: PipelineSpec, plan: Plan, pending: list, store: Output
 
     def close() -> None:
         try:  # what its engines measured, for the next run's compile choice (pipelines/engine_facts.py)
-            engine_facts.remember_run(spec, records.actors(), run_id, ratio=_output_ratio(spec, pending, summary, only_ids,
-                                                                                         run_id))
+            ratio = _output_ratio(spec, pending, summary, only_ids, run_id)
+            engine_facts.remember_run(spec, records.actors(), run_id, ratio=ratio)
         except Exception as err:  # a home that cannot be written, say: the next choice uses the defaults
             log.warning("could not keep what the engines measured: %r", err)
         records.run_record(run_id, {**run_record, "storage_requests": storage_requests.since(requests_before or {})})

@@ -52,8 +52,11 @@ def own_count(model: Path, texts: list[str], system: str = "Be brief.") -> int:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(model))
-    return sum(len(tok.apply_chat_template([{"role": "system", "content": system}, {"role": "user", "content": t}],
-                                           add_generation_prompt=True, tokenize=True, return_dict=False)) for t in texts)
+    def count(text: str) -> int:
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": text}]
+        return len(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False))
+
+    return sum(count(t) for t in texts)
 
 
 def snapshot(folder: Path) -> dict[str, str]:

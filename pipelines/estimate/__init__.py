@@ -111,7 +111,8 @@ def recommend(found: list[Option], deadline: str | None, now: float | None = Non
     saves = nxt.usd - pick.usd if nxt else None
     says = (f"{pick.instance_type} {pick.market}: ${usd_text(pick.usd)}, {duration_text(pick.seconds)}"
             + (f", by the deadline {deadline!r}" if deadline else "")
-            + (f"; saves ${usd_text(saves)} against {nxt.instance_type} {nxt.market} (${usd_text(nxt.usd)})" if nxt else ""))
+            + (f"; saves ${usd_text(saves)} against {nxt.instance_type} {nxt.market} (${usd_text(nxt.usd)})"
+               if nxt else ""))
     return Recommendation(pick, deadline, allowed, saves, nxt, says)
 
 

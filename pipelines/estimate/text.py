@@ -34,8 +34,9 @@ def format_estimate(est: Estimate) -> str:
         lines.append(f"... {len(est.options) - SHOWN_OPTIONS} more (--json shows them all)")
     lines += [f"not estimated: {why}" for why in est.left_out]
     for r in est.references:
-        lines.append(f"{r.price.name} batch ({r.price.provider}): ${usd_text(r.usd)} at ${r.price.usd_per_1m_input_tokens:g}"
-                     f" / ${r.price.usd_per_1m_output_tokens:g} per 1M in/out ({r.price.source}, {r.price.as_of})")
+        lines.append(f"{r.price.name} batch ({r.price.provider}): ${usd_text(r.usd)} "
+                     f"at ${r.price.usd_per_1m_input_tokens:g} / ${r.price.usd_per_1m_output_tokens:g} per 1M in/out "
+                     f"({r.price.source}, {r.price.as_of})")
     lines += ["", f"recommendation: {est.recommendation.says}"]
     lines += [f"assumed: {a}" for a in est.assumptions]
     return "\n".join(lines)

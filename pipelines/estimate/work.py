@@ -133,7 +133,7 @@ def _read(spec: PipelineSpec, units: list[Unit], sources: dict[str, dict]) -> di
             tokenizers[unit.model] = load_tokenizer(model_spec, sources[unit.model or SINGLE_MODEL])
         rows = unit_rows(unit.descriptor(), spec)
         tokens = 0
-        for prompt, error, own_max, own in zip(*(rows.column(c).to_pylist() for c in (PROMPT, ERROR, MAX_TOKENS,
+        for prompt, _error, own_max, own in zip(*(rows.column(c).to_pylist() for c in (PROMPT, ERROR, MAX_TOKENS,
                                                                                          SAMPLING))):
             if prompt is None:
                 found["refused"] += 1
