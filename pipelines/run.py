@@ -38,12 +38,12 @@ from pipelines.run_control import RunControl
 from pipelines.spec import PipelineSpec, SpecError
 from pipelines.stages import MODEL, UnitGenerator
 from pipelines.start_over import start_over
-from pipelines.stop_drain import StopDrain
+from pipelines.stop_drain import CHECK_SECONDS, StopDrain
 from pipelines.stopping import DEADLINE, StopWatch
 from pipelines.store.counts import UnitCounts, counts_of
 from pipelines.store.ledger import compute_ledger, write_ledger
 from pipelines.store.output import OutputError, OutputStore
-from pipelines.store.records import STALL_SECONDS, Records, new_id
+from pipelines.store.records import STALL_SECONDS, Records, beat_seconds, new_id
 from pipelines.store.startup import startup
 from pipelines.unit_blocks import block_sizes, group
 from pipelines.unit_protocol import SKIP_HELD, SKIP_STOP, UnitOutcome, outcome_from_row, stall_seconds
@@ -453,23 +453,30 @@ def _stream(spec: PipelineSpec, plan: Plan, pending: list, run_id: str, only_ids
         batch_format="pyarrow",
         **resources.map_batches_options(),
     )
-    drain = StopDrain(Records(OutputStore(spec.output.path, spec.output.storage_options)), run_id)
+    drain = StopDrain(Records(OutputStore(spec.output.path, spec.output.storage_options)), run_id,
+                      check_seconds=max(CHECK_SECONDS, beat_seconds(resources.max_actors) / 5))
+    others = fetching_threads()  # a user's own Ray Data iterations in this process, say
     rows = iter(results.iter_rows())
     for row in rows:
         drain.seen(row)
         yield row
         if stopped() and drain.may_leave():  # the units Ray Data still holds would only be skipped
-            leave_stream(rows)
+            leave_stream(rows, fetching_threads() - others)
             return
 
 
-def leave_stream(rows) -> None:
-    """Leave Ray Data's stream before its end: close it, then wait for its fetching thread, which
-    would otherwise touch Ray after the session ends (and Ray ends the process, exit 1)."""
+def fetching_threads() -> set[threading.Thread]:
+    """Ray Data's threads that fetch an iteration's blocks (ray.data's block_batching/util.py)."""
+    return {t for t in threading.enumerate() if t.name == "iter_threaded"}
+
+
+def leave_stream(rows, threads: set[threading.Thread]) -> None:
+    """Leave Ray Data's stream before its end: close it (Ray Data shuts its execution down, with
+    its actors), then wait for its fetching `threads`, which would otherwise touch Ray after the
+    session ends (and Ray ends the process, exit 1)."""
     rows.close()
-    for thread in threading.enumerate():
-        if thread.name == "iter_threaded":  # ray.data's block_batching/util.py iter_threaded
-            thread.join(timeout=LEAVE_STREAM_SECONDS)
+    for thread in threads:
+        thread.join(timeout=LEAVE_STREAM_SECONDS)
 
 
 def keep_warm_seconds(spec: PipelineSpec) -> float:

@@ -14,9 +14,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,6 +90,7 @@ class UnitGenerator:
                                                       route_name or MODEL, tensor_parallel_size)
         self._in_hand = 0  # units being generated or committed (several, on their own threads)
         self._held: Counter[str] = Counter()  # actor record -> units of its run that were in hand
+        self._quiet: set[str] = set()  # actor records that said they hold no unit after a stop
         self._idle = threading.Condition()
         self._draining = False
         self.bind(spec_data, fingerprint, run_id, model_source=model_source, retry=retry, route_name=route_name,
@@ -262,39 +261,43 @@ class UnitGenerator:
         if stop:  # asked to stop: a unit that would only wait for the engine is not kept waiting
             return outcome_row(UnitOutcome(unit_id=unit_id, skipped=SKIP_STOP + stop), actor)
         if expected == UNREADABLE_ROWS:  # its shard changed, or the storage failed the read
-            with self._holding(bound):
-                return outcome_row(bound.protocol.unreadable(unit_id, rows.column(ERROR)[0].as_py()), actor,
-                                   held=True)
+            with self._idle:
+                self._in_hand += 1
+            outcome = None
+            try:
+                outcome = bound.protocol.unreadable(unit_id, rows.column(ERROR)[0].as_py())
+            finally:
+                held = self._release(bound, outcome)
+            return outcome_row(outcome, actor, held=held)
         if rows.num_rows != expected:
             # A unit must arrive whole to be committed whole; never commit a part of one.
             raise RuntimeError(f"unit {unit_id} arrived with {rows.num_rows} of its {expected} rows")
-        return outcome_row(self._run_unit(bound, unit_id, rows), actor, held=True)
+        outcome, held = self._run_unit(bound, unit_id, rows)
+        return outcome_row(outcome, actor, held=held)
 
-    @contextmanager
-    def _holding(self, bound: RunBinding) -> Iterator[None]:
-        """A unit in hand: counted until it ends, then counted as held for its run's stop drain."""
-        with self._idle:
-            self._in_hand += 1
-        try:
-            yield
-        finally:
-            self._release(bound)
-
-    def _release(self, bound: RunBinding) -> None:
+    def _release(self, bound: RunBinding, outcome: UnitOutcome | None) -> bool:
+        """A unit in hand has ended; returns whether it counts among the units this engine held
+        for its run's stop drain (pipelines/stop_drain.py): every unit that ended with a summary
+        row before the engine said it was quiet, and none after, so the count it gave is exact."""
         with self._idle:
             self._in_hand -= 1
-            self._held[bound.actor_id] += 1
+            counted = outcome is not None and bound.actor_id not in self._quiet
+            if counted:
+                self._held[bound.actor_id] += 1
             self._idle.notify_all()
+        return counted
 
     def _quiet_after_stop(self, bound: RunBinding, period: float) -> None:
         """Once run `bound` is asked to stop and no unit is in hand, say so (pipelines/stop_drain.py):
-        from then on this engine claims no unit of it, and the driver may leave Ray Data's stream."""
+        from then on this engine claims no unit of it (a claim reads the stop afresh), and the
+        driver may leave Ray Data's stream once the rows of the units it held have arrived."""
         while self.bound is bound:
             reason = bound.protocol.stopped()
             if reason:
                 with self._idle:
                     self._idle.wait_for(lambda: self._in_hand == 0)
                     held = self._held[bound.actor_id]
+                    self._quiet.add(bound.actor_id)
                 try:
                     bound.records.actor_quiet(bound.run_id, bound.actor_id, held)
                 except Exception:  # the driver waits for our beats to stop instead
@@ -302,7 +305,8 @@ class UnitGenerator:
                 return
             time.sleep(period)
 
-    def _run_unit(self, bound: RunBinding, unit_id: str, rows: pa.Table) -> UnitOutcome:
+    def _run_unit(self, bound: RunBinding, unit_id: str, rows: pa.Table) -> tuple[UnitOutcome, bool]:
+        """The unit's outcome, and whether it counts as held (_release)."""
         # Units held beyond what the engine needs wait here, before any record or engine time:
         # the engine stays full, and only started units are at risk on a lost node.
         self.feeder.wait_until_hungry()
@@ -314,15 +318,17 @@ class UnitGenerator:
                 self._idle.wait_for(lambda: self._in_hand == 0)
                 os._exit(0)
             self._in_hand += 1
+        outcome = None
         try:
-            return bound.protocol.run(unit_id, rows)
+            outcome = bound.protocol.run(unit_id, rows)
         except EngineFailed:
             # The protocol recorded the failed attempt; this process cannot make another engine.
             self._exit_for_a_new_engine()
             raise
         finally:
             self.feeder.release_turn()  # a unit that submitted nothing (skipped, all cached)
-            self._release(bound)
+            held = self._release(bound, outcome)
+        return outcome, held
 
     def _exit_for_a_new_engine(self) -> None:
         """The engine is gone and this process cannot make another: leave, once the other

@@ -23,14 +23,15 @@ from typing import Any
 
 from pipelines.store.records import Records, is_fresh
 
-CHECK_SECONDS = 1.0  # how often, after a stop, the driver reads the actors' records
+CHECK_SECONDS = 1.0  # how often, after a stop, the driver reads the actors' records: more seldom in a large fleet
 
 
 class StopDrain:
     """The driver's count of the units each actor held, and whether the stream may be left."""
 
-    def __init__(self, records: Records, run_id: str):
+    def __init__(self, records: Records, run_id: str, check_seconds: float | None = None):
         self.records, self.run_id = records, run_id
+        self.check_seconds = check_seconds
         self.held: Counter[str] = Counter()
         self._checked_at = float("-inf")
 
@@ -40,8 +41,8 @@ class StopDrain:
 
     def may_leave(self) -> bool:
         """Every live actor of the run is quiet, and every unit it held has reached us. Reads
-        the records at most every CHECK_SECONDS; a storage fault reads as not yet."""
-        if time.monotonic() - self._checked_at < CHECK_SECONDS:
+        the records at most every `check_seconds` (CHECK_SECONDS); a storage fault reads as not yet."""
+        if time.monotonic() - self._checked_at < (CHECK_SECONDS if self.check_seconds is None else self.check_seconds):
             return False
         self._checked_at = time.monotonic()
         try:

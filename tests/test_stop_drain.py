@@ -2,14 +2,21 @@
 engine actor of the run has said it is quiet and every unit it held has reached the driver.
 The end-to-end figure is `python -m jobs.bench.stop_latency`; tests/test_cancel.py runs it."""
 
+import threading
 import time
+import types
+from collections import Counter
 
+import pyarrow as pa
 import pytest
 
 import pipelines.stop_drain as stop_drain
+from pipelines.stages import UnitGenerator
 from pipelines.stop_drain import StopDrain
 from pipelines.store.output import OutputStore
 from pipelines.store.records import Records
+from pipelines.unit_protocol import SKIP_STOP, UnitOutcome
+from pipelines.unit_rows import ERROR, UNIT_ROWS
 
 
 @pytest.fixture
@@ -65,3 +72,68 @@ def test_a_storage_fault_reads_as_not_yet(records, monkeypatch):
 
     monkeypatch.setattr(records, "quiet_actors", failing)
     assert not StopDrain(records, "run").may_leave()
+
+
+class _Protocol:
+    """The unit protocol's two stop reads: the cached pre-check, and step 1's fresh read."""
+
+    def __init__(self):
+        self.reason = None
+
+    def stopped(self):
+        return self.reason
+
+    def run(self, unit_id, rows):
+        if self.reason:
+            return UnitOutcome(unit_id=unit_id, skipped=SKIP_STOP + self.reason)
+        return UnitOutcome(unit_id=unit_id, committed=True)
+
+
+class _Feeder:
+    failed = False
+
+    def __init__(self):
+        self.hungry = threading.Event()
+
+    def wait_until_hungry(self):
+        self.hungry.wait()
+
+    def release_turn(self):
+        pass
+
+
+def test_an_engines_count_of_held_units_is_exact_when_a_unit_enters_after_it_said_it_was_quiet(monkeypatch):
+    """Unit u2 passes the cached stop check before the stop is seen and waits for the engine;
+    the engine says it is quiet (u1 committed); then u2 enters, is skipped by step 1's fresh
+    read, and must not count: else its row, arriving first, would let the driver leave before
+    u1's committed row has arrived."""
+    monkeypatch.setattr(stop_drain, "CHECK_SECONDS", 0.0)
+    quiet = {}
+    protocol, feeder = _Protocol(), _Feeder()
+    bound = types.SimpleNamespace(
+        run_id="r", actor_id="a", started_at=0.0, protocol=protocol, node=types.SimpleNamespace(usd_per_second=0.0),
+        records=types.SimpleNamespace(actor_quiet=lambda run, actor, held: quiet.update({actor: held})))
+    engine = UnitGenerator.__new__(UnitGenerator)  # its unit bookkeeping, without an engine
+    engine._in_hand, engine._held, engine._quiet = 0, Counter(), set()
+    engine._idle, engine._draining, engine.feeder, engine.bound = threading.Condition(), False, feeder, bound
+    rows = pa.table({UNIT_ROWS: [1], ERROR: [None]})
+    feeder.hungry.set()
+    u1 = engine._unit(bound, "u1", rows)
+    feeder.hungry.clear()
+    late = {}
+    waiting = threading.Thread(target=lambda: late.update(row=engine._unit(bound, "u2", rows)))
+    waiting.start()
+    time.sleep(0.2)  # u2 is past the pre-check, waiting for the engine
+    protocol.reason = "cancelled"
+    engine._quiet_after_stop(bound, 0.01)
+    feeder.hungry.set()
+    waiting.join()
+    assert u1["committed"] and u1["held"] and quiet == {"a": 1}
+    assert late["row"]["skipped"] == SKIP_STOP + "cancelled" and not late["row"]["held"]
+    drain = StopDrain(types.SimpleNamespace(
+        quiet_actors=lambda run: quiet,
+        live_actors=lambda: ({"a": {"run_id": "r", "beat_seconds": 5.0}}, {"a": {"time": time.time()}})), "r")
+    drain.seen(late["row"])  # u2's block reaches the driver before u1's
+    assert not drain.may_leave()
+    drain.seen(u1)
+    assert drain.may_leave()
