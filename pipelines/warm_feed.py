@@ -17,6 +17,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from spotbatch.errors import EngineFailed
+
 GROW_CHECK_SECONDS = 1.0  # how often the cluster is asked whether one more engine fits
 WAIT_SECONDS = 0.25  # the longest the feed waits before it looks at stops and room again (and an interrupt is heard)
 
@@ -84,7 +86,8 @@ def stream_units(engines, context: dict[str, Any], descriptors: list[dict[str, A
             except RayActorError as err:
                 sends[unit["unit_id"]] = sends.get(unit["unit_id"], 0) + 1
                 if sends[unit["unit_id"]] >= max_sends:
-                    raise RuntimeError(f"unit {unit['unit_id']}: its engine actor died {max_sends} times") from err
+                    raise EngineFailed(f"unit {unit['unit_id']}: its engine actor died {max_sends} times; "
+                                       "re-run the same command to resume") from err
                 todo.appendleft(unit)  # its actor died (a lost node, an engine that failed): again
                 time.sleep(0.5)
                 continue
