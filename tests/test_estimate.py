@@ -85,7 +85,12 @@ def test_estimate_writes_no_output_starts_no_ray_and_counts_prompts_exactly(tmp_
     assert est["work"]["prompt_tokens"] == own_count(smollm2, texts)
     assert est["work"]["exact"] and est["work"]["rows_read"] == 40 and est["work"]["units"] >= 1
     assert est["work"]["allowed_output_tokens"] == 40 * 64
-    assert est["references"][0]["name"] == "gpt-4o-mini" and est["references"][0]["usd"] > 0
+    ref, work = est["references"][0], est["work"]
+    assert ref["name"] == "gpt-4o-mini"
+    # a provider bills every row, duplicates too: the tokens before the dedup
+    billed_output = round(work["allowed_output_tokens"] * work["output_ratio"])
+    assert ref["usd"] == pytest.approx((ref["usd_per_1m_input_tokens"] * work["prompt_tokens"]
+                                        + ref["usd_per_1m_output_tokens"] * billed_output) / 1e6)
     option = est["options"][0]
     assert {"instance_type", "market", "engines", "seconds", "usd"} <= set(option)
     assert est["recommendation"]["instance_type"] == option["instance_type"]  # no deadline: the cheapest
@@ -255,3 +260,28 @@ def test_an_output_holding_another_run_is_refused_as_run_refuses_it(tmp_path, ca
     assert snapshot(tmp_path / "out") == before
     assert main(["estimate", str(spec_path), "--set", "sampling.max_tokens=32", "--output",
                  str(tmp_path / "elsewhere")]) == 0
+
+
+@pytest.mark.s3
+def test_a_url_model_is_estimated_from_its_tokenizer_files_without_its_weights(tmp_path, capsys, monkeypatch,
+                                                                               tiny_model, s3_server):
+    """A 70B model's folder is ~140 GB: the estimate fetches its tokenizer, config and chat
+    template only, and counts the same tokens as the model's own folder."""
+    import uuid
+
+    import s3fs
+
+    url = f"s3://spotbatch/models-{uuid.uuid4().hex[:8]}/tiny"
+    fs = s3fs.S3FileSystem(**s3_server)
+    fs.put(str(tiny_model), url, recursive=True)
+    monkeypatch.setenv("SPOTBATCH_MODELS", str(tmp_path / "node-cache"))
+    local = estimate_json(capsys, write_spec(tmp_path / "a", tiny_model))["work"]
+    spec = write_spec(tmp_path / "b", tiny_model)
+    data = yaml.safe_load(spec.read_text())
+    data["model"].update(name=url, storage_options=s3_server)
+    spec.write_text(yaml.safe_dump(data))
+    remote = estimate_json(capsys, spec)["work"]
+    assert remote["prompt_tokens"] == local["prompt_tokens"] > 0
+    fetched = {p.name for p in (tmp_path / "node-cache").rglob("*") if p.is_file()}
+    assert "tokenizer.json" in fetched and "chat_template.jinja" in fetched
+    assert not any(name.endswith(".safetensors") for name in fetched), fetched

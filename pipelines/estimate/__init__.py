@@ -83,12 +83,16 @@ def estimate(spec: PipelineSpec, *, by: str | None = None, references: list[str]
                         f"write the batch file's Parquet into the output; not built yet")
     prices = [batch_price(name) for name in references]  # refused by name before any work is read
     work = measure_work(spec, sample_rows)
-    found, left_out = options(spec, work.engine_prompt_tokens, work.output_tokens, instance_types)
-    refs = [Reference(p, (p.usd_per_1m_input_tokens * work.engine_prompt_tokens
-                          + p.usd_per_1m_output_tokens * work.output_tokens) / 1e6) for p in prices]
+    found, left_out = options(spec, work.engine_prompt_tokens, work.output_tokens, instance_types,
+                              units=work.units - work.units_done)
+    # A provider's batch API bills every row: the tokens before the dedup.
+    billed_output = round(work.allowed_output_tokens * work.output_ratio)
+    refs = [Reference(p, (p.usd_per_1m_input_tokens * work.prompt_tokens
+                          + p.usd_per_1m_output_tokens * billed_output) / 1e6) for p in prices]
     assumptions = [f"output tokens: {work.output_ratio_source}",
                    f"spot: {SPOT_WASTE:.0%} of node time lost to preemptions and redone (an assumption)",
-                   "provider prices are on this model's token counts; a provider's tokenizer counts differently"]
+                   "provider prices are on this model's token counts of every row (a provider bills duplicates "
+                   "too); a provider's tokenizer counts differently"]
     return Estimate(work, found, left_out, refs, recommend(found, by or spec.compute.deadline), assumptions)
 
 

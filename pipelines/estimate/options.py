@@ -89,9 +89,11 @@ def fleet_engines(spec: PipelineSpec) -> int:
 
 
 def options(spec: PipelineSpec, input_tokens: int, output_tokens: int,
-            instance_types: list[str] | None = None) -> tuple[list[Option], list[str]]:
+            instance_types: list[str] | None = None, units: int | None = None) -> tuple[list[Option], list[str]]:
     """Every (instance type, market) the catalog prices, cheapest first, and why the types
-    left out were left out. `instance_types`: only these (an unknown one is a PriceError)."""
+    left out were left out. `instance_types`: only these (an unknown one is a PriceError);
+    `units`: the units left: an engine works on whole units, so no more engines than units
+    generate at once (the fleet's nodes are paid for all the same)."""
     catalog = PriceCatalog.load(overrides=spec.cost.prices)
     names = instance_types or sorted(catalog.entries)
     for name in names:
@@ -99,6 +101,7 @@ def options(spec: PipelineSpec, input_tokens: int, output_tokens: int,
             catalog.quote(name, "on_demand")  # a PriceError naming it and the types the catalog knows
     found, left_out = [], []
     engines = fleet_engines(spec)
+    working = engines if units is None else max(1, min(engines, units))
     for name in names:
         entry = catalog.entries[name]
         per_node, gpus = engines_per_node(spec, entry)
@@ -112,7 +115,7 @@ def options(spec: PipelineSpec, input_tokens: int, output_tokens: int,
                             f"catalog has no engine_tokens_per_second")
             continue
         nodes = math.ceil(engines / per_node)
-        seconds = speed.start_seconds + output_tokens / (engines * speed.tokens_per_second)
+        seconds = speed.start_seconds + output_tokens / (working * speed.tokens_per_second)
         for market in MARKETS:
             if entry.get(market) is None:
                 continue

@@ -171,10 +171,10 @@ def load_tokenizer(model, source: dict) -> Any:
     name another, as vLLM's `tokenizer`)."""
     from transformers import AutoTokenizer
 
-    from cluster.models import resolve
     from cluster.models.source import ModelSource
+    from cluster.models.tokenizer_files import tokenizer_folder
 
-    folder, _ = resolve(model, ModelSource.from_json(source))
+    folder = tokenizer_folder(model, ModelSource.from_json(source))  # never the weights
     return AutoTokenizer.from_pretrained(str(model.engine_kwargs.get("tokenizer") or folder))
 
 
