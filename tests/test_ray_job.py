@@ -26,9 +26,17 @@ def head_with_dashboard():
 
 
 def submit(cluster: LocalCluster, spec: Path, *args: str) -> subprocess.CompletedProcess:
+    """From a checkout, shipped with `--working-dir`."""
     cmd = [RAY, "job", "submit", "--address", cluster.dashboard_url, "--working-dir", ".",
            "--", "python", "-m", "jobs.run", str(spec), *args]
     return subprocess.run(cmd, cwd=ROOT, env=spotbatch_env(), capture_output=True, text=True, timeout=600)
+
+
+def submit_installed(cluster: LocalCluster, spec: Path, *args: str) -> subprocess.CompletedProcess:
+    """The installed package's command, from a folder that is not the checkout, no `--working-dir`:
+    as on a cluster image built with `pip install spotbatch`."""
+    cmd = [RAY, "job", "submit", "--address", cluster.dashboard_url, "--", "spotbatch", "run", str(spec), *args]
+    return subprocess.run(cmd, cwd=spec.parent, env=spotbatch_env(), capture_output=True, text=True, timeout=600)
 
 
 def test_ray_job_submit_runs_the_batch_and_resubmitting_resumes(tmp_path, head_with_dashboard, tiny_model):
@@ -39,7 +47,7 @@ def test_ray_job_submit_runs_the_batch_and_resubmitting_resumes(tmp_path, head_w
         "sampling": {"max_tokens": 16},
         "output": {"path": str(tmp_path / "out" / "{date}")},
     })
-    first = submit(head_with_dashboard, spec, "--date", "2026-11-21")
+    first = submit_installed(head_with_dashboard, spec, "--date", "2026-11-21")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "succeeded" in first.stdout
     assert "finished: 40 rows" in first.stdout
