@@ -124,8 +124,11 @@ def remember(model, gpus_per_actor: float, figures: dict[str, Any], run_id: str,
     before = facts.get(_key(model, gpus_per_actor), {})
     if "on" in figures:  # per instance type: a run on one type keeps what others measured on theirs
         figures = {**figures, "on": {**before.get("on", {}), **figures["on"]}}
-    mine = {**before, **figures, "run_id": run_id,
-            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    mine = {**before, **figures}
+    # run_id and measured_at date the engine figures; `on` and `output_ratio` carry their own
+    # run_id, so a warm run that measured only its output ratio does not re-date the others.
+    if set(figures) - {"on", "output_ratio"}:
+        mine.update(run_id=run_id, measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     if "compiled_start_seconds" in mine and "eager_start_seconds" in mine:
         mine["compile_seconds"] = max(0.0, mine["compiled_start_seconds"] - mine["eager_start_seconds"])
     facts[_key(model, gpus_per_actor)] = mine

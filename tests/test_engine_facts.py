@@ -43,6 +43,16 @@ def test_a_runs_engines_are_measured_and_kept(tmp_path):
     assert engine_facts.lookup(spec().model, 1.0, path) == {}  # on a GPU
 
 
+def test_a_warm_run_that_measured_only_its_output_ratio_keeps_the_engine_figures_dated_as_they_were(tmp_path):
+    path = tmp_path / "facts.json"
+    engine_facts.remember_run(spec(), ACTORS, RUN, path)
+    warm = {"w": actor(True, 0.0, 100, 50.0, run_id="run-2", warm={"idle_seconds": 3})}
+    engine_facts.remember_run(spec(), warm, "run-2", path, ratio=engine_facts.output_ratio(60, 100, "run-2"))
+    kept = engine_facts.lookup(spec().model, 0.0, path)
+    assert kept["run_id"] == RUN and kept["eager_start_seconds"] == 3.0  # still the run that measured them
+    assert kept["output_ratio"] == {"ratio": 0.6, "generated_tokens": 60, "allowed_tokens": 100, "run_id": "run-2"}
+
+
 def test_the_choice_weighs_what_was_measured():
     # 320 prompts of up to 256 tokens on one engine: 819 s of decoding at the default 100 tokens/s
     # (compile), 309 s at the measured 265, where +9% saves 26 s against a 37 s compile (eager).
