@@ -285,3 +285,17 @@ def test_a_url_model_is_estimated_from_its_tokenizer_files_without_its_weights(t
     fetched = {p.name for p in (tmp_path / "node-cache").rglob("*") if p.is_file()}
     assert "tokenizer.json" in fetched and "chat_template.jinja" in fetched
     assert not any(name.endswith(".safetensors") for name in fetched), fetched
+
+
+def test_a_model_urls_password_never_reaches_the_estimate(tmp_path):
+    """The speed's source names the model when the catalog's figure is for another one."""
+    from pipelines.estimate.options import engine_speed
+    from pipelines.spec import PipelineSpec
+
+    spec = PipelineSpec.model_validate({"input": {"paths": "x.parquet", "prompt_column": "p"},
+                                        "output": {"path": str(tmp_path / "out")},
+                                        "model": {"name": "ftp://user:Secret-Pw-123@host/models/m"}})
+    entry = {"engine_tokens_per_second": 95.0, "engine_tokens_per_second_source": "measured",
+             "engine_figures_model": "smollm2-135m", "engine_start_seconds": 27.0}
+    speed = engine_speed(spec, "cpu-2vcpu", entry, 0)
+    assert "Secret-Pw-123" not in speed.source and "guess for" in speed.source

@@ -17,6 +17,7 @@ from typing import Any
 
 from cluster.prices import MARKETS, PriceCatalog
 from pipelines import engine_facts
+from pipelines.redact import redact_url
 from pipelines.spec import PipelineSpec
 
 SPOT_WASTE = 0.05  # an assumption: the share of spot node time lost to preemptions and redone
@@ -79,7 +80,7 @@ def engine_speed(spec: PipelineSpec, instance_type: str, entry: dict[str, Any], 
     source = str(entry.get("engine_tokens_per_second_source", ""))
     figures_for = entry.get("engine_figures_model")
     if figures_for and figures_for != spec.model.name:
-        source = f"guess for {spec.model.name}: the catalog's figure is for {figures_for} ({source})"
+        source = f"guess for {redact_url(spec.model.name)}: the catalog's figure is for {figures_for} ({source})"
     return Speed(float(entry["engine_tokens_per_second"]), fallback_start, source, start_source, False)
 
 
