@@ -51,7 +51,7 @@ class ActorResources:
         return {**self.ray_options(), "compute": pool}
 
     def warm_actor_options(self) -> dict[str, Any]:
-        """Options for `ray.remote(...).options` of a warm engine actor (pipelines/warm_pool.py):
+        """Options for `ray.remote(...).options` of a warm engine actor (pipelines/engine/warm_pool.py):
         the same resources; restarted when its node is lost (the driver sends its calls again);
         as many calls at once as it holds units, and room for the driver's small questions."""
         return {**self.ray_options(), "max_restarts": -1, "max_concurrency": self.units_in_flight + 2}

@@ -29,7 +29,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None,
                 console: Console | None = None, keep: bool = False) -> Iterator[str]:
     """Yields the address of the cluster in use. With a `console`, the lines Ray forwards from
     the workers go where it says (cluster/console.py). With `keep`, a Ray this starts stays up
-    until the process exits, for the warm engines it holds (pipelines/warm_pool.py)."""
+    until the process exits, for the warm engines it holds (pipelines/engine/warm_pool.py)."""
     if ray.is_initialized():
         if console is not None:
             console.capture_workers()

@@ -6,8 +6,8 @@ aside): `count_s3_requests()` registers, through fsspec's own `register_implemen
 subclass of s3fs's filesystem that counts (cluster/counting_s3.py) for `s3://` and `s3a://`.
 Importing spotbatch registers nothing (a library must not change fsspec for its caller): each
 process that counts calls it before its first storage call, the driver as a run starts
-(pipelines/run.py), each engine actor as it starts (pipelines/stages.py) and Ray's read tasks as
-they read units (pipelines/unit_rows.py). s3fs itself is only imported when an s3:// URL is used.
+(pipelines/run.py), each engine actor as it starts (pipelines/engine/actor.py) and Ray's read tasks as
+they read units (pipelines/stream/unit_rows.py). s3fs itself is only imported when an s3:// URL is used.
 Other stores (GCS, Azure, local folders) are not counted; S3-compatible stores reached through
 s3fs are, at S3's list prices.
 

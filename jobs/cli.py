@@ -11,10 +11,10 @@ from cluster.models.builtin import BUILDERS
 from jobs.bench.common import COMPILE_MODES
 from jobs.bench.scale import FULL_TAKES
 from operators.failures import CLASSES
-from pipelines.export import FORMATS
+from pipelines.formats.export import FORMATS
 from pipelines.log import cli_console
+from pipelines.planning.schedule import parse_run_date, uses_run_date, with_run_date
 from pipelines.redact import redact_url
-from pipelines.schedule import parse_run_date, uses_run_date, with_run_date
 from pipelines.spec import load_spec
 from spotbatch.errors import SpecError, SpotbatchError
 
@@ -53,7 +53,7 @@ def _run(args: argparse.Namespace) -> int:
 def exit_code(summary) -> int:
     """0 finished, 3 stopped by the budget, 4 stopped by a cancel or the deadline (both resumable),
     1 not finished for another reason."""
-    from pipelines.stopping import RESUMABLE_STOPS
+    from pipelines.stops.stopping import RESUMABLE_STOPS
 
     if summary.finished:
         return 0
@@ -63,7 +63,7 @@ def exit_code(summary) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    from pipelines.stopping import cancel
+    from pipelines.stops.stopping import cancel
 
     runs = cancel(args.output)
     if not runs:
@@ -98,8 +98,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _compact(args: argparse.Namespace) -> int:
-    from operators.cache_compaction import NO_CACHE, compact_cache
-    from pipelines.stages import RUN_CACHE
+    from pipelines.cache.compaction import NO_CACHE, compact_cache
+    from pipelines.engine.actor import RUN_CACHE
     from pipelines.store.compact import compact
     from pipelines.store.output import OutputStore
 
@@ -137,7 +137,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from pipelines.export import export
+    from pipelines.formats.export import export
 
     counts = export(args.output, args.format, args.to, include_truncated=args.include_truncated,
                     overrides=args.set, partial=args.partial)

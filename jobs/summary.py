@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from operators.cost import BUCKETS, CostSummary
 from pipelines.run import RunSummary
-from pipelines.stopping import describe_stop
+from pipelines.stops.stopping import describe_stop
 from pipelines.store.startup import format_startup
 
 

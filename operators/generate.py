@@ -123,7 +123,7 @@ class GenerateOperator:
                  max_tokens: list[int | None] | None = None, keys: list[str | None] | None = None,
                  cached: dict[str, dict[str, Any]] | None = None,
                  samplings: list[dict[str, Any] | None] | None = None) -> dict[str, list[Any]]:
-        """`keys` name identical requests (operators/response_cache.py): each is generated once,
+        """`keys` name identical requests (pipelines/cache/response_cache.py): each is generated once,
         and rows whose key is in `cached` are answered from it. `samplings` gives rows their own
         sampling (every field; None: the operator's)."""
         result = empty_results(errors)

@@ -22,8 +22,8 @@ from typing import Any
 
 from pipelines.redact import redact_url
 from pipelines.run import RunSummary, run
-from pipelines.run_control import RunControl
 from pipelines.spec import PipelineSpec
+from pipelines.stops.control import RunControl
 
 
 class RunHandle:

@@ -68,14 +68,14 @@ class RunMonitor:
         self.units_pending = units_pending
         self.usd_before = usd_before
         self.max_cost_usd = max_cost_usd
-        self.request_stop = request_stop  # pipelines/stopping.py: writes the stop, then calls stopping()
+        self.request_stop = request_stop  # pipelines/stops/stopping.py: writes the stop, then calls stopping()
         self.deadline = deadline  # a Unix time (compute.deadline)
         self.started = time.monotonic()
         self.rows = self.tokens = self.units = 0
         self.unit_seconds = 0.0  # engine seconds of the units committed in this run
         self.actors: dict[str, tuple[float, float]] = {}  # actor -> (started_at, $/s)
         self.stopped: str | None = None
-        self.show = show  # False: its caller reads line() (pipelines/run_control.py); nothing is printed
+        self.show = show  # False: its caller reads line() (pipelines/stops/control.py); nothing is printed
         self._last_log = 0.0
         self._logged_rows: int | None = None  # the rows the last log line showed
         self._bar = self._notebook = None

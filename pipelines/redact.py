@@ -150,7 +150,7 @@ def redacted_fields(data: Any, at: str = "") -> list[str]:
 def credentials_hint(recorded: dict[str, Any]) -> Iterator[None]:
     """Errors reading what a recorded spec names say, when that spec had credentials, that
     the output keeps none, and which settings held them."""
-    from pipelines.inputs import InputError
+    from pipelines.planning.inputs import InputError
 
     try:
         yield

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.log import console
-from pipelines.plan import Plan
+from pipelines.planning.units import Plan
 from pipelines.redact import credentials_hint, describe, output_options, recorded_spec
 from pipelines.run import RunSummary, prepare, run_units
 from pipelines.store.output import OutputError, OutputStore

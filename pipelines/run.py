@@ -24,30 +24,39 @@ from cluster.resources import ActorResources
 from cluster.session import ray_session
 from operators.cost import CostSummary
 from operators.failures import INPUT_CHANGED, STORAGE_ERROR
-from pipelines import compile_choice, engine_facts
-from pipelines.deadline import deadline_at
-from pipelines.decode_work import tokens_ahead
-from pipelines.engine_failure import engine_start_failure
-from pipelines.inputs import check_unique_ids, list_shards
+from pipelines.engine import compile_choice
+from pipelines.engine import facts as engine_facts
+from pipelines.engine.actor import MODEL, UnitGenerator
+from pipelines.engine.decode_work import tokens_ahead
+from pipelines.engine.failure import engine_start_failure
 from pipelines.log import console
-from pipelines.overlap import check_apart
-from pipelines.plan import SINGLE_MODEL, Plan, Unit, fingerprint, fingerprint_parts, make_plan, units_in_flight
+from pipelines.planning.inputs import check_unique_ids, list_shards
+from pipelines.planning.overlap import check_apart
+from pipelines.planning.start_over import start_over
+from pipelines.planning.units import (
+    SINGLE_MODEL,
+    Plan,
+    Unit,
+    fingerprint,
+    fingerprint_parts,
+    make_plan,
+    units_in_flight,
+)
 from pipelines.progress import RunMonitor, ipython_shell
 from pipelines.redact import redact_spec, redact_url
-from pipelines.run_control import RunControl
 from pipelines.spec import PipelineSpec, SpecError
-from pipelines.stages import MODEL, UnitGenerator
-from pipelines.start_over import start_over
-from pipelines.stop_drain import CHECK_SECONDS, StopDrain
-from pipelines.stopping import DEADLINE, StopWatch
+from pipelines.stops.control import RunControl
+from pipelines.stops.deadline import deadline_at
+from pipelines.stops.drain import CHECK_SECONDS, StopDrain
+from pipelines.stops.stopping import DEADLINE, StopWatch
 from pipelines.store.counts import UnitCounts, counts_of
 from pipelines.store.ledger import compute_ledger, write_ledger
 from pipelines.store.output import OutputError, OutputStore
 from pipelines.store.records import STALL_SECONDS, Records, beat_seconds, new_id
 from pipelines.store.startup import startup
-from pipelines.unit_blocks import block_sizes, group
+from pipelines.stream.unit_blocks import block_sizes, group
+from pipelines.stream.unit_rows import UNITS, pack_ids, read_units
 from pipelines.unit_protocol import SKIP_HELD, SKIP_STOP, UnitOutcome, outcome_from_row, stall_seconds
-from pipelines.unit_rows import UNITS, pack_ids, read_units
 
 log = logging.getLogger("spotbatch.run")
 
@@ -70,7 +79,7 @@ class RunSummary(UnitCounts):
     last_fault: str | None = None  # why, the last time
     wall_seconds: float = 0.0
     finished: bool = False
-    stopped: str | None = None  # why the run ended early: budget, deadline, cancelled (pipelines/stopping.py)
+    stopped: str | None = None  # why the run ended early: budget, deadline, cancelled (pipelines/stops/stopping.py)
     cost: CostSummary | None = None  # of the whole output, every invocation so far
     startup: dict | None = None  # where this run's first seconds went (pipelines/store/startup.py)
 
@@ -114,7 +123,7 @@ def prepare(spec: PipelineSpec, new_run: bool = False,
 
     An output that holds a run of a different spec (or of other weights under the same model
     name) is refused, naming what changed. With `new_run` the run the output holds, changed or
-    not, is moved aside (never deleted, never while its actors work: pipelines/start_over.py)
+    not, is moved aside (never deleted, never while its actors work: pipelines/planning/start_over.py)
     and a new run begins."""
     sources = identify_models(spec) if sources is None else sources
     store = OutputStore(spec.output.path, spec.output.storage_options)
@@ -167,7 +176,7 @@ def identify_models(spec: PipelineSpec) -> dict[str, dict]:
 def check_compile_cache(model, field: str) -> None:
     """A shared compile cache an engine may use must be readable now, not found unreadable on
     every node after the run has started (where it would only be reported)."""
-    from cluster.compile_cache import SharedCompileCache
+    from pipelines.engine.compile_cache import SharedCompileCache
     from pipelines.redact import redact_message
 
     cache = model.compile_cache
@@ -183,7 +192,7 @@ def check_compile_cache(model, field: str) -> None:
 def release_engines() -> int:
     """Let this driver's warm engines go now, instead of after compute.keep_warm_seconds idle;
     returns how many engine actors were released."""
-    from pipelines.warm_pool import POOL
+    from pipelines.engine.warm_pool import POOL
 
     return POOL.release()
 
@@ -192,7 +201,7 @@ def run(spec: PipelineSpec, address: str | None = None, new_run: bool = False,
         interactive: bool | None = None, verbose: bool | None = None, control: RunControl | None = None) -> RunSummary:
     """Run (or resume) a spec; returns what this invocation did and what the output cost.
     Ray's and vLLM's logs go to a file unless `verbose` (cluster/console.py). `control` is how a
-    caller in this process stops it early and reads its progress (pipelines/run_control.py)."""
+    caller in this process stops it early and reads its progress (pipelines/stops/control.py)."""
     from pipelines.formats.batch_files import resolve_input
 
     console()  # a run from Python shows its lines when nobody configured logging (pipelines/log.py)
@@ -310,7 +319,7 @@ def _stream_pending(spec: PipelineSpec, plan: Plan, pending: list, store: Output
         records.run_record(run_id, {**run_record, "storage_requests": storage_requests.since(requests_before or {})})
 
     def close() -> None:
-        try:  # what its engines measured, for the next run's compile choice (pipelines/engine_facts.py)
+        try:  # what its engines measured, for the next run's compile choice (pipelines/engine/facts.py)
             ratio = _output_ratio(spec, pending, summary, only_ids, run_id)
             engine_facts.remember_run(spec, records.actors(), run_id, ratio=ratio)
         except Exception as err:  # a home that cannot be written, say: the next choice uses the defaults
@@ -402,7 +411,7 @@ def by_model(units: list[Unit]) -> list[tuple[str | None, list[Unit]]]:
 
 
 def unit_dataset(descriptors: list[dict], slots: int, sizes: list[int] | None = None):
-    """The run's first dataset: unit descriptors in blocks (pipelines/unit_blocks.py cuts them,
+    """The run's first dataset: unit descriptors in blocks (pipelines/stream/unit_blocks.py cuts them,
     unless `sizes` says how)."""
     import ray.data
 
@@ -412,7 +421,7 @@ def unit_dataset(descriptors: list[dict], slots: int, sizes: list[int] | None = 
     # Data splits a UDF's output above target_max_block_size, 128 MiB by default, and makes one
     # output block per input block without it), or a unit's halves could reach two actors and
     # neither could commit it whole. Units are bounded by compute.tokens_per_unit, blocks by
-    # pipelines/unit_blocks.py.
+    # pipelines/stream/unit_blocks.py.
     units.context.target_max_block_size = None
     return units
 
@@ -420,8 +429,8 @@ def unit_dataset(descriptors: list[dict], slots: int, sizes: list[int] | None = 
 def _stream(spec: PipelineSpec, plan: Plan, pending: list, run_id: str, only_ids: dict[str, pa.Array] | None = None,
             model: str | None = None, stopped: Callable[[], bool] = lambda: False):
     """The summary rows of the pending units of one model. Once the run is asked to stop, no
-    unit is sent to an engine: warm engines are sent none (pipelines/warm_feed.py), and Ray
-    Data's stream is left once its actors hold none (pipelines/stop_drain.py)."""
+    unit is sent to an engine: warm engines are sent none (pipelines/engine/warm_feed.py), and Ray
+    Data's stream is left once its actors hold none (pipelines/stops/drain.py)."""
     spec_data = spec.model_dump(mode="json")  # the readers route rows by the whole spec
     if model is not None:
         spec = spec.for_model(model)  # the engine actors see their own model as spec.model
@@ -496,10 +505,10 @@ def interactive_python() -> bool:
 
 def _stream_warm(spec: PipelineSpec, spec_data: dict, engine_args: dict, descriptors: list[dict],
                  resources: ActorResources, keep_warm: float, stopped: Callable[[], bool]):
-    """The units through this driver's warm engines (pipelines/warm_pool.py), which stay for
+    """The units through this driver's warm engines (pipelines/engine/warm_pool.py), which stay for
     the next run."""
-    from pipelines.warm_feed import stream_units
-    from pipelines.warm_pool import POOL, engine_key
+    from pipelines.engine.warm_feed import stream_units
+    from pipelines.engine.warm_pool import POOL, engine_key
 
     records = Records(OutputStore(spec.output.path, spec.output.storage_options))
     engines = POOL.take(engine_key(engine_args["spec_data"], engine_args["model_source"], resources),

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipelines.json_text import NotJSON, check_json_value, load_json
+from pipelines.formats.json_text import NotJSON, check_json_value, load_json
 from spotbatch.errors import SpecError  # noqa: F401 (its home; importable from here as before)
 
 
@@ -121,7 +121,7 @@ def template_columns(template: str) -> list[str]:
 class CompileCacheSpec(_Section):
     path: str = Field(description="A folder (s3://, gs://, a shared file system) holding the engines' compile "
                       "caches (vLLM's and torch inductor's) for every node: a new node loads what another "
-                      "compiled (cluster/compile_cache.py).")
+                      "compiled (pipelines/engine/compile_cache.py).")
     storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for the folder; "
                                             "never written down.")
 
@@ -152,7 +152,7 @@ class ModelSpec(_Section):
     enforce_eager: bool | None = Field(
         None, description="true: skip graph compilation (faster start, slower steps); false: compile. Unset: "
         "chosen per run by the decoding work ahead of each engine against the compile cost "
-        "(pipelines/compile_choice.py), and recorded in each engine actor's record.",
+        "(pipelines/engine/compile_choice.py), and recorded in each engine actor's record.",
     )
     compile_seconds: float | None = Field(
         None, gt=0, description="What compiling costs an engine at start, if known (else what earlier runs "
@@ -371,7 +371,7 @@ class ComputeSpec(_Section):
     @field_validator("deadline")
     @classmethod
     def _deadline(cls, value: str | None) -> str | None:
-        from pipelines.deadline import check_deadline
+        from pipelines.stops.deadline import check_deadline
 
         return None if value is None else check_deadline(value)
 

@@ -4,7 +4,7 @@ No Ray and no engine here: `generate` is any function from a unit's prompts to r
 (operators/generate.py's GenerateOperator in an engine actor, a fake one in tests), so every
 step can be tested in seconds, with faults injected, against a real output folder.
 
-For each unit an actor is handed (pipelines/stages.py), in order:
+For each unit an actor is handed (pipelines/engine/actor.py), in order:
  1. stop requested   the run was asked to stop (budget): take nothing new
  2. held elsewhere   a live actor of another run has an open attempt at it: leave it to that
                      run (the driver waits for it) instead of racing it
@@ -45,15 +45,15 @@ import pyarrow.compute as pc
 from operators.engine_turns import EngineTurns
 from operators.failures import BAD_INPUT, ENGINE_ERROR, INPUT_CHANGED, PREEMPTED_EXHAUSTED, STORAGE_ERROR
 from operators.generate import RESULT_SCHEMA, conform, empty_results
-from operators.response_cache import ANSWER_COLUMNS, ResponseCache, request_key
-from pipelines.plan import model_identity
+from pipelines.cache.response_cache import ANSWER_COLUMNS, ResponseCache, request_key
+from pipelines.planning.units import model_identity
 from pipelines.redact import redact_url
 from pipelines.spec import PipelineSpec, sampling_identity
-from pipelines.stopping import StopFlag
+from pipelines.stops.stopping import StopFlag
 from pipelines.store.counts import ENGINE, UnitCounts, counts_fields, counts_from_row, counts_row
 from pipelines.store.output import STATS_KEY, OutputStore
 from pipelines.store.records import COMMITTED_AT, COMMITTED_BY, STALL_SECONDS, Records
-from pipelines.unit_rows import ERROR, ID, MAX_TOKENS, PROMPT, SAMPLING
+from pipelines.stream.unit_rows import ERROR, ID, MAX_TOKENS, PROMPT, SAMPLING
 
 log = logging.getLogger("spotbatch.unit")
 
@@ -105,7 +105,7 @@ SUMMARY_SCHEMA = pa.schema([pa.field("unit_id", pa.string()), *ACTOR_FIELDS, pa.
 
 
 def outcome_row(outcome: UnitOutcome, actor: dict[str, Any], held: bool = False) -> dict[str, Any]:
-    """A unit's summary row; `held`: it was in the engine actor's hands (pipelines/stop_drain.py)."""
+    """A unit's summary row; `held`: it was in the engine actor's hands (pipelines/stops/drain.py)."""
     return {**counts_row(outcome), "unit_id": outcome.unit_id, "skipped": outcome.skipped,
             "committed": outcome.committed, "held": held, **actor}
 
@@ -116,7 +116,7 @@ def outcome_from_row(row: dict[str, Any]) -> UnitOutcome:
 
 
 def row_samplings(rows: pa.Table) -> list[dict[str, Any] | None] | None:
-    """Each row's own sampling (every field, pipelines/unit_rows.py), or None for a run without."""
+    """Each row's own sampling (every field, pipelines/stream/unit_rows.py), or None for a run without."""
     if SAMPLING not in rows.column_names:
         return None
     values = rows.column(SAMPLING).to_pylist()
@@ -184,7 +184,7 @@ class UnitProtocol:
 
     # -- the steps, in order --------------------------------------------------------------
     def run(self, unit_id: str, rows: pa.Table) -> UnitOutcome:
-        """`rows`: the unit's rows as pipelines/unit_rows.py reads them (ID, PROMPT, ERROR, MAX_TOKENS).
+        """`rows`: the unit's rows as pipelines/stream/unit_rows.py reads them (ID, PROMPT, ERROR, MAX_TOKENS).
 
         A fault of the storage (an S3 error past s3fs's retries, a full disk) fails this
         attempt, recorded as `storage_error`, and the unit is tried again here after a pause;
@@ -259,7 +259,7 @@ class UnitProtocol:
         return UnitOutcome(**counts.to_json(), unit_id=unit_id, committed=outcome == "committed")
 
     def unreadable(self, unit_id: str, message: str) -> UnitOutcome:
-        """The unit's rows could not be read (pipelines/unit_rows.py): its shard changed since
+        """The unit's rows could not be read (pipelines/stream/unit_rows.py): its shard changed since
         planning (`input_changed`; the run's fingerprint then refuses a resume on the changed
         input, so two versions never mix), or the storage kept failing (`storage_error`). Record
         an attempt that failed so, generate nothing, and leave the unit pending."""
@@ -361,7 +361,7 @@ class UnitProtocol:
 
     def request_keys(self, prompts: list[str | None], max_tokens: list[int | None],
                      samplings: list[dict[str, Any] | None] | None = None) -> list[str | None]:
-        """Keys that name identical requests (operators/response_cache.py), or all None when
+        """Keys that name identical requests (pipelines/cache/response_cache.py), or all None when
         neither dedup nor a cache is on. Every sampling field that can change an answer is in
         the key, a row's own included."""
         spec = self.spec

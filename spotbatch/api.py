@@ -117,7 +117,7 @@ def export(output: str, fmt: str, to: str, *, include_truncated: bool = False,
     >>> spotbatch.export(output, "chat-jsonl", to, partial=True)  # doctest: +SKIP
     {'rows': 0, 'written': 0, 'errors': 0, 'skipped': 0}
     """
-    from pipelines.export import export as export_output
+    from pipelines.formats.export import export as export_output
 
     return export_output(output, fmt, to, include_truncated=include_truncated, storage_options=storage_options,
                          overrides=overrides, partial=partial)
@@ -133,7 +133,7 @@ def cancel(output: str, storage_options: dict[str, Any] | None = None) -> list[s
     >>> spotbatch.cancel(output)
     []
     """
-    from pipelines.stopping import cancel as cancel_runs
+    from pipelines.stops.stopping import cancel as cancel_runs
 
     return cancel_runs(output, storage_options)
 

@@ -22,7 +22,7 @@ os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
 @pytest.fixture(autouse=True)
 def engine_facts_of_its_own(tmp_path, monkeypatch):
-    """What earlier runs measured moves the compile choice (pipelines/engine_facts.py): each test
+    """What earlier runs measured moves the compile choice (pipelines/engine/facts.py): each test
     keeps its own, never this machine's or another test's."""
     monkeypatch.setenv("SPOTBATCH_FACTS", str(tmp_path / "engine-facts.json"))
 

@@ -46,7 +46,7 @@ def test_import_spotbatch_imports_no_engine_and_registers_no_filesystem():
 def test_importing_the_internals_registers_no_filesystem():
     """A library must not change fsspec for the program that imports it; a run counts its S3
     requests by registering when it starts (tests/test_storage_requests.py)."""
-    seen = imports_in_a_fresh_process("import cluster, pipelines, pipelines.run, pipelines.export, jobs.cli")
+    seen = imports_in_a_fresh_process("import cluster, pipelines, pipelines.run, pipelines.formats.export, jobs.cli")
     assert seen["registry_changed"] is False
 
 
@@ -65,7 +65,7 @@ def test_the_old_import_paths_name_the_same_classes():
     from cluster.models import ModelChangedError, ModelNotFoundError
     from cluster.prices import PriceError
     from operators.feeder import EngineFailed
-    from pipelines.inputs import InputError
+    from pipelines.planning.inputs import InputError
     from pipelines.spec import SpecError
     from pipelines.store.output import OutputError, StorageError
 
@@ -156,7 +156,7 @@ def test_the_cli_exit_code_follows_the_class(cls, tmp_path, capsys, monkeypatch)
 def test_an_engine_that_did_not_start_reaches_the_caller_as_engine_failed():
     """Ray keeps only the text of an error in an engine actor's constructor (ActorDiedError): the
     run raises it again as the class callers catch, with the engine's reason."""
-    from pipelines.engine_failure import engine_start_failure
+    from pipelines.engine.failure import engine_start_failure
 
     ray_said = RuntimeError("The actor died because of an error raised in its creation task\nTraceback ...\n"
                             "spotbatch.errors.EngineFailed: the engine did not start: ValueError('max_model_len "

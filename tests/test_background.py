@@ -4,7 +4,7 @@ handle's cancel() stops it as `spotbatch cancel` does, and the same spec resumes
 import pytest
 
 from pipelines.background import start
-from pipelines.inputs import InputError
+from pipelines.planning.inputs import InputError
 from pipelines.run import run
 from pipelines.spec import PipelineSpec
 from pipelines.store.output import OutputStore

@@ -6,7 +6,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.inputs import InputError
+from pipelines.planning.inputs import InputError
 from pipelines.run import run
 from pipelines.spec import PipelineSpec
 from pipelines.store.output import OutputStore

@@ -11,7 +11,7 @@ import pytest
 
 from jobs.bench.stop_latency import job as job_of_units
 from jobs.bench.stop_latency import stop_written
-from pipelines.stopping import cancel
+from pipelines.stops.stopping import cancel
 from pipelines.store.output import OutputStore
 from pipelines.store.records import Records
 from pipelines.store.status import run_status
@@ -141,7 +141,7 @@ def test_a_deadline_that_lands_mid_run_takes_no_unit_that_would_end_past_it(tmp_
 def test_a_cancel_with_many_units_left_ends_the_run_within_about_a_units_time(tmp_path, ray_cluster, tiny_model):
     """1,500 one-row units, cancelled after the first commits: the run leaves Ray Data's stream
     once its actor is quiet, instead of pushing every unit left through it to be skipped (35 s
-    here before pipelines/stop_drain.py; `python -m jobs.bench.stop_latency` is the figure)."""
+    here before pipelines/stops/drain.py; `python -m jobs.bench.stop_latency` is the figure)."""
     spec = job_of_units(tmp_path, 1500)
     output = str(tmp_path / "out")
     log = tmp_path / "run.log"

@@ -36,7 +36,7 @@ def test_every_example_spec_loads(path):
 
 
 def test_routing_example_sends_hard_rows_to_the_large_model():
-    from pipelines.routing import models_of
+    from pipelines.planning.routing import models_of
 
     spec = load_spec(ROOT / "examples" / "routing.yaml")
     assert models_of(["hard", "easy", None, "x"], spec.route, spec.models) == ["large", "small", "small", "small"]

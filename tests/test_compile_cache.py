@@ -1,4 +1,4 @@
-"""The shared compile cache (cluster/compile_cache.py) on real folders: a node's vLLM entries and
+"""The shared compile cache (pipelines/engine/compile_cache.py) on real folders: a node's vLLM entries and
 inductor artifacts published, a new node taking them, a copy still being written never taken,
 two copies never mixed, a node's own entry never overwritten, and a folder that fails costing
 only time. The engine's own use of it: tests/test_compile_cache_engine.py."""
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.compile_cache import (
+from pipelines.engine.compile_cache import (
     AOT,
     CacheReport,
     SharedCompileCache,

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import s3fs
 
-from cluster.compile_cache import inductor_files, local_entries
+from pipelines.engine.compile_cache import inductor_files, local_entries
 from pipelines.store.output import OutputStore
 from pipelines.store.records import Records
 from tests.helpers import ROOT, spotbatch_cmd, write_spec

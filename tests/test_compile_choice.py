@@ -1,6 +1,6 @@
 """Compiling or eager, when the spec leaves it open: by the decoding work ahead of each engine
-against the compile cost (pipelines/compile_choice.py), read from the rows' own limits
-(pipelines/decode_work.py), a row without one running to the context."""
+against the compile cost (pipelines/engine/compile_choice.py), read from the rows' own limits
+(pipelines/engine/decode_work.py), a row without one running to the context."""
 
 import json
 from dataclasses import replace
@@ -9,11 +9,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.compile_choice import COMPILE_GAIN, choose, for_run
-from pipelines.decode_work import prompt_tokens_per_row, tokens_ahead
+from pipelines.engine.compile_choice import COMPILE_GAIN, choose, for_run
+from pipelines.engine.decode_work import prompt_tokens_per_row, tokens_ahead
 from pipelines.formats.batch_files import resolve_input
-from pipelines.inputs import list_shards
-from pipelines.plan import Plan, Unit
+from pipelines.planning.inputs import list_shards
+from pipelines.planning.units import Plan, Unit
 from pipelines.run import prepare
 from pipelines.spec import PipelineSpec
 

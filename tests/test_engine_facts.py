@@ -1,10 +1,10 @@
-"""What earlier runs measured moves the compile choice (pipelines/engine_facts.py): a machine
+"""What earlier runs measured moves the compile choice (pipelines/engine/facts.py): a machine
 that runs eager three times faster than the default assumes does not compile a batch whose
 decoding is short on it; a measured compile cost and gain replace the defaults; what the spec
 tells wins; warm engines and other runs are not measured."""
 
-from pipelines import engine_facts
-from pipelines.compile_choice import for_run
+from pipelines.engine import facts as engine_facts
+from pipelines.engine.compile_choice import for_run
 from pipelines.spec import PipelineSpec
 
 RUN = "run-1"

@@ -7,8 +7,8 @@ import types
 import pyarrow as pa
 import pytest
 
-from pipelines import engine_host
-from pipelines.engine_host import EngineHost
+from pipelines.engine import host as engine_host
+from pipelines.engine.host import EngineHost
 
 
 def host_with(monkeypatch, read, load_seconds=0.3):

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from jobs.cli import main
-from pipelines import engine_facts
+from pipelines.engine import facts as engine_facts
 from pipelines.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,7 +154,7 @@ def test_measured_figures_are_used_and_named(tmp_path, capsys, tiny_model):
 
 
 def test_a_run_keeps_its_speed_per_instance_type_and_its_output_ratio(tmp_path, tiny_model):
-    from pipelines.plan import Unit
+    from pipelines.planning.units import Unit
     from pipelines.run import RunSummary, _output_ratio
 
     spec = load_spec(write_spec(tmp_path, tiny_model))

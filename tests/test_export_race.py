@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from pipelines.export import export
+from pipelines.formats.export import export
 from pipelines.run import prepare
 from pipelines.spec import PipelineSpec
 from pipelines.store.output import OutputError

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from pipelines.formats import anthropic, openai
-from pipelines.inputs import InputError
+from pipelines.planning.inputs import InputError
 from pipelines.spec import PipelineSpec
 
 

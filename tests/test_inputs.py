@@ -4,7 +4,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.inputs import InputError, check_unique_ids, list_shards
+from pipelines.planning.inputs import InputError, check_unique_ids, list_shards
 from pipelines.spec import InputSpec
 from tests.conftest import write_shards
 
@@ -109,9 +109,9 @@ def test_hidden_folders_below_the_input_path_are_never_read(tmp_path):
 
 
 def test_a_unit_reads_only_the_version_it_was_planned_on(tmp_path):
-    from pipelines.plan import make_plan
+    from pipelines.planning.units import make_plan
     from pipelines.spec import PipelineSpec
-    from pipelines.unit_rows import ERROR, UNIT_ROWS, UNITS, InputChanged, read_units, unit_rows
+    from pipelines.stream.unit_rows import ERROR, UNIT_ROWS, UNITS, InputChanged, read_units, unit_rows
 
     write_shards(tmp_path / "in", ROWS, shards=1)
     full = PipelineSpec(input={"paths": str(tmp_path / "in"), "prompt_column": "text"},
@@ -126,10 +126,10 @@ def test_a_unit_reads_only_the_version_it_was_planned_on(tmp_path):
 
 
 def test_a_unit_whose_rows_cannot_be_read_becomes_a_marker_not_a_failed_run(tmp_path, monkeypatch):
-    from pipelines import unit_rows as stage
-    from pipelines.plan import make_plan
+    from pipelines.planning.units import make_plan
     from pipelines.spec import PipelineSpec
-    from pipelines.unit_rows import UNITS
+    from pipelines.stream import unit_rows as stage
+    from pipelines.stream.unit_rows import UNITS
 
     monkeypatch.setattr(stage, "READ_BACKOFF_SECONDS", 0.0)
     write_shards(tmp_path / "in", ROWS, shards=1)

@@ -62,7 +62,7 @@ def python(code: str) -> subprocess.CompletedProcess:
 
 
 def test_importing_the_library_configures_no_logging():
-    done = python("import logging, pipelines.run, pipelines.export, jobs.cli\n"
+    done = python("import logging, pipelines.run, pipelines.formats.export, jobs.cli\n"
                   "ours = logging.getLogger('spotbatch')\n"
                   "print(logging.getLogger().handlers, [type(h).__name__ for h in ours.handlers], ours.level)")
     assert done.returncode == 0, done.stderr

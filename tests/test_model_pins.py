@@ -63,7 +63,7 @@ def test_a_chat_template_file_is_read_into_the_spec_and_the_fingerprint(tmp_path
     assert spec.model.chat_template.startswith("{% for m")
     with pytest.raises(ValueError, match="neither a Jinja template nor a readable file"):
         spec_for(tmp_path, "tiny-random", chat_template=str(tmp_path / "missing.jinja"))
-    from pipelines.plan import fingerprint_parts
+    from pipelines.planning.units import fingerprint_parts
 
     plain = fingerprint_parts(spec_for(tmp_path, "tiny-random"), [])
     assert fingerprint_parts(spec, [])["model"] != plain["model"]

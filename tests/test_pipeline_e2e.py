@@ -123,11 +123,11 @@ def test_a_unit_larger_than_ray_datas_block_size_arrives_whole(tmp_path, ray_clu
 
 
 def test_units_grouped_into_blocks_each_arrive_whole_and_commit_once(tmp_path, ray_cluster, tiny_model, monkeypatch):
-    """A large run's blocks hold several units (pipelines/unit_blocks.py); made to happen here at
+    """A large run's blocks hold several units (pipelines/stream/unit_blocks.py); made to happen here at
     a small size. Every unit still reaches one actor whole and is committed once."""
-    from pipelines import unit_blocks
     from pipelines.store.output import OutputStore
     from pipelines.store.records import Records
+    from pipelines.stream import unit_blocks
 
     monkeypatch.setattr(unit_blocks, "ONE_PER_BLOCK", 2)
     monkeypatch.setattr(unit_blocks, "HEAD_BLOCKS", 3)

@@ -1,5 +1,5 @@
-from pipelines.inputs import list_shards
-from pipelines.plan import Plan, Unit, fingerprint, fingerprint_parts, make_plan, plan_units, units_in_flight
+from pipelines.planning.inputs import list_shards
+from pipelines.planning.units import Plan, Unit, fingerprint, fingerprint_parts, make_plan, plan_units, units_in_flight
 from pipelines.spec import PipelineSpec
 from tests.conftest import write_shards
 

@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 from operators.prompts import chat_messages
 from pipelines.formats import anthropic, openai
 from pipelines.formats.batch_files import SCHEMA, read_line
-from pipelines.inputs import InputError
+from pipelines.planning.inputs import InputError
 from pipelines.spec import PipelineSpec, SamplingSpec, row_sampling
-from pipelines.unit_rows import ERROR, PROMPT, SAMPLING, unit_rows
+from pipelines.stream.unit_rows import ERROR, PROMPT, SAMPLING, unit_rows
 from tests.helpers import spotbatch, write_spec
 
 WHERE = "batch.jsonl line 7"

@@ -14,9 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from operators import cache_compaction, cache_runs
-from operators.cache_compaction import compact_cache
-from operators.response_cache import ENTRIES, SHARDS, CacheFiles, ResponseCache, request_key, shard_of
+from pipelines.cache import compaction as cache_compaction
+from pipelines.cache import runs as cache_runs
+from pipelines.cache.compaction import compact_cache
+from pipelines.cache.response_cache import ENTRIES, SHARDS, CacheFiles, ResponseCache, request_key, shard_of
 
 
 def answer(text, tokens):
@@ -56,7 +57,7 @@ def test_answers_are_shared_between_readers_and_files_are_never_rewritten(tmp_pa
 def test_a_lookup_reads_a_bounded_number_of_new_entries_files_and_the_rest_later(tmp_path, monkeypatch):
     """As a large fleet writes them faster than one actor looks: a few new files a look, never
     a wrong answer, and every answer found once the reader has caught up or compaction ran."""
-    from operators import response_cache
+    from pipelines.cache import response_cache
 
     monkeypatch.setattr(response_cache, "ENTRIES_READ_PER_LOOK", 4)
     path = str(tmp_path / "cache")
@@ -112,7 +113,7 @@ def test_compaction_moves_answers_into_shards_and_a_lookup_reads_only_their_shar
 
 
 def test_a_reader_keeps_footers_up_to_its_budget_and_reads_the_rest_again(tmp_path, monkeypatch):
-    from operators import response_cache
+    from pipelines.cache import response_cache
 
     path = str(tmp_path / "cache")
     add(ResponseCache(path, compact_after=None), list(range(2000)))
@@ -134,7 +135,7 @@ def test_a_reader_keeps_footers_up_to_its_budget_and_reads_the_rest_again(tmp_pa
 
 def few_shards(monkeypatch) -> None:
     """16 shards, not 256: the same code, with fewer files for a test to write."""
-    from operators import response_cache
+    from pipelines.cache import response_cache
 
     monkeypatch.setattr(response_cache, "SHARD_DIGITS", 1)
     monkeypatch.setattr(cache_compaction, "SHARD_DIGITS", 1)
@@ -206,7 +207,7 @@ def test_concurrent_writers_and_compactions_while_readers_read_lose_no_answer(ca
 
 WRITER = textwrap.dedent("""
     import sys
-    from operators.response_cache import ResponseCache, request_key
+    from pipelines.cache.response_cache import ResponseCache, request_key
     cache = ResponseCache(sys.argv[1], compact_after=None)
     n = 0
     while True:  # big files, so a kill lands mid-write
@@ -245,8 +246,8 @@ def test_a_writer_killed_mid_write_leaves_nothing_half_visible(tmp_path, monkeyp
 FOLDER = textwrap.dedent("""
     import sys
     import threading
-    from operators import cache_compaction, response_cache
-    from operators.response_cache import ResponseCache, request_key
+    from pipelines.cache import compaction as cache_compaction, response_cache
+    from pipelines.cache.response_cache import ResponseCache, request_key
     for module in (response_cache, cache_compaction):  # runs of many files from a few thousand answers
         module.SHARD_DIGITS, module.MAX_FILE_ROWS = 1, 100
     fold = cache_compaction.fold_into_run
@@ -318,7 +319,7 @@ def test_a_staged_file_renamed_into_place_while_orphans_are_cleared_is_no_error(
 
 def small_files(monkeypatch, rows: int) -> None:
     """Shard files of at most `rows` answers: runs of several files from a few thousand answers."""
-    from operators import response_cache
+    from pipelines.cache import response_cache
 
     for module in (response_cache, cache_compaction):
         monkeypatch.setattr(module, "MAX_FILE_ROWS", rows)

@@ -8,9 +8,9 @@ import pyarrow.dataset as ds
 import pytest
 
 from cluster.models import ModelNotFoundError
-from pipelines.export import export
-from pipelines.inputs import InputError, list_shards
-from pipelines.plan import make_plan
+from pipelines.formats.export import export
+from pipelines.planning.inputs import InputError, list_shards
+from pipelines.planning.units import make_plan
 from pipelines.run import run
 from pipelines.spec import PipelineSpec, SpecError, validate_spec
 from pipelines.store.ledger import compute_ledger

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 import s3fs
 
-from pipelines.inputs import list_shards
+from pipelines.planning.inputs import list_shards
 from pipelines.spec import InputSpec
 from pipelines.store.output import OutputStore
 from pipelines.store.records import Records

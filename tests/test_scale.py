@@ -8,8 +8,8 @@ import pytest
 
 from jobs.bench.s3_requests import S3RequestCounter, moto_server, storage_options
 from jobs.bench.scale import marginal_requests, report_lines, scale_bench
-from operators.response_cache import FOOTER_BYTES_KEPT
-from pipelines.unit_blocks import block_sizes
+from pipelines.cache.response_cache import FOOTER_BYTES_KEPT
+from pipelines.stream.unit_blocks import block_sizes
 
 pytestmark = pytest.mark.s3
 

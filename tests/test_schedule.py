@@ -2,7 +2,7 @@ import datetime as dt
 
 import pytest
 
-from pipelines.schedule import parse_run_date, uses_run_date, with_run_date
+from pipelines.planning.schedule import parse_run_date, uses_run_date, with_run_date
 from pipelines.spec import PipelineSpec, SpecError
 
 SPEC = PipelineSpec(input={"paths": ["s3://logs/{date}/*.parquet"], "prompt_column": "text"},

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import s3fs
 
-from pipelines import engine_facts
+from pipelines.engine import facts as engine_facts
 from tests.conftest import FTP_PASSWORD
 from tests.helpers import ROOT, leaks, spotbatch_cmd, write_spec
 

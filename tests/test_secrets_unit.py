@@ -13,15 +13,15 @@ import pytest
 
 from operators.engine_args import hide_in_engine_logs
 from operators.generate import empty_results
-from pipelines import engine_facts
-from pipelines.export import export
-from pipelines.inputs import InputError
+from pipelines.engine import facts as engine_facts
+from pipelines.formats.export import export
+from pipelines.planning.inputs import InputError
 from pipelines.retry import retry_failed
 from pipelines.run import prepare
 from pipelines.spec import PipelineSpec
 from pipelines.store.output import OutputStore
+from pipelines.stream.unit_rows import unit_rows
 from pipelines.unit_protocol import UnitProtocol
-from pipelines.unit_rows import unit_rows
 from tests.conftest import FTP_PASSWORD
 from tests.helpers import leaks
 

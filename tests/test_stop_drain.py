@@ -1,4 +1,4 @@
-"""When a stopped run may leave Ray Data's stream (pipelines/stop_drain.py): only once every live
+"""When a stopped run may leave Ray Data's stream (pipelines/stops/drain.py): only once every live
 engine actor of the run has said it is quiet and every unit it held has reached the driver.
 The end-to-end figure is `python -m jobs.bench.stop_latency`; tests/test_cancel.py runs it."""
 
@@ -10,13 +10,13 @@ from collections import Counter
 import pyarrow as pa
 import pytest
 
-import pipelines.stop_drain as stop_drain
-from pipelines.stages import UnitGenerator
-from pipelines.stop_drain import StopDrain
+import pipelines.stops.drain as stop_drain
+from pipelines.engine.actor import UnitGenerator
+from pipelines.stops.drain import StopDrain
 from pipelines.store.output import OutputStore
 from pipelines.store.records import Records
+from pipelines.stream.unit_rows import ERROR, UNIT_ROWS
 from pipelines.unit_protocol import SKIP_STOP, UnitOutcome
-from pipelines.unit_rows import ERROR, UNIT_ROWS
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """How a run hears it must stop (no engine): `spotbatch cancel` from another process, the
-deadline, and an interrupt, each through the run's stop record (pipelines/stopping.py)."""
+deadline, and an interrupt, each through the run's stop record (pipelines/stops/stopping.py)."""
 
 import os
 import signal
@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-import pipelines.stopping as stopping
-from pipelines.run_control import RunControl
-from pipelines.stopping import CANCELLED, DEADLINE, StopWatch, cancel
+import pipelines.stops.stopping as stopping
+from pipelines.stops.control import RunControl
+from pipelines.stops.stopping import CANCELLED, DEADLINE, StopWatch, cancel
 from pipelines.store.output import OutputError, OutputStore
 from pipelines.store.records import Records
 

@@ -12,15 +12,15 @@ import pytest
 
 from operators.failures import BAD_INPUT, ENGINE_ERROR, PREEMPTED_EXHAUSTED, TIMEOUT
 from operators.generate import RESULT_COLUMNS
-from operators.response_cache import ResponseCache
 from pipelines import unit_protocol
+from pipelines.cache.response_cache import ResponseCache
 from pipelines.run import await_other_runs
 from pipelines.spec import PipelineSpec
 from pipelines.store.counts import UnitCounts, counts_of
 from pipelines.store.output import OutputStore
 from pipelines.store.records import HEARTBEAT_SECONDS, Records
+from pipelines.stream.unit_rows import ERROR, ID, MAX_TOKENS, PROMPT
 from pipelines.unit_protocol import SKIP_COMMITTED, SKIP_HELD, STORAGE_ERROR, SUPERSEDED, UnitProtocol
-from pipelines.unit_rows import ERROR, ID, MAX_TOKENS, PROMPT
 
 UNIT = "00000-unit"
 
@@ -586,7 +586,7 @@ def test_every_sampling_field_and_a_rows_own_sampling_are_in_the_cache_key(where
 def test_the_fingerprint_of_a_spec_written_before_the_new_sampling_fields_is_unchanged():
     """Outputs written before `top_k`, `n`, `logprobs`, ... existed resume: their sampling
     digest is what that version wrote (this figure was computed by it)."""
-    from pipelines.plan import fingerprint_parts
+    from pipelines.planning.units import fingerprint_parts
 
     spec = PipelineSpec(input={"paths": "in", "prompt_column": "text"}, model={"name": "tiny-random"},
                         sampling={"max_tokens": 32, "stop": ["x"]}, output={"path": "o"})

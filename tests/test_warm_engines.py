@@ -1,4 +1,4 @@
-"""Warm engines (pipelines/warm_pool.py): in a driver that stays up, a second run with the same
+"""Warm engines (pipelines/engine/warm_pool.py): in a driver that stays up, a second run with the same
 model and engine settings is served by the engine actor of the first, with no model load; the
 time it was held is priced; after keep_warm_seconds every CPU is free again."""
 
@@ -9,13 +9,13 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
+from pipelines.engine.warm_pool import POOL
 from pipelines.run import release_engines, run
 from pipelines.spec import PipelineSpec
 from pipelines.store.ledger import compute_ledger
 from pipelines.store.output import OutputStore
 from pipelines.store.records import Records
 from pipelines.store.startup import PHASES
-from pipelines.warm_pool import POOL
 
 pytestmark = pytest.mark.engine
 
@@ -70,7 +70,7 @@ def test_a_second_run_reuses_the_engine_and_the_cluster_is_free_after_the_window
     assert compile_["enforce_eager"] is True and compile_["reason"] == "model.enforce_eager: true in the spec"
     assert 0 < compile_["engine_start_seconds"] < first.startup["model_load"] + first.startup["actor_start"] + 1
     # what its engine's start took is kept for the next run's compile choice; the warm one started nothing
-    from pipelines import engine_facts
+    from pipelines.engine import facts as engine_facts
 
     kept = engine_facts.lookup(spec(tmp_path, "x", keep_warm=20).model, 0.0)
     assert kept["eager_start_seconds"] == compile_["engine_start_seconds"] and kept["run_id"] == a1[1]["run_id"]
@@ -168,7 +168,7 @@ def test_a_warm_engine_whose_node_is_lost_between_runs_is_replaced_and_the_next_
 def test_a_warm_engine_of_another_dtype_than_the_output_pinned_is_replaced(tmp_path, ray_cluster, tiny_model):
     """An output keeps the dtype its first engine loaded (`auto` depends on the hardware): a warm
     engine that loaded another is let go, and a new one loads the pinned dtype."""
-    from pipelines.stages import MODEL
+    from pipelines.engine.actor import MODEL
 
     first = run(spec(tmp_path, "first", keep_warm=300), interactive=False)
     ((warm_id, warm),) = actors_of(tmp_path, "first").items()

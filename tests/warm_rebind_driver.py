@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import ray
 
 from operators.feeder import EngineFeeder
-from pipelines.engine_host import EngineHost
-from pipelines.plan import SINGLE_MODEL
+from pipelines.engine.host import EngineHost
+from pipelines.planning.units import SINGLE_MODEL
 from pipelines.run import prepare
 from pipelines.spec import PipelineSpec
 

@@ -24,13 +24,13 @@ COMPILE_MODES = ("eager", "compiled", "default")
 def compile_for(mode: str, model_path: str, dtype: str, rows: int, max_tokens: int,
                 engines: int = 1) -> tuple[bool, bool | None, str]:
     """(eager, spotbatch's model.enforce_eager, why) for a bench's `--compile` mode. `default`
-    is what a user gets who leaves it unset: spotbatch decides (pipelines/compile_choice.py,
+    is what a user gets who leaves it unset: spotbatch decides (pipelines/engine/compile_choice.py,
     with what earlier runs of this model measured), and the other runners are given the same
     choice, so the comparison is of the tools."""
     import torch
 
-    from pipelines import engine_facts
-    from pipelines.compile_choice import choose
+    from pipelines.engine import facts as engine_facts
+    from pipelines.engine.compile_choice import choose
     from pipelines.spec import ModelSpec
 
     if mode != "default":

@@ -4,7 +4,7 @@ compiled, each time in a fresh process, as spotbatch's CPU engines start it (ope
   cold         empty caches (vLLM's VLLM_CACHE_ROOT and torch inductor's TORCHINDUCTOR_CACHE_DIR)
   same node    again, with the caches the cold start left
   new node     empty caches again, filled first from a shared folder the cold start published to
-               (`model.compile_cache`, cluster/compile_cache.py), as a replacement spot node is
+               (`model.compile_cache`, pipelines/engine/compile_cache.py), as a replacement spot node is
 
 With --aot, also vLLM's AOT compile cache (its default with torch >= 2.10; spotbatch's CPU engines
 turn it off): cold, then the same node again. Prints each start's seconds and the ratios to cold.
@@ -30,8 +30,8 @@ def _start(model: str, shared: str | None) -> None:
     from operators.engine import engine_env
 
     os.environ.update({k: v for k, v in engine_env(0.0, None).items() if k != "VLLM_USE_AOT_COMPILE"})
-    from cluster.compile_cache import around_engine_start
     from cluster.models import fetch
+    from pipelines.engine.compile_cache import around_engine_start
 
     path = str(fetch(model))
     began = time.time()

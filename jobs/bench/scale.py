@@ -9,7 +9,7 @@ request by how S3 prices it. Each figure comes from a fresh process (its peak RS
             its own protocol and cache reader) taking units from one queue
   readers   seconds and peak memory of `status`, the ledger and `report` over N units' records
   ray_data  Ray Data's driver: blocks, seconds and peak memory to stream N unit descriptors as a
-            run cuts them (pipelines/unit_blocks.py), against one block per unit
+            run cuts them (pipelines/stream/unit_blocks.py), against one block per unit
   cache     one unit's lookup (100 hits, 100 misses) against caches of 10k .. 10M answers, and
             one fold of new answers into a shard's run (compaction's largest step)
 Prints a line per step as it goes (its size, then its seconds), then each figure with its
@@ -85,12 +85,12 @@ def probe_units(input_dir: str, output: str, storage_options: dict | None, actor
     import queue
     import threading
 
-    from operators.response_cache import ResponseCache
+    from pipelines.cache.response_cache import ResponseCache
+    from pipelines.engine.actor import RUN_CACHE
     from pipelines.run import prepare
-    from pipelines.stages import RUN_CACHE
     from pipelines.store.records import Records, new_id
+    from pipelines.stream.unit_rows import unit_rows
     from pipelines.unit_protocol import UnitProtocol
-    from pipelines.unit_rows import unit_rows
 
     spec = scale_spec(input_dir, output, storage_options)
     store, plan = prepare(spec)
@@ -166,7 +166,7 @@ def probe_ray_data(units: int, slots: int, one_per_unit: bool) -> dict[str, Any]
     import ray
 
     from pipelines.run import unit_dataset
-    from pipelines.unit_blocks import block_sizes
+    from pipelines.stream.unit_blocks import block_sizes
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
              _temp_dir=tempfile.mkdtemp(prefix="sb-ray-"))
@@ -187,7 +187,7 @@ def probe_ray_data(units: int, slots: int, one_per_unit: bool) -> dict[str, Any]
 def probe_cache(path: str, size: int) -> dict[str, Any]:
     """A unit's lookup against a compacted cache of `size` answers: cold (a fresh reader) and
     warm (its row-group key ranges kept), with the files it opened."""
-    from operators.response_cache import CacheFiles, ResponseCache
+    from pipelines.cache.response_cache import CacheFiles, ResponseCache
 
     keys = pq.read_table(f"{path}/probe_keys.parquet").column(0).to_pylist()
     opened: list[str] = []
@@ -214,9 +214,9 @@ def probe_fold(path: str, size: int) -> dict[str, Any]:
 
     import numpy as np
 
-    from operators import cache_runs
-    from operators.cache_compaction import fold_into_run
-    from operators.response_cache import MAX_FILE_ROWS, SHARDS, CacheFiles, answer_table
+    from pipelines.cache import runs as cache_runs
+    from pipelines.cache.compaction import fold_into_run
+    from pipelines.cache.response_cache import MAX_FILE_ROWS, SHARDS, CacheFiles, answer_table
 
     work = Path(tempfile.mkdtemp(prefix="fold-", dir=Path(path).parent))
     try:
@@ -260,8 +260,8 @@ def build_cache(path: Path, size: int) -> None:
     looks up (half in the cache, half not)."""
     import numpy as np
 
-    from operators.cache_compaction import write_shard_files
-    from operators.response_cache import CacheFiles, answer_table
+    from pipelines.cache.compaction import write_shard_files
+    from pipelines.cache.response_cache import CacheFiles, answer_table
 
     if (path / "probe_keys.parquet").exists():
         return

@@ -70,7 +70,7 @@ def estimate(spec: PipelineSpec, *, by: str | None = None, references: list[str]
     bought. `by`: a deadline (as compute.deadline: "06:00" UTC, "3h") instead of the spec's;
     `references`: provider models to price the same tokens at (a name with no price is a
     PriceError); `instance_types`: only these (an unknown one is a PriceError)."""
-    from pipelines.deadline import check_deadline
+    from pipelines.stops.deadline import check_deadline
     from spotbatch.errors import SpecError
 
     if by is not None:
@@ -99,7 +99,7 @@ def estimate(spec: PipelineSpec, *, by: str | None = None, references: list[str]
 def recommend(found: list[Option], deadline: str | None, now: float | None = None) -> Recommendation:
     """The cheapest option that ends by the deadline (any, without one), and what it saves
     against the next cheapest that does."""
-    from pipelines.deadline import deadline_at
+    from pipelines.stops.deadline import deadline_at
 
     now = time.time() if now is None else now
     allowed = deadline_at(deadline, now) - now if deadline else None

@@ -5,7 +5,7 @@ source or says it is a guess), the time, and the $ with the engines' load and sp
 
 Time = the slowest engine start + expected output tokens / (engines x tokens/s). Tokens/s are
 output tokens over the seconds an engine was busy, prefill included (engine facts measure
-them so, pipelines/engine_facts.py), so the prompt's work is in them for prompts like the ones
+them so, pipelines/engine/facts.py), so the prompt's work is in them for prompts like the ones
 measured.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from cluster.prices import MARKETS, PriceCatalog
-from pipelines import engine_facts
+from pipelines.engine import facts as engine_facts
 from pipelines.redact import redact_url
 from pipelines.spec import PipelineSpec
 

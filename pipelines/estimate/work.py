@@ -2,7 +2,7 @@
 model's own tokenizer and chat template (operators/tokens.py, as the engine counts them), rows
 the dedup would answer, and the output tokens to expect.
 
-The plan is made as `run` makes it (pipelines/plan.py), in memory: nothing is written to the
+The plan is made as `run` makes it (pipelines/planning/units.py), in memory: nothing is written to the
 output, and no engine or Ray starts. An input of more than `sample_rows` rows is sampled in
 slices spread evenly over it; the prompt tokens are then the rows times the mean of the rows
 read, with the 95% error of that mean (slices as clusters: rows next to each other are alike).
@@ -14,13 +14,13 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from operators.response_cache import request_key
 from operators.tokens import prompt_token_ids
-from pipelines import engine_facts
-from pipelines.inputs import list_shards
-from pipelines.plan import SINGLE_MODEL, Unit, make_plan
+from pipelines.cache.response_cache import request_key
+from pipelines.engine import facts as engine_facts
+from pipelines.planning.inputs import list_shards
+from pipelines.planning.units import SINGLE_MODEL, Unit, make_plan
 from pipelines.spec import PipelineSpec, sampling_identity
-from pipelines.unit_rows import ERROR, MAX_TOKENS, PROMPT, SAMPLING, unit_rows
+from pipelines.stream.unit_rows import ERROR, MAX_TOKENS, PROMPT, SAMPLING, unit_rows
 
 SAMPLE_ROWS = 20_000  # an input this size or smaller is read whole: its counts are exact
 SLICE_ROWS = 50  # rows read together when sampling

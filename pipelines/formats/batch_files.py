@@ -23,8 +23,8 @@ import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from pipelines.formats.lines import parse_line
-from pipelines.inputs import InputError, expand_paths, file_version, first_repeat, hash_values, repeated_hashes
-from pipelines.start_over import refuse_while_running
+from pipelines.planning.inputs import InputError, expand_paths, file_version, first_repeat, hash_values, repeated_hashes
+from pipelines.planning.start_over import refuse_while_running
 from pipelines.store.output import OutputError, OutputStore
 from pipelines.store.records import new_id
 from spotbatch.errors import BatchFileError
@@ -100,7 +100,7 @@ def _changed(store: OutputStore, old: Any, listing: dict[str, Any], provider) ->
 def _check_requests(provider, files: list[dict[str, Any]], storage_options: dict[str, Any],
                     models: list[str] | None) -> None:
     """Every request line checked, and every custom_id used once across the files, reading them
-    twice at most and keeping 8 bytes a line (pipelines/inputs.py: check_unique_ids)."""
+    twice at most and keeping 8 bytes a line (pipelines/planning/inputs.py: check_unique_ids)."""
     hashes = [hash_values(ids) for ids, _ in _id_chunks(provider, files, storage_options, models)]
     repeated = repeated_hashes(hashes)
     found = first_repeat(_id_chunks(provider, files, storage_options, models), repeated) if repeated else None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pipelines.json_text import NotJSON, load_json
+from pipelines.formats.json_text import NotJSON, load_json
 from spotbatch.errors import BatchFileError
 
 # A failed row's error type in the providers' result lines (both use these names).
@@ -15,7 +15,7 @@ ERROR_TYPES = {"bad_input": "invalid_request_error", "context_too_long": "invali
 
 
 def parse_line(line: str, where: str) -> Any:
-    """The JSON value a request line holds (plain JSON only: pipelines/json_text.py)."""
+    """The JSON value a request line holds (plain JSON only: pipelines/formats/json_text.py)."""
     try:
         return load_json(line)
     except json.JSONDecodeError as err:

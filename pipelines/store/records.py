@@ -203,7 +203,7 @@ class Records:
         for actor_id, record in result.items():
             beat = beats.get(actor_id, {})
             record["last_seen"] = beat.get("time", record.get("loaded_at") or record["started_at"])
-            if "warm_until" in beat:  # a warm engine released after its last run (pipelines/warm_pool.py)
+            if "warm_until" in beat:  # a warm engine released after its last run (pipelines/engine/warm_pool.py)
                 record["warm_until"] = beat["warm_until"]
             for name in ("storage_requests", "engine"):  # its S3 requests and its engine's figures so far
                 if name in beat:
@@ -247,7 +247,7 @@ class Records:
 
     def actor_quiet(self, run_id: str, actor_id: str, held: int) -> None:
         """Actor `actor_id` has seen run `run_id`'s stop and holds no unit of it: it will claim
-        none (pipelines/stop_drain.py); `held` units of the run went through its hands."""
+        none (pipelines/stops/drain.py); `held` units of the run went through its hands."""
         self.store.put(f"{STOP}/{run_id}.quiet/{actor_id}.json",
                        json.dumps({"held": held, "time": time.time()}).encode())
 

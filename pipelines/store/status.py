@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pipelines.redact import redact_url
-from pipelines.stopping import describe_stop
+from pipelines.stops.stopping import describe_stop
 from pipelines.store.counts import UnitCounts
 from pipelines.store.output import OutputStore
 from pipelines.store.records import Records
@@ -75,7 +75,7 @@ def run_status(path: str, storage_options: dict[str, Any] | None = None) -> RunS
 
 
 def last_stop(records: Records) -> str | None:
-    """Why the latest run stopped early, if it did (pipelines/stopping.py)."""
+    """Why the latest run stopped early, if it did (pipelines/stops/stopping.py)."""
     runs = sorted(records.runs().values(), key=lambda r: r.get("started_at") or 0.0)
     return runs[-1].get("stopped") if runs else None
 

@@ -1,4 +1,4 @@
-"""The decoding a run holds, which the compile choice (pipelines/compile_choice.py) weighs: for
+"""The decoding a run holds, which the compile choice (pipelines/engine/compile_choice.py) weighs: for
 each row, the most tokens it may generate times its choices, summed per unit at planning
 (`Unit.decode_tokens`), so the driver never reads the rows again to decide.
 
@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pipelines.inputs import Shard, read_column
+from pipelines.planning.inputs import Shard, read_column
 from pipelines.spec import ModelSpec, PipelineSpec
-from pipelines.unit_rows import row_max_tokens
+from pipelines.stream.unit_rows import row_max_tokens
 
 BYTES_PER_TOKEN = 4  # rough for English BPE; only used to size units and work, never to count cost
 # What the context is taken to be where neither the spec nor a config at hand says: the

@@ -1,5 +1,5 @@
 """What this driver's earlier runs measured about their engines, so that the compile choice
-(pipelines/compile_choice.py) weighs this hardware's eager speed and compile cost instead of a
+(pipelines/engine/compile_choice.py) weighs this hardware's eager speed and compile cost instead of a
 default: the CPU default is 100 tokens/s eager, and a 2-core Xeon with native bf16 runs SmolLM2
 at 265, so a default choice compiled a batch whose decoding was about 50 s, not 819, and lost.
 

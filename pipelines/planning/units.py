@@ -13,9 +13,9 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from pipelines.decode_work import prompt_tokens_per_row, unit_decode_tokens
-from pipelines.inputs import Shard
-from pipelines.routing import route_shards
+from pipelines.engine.decode_work import prompt_tokens_per_row, unit_decode_tokens
+from pipelines.planning.inputs import Shard
+from pipelines.planning.routing import route_shards
 from pipelines.spec import PipelineSpec
 
 VLLM_MAX_NUM_SEQS = 256  # vLLM's default cap on the requests an engine runs at once
@@ -31,14 +31,14 @@ class Unit:
     model: str | None = None  # routed runs: the unit is the rows of [start, stop) routed to this model
     count: int | None = None  # routed runs: how many rows that is
     version: str | None = None  # its shard's version when planned: a unit reads that version or none
-    decode_tokens: int | None = None  # the most its rows may generate (pipelines/decode_work.py); None: planned before
+    decode_tokens: int | None = None  # the most its rows may generate (engine/decode_work.py); None: older plan
 
     @property
     def rows(self) -> int:
         return self.count if self.count is not None else self.stop - self.start
 
     def descriptor(self, only_ids: bytes | None = None) -> dict:
-        """What the read stage (pipelines/unit_rows.py) takes; `only_ids`: a retry's rows, as
+        """What the read stage (pipelines/stream/unit_rows.py) takes; `only_ids`: a retry's rows, as
         an Arrow array in IPC form (pipelines/retry.py), so ids of every type travel exactly."""
         return {"unit_id": self.unit_id, "path": self.path, "start": self.start, "stop": self.stop,
                 "model": self.model or "", "rows": self.rows, "version": self.version or "",

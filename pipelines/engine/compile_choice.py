@@ -11,10 +11,10 @@ cost:
 
 The work ahead is the most tokens the pending rows may generate, each by its own limit (a row
 without one runs to the context, as at the providers), as planning summed them per unit
-(pipelines/decode_work.py): an upper bound, answers often stop sooner. It is spread over the
+(pipelines/engine/decode_work.py): an upper bound, answers often stop sooner. It is spread over the
 engines. The eager speed, the compile cost and the gain are, each: what
 the spec tells (`model.eager_tokens_per_second`, `model.compile_seconds`), else what this
-driver's earlier runs of the model measured (pipelines/engine_facts.py), else a figure per
+driver's earlier runs of the model measured (pipelines/engine/facts.py), else a figure per
 device. Each engine records what was chosen and why.
 """
 
@@ -38,8 +38,8 @@ class CompileChoice:
 
 def for_run(spec, tokens: int, engines: int) -> CompileChoice:
     """The choice for a run's model (`spec.model`) with `tokens` to decode at most
-    (pipelines/decode_work.py's tokens_ahead) on `engines` engines."""
-    from pipelines import engine_facts
+    (pipelines/engine/decode_work.py's tokens_ahead) on `engines` engines."""
+    from pipelines.engine import facts as engine_facts
 
     m = spec.model
     facts = engine_facts.lookup(m, spec.compute.gpus_per_actor) if m.enforce_eager is None else {}
@@ -52,7 +52,7 @@ def choose(told: bool | None, *, tokens: int, engines: int, gpu: bool,
            compile_seconds: float | None = None, eager_tokens_per_second: float | None = None,
            measured: dict | None = None) -> CompileChoice:
     """The choice for one run's engines, with `tokens` to decode at most among them;
-    `measured` is what earlier runs measured (pipelines/engine_facts.py).
+    `measured` is what earlier runs measured (pipelines/engine/facts.py).
 
     >>> choose(None, tokens=50 * 256, engines=1, gpu=False).enforce_eager
     True

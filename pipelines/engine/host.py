@@ -1,6 +1,6 @@
 """A warm engine actor: the same UnitGenerator as a run's Ray Data stage, in an actor the driver
 owns, so it outlives one run and serves the next without loading the model again
-(pipelines/warm_pool.py keeps them and releases them).
+(pipelines/engine/warm_pool.py keeps them and releases them).
 
 Each call carries its run's context, so a restarted actor (its node was lost) knows what to
 serve: it loads the model afresh, under a new actor id, exactly as a restarted Ray Data actor
@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipelines.unit_rows import UNITS, read_units
+from pipelines.stream.unit_rows import UNITS, read_units
 
 
 class EngineHost:
@@ -66,7 +66,7 @@ class EngineHost:
         run_id = context["run_id"]
         with self._bind:
             if self.generator is None:
-                from pipelines.stages import UnitGenerator
+                from pipelines.engine.actor import UnitGenerator
 
                 self.generator = UnitGenerator(**context, started_at=self.created_at, quiet_on_stop=False)
             elif self.generator.run_id != run_id:

@@ -14,15 +14,15 @@ tree:
                                       small files, merged by size class
     shards/<kk>/run-....parquet       the shard's run: the rest of its answers, in files of
                                       MAX_FILE_ROWS with disjoint key ranges named in their
-                                      file names (operators/cache_runs.py)
-Compaction (operators/cache_compaction.py) moves entries into shards, merges a shard's small
+                                      file names (pipelines/cache/runs.py)
+Compaction (pipelines/cache/compaction.py) moves entries into shards, merges a shard's small
 files into larger ones and folds one that reaches MAX_FILE_ROWS into the run; it writes before
 it deletes, so an answer is always in one level or another (or briefly two: the same answer
 twice is harmless).
 
 A reader keeps in memory only the keys of the entries not yet compacted (bounded by
 compaction) and, of the shard files it has read lately, their row groups' key ranges and their
-Bloom filters (operators/key_filter.py, 64 KB at most): FOOTER_BYTES_KEPT at most. Not the
+Bloom filters (pipelines/cache/key_filter.py, 64 KB at most): FOOTER_BYTES_KEPT at most. Not the
 parsed footers: pyarrow holds one in about 6 times its size on disk, so a read parses its
 file's footer again (a few ms). A lookup lists `entries/` (and `shards/` when keys are left),
 and reads, of the shards of the keys asked for, the small files whose filter may hold a key and
@@ -61,9 +61,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
-from operators import cache_runs
 from operators.generate import RESULT_SCHEMA, conform
-from operators.key_filter import KeyFilter
+from pipelines.cache import runs as cache_runs
+from pipelines.cache.key_filter import KeyFilter
 
 log = logging.getLogger("spotbatch.cache")
 
@@ -404,13 +404,13 @@ class ResponseCache:
 
     def _maybe_compact(self) -> None:
         """Start a compaction in the background when the entries pile up (one per process,
-        and one per cache at a time: operators/cache_compaction.py takes a lease)."""
+        and one per cache at a time: pipelines/cache/compaction.py takes a lease)."""
         if self.compact_after is None or len(self._entries) < self.compact_after:
             return
         with self._lock:
             if self._compacting is not None and self._compacting.is_alive():
                 return
-            from operators.cache_compaction import compact_cache
+            from pipelines.cache.compaction import compact_cache
 
             def work():
                 try:

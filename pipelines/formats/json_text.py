@@ -32,10 +32,10 @@ def load_json(text: str) -> Any:
     {'a': [1, 'x']}
     >>> load_json('{"t": NaN}')
     Traceback (most recent call last):
-    pipelines.json_text.NotJSON: NaN is not a JSON number
+    pipelines.formats.json_text.NotJSON: NaN is not a JSON number
     >>> load_json('{"t": [1e400]}')
     Traceback (most recent call last):
-    pipelines.json_text.NotJSON: field t[0]: a number past a float's range (inf)
+    pipelines.formats.json_text.NotJSON: field t[0]: a number past a float's range (inf)
     """
     try:
         value = json.loads(text, parse_constant=_refuse_constant)
@@ -56,7 +56,7 @@ def check_json_value(value: Any) -> None:
 
     >>> check_json_value({"a": [{"b": "\\ud800"}]})
     Traceback (most recent call last):
-    pipelines.json_text.NotJSON: field a[0].b: text that is not Unicode (a lone surrogate '\\ud800')
+    pipelines.formats.json_text.NotJSON: field a[0].b: text that is not Unicode (a lone surrogate '\\ud800')
     """
     todo: list[tuple[Any, str, int]] = [(value, "", 0)]
     while todo:

@@ -1,6 +1,6 @@
 """The first stage of a run (CPU tasks): a block of unit descriptors in, the units' rows out,
 each with its rendered prompt or the reason it has none. A block of units becomes one block of
-rows, so the engine stage (pipelines/stages.py) sees whole units. Only the row groups that hold
+rows, so the engine stage (pipelines/engine/actor.py) sees whole units. Only the row groups that hold
 a unit's rows are read.
 """
 
@@ -17,8 +17,8 @@ from fsspec.core import url_to_fs
 
 from operators.failures import INPUT_CHANGED, STORAGE_ERROR
 from operators.prompts import InvalidText, PromptRenderer
-from pipelines.inputs import file_version
-from pipelines.routing import models_of
+from pipelines.planning.inputs import file_version
+from pipelines.planning.routing import models_of
 from pipelines.spec import PipelineSpec, row_sampling
 
 # The columns a unit's rows travel in between the stages (the input's own names may clash).
@@ -75,7 +75,7 @@ READ_BACKOFF_SECONDS = 2.0
 
 def read_units(batch: pa.Table, spec_data: dict[str, Any], run_id: str | None = None) -> pa.Table:
     """The Ray Data stage: a block's unit descriptors (`Unit.descriptor`, a list in its UNITS
-    column, pipelines/unit_blocks.py) in, their rows out. A unit whose
+    column, pipelines/stream/unit_blocks.py) in, their rows out. A unit whose
     rows cannot be read comes out as one marker row (UNIT_ROWS UNREADABLE_ROWS, ERROR saying
     why: its shard changed since planning, or the storage kept failing the read): the engine
     stage records it (input_changed, storage_error), runs nothing of it and leaves it pending.
@@ -83,7 +83,7 @@ def read_units(batch: pa.Table, spec_data: dict[str, Any], run_id: str | None = 
     units the driver had already handed to Ray Data pass through in moments and the run ends.
     An exception here would end the whole run."""
     from cluster.storage_requests import count_s3_requests
-    from pipelines.stopping import run_stop
+    from pipelines.stops.stopping import run_stop
     from pipelines.unit_protocol import SKIP_STOP
 
     count_s3_requests()  # Ray's read tasks count theirs too, as every process that reads units does

@@ -23,14 +23,14 @@ from fsspec.core import url_to_fs
 from operators.prompts import chat_messages
 from pipelines.formats import anthropic, openai
 from pipelines.formats.training import write_chat_jsonl, write_pairs_parquet
-from pipelines.inputs import list_shards
 from pipelines.log import console
-from pipelines.new_file import new_file
-from pipelines.plan import Plan, fingerprint_parts
+from pipelines.planning.inputs import list_shards
+from pipelines.planning.units import Plan, fingerprint_parts
 from pipelines.redact import credentials_hint, describe, output_options, recorded_spec, redact_url
 from pipelines.spec import PipelineSpec
+from pipelines.store.new_file import new_file
 from pipelines.store.output import OutputError, OutputStore
-from pipelines.unit_rows import ID, PROMPT, unit_rows
+from pipelines.stream.unit_rows import ID, PROMPT, unit_rows
 
 log = logging.getLogger("spotbatch.export")
 

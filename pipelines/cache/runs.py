@@ -2,7 +2,7 @@
 key ranges, so a key is looked for in one file of it however large the shard grows.
 
     shards/<kk>/run-<generation>-<i>[L]-<lo>.parquet
-      generation  <time_ns:020d>x<6 hex>: a fold (operators/cache_compaction.py) writes a whole
+      generation  <time_ns:020d>x<6 hex>: a fold (pipelines/cache/compaction.py) writes a whole
                   new generation, then deletes the one it read; newest first, as the small files
       i           the file's place in its generation; L marks the last, so a reader can tell a
                   generation whole (files 0..last all listed) from one still being written

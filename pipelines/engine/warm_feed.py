@@ -1,4 +1,4 @@
-"""How a run feeds its units to warm engines (pipelines/warm_pool.py), as Ray Data's actor pool
+"""How a run feeds its units to warm engines (pipelines/engine/warm_pool.py), as Ray Data's actor pool
 would: at most `units_in_flight` units per engine at a time, more engines started only while
 every engine is full, units are waiting and the cluster has room for one more (up to
 `compute.max_actors`; a unit is never handed to an engine that has no place to run), a unit
@@ -6,8 +6,8 @@ whose engine died sent again, and nothing new sent once the run is asked to stop
 
 A run that leaves with calls still under way (a second interrupt abandons them) marks its
 engines abandoned, and the pool lets them go instead of keeping them warm: a unit still under
-way in an engine is never in the way of the next run's (pipelines/engine_host.py waits for
-them, and each unit keeps its own run's binding, pipelines/stages.py).
+way in an engine is never in the way of the next run's (pipelines/engine/host.py waits for
+them, and each unit keeps its own run's binding, pipelines/engine/actor.py).
 """
 
 from __future__ import annotations

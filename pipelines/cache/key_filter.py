@@ -1,4 +1,4 @@
-"""A Bloom filter over cache keys, kept in each shard file's footer (operators/response_cache.py),
+"""A Bloom filter over cache keys, kept in each shard file's footer (pipelines/cache/response_cache.py),
 so a lookup of a key a file does not hold costs no read of that file once its footer is known.
 
 Keys are SHA-256 hex digests, already uniform: the filter's HASHES bit positions are taken from
@@ -6,7 +6,7 @@ the key's own 32-bit words, no hashing needed. BITS_PER_KEY bits per key and 7 p
 about 1% false positives (a false positive costs one row-group read, never a wrong answer).
 
 A filter is at most MAX_BITS (64 KB), and readers keep it packed (a bit a bit): a shard file
-holds at most MAX_FILE_ROWS keys (51,200, operators/response_cache.py), which fit at
+holds at most MAX_FILE_ROWS keys (51,200, pipelines/cache/response_cache.py), which fit at
 BITS_PER_KEY; a larger file, written before files were capped, gets more false positives.
 
 >>> keys = [f"{i:064x}" for i in range(0, 10_000, 7)]

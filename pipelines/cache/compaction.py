@@ -1,4 +1,4 @@
-"""Compaction of the response cache (operators/response_cache.py): entries into shards, and a
+"""Compaction of the response cache (pipelines/cache/response_cache.py): entries into shards, and a
 shard's small files into larger ones, so lookups stay cheap however large the cache grows.
 
 Run by an actor in the background when entries pile up, or by `spotbatch compact --cache PATH`.
@@ -13,7 +13,7 @@ of a shard are of one class (a factor MERGE_FANIN apart), they become one file o
 a shard holds a few small files a class. A merge that reaches MAX_FILE_ROWS answers is folded
 into the shard's run instead (leveled, as LSM stores do past their first levels): the run's
 files and the new answers are merged file by file into a new generation of files of
-MAX_FILE_ROWS with disjoint key ranges (operators/cache_runs.py), then the generation read is
+MAX_FILE_ROWS with disjoint key ranges (pipelines/cache/runs.py), then the generation read is
 deleted. A key is so in one run file however large the shard grows, and a fold, a merge, a
 footer and a filter stay bounded. An answer is rewritten by each later fold of its shard's
 run: at 100M answers a run is 8 files, so at most 8 times over the cache's life, 4 on average.
@@ -34,8 +34,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from operators import cache_runs
-from operators.response_cache import (
+from pipelines.cache import runs as cache_runs
+from pipelines.cache.response_cache import (
     ENTRIES,
     FULL_SUFFIX,
     MAX_FILE_ROWS,

@@ -1,5 +1,5 @@
 """The engine stage of a run, a callable class that map_batches runs on actors (the stage
-before it, pipelines/unit_rows.py, reads and renders each unit's rows).
+before it, pipelines/stream/unit_rows.py, reads and renders each unit's rows).
 
 UnitGenerator is an engine actor's lifecycle: build the engine, beat, watch for a spot notice,
 drain, and exit. What happens to each unit it is handed, and how exactly-once is kept, is
@@ -22,7 +22,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cluster import storage_requests
-from cluster.compile_cache import around_engine_start
 from cluster.cpu_priority import restore_priority
 from cluster.models import ModelChangedError, ModelSource, resolve
 from cluster.node_facts import NodeFacts, this_node
@@ -30,14 +29,15 @@ from cluster.preemption import check_notice, drain_this_node
 from operators.engine import EngineConfig, VLLMEngine, engine_env
 from operators.feeder import EngineFailed, EngineFeeder
 from operators.generate import GenerateOperator
-from operators.response_cache import ResponseCache
+from pipelines.cache.response_cache import ResponseCache
+from pipelines.engine.compile_cache import around_engine_start
 from pipelines.log import console
 from pipelines.redact import redact_url
 from pipelines.spec import PipelineSpec
 from pipelines.store.output import OutputStore
 from pipelines.store.records import Records, beat_seconds, new_id
+from pipelines.stream.unit_rows import ERROR, STOPPED_ROWS, UNIT, UNIT_ROWS, UNREADABLE_ROWS
 from pipelines.unit_protocol import SKIP_STOP, SUMMARY_SCHEMA, UnitOutcome, UnitProtocol, model_cache_key, outcome_row
-from pipelines.unit_rows import ERROR, STOPPED_ROWS, UNIT, UNIT_ROWS, UNREADABLE_ROWS
 
 RUN_CACHE = "_spotbatch/cache"
 MODEL = "model"  # the record name of `model` (routed models go by their names)
@@ -81,7 +81,7 @@ class UnitGenerator:
 
             torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
         self.spec = spec
-        # What the driver chose (pipelines/compile_choice.py); without it, the spec as written.
+        # What the driver chose (pipelines/engine/compile_choice.py); without it, the spec as written.
         self.compile_choice = compile_choice or {"enforce_eager": spec.model.enforce_eager is not False,
                                                  "reason": "not chosen by the driver"}
         self.bound: RunBinding | None = None
@@ -116,7 +116,7 @@ class UnitGenerator:
              retry: bool = False, route_name: str | None = None, started_at: float, loaded_at: float,
              warm: dict[str, Any] | None = None) -> RunBinding:
         """Serve one run: its output, records, cache and sampling, with the engine this actor
-        loaded. A warm engine (pipelines/warm_pool.py) is bound again for each run it serves,
+        loaded. A warm engine (pipelines/engine/warm_pool.py) is bound again for each run it serves,
         under a new actor record each time (an output it served before already holds its last
         one); `warm` says since when it waited for this one, and the record starts there, so
         the time it was held between runs is priced in this run's ledger. Units already handed
@@ -240,7 +240,7 @@ class UnitGenerator:
         return self.serve(batch, self.bound)
 
     def serve(self, batch: pa.Table, bound: RunBinding) -> pa.Table:
-        """The units of one block of run `bound`'s, run side by side (pipelines/unit_blocks.py),
+        """The units of one block of run `bound`'s, run side by side (pipelines/stream/unit_blocks.py),
         since the engine's hunger, not the block, decides when each starts."""
         unit_ids = pc.unique(batch.column(UNIT)).to_pylist()
         if len(unit_ids) == 1:
@@ -277,7 +277,7 @@ class UnitGenerator:
 
     def _release(self, bound: RunBinding, outcome: UnitOutcome | None) -> bool:
         """A unit in hand has ended; returns whether it counts among the units this engine held
-        for its run's stop drain (pipelines/stop_drain.py): every unit that ended with a summary
+        for its run's stop drain (pipelines/stops/drain.py): every unit that ended with a summary
         row before the engine said it was quiet, and none after, so the count it gave is exact."""
         with self._idle:
             self._in_hand -= 1
@@ -288,7 +288,7 @@ class UnitGenerator:
         return counted
 
     def _quiet_after_stop(self, bound: RunBinding, period: float) -> None:
-        """Once run `bound` is asked to stop and no unit is in hand, say so (pipelines/stop_drain.py):
+        """Once run `bound` is asked to stop and no unit is in hand, say so (pipelines/stops/drain.py):
         from then on this engine claims no unit of it (a claim reads the stop afresh), and the
         driver may leave Ray Data's stream once the rows of the units it held have arrived."""
         while self.bound is bound:

@@ -8,8 +8,8 @@ engine whose run context it knows, at most `units_in_flight` at a time, and a lo
 back to the driver to be sent again. Owned actors do that with plain Ray calls, die with their
 driver (nothing outlives the kernel), and need no Serve controller or proxy on the cluster.
 
-A run with warm engines feeds them its units itself (pipelines/warm_feed.py), instead of through
-Ray Data's actor pool: the same UnitGenerator (pipelines/stages.py) and the same unit protocol,
+A run with warm engines feeds them its units itself (pipelines/engine/warm_feed.py), instead of through
+Ray Data's actor pool: the same UnitGenerator (pipelines/engine/actor.py) and the same unit protocol,
 so exactly-once, resume, preemption and the notice drain hold as they do there. A unit whose
 actor died is sent again; Ray restarts the actor (on another node if its node is gone).
 """
@@ -68,7 +68,7 @@ class Engines:
         """One more engine actor (its model loads with its first unit)."""
         import ray
 
-        from pipelines.engine_host import EngineHost
+        from pipelines.engine.host import EngineHost
 
         self.hosts.append(ray.remote(EngineHost).options(**self.actor_options).remote())
         return self.hosts[-1]

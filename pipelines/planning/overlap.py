@@ -21,7 +21,7 @@ from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.utils import glob_translate
 
-from pipelines.inputs import is_hidden, listed_root
+from pipelines.planning.inputs import is_hidden, listed_root
 from pipelines.redact import redact_url
 from pipelines.spec import BATCH_KINDS, PipelineSpec, SpecError
 
@@ -83,7 +83,7 @@ def inside(path: str, folder: str) -> bool:
 
 
 def lists(pattern: str, file: str, skip_hidden: bool) -> bool:
-    """Whether listing `pattern` (a file, a folder or a glob, as pipelines/inputs.py expands
+    """Whether listing `pattern` (a file, a folder or a glob, as pipelines/planning/inputs.py expands
     it) would include `file`: a glob's match that is a folder is listed whole.
 
     >>> lists("/in", "/in/out/part-0.parquet", True), lists("/in/*.parquet", "/in/out/part-0.parquet", True)

@@ -1,7 +1,7 @@
 """A run's controls for a caller in the same process (a background run's handle,
 pipelines/background.py): ask it to stop, and read its progress.
 
-A stop asked here is the run's StopWatch's (pipelines/stopping.py), as `spotbatch cancel` is:
+A stop asked here is the run's StopWatch's (pipelines/stops/stopping.py), as `spotbatch cancel` is:
 heard at once while the run watches, or as it starts watching when asked before. Asked after
 the run ended, it does nothing. A controlled run shows no progress of its own: from a thread,
 a notebook would print it into whichever cell runs then; the caller asks for the line.
@@ -12,11 +12,11 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from pipelines.stopping import CANCELLED
+from pipelines.stops.stopping import CANCELLED
 
 if TYPE_CHECKING:
     from pipelines.progress import RunMonitor
-    from pipelines.stopping import StopWatch
+    from pipelines.stops.stopping import StopWatch
 
 
 class RunControl:

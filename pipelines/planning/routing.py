@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from pipelines.inputs import InputError, Shard, read_column
+from pipelines.planning.inputs import InputError, Shard, read_column
 from pipelines.spec import PipelineSpec, RouteSpec
 
 

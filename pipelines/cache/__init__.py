@@ -1,0 +1,1 @@
+"""The response cache: identical requests answered once, across runs, with its compaction."""
