@@ -26,7 +26,7 @@ from operators.cost import CostSummary
 from operators.failures import INPUT_CHANGED, STORAGE_ERROR
 from pipelines.engine import compile_choice
 from pipelines.engine import facts as engine_facts
-from pipelines.engine.actor import MODEL, UnitGenerator
+from pipelines.engine.actor import MODEL, EngineActor
 from pipelines.engine.decode_work import tokens_ahead
 from pipelines.engine.failure import engine_start_failure
 from pipelines.log import console
@@ -456,7 +456,7 @@ def _stream(spec: PipelineSpec, plan: Plan, pending: list, run_id: str, only_ids
     unit_rows = units.map_batches(read_units, fn_kwargs={"spec_data": spec_data, "run_id": run_id}, batch_size=1,
                                   batch_format="pyarrow")
     results = unit_rows.map_batches(
-        UnitGenerator,
+        EngineActor,
         fn_constructor_kwargs=engine_args,
         batch_size=None,
         batch_format="pyarrow",
