@@ -39,7 +39,15 @@ from pipelines.spec import PipelineSpec
 from pipelines.store.output import OutputStore
 from pipelines.store.records import Records, beat_seconds, new_id
 from pipelines.stream.unit_rows import ERROR, STOPPED_ROWS, UNIT, UNIT_ROWS, UNREADABLE_ROWS
-from pipelines.unit_protocol import SKIP_STOP, SUMMARY_SCHEMA, UnitOutcome, UnitProtocol, model_cache_key, outcome_row
+from pipelines.unit_protocol import (
+    SKIP_STOP,
+    SUMMARY_SCHEMA,
+    UnitContext,
+    UnitOutcome,
+    UnitProtocol,
+    model_cache_key,
+    outcome_row,
+)
 
 __all__ = ["MODEL", "EngineActor", "RunBinding", "RunRequest"]
 
@@ -149,12 +157,13 @@ class EngineActor:
         # and resumes; cache.path shares answers across runs.
         cache_path = spec.cache.path or (f"{spec.output.path.rstrip('/')}/{RUN_CACHE}" if spec.cache.dedup else None)
         cache_options = spec.cache.storage_options if spec.cache.path else spec.output.storage_options
-        return UnitProtocol(
+        context = UnitContext(
             spec, fingerprint=request.fingerprint, run_id=request.run_id, actor_id=actor_id, node_id=node.node_id,
-            generate=generate, cache=ResponseCache(cache_path, cache_options) if cache_path else None,
-            store=records.store, retry=request.retry, engine_stats=self.feeder.stats.to_json,
+            retry=request.retry, engine_stats=self.feeder.stats.to_json, storage_requests=self._requests,
             # The dtype vLLM loaded counts too: `auto` is float32 on some CPUs and bf16 elsewhere.
-            model_key=model_cache_key(spec, request.model_source, self.loaded), storage_requests=self._requests)
+            model_key=model_cache_key(spec, request.model_source, self.loaded))
+        return UnitProtocol(context, generate, store=records.store,
+                            cache=ResponseCache(cache_path, cache_options) if cache_path else None)
 
     def _requests(self) -> dict[str, int]:
         """This actor's S3 requests for its current run (cluster/storage_requests.py)."""
