@@ -48,6 +48,7 @@ from pipelines.cache.response_cache import ResponseCache
 from pipelines.stops.stopping import StopFlag
 from pipelines.store.counts import UnitCounts
 from pipelines.store.output import OutputStore
+from pipelines.store.record_types import ABSENT, AttemptEnd, AttemptStart
 from pipelines.store.records import COMMITTED_AT, COMMITTED_BY, Records
 from pipelines.stream.unit_rows import ERROR, ID, MAX_TOKENS, PROMPT
 from pipelines.unit.attempts import Attempts, died_in_company, exhausted, stall_seconds
@@ -71,6 +72,9 @@ __all__ = ["ACTOR_FIELDS", "SKIP_COMMITTED", "SKIP_HELD", "SKIP_STOP", "STORAGE_
            "model_cache_key", "outcome_from_row", "outcome_row", "row_samplings", "stall_seconds", "storage"]
 
 log = logging.getLogger("spotbatch.unit")
+
+FAILED = "failed"  # an attempt's end record's outcome, beside pipelines/unit/commits.py's
+UNREAD_END_ORDER = ("outcome", "error_class", "error", "time")  # as that end record was always written
 
 STORAGE_TRIES = 3  # attempts at a unit whose storage keeps failing, before it is left pending
 STORAGE_BACKOFF_SECONDS = 2.0  # pause before the 2nd try, doubled for each one after
@@ -160,9 +164,8 @@ class UnitProtocol:
             with storage("committing the unit's error records"):
                 return self.commits.failed(unit_id, rows, *given_up)
         with storage("claiming the unit (its attempt's start record)"):
-            attempt = self.records.claim_attempt(unit_id, attempts, {
-                "actor_id": ctx.actor_id, "run_id": ctx.run_id, "node": ctx.node_id, "pid": os.getpid(),
-                "time": time.time()})
+            attempt = self.records.claim_attempt(unit_id, attempts, AttemptStart(
+                actor_id=ctx.actor_id, run_id=ctx.run_id, node=ctx.node_id, pid=os.getpid(), time=time.time()))
         if attempt is None:  # another actor claimed it between our look and our claim
             return UnitOutcome(unit_id=unit_id, skipped=SKIP_HELD)
         return self._generate(unit_id, rows, attempts, attempt)
@@ -192,16 +195,15 @@ class UnitProtocol:
                                                   {COMMITTED_BY: attempt, COMMITTED_AT: time.time()})
         except BaseException as err:
             # Recorded, then raised: the unit is retried, and status shows why it failed.
-            end = {"outcome": "failed", "error": repr(err)[:2000], "time": time.time(), "in_engine": in_engine}
-            if isinstance(err, StorageFault):
-                end["error_class"] = STORAGE_ERROR
-            self._end(unit_id, attempt, end)
+            self._end(unit_id, attempt, AttemptEnd(
+                outcome=FAILED, error=repr(err)[:2000], time=time.time(), in_engine=in_engine,
+                error_class=STORAGE_ERROR if isinstance(err, StorageFault) else ABSENT))
             raise
         if outcome == COMMITTED:
             self.requests.share(keys, cols)
-        self._end(unit_id, attempt, {"outcome": outcome, "time": time.time(), **counts.to_json(),
-                                     "engine": self.context.engine_stats(),
-                                     "storage_requests": self.context.storage_requests()})
+        self._end(unit_id, attempt, AttemptEnd(outcome=outcome, time=time.time(), counts=counts.to_json(),
+                                               engine=self.context.engine_stats(),
+                                               storage_requests=self.context.storage_requests()))
         if outcome == SUPERSEDED:
             return UnitOutcome(**counts.to_json(), unit_id=unit_id, skipped=SUPERSEDED)
         return UnitOutcome(**counts.to_json(), unit_id=unit_id, committed=outcome == COMMITTED)
@@ -214,17 +216,17 @@ class UnitProtocol:
         ctx = self.context
         error_class = INPUT_CHANGED if message.startswith(INPUT_CHANGED) else STORAGE_ERROR
         try:
-            attempt = self.records.claim_attempt(unit_id, self.records.unit_attempts(unit_id), {
-                "actor_id": ctx.actor_id, "run_id": ctx.run_id, "node": ctx.node_id, "time": time.time()})
+            attempt = self.records.claim_attempt(unit_id, self.records.unit_attempts(unit_id), AttemptStart(
+                actor_id=ctx.actor_id, run_id=ctx.run_id, node=ctx.node_id, time=time.time()))
         except Exception as err:  # the record is for status only: the unit stays pending either way
             log.warning("could not record why unit %s was not read: %r", unit_id, err)
             attempt = None
         if attempt is not None:
-            self._end(unit_id, attempt, {"outcome": "failed", "error_class": error_class, "error": message,
-                                         "time": time.time()})
+            self._end(unit_id, attempt, AttemptEnd(outcome=FAILED, error_class=error_class, error=message,
+                                                   time=time.time(), key_order=UNREAD_END_ORDER))
         return UnitOutcome(unit_id=unit_id, skipped=message)
 
-    def _end(self, unit_id: str, attempt: str, outcome: dict) -> None:
+    def _end(self, unit_id: str, attempt: str, outcome: AttemptEnd) -> None:
         """The attempt's end record. Failing to write it changes no result: the attempt then
         reads as lost, and is counted as such, which errs on the side of retrying."""
         try:

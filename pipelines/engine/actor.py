@@ -37,6 +37,7 @@ from pipelines.log import console
 from pipelines.redact import redact_url
 from pipelines.spec import PipelineSpec
 from pipelines.store.output import OutputStore
+from pipelines.store.record_types import ABSENT, ActorRecord
 from pipelines.store.records import Records, beat_seconds, new_id
 from pipelines.stream.unit_rows import ERROR, STOPPED_ROWS, UNIT, UNIT_ROWS, UNREADABLE_ROWS
 from pipelines.unit_protocol import (
@@ -131,14 +132,11 @@ class EngineActor:
         protocol = self._protocol(spec, request, actor_id, node, records)
         # A large fleet beats less often (pipelines/store/records.py says why that is safe).
         beat_period = beat_seconds(spec.compute.max_actors or spec.compute.actors or 1)
-        records.actor_started(actor_id, {
-            "beat_seconds": beat_period, "engine_id": self.engine_id,
-            "run_id": request.run_id, "pid": os.getpid(), "started_at": started_at, "loaded_at": loaded_at,
-            "niceness": self.niceness, "model": model_name if request.route_name else redact_url(spec.model.name),
-            "model_source": self.fetched, "loaded_dtype": self.loaded, "compile": self.compile_choice,
-            **node.to_json(),
-            **({"warm": warm} if warm else {}),
-        })
+        records.actor_started(actor_id, ActorRecord(
+            beat_seconds=beat_period, engine_id=self.engine_id, run_id=request.run_id, pid=os.getpid(),
+            started_at=started_at, loaded_at=loaded_at, niceness=self.niceness,
+            model=model_name if request.route_name else redact_url(spec.model.name), model_source=self.fetched,
+            loaded_dtype=self.loaded, compile=self.compile_choice, node=node.to_json(), warm=warm or ABSENT))
         self.bound = RunBinding(request.run_id, actor_id, spec, protocol, records, node, beat_period, started_at)
         return self.bound
 

@@ -11,6 +11,7 @@ from typing import Any
 from cluster.preemption import check_notice, drain_this_node
 from pipelines.engine.binding import RunBinding
 from pipelines.engine.in_hand import UnitsInHand
+from pipelines.store.record_types import BeatRecord
 
 
 class Beats:
@@ -30,8 +31,8 @@ class Beats:
 
     def once(self, info: dict[str, Any]) -> None:
         bound = self.binding()
-        bound.records.actor_beat(bound.actor_id, {"time": time.time(), "period": bound.beat_seconds,
-                                                  **info, "storage_requests": self.requests()})
+        bound.records.actor_beat(bound.actor_id, BeatRecord(time=time.time(), period=bound.beat_seconds, **info,
+                                                            storage_requests=self.requests()))
 
 
 def quiet_after_stop(units: UnitsInHand, bound: RunBinding, period: float, serving: Callable[[], RunBinding]) -> None:
