@@ -23,7 +23,6 @@ from cluster.models import ModelSource, describe_change, identify
 from cluster.resources import ActorResources
 from cluster.session import ray_session
 from operators.cost import CostSummary
-from operators.failures import INPUT_CHANGED, STORAGE_ERROR
 from pipelines.engine import compile_choice
 from pipelines.engine import facts as engine_facts
 from pipelines.engine.actor import MODEL, EngineActor
@@ -56,7 +55,7 @@ from pipelines.store.records import STALL_SECONDS, Records, beat_seconds, new_id
 from pipelines.store.startup import startup
 from pipelines.stream.unit_blocks import block_sizes, group
 from pipelines.stream.unit_rows import UNITS, pack_ids, read_units
-from pipelines.unit_protocol import SKIP_HELD, SKIP_STOP, UnitOutcome, outcome_from_row, stall_seconds
+from pipelines.unit_protocol import Skip, UnitOutcome, outcome_from_row, stall_seconds
 
 log = logging.getLogger("spotbatch.run")
 
@@ -93,10 +92,10 @@ class RunSummary(UnitCounts):
             self.add(counts_of(unit))
         else:  # engine time spent on a unit another attempt committed first still counts
             self.units_skipped += 1
-            why = (unit.skipped or "not committed").split(":", 1)[0]
+            why = unit.skip.value if unit.skip else "not committed"
             self.skipped_why[why] = self.skipped_why.get(why, 0) + 1
             self.engine_seconds += unit.engine_seconds
-            if unit.skipped and unit.skipped.startswith((STORAGE_ERROR, INPUT_CHANGED)):
+            if unit.skip in (Skip.STORAGE_ERROR, Skip.INPUT_CHANGED):
                 self.units_unfinished += 1
                 self.last_fault = unit.skipped
 
@@ -376,10 +375,10 @@ def _stream_models(spec: PipelineSpec, plan: Plan, units: list[Unit], run_id: st
                            stopped=lambda: monitor.stopped is not None):
             unit = outcome_from_row(row)
             summary.add_unit(unit)
-            if unit.skipped and unit.skipped.startswith(SKIP_STOP):  # an actor heard it before the driver did
-                monitor.stopping(unit.skipped[len(SKIP_STOP):])
+            if unit.skip is Skip.STOP:  # an actor heard it before the driver did
+                monitor.stopping(unit.reason)
             monitor.on_unit(row)
-            if unit.skipped == SKIP_HELD:
+            if unit.skip is Skip.HELD:
                 left.append(unit.unit_id)
     return left
 

@@ -61,6 +61,7 @@ from pipelines.unit.outcome import (
     SKIP_STOP,
     SUMMARY_SCHEMA,
     SUPERSEDED,
+    Skip,
     UnitOutcome,
     outcome_from_row,
     outcome_row,
@@ -68,7 +69,7 @@ from pipelines.unit.outcome import (
 from pipelines.unit.requests import UnitRequests, model_cache_key, row_samplings
 
 __all__ = ["ACTOR_FIELDS", "SKIP_COMMITTED", "SKIP_HELD", "SKIP_STOP", "STORAGE_ERROR", "SUMMARY_SCHEMA",
-           "SUPERSEDED", "StorageFault", "UnitContext", "UnitOutcome", "UnitProtocol", "died_in_company",
+           "SUPERSEDED", "Skip", "StorageFault", "UnitContext", "UnitOutcome", "UnitProtocol", "died_in_company",
            "model_cache_key", "outcome_from_row", "outcome_row", "row_samplings", "stall_seconds", "storage"]
 
 log = logging.getLogger("spotbatch.unit")
@@ -144,7 +145,7 @@ class UnitProtocol:
             except StorageFault as err:
                 fault = err
                 log.warning("unit %s: %s (try %d of %d)", unit_id, err, n + 1, STORAGE_TRIES)
-        return UnitOutcome(unit_id=unit_id, skipped=f"{STORAGE_ERROR}: {fault}")
+        return UnitOutcome.skipped_as(unit_id, Skip.STORAGE_ERROR, str(fault), shown=f"{STORAGE_ERROR}: {fault}")
 
     def _attempt(self, unit_id: str, rows: pa.Table) -> UnitOutcome:
         """Steps 1 to 5, then the attempt (_generate)."""
@@ -152,13 +153,13 @@ class UnitProtocol:
         with storage("reading the stop request"):
             stop = self.records.stop_requested(ctx.run_id)
         if stop:
-            return UnitOutcome(unit_id=unit_id, skipped=SKIP_STOP + stop)
+            return UnitOutcome.skipped_as(unit_id, Skip.STOP, stop)
         with storage("reading the unit's attempts"):
             attempts = self.records.unit_attempts(unit_id)
             if self.records.open_elsewhere(attempts, ctx.run_id, stall_seconds(ctx.spec)):
-                return UnitOutcome(unit_id=unit_id, skipped=SKIP_HELD)
+                return UnitOutcome.skipped_as(unit_id, Skip.HELD)
             if not ctx.retry and self.store.is_committed(unit_id):
-                return UnitOutcome(unit_id=unit_id, skipped=SKIP_COMMITTED)
+                return UnitOutcome.skipped_as(unit_id, Skip.COMMITTED)
         given_up = exhausted(attempts, ctx.spec, ctx.run_id if ctx.retry else None)
         if given_up:
             with storage("committing the unit's error records"):
@@ -167,7 +168,7 @@ class UnitProtocol:
             attempt = self.records.claim_attempt(unit_id, attempts, AttemptStart(
                 actor_id=ctx.actor_id, run_id=ctx.run_id, node=ctx.node_id, pid=os.getpid(), time=time.time()))
         if attempt is None:  # another actor claimed it between our look and our claim
-            return UnitOutcome(unit_id=unit_id, skipped=SKIP_HELD)
+            return UnitOutcome.skipped_as(unit_id, Skip.HELD)
         return self._generate(unit_id, rows, attempts, attempt)
 
     def _generate(self, unit_id: str, rows: pa.Table, attempts: Attempts, attempt: str) -> UnitOutcome:
@@ -205,7 +206,7 @@ class UnitProtocol:
                                                engine=self.context.engine_stats(),
                                                storage_requests=self.context.storage_requests()))
         if outcome == SUPERSEDED:
-            return UnitOutcome(**counts.to_json(), unit_id=unit_id, skipped=SUPERSEDED)
+            return UnitOutcome.skipped_as(unit_id, Skip.SUPERSEDED, **counts.to_json())
         return UnitOutcome(**counts.to_json(), unit_id=unit_id, committed=outcome == COMMITTED)
 
     def unreadable(self, unit_id: str, message: str) -> UnitOutcome:
@@ -214,7 +215,7 @@ class UnitProtocol:
         input, so two versions never mix), or the storage kept failing (`storage_error`). Record
         an attempt that failed so, generate nothing, and leave the unit pending."""
         ctx = self.context
-        error_class = INPUT_CHANGED if message.startswith(INPUT_CHANGED) else STORAGE_ERROR
+        error_class = INPUT_CHANGED if message.startswith(INPUT_CHANGED) else STORAGE_ERROR  # unit_rows.py's words
         try:
             attempt = self.records.claim_attempt(unit_id, self.records.unit_attempts(unit_id), AttemptStart(
                 actor_id=ctx.actor_id, run_id=ctx.run_id, node=ctx.node_id, time=time.time()))
@@ -224,7 +225,7 @@ class UnitProtocol:
         if attempt is not None:
             self._end(unit_id, attempt, AttemptEnd(outcome=FAILED, error_class=error_class, error=message,
                                                    time=time.time(), key_order=UNREAD_END_ORDER))
-        return UnitOutcome(unit_id=unit_id, skipped=message)
+        return UnitOutcome.skipped_as(unit_id, Skip(error_class), message, shown=message)
 
     def _end(self, unit_id: str, attempt: str, outcome: AttemptEnd) -> None:
         """The attempt's end record. Failing to write it changes no result: the attempt then

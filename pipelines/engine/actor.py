@@ -41,8 +41,8 @@ from pipelines.store.record_types import ABSENT, ActorRecord
 from pipelines.store.records import Records, beat_seconds, new_id
 from pipelines.stream.unit_rows import ERROR, STOPPED_ROWS, UNIT, UNIT_ROWS, UNREADABLE_ROWS
 from pipelines.unit_protocol import (
-    SKIP_STOP,
     SUMMARY_SCHEMA,
+    Skip,
     UnitContext,
     UnitOutcome,
     UnitProtocol,
@@ -189,10 +189,10 @@ class EngineActor:
         actor = {"actor_id": bound.actor_id, "actor_started_at": bound.started_at,
                  "actor_usd_per_second": bound.node.usd_per_second}
         if expected == STOPPED_ROWS:  # the read stage saw the run's stop: nothing was read, nothing to do
-            return outcome_row(UnitOutcome(unit_id=unit_id, skipped=rows.column(ERROR)[0].as_py()), actor)
+            return outcome_row(UnitOutcome.skipped_as(unit_id, Skip.STOP, rows.column(ERROR)[0].as_py()), actor)
         stop = bound.protocol.stopped()
         if stop:  # asked to stop: a unit that would only wait for the engine is not kept waiting
-            return outcome_row(UnitOutcome(unit_id=unit_id, skipped=SKIP_STOP + stop), actor)
+            return outcome_row(UnitOutcome.skipped_as(unit_id, Skip.STOP, stop), actor)
         if expected == UNREADABLE_ROWS:  # its shard changed, or the storage failed the read
             with self.units.idle:  # counted even on a draining node: it generates nothing
                 self.units.count += 1

@@ -18,7 +18,7 @@ from pipelines.store.counts import UnitCounts
 from pipelines.store.output import STATS_KEY, OutputStore
 from pipelines.stream.unit_rows import ERROR, ID
 from pipelines.unit.context import UnitContext
-from pipelines.unit.outcome import SUPERSEDED, UnitOutcome
+from pipelines.unit.outcome import SUPERSEDED, Skip, UnitOutcome
 
 log = logging.getLogger("spotbatch.unit")
 
@@ -72,7 +72,7 @@ class UnitCommits:
         table = result_table(self.context.spec, rows.column(ID), cols, self.context.fingerprint)
         outcome = self.if_current(unit_id, table, counts)
         if outcome == SUPERSEDED:
-            return UnitOutcome(unit_id=unit_id, skipped=SUPERSEDED)
+            return UnitOutcome.skipped_as(unit_id, Skip.SUPERSEDED)
         return UnitOutcome(**counts.to_json(), unit_id=unit_id, committed=outcome == COMMITTED)
 
     def _commit(self, unit_id: str, table: pa.Table, counts: UnitCounts, by: dict[str, Any] | None = None) -> bool:
