@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
 
@@ -51,6 +51,7 @@ from pipelines.stops.stopping import DEADLINE, StopWatch
 from pipelines.store.counts import UnitCounts, counts_of
 from pipelines.store.ledger import compute_ledger, write_ledger
 from pipelines.store.output import OutputError, OutputStore
+from pipelines.store.record_types import RunRecord
 from pipelines.store.records import STALL_SECONDS, Records, beat_seconds, new_id
 from pipelines.store.startup import startup
 from pipelines.stream.unit_blocks import block_sizes, group
@@ -284,12 +285,11 @@ def _stream_pending(spec: PipelineSpec, plan: Plan, pending: list, store: Output
     and a call that writes the run record once more, with the driver's S3 requests until then."""
     records = Records(store)
     run_id = new_id()
-    run_record = {"invoked_at": invoked_at, "started_at": time.time(), "pid": os.getpid(),
-                  "host": socket.gethostname(),
-                  "units_pending": len(pending), "ended_at": None, "stopped": None,
-                  "max_cost_usd": spec.cost.max_cost_usd, "reference": reference}
-    deadline = run_record["deadline"] = (deadline_at(spec.compute.deadline, run_record["started_at"])
-                                         if spec.compute.deadline else None)
+    run_record = RunRecord(invoked_at=invoked_at, started_at=time.time(), pid=os.getpid(), host=socket.gethostname(),
+                           units_pending=len(pending), ended_at=None, stopped=None,
+                           max_cost_usd=spec.cost.max_cost_usd, reference=reference)
+    deadline = run_record.deadline = (deadline_at(spec.compute.deadline, run_record.started_at)
+                                      if spec.compute.deadline else None)
     records.run_record(run_id, run_record)
     pending_ids = {u.unit_id for u in pending}
     committed_rows = sum(u.rows for u in plan.units if u.unit_id not in pending_ids)
@@ -313,9 +313,9 @@ def _stream_pending(spec: PipelineSpec, plan: Plan, pending: list, store: Output
         if control is not None:
             control.detach()
         monitor.close()
-        run_record.update(ended_at=time.time(), stopped=monitor.stopped)
+        run_record.ended_at, run_record.stopped = time.time(), monitor.stopped
         # the driver's S3 requests, planning on (its actors' are their own)
-        records.run_record(run_id, {**run_record, "storage_requests": storage_requests.since(requests_before or {})})
+        records.run_record(run_id, replace(run_record, storage_requests=storage_requests.since(requests_before or {})))
 
     def close() -> None:
         try:  # what its engines measured, for the next run's compile choice (pipelines/engine/facts.py)
@@ -323,7 +323,7 @@ def _stream_pending(spec: PipelineSpec, plan: Plan, pending: list, store: Output
             engine_facts.remember_run(spec, records.actors(), run_id, ratio=ratio)
         except Exception as err:  # a home that cannot be written, say: the next choice uses the defaults
             log.warning("could not keep what the engines measured: %r", err)
-        records.run_record(run_id, {**run_record, "storage_requests": storage_requests.since(requests_before or {})})
+        records.run_record(run_id, replace(run_record, storage_requests=storage_requests.since(requests_before or {})))
 
     return monitor.stopped, close
 
@@ -341,10 +341,10 @@ def _output_ratio(spec: PipelineSpec, pending: list[Unit], summary: RunSummary,
 
 
 def _stream_watched(spec: PipelineSpec, plan: Plan, pending: list[Unit], store: OutputStore, summary: RunSummary,
-                    records: Records, run_id: str, run_record: dict, only_ids: dict[str, pa.Array] | None,
+                    records: Records, run_id: str, run_record: RunRecord, only_ids: dict[str, pa.Array] | None,
                     monitor: RunMonitor, address: str | None, console: Console) -> None:
     with ray_session(address, console=console, keep=keep_warm_seconds(spec) > 0):
-        run_record["ray_ready_at"] = time.time()  # where a run's first seconds go: pipelines/store/startup.py
+        run_record.ray_ready_at = time.time()  # where a run's first seconds go: pipelines/store/startup.py
         records.run_record(run_id, run_record)
         todo = pending
         # A unit left to a live actor of another run is waited for; if that actor dies (or

@@ -110,3 +110,20 @@ def test_an_older_record_without_newer_keys_reads_and_writes_back_unchanged():
     assert json.dumps(record.to_json()) == json.dumps(older)
     assert AttemptStart.from_json({"actor_id": "a", "time": 1.0}).to_json() == {"actor_id": "a", "time": 1.0}
     assert RunRecord.from_json({"started_at": 1.0, "ended_at": None}).ended_at is None  # null is a value, kept
+
+
+def test_a_runs_record_built_as_the_run_builds_it_is_what_it_always_was():
+    """The steps of pipelines/run.py's run record (built, given a deadline, Ray ready, ended,
+    written with the driver's S3 requests) give the fixture's run record, byte for byte."""
+    from dataclasses import replace
+
+    from pipelines import run as run_module
+
+    record = RunRecord(invoked_at=0.5, started_at=1.0, pid=99, host="h", units_pending=4, ended_at=None,
+                       stopped=None, max_cost_usd=None, reference=None)
+    record.deadline = None
+    record.ray_ready_at = 1.25
+    record.ended_at, record.stopped = 40.0, "budget"
+    before = (BEFORE / "_spotbatch/runs/run-a.json").read_bytes()
+    assert json.dumps(replace(record, storage_requests={"GET": 4}).to_json()).encode() == before
+    assert run_module.RunRecord is RunRecord  # the run builds this one
