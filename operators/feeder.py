@@ -26,7 +26,10 @@ from typing import Any, Protocol
 from operators.batching import Request, admit
 from operators.engine import Completion, RowRejected
 from operators.kv_blocks import KVBlocks, KVNeed
-from spotbatch.errors import EngineFailed  # noqa: F401 (its home; importable from here as before)
+from spotbatch.errors import (
+    EngineFailed,  # noqa: F401 (its home; importable from here as before)
+    EngineStartError,
+)
 
 # The default budget, in KV caches. A request counts its worst case as the engine would hold
 # it (operators/kv_blocks.py: whole blocks, a prefix another request holds counted once, and
@@ -107,7 +110,7 @@ class EngineFeeder:
         threading.Thread(target=self._run, args=(engine,), daemon=True, name="engine-feeder").start()
         self._ready.wait()
         if self.engine is None:
-            raise EngineFailed(f"the engine did not start: {self._failed!r}") from self._failed
+            raise EngineStartError(repr(self._failed)) from self._failed
         self.token_budget = token_budget or BUDGET_KV_CACHES * self.engine.kv_capacity_tokens()
         self.stats.token_budget = self.token_budget
         self._block_tokens = self.engine.prefix_block_tokens

@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
 
@@ -23,10 +23,9 @@ from cluster.models import ModelSource, describe_change, identify
 from cluster.resources import ActorResources
 from cluster.session import ray_session
 from operators.cost import CostSummary
-from operators.failures import INPUT_CHANGED, STORAGE_ERROR
 from pipelines.engine import compile_choice
 from pipelines.engine import facts as engine_facts
-from pipelines.engine.actor import MODEL, UnitGenerator
+from pipelines.engine.actor import MODEL, EngineActor
 from pipelines.engine.decode_work import tokens_ahead
 from pipelines.engine.failure import engine_start_failure
 from pipelines.log import console
@@ -52,11 +51,12 @@ from pipelines.stops.stopping import DEADLINE, StopWatch
 from pipelines.store.counts import UnitCounts, counts_of
 from pipelines.store.ledger import compute_ledger, write_ledger
 from pipelines.store.output import OutputError, OutputStore
+from pipelines.store.record_types import RunRecord
 from pipelines.store.records import STALL_SECONDS, Records, beat_seconds, new_id
 from pipelines.store.startup import startup
 from pipelines.stream.unit_blocks import block_sizes, group
 from pipelines.stream.unit_rows import UNITS, pack_ids, read_units
-from pipelines.unit_protocol import SKIP_HELD, SKIP_STOP, UnitOutcome, outcome_from_row, stall_seconds
+from pipelines.unit_protocol import Skip, UnitOutcome, outcome_from_row, stall_seconds
 
 log = logging.getLogger("spotbatch.run")
 
@@ -93,10 +93,10 @@ class RunSummary(UnitCounts):
             self.add(counts_of(unit))
         else:  # engine time spent on a unit another attempt committed first still counts
             self.units_skipped += 1
-            why = (unit.skipped or "not committed").split(":", 1)[0]
+            why = unit.skip.value if unit.skip else "not committed"
             self.skipped_why[why] = self.skipped_why.get(why, 0) + 1
             self.engine_seconds += unit.engine_seconds
-            if unit.skipped and unit.skipped.startswith((STORAGE_ERROR, INPUT_CHANGED)):
+            if unit.skip in (Skip.STORAGE_ERROR, Skip.INPUT_CHANGED):
                 self.units_unfinished += 1
                 self.last_fault = unit.skipped
 
@@ -285,12 +285,11 @@ def _stream_pending(spec: PipelineSpec, plan: Plan, pending: list, store: Output
     and a call that writes the run record once more, with the driver's S3 requests until then."""
     records = Records(store)
     run_id = new_id()
-    run_record = {"invoked_at": invoked_at, "started_at": time.time(), "pid": os.getpid(),
-                  "host": socket.gethostname(),
-                  "units_pending": len(pending), "ended_at": None, "stopped": None,
-                  "max_cost_usd": spec.cost.max_cost_usd, "reference": reference}
-    deadline = run_record["deadline"] = (deadline_at(spec.compute.deadline, run_record["started_at"])
-                                         if spec.compute.deadline else None)
+    run_record = RunRecord(invoked_at=invoked_at, started_at=time.time(), pid=os.getpid(), host=socket.gethostname(),
+                           units_pending=len(pending), ended_at=None, stopped=None,
+                           max_cost_usd=spec.cost.max_cost_usd, reference=reference)
+    deadline = run_record.deadline = (deadline_at(spec.compute.deadline, run_record.started_at)
+                                      if spec.compute.deadline else None)
     records.run_record(run_id, run_record)
     pending_ids = {u.unit_id for u in pending}
     committed_rows = sum(u.rows for u in plan.units if u.unit_id not in pending_ids)
@@ -314,9 +313,9 @@ def _stream_pending(spec: PipelineSpec, plan: Plan, pending: list, store: Output
         if control is not None:
             control.detach()
         monitor.close()
-        run_record.update(ended_at=time.time(), stopped=monitor.stopped)
+        run_record.ended_at, run_record.stopped = time.time(), monitor.stopped
         # the driver's S3 requests, planning on (its actors' are their own)
-        records.run_record(run_id, {**run_record, "storage_requests": storage_requests.since(requests_before or {})})
+        records.run_record(run_id, replace(run_record, storage_requests=storage_requests.since(requests_before or {})))
 
     def close() -> None:
         try:  # what its engines measured, for the next run's compile choice (pipelines/engine/facts.py)
@@ -324,7 +323,7 @@ def _stream_pending(spec: PipelineSpec, plan: Plan, pending: list, store: Output
             engine_facts.remember_run(spec, records.actors(), run_id, ratio=ratio)
         except Exception as err:  # a home that cannot be written, say: the next choice uses the defaults
             log.warning("could not keep what the engines measured: %r", err)
-        records.run_record(run_id, {**run_record, "storage_requests": storage_requests.since(requests_before or {})})
+        records.run_record(run_id, replace(run_record, storage_requests=storage_requests.since(requests_before or {})))
 
     return monitor.stopped, close
 
@@ -342,10 +341,10 @@ def _output_ratio(spec: PipelineSpec, pending: list[Unit], summary: RunSummary,
 
 
 def _stream_watched(spec: PipelineSpec, plan: Plan, pending: list[Unit], store: OutputStore, summary: RunSummary,
-                    records: Records, run_id: str, run_record: dict, only_ids: dict[str, pa.Array] | None,
+                    records: Records, run_id: str, run_record: RunRecord, only_ids: dict[str, pa.Array] | None,
                     monitor: RunMonitor, address: str | None, console: Console) -> None:
     with ray_session(address, console=console, keep=keep_warm_seconds(spec) > 0):
-        run_record["ray_ready_at"] = time.time()  # where a run's first seconds go: pipelines/store/startup.py
+        run_record.ray_ready_at = time.time()  # where a run's first seconds go: pipelines/store/startup.py
         records.run_record(run_id, run_record)
         todo = pending
         # A unit left to a live actor of another run is waited for; if that actor dies (or
@@ -376,10 +375,10 @@ def _stream_models(spec: PipelineSpec, plan: Plan, units: list[Unit], run_id: st
                            stopped=lambda: monitor.stopped is not None):
             unit = outcome_from_row(row)
             summary.add_unit(unit)
-            if unit.skipped and unit.skipped.startswith(SKIP_STOP):  # an actor heard it before the driver did
-                monitor.stopping(unit.skipped[len(SKIP_STOP):])
+            if unit.skip is Skip.STOP:  # an actor heard it before the driver did
+                monitor.stopping(unit.reason)
             monitor.on_unit(row)
-            if unit.skipped == SKIP_HELD:
+            if unit.skip is Skip.HELD:
                 left.append(unit.unit_id)
     return left
 
@@ -456,7 +455,7 @@ def _stream(spec: PipelineSpec, plan: Plan, pending: list, run_id: str, only_ids
     unit_rows = units.map_batches(read_units, fn_kwargs={"spec_data": spec_data, "run_id": run_id}, batch_size=1,
                                   batch_format="pyarrow")
     results = unit_rows.map_batches(
-        UnitGenerator,
+        EngineActor,
         fn_constructor_kwargs=engine_args,
         batch_size=None,
         batch_format="pyarrow",

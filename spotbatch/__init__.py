@@ -42,7 +42,8 @@ _LAZY = {
     "estimate": ("spotbatch.api", "estimate"),
     **{name: ("spotbatch.errors", name) for name in (
         "SpotbatchError", "UserError", "SpecError", "InputError", "BatchFileError", "OutputError", "ModelError",
-        "ModelNotFoundError", "ModelChangedError", "PriceError", "RunFailed", "EngineFailed", "StorageError")},
+        "ModelNotFoundError", "ModelChangedError", "PriceError", "RunFailed", "EngineFailed", "EngineStartError",
+        "StorageError")},
 }
 # What a run returns and what start() hands back, for type hints; not loaded by `import *`.
 _TYPES = {

@@ -96,6 +96,29 @@ class EngineFailed(RunFailed, RuntimeError):
     it to its caller, with the engine's reason (often a model setting, such as max_model_len)."""
 
 
+class EngineStartError(EngineFailed):
+    """Raised when an engine could not start (a bad model setting such as max_model_len, too
+    little memory), so no unit ran on it. `reason` is the engine's own error; `advice` what to
+    do next (the driver adds it). Picklable with both, so the driver catches it by class where
+    Ray keeps the exception (pipelines/engine/failure.py).
+
+    >>> import pickle
+    >>> err = pickle.loads(pickle.dumps(EngineStartError("ValueError('too long')", "fix it")))
+    >>> print(err); print(err.reason)
+    the engine did not start: ValueError('too long')
+      fix it
+    ValueError('too long')
+    """
+
+    def __init__(self, reason: str, advice: str = ""):
+        self.reason = reason
+        self.advice = advice
+        super().__init__(f"the engine did not start: {reason}" + (f"\n  {advice}" if advice else ""))
+
+    def __reduce__(self):
+        return type(self), (self.reason, self.advice)
+
+
 class StorageError(RunFailed, OSError):
     """Raised when the storage kept failing (or kept changing under) an operation that must
     succeed: a merge of retried rows, a record read while others write it, a conditional create

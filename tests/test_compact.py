@@ -14,7 +14,7 @@ from pipelines.store.ledger import compute_ledger
 from pipelines.store.output import OutputStore
 from pipelines.store.records import Records
 from pipelines.store.status import run_status
-from pipelines.unit_protocol import UnitProtocol
+from pipelines.unit_protocol import UnitContext, UnitProtocol
 from tests.test_unit_protocol import FakeGenerate, unit_rows
 
 NODE = {"node_id": "n1", "instance_type": "cpu-2vcpu", "market": "spot", "usd_per_hour": 0.36,
@@ -40,12 +40,11 @@ def a_run(where, run_id: str, units: list[str], fail_first: str | None = None, e
     records.actor_beat(actor, {"time": time.time()})
     spec = PipelineSpec(input={"paths": "in", "prompt_column": "text"}, model={"name": "tiny-random"},
                         output={"path": where[0], "storage_options": where[1]})
-    protocol = UnitProtocol(spec, fingerprint="fp", run_id=run_id, actor_id=actor, node_id="n1",
-                            generate=FakeGenerate(), store=store)
+    context = UnitContext(spec, fingerprint="fp", run_id=run_id, actor_id=actor, node_id="n1")
+    protocol = UnitProtocol(context, FakeGenerate(), store=store)
     for unit in units:
         if unit == fail_first:
-            failing = UnitProtocol(spec, fingerprint="fp", run_id=run_id, actor_id=actor, node_id="n1",
-                                   generate=FakeGenerate(raises=RuntimeError("engine died")), store=store)
+            failing = UnitProtocol(context, FakeGenerate(raises=RuntimeError("engine died")), store=store)
             with pytest.raises(RuntimeError):
                 failing.run(unit, unit_rows())
         protocol.run(unit, unit_rows())

@@ -18,7 +18,7 @@ def host_with(monkeypatch, read, load_seconds=0.3):
     def serve(context):
         events.append("load started")
         time.sleep(load_seconds)
-        host.generator = types.SimpleNamespace(serve=lambda rows, bound: rows, bound=None)
+        host.engine = types.SimpleNamespace(serve=lambda rows, bound: rows, bound=None)
         events.append("load ended")
 
     def read_units(batch, spec_data, run_id):

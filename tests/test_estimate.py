@@ -204,7 +204,7 @@ def run_by_hand(store, plan, spec) -> None:
     import time
 
     from pipelines.store.records import Records
-    from pipelines.unit_protocol import UnitProtocol
+    from pipelines.unit_protocol import UnitContext, UnitProtocol
     from tests.test_compact import NODE
     from tests.test_unit_protocol import FakeGenerate, unit_rows
 
@@ -212,9 +212,9 @@ def run_by_hand(store, plan, spec) -> None:
     records.run_record("run-1", {"started_at": t0, "ended_at": None, "stopped": None})
     records.actor_started("actor-1", {"run_id": "run-1", "started_at": t0, "loaded_at": t0 + 3, "model": "m", **NODE})
     records.actor_beat("actor-1", {"time": time.time()})
-    protocol = UnitProtocol(spec.model_copy(update={"cache": spec.cache.model_copy(update={"dedup": False})}),
-                            fingerprint=plan.fingerprint, run_id="run-1", actor_id="actor-1", node_id="n1",
-                            generate=FakeGenerate(), store=store)
+    context = UnitContext(spec.model_copy(update={"cache": spec.cache.model_copy(update={"dedup": False})}),
+                          fingerprint=plan.fingerprint, run_id="run-1", actor_id="actor-1", node_id="n1")
+    protocol = UnitProtocol(context, FakeGenerate(), store=store)
     for unit in plan.units:
         assert protocol.run(unit.unit_id, unit_rows()).committed
     records.run_record("run-1", {"started_at": t0, "ended_at": time.time(), "stopped": None})

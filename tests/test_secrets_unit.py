@@ -21,7 +21,7 @@ from pipelines.run import prepare
 from pipelines.spec import PipelineSpec
 from pipelines.store.output import OutputStore
 from pipelines.stream.unit_rows import unit_rows
-from pipelines.unit_protocol import UnitProtocol
+from pipelines.unit_protocol import UnitContext, UnitProtocol
 from tests.conftest import FTP_PASSWORD
 from tests.helpers import leaks
 
@@ -66,8 +66,9 @@ def run_without_engine(spec: PipelineSpec) -> OutputStore:
     store, plan = prepare(spec)
     for unit in plan.units:
         mine = spec.for_model(unit.model) if unit.model else spec  # a routed unit's engines see their model
-        UnitProtocol(mine, fingerprint=plan.fingerprint, run_id="run-1", actor_id="actor-1", node_id="node-1",
-                     generate=echo, store=store).run(unit.unit_id, unit_rows(unit.descriptor(), spec))
+        UnitProtocol(UnitContext(mine, fingerprint=plan.fingerprint, run_id="run-1", actor_id="actor-1",
+                                 node_id="node-1"), echo, store=store).run(unit.unit_id,
+                                                                            unit_rows(unit.descriptor(), spec))
     return store
 
 

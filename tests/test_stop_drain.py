@@ -5,13 +5,14 @@ The end-to-end figure is `python -m jobs.bench.stop_latency`; tests/test_cancel.
 import threading
 import time
 import types
-from collections import Counter
 
 import pyarrow as pa
 import pytest
 
 import pipelines.stops.drain as stop_drain
-from pipelines.engine.actor import UnitGenerator
+from pipelines.engine.actor import EngineActor
+from pipelines.engine.in_hand import UnitsInHand
+from pipelines.engine.watch import quiet_after_stop
 from pipelines.stops.drain import StopDrain
 from pipelines.store.output import OutputStore
 from pipelines.store.records import Records
@@ -113,9 +114,8 @@ def test_an_engines_count_of_held_units_is_exact_when_a_unit_enters_after_it_sai
     bound = types.SimpleNamespace(
         run_id="r", actor_id="a", started_at=0.0, protocol=protocol, node=types.SimpleNamespace(usd_per_second=0.0),
         records=types.SimpleNamespace(actor_quiet=lambda run, actor, held: quiet.update({actor: held})))
-    engine = UnitGenerator.__new__(UnitGenerator)  # its unit bookkeeping, without an engine
-    engine._in_hand, engine._held, engine._quiet = 0, Counter(), set()
-    engine._idle, engine._draining, engine.feeder, engine.bound = threading.Condition(), False, feeder, bound
+    engine = EngineActor.__new__(EngineActor)  # its unit bookkeeping, without an engine
+    engine.units, engine.feeder, engine.bound = UnitsInHand(), feeder, bound
     rows = pa.table({UNIT_ROWS: [1], ERROR: [None]})
     feeder.hungry.set()
     u1 = engine._unit(bound, "u1", rows)
@@ -125,7 +125,7 @@ def test_an_engines_count_of_held_units_is_exact_when_a_unit_enters_after_it_sai
     waiting.start()
     time.sleep(0.2)  # u2 is past the pre-check, waiting for the engine
     protocol.reason = "cancelled"
-    engine._quiet_after_stop(bound, 0.01)
+    quiet_after_stop(engine.units, bound, 0.01, lambda: engine.bound)
     feeder.hungry.set()
     waiting.join()
     assert u1["committed"] and u1["held"] and quiet == {"a": 1}

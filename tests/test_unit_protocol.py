@@ -20,7 +20,7 @@ from pipelines.store.counts import UnitCounts, counts_of
 from pipelines.store.output import OutputStore
 from pipelines.store.records import HEARTBEAT_SECONDS, Records
 from pipelines.stream.unit_rows import ERROR, ID, MAX_TOKENS, PROMPT
-from pipelines.unit_protocol import SKIP_COMMITTED, SKIP_HELD, STORAGE_ERROR, SUPERSEDED, UnitProtocol
+from pipelines.unit_protocol import SKIP_COMMITTED, SKIP_HELD, STORAGE_ERROR, SUPERSEDED, UnitContext, UnitProtocol
 
 UNIT = "00000-unit"
 
@@ -88,9 +88,11 @@ class FakeGenerate:
         return cols
 
 
-def protocol(spec, generate, run_id="run-a", actor_id="actor-a", store=None, **kw) -> UnitProtocol:
-    return UnitProtocol(spec, fingerprint="fp", run_id=run_id, actor_id=actor_id, node_id="node-1",
-                        generate=generate, store=store, **kw)
+def protocol(spec, generate, run_id="run-a", actor_id="actor-a", store=None, retry=False, model_key=None,
+             **kw) -> UnitProtocol:
+    context = UnitContext(spec, fingerprint="fp", run_id=run_id, actor_id=actor_id, node_id="node-1", retry=retry,
+                          model_key=model_key)
+    return UnitProtocol(context, generate, store=store, **kw)
 
 
 def outcomes(store: OutputStore, unit_id: str = UNIT) -> list[str | None]:

@@ -1,6 +1,6 @@
 """A warm engine bound to a second run while a unit of the first is held in flight, and bound
 again to resume the first's output (tests/test_warm_rebind.py). The real EngineHost, its real
-UnitGenerator and a real engine, hosted in this process (a driver of the Ray cluster at
+EngineActor and a real engine, hosted in this process (a driver of the Ray cluster at
 RAY_ADDRESS, which the generator asks about its node); only the hunger wait is held, so a unit
 of run A is in the engine's hands, not yet generated, when run B's call arrives. argv[1]: a
 folder; writes argv[1]/result.json."""

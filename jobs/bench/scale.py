@@ -90,7 +90,7 @@ def probe_units(input_dir: str, output: str, storage_options: dict | None, actor
     from pipelines.run import prepare
     from pipelines.store.records import Records, new_id
     from pipelines.stream.unit_rows import unit_rows
-    from pipelines.unit_protocol import UnitProtocol
+    from pipelines.unit_protocol import UnitContext, UnitProtocol
 
     spec = scale_spec(input_dir, output, storage_options)
     store, plan = prepare(spec)
@@ -104,8 +104,9 @@ def probe_units(input_dir: str, output: str, storage_options: dict | None, actor
 
     def actor(n: int) -> None:
         actor_id = f"{run_id}-sim{n:04d}"
-        protocol = UnitProtocol(spec, fingerprint=plan.fingerprint, run_id=run_id, actor_id=actor_id,
-                                node_id=f"node-{n}", generate=instant_generate, store=store,
+        context = UnitContext(spec, fingerprint=plan.fingerprint, run_id=run_id, actor_id=actor_id,
+                              node_id=f"node-{n}")
+        protocol = UnitProtocol(context, instant_generate, store=store,
                                 cache=ResponseCache(f"{output.rstrip('/')}/{RUN_CACHE}", storage_options))
         Records(store).actor_started(actor_id, {
             "run_id": run_id, "pid": os.getpid(), "started_at": time.time(), "loaded_at": time.time(),

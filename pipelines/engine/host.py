@@ -1,4 +1,4 @@
-"""A warm engine actor: the same UnitGenerator as a run's Ray Data stage, in an actor the driver
+"""A warm engine actor: the same EngineActor as a run's Ray Data stage, in an actor the driver
 owns, so it outlives one run and serves the next without loading the model again
 (pipelines/engine/warm_pool.py keeps them and releases them).
 
@@ -17,13 +17,14 @@ from typing import Any
 
 import pyarrow as pa
 
+from pipelines.engine.binding import RunRequest
 from pipelines.stream.unit_rows import UNITS, read_units
 
 
 class EngineHost:
     def __init__(self):
         self.created_at = time.time()  # the node-seconds of its first run count from here
-        self.generator = None
+        self.engine = None
         self.last_work_end: float | None = None  # when its last run's last unit was done
         self._bind = threading.Lock()
         self._calls = 0  # calls under way
@@ -33,7 +34,7 @@ class EngineHost:
         self._count = threading.Condition()
 
     def run_units(self, context: dict[str, Any], descriptors: list[dict[str, Any]]) -> pa.Table:
-        """Read, generate and commit these units of the run `context` names (UnitGenerator's
+        """Read, generate and commit these units of the run `context` names (EngineActor's
         arguments, and the spec the rows are read by); returns one summary row per unit."""
         run_id = context["run_id"]
         bound = None
@@ -46,7 +47,7 @@ class EngineHost:
                                         run_id)
                 bound = self._serve(context)
                 rows = reading.result()
-            return self.generator.serve(rows, bound)
+            return self.engine.serve(rows, bound)
         finally:
             with self._count:
                 self._calls -= 1
@@ -65,26 +66,25 @@ class EngineHost:
         context = {k: v for k, v in context.items() if k != "read_spec_data"}
         run_id = context["run_id"]
         with self._bind:
-            if self.generator is None:
-                from pipelines.engine.actor import UnitGenerator
+            if self.engine is None:
+                from pipelines.engine.actor import EngineActor
 
-                self.generator = UnitGenerator(**context, started_at=self.created_at, quiet_on_stop=False)
-            elif self.generator.run_id != run_id:
+                self.engine = EngineActor(**context, started_at=self.created_at, quiet_on_stop=False)
+            elif self.engine.run_id != run_id:
                 with self._count:
                     self._count.wait_for(lambda: not self._bound)
                 now = time.time()
                 since = self.last_work_end or now
-                kwargs = {k: v for k, v in context.items() if k not in ("tensor_parallel_size", "compile_choice")}
-                self.generator.bind(**kwargs, started_at=since, loaded_at=since,
+                self.engine.bind(RunRequest.of(context), started_at=since, loaded_at=since,
                                     warm={"idle_seconds": now - since, "actor_created_at": self.created_at})
             with self._count:
                 self._bound[run_id] += 1
-            return self.generator.bound
+            return self.engine.bound
 
     def identity(self) -> dict[str, Any]:
         """Who serves: its actor id in the records of the run it serves now (the pool records
         its release there), and whether a model is loaded."""
-        g = self.generator
-        return {"actor_id": g.actor_id if g else None, "engine_id": g.engine_id if g else None,
-                "loaded": g is not None, "loaded_dtype": g.loaded if g else None,
+        e = self.engine
+        return {"actor_id": e.actor_id if e else None, "engine_id": e.engine_id if e else None,
+                "loaded": e is not None, "loaded_dtype": e.loaded if e else None,
                 "last_work_end": self.last_work_end}

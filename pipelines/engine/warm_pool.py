@@ -9,7 +9,7 @@ back to the driver to be sent again. Owned actors do that with plain Ray calls, 
 driver (nothing outlives the kernel), and need no Serve controller or proxy on the cluster.
 
 A run with warm engines feeds them its units itself (pipelines/engine/warm_feed.py), instead of through
-Ray Data's actor pool: the same UnitGenerator (pipelines/engine/actor.py) and the same unit protocol,
+Ray Data's actor pool: the same EngineActor (pipelines/engine/actor.py) and the same unit protocol,
 so exactly-once, resume, preemption and the notice drain hold as they do there. A unit whose
 actor died is sent again; Ray restarts the actor (on another node if its node is gone).
 """

@@ -62,6 +62,11 @@ NEXT_ATTEMPT = "next.json"  # beside a unit's folded attempts: the number its ne
 COMMITTED_BY, COMMITTED_AT = "attempt", "committed_at"
 
 
+def _dumps(record: Any) -> bytes:
+    """A record's file: a typed one (pipelines/store/record_types.py) or a plain dict."""
+    return json.dumps(record.to_json() if hasattr(record, "to_json") else record).encode()
+
+
 class Records:
     def __init__(self, store: OutputStore):
         self.store = store
@@ -93,7 +98,7 @@ class Records:
         another actor created that number first: it claimed the unit since our look."""
         attempt = f"{self.next_attempt_number(unit_id, attempts):06d}"
         try:
-            self.store.create(f"{ATTEMPTS}/{unit_id}/{attempt}.start.json", json.dumps(info).encode())
+            self.store.create(f"{ATTEMPTS}/{unit_id}/{attempt}.start.json", _dumps(info))
         except FileExistsError:
             return None
         return attempt
@@ -104,7 +109,7 @@ class Records:
         return max([len(attempts), self.next_number.get(unit_id, 0), *numbers])
 
     def end_attempt(self, unit_id: str, attempt: str, outcome: dict[str, Any]) -> None:
-        self.store.create(f"{ATTEMPTS}/{unit_id}/{attempt}.end.json", json.dumps(outcome).encode())
+        self.store.create(f"{ATTEMPTS}/{unit_id}/{attempt}.end.json", _dumps(outcome))
 
     def attempts(self) -> dict[str, dict[str, dict[str, Any]]]:
         """unit -> attempt -> {"start": {...}, "end": {...} or absent}, folded ones included."""
@@ -187,10 +192,10 @@ class Records:
 
     # -- actors ---------------------------------------------------------------------------
     def actor_started(self, actor_id: str, info: dict[str, Any]) -> None:
-        self.store.create(f"{ACTORS}/{actor_id}.json", json.dumps(info).encode())
+        self.store.create(f"{ACTORS}/{actor_id}.json", _dumps(info))
 
     def actor_beat(self, actor_id: str, info: dict[str, Any]) -> None:
-        self.store.put(f"{ACTORS}/{actor_id}.beat.json", json.dumps(info).encode())
+        self.store.put(f"{ACTORS}/{actor_id}.beat.json", _dumps(info))
 
     def actors(self) -> dict[str, dict[str, Any]]:
         """actor -> its start record, with "last_seen" from its latest beat."""
@@ -227,7 +232,7 @@ class Records:
 
     # -- runs and stops -------------------------------------------------------------------
     def run_record(self, run_id: str, info: dict[str, Any]) -> None:
-        self.store.put(f"{RUNS}/{run_id}.json", json.dumps(info).encode())
+        self.store.put(f"{RUNS}/{run_id}.json", _dumps(info))
 
     def runs(self) -> dict[str, dict[str, Any]]:
         """run -> its record, folded ones included."""

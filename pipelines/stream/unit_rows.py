@@ -84,15 +84,13 @@ def read_units(batch: pa.Table, spec_data: dict[str, Any], run_id: str | None = 
     An exception here would end the whole run."""
     from cluster.storage_requests import count_s3_requests
     from pipelines.stops.stopping import run_stop
-    from pipelines.unit_protocol import SKIP_STOP
-
     count_s3_requests()  # Ray's read tasks count theirs too, as every process that reads units does
     spec = PipelineSpec.model_validate(spec_data)
     tables = []
     for unit in (u for block in batch.column(UNITS).to_pylist() for u in block):
         stop = run_stop(spec.output.path, spec.output.storage_options, run_id) if run_id else None
         if stop:
-            tables.append(_marker(unit["unit_id"], SKIP_STOP + stop, STOPPED_ROWS))
+            tables.append(_marker(unit["unit_id"], stop, STOPPED_ROWS))  # the stop's reason
             continue
         for n in range(READ_TRIES):
             try:
