@@ -83,6 +83,11 @@ class Storage(ABC):
     def modified(self, path: str) -> float | None:
         """When `path` was last written (seconds since the epoch); None when absent."""
 
+    @abstractmethod
+    def leftovers(self, folder: str) -> list[str]:
+        """Files below `folder` that writers left half made (a staged name; a writer killed
+        before its rename), for a cleaner to remove once old enough."""
+
     # -- moves and removals -----------------------------------------------------------------
     @abstractmethod
     def move(self, src: str, dest: str) -> None:

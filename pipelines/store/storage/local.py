@@ -123,9 +123,12 @@ class LocalStorage(Storage):
 
     def modified(self, path: str) -> float | None:
         try:
-            return os.stat(path).st_mtime
+            return self.fs.modified(path).timestamp()
         except FileNotFoundError:
             return None
+
+    def leftovers(self, folder: str) -> list[str]:
+        return [f for f in self.find(folder) if f.endswith(STAGED)]
 
     def move(self, src: str, dest: str) -> None:
         if not os.path.lexists(src):

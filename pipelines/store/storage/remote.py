@@ -136,6 +136,9 @@ class FsspecStorage(Storage):
         stamp = info.get("LastModified") or info.get("mtime") or info.get("updated")
         return stamp.timestamp() if hasattr(stamp, "timestamp") else float(stamp or 0.0)
 
+    def leftovers(self, folder: str) -> list[str]:
+        return []  # an object store shows no object before its upload completes
+
     def move(self, src: str, dest: str) -> None:
         """No rename: each object is copied, then deleted. A folder has no object of its own to
         move (s3fs's recursive move copies a key for the folder itself and fails), so each
