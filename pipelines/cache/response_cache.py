@@ -1,9 +1,5 @@
-"""Identical requests answered once: the request key, and a response cache shared across runs.
-
-Two requests are identical when the model (and how it is loaded), the rendered prompt, the
-system prompt, the prompt format and every sampling parameter, seed included, are. Only such
-requests are deterministic, so only they are shared: with temperature > 0 and no seed each
-request is a fresh sample and gets no key.
+"""Identical requests answered once: a response cache shared across runs (the request key
+that says which requests are identical is pipelines/cache/answers.py).
 
 The cache is a folder (local or s3://) of Parquet files, each written once and never changed,
 so writers on many nodes never conflict and readers never wait for them. Levels, as in an LSM
@@ -28,23 +24,11 @@ file's footer again (a few ms). A lookup lists `entries/` (and `shards/` when ke
 and reads, of the shards of the keys asked for, the small files whose filter may hold a key and
 the one run file whose range holds it, and of those only the row groups whose key range holds
 one: its cost grows with the keys looked up, not with the cache.
-
->>> a = request_key("m", "Hi", None, "chat", {"max_tokens": 8, "temperature": 0.0, "seed": None})
->>> a == request_key("m", "Hi", None, "chat", {"max_tokens": 8, "temperature": 0.0, "seed": None})
-True
->>> a == request_key("m", "Hi", None, "chat", {"max_tokens": 9, "temperature": 0.0, "seed": None})
-False
->>> request_key("m", "Hi", None, "chat", {"max_tokens": 8, "temperature": 0.7, "seed": None}) is None
-True
->>> request_key("m", "Hi", None, "chat", {"max_tokens": 8, "temperature": 0.0, "seed": 0, "n": 3}) is None
-True
 """
 
 from __future__ import annotations
 
 import bisect
-import hashlib
-import json
 import logging
 import threading
 import time
@@ -56,8 +40,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from operators.generate import RESULT_SCHEMA, conform
 from pipelines.cache import runs as cache_runs
+from pipelines.cache.answers import ANSWER_COLUMNS, SCHEMA, answer_table, conform_answers, request_key  # noqa: F401
 from pipelines.cache.files import FILTER_KEY, PARALLEL_REQUESTS, ROW_GROUP_ROWS, CacheFiles  # noqa: F401 (importable from here)
 from pipelines.cache.key_filter import KeyFilter
 
@@ -77,11 +61,6 @@ FOOTER_BYTES_KEPT = 64 * 1024**2  # what a reader keeps of footers, least recent
 COMPACT_AFTER = 64
 ENTRIES_READ_PER_LOOK = 64  # new entries files a lookup reads at most: what bounds the fleet's reads
 LOOKUP_TRIES = 10  # a file compacted away between a listing and its read: list again
-# An answer as the engine gave it; not how much of its prompt the prefix cache held, which
-# depends on what else that engine had seen.
-ANSWER_COLUMNS = ("output", "prompt_tokens", "completion_tokens", "finish_reason", "choices", "logprobs",
-                  "stop_sequence")
-SCHEMA = pa.schema([("key", pa.string())] + [RESULT_SCHEMA.field(c) for c in ANSWER_COLUMNS])
 
 
 class Footer(NamedTuple):
@@ -92,27 +71,8 @@ class Footer(NamedTuple):
     nbytes: int  # what keeping it costs, about
 
 
-def request_key(model: str, prompt: str, system_prompt: str | None, fmt: str, sampling: dict[str, Any]) -> str | None:
-    """A digest of everything that decides the answer; None when the answer is a fresh sample
-    (temperature > 0 without a seed) or several (n > 1), which are never shared."""
-    if sampling.get("temperature", 0.0) > 0 and sampling.get("seed") is None or sampling.get("n", 1) > 1:
-        return None
-    body = json.dumps([model, prompt, system_prompt, fmt, sorted(sampling.items())], default=str)
-    return hashlib.sha256(body.encode()).hexdigest()
-
-
 def shard_of(key: str) -> str:
     return key[:SHARD_DIGITS]
-
-
-def answer_table(keys: list[str], answers: dict[str, list[Any]]) -> pa.Table:
-    """Keys and their answers (columns of ANSWER_COLUMNS; one not given is null) in SCHEMA."""
-    return pa.table({"key": keys, **{c: answers.get(c, [None] * len(keys)) for c in ANSWER_COLUMNS}}, schema=SCHEMA)
-
-
-def conform_answers(table: pa.Table) -> pa.Table:
-    """A cache file in SCHEMA: one written before a column was added has it as nulls."""
-    return conform(table, SCHEMA).cast(SCHEMA)
 
 
 class ResponseCache:
