@@ -220,3 +220,12 @@ def test_delete_removes_a_file_or_a_folder_and_tolerates_one_gone(storage):
     assert not storage.exists(storage.path("d/a.json"))
     storage.delete(storage.path("d/sub"), recursive=True)
     assert storage.find(storage.path("d")) == []
+
+
+def test_put_from_uploads_a_local_file_whole(storage, tmp_path):
+    source = tmp_path / "artifact.so"
+    source.write_bytes(b"z" * 3000)
+    path = storage.path("inductor/ab/artifact.so")
+    storage.put_from(path, str(source))
+    storage.put_from(path, str(source))  # a second node's copy of the same content
+    assert storage.read(path) == b"z" * 3000 and not leftovers(storage) and storage.leftovers(storage.root) == []

@@ -40,6 +40,10 @@ class Storage(ABC):
         """Write `path` whole, replacing what was there: readers see the old or the new."""
 
     @abstractmethod
+    def put_from(self, path: str, local_file: str) -> None:
+        """`put` of a file on this machine's disk, without holding it in memory."""
+
+    @abstractmethod
     def put_if_version(self, path: str, data: bytes, version: str) -> bool:
         """Write `path` whole unless it changed since `read_versioned` returned `version`;
         False (nothing written) when it did."""

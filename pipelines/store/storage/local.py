@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -51,6 +52,15 @@ class LocalStorage(Storage):
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(staged, path)  # readers see the old or the new, never half
+        finally:
+            _unlink(staged)
+
+    def put_from(self, path: str, local_file: str) -> None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        staged = f"{path}.{uuid.uuid4().hex}{STAGED}"
+        try:
+            shutil.copyfile(local_file, staged)
+            os.replace(staged, path)
         finally:
             _unlink(staged)
 

@@ -74,6 +74,9 @@ class FsspecStorage(Storage):
     def put(self, path: str, data: bytes) -> None:
         self.fs.pipe_file(path, data)
 
+    def put_from(self, path: str, local_file: str) -> None:
+        self.fs.put_file(local_file, path)  # one PUT, or a multipart upload visible once complete
+
     def put_if_version(self, path: str, data: bytes, version: str) -> bool:
         if not hasattr(self.fs, "call_s3"):
             raise StorageError(f"{path}: this store offers no conditional replace (If-Match)")
