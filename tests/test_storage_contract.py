@@ -229,3 +229,32 @@ def test_put_from_uploads_a_local_file_whole(storage, tmp_path):
     storage.put_from(path, str(source))
     storage.put_from(path, str(source))  # a second node's copy of the same content
     assert storage.read(path) == b"z" * 3000 and not leftovers(storage) and storage.leftovers(storage.root) == []
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("other_lands", [False, True])
+def test_a_409_conflict_is_looked_at_then_tried_again_or_read_as_exists(s3_server, monkeypatch, other_lands):
+    """S3 answers 409 ConditionalRequestConflict while another conditional write to the name is
+    in flight: when that one did not land, the create is sent again; when it did, exists."""
+    from botocore.exceptions import ClientError
+
+    storage = open_storage(f"s3://spotbatch/contract-{uuid.uuid4().hex[:8]}", s3_server)
+    path = storage.path("conflict.json")
+    real = storage.fs.call_s3
+    conflicts = []
+
+    def conflict_once(method, *args, **kwargs):
+        if method == "put_object" and not conflicts:
+            conflicts.append(1)
+            if other_lands:
+                real(method, *args, **{**kwargs, "Body": b"other"})
+            raise ClientError({"Error": {"Code": "ConditionalRequestConflict"},
+                               "ResponseMetadata": {"HTTPStatusCode": 409}}, "PutObject")
+        return real(method, *args, **kwargs)
+    monkeypatch.setattr(storage.fs, "call_s3", conflict_once)
+    if other_lands:
+        with pytest.raises(FileExistsError):
+            storage.create(path, b"mine")
+    else:
+        storage.create(path, b"mine")
+    assert conflicts and storage.read(path) == (b"other" if other_lands else b"mine")
