@@ -69,7 +69,7 @@ def compact_cache(path: str, storage_options: dict[str, Any] | None = None, *,
                   lease_seconds: float = LEASE_SECONDS) -> CacheCompaction:
     files = CacheFiles(path, storage_options)
     done = CacheCompaction()
-    if not files.fs.exists(files.root):
+    if not files.exists():
         done.skipped = NO_CACHE
         return done
     holder = _take_lease(files, lease_seconds)
@@ -242,21 +242,10 @@ def _remove_orphans(files: CacheFiles) -> int:
                 for r in generation:
                     files.remove(r.path)
                     removed += 1
-    if not files.local:
-        return removed
     for folder in (ENTRIES, SHARDS):
-        try:
-            names = files.fs.find(files.path(folder))
-        except FileNotFoundError:
-            continue
-        for f in names:
-            if not f.endswith(".tmp"):
-                continue
-            try:
-                age = now - files.fs.modified(f).timestamp()
-            except FileNotFoundError:  # its writer renamed it into place since the listing
-                continue
-            if age > ORPHAN_SECONDS:
+        for f in files.leftovers(folder):
+            modified = files.modified(f)
+            if modified is not None and now - modified > ORPHAN_SECONDS:  # None: renamed into place since
                 files.remove(f)
                 removed += 1
     return removed
@@ -273,8 +262,8 @@ def _take_lease(files: CacheFiles, lease_seconds: float) -> str | None:
             return holder
         except FileExistsError:
             try:
-                age = time.time() - json.loads(files.fs.cat_file(path))["time"]
-            except (FileNotFoundError, ValueError, KeyError):
+                age = time.time() - json.loads(files.read_bytes(path) or b"")["time"]
+            except (ValueError, KeyError):
                 age = lease_seconds + 1  # released meanwhile, or left half-written by a dead holder
             if age <= lease_seconds:
                 return None
@@ -284,7 +273,7 @@ def _take_lease(files: CacheFiles, lease_seconds: float) -> str | None:
 
 def _release_lease(files: CacheFiles, holder: str) -> None:
     try:
-        if json.loads(files.fs.cat_file(files.path(LEASE)))["holder"] == holder:
+        if json.loads(files.read_bytes(files.path(LEASE)) or b"")["holder"] == holder:
             files.remove(files.path(LEASE))
-    except (FileNotFoundError, ValueError, KeyError):
+    except (ValueError, KeyError):
         pass

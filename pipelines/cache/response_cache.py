@@ -1,9 +1,5 @@
-"""Identical requests answered once: the request key, and a response cache shared across runs.
-
-Two requests are identical when the model (and how it is loaded), the rendered prompt, the
-system prompt, the prompt format and every sampling parameter, seed included, are. Only such
-requests are deterministic, so only they are shared: with temperature > 0 and no seed each
-request is a fresh sample and gets no key.
+"""Identical requests answered once: a response cache shared across runs (the request key
+that says which requests are identical is pipelines/cache/answers.py).
 
 The cache is a folder (local or s3://) of Parquet files, each written once and never changed,
 so writers on many nodes never conflict and readers never wait for them. Levels, as in an LSM
@@ -28,41 +24,25 @@ file's footer again (a few ms). A lookup lists `entries/` (and `shards/` when ke
 and reads, of the shards of the keys asked for, the small files whose filter may hold a key and
 the one run file whose range holds it, and of those only the row groups whose key range holds
 one: its cost grows with the keys looked up, not with the cache.
-
->>> a = request_key("m", "Hi", None, "chat", {"max_tokens": 8, "temperature": 0.0, "seed": None})
->>> a == request_key("m", "Hi", None, "chat", {"max_tokens": 8, "temperature": 0.0, "seed": None})
-True
->>> a == request_key("m", "Hi", None, "chat", {"max_tokens": 9, "temperature": 0.0, "seed": None})
-False
->>> request_key("m", "Hi", None, "chat", {"max_tokens": 8, "temperature": 0.7, "seed": None}) is None
-True
->>> request_key("m", "Hi", None, "chat", {"max_tokens": 8, "temperature": 0.0, "seed": 0, "n": 3}) is None
-True
 """
 
 from __future__ import annotations
 
 import bisect
-import hashlib
-import io
-import json
 import logging
-import os
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from fsspec.core import url_to_fs
 
-from operators.generate import RESULT_SCHEMA, conform
 from pipelines.cache import runs as cache_runs
+from pipelines.cache.answers import ANSWER_COLUMNS, SCHEMA, answer_table, conform_answers, request_key  # noqa: F401
+from pipelines.cache.files import FILTER_KEY, PARALLEL_REQUESTS, ROW_GROUP_ROWS, CacheFiles  # noqa: F401 (importable from here)
 from pipelines.cache.key_filter import KeyFilter
 
 log = logging.getLogger("spotbatch.cache")
@@ -70,7 +50,6 @@ log = logging.getLogger("spotbatch.cache")
 ENTRIES = "entries"
 SHARDS = "shards"
 SHARD_DIGITS = 2  # 256 shards: at 100M answers, ~400k per shard
-ROW_GROUP_ROWS = 2048  # what one key read fetches from a shard file
 # A shard file holds at most this many answers: its footer, its filter (10 bits a key: 64 KB)
 # and what a merge or a fold holds in memory stay the same size however large the cache grows.
 MAX_FILE_ROWS = 25 * ROW_GROUP_ROWS
@@ -81,14 +60,7 @@ FOOTER_BYTES_KEPT = 64 * 1024**2  # what a reader keeps of footers, least recent
 # ones each time its lookup looks (ENTRIES_READ_PER_LOOK at most).
 COMPACT_AFTER = 64
 ENTRIES_READ_PER_LOOK = 64  # new entries files a lookup reads at most: what bounds the fleet's reads
-PARALLEL_REQUESTS = 16  # storage requests of one lookup or compaction step in flight at once
 LOOKUP_TRIES = 10  # a file compacted away between a listing and its read: list again
-# An answer as the engine gave it; not how much of its prompt the prefix cache held, which
-# depends on what else that engine had seen.
-ANSWER_COLUMNS = ("output", "prompt_tokens", "completion_tokens", "finish_reason", "choices", "logprobs",
-                  "stop_sequence")
-SCHEMA = pa.schema([("key", pa.string())] + [RESULT_SCHEMA.field(c) for c in ANSWER_COLUMNS])
-FILTER_KEY = b"spotbatch.key_filter"  # a shard file's footer: the Bloom filter of its keys
 
 
 class Footer(NamedTuple):
@@ -99,130 +71,8 @@ class Footer(NamedTuple):
     nbytes: int  # what keeping it costs, about
 
 
-def request_key(model: str, prompt: str, system_prompt: str | None, fmt: str, sampling: dict[str, Any]) -> str | None:
-    """A digest of everything that decides the answer; None when the answer is a fresh sample
-    (temperature > 0 without a seed) or several (n > 1), which are never shared."""
-    if sampling.get("temperature", 0.0) > 0 and sampling.get("seed") is None or sampling.get("n", 1) > 1:
-        return None
-    body = json.dumps([model, prompt, system_prompt, fmt, sorted(sampling.items())], default=str)
-    return hashlib.sha256(body.encode()).hexdigest()
-
-
 def shard_of(key: str) -> str:
     return key[:SHARD_DIGITS]
-
-
-def answer_table(keys: list[str], answers: dict[str, list[Any]]) -> pa.Table:
-    """Keys and their answers (columns of ANSWER_COLUMNS; one not given is null) in SCHEMA."""
-    return pa.table({"key": keys, **{c: answers.get(c, [None] * len(keys)) for c in ANSWER_COLUMNS}}, schema=SCHEMA)
-
-
-def conform_answers(table: pa.Table) -> pa.Table:
-    """A cache file in SCHEMA: one written before a column was added has it as nulls."""
-    return conform(table, SCHEMA).cast(SCHEMA)
-
-
-class CacheFiles:
-    """The cache folder's file operations: one place that knows local from object storage."""
-
-    def __init__(self, path: str, storage_options: dict[str, Any] | None = None):
-        self.fs, root = url_to_fs(path, **{"use_listings_cache": False, **(storage_options or {})})
-        self.root = root.rstrip("/")
-        self.protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
-        self.local = "file" in self.protocols
-
-    def path(self, name: str) -> str:
-        return f"{self.root}/{name}"
-
-    def parquet_files(self, folder: str) -> list[str]:
-        """The finished files under `folder` (a file being written is named otherwise)."""
-        if self.local:  # names only: every lookup lists, and fsspec's listing stats each file (x10 the time)
-            return sorted(_local_parquet(self.path(folder)))
-        return sorted(self.parquet_sizes(folder))
-
-    def parquet_sizes(self, folder: str) -> dict[str, int]:
-        """The finished files under `folder` and their sizes, from one listing."""
-        if self.local:
-            sizes = {}
-            for f in _local_parquet(self.path(folder)):
-                try:
-                    sizes[f] = os.stat(f).st_size
-                except FileNotFoundError:  # compacted away since the listing
-                    pass
-            return sizes
-        try:
-            found = self.fs.find(self.path(folder), detail=True)
-        except FileNotFoundError:
-            return {}
-        return {f: int(info.get("size") or 0) for f, info in found.items() if f.endswith(".parquet")}
-
-    def write(self, name: str, table: pa.Table, key_filter: bool = False) -> str:
-        """Write a file whole or not at all: a killed writer leaves nothing a reader takes (a
-        `.tmp` name locally, renamed into place; one PUT, or a multipart upload that is not
-        visible until it completes, on an object store). `key_filter`: a Bloom filter of its
-        keys goes into its footer (shard files)."""
-        buf = io.BytesIO()
-        with pq.ParquetWriter(buf, table.schema) as writer:
-            writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
-            if key_filter:  # in the footer only: in the Arrow schema too, every read would parse it twice
-                keys = table.column("key").to_pylist()
-                writer.add_key_value_metadata({FILTER_KEY: KeyFilter.of(keys).to_bytes()})
-        final = self.path(name)
-        if self.local:
-            os.makedirs(os.path.dirname(final), exist_ok=True)
-            staged = f"{final}.{uuid.uuid4().hex}.tmp"
-            with open(staged, "wb") as fh:
-                fh.write(buf.getvalue())
-            os.replace(staged, final)
-        else:
-            self.fs.pipe_file(final, buf.getvalue())
-        return final
-
-    def create(self, name: str, data: bytes) -> None:
-        """Create a small file, or raise FileExistsError (an exclusive create; If-None-Match on S3)."""
-        final = self.path(name)
-        if self.local:
-            os.makedirs(os.path.dirname(final), exist_ok=True)
-            fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            return
-        try:
-            with self.fs.open(final, "xb") as fh:
-                fh.write(data)
-        except FileExistsError:
-            raise
-        except Exception:
-            if self.fs.exists(final):  # a 412 (or 409) in whatever shape the store gives it
-                raise FileExistsError(final) from None
-            raise
-
-    def map(self, fn: Callable[[Any], Any], items: list[Any]) -> Iterator[Any]:
-        """fn over items, several at a time: an object store answers each request in tens of ms."""
-        if len(items) <= 1:
-            return iter([fn(i) for i in items])
-        with ThreadPoolExecutor(min(PARALLEL_REQUESTS, len(items))) as pool:
-            return iter(list(pool.map(fn, items)))
-
-    def open(self, path: str):
-        """For reading parts of a file (a footer, row groups); on S3 a HEAD first, for its size."""
-        return self.fs.open(path, "rb")
-
-    def read(self, path: str) -> io.BytesIO:
-        """A whole file in one request (a GET, where open() would first ask its size): entries
-        files, read by every actor of a fleet, and files being merged."""
-        if self.local:
-            with open(path, "rb") as fh:
-                return io.BytesIO(fh.read())
-        # s3fs asks an object's size (a HEAD) to read large ones in parts, unless told not to
-        one_request = {"max_concurrency": 1} if "s3" in self.protocols else {}
-        return io.BytesIO(self.fs.cat_file(path, **one_request))
-
-    def remove(self, path: str) -> None:
-        try:
-            self.fs.rm_file(path)
-        except FileNotFoundError:
-            pass
 
 
 class ResponseCache:
@@ -420,19 +270,6 @@ class ResponseCache:
 
             self._compacting = threading.Thread(target=work, daemon=True, name="cache-compaction")
             self._compacting.start()
-
-
-def _local_parquet(folder: str) -> Iterator[str]:
-    """The .parquet files below a local folder, by name alone (no stat)."""
-    try:
-        entries = list(os.scandir(folder))
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-            yield from _local_parquet(entry.path)
-        elif entry.name.endswith(".parquet"):
-            yield entry.path
 
 
 def _groups_holding(footer: Footer, key: str) -> list[int]:

@@ -45,11 +45,12 @@ from typing import Any
 
 from cluster.models.node_cache import node_lock
 from pipelines.redact import redact_message, redact_url
+from pipelines.store.storage import STAGED
 
 log = logging.getLogger("spotbatch.compile_cache")
 
 COMPLETE = ".complete"
-PARTIAL = ".partial-"  # a file being written under its temporary name
+PARTIAL = ".partial-"  # a file being written under its temporary name (on nodes; in the folder, by older versions)
 AOT = "torch_aot_compile"  # vLLM's AOT entries: one level further down
 VLLM_AREA, INDUCTOR_AREA = "vllm", "inductor"
 
@@ -110,11 +111,11 @@ class CacheReport:
 class SharedCompileCache:
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None, cache: Path | None = None,
                  inductor: Path | None = None):
-        import fsspec
+        from pipelines.store.storage import open_storage
 
         self.url = url
-        self.fs, root = fsspec.core.url_to_fs(url, **{"use_listings_cache": False, **(storage_options or {})})
-        self.root = root.rstrip("/")
+        self.storage = open_storage(url, storage_options)
+        self.fs, self.root = self.storage.fs, self.storage.root
         self.cache = cache or local_cache()
         self._inductor = inductor
 
@@ -177,7 +178,7 @@ class SharedCompileCache:
                 staging = Path(tempfile.mkdtemp(prefix=f".staging-{dest.name}-", dir=dest.parent))
                 try:
                     source = f"{self.root}/{VLLM_AREA}/{entry}/{copy}"
-                    for path in self.fs.find(source):
+                    for path in self.storage.find(source):
                         target = staging / path[len(source):].lstrip("/")
                         target.parent.mkdir(parents=True, exist_ok=True)
                         self.fs.get_file(path, str(target))
@@ -199,7 +200,7 @@ class SharedCompileCache:
             files = sorted(p for p in source.rglob("*") if p.is_file())
             for path in files:
                 self._put(path, f"{target}/{path.relative_to(source).as_posix()}")
-            self.fs.pipe_file(f"{target}{COMPLETE}", json.dumps({
+            self.storage.put(f"{target}{COMPLETE}", json.dumps({
                 "host": socket.gethostname(), "time": time.time(), "files": len(files)}).encode())
             report.published.append(entry)
 
@@ -207,12 +208,10 @@ class SharedCompileCache:
 
     def _fetch_inductor(self, report: CacheReport) -> None:
         area = f"{self.root}/{INDUCTOR_AREA}"
-        if not self.fs.exists(area):
-            return
         have = inductor_files(self.inductor)
-        for path in sorted(self.fs.find(area)):
+        for path in self.storage.find(area):
             rel = path[len(area):].lstrip("/")
-            if not rel or PARTIAL in rel or rel in have:
+            if not rel or PARTIAL in rel or rel.endswith(STAGED) or rel in have:  # being written
                 continue
             target = self.inductor / rel
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -226,17 +225,14 @@ class SharedCompileCache:
 
     def _publish_inductor(self, new_files: set[str], report: CacheReport) -> None:
         area = f"{self.root}/{INDUCTOR_AREA}"
-        there = {p[len(area):].lstrip("/") for p in self.fs.find(area)} if self.fs.exists(area) else set()
+        there = {p[len(area):].lstrip("/") for p in self.storage.find(area)}
         for rel in sorted(new_files - there):
-            final = f"{area}/{rel}"
-            partial = f"{final}{PARTIAL}{uuid.uuid4().hex[:8]}"
-            self._put(self.inductor / rel, partial)
-            self.fs.mv(partial, final)  # another node's copy of it may land first: the same content
+            # whole or not at all; another node's copy of it may land first: the same content
+            self._put(self.inductor / rel, f"{area}/{rel}")
             report.published_files += 1
 
     def _put(self, local: Path, remote: str) -> None:
-        self.fs.makedirs(self.fs._parent(remote), exist_ok=True)  # a local or mounted folder needs it
-        self.fs.put_file(str(local), remote)
+        self.storage.put_from(remote, str(local))
 
 
 def around_engine_start(url: str | None, storage_options: dict[str, Any] | None, compiles: bool):

@@ -49,31 +49,41 @@ def compact(store: OutputStore, now: float | None = None) -> Compaction:
         if unit_id in committed and all(t.get("start", {}).get("run_id") in ended for t in tries.values()):
             attempts[unit_id] = tries
     folded_actors = {a: (rec, beats.get(a)) for a, rec in actors.items() if rec.get("run_id") in ended}
-    folded_runs = {r: runs[r] for r in ended}
-    if attempts or folded_actors or folded_runs:
-        _fold(store, records, attempts, folded_actors, folded_runs, now, done)
+    folding = Folding(attempts, folded_actors, {r: runs[r] for r in ended}, now)
+    if attempts or folded_actors or ended:
+        _fold(store, records, folding, done)
     done.orphans_removed = _remove_orphans(store, runs, ended, now)
     return done
 
 
-def _fold(store: OutputStore, records: Records, attempts: dict[str, dict[str, Any]],
-          actors: dict[str, tuple], runs: dict[str, dict], now: float, done: Compaction) -> None:
-    archive = {"folded_at": now, "attempts": attempts, "actors": actors, "runs": runs}
-    store.create(f"{FOLDED}/{new_id()}.json", json.dumps(archive).encode())  # first: nothing is ever lost
+@dataclass(frozen=True)
+class Folding:
+    """What one compaction folds: the ended runs' attempts at committed units, actors, runs."""
+    attempts: dict[str, dict[str, Any]]
+    actors: dict[str, tuple]
+    runs: dict[str, dict]
+    now: float
+
+    def archive(self) -> dict[str, Any]:
+        return {"folded_at": self.now, "attempts": self.attempts, "actors": self.actors, "runs": self.runs}
+
+
+def _fold(store: OutputStore, records: Records, folding: Folding, done: Compaction) -> None:
+    store.create(f"{FOLDED}/{new_id()}.json", json.dumps(folding.archive()).encode())  # first: nothing is ever lost
     files: list[str] = []
-    for unit_id, tries in attempts.items():
+    for unit_id, tries in folding.attempts.items():
         next_number = records.next_attempt_number(unit_id, tries)
         store.put(f"{ATTEMPTS}/{unit_id}/{NEXT_ATTEMPT}", json.dumps({"next": next_number}).encode())
         files += [f"{ATTEMPTS}/{unit_id}/{a}.{kind}.json" for a, t in tries.items() for kind in t]
-    for actor_id, (_, beat) in actors.items():
+    for actor_id, (_, beat) in folding.actors.items():
         files.append(f"{ACTORS}/{actor_id}.json")
         if beat is not None:
             files.append(f"{ACTORS}/{actor_id}.beat.json")
-    files += [f"{RUNS}/{r}.json" for r in runs]
+    files += [f"{RUNS}/{r}.json" for r in folding.runs]
     for name in files:
-        store.fs.rm(store._path(name))
-    done.runs, done.actors = len(runs), len(actors)
-    done.attempts = sum(len(t) for t in attempts.values())
+        store.remove(name)
+    done.runs, done.actors = len(folding.runs), len(folding.actors)
+    done.attempts = sum(len(t) for t in folding.attempts.values())
     done.files_removed = len(files)
 
 
@@ -83,16 +93,11 @@ def _remove_orphans(store: OutputStore, runs: dict[str, dict], ended: set[str], 
     running = [rec.get("started_at", now) for r, rec in runs.items() if r not in ended]
     before = min(running + [now]) - ORPHAN_GRACE_SECONDS
     removed = 0
-    half_written = [p[len(store.root) + 1:] for p in store.fs.find(store._path("_spotbatch")) if p.endswith(STAGED)]
-    names = store.find(STAGING) + half_written
-    for name in names:
-        try:
-            info = store.fs.info(store._path(name))
-        except FileNotFoundError:
-            continue
-        modified = info.get("mtime") or info.get("LastModified")
-        stamp = modified.timestamp() if hasattr(modified, "timestamp") else float(modified or now)
-        if stamp < before:
-            store.fs.rm(store._path(name))
+    staging = store.storage.find(store._path(STAGING))
+    half_written = [p for p in store.storage.find(store._path("_spotbatch")) if p.endswith(STAGED)]
+    for path in staging + half_written:
+        modified = store.storage.modified(path)
+        if modified is not None and modified < before:
+            store.storage.delete(path)
             removed += 1
     return removed

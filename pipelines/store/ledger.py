@@ -78,21 +78,9 @@ def compute_ledger(store: OutputStore, reference: dict[str, Any] | None = None, 
     now = now or time.time()
     runs = records.runs()
     actor_records = records.actors()
-    attempts: list[Attempt] = []
     per_unit: dict[str, dict[str, Any]] = {}
     settled = records.settled_attempts()
-    for unit_id, tries in settled.items():
-        for t in tries.values():
-            start, end = t.get("start"), t.get("end")
-            if start is None:  # not readable (yet); an end is never written before its start
-                continue
-            committed = bool(end) and end.get("outcome") == "committed"
-            attempts.append(Attempt(
-                unit_id=unit_id, actor_id=start.get("actor_id", ""), started_at=start["time"],
-                ended_at=end.get("time") if end else None, committed=committed,
-                input_tokens=end.get("prompt_tokens", 0) if committed else 0,
-                output_tokens=end.get("completion_tokens", 0) if committed else 0,
-            ))
+    attempts = settled_attempt_list(settled)
     by_actor_attempts: dict[str, list[Attempt]] = {}
     for a in attempts:
         by_actor_attempts.setdefault(a.actor_id, []).append(a)
@@ -141,6 +129,24 @@ def compute_ledger(store: OutputStore, reference: dict[str, Any] | None = None, 
         timeline=timeline,
         started_at=min((r["started_at"] for r in runs.values()), default=None),
     )
+
+
+def settled_attempt_list(settled: dict[str, dict[str, dict[str, Any]]]) -> list[Attempt]:
+    """Each attempt whose start is readable, with the tokens of those that committed."""
+    attempts: list[Attempt] = []
+    for unit_id, tries in settled.items():
+        for t in tries.values():
+            start, end = t.get("start"), t.get("end")
+            if start is None:  # not readable (yet); an end is never written before its start
+                continue
+            committed = bool(end) and end.get("outcome") == "committed"
+            attempts.append(Attempt(
+                unit_id=unit_id, actor_id=start.get("actor_id", ""), started_at=start["time"],
+                ended_at=end.get("time") if end else None, committed=committed,
+                input_tokens=end.get("prompt_tokens", 0) if committed else 0,
+                output_tokens=end.get("completion_tokens", 0) if committed else 0,
+            ))
+    return attempts
 
 
 def per_model(actors: list[ActorTime], attempts: list[Attempt],
