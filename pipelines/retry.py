@@ -19,6 +19,7 @@ from pipelines.log import console
 from pipelines.planning.units import Plan
 from pipelines.redact import credentials_hint, describe, output_options, recorded_spec
 from pipelines.run import RunSummary, prepare, run_units
+from pipelines.run_context import Invocation
 from pipelines.store.output import OutputError, OutputStore
 
 log = logging.getLogger("spotbatch.run")
@@ -63,5 +64,5 @@ def retry_failed(output: str, storage_options: dict | None = None, address: str 
         raise OutputError(f"{output} is not finished: run the spec again to finish it before --retry-failed")
     only_ids = failed_rows(store, plan, classes)
     pending = [u for u in plan.units if u.unit_id in only_ids]
-    return run_units(spec, store, plan, pending, address=address, interactive=interactive, only_ids=only_ids,
-                     started=started, verbose=verbose)
+    how = Invocation(address, interactive, verbose, only_ids=only_ids, started=started)
+    return run_units(spec, store, plan, pending, how)
