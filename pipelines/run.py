@@ -28,7 +28,7 @@ from pipelines.engine.warm_pool import keep_warm_seconds
 from pipelines.log import console
 from pipelines.planning.plan_run import plan_run, prepare
 from pipelines.planning.units import Plan, Unit
-from pipelines.progress import RunMonitor
+from pipelines.progress import RunMonitor, RunTotals
 from pipelines.redact import redact_url
 from pipelines.run_context import Invocation, RunContext
 from pipelines.run_summary import RunSummary
@@ -188,9 +188,9 @@ def watch_run(ctx: RunContext, usd_before: float) -> tuple[StopWatch, RunMonitor
         total_rows, committed_rows = sum(len(v) for v in ctx.only_ids.values()), 0
     watch = StopWatch(ctx.records, ctx.run_id, on_stop=lambda reason: monitor.stopping(reason),
                       deadline=lambda: monitor.past_deadline())
-    monitor = RunMonitor(total_rows, committed_rows, len(ctx.pending), usd_before, ctx.spec.cost.max_cost_usd,
-                         watch.stop, ctx.invocation.interactive, deadline=ctx.run_record["deadline"],
-                         show=ctx.invocation.control is None)
+    totals = RunTotals(total_rows, committed_rows, len(ctx.pending), usd_before, ctx.spec.cost.max_cost_usd,
+                       deadline=ctx.run_record["deadline"])
+    monitor = RunMonitor(totals, watch.stop, ctx.invocation.interactive, show=ctx.invocation.control is None)
     return watch, monitor
 
 
