@@ -15,7 +15,7 @@ import random
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import pyarrow as pa
 
@@ -38,12 +38,13 @@ from pipelines.stops.deadline import deadline_at
 from pipelines.stops.stopping import DEADLINE, StopWatch
 from pipelines.store.ledger import compute_ledger, write_ledger
 from pipelines.store.output import OutputStore
-from pipelines.store.records import STALL_SECONDS, Records, new_id
+from pipelines.store.records import Records, new_id
 from pipelines.store.startup import startup
 from pipelines.stream.model_feed import model_rows
+from pipelines.stream.other_runs import OtherRunsWait, await_other_runs
 from pipelines.unit_protocol import SKIP_HELD, SKIP_STOP, outcome_from_row, stall_seconds
 
-__all__ = ["OtherRunsWait", "RunSummary", "await_other_runs", "prepare", "release_engines", "run", "run_units"]
+__all__ = ["RunSummary", "prepare", "release_engines", "run", "run_units"]
 
 log = logging.getLogger("spotbatch.run")
 
@@ -268,31 +269,3 @@ def by_model(units: list[Unit]) -> list[tuple[str | None, list[Unit]]]:
     for u in units:
         groups.setdefault(u.model, []).append(u)
     return list(groups.items())
-
-
-@dataclass(frozen=True)
-class OtherRunsWait:
-    """How long to wait for units another run's live actors hold."""
-
-    stall: float = STALL_SECONDS
-    """An actor silent this long is taken as hung (its units are orphaned)."""
-    max_wait_seconds: float = 3600.0
-    stopped: Callable[[], bool] = lambda: False
-    """The wait ends early once this says the run was asked to stop."""
-    poll_seconds: float = 1.0
-
-
-def await_other_runs(records: Records, unit_ids: list[str], run_id: str,
-                     wait: OtherRunsWait = OtherRunsWait()) -> tuple[set[str], set[str]]:
-    """Wait, for at most `wait.max_wait_seconds` or until the run is asked to stop, for units this
-    run left to live actors of another run. Returns (orphaned, held): units whose holder died
-    or hung and are not committed (this run may take them), and units still held when the wait
-    ended."""
-    deadline = time.monotonic() + wait.max_wait_seconds
-    waiting = set(unit_ids)
-    while True:
-        waiting -= records.store.committed_units()
-        held = {u for u in waiting if records.held_elsewhere(u, run_id, wait.stall)}
-        if not held or time.monotonic() >= deadline or wait.stopped():
-            return waiting - held, held
-        time.sleep(wait.poll_seconds)

@@ -14,11 +14,11 @@ from operators.failures import BAD_INPUT, ENGINE_ERROR, PREEMPTED_EXHAUSTED, TIM
 from operators.generate import RESULT_COLUMNS
 from pipelines import unit_protocol
 from pipelines.cache.response_cache import ResponseCache
-from pipelines.run import OtherRunsWait, await_other_runs
 from pipelines.spec import PipelineSpec
 from pipelines.store.counts import UnitCounts, counts_of
 from pipelines.store.output import OutputStore
 from pipelines.store.records import HEARTBEAT_SECONDS, Records
+from pipelines.stream.other_runs import OtherRunsWait, await_other_runs
 from pipelines.stream.unit_rows import ERROR, ID, MAX_TOKENS, PROMPT
 from pipelines.unit_protocol import SKIP_COMMITTED, SKIP_HELD, STORAGE_ERROR, SUPERSEDED, UnitProtocol
 
