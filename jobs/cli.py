@@ -32,11 +32,12 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.retry_failed:
         from pipelines.retry import retry_failed
+        from pipelines.run_context import Invocation
 
         if args.spec:
             raise SpecError("give a spec or --retry-failed OUTPUT, not both (the output keeps its spec)")
-        summary = retry_failed(args.retry_failed, address=args.address, classes=args.only_class, overrides=args.set,
-                               verbose=args.verbose or None)
+        how = Invocation(address=args.address, verbose=args.verbose or None)
+        summary = retry_failed(args.retry_failed, classes=args.only_class, overrides=args.set, how=how)
         print(format_summary(summary))
         return exit_code(summary)
     if not args.spec:

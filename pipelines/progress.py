@@ -13,6 +13,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pipelines.log import PROGRESS
@@ -59,17 +60,30 @@ def _eta(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
+@dataclass(frozen=True)
+class RunTotals:
+    """What a run sets out to do, what was done before it, and its limits."""
+
+    rows_total: int
+    rows_done_before: int
+    units_pending: int
+    usd_before: float
+    """What the output cost before this run (the ledger's figure)."""
+    max_cost_usd: float | None = None
+    deadline: float | None = None
+    """A Unix time (compute.deadline)."""
+
+
 class RunMonitor:
-    def __init__(self, rows_total: int, rows_done_before: int, units_pending: int, usd_before: float,
-                 max_cost_usd: float | None, request_stop: Callable[[str], None], interactive: bool | None = None,
-                 deadline: float | None = None, show: bool = True):
-        self.rows_total = rows_total
-        self.rows_before = rows_done_before
-        self.units_pending = units_pending
-        self.usd_before = usd_before
-        self.max_cost_usd = max_cost_usd
+    def __init__(self, totals: RunTotals, request_stop: Callable[[str], None], interactive: bool | None = None,
+                 show: bool = True):
+        self.rows_total = totals.rows_total
+        self.rows_before = totals.rows_done_before
+        self.units_pending = totals.units_pending
+        self.usd_before = totals.usd_before
+        self.max_cost_usd = totals.max_cost_usd
         self.request_stop = request_stop  # pipelines/stops/stopping.py: writes the stop, then calls stopping()
-        self.deadline = deadline  # a Unix time (compute.deadline)
+        self.deadline = totals.deadline  # a Unix time (compute.deadline)
         self.started = time.monotonic()
         self.rows = self.tokens = self.units = 0
         self.unit_seconds = 0.0  # engine seconds of the units committed in this run
@@ -86,7 +100,7 @@ class RunMonitor:
         elif show and (sys.stdout.isatty() if interactive is None else interactive):
             from tqdm import tqdm  # not tqdm.auto: its notebook bar needs ipywidgets
 
-            self._bar = tqdm(total=rows_total, initial=rows_done_before, unit="row", dynamic_ncols=True)
+            self._bar = tqdm(total=self.rows_total, initial=self.rows_before, unit="row", dynamic_ncols=True)
 
     def spent(self, now: float | None = None) -> float:
         now = now or time.time()

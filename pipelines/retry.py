@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -19,6 +20,7 @@ from pipelines.log import console
 from pipelines.planning.units import Plan
 from pipelines.redact import credentials_hint, describe, output_options, recorded_spec
 from pipelines.run import RunSummary, prepare, run_units
+from pipelines.run_context import Invocation
 from pipelines.store.output import OutputError, OutputStore
 
 log = logging.getLogger("spotbatch.run")
@@ -41,14 +43,14 @@ def failed_rows(store: OutputStore, plan: Plan, classes: list[str] | None = None
     return found
 
 
-def retry_failed(output: str, storage_options: dict | None = None, address: str | None = None,
-                 classes: list[str] | None = None, overrides: list[str] | None = None,
-                 interactive: bool | None = None, verbose: bool | None = None) -> RunSummary:
+def retry_failed(output: str, storage_options: dict | None = None, classes: list[str] | None = None,
+                 overrides: list[str] | None = None, how: Invocation | None = None) -> RunSummary:
     """`overrides` (dotted.key=value) may change how it runs (compute, cost: a longer timeout,
     more actors, a budget); a change to what decides the answers is refused, as for any run.
-    What the output has cost so far counts against a budget, as in any run."""
+    What the output has cost so far counts against a budget, as in any run. `how` says where
+    and how it runs (its address, verbose, interactive: pipelines/run_context.py)."""
     console()
-    started = time.monotonic()
+    how = replace(how or Invocation(), started=time.monotonic())
     overrides = overrides or []
     storage_options = storage_options or output_options(overrides)
     store = OutputStore(output, storage_options)
@@ -63,5 +65,4 @@ def retry_failed(output: str, storage_options: dict | None = None, address: str 
         raise OutputError(f"{output} is not finished: run the spec again to finish it before --retry-failed")
     only_ids = failed_rows(store, plan, classes)
     pending = [u for u in plan.units if u.unit_id in only_ids]
-    return run_units(spec, store, plan, pending, address=address, interactive=interactive, only_ids=only_ids,
-                     started=started, verbose=verbose)
+    return run_units(spec, store, plan, pending, replace(how, only_ids=only_ids))

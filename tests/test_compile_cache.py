@@ -132,7 +132,7 @@ def test_a_folder_that_fails_costs_only_time_and_names_no_secret(tmp_path, monke
 
 
 def test_planning_refuses_a_cache_folder_it_cannot_reach(tmp_path):
-    from pipelines.run import check_compile_cache
+    from pipelines.planning.plan_run import check_compile_cache
 
     def model(compile_cache):
         return PipelineSpec.model_validate({"input": {"paths": "x.parquet", "prompt_column": "p"},

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from pipelines.progress import RunMonitor
+from pipelines.progress import RunMonitor, RunTotals
 
 
 def unit(actor="a", rows=10, tokens=100, committed=True, started=0.0, rate=0.01, seconds=100.0):
@@ -9,7 +9,7 @@ def unit(actor="a", rows=10, tokens=100, committed=True, started=0.0, rate=0.01,
 
 
 def test_log_lines_carry_rows_rate_eta_and_dollars(cli_console, capsys):
-    m = RunMonitor(rows_total=100, rows_done_before=20, units_pending=8, usd_before=1.0, max_cost_usd=None,
+    m = RunMonitor(RunTotals(rows_total=100, rows_done_before=20, units_pending=8, usd_before=1.0, max_cost_usd=None),
                    request_stop=lambda r: None, interactive=False)
     m.on_unit(unit())
     line = capsys.readouterr().out
@@ -22,7 +22,7 @@ def test_budget_stops_admitting_units_once_the_next_ones_would_pass_it():
 
     stops = []
     now = time.time()
-    m = RunMonitor(rows_total=1000, rows_done_before=0, units_pending=100, usd_before=0.0, max_cost_usd=10.0,
+    m = RunMonitor(RunTotals(rows_total=1000, rows_done_before=0, units_pending=100, usd_before=0.0, max_cost_usd=10.0),
                    request_stop=lambda reason: (stops.append(reason), m.stopping(reason)), interactive=False)
     # one actor, 300 s old at $0.01/s: $3 spent; its next 100-s unit, $1, makes $4 < $10
     m.on_unit(unit("a", started=now - 300))
@@ -37,7 +37,7 @@ def test_budget_stops_admitting_units_once_the_next_ones_would_pass_it():
 
 def test_no_budget_never_stops():
     stops = []
-    m = RunMonitor(rows_total=10, rows_done_before=0, units_pending=1, usd_before=0.0, max_cost_usd=None,
+    m = RunMonitor(RunTotals(rows_total=10, rows_done_before=0, units_pending=1, usd_before=0.0, max_cost_usd=None),
                    request_stop=stops.append, interactive=False)
     m.on_unit(unit(started=0.0, rate=1.0))
     assert stops == [] and m.stopped is None
@@ -48,8 +48,8 @@ def test_a_deadline_stops_admitting_units_that_would_end_past_it():
 
     stops = []
     now = time.time()
-    m = RunMonitor(rows_total=1000, rows_done_before=0, units_pending=100, usd_before=0.0, max_cost_usd=None,
-                   request_stop=stops.append, interactive=False, deadline=now + 250)
+    m = RunMonitor(RunTotals(rows_total=1000, rows_done_before=0, units_pending=100, usd_before=0.0, max_cost_usd=None,
+                             deadline=now + 250), request_stop=stops.append, interactive=False)
     assert not m.past_deadline(now)  # no unit measured yet: only the deadline itself counts
     assert m.past_deadline(now + 251)
     m.on_unit(unit(seconds=100.0))  # units take 100 s: one taken now ends well before it
@@ -60,7 +60,7 @@ def test_a_deadline_stops_admitting_units_that_would_end_past_it():
 
 
 def test_a_log_ends_with_the_runs_final_state_not_its_last_line_before_it(cli_console, capsys):
-    m = RunMonitor(rows_total=30, rows_done_before=0, units_pending=3, usd_before=0.0, max_cost_usd=None,
+    m = RunMonitor(RunTotals(rows_total=30, rows_done_before=0, units_pending=3, usd_before=0.0, max_cost_usd=None),
                    request_stop=lambda r: None, interactive=False)
     for _ in range(3):
         m.on_unit(unit())  # one line at the first unit, the next two within LOG_SECONDS of it
@@ -70,7 +70,7 @@ def test_a_log_ends_with_the_runs_final_state_not_its_last_line_before_it(cli_co
 
 
 def test_nothing_run_logs_no_final_line(cli_console, capsys):
-    m = RunMonitor(rows_total=30, rows_done_before=0, units_pending=3, usd_before=0.0, max_cost_usd=None,
+    m = RunMonitor(RunTotals(rows_total=30, rows_done_before=0, units_pending=3, usd_before=0.0, max_cost_usd=None),
                    request_stop=lambda r: None, interactive=False)
     m.close()
     assert capsys.readouterr().out == ""
@@ -85,9 +85,9 @@ def test_a_notebook_shows_one_line_redrawn_in_place_ending_at_the_final_state(tm
 import sys
 sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
 from pipelines.log import console
-from pipelines.progress import RunMonitor
+from pipelines.progress import RunMonitor, RunTotals
 console()  # as a run does first: nothing configured logging in this kernel
-m = RunMonitor(rows_total=30, rows_done_before=0, units_pending=3, usd_before=0.0, max_cost_usd=None,
+m = RunMonitor(RunTotals(rows_total=30, rows_done_before=0, units_pending=3, usd_before=0.0, max_cost_usd=None),
                request_stop=lambda r: None)
 for _ in range(3):
     m.on_unit({{"actor_id": "a", "actor_started_at": 0.0, "actor_usd_per_second": 0.0, "committed": True,
@@ -102,7 +102,7 @@ m.close()
 
 
 def test_a_run_controlled_by_its_caller_prints_nothing_and_gives_its_line(cli_console, capsys):
-    m = RunMonitor(rows_total=30, rows_done_before=0, units_pending=3, usd_before=0.0, max_cost_usd=None,
+    m = RunMonitor(RunTotals(rows_total=30, rows_done_before=0, units_pending=3, usd_before=0.0, max_cost_usd=None),
                    request_stop=lambda r: None, interactive=True, show=False)
     m.on_unit(unit())
     m.stopping("cancelled")

@@ -5,8 +5,8 @@ import pytest
 from ray.data import ActorPoolStrategy
 
 from operators.engine import EngineConfig, effective_dtype, engine_env
-from pipelines.run import actor_resources
 from pipelines.spec import PipelineSpec
+from pipelines.stream.model_feed import actor_resources
 
 BASE = {"input": {"paths": "in/", "prompt_column": "text"}, "output": {"path": "out/"}}
 

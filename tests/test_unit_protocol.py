@@ -14,11 +14,11 @@ from operators.failures import BAD_INPUT, ENGINE_ERROR, PREEMPTED_EXHAUSTED, TIM
 from operators.generate import RESULT_COLUMNS
 from pipelines import unit_protocol
 from pipelines.cache.response_cache import ResponseCache
-from pipelines.run import await_other_runs
 from pipelines.spec import PipelineSpec
 from pipelines.store.counts import UnitCounts, counts_of
 from pipelines.store.output import OutputStore
 from pipelines.store.records import HEARTBEAT_SECONDS, Records
+from pipelines.stream.other_runs import OtherRunsWait, await_other_runs
 from pipelines.stream.unit_rows import ERROR, ID, MAX_TOKENS, PROMPT
 from pipelines.unit_protocol import SKIP_COMMITTED, SKIP_HELD, STORAGE_ERROR, SUPERSEDED, UnitContext, UnitProtocol
 
@@ -407,7 +407,7 @@ def test_a_run_waiting_for_another_runs_unit_takes_it_when_that_run_dies(where):
     open_attempt(store, "run-a", "actor-a")
     beat(store, "actor-a", age=2 * HEARTBEAT_SECONDS - 1.5)  # fresh now, stale in 1.5 s: A died
     started = time.monotonic()
-    assert await_other_runs(records, store, [UNIT], "run-b", poll_seconds=0.2) == ({UNIT}, set())  # ours now
+    assert await_other_runs(records, [UNIT], "run-b", OtherRunsWait(poll_seconds=0.2)) == ({UNIT}, set())  # ours now
     assert 1.0 < time.monotonic() - started < 30
 
 
@@ -418,7 +418,7 @@ def test_a_run_waiting_for_another_runs_unit_returns_when_that_run_commits_it(wh
     beat(store, "actor-a", age=0)
     a = protocol(spec, FakeGenerate(), run_id="run-a", actor_id="actor-a2")
     threading.Timer(1.0, lambda: a.run(UNIT, unit_rows())).start()  # A's restarted actor finishes it
-    assert await_other_runs(Records(store), store, [UNIT], "run-b", poll_seconds=0.2) == (set(), set())
+    assert await_other_runs(Records(store), [UNIT], "run-b", OtherRunsWait(poll_seconds=0.2)) == (set(), set())
 
 
 def test_a_unit_held_by_a_hung_engine_is_not_held(where):
@@ -449,8 +449,8 @@ def test_waiting_for_another_run_is_bounded(where):
     threading.Thread(target=beat_forever, daemon=True).start()
     started = time.monotonic()
     try:
-        assert await_other_runs(Records(store), store, [UNIT], "run-b", max_wait_seconds=1.0,
-                                poll_seconds=0.2) == (set(), {UNIT})
+        assert await_other_runs(Records(store), [UNIT], "run-b",
+                                OtherRunsWait(max_wait_seconds=1.0, poll_seconds=0.2)) == (set(), {UNIT})
     finally:
         keep_beating.set()
     assert 1.0 <= time.monotonic() - started < 10

@@ -114,7 +114,7 @@ def test_the_cli_and_a_test_keep_nothing_warm_a_notebook_does(tmp_path, monkeypa
     import sys
     import types
 
-    from pipelines.run import DEFAULT_KEEP_WARM_SECONDS, keep_warm_seconds
+    from pipelines.engine.warm_pool import DEFAULT_KEEP_WARM_SECONDS, keep_warm_seconds
 
     assert keep_warm_seconds(spec(tmp_path, "x", keep_warm=None)) == 0  # not an interactive Python
     kernel = types.ModuleType("IPython")

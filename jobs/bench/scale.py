@@ -166,7 +166,7 @@ def probe_reader(output: str, storage_options: dict | None, which: str) -> dict[
 def probe_ray_data(units: int, slots: int, one_per_unit: bool) -> dict[str, Any]:
     import ray
 
-    from pipelines.run import unit_dataset
+    from pipelines.stream.ray_data import unit_dataset
     from pipelines.stream.unit_blocks import block_sizes
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,

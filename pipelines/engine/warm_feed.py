@@ -15,9 +15,13 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from spotbatch.errors import EngineFailed
+
+if TYPE_CHECKING:
+    from pipelines.stream.model_feed import ModelFeed
 
 GROW_CHECK_SECONDS = 1.0  # how often the cluster is asked whether one more engine fits
 WAIT_SECONDS = 0.25  # the longest the feed waits before it looks at stops and room again (and an interrupt is heard)
@@ -35,11 +39,39 @@ def fits(options: dict[str, Any], available: dict[str, float]) -> bool:
     return all(available.get(name, 0.0) >= amount for name, amount in wanted.items() if amount)
 
 
-def stream_units(engines, context: dict[str, Any], descriptors: list[dict[str, Any]], units_in_flight: int,
-                 max_sends: int, stopped: Callable[[], bool] = lambda: False) -> Iterator[dict[str, Any]]:
+@dataclass(frozen=True)
+class FeedLimits:
+    units_in_flight: int
+    """At most this many units per engine at a time."""
+    max_sends: int
+    """A unit whose engine died is sent again, up to this many sends in all."""
+
+
+def rows_through_warm_engines(feed: ModelFeed, stopped: Callable[[], bool]) -> Iterator[dict[str, Any]]:
+    """The summary rows of `feed`'s units, through this driver's warm engines
+    (pipelines/engine/warm_pool.py), which stay for the next run."""
+    from pipelines.engine.actor import MODEL
+    from pipelines.engine.warm_pool import POOL, engine_key
+    from pipelines.store.output import OutputStore
+    from pipelines.store.records import Records
+
+    spec, args, resources = feed.spec, feed.engine_args, feed.resources
+    records = Records(OutputStore(spec.output.path, spec.output.storage_options))
+    engines = POOL.take(engine_key(args["spec_data"], args["model_source"], resources),
+                        resources, feed.keep_warm, dtype=records.loaded_dtype(args["route_name"] or MODEL))
+    try:
+        yield from stream_units(engines, {**args, "read_spec_data": feed.spec_data}, feed.descriptors,
+                                FeedLimits(resources.units_in_flight, max_sends=2 * spec.compute.max_attempts + 2),
+                                stopped=stopped)
+    finally:
+        POOL.give_back(engines, (spec.output.path, spec.output.storage_options))
+
+
+def stream_units(engines, context: dict[str, Any], descriptors: list[dict[str, Any]], limits: FeedLimits,
+                 stopped: Callable[[], bool] = lambda: False) -> Iterator[dict[str, Any]]:
     """Feed units to the warm engines; yields each unit's summary row as it comes back. A call
-    whose actor died is sent again, up to `max_sends` times (Ray restarts the actor; the unit
-    protocol knows what was committed, and gives up on a unit that kills its engine every
+    whose actor died is sent again, up to `limits.max_sends` times (Ray restarts the actor; the
+    unit protocol knows what was committed, and gives up on a unit that kills its engine every
     time). Once `stopped()`, no unit is sent; the ones under way are waited for."""
     import ray
     from ray.exceptions import RayActorError  # an actor that died or is unreachable, whatever the cause
@@ -60,11 +92,11 @@ def stream_units(engines, context: dict[str, Any], descriptors: list[dict[str, A
             if stopped():
                 todo.clear()  # asked to stop: no new unit; those under way commit or skip
             for h, host in enumerate(engines.hosts):
-                while todo and h in placed and per_host[h] < units_in_flight:
+                while todo and h in placed and per_host[h] < limits.units_in_flight:
                     unit = todo.popleft()
                     in_flight[host.run_units.remote(context_ref, [unit])] = (h, unit)
                     per_host[h] += 1
-            full = all(per_host[h] >= units_in_flight for h in placed)
+            full = all(per_host[h] >= limits.units_in_flight for h in placed)
             if todo and full and not placing and time.monotonic() - grow_checked >= GROW_CHECK_SECONDS:
                 grow_checked = time.monotonic()
                 if engines.can_grow() and fits(engines.actor_options, ray.available_resources()):
@@ -85,8 +117,8 @@ def stream_units(engines, context: dict[str, Any], descriptors: list[dict[str, A
                 table = ray.get(ready[0])
             except RayActorError as err:
                 sends[unit["unit_id"]] = sends.get(unit["unit_id"], 0) + 1
-                if sends[unit["unit_id"]] >= max_sends:
-                    raise EngineFailed(f"unit {unit['unit_id']}: its engine actor died {max_sends} times; "
+                if sends[unit["unit_id"]] >= limits.max_sends:
+                    raise EngineFailed(f"unit {unit['unit_id']}: its engine actor died {limits.max_sends} times; "
                                        "re-run the same command to resume") from err
                 todo.appendleft(unit)  # its actor died (a lost node, an engine that failed): again
                 time.sleep(0.5)

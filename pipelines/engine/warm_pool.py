@@ -29,6 +29,24 @@ from cluster.resources import ActorResources
 log = logging.getLogger("spotbatch.warm")
 
 REAP_SECONDS = 1.0  # how often idle engines are looked at
+DEFAULT_KEEP_WARM_SECONDS = 300.0  # compute.keep_warm_seconds in an interactive Python
+
+
+def keep_warm_seconds(spec) -> float:
+    """compute.keep_warm_seconds, or its default: a few minutes where a person iterates (a
+    notebook, a REPL), none in the CLI, a Ray job or a nightly run."""
+    if spec.compute.keep_warm_seconds is not None:
+        return spec.compute.keep_warm_seconds
+    return DEFAULT_KEEP_WARM_SECONDS if interactive_python() else 0.0
+
+
+def interactive_python() -> bool:
+    """A REPL or an IPython shell (a notebook's kernel is one); not a script, a job or a test."""
+    import sys
+
+    from pipelines.progress import ipython_shell
+
+    return hasattr(sys, "ps1") or ipython_shell() is not None
 
 
 def engine_key(spec_data: dict[str, Any], model_source: dict[str, Any], resources: ActorResources) -> str:

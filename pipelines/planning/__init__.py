@@ -1,2 +1,4 @@
-"""Planning a run before any engine starts: the input's shards found and pinned, the work
-fingerprinted and split into units, the paths kept apart, the routes and the run's date."""
+"""Planning a run before any engine starts, read top to bottom in plan_run.py: the paths kept
+apart, the models pinned, the input resolved, its shards listed and pinned (inputs.py), the work
+fingerprinted and split into units (units.py), the manifest written; beside them the routes
+(routing.py), the run's date (schedule.py) and moving an earlier run aside (start_over.py)."""

@@ -8,7 +8,7 @@ single units, so no actor is left with a long block while the others idle. The n
 blocks then grows with the fleet (its slots: actors x units in flight), not with the units.
 
 A block is read into one block of rows (Ray Data makes one output block of each input block
-when block shaping is off, pipelines/run.py), so a unit still reaches its actor whole, in
+when block shaping is off, pipelines/stream/ray_data.py), so a unit still reaches its actor whole, in
 one call, or not at all.
 
 >>> len(block_sizes(1000, slots=20)), set(block_sizes(1000, slots=20))
