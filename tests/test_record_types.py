@@ -117,7 +117,7 @@ def test_a_runs_record_built_as_the_run_builds_it_is_what_it_always_was():
     written with the driver's S3 requests) give the fixture's run record, byte for byte."""
     from dataclasses import replace
 
-    from pipelines import run as run_module
+    from pipelines import run_context
 
     record = RunRecord(invoked_at=0.5, started_at=1.0, pid=99, host="h", units_pending=4, ended_at=None,
                        stopped=None, max_cost_usd=None, reference=None)
@@ -126,4 +126,4 @@ def test_a_runs_record_built_as_the_run_builds_it_is_what_it_always_was():
     record.ended_at, record.stopped = 40.0, "budget"
     before = (BEFORE / "_spotbatch/runs/run-a.json").read_bytes()
     assert json.dumps(replace(record, storage_requests={"GET": 4}).to_json()).encode() == before
-    assert run_module.RunRecord is RunRecord  # the run builds this one
+    assert run_context.RunRecord is RunRecord  # the run builds this one
