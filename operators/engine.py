@@ -160,7 +160,7 @@ class VLLMEngine:
         return int(self.llm.llm_engine.vllm_config.cache_config.block_size)
 
     def _params(self, sampling: dict[str, Any]):
-        """vLLM's SamplingParams for a request's sampling (pipelines/spec.py's SamplingSpec
+        """vLLM's SamplingParams for a request's sampling (pipelines/spec/sampling.py's SamplingSpec
         fields). vLLM validates them; what it refuses fails that row alone (RowRejected)."""
         key = json.dumps(sampling, sort_keys=True, default=str)
         params = self._param_cache.get(key)
@@ -201,7 +201,7 @@ class VLLMEngine:
 
 
 def sampling_params(sampling: dict[str, Any]):
-    """A request's sampling (OpenAI's names, pipelines/spec.py's SamplingSpec) as vLLM's."""
+    """A request's sampling (OpenAI's names, pipelines/spec/sampling.py's SamplingSpec) as vLLM's."""
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 

@@ -23,7 +23,7 @@ from spotbatch.errors import BatchFileError
 NAME = "OpenAI"
 ENDPOINT = "/v1/chat/completions"
 REQUEST_FIELDS = {"custom_id", "method", "url", "body"}
-# Body fields mapped onto the row's sampling (pipelines/spec.py's SamplingSpec, OpenAI's names).
+# Body fields mapped onto the row's sampling (pipelines/spec/sampling.py's SamplingSpec, OpenAI's names).
 SAMPLING_FIELDS = {"temperature", "top_p", "seed", "stop", "n", "logprobs", "top_logprobs", "response_format",
                    "presence_penalty", "frequency_penalty"}
 # Fields that change no answer at OpenAI either: bookkeeping and delivery.

@@ -105,3 +105,4 @@ LATER_DEFAULTS = {k: f.get_default(call_default_factory=True) for k, f in Sampli
 def sampling_identity(sampling: dict[str, Any]) -> dict[str, Any]:
     """What of a sampling decides an answer: every field, leaving out those added later while
     they hold their defaults, so outputs and caches made before them still match."""
+    return {k: v for k, v in sampling.items() if k in FIRST_SAMPLING_FIELDS or v != LATER_DEFAULTS.get(k)}
