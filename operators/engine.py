@@ -67,7 +67,8 @@ class Completion:
 
 
 class RowRejected(ValueError):
-    """The engine refused one request for what it is; the rest of the batch is fine."""
+    """Raised when the engine refuses one request for what it is; the rest of the batch is fine.
+    Caught in the engine actor, and that row becomes an error record."""
 
 
 def cpu_engine_env(threads: int, cores: int, kv_cache_gib: int = 1) -> dict[str, str]:
