@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from operators.engine_args import hide_in_engine_logs
-from operators.tokens import prompt_token_ids
+from operators.tokens import PromptForm, prompt_token_ids
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ class VLLMEngine:
 
     def encode(self, prompt: str, system_prompt: str | None, fmt: str) -> list[int]:
         """Token ids of the prompt as the model will see it (operators/tokens.py)."""
-        return prompt_token_ids(self.tokenizer, prompt, system_prompt, fmt, self.config.chat_template,
+        return prompt_token_ids(self.tokenizer, prompt, PromptForm(system_prompt, fmt), self.config.chat_template,
                                 self.config.chat_template_kwargs)
 
     def kv_capacity_tokens(self) -> int:

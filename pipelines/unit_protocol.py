@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 
 from operators.engine_turns import EngineTurns
 from operators.failures import BAD_INPUT, ENGINE_ERROR, INPUT_CHANGED, PREEMPTED_EXHAUSTED, STORAGE_ERROR
-from operators.generate import RESULT_SCHEMA, conform, empty_results
+from operators.generate import RESULT_SCHEMA, RowBatch, conform, empty_results
 from pipelines.cache.response_cache import ANSWER_COLUMNS, ResponseCache, request_key
 from pipelines.planning.units import model_identity
 from pipelines.redact import redact_url
@@ -231,8 +231,8 @@ class UnitProtocol:
             cached = self._cached(keys)
             with self.turns.alone() if died_in_company(attempts) else self.turns.shared() as turn:
                 try:
-                    cols = self.generate(prompts, rows.column(ERROR).to_pylist(), max_tokens, keys=keys,
-                                         cached=cached, samplings=samplings)
+                    batch = RowBatch(prompts, rows.column(ERROR).to_pylist(), max_tokens, keys, samplings)
+                    cols = self.generate(batch, cached=cached)
                 except BaseException:
                     in_engine = turn.company  # how many units were in the engine with it
                     raise

@@ -29,6 +29,7 @@ from cluster.preemption import check_notice, drain_this_node
 from operators.engine import EngineConfig, VLLMEngine, engine_env
 from operators.feeder import EngineFailed, EngineFeeder
 from operators.generate import GenerateOperator
+from operators.tokens import PromptForm
 from pipelines.cache.response_cache import ResponseCache
 from pipelines.engine.compile_cache import around_engine_start
 from pipelines.log import console
@@ -134,8 +135,7 @@ class UnitGenerator:
             self.feeder.engine,
             self.feeder,
             sampling=spec.sampling.model_dump(),
-            system_prompt=spec.input.system_prompt,
-            fmt=spec.input.format,
+            form=PromptForm(spec.input.system_prompt, spec.input.format),
             timeout_seconds=spec.compute.request_timeout_seconds,
         )
         # The run's own cache (inside its output) makes duplicates generated once across actors
