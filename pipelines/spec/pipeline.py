@@ -30,7 +30,9 @@ class PipelineSpec(_Section):
     """
 
     input: InputSpec
+    """What to read: the files, and the columns a prompt is made of."""
     model: ModelSpec = Field(default_factory=ModelSpec)
+    """The model that answers (without `route`)."""
     models: dict[str, ModelSpec] = Field(
         default_factory=dict, description="Named models that `route` sends rows to (instead of `model`). "
         "A model's engine actors start when its rows' turn comes and are released when they are done; "
@@ -38,10 +40,15 @@ class PipelineSpec(_Section):
     )
     route: RouteSpec | None = Field(None, description="How rows are routed to `models`.")
     sampling: SamplingSpec = Field(default_factory=SamplingSpec)
+    """How every row is sampled, unless the row says otherwise."""
     compute: ComputeSpec = Field(default_factory=ComputeSpec)
+    """The engine actors and what each holds."""
     cost: CostSpec = Field(default_factory=CostSpec)
+    """What the nodes cost, and a budget."""
     cache: CacheSpec = Field(default_factory=CacheSpec)
+    """Answers shared within a run and across runs."""
     output: OutputSpec
+    """Where results, records and the ledger go."""
 
     # From plain data (YAML's, or a dict in Python) an invalid spec is a SpecError naming every
     # problem (spotbatch/errors.py). Not from keywords, PipelineSpec(input=...): an __init__ of our
@@ -116,7 +123,6 @@ class PipelineSpec(_Section):
 def validate_spec(data: dict[str, Any]) -> PipelineSpec:
     """A PipelineSpec from plain data, or a SpecError listing every problem."""
     return PipelineSpec.model_validate(data)
-
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
