@@ -33,15 +33,27 @@ class NodeFacts:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class ActorAsks:
+    """What an engine actor asks of its node, as its spec's `compute` says."""
+
+    spot_resource: str | None
+    """The custom resource that marks spot nodes, if any."""
+    gpus_per_actor: float
+    """The actor's GPUs; 0 for a CPU engine."""
+    engine_threads: int
+    """A CPU engine's threads, which decide its share of the node's cores."""
+
+
 def describe_node(
     labels: dict[str, str],
     node_resources: dict[str, float],
     cost: Any,  # pipelines.spec.CostSpec (cluster does not import pipelines)
-    spot_resource: str | None,
-    gpus_per_actor: float,
-    engine_threads: int,
+    asks: ActorAsks,
     node_id: str,
 ) -> NodeFacts:
+    """What the node is and costs (its labels, else the spec's cost section), and the actor's share."""
+    spot_resource, gpus_per_actor, engine_threads = asks.spot_resource, asks.gpus_per_actor, asks.engine_threads
     group = cost.node_groups.get(labels.get(NODE_GROUP_LABEL, ""))
     instance_type = labels.get(INSTANCE_TYPE_LABEL) or (group.instance_type if group else cost.instance_type)
     market = labels.get(MARKET_LABEL) or labels.get(OWN_MARKET_LABEL) or (group.market if group else None)
@@ -64,4 +76,5 @@ def this_node(cost: Any, spot_resource: str | None, gpus_per_actor: float, engin
     ctx = ray.get_runtime_context()
     node_id = ctx.get_node_id()
     resources = next((n["Resources"] for n in ray.nodes() if n["NodeID"] == node_id), {})
-    return describe_node(ctx.get_node_labels(), resources, cost, spot_resource, gpus_per_actor, engine_threads, node_id)
+    asks = ActorAsks(spot_resource, gpus_per_actor, engine_threads)
+    return describe_node(ctx.get_node_labels(), resources, cost, asks, node_id)

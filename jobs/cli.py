@@ -138,10 +138,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from pipelines.formats.export import export
+    from pipelines.formats.export import ExportRequest, export
 
-    counts = export(args.output, args.format, args.to, include_truncated=args.include_truncated,
-                    overrides=args.set, partial=args.partial)
+    counts = export(ExportRequest(args.output, args.format, args.to, include_truncated=args.include_truncated,
+                                  overrides=list(args.set or []), partial=args.partial))
     log.info(f"exported {counts['written']:,} of {counts['rows']:,} rows to {args.to}"
              + (f"; {counts['errors']:,} failed rows in the errors file" if counts["errors"] else "")
              + (f"; {counts['skipped']:,} skipped (errors or cut-off answers)" if counts["skipped"] else ""))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from operators.engine_args import hide_in_engine_logs
-from operators.tokens import prompt_token_ids
+from operators.tokens import PromptForm, prompt_token_ids
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,8 @@ class Completion:
 
 
 class RowRejected(ValueError):
-    """The engine refused one request for what it is; the rest of the batch is fine."""
+    """Raised when the engine refuses one request for what it is; the rest of the batch is fine.
+    Caught in the engine actor, and that row becomes an error record."""
 
 
 def cpu_engine_env(threads: int, cores: int, kv_cache_gib: int = 1) -> dict[str, str]:
@@ -146,7 +147,7 @@ class VLLMEngine:
 
     def encode(self, prompt: str, system_prompt: str | None, fmt: str) -> list[int]:
         """Token ids of the prompt as the model will see it (operators/tokens.py)."""
-        return prompt_token_ids(self.tokenizer, prompt, system_prompt, fmt, self.config.chat_template,
+        return prompt_token_ids(self.tokenizer, prompt, PromptForm(system_prompt, fmt), self.config.chat_template,
                                 self.config.chat_template_kwargs)
 
     def kv_capacity_tokens(self) -> int:
@@ -160,7 +161,7 @@ class VLLMEngine:
         return int(self.llm.llm_engine.vllm_config.cache_config.block_size)
 
     def _params(self, sampling: dict[str, Any]):
-        """vLLM's SamplingParams for a request's sampling (pipelines/spec.py's SamplingSpec
+        """vLLM's SamplingParams for a request's sampling (pipelines/spec/sampling.py's SamplingSpec
         fields). vLLM validates them; what it refuses fails that row alone (RowRejected)."""
         key = json.dumps(sampling, sort_keys=True, default=str)
         params = self._param_cache.get(key)
@@ -201,7 +202,7 @@ class VLLMEngine:
 
 
 def sampling_params(sampling: dict[str, Any]):
-    """A request's sampling (OpenAI's names, pipelines/spec.py's SamplingSpec) as vLLM's."""
+    """A request's sampling (OpenAI's names, pipelines/spec/sampling.py's SamplingSpec) as vLLM's."""
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 

@@ -13,9 +13,23 @@ knows; `hide_in_engine_logs` hides every value of the others in its log lines.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 REDACTED = "<redacted>"  # what stands where a secret was
+_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]+@")
+
+
+def redact_url(value: str) -> str:
+    """A URL (a model's, an output's) with its userinfo, a credential, replaced. Here, at the
+    bottom of the imports, so cluster/ and pipelines/ both use this one.
+
+    >>> redact_url("s3://AKIA:wJalr@bucket/model/")
+    's3://<redacted>@bucket/model/'
+    """
+    return _USERINFO.sub(rf"\1{REDACTED}@", value)
+
+
 # vLLM 0.32's EngineArgs and LLM names whose values say how the engine loads and runs.
 SAFE_ENGINE_ARGS = frozenset({
     # the model and its loading

@@ -14,6 +14,7 @@ import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -22,6 +23,7 @@ from operators.batching import Request, order_for_engine
 from operators.engine import Completion, RowRejected
 from operators.failures import BAD_INPUT, CONTEXT_TOO_LONG, TIMEOUT, classify_rejection
 from operators.feeder import EngineFeeder
+from operators.tokens import PromptForm
 
 # What this operator writes per row: the one home of the result columns (a unit's results
 # file adds the input's id, the model and the spec's fingerprint).
@@ -91,16 +93,34 @@ class Tokenizer(Protocol):
     def encode(self, prompt: str, system_prompt: str | None, fmt: str) -> list[int]: ...
 
 
+@dataclass(frozen=True)
+class RowBatch:
+    """A unit's rows as the operator reads them: a list per column, item i for row i."""
+
+    prompts: list[str | None]
+    """Each row's rendered prompt (None for a row that already failed)."""
+    errors: list[str | None]
+    """Each row's error so far (None: none); a row with one is not sent."""
+    max_tokens: list[int | None] | None = None
+    """Each row's own max_tokens (None: its sampling's)."""
+    keys: list[str | None] | None = None
+    """Each row's request key (pipelines/cache/response_cache.py): identical requests are generated once."""
+    samplings: list[dict[str, Any] | None] | None = None
+    """Each row's own sampling, every field (None: the operator's)."""
+
+
+Wait = tuple[int, Future, str]  # (row, the future that answers it, served_from)
+
+
 class GenerateOperator:
     """Reads `prompt` text (or a prior `error`) per row; writes RESULT_COLUMNS."""
 
-    def __init__(self, engine: Tokenizer, feeder: EngineFeeder, sampling: dict[str, Any],
-                 system_prompt: str | None, fmt: str, timeout_seconds: float | None = None):
+    def __init__(self, engine: Tokenizer, feeder: EngineFeeder, sampling: dict[str, Any], form: PromptForm,
+                 timeout_seconds: float | None = None):
         self.engine = engine
         self.feeder = feeder
         self.sampling = sampling
-        self.system_prompt = system_prompt
-        self.fmt = fmt  # raw, chat or messages (VLLMEngine.encode)
+        self.form = form  # the system prompt, and raw, chat or messages (VLLMEngine.encode)
         self.timeout_seconds = timeout_seconds
         self._memo: OrderedDict[str, Future] = OrderedDict()  # request key -> its one generation
         self._memo_lock = threading.Lock()
@@ -119,22 +139,27 @@ class GenerateOperator:
                 self._memo.popitem(last=False)
             return future, True
 
-    def __call__(self, prompts: list[str | None], errors: list[str | None],
-                 max_tokens: list[int | None] | None = None, keys: list[str | None] | None = None,
-                 cached: dict[str, dict[str, Any]] | None = None,
-                 samplings: list[dict[str, Any] | None] | None = None) -> dict[str, list[Any]]:
-        """`keys` name identical requests (pipelines/cache/response_cache.py): each is generated once,
-        and rows whose key is in `cached` are answered from it. `samplings` gives rows their own
-        sampling (every field; None: the operator's)."""
-        result = empty_results(errors)
+    def __call__(self, batch: RowBatch, cached: dict[str, dict[str, Any]] | None = None) -> dict[str, list[Any]]:
+        """Results for `batch`'s rows. Rows with the same key are generated once, and rows whose
+        key is in `cached` are answered from it."""
+        result = empty_results(batch.errors)
+        requests, waits, mine = self._requests(batch, cached or {}, result)
+        waits += self._submit(order_for_engine(requests, self.engine.prefix_block_tokens), mine)
+        self._collect(waits, result)
+        return result
+
+    def _requests(self, batch: RowBatch, cached: dict[str, dict[str, Any]],
+                  result: dict[str, list[Any]]) -> tuple[list[Request], list[Wait], dict[int, Future]]:
+        """The engine requests of the rows this call generates; rows answered from the cache are
+        filled, rows waiting on another's generation queued, refused rows made errors."""
         requests: list[Request] = []
-        waits: list[tuple[int, Future, str]] = []  # (row, future, served_from)
+        waits: list[Wait] = []
         mine: dict[int, Future] = {}  # rows this call generates for everyone with the same key
-        for i, prompt in enumerate(prompts):
+        for i, prompt in enumerate(batch.prompts):
             if result["error"][i] is not None:
                 continue
-            key = keys[i] if keys else None
-            if key is not None and cached and key in cached:
+            key = batch.keys[i] if batch.keys else None
+            if key is not None and key in cached:
                 self._fill(result, i, cached[key], "cache")
                 continue
             if key is not None:
@@ -143,37 +168,50 @@ class GenerateOperator:
                     waits.append((i, future, "duplicate"))
                     continue
                 mine[i] = future
-            try:
-                ids = self.engine.encode(prompt, self.system_prompt, self.fmt)
-            except (ValueError, TypeError, AttributeError) as err:  # messages that are not a chat
-                self._fail(result, i, BAD_INPUT, f"prompt could not be read as {self.fmt}: {err}")
+            request = self._request(i, prompt, batch, result)
+            if isinstance(request, RowRejected):
                 if i in mine:
-                    mine[i].set_exception(RowRejected(str(err)))
+                    mine[i].set_exception(request)
                 continue
-            # vLLM needs room for at least one generated token.
-            if len(ids) >= self.engine.max_model_len:
-                message = (f"prompt is longer than the model's context: "
-                           f"{len(ids)} tokens, max_model_len is {self.engine.max_model_len}")
-                self._fail(result, i, CONTEXT_TOO_LONG, message)
-                if i in mine:
-                    mine[i].set_exception(RowRejected(message))
-                continue
-            own = samplings[i] if samplings and samplings[i] else None  # the row's own sampling, if any
-            sampling = own or self.sampling
-            row_max = ((max_tokens[i] if max_tokens else None) or sampling["max_tokens"]
-                       or self.engine.max_model_len - len(ids))  # none given: up to the context, as the providers
-            requests.append(Request(i, ids, row_max, sampling=own, n=sampling.get("n", 1)))
-        ordered = order_for_engine(requests, self.engine.prefix_block_tokens)
+            requests.append(request)
+        return requests, waits, mine
+
+    def _request(self, i: int, prompt: str, batch: RowBatch, result: dict[str, list[Any]]) -> Request | RowRejected:
+        """Row i's engine request, or (the row made an error) why it was refused."""
+        try:
+            ids = self.engine.encode(prompt, self.form.system_prompt, self.form.fmt)
+        except (ValueError, TypeError, AttributeError) as err:  # messages that are not a chat
+            self._fail(result, i, BAD_INPUT, f"prompt could not be read as {self.form.fmt}: {err}")
+            return RowRejected(str(err))
+        # vLLM needs room for at least one generated token.
+        if len(ids) >= self.engine.max_model_len:
+            message = (f"prompt is longer than the model's context: "
+                       f"{len(ids)} tokens, max_model_len is {self.engine.max_model_len}")
+            self._fail(result, i, CONTEXT_TOO_LONG, message)
+            return RowRejected(message)
+        own = batch.samplings[i] if batch.samplings and batch.samplings[i] else None  # the row's own, if any
+        sampling = own or self.sampling
+        row_max = ((batch.max_tokens[i] if batch.max_tokens else None) or sampling["max_tokens"]
+                   or self.engine.max_model_len - len(ids))  # none given: up to the context, as the providers
+        return Request(i, ids, row_max, sampling=own, n=sampling.get("n", 1))
+
+    def _submit(self, ordered: list[Request], mine: dict[int, Future]) -> list[Wait]:
+        """Send the requests to the engine; rows sharing a key get what it answers."""
         try:
             futures = self.feeder.submit(ordered, self.sampling) if ordered else []
         except BaseException as err:
             for future in mine.values():
                 future.set_exception(err)
             raise
+        waits: list[Wait] = []
         for request, future in zip(ordered, futures):
             if request.key in mine:
                 future.add_done_callback(lambda f, shared=mine[request.key]: _copy(f, shared))
             waits.append((request.key, future, "engine"))
+        return waits
+
+    def _collect(self, waits: list[Wait], result: dict[str, list[Any]]) -> None:
+        """Each waiting row's answer, or its error, by the unit's deadline."""
         deadline = time.monotonic() + self.timeout_seconds if self.timeout_seconds else None
         for i, future, source in waits:
             try:
@@ -191,7 +229,6 @@ class GenerateOperator:
             if source != "engine":  # a duplicate waited for another row's request, not the engine
                 answer.pop("queued_s"), answer.pop("generate_s")
             self._fill(result, i, answer, source)
-        return result
 
     @staticmethod
     def _fill(result: dict[str, list[Any]], i: int, answer: dict[str, Any], source: str) -> None:

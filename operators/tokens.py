@@ -5,16 +5,28 @@ the tokens the engine will be given.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from operators.prompts import chat_messages
 
 
-def prompt_token_ids(tokenizer: Any, prompt: str, system_prompt: str | None, fmt: str,
-                     chat_template: str | None = None, chat_template_kwargs: dict[str, Any] | None = None) -> list[int]:
-    """fmt "raw" sends the text as it is; "chat" applies the chat template to one user message;
-    "messages" reads the prompt as a JSON list of chat messages (an OpenAI batch body's).
+@dataclass(frozen=True)
+class PromptForm:
+    """How a row's prompt text becomes what the model reads (the spec's `input` section)."""
+
+    system_prompt: str | None
+    """The system message sent with every prompt (chat format)."""
+    fmt: str
+    """raw: the text as it is; chat: one user message in the chat template; messages: a JSON list of messages."""
+
+
+def prompt_token_ids(tokenizer: Any, prompt: str, form: PromptForm, chat_template: str | None = None,
+                     chat_template_kwargs: dict[str, Any] | None = None) -> list[int]:
+    """`form.fmt` "raw" sends the text as it is; "chat" applies the chat template to one user
+    message; "messages" reads the prompt as a JSON list of chat messages (an OpenAI batch body's).
     `chat_template`: the spec's, instead of the tokenizer's own."""
+    system_prompt, fmt = form.system_prompt, form.fmt
     if fmt == "raw":
         return list(tokenizer.encode(prompt, add_special_tokens=True))
     text = tokenizer.apply_chat_template(chat_messages(prompt, system_prompt, fmt), tokenize=False,

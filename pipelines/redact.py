@@ -20,7 +20,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from operators.engine_args import REDACTED, SAFE_ENGINE_ARGS
+from operators.engine_args import (
+    REDACTED,
+    SAFE_ENGINE_ARGS,
+    redact_url,  # noqa: F401 (its home; importable from here as before)
+)
 
 # fsspec, s3fs, gcsfs, adlfs and botocore option names whose values are settings, not secrets.
 SAFE_OPTIONS = frozenset({
@@ -31,12 +35,7 @@ SAFE_OPTIONS = frozenset({
     "signature_version", "s3", "addressing_style", "fixed_upload_size", "project", "consistency",
     "requests_timeout", "account_name", "use_emulator", "timeout", "auto_mkdir",
 })
-_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]+@")
 _USERINFO_ANYWHERE = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
-
-
-def redact_url(value: str) -> str:
-    return _USERINFO.sub(rf"\1{REDACTED}@", value)
 
 
 def redact_message(text: str, options: dict[str, Any] | None = None) -> str:

@@ -44,6 +44,7 @@ import pyarrow as pa
 
 from operators.engine_turns import EngineTurns
 from operators.failures import INPUT_CHANGED, STORAGE_ERROR
+from operators.generate import RowBatch
 from pipelines.cache.response_cache import ResponseCache
 from pipelines.stops.stopping import StopFlag
 from pipelines.store.counts import UnitCounts
@@ -182,8 +183,8 @@ class UnitProtocol:
             cached = self.requests.cached(keys)
             with self.turns.alone() if died_in_company(attempts) else self.turns.shared() as turn:
                 try:
-                    cols = self.generate(prompts, rows.column(ERROR).to_pylist(), max_tokens, keys=keys,
-                                         cached=cached, samplings=samplings)
+                    batch = RowBatch(prompts, rows.column(ERROR).to_pylist(), max_tokens, keys, samplings)
+                    cols = self.generate(batch, cached=cached)
                 except BaseException:
                     in_engine = turn.company  # how many units were in the engine with it
                     raise

@@ -117,10 +117,12 @@ def export(output: str, fmt: str, to: str, *, include_truncated: bool = False,
     >>> spotbatch.export(output, "chat-jsonl", to, partial=True)  # doctest: +SKIP
     {'rows': 0, 'written': 0, 'errors': 0, 'skipped': 0}
     """
+    from pipelines.formats.export import ExportRequest
     from pipelines.formats.export import export as export_output
 
-    return export_output(output, fmt, to, include_truncated=include_truncated, storage_options=storage_options,
-                         overrides=overrides, partial=partial)
+    return export_output(ExportRequest(output, fmt, to, include_truncated=include_truncated,
+                                       storage_options=storage_options, overrides=list(overrides or []),
+                                       partial=partial))
 
 
 def cancel(output: str, storage_options: dict[str, Any] | None = None) -> list[str]:

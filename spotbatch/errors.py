@@ -20,6 +20,12 @@ code through `exit_code`:
 ...     print(err.exit_code, err)
 2 sampling.max_tokens must be > 0, got -3
 
+Signals that never reach a caller stay beside the code that raises and catches them, each
+turned into one of these or into an error record where it is caught: NotJSON
+(pipelines/formats/json_text.py), RowRejected (operators/engine.py), InputChanged
+(pipelines/stream/unit_rows.py), StorageFault (pipelines/unit_protocol.py). tests/test_layout.py
+keeps that list true.
+
 This module imports nothing, so any process (the CLI, a Ray worker, a notebook) can import it
 cheaply.
 """
@@ -28,8 +34,8 @@ from __future__ import annotations
 
 
 class SpotbatchError(Exception):
-    """The base of every error spotbatch raises on purpose. `exit_code` is the CLI's exit status
-    when it ends a command."""
+    """Raised (as one of its subclasses) when spotbatch stops on purpose; the base of every error
+    it raises to its caller. `exit_code` is the CLI's exit status when it ends a command."""
 
     exit_code = 1
 
@@ -65,7 +71,8 @@ class OutputError(UserError, ValueError):
 
 
 class ModelError(UserError, ValueError):
-    """The base of what can be wrong with a spec's model, found before anything is written."""
+    """Raised (as one of its subclasses) when something is wrong with a spec's model; found
+    before anything is written."""
 
 
 class ModelNotFoundError(ModelError):
@@ -84,8 +91,8 @@ class PriceError(UserError, ValueError):
 
 
 class RunFailed(SpotbatchError):
-    """The base of errors that end a run which could not finish for a reason other than its spec
-    or input. What it committed is kept; running the same spec again resumes."""
+    """Raised (as one of its subclasses) when a run could not finish for a reason other than its
+    spec or input. What it committed is kept; running the same spec again resumes."""
 
     exit_code = 1
 

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.engine.compile_choice import COMPILE_GAIN, choose, for_run
+from pipelines.engine.compile_choice import COMPILE_GAIN, Told, choose, for_run
 from pipelines.engine.decode_work import prompt_tokens_per_row, tokens_ahead
 from pipelines.formats.batch_files import resolve_input
 from pipelines.planning.inputs import list_shards
@@ -39,19 +39,19 @@ def test_the_line_is_where_the_gain_repays_the_cost():
     # 45 s to compile at 100 tokens/s: it pays from 45 * (1 + g) / g seconds of decoding ahead
     seconds = 45.0 * (1 + COMPILE_GAIN) / COMPILE_GAIN
     tokens = seconds * 100.0
-    below = choose(None, tokens=int(tokens * 0.99), engines=1, gpu=False)
-    above = choose(None, tokens=int(tokens * 1.01), engines=1, gpu=False)
+    below = choose(Told(), tokens=int(tokens * 0.99), engines=1, gpu=False)
+    above = choose(Told(), tokens=int(tokens * 1.01), engines=1, gpu=False)
     assert below.enforce_eager and not above.enforce_eager
     assert "45 s compile" in above.reason and "the cpu default" in above.reason
 
 
 def test_a_known_cost_and_speed_move_the_line():
     tokens = 2_000 * 256  # 512k tokens: compiles at the CPU defaults
-    assert not choose(None, tokens=tokens, engines=1, gpu=False).enforce_eager
-    assert choose(None, tokens=tokens, engines=1, gpu=False, compile_seconds=900).enforce_eager
-    assert choose(None, tokens=tokens, engines=1, gpu=False, eager_tokens_per_second=5000).enforce_eager
+    assert not choose(Told(), tokens=tokens, engines=1, gpu=False).enforce_eager
+    assert choose(Told(compile_seconds=900), tokens=tokens, engines=1, gpu=False).enforce_eager
+    assert choose(Told(eager_tokens_per_second=5000), tokens=tokens, engines=1, gpu=False).enforce_eager
     # more engines share the work: each has less ahead
-    assert choose(None, tokens=tokens, engines=32, gpu=False).enforce_eager
+    assert choose(Told(), tokens=tokens, engines=32, gpu=False).enforce_eager
 
 
 def test_gpu_engines_weigh_gpu_figures():

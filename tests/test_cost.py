@@ -2,7 +2,7 @@
 
 import pytest
 
-from cluster.node_facts import describe_node
+from cluster.node_facts import ActorAsks, describe_node
 from cluster.prices import PriceCatalog, PriceError
 from operators.cost import ActorTime, Attempt, attempt_seconds, split_actor_time, summarize
 from pipelines.spec import CostSpec, SpecError, validate_spec
@@ -36,7 +36,8 @@ def test_spec_with_an_unpriced_instance_type_is_refused():
 
 
 def node(labels=None, resources=None, cost=None, spot_resource=None, gpus=0.0, threads=2):
-    return describe_node(labels or {}, resources or {"CPU": 2}, cost or CostSpec(), spot_resource, gpus, threads, "n1")
+    asks = ActorAsks(spot_resource, gpus, threads)
+    return describe_node(labels or {}, resources or {"CPU": 2}, cost or CostSpec(), asks, "n1")
 
 
 def test_node_facts_from_labels_groups_resources_and_defaults():

@@ -5,10 +5,10 @@ import threading
 
 import pytest
 
-from pipelines.formats.export import export
 from pipelines.run import prepare
 from pipelines.spec import PipelineSpec
 from pipelines.store.output import OutputError
+from spotbatch import export
 from tests.conftest import commit_by_hand, write_shards
 
 

@@ -9,7 +9,8 @@ import pytest
 from operators.batching import Request, order_for_engine
 from operators.engine import Completion, RowRejected
 from operators.feeder import EngineFailed, EngineFeeder
-from operators.generate import GenerateOperator
+from operators.generate import GenerateOperator, RowBatch
+from operators.tokens import PromptForm
 
 
 class FakeEngine:
@@ -72,8 +73,14 @@ SAMPLING = {"max_tokens": 2, "temperature": 0.0, "top_p": 1.0, "seed": 0, "stop"
 
 
 def operator(engine, system_prompt=None, chat=False, budget=None, timeout=None):
-    return GenerateOperator(engine, EngineFeeder(engine, budget), SAMPLING, system_prompt,
-                            "chat" if chat else "raw", timeout)
+    """The operator, called with a unit's row columns as the unit protocol gives them."""
+    form = PromptForm(system_prompt, "chat" if chat else "raw")
+    op = GenerateOperator(engine, EngineFeeder(engine, budget), SAMPLING, form, timeout)
+
+    def call(prompts, errors, max_tokens=None, keys=None, cached=None):
+        return op(RowBatch(prompts, errors, max_tokens, keys), cached)
+
+    return call
 
 
 def test_rows_with_errors_are_not_sent_and_keep_their_reason():

@@ -8,7 +8,6 @@ import pyarrow.dataset as ds
 import pytest
 
 from cluster.models import ModelNotFoundError
-from pipelines.formats.export import export
 from pipelines.planning.inputs import InputError, list_shards
 from pipelines.planning.units import make_plan
 from pipelines.run import run
@@ -16,6 +15,7 @@ from pipelines.spec import PipelineSpec, SpecError, validate_spec
 from pipelines.store.ledger import compute_ledger
 from pipelines.store.output import OutputStore
 from pipelines.store.records import Records
+from spotbatch import export
 from tests.conftest import write_shards
 
 ROWS = [{"id": i, "text": f"Say something about item {i}.", "tier": ["easy", "hard", "easy", None][i % 4]}

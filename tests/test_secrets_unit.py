@@ -14,7 +14,6 @@ import pytest
 from operators.engine_args import hide_in_engine_logs
 from operators.generate import empty_results
 from pipelines.engine import facts as engine_facts
-from pipelines.formats.export import export
 from pipelines.planning.inputs import InputError
 from pipelines.retry import retry_failed
 from pipelines.run import prepare
@@ -22,6 +21,7 @@ from pipelines.spec import PipelineSpec
 from pipelines.store.output import OutputStore
 from pipelines.stream.unit_rows import unit_rows
 from pipelines.unit_protocol import UnitContext, UnitProtocol
+from spotbatch import export
 from tests.conftest import FTP_PASSWORD
 from tests.helpers import leaks
 
@@ -35,8 +35,9 @@ def engine_kwargs() -> dict:
             "max_num_seqs": 8, "gpu_memory_utilization": 0.5}
 
 
-def echo(prompts, errors, max_tokens, keys=None, cached=None, samplings=None):
+def echo(batch, cached=None):
     """The engine's stand-in: answers each prompt with itself; a row that failed to render stays an error."""
+    prompts, errors = batch.prompts, batch.errors
     cols = empty_results(errors)
     for i, prompt in enumerate(prompts):
         if errors[i] is None:

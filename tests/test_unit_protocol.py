@@ -66,7 +66,8 @@ class FakeGenerate:
         self.calls: list[list] = []
         self.fail, self.raises, self.during = fail or {}, raises, during
 
-    def __call__(self, prompts, errors, max_tokens, keys=None, cached=None, samplings=None):
+    def __call__(self, batch, cached=None):
+        prompts, errors, keys, samplings = batch.prompts, batch.errors, batch.keys, batch.samplings
         self.calls.append(list(prompts))
         self.samplings = samplings
         if self.during:

@@ -25,7 +25,7 @@ from cluster.models import builtin, hub, local, url
 from cluster.models.errors import ModelChangedError, ModelNotFoundError
 from cluster.models.node_cache import models_dir
 from cluster.models.source import ModelSource, describe_change
-from pipelines.redact import redact_url
+from operators.engine_args import redact_url
 
 __all__ = ["ModelChangedError", "ModelNotFoundError", "ModelSource", "describe_change", "identify", "kind_of",
            "models_dir", "resolve"]

@@ -30,14 +30,14 @@ def compile_for(mode: str, model_path: str, dtype: str, rows: int, max_tokens: i
     import torch
 
     from pipelines.engine import facts as engine_facts
-    from pipelines.engine.compile_choice import choose
+    from pipelines.engine.compile_choice import Told, choose
     from pipelines.spec import ModelSpec
 
     if mode != "default":
         return mode == "eager", mode == "eager", f"--compile {mode}"
     gpu = torch.cuda.is_available()
     model = ModelSpec(name=model_path, dtype=dtype, max_model_len=MAX_MODEL_LEN)  # as the runners' specs say
-    choice = choose(None, tokens=rows * max_tokens, engines=engines, gpu=gpu,
+    choice = choose(Told(), tokens=rows * max_tokens, engines=engines, gpu=gpu,
                     measured=engine_facts.lookup(model, 0.0))  # the runners' specs set no gpus_per_actor
     return choice.enforce_eager, None, choice.reason
 

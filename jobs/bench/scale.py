@@ -63,8 +63,9 @@ def probe_plan(input_dir: str, output: str, storage_options: dict | None) -> dic
     return {"units": len(plan.units), "seconds": time.monotonic() - started, "peak_rss_mb": peak_rss_mb()}
 
 
-def instant_generate(prompts, errors, max_tokens, keys=None, cached=None, samplings=None) -> dict[str, list]:
+def instant_generate(batch, cached=None) -> dict[str, list]:
     """The fake engine: each prompt answered at once (cached answers as they came)."""
+    prompts, errors, keys = batch.prompts, batch.errors, batch.keys
     from operators.generate import empty_results
     from pipelines.store.counts import CACHE, ENGINE
 

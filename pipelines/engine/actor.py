@@ -28,6 +28,7 @@ from cluster.models import ModelChangedError, ModelSource
 from cluster.node_facts import NodeFacts, this_node
 from operators.feeder import EngineFailed
 from operators.generate import GenerateOperator
+from operators.tokens import PromptForm
 from pipelines.cache.response_cache import ResponseCache
 from pipelines.engine.binding import RunBinding, RunRequest
 from pipelines.engine.in_hand import UnitsInHand
@@ -147,8 +148,7 @@ class EngineActor:
             self.feeder.engine,
             self.feeder,
             sampling=spec.sampling.model_dump(),
-            system_prompt=spec.input.system_prompt,
-            fmt=spec.input.format,
+            form=PromptForm(spec.input.system_prompt, spec.input.format),
             timeout_seconds=spec.compute.request_timeout_seconds,
         )
         # The run's own cache (inside its output) makes duplicates generated once across actors

@@ -36,6 +36,23 @@ class CompileChoice:
         return {"enforce_eager": self.enforce_eager, "reason": self.reason}
 
 
+@dataclass(frozen=True)
+class Told:
+    """What the spec tells of compiling (its `model` section); None: left to the choice."""
+
+    enforce_eager: bool | None = None
+    """Compile (false) or not (true), as the spec says; None: chosen here."""
+    compile_seconds: float | None = None
+    """What compiling costs an engine at start, if the spec knows."""
+    eager_tokens_per_second: float | None = None
+    """An eager engine's output tokens/s, if the spec knows."""
+
+    @classmethod
+    def from_model(cls, model) -> Told:
+        """What a spec's ModelSpec tells."""
+        return cls(model.enforce_eager, model.compile_seconds, model.eager_tokens_per_second)
+
+
 def for_run(spec, tokens: int, engines: int) -> CompileChoice:
     """The choice for a run's model (`spec.model`) with `tokens` to decode at most
     (pipelines/engine/decode_work.py's tokens_ahead) on `engines` engines."""
@@ -43,26 +60,25 @@ def for_run(spec, tokens: int, engines: int) -> CompileChoice:
 
     m = spec.model
     facts = engine_facts.lookup(m, spec.compute.gpus_per_actor) if m.enforce_eager is None else {}
-    return choose(m.enforce_eager, tokens=tokens, engines=engines, gpu=spec.compute.gpus_per_actor > 0,
-                  compile_seconds=m.compile_seconds, eager_tokens_per_second=m.eager_tokens_per_second,
+    return choose(Told.from_model(m), tokens=tokens, engines=engines, gpu=spec.compute.gpus_per_actor > 0,
                   measured=facts)
 
 
-def choose(told: bool | None, *, tokens: int, engines: int, gpu: bool,
-           compile_seconds: float | None = None, eager_tokens_per_second: float | None = None,
-           measured: dict | None = None) -> CompileChoice:
-    """The choice for one run's engines, with `tokens` to decode at most among them;
-    `measured` is what earlier runs measured (pipelines/engine/facts.py).
+def choose(told: Told, *, tokens: int, engines: int, gpu: bool, measured: dict | None = None) -> CompileChoice:
+    """The choice for one run's engines, with `tokens` to decode at most among them; `told` is
+    what the spec says, `measured` what earlier runs measured (pipelines/engine/facts.py).
 
-    >>> choose(None, tokens=50 * 256, engines=1, gpu=False).enforce_eager
+    >>> choose(Told(), tokens=50 * 256, engines=1, gpu=False).enforce_eager
     True
-    >>> choose(None, tokens=100_000 * 256, engines=4, gpu=False).enforce_eager
+    >>> choose(Told(), tokens=100_000 * 256, engines=4, gpu=False).enforce_eager
     False
-    >>> choose(True, tokens=100_000 * 256, engines=4, gpu=False).reason
+    >>> choose(Told(enforce_eager=True), tokens=100_000 * 256, engines=4, gpu=False).reason
     'model.enforce_eager: true in the spec'
     """
-    if told is not None:
-        return CompileChoice(told, f"model.enforce_eager: {str(told).lower()} in the spec")
+    compile_seconds, eager_tokens_per_second = told.compile_seconds, told.eager_tokens_per_second
+    if told.enforce_eager is not None:
+        eager = told.enforce_eager
+        return CompileChoice(eager, f"model.enforce_eager: {str(eager).lower()} in the spec")
     device = "gpu" if gpu else "cpu"
     m = measured or {}
     was = f"measured {m.get('measured_at', '')[:10]}".strip()

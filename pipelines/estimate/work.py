@@ -14,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from operators.tokens import prompt_token_ids
+from operators.tokens import PromptForm, prompt_token_ids
 from pipelines.cache.response_cache import request_key
 from pipelines.engine import facts as engine_facts
 from pipelines.planning.inputs import list_shards
@@ -127,6 +127,7 @@ def _read(spec: PipelineSpec, units: list[Unit], sources: dict[str, dict]) -> di
     tokenizers: dict[str | None, Any] = {}
     seen: set[str] = set()
     found = {"rows": 0, "tokens": 0, "engine_tokens": 0, "refused": 0, "duplicates": 0, "slices": []}
+    form = PromptForm(spec.input.system_prompt, spec.input.format)
     for unit in units:
         model_spec = spec.for_model(unit.model).model if unit.model else spec.model
         if unit.model not in tokenizers:
@@ -138,7 +139,7 @@ def _read(spec: PipelineSpec, units: list[Unit], sources: dict[str, dict]) -> di
             if prompt is None:
                 found["refused"] += 1
                 continue
-            n = len(prompt_token_ids(tokenizers[unit.model], prompt, spec.input.system_prompt, spec.input.format,
+            n = len(prompt_token_ids(tokenizers[unit.model], prompt, form,
                                      model_spec.chat_template, model_spec.chat_template_kwargs))
             tokens += n
             key = _dedup_key(spec, unit.model, prompt, own_max, own)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pipelines.formats.lines import ERROR_TYPES, check_fields, check_line, requested_model
+from pipelines.formats.lines import ERROR_TYPES, KnownFields, check_fields, check_line, requested_model
 from pipelines.formats.messages import chat_messages_of, role_of, text_of
 from spotbatch.errors import BatchFileError
 
@@ -42,7 +42,7 @@ def read_request(request: Any, where: str, models: list[str] | None) -> dict[str
     params = request.get("params")
     if not isinstance(params, dict):
         raise BatchFileError(f"{where}: field 'params' must be a JSON object (the Messages request)")
-    check_fields(params, where, "params", PARAMS_FIELDS, REFUSED, "a Messages field")
+    check_fields(params, where, "params", KnownFields(PARAMS_FIELDS, REFUSED, "a Messages field"))
     if "max_tokens" not in params:
         raise BatchFileError(f"{where}: params.max_tokens is required (as at Anthropic)")
     messages = params.get("messages")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -28,6 +28,9 @@ from pipelines.planning.start_over import refuse_while_running
 from pipelines.store.output import OutputError, OutputStore
 from pipelines.store.records import new_id
 from spotbatch.errors import BatchFileError
+
+if TYPE_CHECKING:
+    from pipelines.spec import InputSpec
 
 INPUT_DIR = "_spotbatch/input"
 SOURCE = "_spotbatch/batch_source.json"  # beside, not inside, the folder read as input
@@ -55,14 +58,15 @@ def read_line(provider, line: str, where: str, models: list[str] | None) -> dict
     return provider.read_request(parse_line(line, where), where, models)
 
 
-def read_batch_files(provider, paths: list[str], storage_options: dict[str, Any], store: OutputStore,
-                     new_run: bool = False, models: list[str] | None = None) -> str:
-    """Read the JSONL files into Parquet under the output (once per version of the files);
-    returns the folder to read as input. Files that changed under an output holding a run are
-    refused before anything is rewritten (with `new_run`, read again once no run works on the
-    output: that run is moved aside). `models`: the spec's routed models, which each request's
-    model must name."""
-    listing = {"conversion": CONVERSION, "provider": provider.NAME, "files": _listing(paths, storage_options)}
+def read_batch_files(provider, source: InputSpec, store: OutputStore, new_run: bool = False,
+                     models: list[str] | None = None) -> str:
+    """Read the JSONL files (`source.paths`, with `source.storage_options`) into Parquet under the
+    output (once per version of the files); returns the folder to read as input. Files that
+    changed under an output holding a run are refused before anything is rewritten (with
+    `new_run`, read again once no run works on the output: that run is moved aside). `models`:
+    the spec's routed models, which each request's model must name."""
+    storage_options = source.storage_options
+    listing = {"conversion": CONVERSION, "provider": provider.NAME, "files": _listing(source.paths, storage_options)}
     previous = store.read(SOURCE)
     old = None if previous is None else json.loads(previous)
     if isinstance(old, dict) and {k: v for k, v in old.items() if k != "folder"} == listing:
@@ -193,7 +197,7 @@ def resolve_input(spec, new_run: bool = False):
     store = OutputStore(spec.output.path, spec.output.storage_options)
     store.check_is_ours()  # never write into a folder that holds someone else's files
     models = sorted(spec.models) if spec.routed else None
-    folder = read_batch_files(provider, spec.input.paths, spec.input.storage_options, store, new_run, models)
+    folder = read_batch_files(provider, spec.input, store, new_run, models)
     data = spec.model_dump(mode="json")
     data["input"].update(kind="parquet", paths=[store.fs.unstrip_protocol(folder)],
                          storage_options=spec.output.storage_options)

@@ -16,6 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from fsspec.core import url_to_fs
@@ -53,22 +54,49 @@ def _rows(store: OutputStore, spec: PipelineSpec, plan: Plan) -> Iterator[tuple[
             yield row, chat_messages(prompt, inp.system_prompt, inp.format)
 
 
-def export(output: str, fmt: str, to: str, include_truncated: bool = False,
-           storage_options: dict[str, Any] | None = None, overrides: list[str] | None = None,
-           partial: bool = False) -> dict[str, int]:
+@dataclass(frozen=True)
+class ExportRequest:
+    """One export, as `spotbatch export` and spotbatch.export (spotbatch/api.py) are asked for it."""
+
+    output: str
+    """The run's output folder, local or a URL."""
+    fmt: str
+    """One of FORMATS."""
+    to: str
+    """The file to write; one that exists is refused."""
+    include_truncated: bool = False
+    """chat-jsonl: keep answers cut off at max_tokens."""
+    storage_options: dict[str, Any] | None = None
+    """fsspec options for the output (else from `overrides`)."""
+    overrides: list[str] = field(default_factory=list)
+    """`--set KEY=VALUE` texts, for credentials the output does not keep."""
+    partial: bool = False
+    """Export an unfinished run's committed units."""
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where an export writes: the file, and OpenAI's separate file of failed requests."""
+
+    fs: Any
+    path: str
+    errors_path: str
+
+
+def export(request: ExportRequest) -> dict[str, int]:
     """Write the export; returns counts of what went where. The output's own spec says where
     the prompts are; credentials come from `overrides` (`--set`) and the environment, never
     from the output. An unfinished run is refused unless `partial`."""
     console()
+    output, fmt, overrides = request.output, request.fmt, request.overrides or []
     if fmt not in FORMATS:
         raise OutputError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    overrides = overrides or []
-    store = OutputStore(output, storage_options or output_options(overrides))
+    store = OutputStore(output, request.storage_options or output_options(overrides))
     manifest = store.require_manifest()
     spec, plan = recorded_spec(manifest["spec"], overrides), Plan.from_json(manifest)
     log.info("reading prompts as the output's own spec says: %s", describe(spec))
     missing = {u.unit_id for u in plan.units} - store.committed_units()
-    if missing and not partial:
+    if missing and not request.partial:
         raise OutputError(f"{redact_url(output)} is not finished ({len(missing)} of {len(plan.units)} units "
                           f"pending): run it to the end, or export what is there with --partial")
     plan.units = [u for u in plan.units if u.unit_id not in missing]
@@ -80,20 +108,21 @@ def export(output: str, fmt: str, to: str, include_truncated: bool = False,
         raise OutputError(f"the input of {redact_url(output)} changed since its run ({paths}): an "
                           f"export would pair today's prompts with the answers to the old ones. Restore the "
                           f"input, or run the spec again with --new-run.")
-    fs, path = url_to_fs(to)
+    fs, path = url_to_fs(request.to)
     errors_path = (path[: -len(".jsonl")] if path.endswith(".jsonl") else path) + ".errors.jsonl"
     for p in (path, errors_path) if fmt == "openai-batch" else (path,):
         if fs.exists(p):
             raise OutputError(f"{fs.unstrip_protocol(p)} exists; an export never overwrites: choose a new name")
     try:
-        return _write(store, spec, plan, fmt, fs, path, errors_path, include_truncated)
+        return _write(store, spec, plan, request, _Target(fs, path, errors_path))
     except FileExistsError:
         raise OutputError(f"{fs.unstrip_protocol(path)} was created by another export while this one ran; "
                           f"an export never overwrites: choose a new name") from None
 
 
-def _write(store: OutputStore, spec: PipelineSpec, plan: Plan, fmt: str, fs, path: str, errors_path: str,
-           include_truncated: bool) -> dict[str, int]:
+def _write(store: OutputStore, spec: PipelineSpec, plan: Plan, request: ExportRequest,
+           target: _Target) -> dict[str, int]:
+    fmt, fs, path = request.fmt, target.fs, target.path
     counts = {"rows": 0, "written": 0, "errors": 0, "skipped": 0}
     rows = _rows(store, spec, plan)
     if fmt == "pairs-parquet":
@@ -102,11 +131,11 @@ def _write(store: OutputStore, spec: PipelineSpec, plan: Plan, fmt: str, fs, pat
         return counts
     if fmt == "chat-jsonl":
         with new_file(fs, path) as out:
-            write_chat_jsonl(out, rows, include_truncated, counts)
+            write_chat_jsonl(out, rows, request.include_truncated, counts)
         return counts
     created, line_of = int(time.time()), PROVIDER_LINES[fmt]
     separate = fmt == "openai-batch"  # OpenAI writes failed requests to a file of their own
-    with new_file(fs, path) as out, (new_file(fs, errors_path) if separate else _Null()) as err:
+    with new_file(fs, path) as out, (new_file(fs, target.errors_path) if separate else _Null()) as err:
         for row, _ in rows:
             counts["rows"] += 1
             # row["model"]: the model that answered the row (a routed run has several)

@@ -18,7 +18,8 @@ MAX_DEPTH = 64  # far past any real request (a JSON schema nests a handful of le
 
 
 class NotJSON(ValueError):
-    """A value that is not plain JSON, or nested past MAX_DEPTH; the message names the field."""
+    """Raised when a value is not plain JSON, or is nested past MAX_DEPTH; the message names the field.
+    Caught where it is checked, and said as a BatchFileError or a row's error."""
 
 
 def _refuse_constant(name: str) -> Any:

@@ -5,6 +5,7 @@ spec has. Each provider's module (openai.py, anthropic.py) says which fields are
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from pipelines.formats.json_text import NotJSON, load_json
@@ -62,9 +63,21 @@ def check_line(request: Any, where: str, fields: set[str], provider: str) -> dic
     return request
 
 
-def check_fields(body: dict[str, Any], where: str, prefix: str, known: set[str], refused: dict[str, str],
-                 what: str) -> None:
+@dataclass(frozen=True)
+class KnownFields:
+    """The fields of a provider's request that spotbatch reads, and those it refuses (with why)."""
+
+    known: set[str]
+    """Fields honoured."""
+    refused: dict[str, str]
+    """Fields refused by name, each with the reason."""
+    what: str
+    """What a field is, as the message says it: "an OpenAI chat completion field"."""
+
+
+def check_fields(body: dict[str, Any], where: str, prefix: str, fields: KnownFields) -> None:
     """Every field of the request is one spotbatch honours; the first that is not is named."""
+    known, refused, what = fields.known, fields.refused, fields.what
     for name in sorted(body):
         if name in refused:
             raise BatchFileError(f"{where}: field {prefix}.{name} cannot be honoured: {refused[name]}; refused rather "

@@ -16,14 +16,23 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pipelines.formats.lines import ERROR_TYPES, check_fields, check_line, kind_of, requested_model, shown, string_field
+from pipelines.formats.lines import (
+    ERROR_TYPES,
+    KnownFields,
+    check_fields,
+    check_line,
+    kind_of,
+    requested_model,
+    shown,
+    string_field,
+)
 from pipelines.formats.messages import chat_messages_of
 from spotbatch.errors import BatchFileError
 
 NAME = "OpenAI"
 ENDPOINT = "/v1/chat/completions"
 REQUEST_FIELDS = {"custom_id", "method", "url", "body"}
-# Body fields mapped onto the row's sampling (pipelines/spec.py's SamplingSpec, OpenAI's names).
+# Body fields mapped onto the row's sampling (pipelines/spec/sampling.py's SamplingSpec, OpenAI's names).
 SAMPLING_FIELDS = {"temperature", "top_p", "seed", "stop", "n", "logprobs", "top_logprobs", "response_format",
                    "presence_penalty", "frequency_penalty"}
 # Fields that change no answer at OpenAI either: bookkeeping and delivery.
@@ -55,7 +64,7 @@ def read_request(request: Any, where: str, models: list[str] | None) -> dict[str
     body = request.get("body", {})
     if not isinstance(body, dict):
         raise BatchFileError(f"{where}: field 'body' must be a JSON object (the request body), got {kind_of(body)}")
-    check_fields(body, where, "body", BODY_FIELDS, REFUSED, "an OpenAI chat completion field")
+    check_fields(body, where, "body", KnownFields(BODY_FIELDS, REFUSED, "an OpenAI chat completion field"))
     sampling = {k: body[k] for k in sorted(SAMPLING_FIELDS & set(body))}
     if "max_tokens" in body and "max_completion_tokens" in body and body["max_tokens"] != body["max_completion_tokens"]:
         raise BatchFileError(f"{where}: body.max_tokens and body.max_completion_tokens differ; give one")
