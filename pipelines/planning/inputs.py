@@ -16,10 +16,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
-from fsspec.implementations.local import LocalFileSystem
 
 from pipelines.redact import redact_url
 from pipelines.spec import InputSpec
+from pipelines.store.storage.paths import shown_path
 from spotbatch.errors import InputError  # noqa: F401 (its home; importable from here as before)
 
 
@@ -107,7 +107,7 @@ def _check_id_types(shards: list[Shard], id_column: str) -> None:
 
 
 def _read_footer(fs, path: str, needed: list[str]) -> Shard:
-    full = path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
+    full = shown_path(fs, path)
     info = fs.info(path)
     try:
         with fs.open(path, "rb") as fh:

@@ -13,17 +13,16 @@ trailing slash; an object store's by bucket and key, on the same endpoint.
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any
 
 from fsspec.core import url_to_fs
-from fsspec.implementations.local import LocalFileSystem
 from fsspec.utils import glob_translate
 
 from pipelines.planning.inputs import is_hidden, listed_root
 from pipelines.redact import redact_url
 from pipelines.spec import BATCH_KINDS, PipelineSpec, SpecError
+from pipelines.store.storage.paths import resolved, store_identity
 
 # For the output and the cache: files each holds, as an input listing would meet them; what
 # would go wrong were the input to read them; what would, were the input inside it.
@@ -65,12 +64,8 @@ def check_apart(spec: PipelineSpec) -> None:
 def where(path: str, options: dict[str, Any]) -> tuple[str, str]:
     """(which storage, the path in it) of a path or glob, normalised for comparing."""
     fs, stripped = url_to_fs(path, **options)
-    if isinstance(fs, LocalFileSystem):
-        root = listed_root(stripped)  # symlinks are resolved in the part before any wildcard
-        return "file", (os.path.realpath(root or "/") + stripped[len(root):]).rstrip("/") or "/"
-    protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
-    endpoint = options.get("endpoint_url") or (options.get("client_kwargs") or {}).get("endpoint_url")
-    return f"{protocol} {endpoint or ''}", stripped.rstrip("/")
+    root = listed_root(stripped)  # symlinks are resolved in the part before any wildcard
+    return store_identity(fs, options), (resolved(fs, root) + stripped[len(root):]).rstrip("/") or "/"
 
 
 def inside(path: str, folder: str) -> bool:
