@@ -4,7 +4,7 @@ When an engine dies, every unit in it fails, and which one killed it is unknown.
 failure against all of them would drag healthy neighbours to `engine_error` with one poison
 unit. So a unit whose last attempt died in company runs its next attempt alone: it waits until
 the units in the engine are done, and new ones wait for it. A death while alone is that unit's
-own (pipelines/unit_protocol.py counts only those against compute.max_attempts).
+own (pipelines/unit/protocol.py counts only those against compute.max_attempts).
 """
 
 from __future__ import annotations

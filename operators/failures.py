@@ -13,7 +13,7 @@ ENGINE_ERROR = "engine_error"  # the engine failed on its unit on every attempt
 TIMEOUT = "timeout"  # the request did not finish within compute.request_timeout_seconds
 PREEMPTED_EXHAUSTED = "preempted_exhausted"  # its unit was lost with its node on every attempt
 # Why an attempt at a unit failed with no fault of the engine's or the unit's rows; the unit is
-# left pending, never committed as errors (pipelines/unit_protocol.py).
+# left pending, never committed as errors (pipelines/unit/protocol.py).
 STORAGE_ERROR = "storage_error"  # the storage kept failing a step of the unit's commit
 INPUT_CHANGED = "input_changed"  # the unit's shard is not the version the run was planned on
 

@@ -42,7 +42,7 @@ from pipelines.store.records import Records, new_id
 from pipelines.store.startup import startup
 from pipelines.stream.model_feed import model_rows
 from pipelines.stream.other_runs import OtherRunsWait, await_other_runs
-from pipelines.unit_protocol import Skip, outcome_from_row, stall_seconds
+from pipelines.unit.protocol import Skip, outcome_from_row, stall_seconds
 
 __all__ = ["RunSummary", "prepare", "release_engines", "run", "run_units"]
 
@@ -70,7 +70,7 @@ def run(spec: PipelineSpec, address: str | None = None, new_run: bool = False,
     committed = store.committed_units()
     pending = [u for u in plan.units if u.unit_id not in committed]
     # Start at a random place, so two runs on one output begin on different units (commits
-    # stay exactly-once either way; pipelines/unit_protocol.py says how they keep apart).
+    # stay exactly-once either way; pipelines/unit/protocol.py says how they keep apart).
     start = random.SystemRandom().randrange(len(pending)) if pending else 0  # libraries seed `random`
     how = Invocation(address, interactive, verbose, control, started=started, requests_before=requests_before)
     return run_units(spec, store, plan, pending[start:] + pending[:start], how)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from operators.cost import CostSummary
 from pipelines.store.counts import UnitCounts, counts_of
-from pipelines.unit_protocol import Skip, UnitOutcome
+from pipelines.unit.protocol import Skip, UnitOutcome
 
 
 @dataclass

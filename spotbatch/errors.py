@@ -23,7 +23,7 @@ code through `exit_code`:
 Signals that never reach a caller stay beside the code that raises and catches them, each
 turned into one of these or into an error record where it is caught: NotJSON
 (pipelines/formats/json_text.py), RowRejected (operators/engine.py), InputChanged
-(pipelines/stream/unit_rows.py), StorageFault (pipelines/unit_protocol.py). tests/test_layout.py
+(pipelines/stream/unit_rows.py), StorageFault (pipelines/unit/protocol.py). tests/test_layout.py
 keeps that list true.
 
 This module imports nothing, so any process (the CLI, a Ray worker, a notebook) can import it

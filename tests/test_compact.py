@@ -14,7 +14,7 @@ from pipelines.store.ledger import compute_ledger
 from pipelines.store.output import OutputStore
 from pipelines.store.records import Records
 from pipelines.store.status import run_status
-from pipelines.unit_protocol import UnitContext, UnitProtocol
+from pipelines.unit.protocol import UnitContext, UnitProtocol
 from tests.test_unit_protocol import FakeGenerate, unit_rows
 
 NODE = {"node_id": "n1", "instance_type": "cpu-2vcpu", "market": "spot", "usd_per_hour": 0.36,

@@ -204,7 +204,7 @@ def run_by_hand(store, plan, spec) -> None:
     import time
 
     from pipelines.store.records import Records
-    from pipelines.unit_protocol import UnitContext, UnitProtocol
+    from pipelines.unit.protocol import UnitContext, UnitProtocol
     from tests.test_compact import NODE
     from tests.test_unit_protocol import FakeGenerate, unit_rows
 

@@ -39,7 +39,7 @@ INTERNAL_SIGNALS = {
     "pipelines/formats/json_text.py::NotJSON",
     "operators/engine.py::RowRejected",
     "pipelines/stream/unit_rows.py::InputChanged",
-    "pipelines/unit_protocol.py::StorageFault",
+    "pipelines/unit/protocol.py::StorageFault",
 }
 
 

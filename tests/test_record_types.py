@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import unit_protocol
 from pipelines.store.output import OutputStore
 from pipelines.store.record_types import ABSENT, ActorRecord, AttemptEnd, AttemptStart, BeatRecord, RunRecord
-from pipelines.unit_protocol import UnitContext, UnitProtocol
+from pipelines.unit import protocol as unit_protocol
+from pipelines.unit.protocol import UnitContext, UnitProtocol
 from tests.test_unit_protocol import FakeGenerate, make_spec, unit_rows
 
 BEFORE = Path(__file__).parent / "fixtures" / "records_before_issue29"

@@ -20,7 +20,7 @@ from pipelines.run import prepare
 from pipelines.spec import PipelineSpec
 from pipelines.store.output import OutputStore
 from pipelines.stream.unit_rows import unit_rows
-from pipelines.unit_protocol import UnitContext, UnitProtocol
+from pipelines.unit.protocol import UnitContext, UnitProtocol
 from spotbatch import export
 from tests.conftest import FTP_PASSWORD
 from tests.helpers import leaks

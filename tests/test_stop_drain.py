@@ -17,7 +17,7 @@ from pipelines.stops.drain import StopDrain
 from pipelines.store.output import OutputStore
 from pipelines.store.records import Records
 from pipelines.stream.unit_rows import ERROR, UNIT_ROWS
-from pipelines.unit_protocol import SKIP_STOP, UnitOutcome
+from pipelines.unit.protocol import SKIP_STOP, UnitOutcome
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import pyarrow as pa
 
 from pipelines.run import RunSummary
 from pipelines.store.output import OutputStore
-from pipelines.unit_protocol import SUMMARY_SCHEMA, Skip, UnitContext, UnitProtocol, outcome_from_row, outcome_row
+from pipelines.unit.protocol import SUMMARY_SCHEMA, Skip, UnitContext, UnitProtocol, outcome_from_row, outcome_row
 from tests.test_unit_protocol import FakeGenerate, make_spec
 
 ACTOR = {"actor_id": "a", "actor_started_at": 0.0, "actor_usd_per_second": 0.0}
@@ -32,7 +32,7 @@ def test_a_unit_whose_rows_the_storage_would_not_read_is_counted_as_a_storage_er
 
 
 def test_a_stop_reaches_the_driver_with_its_reason_whatever_the_reason_says():
-    from pipelines.unit_protocol import UnitOutcome
+    from pipelines.unit.protocol import UnitOutcome
 
     unit = through_the_stream(UnitOutcome.skipped_as("00000-u", Skip.STOP, "deadline: 06:00 passed"))
     assert unit.skip is Skip.STOP and unit.reason == "deadline: 06:00 passed"

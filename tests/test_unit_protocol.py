@@ -12,7 +12,6 @@ import pytest
 
 from operators.failures import BAD_INPUT, ENGINE_ERROR, PREEMPTED_EXHAUSTED, TIMEOUT
 from operators.generate import RESULT_COLUMNS
-from pipelines import unit_protocol
 from pipelines.cache.response_cache import ResponseCache
 from pipelines.spec import PipelineSpec
 from pipelines.store.counts import UnitCounts, counts_of
@@ -20,7 +19,8 @@ from pipelines.store.output import OutputStore
 from pipelines.store.records import HEARTBEAT_SECONDS, Records
 from pipelines.stream.other_runs import OtherRunsWait, await_other_runs
 from pipelines.stream.unit_rows import ERROR, ID, MAX_TOKENS, PROMPT
-from pipelines.unit_protocol import SKIP_COMMITTED, SKIP_HELD, STORAGE_ERROR, SUPERSEDED, UnitContext, UnitProtocol
+from pipelines.unit import protocol as unit_protocol
+from pipelines.unit.protocol import SKIP_COMMITTED, SKIP_HELD, STORAGE_ERROR, SUPERSEDED, UnitContext, UnitProtocol
 
 UNIT = "00000-unit"
 
@@ -549,7 +549,7 @@ def test_a_unit_waiting_to_run_alone_waits_for_the_engine_to_empty_and_holds_new
 
 
 def test_a_shared_cache_never_answers_from_another_checkpoint_or_dtype(where, tmp_path):
-    from pipelines.unit_protocol import model_cache_key
+    from pipelines.unit.protocol import model_cache_key
 
     spec = make_spec(where)
     checkpoint = {"kind": "local", "where": "/models/ft", "pin": {"files": {"model.safetensors": [10, "a"]}}}

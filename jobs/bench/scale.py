@@ -91,7 +91,7 @@ def probe_units(input_dir: str, output: str, storage_options: dict | None, actor
     from pipelines.run import prepare
     from pipelines.store.records import Records, new_id
     from pipelines.stream.unit_rows import unit_rows
-    from pipelines.unit_protocol import UnitContext, UnitProtocol
+    from pipelines.unit.protocol import UnitContext, UnitProtocol
 
     spec = scale_spec(input_dir, output, storage_options)
     store, plan = prepare(spec)

@@ -7,7 +7,7 @@ engine, pipelines/engine/start.py), bind (the run it serves: a warm engine is bo
 each run), process_batch (`__call__`: a block of units) and no teardown (an engine that must
 go exits its process, and Ray restarts or retires the actor). What it watches on its own
 threads is pipelines/engine/watch.py's. What happens to each unit it is handed, and how
-exactly-once is kept, is pipelines/unit_protocol.py's. Committing inside the actor means
+exactly-once is kept, is pipelines/unit/protocol.py's. Committing inside the actor means
 results never travel back through the driver, and a unit is either wholly committed or not
 at all.
 """
@@ -41,7 +41,7 @@ from pipelines.store.output import OutputStore
 from pipelines.store.record_types import ABSENT, ActorRecord
 from pipelines.store.records import Records, beat_seconds, new_id
 from pipelines.stream.unit_rows import ERROR, STOPPED_ROWS, UNIT, UNIT_ROWS, UNREADABLE_ROWS
-from pipelines.unit_protocol import (
+from pipelines.unit.protocol import (
     SUMMARY_SCHEMA,
     Skip,
     UnitContext,

@@ -10,7 +10,7 @@ if TYPE_CHECKING:  # the driver imports this module without the engine's
     from cluster.node_facts import NodeFacts
     from pipelines.spec import PipelineSpec
     from pipelines.store.records import Records
-    from pipelines.unit_protocol import UnitProtocol
+    from pipelines.unit.protocol import UnitProtocol
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ owns, so it outlives one run and serves the next without loading the model again
 
 Each call carries its run's context, so a restarted actor (its node was lost) knows what to
 serve: it loads the model afresh, under a new actor id, exactly as a restarted Ray Data actor
-does. What happens to each unit is still pipelines/unit_protocol.py's.
+does. What happens to each unit is still pipelines/unit/protocol.py's.
 """
 
 from __future__ import annotations

@@ -156,7 +156,7 @@ def _read(spec: PipelineSpec, units: list[Unit], sources: dict[str, dict]) -> di
 
 
 def _dedup_key(spec: PipelineSpec, model: str | None, prompt: str, own_max: int | None, own: str | None) -> str | None:
-    """The key the run's dedup names a request by (pipelines/unit_protocol.py request_keys);
+    """The key the run's dedup names a request by (pipelines/unit/protocol.py request_keys);
     None when the dedup is off or the request is never shared."""
     import json
 

@@ -8,7 +8,7 @@ still be committed by an actor it cannot see:
 - each engine actor of the run, once it has seen the stop and holds no unit, writes a quiet
   record saying how many units of the run went through its hands (pipelines/engine/actor.py). From
   then on it claims nothing: the claim reads the stop record afresh, after the unit is counted
-  as held (pipelines/unit_protocol.py, step 1);
+  as held (pipelines/unit/protocol.py, step 1);
 - the driver has received the summary row of every one of those units (so the run's summary
   counts each commit);
 - an actor that wrote no quiet record and stopped beating is gone: its units go back to pending,

@@ -41,7 +41,7 @@ class StopFlag:
             self._read_at = time.monotonic()
             try:
                 self._reason = self.records.stop_requested(self.run_id)
-            except Exception:  # the uncached read before each claim (pipelines/unit_protocol.py) decides
+            except Exception:  # the uncached read before each claim (pipelines/unit/protocol.py) decides
                 pass
         return self._reason
 

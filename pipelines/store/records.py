@@ -3,7 +3,7 @@
     _spotbatch/attempts/<unit>/<attempt>.start.json, .end.json
         every attempt at a unit, numbered 000000, 000001, ...: which actor, when, and how it
         ended; an attempt with no end was lost with its node or driver. The start record is
-        created exclusively, so it is also the claim on the unit (pipelines/unit_protocol.py)
+        created exclusively, so it is also the claim on the unit (pipelines/unit/protocol.py)
     _spotbatch/actors/<actor>.json, <actor>.beat.json
         an engine actor: its node, instance type, market and price, when it started and when
         its model was loaded; the beat is rewritten every few seconds while it lives

@@ -30,7 +30,7 @@ class Supersede(StoreFiles):
         where they went.
 
         The manifest goes first, so a late commit of the old run sees, right after it lands,
-        that its run is gone and takes its file back out (pipelines/unit_protocol.py). A marker
+        that its run is gone and takes its file back out (pipelines/unit/protocol.py). A marker
         says where the move goes until it is done: an interrupted move is finished by the next
         run, never left half made."""
         # Never a folder an earlier move used: --new-run of an unchanged spec moves runs of one

@@ -1,5 +1,5 @@
 """Units another run's live actors hold: this run leaves them, waits for them, and takes back
-those whose holder died or hung (pipelines/unit_protocol.py says how runs keep apart)."""
+those whose holder died or hung (pipelines/unit/protocol.py says how runs keep apart)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Who runs a unit, for which run: what pipelines/unit_protocol.py's UnitProtocol is made with."""
+"""Who runs a unit, for which run: what pipelines/unit/protocol.py's UnitProtocol is made with."""
 
 from __future__ import annotations
 

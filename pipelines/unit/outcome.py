@@ -1,5 +1,5 @@
 """What became of a unit handed to an engine actor, and the summary row that carries it to the
-driver (pipelines/unit_protocol.py makes it; pipelines/run.py counts it)."""
+driver (pipelines/unit/protocol.py makes it; pipelines/run.py counts it)."""
 
 from __future__ import annotations
 
