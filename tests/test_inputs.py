@@ -111,7 +111,15 @@ def test_hidden_folders_below_the_input_path_are_never_read(tmp_path):
 def test_a_unit_reads_only_the_version_it_was_planned_on(tmp_path):
     from pipelines.planning.units import make_plan
     from pipelines.spec import PipelineSpec
-    from pipelines.stream.unit_rows import ERROR, UNIT_ROWS, UNITS, InputChanged, read_units, unit_rows
+    from pipelines.stream.unit_rows import (
+        ERROR,
+        INPUT_CHANGED_ROWS,
+        UNIT_ROWS,
+        UNITS,
+        InputChanged,
+        read_units,
+        unit_rows,
+    )
 
     write_shards(tmp_path / "in", ROWS, shards=1)
     full = PipelineSpec(input={"paths": str(tmp_path / "in"), "prompt_column": "text"},
@@ -122,7 +130,8 @@ def test_a_unit_reads_only_the_version_it_was_planned_on(tmp_path):
     with pytest.raises(InputChanged, match="input_changed: .*shard-000.parquet changed since the run was planned"):
         unit_rows(unit.descriptor(), full)
     marker = read_units(pa.Table.from_pylist([{UNITS: [unit.descriptor()]}]), full.model_dump(mode="json"))
-    assert marker.column(UNIT_ROWS).to_pylist() == [-1] and "changed since" in marker.column(ERROR)[0].as_py()
+    assert marker.column(UNIT_ROWS).to_pylist() == [INPUT_CHANGED_ROWS]
+    assert "changed since" in marker.column(ERROR)[0].as_py()
 
 
 def test_a_unit_whose_rows_cannot_be_read_becomes_a_marker_not_a_failed_run(tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ import pytest
 from pipelines.store.output import OutputStore
 from pipelines.store.record_types import ABSENT, ActorRecord, AttemptEnd, AttemptStart, BeatRecord, RunRecord
 from pipelines.unit import protocol as unit_protocol
-from pipelines.unit.protocol import UnitContext, UnitProtocol
+from pipelines.unit.protocol import Skip, UnitContext, UnitProtocol
 from tests.test_unit_protocol import FakeGenerate, make_spec, unit_rows
 
 BEFORE = Path(__file__).parent / "fixtures" / "records_before_issue29"
@@ -76,7 +76,7 @@ def test_todays_protocol_writes_the_same_keys_in_the_same_order(tmp_path, monkey
     UnitProtocol(context, FakeGenerate(), store=store).run("00002-storage", unit_rows())
     UnitProtocol(context, FakeGenerate()).run("00000-committed", unit_rows(3, bad=(1,)))
     UnitProtocol(context, FakeGenerate()).unreadable(
-        "00003-unread", "input_changed: in/shard-0.parquet changed since the run was planned")
+        "00003-unread", Skip.INPUT_CHANGED, "input_changed: in/shard-0.parquet changed since the run was planned")
     written = sorted((tmp_path / "out" / "_spotbatch" / "attempts").rglob("*.json"))
     before = [p for p in RECORDS if p.parent.parent.name == "attempts"]
     assert [p.relative_to(tmp_path / "out") for p in written] == [p.relative_to(BEFORE) for p in before]
@@ -127,3 +127,33 @@ def test_a_runs_record_built_as_the_run_builds_it_is_what_it_always_was():
     before = (BEFORE / "_spotbatch/runs/run-a.json").read_bytes()
     assert json.dumps(replace(record, storage_requests={"GET": 4}).to_json()).encode() == before
     assert run_context.RunRecord is RunRecord  # the run builds this one
+
+
+
+def test_an_attempts_outcome_is_a_kind_written_as_the_words_it_always_was(tmp_path):
+    """The protocol hands on how an attempt ended as an AttemptOutcome, never as words to
+    compare; its end record still says "committed", "already committed" or "failed"."""
+    from operators.generate import RowBatch
+    from pipelines.store.counts import UnitCounts
+    from pipelines.store.record_types import AttemptOutcome, attempt_outcome
+    from pipelines.store.records import Records
+    from pipelines.stream.unit_rows import ID, PROMPT
+    from pipelines.unit.commits import result_table
+
+    where = (str(tmp_path / "out"), {})
+    OutputStore(*where).create_manifest({"fingerprint": "fp"})
+    context = UnitContext(make_spec(where), fingerprint="fp", run_id="r", actor_id="a", node_id="n")
+    assert UnitProtocol(context, FakeGenerate()).run("u", unit_rows()).committed
+    with pytest.raises(RuntimeError):
+        UnitProtocol(context, FakeGenerate(raises=RuntimeError("the engine died"))).run("v", unit_rows())
+    records = Records(OutputStore(*where))
+    (committed,), (failed,) = records.unit_attempts("u").values(), records.unit_attempts("v").values()
+    assert (committed["end"]["outcome"], failed["end"]["outcome"]) == ("committed", "failed")  # as read from disk
+    assert attempt_outcome(committed) is AttemptOutcome.COMMITTED and attempt_outcome(failed) is AttemptOutcome.FAILED
+    assert attempt_outcome({"end": {"outcome": "a newer writer's"}}) is None and attempt_outcome({}) is None
+
+    rows = unit_rows()
+    cols = FakeGenerate()(RowBatch(rows.column(PROMPT).to_pylist(), [None] * rows.num_rows))
+    table = result_table(context.spec, rows.column(ID), cols, "fp")
+    again = UnitProtocol(context, FakeGenerate()).commits.if_current("u", table, UnitCounts.of_results(cols, 0.0))
+    assert again is AttemptOutcome.ALREADY_COMMITTED and again == "already committed"

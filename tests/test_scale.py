@@ -7,7 +7,7 @@ import re
 import pytest
 
 from jobs.bench.s3_requests import S3RequestCounter, moto_server, storage_options
-from jobs.bench.scale import marginal_requests, report_lines, scale_bench
+from jobs.bench.scale import S3Target, Sizes, marginal_requests, report_lines, scale_bench
 from pipelines.cache.response_cache import FOOTER_BYTES_KEPT
 from pipelines.stream.unit_blocks import block_sizes
 
@@ -18,9 +18,9 @@ pytestmark = pytest.mark.s3
 def figures(tmp_path_factory):
     work = tmp_path_factory.mktemp("scale")
     with moto_server() as endpoint, S3RequestCounter(endpoint) as counter:
-        figures = scale_bench(units=[1000], actors=[10], cache_sizes=[10_000, 100_000], work=work,
-                              s3=storage_options(counter.endpoint), s3_units=[100, 300], ray_data_units=[1000],
-                              ray_data_baseline=False, counter=counter)
+        sizes = Sizes(units=[1000], actors=[10], cache_sizes=[10_000, 100_000], s3_units=[100, 300],
+                      ray_data_units=[1000], ray_data_baseline=False)
+        figures = scale_bench(sizes, work, S3Target(storage_options(counter.endpoint), counter))
     print("\n".join(report_lines(figures)))
     return figures
 

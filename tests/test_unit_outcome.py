@@ -22,7 +22,7 @@ def test_a_unit_whose_rows_the_storage_would_not_read_is_counted_as_a_storage_er
     protocol = UnitProtocol(UnitContext(make_spec(where), fingerprint="fp", run_id="r", actor_id="a", node_id="n"),
                             FakeGenerate())
     message = f"storage_error while reading the unit's rows from {tmp_path}/in/shard-0.parquet: OSError('gone')"
-    unit = through_the_stream(protocol.unreadable("00000-u", message))
+    unit = through_the_stream(protocol.unreadable("00000-u", Skip.STORAGE_ERROR, message))
     assert unit.skip is Skip.STORAGE_ERROR and unit.skipped == message and unit.reason == message
     summary = RunSummary(output="out", units_total=1)
     summary.add_unit(unit)

@@ -20,7 +20,15 @@ from pipelines.store.records import HEARTBEAT_SECONDS, Records
 from pipelines.stream.other_runs import OtherRunsWait, await_other_runs
 from pipelines.stream.unit_rows import ERROR, ID, MAX_TOKENS, PROMPT
 from pipelines.unit import protocol as unit_protocol
-from pipelines.unit.protocol import SKIP_COMMITTED, SKIP_HELD, STORAGE_ERROR, SUPERSEDED, UnitContext, UnitProtocol
+from pipelines.unit.protocol import (
+    SKIP_COMMITTED,
+    SKIP_HELD,
+    STORAGE_ERROR,
+    SUPERSEDED,
+    Skip,
+    UnitContext,
+    UnitProtocol,
+)
 
 UNIT = "00000-unit"
 
@@ -462,7 +470,7 @@ def test_a_unit_whose_input_changed_runs_nothing_and_stays_pending(where):
 
     generate = FakeGenerate()
     p = protocol(make_spec(where, max_attempts=1), generate)
-    left = p.unreadable(UNIT, "input_changed: in/part-0.parquet changed since the run was planned")
+    left = p.unreadable(UNIT, Skip.INPUT_CHANGED, "input_changed: in/part-0.parquet changed since the run was planned")
     assert not left.committed and left.skipped.startswith(INPUT_CHANGED) and not generate.calls
     (attempt,) = Records(p.store).unit_attempts(UNIT).values()
     assert attempt["end"]["error_class"] == INPUT_CHANGED and p.store.committed_units() == set()

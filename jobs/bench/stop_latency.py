@@ -49,10 +49,11 @@ def committed(output: Path) -> int:
 def unit_seconds(output: Path) -> float:
     """The longest a committed unit took in the engine."""
     from pipelines.store.output import OutputStore
+    from pipelines.store.record_types import AttemptOutcome, attempt_outcome
     from pipelines.store.records import Records
 
     ends = [t["end"] for tries in Records(OutputStore(str(output))).attempts().values() for t in tries.values()
-            if t.get("end", {}).get("outcome") == "committed"]
+            if attempt_outcome(t) is AttemptOutcome.COMMITTED]
     return max((e.get("engine_seconds", 0.0) for e in ends), default=0.0)
 
 

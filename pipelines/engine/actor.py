@@ -40,7 +40,7 @@ from pipelines.spec import PipelineSpec
 from pipelines.store.output import OutputStore
 from pipelines.store.record_types import ABSENT, ActorRecord
 from pipelines.store.records import Records, beat_seconds, new_id
-from pipelines.stream.unit_rows import ERROR, STOPPED_ROWS, UNIT, UNIT_ROWS, UNREADABLE_ROWS
+from pipelines.stream.unit_rows import ERROR, INPUT_CHANGED_ROWS, STOPPED_ROWS, UNIT, UNIT_ROWS, UNREADABLE_ROWS
 from pipelines.unit.protocol import (
     SUMMARY_SCHEMA,
     Skip,
@@ -56,6 +56,7 @@ __all__ = ["MODEL", "EngineActor", "RunBinding", "RunRequest"]
 RUN_CACHE = "_spotbatch/cache"
 MODEL = "model"  # the record name of `model` (routed models go by their names)
 STOP_POLL_SECONDS = 2.0  # how often an engine of Ray Data's stage looks for its run's stop
+UNREAD = {UNREADABLE_ROWS: Skip.STORAGE_ERROR, INPUT_CHANGED_ROWS: Skip.INPUT_CHANGED}  # a marker's kind: why
 
 
 class EngineActor:
@@ -193,12 +194,12 @@ class EngineActor:
         stop = bound.protocol.stopped()
         if stop:  # asked to stop: a unit that would only wait for the engine is not kept waiting
             return outcome_row(UnitOutcome.skipped_as(unit_id, Skip.STOP, stop), actor)
-        if expected == UNREADABLE_ROWS:  # its shard changed, or the storage failed the read
+        if expected in UNREAD:  # its shard changed, or the storage failed the read
             with self.units.idle:  # counted even on a draining node: it generates nothing
                 self.units.count += 1
             outcome = None
             try:
-                outcome = bound.protocol.unreadable(unit_id, rows.column(ERROR)[0].as_py())
+                outcome = bound.protocol.unreadable(unit_id, UNREAD[expected], rows.column(ERROR)[0].as_py())
             finally:
                 held = self.units.release(bound.actor_id, outcome is not None)
             return outcome_row(outcome, actor, held=held)

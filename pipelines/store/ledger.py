@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from operators.cost import BUCKETS, ActorTime, Attempt, CostSummary, attempt_seconds, split_actor_time, summarize
 from pipelines.store.output import OutputStore
+from pipelines.store.record_types import AttemptOutcome, attempt_outcome
 from pipelines.store.records import HEARTBEAT_SECONDS, Records
 
 LEDGER = "_spotbatch/ledger"
@@ -139,7 +140,7 @@ def settled_attempt_list(settled: dict[str, dict[str, dict[str, Any]]]) -> list[
             start, end = t.get("start"), t.get("end")
             if start is None:  # not readable (yet); an end is never written before its start
                 continue
-            committed = bool(end) and end.get("outcome") == "committed"
+            committed = attempt_outcome(t) is AttemptOutcome.COMMITTED
             attempts.append(Attempt(
                 unit_id=unit_id, actor_id=start.get("actor_id", ""), started_at=start["time"],
                 ended_at=end.get("time") if end else None, committed=committed,

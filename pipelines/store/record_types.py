@@ -11,6 +11,7 @@ declared in the order the record's writer writes its keys.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from pipelines.store.counts import UnitCounts
@@ -87,13 +88,31 @@ class AttemptStart(JsonRecord):
     time: float = ABSENT
 
 
+class AttemptOutcome(StrEnum):
+    """How an attempt ended; the value is what its end record's `outcome` says."""
+
+    COMMITTED = "committed"  # it committed (or merged) its unit
+    ALREADY_COMMITTED = "already committed"  # it generated, and the storage refused a second commit
+    SUPERSEDED = "superseded"  # it generated, but its run was moved aside by --new-run: never a result
+    FAILED = "failed"  # the engine or the storage failed it, or its rows could not be read
+
+
+def attempt_outcome(attempt: dict[str, Any]) -> AttemptOutcome | None:
+    """How an attempt read from the records (`{"start": ..., "end": ...}`) ended; None while it
+    has no end record, or an outcome this version does not know (a newer writer's)."""
+    try:
+        return AttemptOutcome((attempt.get("end") or {}).get("outcome"))
+    except ValueError:
+        return None
+
+
 @dataclass(kw_only=True)
 class AttemptEnd(JsonRecord):
-    """How an attempt ended: committed, already committed, superseded or failed."""
+    """How an attempt ended (AttemptOutcome), and what it cost."""
 
     FLAT: ClassVar[dict[str, tuple[str, ...]]] = {"counts": COUNT_KEYS}
 
-    outcome: str
+    outcome: AttemptOutcome
     error: str = ABSENT
     time: float = ABSENT
     in_engine: int = ABSENT  # how many units were in the engine when it failed

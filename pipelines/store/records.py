@@ -24,6 +24,7 @@ import uuid
 from typing import Any
 
 from pipelines.store.output import ACTORS, ATTEMPTS, FOLDED, LOADED, RUNS, STOP, OutputStore
+from pipelines.store.record_types import AttemptOutcome, attempt_outcome
 
 HEARTBEAT_SECONDS = 5.0  # how often a live actor rewrites its beat, in a fleet of up to BEATS_PER_SECOND * 5 actors
 # A larger fleet beats less often, so an output's beats stay this many PUTs a second: 1,000
@@ -129,7 +130,7 @@ class Records:
         result = self.attempts()
         for unit_id in sorted(self.store.committed_units()):
             tries = result.get(unit_id, {})
-            if any(t.get("end", {}).get("outcome") == "committed" for t in tries.values()):
+            if any(attempt_outcome(t) is AttemptOutcome.COMMITTED for t in tries.values()):
                 continue
             if not any("end" not in t for t in tries.values()):
                 continue
@@ -137,7 +138,7 @@ class Records:
             attempt = tries.get(stats.get(COMMITTED_BY))
             if attempt is not None and "end" not in attempt and "start" in attempt:
                 attempt["end"] = {**{k: v for k, v in stats.items() if k not in (COMMITTED_BY, COMMITTED_AT)},
-                                  "outcome": "committed", "time": stats[COMMITTED_AT], "from_footer": True}
+                                  "outcome": AttemptOutcome.COMMITTED, "time": stats[COMMITTED_AT], "from_footer": True}
         return result
 
     def live_attempts(self) -> dict[str, dict[str, dict[str, Any]]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipelines.store.record_types import AttemptOutcome, attempt_outcome
 from pipelines.store.records import Records
 
 PHASES = ("planning", "ray", "actor_start", "model_load", "first_unit")
@@ -26,7 +27,7 @@ def startup(records: Records, run_id: str | None = None) -> dict[str, Any] | Non
         return None
     ends = [(t["end"]["time"], t["start"].get("actor_id")) for tries in records.settled_attempts().values()
             for t in tries.values() if t.get("start", {}).get("run_id") == run_id
-            and t.get("end", {}).get("outcome") == "committed"]
+            and attempt_outcome(t) is AttemptOutcome.COMMITTED]
     if not ends:
         return None
     first_end, actor_id = min(ends)

@@ -10,6 +10,7 @@ from pipelines.redact import redact_url
 from pipelines.stops.stopping import describe_stop
 from pipelines.store.counts import UnitCounts
 from pipelines.store.output import OutputStore
+from pipelines.store.record_types import AttemptOutcome, attempt_outcome
 from pipelines.store.records import Records
 
 
@@ -49,7 +50,7 @@ def run_status(path: str, storage_options: dict[str, Any] | None = None) -> RunS
     failed = 0
     for unit_id in planned - committed:
         tries = attempts.get(unit_id, {})
-        if tries and tries[max(tries)].get("end", {}).get("outcome") == "failed":
+        if tries and attempt_outcome(tries[max(tries)]) is AttemptOutcome.FAILED:
             failed += 1
     all_attempts = [a for tries in attempts.values() for a in tries.values()]
     return RunStatus(

@@ -26,8 +26,9 @@ UNIT, UNIT_ROWS, ID, PROMPT, ERROR, MAX_TOKENS = "__unit", "__unit_rows", "__id"
 SAMPLING = "__sampling"  # a row's own sampling, every field, as JSON (null: the run's)
 UNITS = "units"  # the read stage's input column: a list of unit descriptors, one block's
 # A unit that comes out of the read stage as one marker row says so in UNIT_ROWS (ERROR: why).
-UNREADABLE_ROWS = -1  # its rows could not be read (its shard changed, the storage failed)
+UNREADABLE_ROWS = -1  # its rows could not be read: the storage kept failing the read
 STOPPED_ROWS = -2  # its run was asked to stop: its rows were not read
+INPUT_CHANGED_ROWS = -3  # its rows were not read: its shard changed since planning
 
 
 def pack_ids(ids: pa.Array) -> bytes:
@@ -76,9 +77,10 @@ READ_BACKOFF_SECONDS = 2.0
 def read_units(batch: pa.Table, spec_data: dict[str, Any], run_id: str | None = None) -> pa.Table:
     """The Ray Data stage: a block's unit descriptors (`Unit.descriptor`, a list in its UNITS
     column, pipelines/stream/unit_blocks.py) in, their rows out. A unit whose
-    rows cannot be read comes out as one marker row (UNIT_ROWS UNREADABLE_ROWS, ERROR saying
-    why: its shard changed since planning, or the storage kept failing the read): the engine
-    stage records it (input_changed, storage_error), runs nothing of it and leaves it pending.
+    rows cannot be read comes out as one marker row (UNIT_ROWS INPUT_CHANGED_ROWS: its shard
+    changed since planning, or UNREADABLE_ROWS: the storage kept failing the read; ERROR says
+    why): the engine stage records it (input_changed, storage_error), runs nothing of it and
+    leaves it pending.
     Once run `run_id` is asked to stop, units come out as STOPPED_ROWS markers, unread, so the
     units the driver had already handed to Ray Data pass through in moments and the run ends.
     An exception here would end the whole run."""
@@ -97,7 +99,7 @@ def read_units(batch: pa.Table, spec_data: dict[str, Any], run_id: str | None = 
                 tables.append(unit_rows(unit, spec))
                 break
             except InputChanged as err:
-                tables.append(_marker(unit["unit_id"], str(err)))
+                tables.append(_marker(unit["unit_id"], str(err), INPUT_CHANGED_ROWS))
                 break
             except Exception as err:  # an S3 5xx past s3fs's retries, a file system gone away
                 if n + 1 == READ_TRIES:

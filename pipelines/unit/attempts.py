@@ -7,6 +7,7 @@ from typing import Any
 
 from operators.failures import ENGINE_ERROR, INPUT_CHANGED, PREEMPTED_EXHAUSTED, STORAGE_ERROR
 from pipelines.spec import PipelineSpec
+from pipelines.store.record_types import AttemptOutcome, attempt_outcome
 from pipelines.store.records import STALL_SECONDS
 
 Attempts = dict[str, dict[str, Any]]  # attempt -> {"start": ..., "end": ...} (Records.unit_attempts)
@@ -15,8 +16,9 @@ Attempts = dict[str, dict[str, Any]]  # attempt -> {"start": ..., "end": ...} (R
 def died_in_company(attempts: Attempts) -> bool:
     """Whether the unit's last attempt failed while other units were in the same engine: the
     next one runs alone (operators/engine_turns.py), to tell the culprit from its neighbours."""
-    ended = [attempts[a]["end"] for a in sorted(attempts) if "end" in attempts[a]]
-    return bool(ended) and ended[-1].get("outcome") == "failed" and ended[-1].get("in_engine", 1) > 1
+    ended = [attempts[a] for a in sorted(attempts) if "end" in attempts[a]]
+    return bool(ended) and attempt_outcome(ended[-1]) is AttemptOutcome.FAILED \
+        and ended[-1]["end"].get("in_engine", 1) > 1
 
 
 def stall_seconds(spec: PipelineSpec) -> float:
@@ -29,7 +31,7 @@ def exhausted(attempts: Attempts, spec: PipelineSpec, retry_of: str | None = Non
     `retry_of`: the run id of a `--retry-failed` run, whose tries alone count (a retry starts afresh)."""
     tries = [t for t in attempts.values() if "start" in t
              and (retry_of is None or t["start"].get("run_id") == retry_of)]
-    failed = [t["end"] for t in tries if t.get("end", {}).get("outcome") == "failed"
+    failed = [t["end"] for t in tries if attempt_outcome(t) is AttemptOutcome.FAILED
               and t["end"].get("error_class") not in (STORAGE_ERROR, INPUT_CHANGED)]  # not the unit's fault
     alone = [f for f in failed if f.get("in_engine", 1) <= 1]
     # A death in company is not held against the unit (it runs alone next), unless there

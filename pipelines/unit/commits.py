@@ -16,14 +16,12 @@ from pipelines.redact import redact_url
 from pipelines.spec import PipelineSpec
 from pipelines.store.counts import UnitCounts
 from pipelines.store.output import STATS_KEY, OutputStore
+from pipelines.store.record_types import AttemptOutcome
 from pipelines.stream.unit_rows import ERROR, ID
 from pipelines.unit.context import UnitContext
-from pipelines.unit.outcome import SUPERSEDED, Skip, UnitOutcome
+from pipelines.unit.outcome import Skip, UnitOutcome
 
 log = logging.getLogger("spotbatch.unit")
-
-COMMITTED = "committed"
-ALREADY_COMMITTED = "already committed"
 
 
 def result_table(spec: PipelineSpec, ids: pa.Array | pa.ChunkedArray, cols: dict[str, list],
@@ -46,21 +44,21 @@ class UnitCommits:
         self.store = store
 
     def if_current(self, unit_id: str, table: pa.Table, counts: UnitCounts,
-                   by: dict[str, Any] | None = None) -> str:
+                   by: dict[str, Any] | None = None) -> AttemptOutcome:
         """Commit (or merge) only while the output still holds this run: a run moved aside by
         --new-run must never add to the next one, results or error records. Checked before the
         commit, and after it (the move may have come in between), when a late file is taken
         back out again. Returns COMMITTED, ALREADY_COMMITTED or SUPERSEDED."""
         fingerprint = self.context.fingerprint
         if self.store.fingerprint() != fingerprint:
-            return SUPERSEDED
+            return AttemptOutcome.SUPERSEDED
         if not self._commit(unit_id, table, counts, by):
-            return ALREADY_COMMITTED
+            return AttemptOutcome.ALREADY_COMMITTED
         if self.store.fingerprint() != fingerprint:
             moved = self.store.retract(unit_id, fingerprint)
             log.warning("unit %s was committed after its run was moved aside; moved to %s", unit_id, moved)
-            return SUPERSEDED
-        return COMMITTED
+            return AttemptOutcome.SUPERSEDED
+        return AttemptOutcome.COMMITTED
 
     def failed(self, unit_id: str, rows: pa.Table, error_class: str, message: str) -> UnitOutcome:
         """Give up on a unit: every row becomes an error record (a row that already had one keeps
@@ -71,9 +69,9 @@ class UnitCommits:
         counts = UnitCounts.of_results(cols, 0.0)
         table = result_table(self.context.spec, rows.column(ID), cols, self.context.fingerprint)
         outcome = self.if_current(unit_id, table, counts)
-        if outcome == SUPERSEDED:
+        if outcome is AttemptOutcome.SUPERSEDED:
             return UnitOutcome.skipped_as(unit_id, Skip.SUPERSEDED)
-        return UnitOutcome(**counts.to_json(), unit_id=unit_id, committed=outcome == COMMITTED)
+        return UnitOutcome(**counts.to_json(), unit_id=unit_id, committed=outcome is AttemptOutcome.COMMITTED)
 
     def _commit(self, unit_id: str, table: pa.Table, counts: UnitCounts, by: dict[str, Any] | None = None) -> bool:
         """Commit a unit's results once; in a retry run, merge them into its committed ones."""

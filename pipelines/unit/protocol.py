@@ -43,17 +43,17 @@ from contextlib import contextmanager
 import pyarrow as pa
 
 from operators.engine_turns import EngineTurns
-from operators.failures import INPUT_CHANGED, STORAGE_ERROR
+from operators.failures import STORAGE_ERROR
 from operators.generate import RowBatch
 from pipelines.cache.response_cache import ResponseCache
 from pipelines.stops.stopping import StopFlag
 from pipelines.store.counts import UnitCounts
 from pipelines.store.output import OutputStore
-from pipelines.store.record_types import ABSENT, AttemptEnd, AttemptStart
+from pipelines.store.record_types import ABSENT, AttemptEnd, AttemptOutcome, AttemptStart
 from pipelines.store.records import COMMITTED_AT, COMMITTED_BY, Records
 from pipelines.stream.unit_rows import ERROR, ID, MAX_TOKENS, PROMPT
 from pipelines.unit.attempts import Attempts, died_in_company, exhausted, stall_seconds
-from pipelines.unit.commits import COMMITTED, UnitCommits, result_table
+from pipelines.unit.commits import UnitCommits, result_table
 from pipelines.unit.context import UnitContext
 from pipelines.unit.outcome import (
     ACTOR_FIELDS,
@@ -75,7 +75,6 @@ __all__ = ["ACTOR_FIELDS", "SKIP_COMMITTED", "SKIP_HELD", "SKIP_STOP", "STORAGE_
 
 log = logging.getLogger("spotbatch.unit")
 
-FAILED = "failed"  # an attempt's end record's outcome, beside pipelines/unit/commits.py's
 UNREAD_END_ORDER = ("outcome", "error_class", "error", "time")  # as that end record was always written
 
 STORAGE_TRIES = 3  # attempts at a unit whose storage keeps failing, before it is left pending
@@ -198,25 +197,24 @@ class UnitProtocol:
         except BaseException as err:
             # Recorded, then raised: the unit is retried, and status shows why it failed.
             self._end(unit_id, attempt, AttemptEnd(
-                outcome=FAILED, error=repr(err)[:2000], time=time.time(), in_engine=in_engine,
+                outcome=AttemptOutcome.FAILED, error=repr(err)[:2000], time=time.time(), in_engine=in_engine,
                 error_class=STORAGE_ERROR if isinstance(err, StorageFault) else ABSENT))
             raise
-        if outcome == COMMITTED:
+        if outcome is AttemptOutcome.COMMITTED:
             self.requests.share(keys, cols)
         self._end(unit_id, attempt, AttemptEnd(outcome=outcome, time=time.time(), counts=counts.to_json(),
                                                engine=self.context.engine_stats(),
                                                storage_requests=self.context.storage_requests()))
-        if outcome == SUPERSEDED:
+        if outcome is AttemptOutcome.SUPERSEDED:
             return UnitOutcome.skipped_as(unit_id, Skip.SUPERSEDED, **counts.to_json())
-        return UnitOutcome(**counts.to_json(), unit_id=unit_id, committed=outcome == COMMITTED)
+        return UnitOutcome(**counts.to_json(), unit_id=unit_id, committed=outcome is AttemptOutcome.COMMITTED)
 
-    def unreadable(self, unit_id: str, message: str) -> UnitOutcome:
+    def unreadable(self, unit_id: str, why: Skip, message: str) -> UnitOutcome:
         """The unit's rows could not be read (pipelines/stream/unit_rows.py): its shard changed since
-        planning (`input_changed`; the run's fingerprint then refuses a resume on the changed
-        input, so two versions never mix), or the storage kept failing (`storage_error`). Record
-        an attempt that failed so, generate nothing, and leave the unit pending."""
+        planning (Skip.INPUT_CHANGED; the run's fingerprint then refuses a resume on the changed
+        input, so two versions never mix), or the storage kept failing (Skip.STORAGE_ERROR).
+        Record an attempt that failed so, generate nothing, and leave the unit pending."""
         ctx = self.context
-        error_class = INPUT_CHANGED if message.startswith(INPUT_CHANGED) else STORAGE_ERROR  # unit_rows.py's words
         try:
             attempt = self.records.claim_attempt(unit_id, self.records.unit_attempts(unit_id), AttemptStart(
                 actor_id=ctx.actor_id, run_id=ctx.run_id, node=ctx.node_id, time=time.time()))
@@ -224,9 +222,9 @@ class UnitProtocol:
             log.warning("could not record why unit %s was not read: %r", unit_id, err)
             attempt = None
         if attempt is not None:
-            self._end(unit_id, attempt, AttemptEnd(outcome=FAILED, error_class=error_class, error=message,
+            self._end(unit_id, attempt, AttemptEnd(outcome=AttemptOutcome.FAILED, error_class=why.value, error=message,
                                                    time=time.time(), key_order=UNREAD_END_ORDER))
-        return UnitOutcome.skipped_as(unit_id, Skip(error_class), message, shown=message)
+        return UnitOutcome.skipped_as(unit_id, why, message, shown=message)
 
     def _end(self, unit_id: str, attempt: str, outcome: AttemptEnd) -> None:
         """The attempt's end record. Failing to write it changes no result: the attempt then
