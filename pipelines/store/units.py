@@ -43,7 +43,8 @@ class UnitFiles(StoreFiles):
         """Commit a unit's results; False when the unit was committed already (nothing written).
         Staged under .staging/, which readers of the folder skip, until it takes its name."""
         try:
-            with self.storage.create_staged(self._path(part_name(unit_id)), stage_in=self._path(STAGING)) as fh:
+            with self.storage.create_staged(self._path(part_name(unit_id)), stage_in=self._path(STAGING),
+                                           durable=True) as fh:
                 pq.write_table(with_stats(table, stats), fh)
         except FileExistsError:
             return False
