@@ -57,6 +57,7 @@ class FsspecStorage(Storage):
             yield raw
         except BaseException:
             raw.discard()  # closing would upload what was written so far
+            raw.closed = True  # discarded: nothing left to close (its collection would try)
             raise
         try:
             raw.close()
