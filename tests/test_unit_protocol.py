@@ -381,6 +381,32 @@ def test_a_retry_merges_the_retried_rows_and_every_other_row_stays_as_it_was(whe
     assert len(replaced) == 1  # the version before the merge is kept
 
 
+def test_a_merge_that_loses_a_race_keeps_one_copy_of_the_version_it_replaced(where, monkeypatch):
+    """Another merge lands between this merge's read and its replace: this try loses, reads
+    again and wins; only the version it replaced is kept, not one per try."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    spec = make_spec(where)
+    protocol(spec, FakeGenerate(fail={1: TIMEOUT})).run(UNIT, unit_rows(3))
+    retry = protocol(spec, FakeGenerate(), run_id="run-retry", retry=True)
+    storage, raced = retry.store.storage, []
+    real_read = storage.read_versioned
+
+    def read_then_another_merge_lands(path):
+        found = real_read(path)
+        if not raced:
+            raced.append(path)
+            other = io.BytesIO()  # the same rows in other bytes: another version
+            pq.write_table(pq.read_table(io.BytesIO(found[0])), other, compression="none")
+            storage.put(path, other.getvalue())
+        return found
+    monkeypatch.setattr(storage, "read_versioned", read_then_another_merge_lands)
+    assert retry.run(UNIT, unit_rows(3).take([1])).committed
+    assert raced and len(retry.store.find("_spotbatch/replaced")) == 1
+
+
 def test_answers_are_shared_through_the_cache_keyed_by_every_sampling_parameter(where, tmp_path):
     cache = ResponseCache(str(tmp_path / "cache"))
     spec = make_spec(where)
