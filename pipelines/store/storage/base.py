@@ -27,8 +27,9 @@ class Storage(ABC):
     def create(self, path: str, data: bytes, durable: bool = False) -> None:
         """Create `path` holding `data`, or raise FileExistsError when another writer's object
         is there. A write that failed but is found there afterwards as ours (the very file we
-        linked; on an object store, our exact bytes) succeeded: its answer was lost. `durable`: on the disk before this returns (a file system
-        syncs the file and its folder; an object store's every write is)."""
+        linked; on an object store, our exact bytes) succeeded: its answer was lost.
+        `durable`: on the disk before this returns (a file system syncs the file and its
+        folder; an object store's every write is)."""
 
     @abstractmethod
     def create_staged(self, path: str, stage_in: str | None = None,
