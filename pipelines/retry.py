@@ -55,6 +55,7 @@ def retry_failed(output: str, storage_options: dict | None = None, classes: list
     storage_options = storage_options or output_options(overrides)
     store = OutputStore(output, storage_options)
     manifest = store.require_manifest()
+    store.check_conditional_replace()  # before any engine starts, not at the first merge
     spec = recorded_spec(manifest["spec"], overrides)
     if storage_options:
         spec.output.storage_options = storage_options

@@ -3,7 +3,8 @@
 Files of pipelines/, operators/ and cluster/ stay under about 300 lines, classes under 200,
 functions under 60 lines and 5 parameters (self and cls not counted; what travels together
 becomes a small frozen dataclass). Nothing outside the storage layer (pipelines/store/storage/)
-names LocalFileSystem or branches on a store's `.local`. Imports point one way: operators/
+names a local file system (LocalFileSystem, LocalStorage, their modules, under any alias),
+compares a protocol with "file", or branches on a store's `.local`. Imports point one way: operators/
 imports neither pipelines/ nor cluster/, and cluster/ does not import pipelines/
 (the docs' design page). Errors live in spotbatch/errors.py, each saying "Raised when ...".
 
@@ -111,20 +112,45 @@ def test_the_allow_lists_hold_only_what_is_still_past_a_limit():
     assert not fixed, "fixed: remove from tests/test_layout.py's ALLOWED_* lists:\n  " + "\n  ".join(fixed)
 
 
+LOCAL_CLASSES = {"LocalFileSystem", "LocalStorage"}  # fsspec's local file system, and ours
+LOCAL_MODULES = {"fsspec.implementations.local", "pipelines.store.storage.local"}
+LOCAL_PROTOCOLS = {"file", "local", "file://", "local://"}
+
+
 def local_branches(tree: ast.AST) -> list[int]:
-    """Lines that name LocalFileSystem, or test a `.local` attribute (if, while, a conditional
+    """Lines that tell local from remote: that import or name a local file system's class or
+    module (under any alias: the import or the assignment that makes one is named), compare a
+    protocol with "file" or "local", or test a `.local` attribute (if, while, a conditional
     expression, a comprehension's if)."""
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and "LocalFileSystem" in node.id \
-                or isinstance(node, ast.Attribute) and "LocalFileSystem" in node.attr \
-                or isinstance(node, ast.alias) and "LocalFileSystem" in node.name:
+        if isinstance(node, ast.Name) and node.id in LOCAL_CLASSES \
+                or isinstance(node, ast.Attribute) and node.attr in LOCAL_CLASSES \
+                or isinstance(node, ast.ImportFrom) and _imports_local(node) \
+                or isinstance(node, ast.Import) and any(a.name in LOCAL_MODULES for a in node.names) \
+                or isinstance(node, ast.Compare) and _compares_protocol_with_local(node):
             found.append(node.lineno)
         tests = [node.test] if isinstance(node, (ast.If, ast.IfExp, ast.While)) else \
             node.ifs if isinstance(node, ast.comprehension) else []
         found += [sub.lineno for test in tests for sub in ast.walk(test)
                   if isinstance(sub, ast.Attribute) and sub.attr == "local"]
     return sorted(set(found))
+
+
+def _imports_local(node: ast.ImportFrom) -> bool:
+    module = node.module or ""
+    return module in LOCAL_MODULES or any(
+        a.name in LOCAL_CLASSES or f"{module}.{a.name}" in LOCAL_MODULES for a in node.names)
+
+
+def _compares_protocol_with_local(node: ast.Compare) -> bool:
+    """`fs.protocol == "file"`, `"file" in fs.protocol`, `protocol in ("file", "local")`, ..."""
+    parts = [node.left, *node.comparators]
+    names = {n.id if isinstance(n, ast.Name) else n.attr for part in parts for n in ast.walk(part)
+             if isinstance(n, (ast.Name, ast.Attribute))}
+    strings = {n.value for part in parts for n in ast.walk(part)
+               if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    return any("protocol" in name for name in names) and bool(strings & LOCAL_PROTOCOLS)
 
 
 def test_only_the_storage_layer_tells_local_from_remote():
@@ -140,6 +166,15 @@ def test_the_check_finds_a_local_branch_and_a_long_signature():
     tree = ast.parse("from fsspec.implementations.local import LocalFileSystem\n"
                      "def f(store, a, b, c, d, e):\n    return 1 if store.local else 2\n")
     assert local_branches(tree) == [1, 3]
+    assert local_branches(ast.parse(
+        "from fsspec.implementations.local import LocalFileSystem as Disk\n"  # an alias
+        "from fsspec.implementations import local\n"
+        "import fsspec.implementations.local as lfs\n"
+        "on_disk = isinstance(fs, lfs.LocalFileSystem)\n"
+        "if fs.protocol == 'file':\n    pass\n"
+        "local_ = 'file' in fs.protocol\n"
+        "here = get_protocol(url) in ('file', 'local')\n"
+        "s3 = fs.protocol == 's3'\n")) == [1, 2, 3, 4, 5, 7, 8]
     assert [params(node) for _, node in definitions(tree)] == [6]
 
 

@@ -140,3 +140,17 @@ def test_a_tampered_manifest_is_refused_and_nothing_is_written_outside(tmp_path,
     with pytest.raises(OutputError, match="leads outside the output"):
         store.create("_spotbatch/attempts/../../../x.json", b"{}")
     assert sorted(p for p in tmp_path.rglob("*")) == before
+
+
+def test_retry_failed_on_a_store_without_conditional_replace_is_refused_before_anything_runs():
+    """run --retry-failed merges rows into committed results with put-if-version; a store that
+    has none (here fsspec's memory store, as GCS without If-Match) is refused by name at once,
+    not at the first merge mid-run."""
+    import uuid
+
+    from pipelines.retry import retry_failed
+
+    url = f"memory://retry-{uuid.uuid4().hex[:8]}/out"
+    OutputStore(url).create_manifest({"fingerprint": "fp", "spec": {"output": {"path": url}}, "units": []})
+    with pytest.raises(OutputError, match="offers no conditional replace.*Nothing was run"):
+        retry_failed(url)

@@ -70,3 +70,30 @@ def test_a_new_runs_move_takes_nested_records_along(s3_server, prefix):
     assert Records(store).attempts() == {} and Records(store).runs() == {}
     fs = s3fs.S3FileSystem(**s3_server)
     assert fs.exists(f"{moved}/attempts/u1/000000.end.json") and fs.exists(f"{moved}/runs/run.json")
+
+
+def test_an_export_to_s3_streams_its_upload_and_spools_nothing_to_local_disk(s3_server, prefix, monkeypatch):
+    """An export is written once and never resent: it goes straight into an exclusive upload
+    (nothing held in memory or on this machine's disk), lands whole when complete, and nothing
+    lands when the writer fails. A second export to the name is refused."""
+    import tempfile
+
+    from pipelines.store.new_file import new_file
+
+    def no_spool(*args, **kwargs):
+        raise AssertionError("an export was spooled to local disk before its upload")
+    monkeypatch.setattr(tempfile, "SpooledTemporaryFile", no_spool)
+    fs = s3fs.S3FileSystem(**s3_server)
+    path, failed = f"{prefix}/exports/answers.jsonl", f"{prefix}/exports/failed.jsonl"
+    line = '{"id": 1, "answer": "' + "x" * 1000 + '"}\n'
+    with new_file(fs, path) as fh:
+        for _ in range(7000):  # 7 MB: past s3fs's first part, so the upload is in flight while written
+            fh.write(line)
+    with pytest.raises(RuntimeError):
+        with new_file(fs, failed) as fh:
+            fh.write(line * 6000)
+            raise RuntimeError("the export died midway")
+    with pytest.raises(FileExistsError):
+        with new_file(fs, path) as fh:
+            fh.write("another")
+    assert fs.cat_file(path) == (line * 7000).encode() and not fs.exists(failed)

@@ -4,11 +4,14 @@ a write that lands but whose answer is lost, and writers racing for one name."""
 
 import os
 import threading
+import time
 import uuid
+from types import SimpleNamespace
 
 import pytest
 
 from pipelines.store.storage import STAGED, open_storage
+from pipelines.store.storage.local_version import LOCK_STALE_SECONDS, NONCE, break_if_stale, side_path
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 
@@ -30,37 +33,52 @@ class Lost(ConnectionError):
     """The connection dropped: the write may or may not have landed."""
 
 
-def inject_put_fault(storage, monkeypatch, *, lands: bool):
-    """Every write that makes a name exist fails once per call: before it lands (`lands` False)
-    or after it landed, its answer lost (`lands` True). On a file system the write is the link
-    or rename that makes the name; on S3 the PUT request."""
-    if storage.fs.protocol == "file" or "file" in storage.fs.protocol:
+def inject_put_fault(storage, monkeypatch, *, lands):
+    """Every write that makes a name exist fails: before it lands (`lands` None), after it
+    landed with its answer lost ("ours"), or after another writer's bytes took the name ("theirs").
+    On a file system the write is the link or rename that makes the name; on S3 the PUT."""
+    if "file" in (storage.fs.protocol if isinstance(storage.fs.protocol, tuple) else (storage.fs.protocol,)):
         for name in ("link", "replace"):
             real = getattr(os, name)
 
             def fault(src, dst, real=real):
-                if lands:
+                if lands == "ours":
                     real(src, dst)
+                elif lands == "theirs":
+                    with open(dst, "wb") as fh:
+                        fh.write(b"theirs")
                 raise Lost(f"{dst}: no answer")
             monkeypatch.setattr(os, name, fault)
         return
     real_sync, real_async = storage.fs.call_s3, storage.fs._call_s3
 
+    def landed(kwargs):
+        return {**kwargs, "Body": b"theirs"} if lands == "theirs" else kwargs
+
     def sync_fault(method, *args, **kwargs):
-        if method == "put_object" and lands:
-            real_sync(method, *args, **kwargs)
-        if method == "put_object":
-            raise Lost(f"{kwargs.get('Key')}: no answer")
-        return real_sync(method, *args, **kwargs)
+        if method != "put_object":
+            return real_sync(method, *args, **kwargs)
+        if lands:
+            real_sync(method, *args, **landed(kwargs))
+        raise Lost(f"{kwargs.get('Key')}: no answer")
 
     async def async_fault(method, *args, **kwargs):
-        if method == "put_object" and lands:
-            await real_async(method, *args, **kwargs)
-        if method == "put_object":
-            raise Lost(f"{kwargs.get('Key')}: no answer")
-        return await real_async(method, *args, **kwargs)
+        if method != "put_object":
+            return await real_async(method, *args, **kwargs)
+        if lands:
+            await real_async(method, *args, **landed(kwargs))
+        raise Lost(f"{kwargs.get('Key')}: no answer")
     monkeypatch.setattr(storage.fs, "call_s3", sync_fault)
     monkeypatch.setattr(storage.fs, "_call_s3", async_fault)
+
+
+def create_either_way(storage, path, data, staged):
+    """`create`, or the staged create a commit uses."""
+    if not staged:
+        storage.create(path, data)
+        return
+    with storage.create_staged(path, stage_in=storage.path(".staging")) as fh:
+        fh.write(data)
 
 
 def leftovers(storage):
@@ -97,28 +115,39 @@ def test_a_staged_create_that_fails_midway_leaves_nothing(storage):
     assert storage.read(path) is None and not storage.exists(path) and not leftovers(storage)
 
 
-def test_a_failed_create_leaves_nothing_and_raises_the_error(storage, monkeypatch):
+@pytest.mark.parametrize("staged", [False, True], ids=["create", "create_staged"])
+def test_a_failed_create_leaves_nothing_and_raises_the_error(storage, monkeypatch, staged):
     path = storage.path("a/failed.json")
-    inject_put_fault(storage, monkeypatch, lands=False)
+    inject_put_fault(storage, monkeypatch, lands=None)
     with pytest.raises(Lost):
-        storage.create(path, b"data")
+        create_either_way(storage, path, b"data", staged)
     monkeypatch.undo()
     assert storage.read(path) is None and not leftovers(storage)
-    storage.create(path, b"data")  # the name is still free
+    create_either_way(storage, path, b"data", staged)  # the name is still free
     assert storage.read(path) == b"data"
 
 
-def test_a_create_whose_answer_was_lost_reads_as_exists_and_as_our_own_bytes(storage, monkeypatch):
+@pytest.mark.parametrize("staged", [False, True], ids=["create", "create_staged"])
+def test_a_create_whose_answer_was_lost_after_it_landed_succeeded(storage, monkeypatch, staged):
+    """Our own write, found there with our bytes, is a create that succeeded: a claim is ours,
+    a commit counts as ours; never "another writer has it"."""
     path = storage.path("a/landed.json")
-    inject_put_fault(storage, monkeypatch, lands=True)
-    try:
-        storage.create(path, b"ours")
-    except (FileExistsError, Lost):
-        pass
+    inject_put_fault(storage, monkeypatch, lands="ours")
+    create_either_way(storage, path, b"ours", staged)  # returns: no FileExistsError, no Lost
     monkeypatch.undo()
-    with pytest.raises(FileExistsError):  # the caller's retry
-        storage.create(path, b"ours")
-    assert storage.read(path) == b"ours"  # what tells the caller it was its own write
+    assert storage.read(path) == b"ours" and not leftovers(storage)
+    with pytest.raises(FileExistsError):  # another writer is still refused
+        create_either_way(storage, path, b"another", staged)
+
+
+@pytest.mark.parametrize("staged", [False, True], ids=["create", "create_staged"])
+def test_a_create_that_failed_where_another_writer_landed_reads_as_exists(storage, monkeypatch, staged):
+    path = storage.path("a/theirs.json")
+    inject_put_fault(storage, monkeypatch, lands="theirs")
+    with pytest.raises(FileExistsError):
+        create_either_way(storage, path, b"ours", staged)
+    monkeypatch.undo()
+    assert storage.read(path) == b"theirs" and not leftovers(storage)
 
 
 def test_of_two_racing_creates_exactly_one_wins(storage):
@@ -258,3 +287,158 @@ def test_a_409_conflict_is_looked_at_then_tried_again_or_read_as_exists(s3_serve
     else:
         storage.create(path, b"mine")
     assert conflicts and storage.read(path) == (b"other" if other_lands else b"mine")
+
+
+def test_a_failed_put_from_keeps_the_old_bytes_and_a_lost_answer_is_finished_by_repeating(storage, monkeypatch,
+                                                                                        tmp_path):
+    source = tmp_path / "artifact.so"
+    source.write_bytes(b"new" * 1000)
+    path = storage.path("inductor/cd/artifact.so")
+    storage.put(path, b"old")
+    inject_put_fault(storage, monkeypatch, lands=None)
+    with pytest.raises(Lost):
+        storage.put_from(path, str(source))
+    monkeypatch.undo()
+    assert storage.read(path) == b"old" and not leftovers(storage) and storage.leftovers(storage.root) == []
+    inject_put_fault(storage, monkeypatch, lands="ours")
+    with pytest.raises(Lost):  # landed, but nobody was told: the caller sees an error ...
+        storage.put_from(path, str(source))
+    monkeypatch.undo()
+    storage.put_from(path, str(source))  # ... and its retry puts the same bytes again
+    assert storage.read(path) == b"new" * 1000 and not leftovers(storage)
+
+
+@pytest.mark.s3
+def test_an_s3_move_stopped_between_copy_and_delete_is_finished_by_moving_again(s3_server, monkeypatch):
+    """S3 has no rename: a move copies, then deletes. Stopped in between, both names hold the
+    file; the same move again leaves it only under the new one."""
+    storage = open_storage(f"s3://spotbatch/contract-{uuid.uuid4().hex[:8]}", s3_server)
+    storage.put(storage.path("m/f.json"), b"f")
+    storage.put(storage.path("m/dir/1.json"), b"1")
+    storage.put(storage.path("m/dir/2.json"), b"2")
+    real_rm = storage.fs.rm
+
+    def stopped(path, *args, **kwargs):
+        raise Lost(f"{path}: the mover died before deleting")
+    for src, dest in (("m/f.json", "moved/f.json"), ("m/dir", "moved/dir")):
+        monkeypatch.setattr(storage.fs, "rm", stopped)
+        with pytest.raises(Lost):
+            storage.move(storage.path(src), storage.path(dest))
+        monkeypatch.setattr(storage.fs, "rm", real_rm)
+        assert storage.find(storage.path(dest))  # copied, not deleted
+        storage.move(storage.path(src), storage.path(dest))
+    assert storage.find(storage.path("m")) == []
+    assert {p.rsplit("moved/", 1)[1]: storage.read(p) for p in storage.find(storage.path("moved"))} == {
+        "f.json": b"f", "dir/1.json": b"1", "dir/2.json": b"2"}
+
+
+# -- durability, and the local version lock -----------------------------------------------------
+def count_fsyncs(monkeypatch) -> list[int]:
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    return synced
+
+
+def test_only_a_durable_write_is_synced_and_then_with_its_folder(tmp_path, monkeypatch):
+    """Records, cache entries and beats are rewritten or rebuilt: syncing each costs much on a
+    network file system. The commit, the merge and the manifest sync the file and its folder
+    (without the folder the new name itself may be lost)."""
+    storage = open_storage(str(tmp_path / "store"))
+    synced = count_fsyncs(monkeypatch)
+    storage.put(storage.path("rec/beat.json"), b"beat")
+    storage.create(storage.path("rec/claim.json"), b"claim")
+    with storage.create_staged(storage.path("cache/entry.bin")) as fh:
+        fh.write(b"entry")
+    assert synced == []
+    with storage.create_staged(storage.path("part-1.parquet"), durable=True) as fh:
+        fh.write(b"unit")
+    assert len(synced) == 2  # the file, then its folder
+    data, version = storage.read_versioned(storage.path("part-1.parquet"))
+    assert storage.put_if_version(storage.path("part-1.parquet"), b"merged", version)
+    assert len(synced) == 4
+
+
+def test_a_merge_slower_than_a_minute_keeps_its_lock_and_the_second_merger_loses(tmp_path, monkeypatch):
+    """A merge writes and syncs a whole unit under the lock: a second merger that broke the
+    lock after a minute would pass the compare too, and one merge's rows would be lost. The
+    lock stays hidden in .staging/ (the sweep's), never in the folder readers list."""
+    storage = open_storage(str(tmp_path / "store"))
+    path = storage.path("part-u.parquet")
+    storage.put(path, b"base")
+    _, version = storage.read_versioned(path)
+    writing, finish = threading.Event(), threading.Event()
+    real_put = type(storage).put
+
+    def slow_put(self, p, data, *args, **kwargs):
+        if data == b"slow":
+            writing.set()
+            finish.wait(10)
+        return real_put(self, p, data, *args, **kwargs)
+    monkeypatch.setattr(type(storage), "put", slow_put)
+    won: dict[bytes, bool] = {}
+
+    def merge(data):
+        won[data] = storage.put_if_version(path, data, version)
+    slow = threading.Thread(target=merge, args=(b"slow",))
+    slow.start()
+    assert writing.wait(10)
+    assert set(os.listdir(storage.root)) <= {".staging", "part-u.parquet"}
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 300)  # five minutes into the write
+    fast = threading.Thread(target=merge, args=(b"fast",))
+    fast.start()
+    fast.join(0.5)
+    assert fast.is_alive()  # waiting for the lock, not breaking it
+    finish.set()
+    slow.join(10)
+    fast.join(10)
+    assert won == {b"slow": True, b"fast": False} and storage.read(path) == b"slow"
+
+
+def test_a_lock_left_by_a_dead_merger_is_broken_after_ten_minutes(tmp_path):
+    storage = open_storage(str(tmp_path / "store"))
+    path = storage.path("part-d.parquet")
+    storage.put(path, b"base")
+    _, version = storage.read_versioned(path)
+    lock = side_path(path, ".lock")
+    os.makedirs(os.path.dirname(lock), exist_ok=True)
+    open(lock, "w").close()
+    os.utime(lock, (time.time() - LOCK_STALE_SECONDS - 5,) * 2)
+    assert storage.put_if_version(path, b"merged", version)
+    assert not os.path.exists(lock) and os.listdir(os.path.dirname(lock)) == [os.path.basename(path) + NONCE]
+
+
+def test_of_two_waiters_breaking_one_stale_lock_the_late_one_leaves_the_fresh_lock(tmp_path, monkeypatch):
+    """Both saw the stale lock; the first broke it and locked again; the second's break must
+    not take that fresh lock away (an unlink would)."""
+    lock = str(tmp_path / "part-r.parquet.lock")
+    open(lock, "w").close()
+    os.utime(lock, (time.time() - LOCK_STALE_SECONDS - 5,) * 2)
+    real_rename = os.rename
+
+    def first_waiter_was_faster(src, dst):
+        os.unlink(src)  # the first waiter broke it ...
+        with open(src, "w") as fh:  # ... and holds a fresh lock
+            fh.write("fresh")
+        monkeypatch.setattr(os, "rename", real_rename)
+        real_rename(src, dst)
+    monkeypatch.setattr(os, "rename", first_waiter_was_faster)
+    break_if_stale(lock)
+    assert open(lock).read() == "fresh" and os.listdir(tmp_path) == ["part-r.parquet.lock"]
+
+
+def test_a_local_version_is_never_repeated_by_a_reused_inode_of_the_same_time_and_size(tmp_path, monkeypatch):
+    storage = open_storage(str(tmp_path / "store"))
+    path = storage.path("part-v.parquet")
+    storage.put(path, b"aaaa")
+    fake = SimpleNamespace(st_ino=7, st_mtime_ns=1, st_ctime_ns=1, st_size=4, st_mtime=1.0)
+    real_stat, real_fstat = os.stat, os.fstat
+    monkeypatch.setattr(os, "stat", lambda p, *a, **k: fake if p == path else real_stat(p, *a, **k))
+    monkeypatch.setattr(os, "fstat", lambda fd: fake if real_fstat(fd).st_ino == real_stat(path).st_ino
+                        else real_fstat(fd))
+    _, first = storage.read_versioned(path)
+    assert storage.put_if_version(path, b"bbbb", first)
+    _, second = storage.read_versioned(path)  # the same inode, time and size as the first
+    assert second != first
+    assert storage.put_if_version(path, b"cccc", first) is False and storage.read(path) == b"bbbb"

@@ -389,6 +389,64 @@ def test_a_retry_merges_the_retried_rows_and_every_other_row_stays_as_it_was(whe
     assert len(replaced) == 1  # the version before the merge is kept
 
 
+def test_a_merge_that_loses_a_race_keeps_one_copy_of_the_version_it_replaced(where, monkeypatch):
+    """Another merge lands between this merge's read and its replace: this try loses, reads
+    again and wins; only the version it replaced is kept, not one per try."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    spec = make_spec(where)
+    protocol(spec, FakeGenerate(fail={1: TIMEOUT})).run(UNIT, unit_rows(3))
+    retry = protocol(spec, FakeGenerate(), run_id="run-retry", retry=True)
+    storage, raced = retry.store.storage, []
+    real_read = storage.read_versioned
+
+    def read_then_another_merge_lands(path):
+        found = real_read(path)
+        if not raced:
+            raced.append(path)
+            other = io.BytesIO()  # the same rows in other bytes: another version
+            pq.write_table(pq.read_table(io.BytesIO(found[0])), other, compression="none")
+            storage.put(path, other.getvalue())
+        return found
+    monkeypatch.setattr(storage, "read_versioned", read_then_another_merge_lands)
+    assert retry.run(UNIT, unit_rows(3).take([1])).committed
+    assert raced and len(retry.store.find("_spotbatch/replaced")) == 1
+
+
+def test_a_claim_whose_answer_was_lost_after_it_landed_is_ours_not_held_by_another(where, monkeypatch):
+    """The attempt's start record landed but the answer to its create was lost (a dropped
+    connection; on S3 the SDK's retry then meets 412): the claim is ours, and the unit is run."""
+    import os
+
+    p = protocol(make_spec(where), FakeGenerate())
+    fs, lost = p.store.storage.fs, []
+
+    def lose_the_first_claims_answer(target: str) -> None:
+        if target.endswith(".start.json") and not lost:
+            lost.append(target)
+            raise ConnectionError(f"{target}: no answer")
+    if p.store.root.startswith("/"):
+        real_link = os.link
+
+        def link(src, dst):
+            real_link(src, dst)
+            lose_the_first_claims_answer(dst)
+        monkeypatch.setattr(os, "link", link)
+    else:
+        real_call = fs.call_s3  # what s3fs's files send their PUT through
+
+        def call(method, *args, **kwargs):
+            answer = real_call(method, *args, **kwargs)
+            if method == "put_object":
+                lose_the_first_claims_answer(kwargs["Key"])
+            return answer
+        monkeypatch.setattr(fs, "call_s3", call)
+    done = p.run(UNIT, unit_rows())
+    assert lost and done.skipped is None and done.committed
+
+
 def test_answers_are_shared_through_the_cache_keyed_by_every_sampling_parameter(where, tmp_path):
     cache = ResponseCache(str(tmp_path / "cache"))
     spec = make_spec(where)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import posixpath
 import shutil
 import socket
 import tempfile
@@ -115,7 +116,7 @@ class SharedCompileCache:
 
         self.url = url
         self.storage = open_storage(url, storage_options)
-        self.fs, self.root = self.storage.fs, self.storage.root
+        self.root = self.storage.root
         self.cache = cache or local_cache()
         self._inductor = inductor
 
@@ -131,14 +132,14 @@ class SharedCompileCache:
         """Raises if the folder cannot be listed, or could not be made (no such bucket): planning
         asks, before any engine starts."""
         path = self.root
-        while not self.fs.exists(path):
-            parent = self.fs._parent(path).rstrip("/")
+        while not self.storage.exists(path):
+            parent = posixpath.dirname(path.rstrip("/"))
             if not parent or parent == path:
                 raise FileNotFoundError("neither the folder nor any folder above it exists (no such bucket?)")
             path = parent
-        if not self.fs.isdir(path):
+        if not self.storage.isdir(path):
             raise NotADirectoryError(f"{path} is a file")
-        self.fs.ls(path)
+        self.storage.list(path)
 
     def snapshot(self) -> tuple[set[str], set[str]]:
         """What this node has now: what appears after it is what an engine start made."""
@@ -159,11 +160,11 @@ class SharedCompileCache:
         """Each entry with a complete copy in the folder, and the copy a node takes (the first by name)."""
         area = f"{self.root}/{VLLM_AREA}"
         found: dict[str, str] = {}
-        for pattern in (f"{area}/*/*{COMPLETE}", f"{area}/{AOT}/*/*{COMPLETE}"):
-            for path in sorted(self.fs.glob(pattern)):
-                entry, copy = path[len(area):].strip("/").rsplit("/", 1)
-                if entry != AOT:
-                    found.setdefault(entry, copy[: -len(COMPLETE)])
+        for path in self.storage.find(area):  # sorted
+            entry, _, copy = path[len(area):].strip("/").rpartition("/")
+            depth = entry.count("/")  # ENTRY/COPY.complete, or AOT/ENTRY/COPY.complete
+            if copy.endswith(COMPLETE) and entry != AOT and (depth == 0 or depth == 1 and entry.startswith(f"{AOT}/")):
+                found.setdefault(entry, copy[: -len(COMPLETE)])
         return found
 
     def _fetch_entries(self, report: CacheReport) -> None:
@@ -181,7 +182,7 @@ class SharedCompileCache:
                     for path in self.storage.find(source):
                         target = staging / path[len(source):].lstrip("/")
                         target.parent.mkdir(parents=True, exist_ok=True)
-                        self.fs.get_file(path, str(target))
+                        self.storage.get_to(path, str(target))
                     try:
                         staging.rename(dest)
                     except OSError:  # vLLM made it meanwhile (a process that does not share): keep its own
@@ -217,7 +218,7 @@ class SharedCompileCache:
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_name(f"{target.name}{PARTIAL}{uuid.uuid4().hex[:8]}")
             try:
-                self.fs.get_file(path, str(partial))
+                self.storage.get_to(path, str(partial))
                 os.replace(partial, target)  # whole, or not there: inductor may read it at any time
             finally:
                 partial.unlink(missing_ok=True)

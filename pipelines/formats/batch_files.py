@@ -159,14 +159,14 @@ def _convert(provider, files: list[dict[str, Any]], storage_options: dict[str, A
 def _remove_conversion(store: OutputStore, folder: str) -> None:
     """Remove a folder of converted input; the first conversions wrote theirs straight into
     INPUT_DIR, beside the folders of later ones."""
-    if not store.fs.exists(store._path(folder)):
+    if not store.exists(folder):
         return
     if folder != INPUT_DIR:
-        store.fs.rm(store._path(folder), recursive=True)
+        store.remove(folder, recursive=True)
         return
     for name in store.find(INPUT_DIR):
         if name.rsplit("/", 1)[0] == INPUT_DIR and name.endswith(".parquet"):
-            store.fs.rm(store._path(name))
+            store.remove(name)
 
 
 def _requests(provider, listing: list[dict[str, Any]], storage_options: dict[str, Any],

@@ -45,7 +45,7 @@ class ManifestFiles(StoreFiles):
         Two runs started at once both try; the storage lets exactly one create it."""
         data = json.dumps(manifest, indent=1).encode()
         try:
-            self.create(MANIFEST, data)
+            self.storage.create(self._path(MANIFEST), data, durable=True)
         except FileExistsError:
             pass
         found = self.read_manifest()

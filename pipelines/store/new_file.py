@@ -13,10 +13,11 @@ from pipelines.store.storage import storage_for
 
 @contextmanager
 def new_file(fs, path: str, text: bool = True) -> Iterator[IO]:
-    """Write `path`, which must not exist, atomically: the storage layer's staged create (of
-    two racing writers one wins and the other gets FileExistsError). A failure leaves nothing
-    under `path`."""
-    with storage_for(fs).create_staged(path) as raw:
+    """Write `path`, which must not exist, atomically: the storage layer's streamed create (of
+    two racing writers one wins and the other gets FileExistsError; on an object store the
+    upload streams as it is written, nothing is spooled to this machine's disk). A failure
+    leaves nothing under `path`."""
+    with storage_for(fs).create_streamed(path) as raw:
         if not text:
             yield raw
             return
@@ -25,4 +26,4 @@ def new_file(fs, path: str, text: bool = True) -> Iterator[IO]:
             yield fh
             fh.flush()
         finally:
-            fh.detach()  # the wrapper must not close the file: leaving the staged create lands it
+            fh.detach()  # the wrapper must not close the file: leaving the create lands it

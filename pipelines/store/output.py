@@ -91,3 +91,13 @@ class OutputStore(UnitFiles, Supersede, ManifestFiles):
                 self.remove(name)  # our marker only: another run may be probing beside it
             except Exception:  # a marker left behind harms nothing: readers skip _spotbatch/
                 pass
+
+    def check_conditional_replace(self) -> None:
+        """`run --retry-failed` merges retried rows into committed results by a conditional
+        replace (put-if-version); a store without one is refused at planning, naming why."""
+        if not self.storage.replaces_if_version():
+            raise OutputError(
+                f"the storage at {self.url} offers no conditional replace (a PUT with If-Match, "
+                f"as S3 has): run --retry-failed merges retried rows into a unit's results and "
+                f"must not lose another merge's rows there. Nothing was run; retry on a store "
+                f"that has it (S3, or a local/network file system), or start a new run.")

@@ -43,7 +43,8 @@ class UnitFiles(StoreFiles):
         """Commit a unit's results; False when the unit was committed already (nothing written).
         Staged under .staging/, which readers of the folder skip, until it takes its name."""
         try:
-            with self.storage.create_staged(self._path(part_name(unit_id)), stage_in=self._path(STAGING)) as fh:
+            with self.storage.create_staged(self._path(part_name(unit_id)), stage_in=self._path(STAGING),
+                                           durable=True) as fh:
                 pq.write_table(with_stats(table, stats), fh)
         except FileExistsError:
             return False
@@ -66,9 +67,10 @@ class UnitFiles(StoreFiles):
             buf = io.BytesIO()
             pq.write_table(with_stats(table, stats), buf)
             kept = f"{REPLACED}/{unit_id}-{time.time_ns()}.parquet"
-            self.create(kept, data)
+            self.create(kept, data)  # before the replace: the old version is never only in memory
             if self.storage.put_if_version(final, buf.getvalue(), version):
                 return kept
+            self.remove(kept)  # this try lost: the version it kept is not the one replaced
         raise StorageError(f"unit {unit_id}'s results kept changing while being merged ({REPLACE_RETRIES} tries)")
 
     def read_unit(self, unit_id: str) -> pa.Table:

@@ -24,20 +24,33 @@ class Storage(ABC):
 
     # -- writes -----------------------------------------------------------------------------
     @abstractmethod
-    def create(self, path: str, data: bytes) -> None:
-        """Create `path` holding `data`, or raise FileExistsError when it exists (also when the
-        object there is our own write whose response was lost: read it to tell)."""
+    def create(self, path: str, data: bytes, durable: bool = False) -> None:
+        """Create `path` holding `data`, or raise FileExistsError when another writer's object
+        is there. A write that failed but is found there afterwards as ours (the very file we
+        linked; on an object store, our exact bytes) succeeded: its answer was lost.
+        `durable`: on the disk before this returns (a file system syncs the file and its
+        folder; an object store's every write is)."""
 
     @abstractmethod
-    def create_staged(self, path: str, stage_in: str | None = None) -> AbstractContextManager[IO[bytes]]:
+    def create_staged(self, path: str, stage_in: str | None = None,
+                      durable: bool = False) -> AbstractContextManager[IO[bytes]]:
         """A binary file to write; on leaving the block it becomes `path` whole, or raises
-        FileExistsError when `path` exists. A failure leaves nothing under `path`. `stage_in`:
-        the folder for the file being written, where that matters (readers of the final folder
-        must not see it); the same folder as `path` when None."""
+        FileExistsError when another writer's `path` exists (ours, its answer lost, is success,
+        as in `create`). A failure leaves nothing under `path`. `stage_in`: the folder for the
+        file being written, where that matters (readers of the final folder must not see it);
+        the same folder as `path` when None. On an object store the bytes are spooled here, so
+        a conditional write that meets a 409 can send them again."""
+
+    def create_streamed(self, path: str) -> AbstractContextManager[IO[bytes]]:
+        """`create_staged` for a file nobody will resend (an export): on an object store the
+        upload streams as it is written, nothing spooled, discarded on an error; a 409 or a
+        lost answer is the caller's error. Durable on a file system."""
+        return self.create_staged(path, durable=True)
 
     @abstractmethod
-    def put(self, path: str, data: bytes) -> None:
-        """Write `path` whole, replacing what was there: readers see the old or the new."""
+    def put(self, path: str, data: bytes, durable: bool = False) -> None:
+        """Write `path` whole, replacing what was there: readers see the old or the new.
+        `durable` as in `create`."""
 
     @abstractmethod
     def put_from(self, path: str, local_file: str) -> None:
@@ -45,8 +58,12 @@ class Storage(ABC):
 
     @abstractmethod
     def put_if_version(self, path: str, data: bytes, version: str) -> bool:
-        """Write `path` whole unless it changed since `read_versioned` returned `version`;
-        False (nothing written) when it did."""
+        """Write `path` whole and durably unless it changed since `read_versioned` returned
+        `version`; False (nothing written) when it did. A version is never repeated."""
+
+    def replaces_if_version(self) -> bool:
+        """Whether this store offers `put_if_version` (asked at planning, before a merge needs it)."""
+        return True
 
     # -- reads ------------------------------------------------------------------------------
     @abstractmethod
@@ -64,6 +81,10 @@ class Storage(ABC):
     def open(self, path: str) -> IO[bytes]:
         """For reading parts of a file (a Parquet footer, row groups)."""
         return self.fs.open(path, "rb")
+
+    @abstractmethod
+    def get_to(self, path: str, local_file: str) -> None:
+        """Copy `path` to a file on this machine's disk, without holding it in memory."""
 
     def exists(self, path: str) -> bool:
         return self.fs.exists(path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,8 +13,8 @@ from typing import IO
 from fsspec.implementations.local import LocalFileSystem
 
 from pipelines.store.storage.base import STAGED, Storage
-
-LOCK_STALE_SECONDS = 60.0  # a version lock older than this was left by a writer that died holding it
+from pipelines.store.storage.local_version import VERSION_READ_TRIES, locked, nonce, renew_nonce, version_of
+from spotbatch.errors import StorageError
 
 
 class LocalStorage(Storage):
@@ -24,12 +23,12 @@ class LocalStorage(Storage):
         self.root = root.rstrip("/")
 
     # -- writes -----------------------------------------------------------------------------
-    def create(self, path: str, data: bytes) -> None:
-        with self.create_staged(path) as fh:
+    def create(self, path: str, data: bytes, durable: bool = False) -> None:
+        with self.create_staged(path, durable=durable) as fh:
             fh.write(data)
 
     @contextmanager
-    def create_staged(self, path: str, stage_in: str | None = None) -> Iterator[IO[bytes]]:
+    def create_staged(self, path: str, stage_in: str | None = None, durable: bool = False) -> Iterator[IO[bytes]]:
         folder = stage_in or os.path.dirname(path)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         os.makedirs(folder, exist_ok=True)
@@ -37,21 +36,25 @@ class LocalStorage(Storage):
         try:
             with open(staged, "wb") as fh:
                 yield fh
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.link(staged, path)  # atomic, and refuses an existing name
+                if durable:
+                    _sync(fh)
+            _link(staged, path)
+            if durable:
+                _sync_folder(os.path.dirname(path))  # the new name itself, not only its bytes
         finally:
             _unlink(staged)
 
-    def put(self, path: str, data: bytes) -> None:
+    def put(self, path: str, data: bytes, durable: bool = False) -> None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         staged = f"{path}.{uuid.uuid4().hex}{STAGED}"
         try:
             with open(staged, "wb") as fh:
                 fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+                if durable:
+                    _sync(fh)
             os.replace(staged, path)  # readers see the old or the new, never half
+            if durable:
+                _sync_folder(os.path.dirname(path))
         finally:
             _unlink(staged)
 
@@ -65,42 +68,32 @@ class LocalStorage(Storage):
             _unlink(staged)
 
     def put_if_version(self, path: str, data: bytes, version: str) -> bool:
-        """Compare and replace under a lock file of the name's own, held for that moment only."""
-        with self._locked(path):
+        """Compare and replace (durably: it replaces a unit's only copy) under the name's lock,
+        then give the new version a nonce of its own, so no later version shares its token."""
+        with locked(path):
             try:
-                if _version(os.stat(path)) != version:
+                if version_of(path, os.stat(path)) != version:
                     return False
             except FileNotFoundError:
                 return False
-            self.put(path, data)
+            self.put(path, data, durable=True)
+            renew_nonce(path)
             return True
-
-    @contextmanager
-    def _locked(self, path: str) -> Iterator[None]:
-        """A hidden name beside `path` (readers of a folder of Parquet skip names starting with .),
-        created exclusively; broken when older than any holder could take."""
-        lock = f"{os.path.dirname(path)}/.{os.path.basename(path)}.lock"
-        while True:
-            try:
-                os.close(os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
-                break
-            except FileExistsError:
-                modified = self.modified(lock)
-                if modified is not None and time.time() - modified > LOCK_STALE_SECONDS:
-                    _unlink(lock)  # its holder died holding it
-                time.sleep(0.005)
-        try:
-            yield
-        finally:
-            _unlink(lock)
 
     # -- reads ------------------------------------------------------------------------------
     def read_versioned(self, path: str) -> tuple[bytes, str] | None:
-        try:
-            with open(path, "rb") as fh:  # the version of exactly the file opened: put renames, never rewrites
-                return fh.read(), _version(os.fstat(fh.fileno()))
-        except (FileNotFoundError, NotADirectoryError):
-            return None
+        """The bytes of exactly the file opened (put renames, never rewrites), with the nonce
+        seen unchanged across the read."""
+        for _ in range(VERSION_READ_TRIES):
+            before = nonce(path)
+            try:
+                with open(path, "rb") as fh:
+                    data, stat = fh.read(), os.fstat(fh.fileno())
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            if nonce(path) == before:
+                return data, version_of(path, stat, before)
+        raise StorageError(f"{path} kept changing while being read")
 
     def read(self, path: str) -> bytes | None:
         try:
@@ -111,6 +104,9 @@ class LocalStorage(Storage):
 
     def open(self, path: str) -> IO[bytes]:
         return open(path, "rb")
+
+    def get_to(self, path: str, local_file: str) -> None:
+        shutil.copyfile(path, local_file)
 
     def list(self, folder: str) -> list[str]:
         """Names only: fsspec's listing stats each file (ten times the time, and every lookup lists)."""
@@ -147,8 +143,39 @@ class LocalStorage(Storage):
         self.fs.mv(src, dest, recursive=True)
 
 
-def _version(stat: os.stat_result) -> str:
-    return f"{stat.st_ino}-{stat.st_mtime_ns}-{stat.st_size}"
+def _link(staged: str, path: str) -> None:
+    """Give the staged file its name: atomic, and refuses an existing name. A link that failed
+    but finds our very file there (a network file system's lost reply, or its retransmitted
+    link refused as existing) succeeded; any other file there is another writer's."""
+    try:
+        os.link(staged, path)
+    except OSError as err:
+        if _same_file(staged, path):
+            return
+        if isinstance(err, FileExistsError) or os.path.lexists(path):
+            raise FileExistsError(f"{path} exists") from err
+        raise
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _sync(fh: IO[bytes]) -> None:
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
+def _sync_folder(folder: str) -> None:
+    """A new name is durable once its folder is: fsync of the file alone leaves the name to chance."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _files_below(folder: str) -> Iterator[str]:

@@ -4,10 +4,11 @@ complete), and there is no rename: a move copies, then deletes."""
 
 from __future__ import annotations
 
+import io
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
@@ -18,6 +19,7 @@ from spotbatch.errors import StorageError
 CONFLICT_RETRIES = 3  # a 409 from a conditional write is looked at and tried again this often
 VERSION_READ_TRIES = 20  # an object rewritten during every read of it gives up after this
 SPOOL_BYTES = 64 * 1024**2  # a staged file is held in memory up to this, on local disk beyond
+COMPARE_BYTES = 8 * 1024**2  # an object compared with our bytes is read this much at a time
 
 
 class FsspecStorage(Storage):
@@ -29,56 +31,85 @@ class FsspecStorage(Storage):
         self._one_request = {"max_concurrency": 1} if {"s3", "s3a"} & set(protocols) else {}
 
     # -- writes -----------------------------------------------------------------------------
-    def create(self, path: str, data: bytes) -> None:
-        for attempt in range(CONFLICT_RETRIES + 1):
-            try:
-                with self.fs.open(path, "xb") as fh:
-                    fh.write(data)
-                return
-            except Exception as err:
-                if not already_exists(err) and not self._landed_meanwhile(path, err):
-                    raise
-                # 412: it exists. 409 ConditionalRequestConflict: another conditional write to
-                # the name was in flight, and may or may not land: look, and try again if not.
-                if self.fs.exists(path):
-                    raise FileExistsError(f"{path} exists") from err
-                time.sleep(0.2 * 2**attempt)
-        raise StorageError(f"conditional create of {path} kept conflicting with other writers")
-
-    def _landed_meanwhile(self, path: str, err: BaseException) -> bool:
-        """A store may answer a refused conditional write in a shape of its own (an error with
-        no code): the object being there is what counts."""
-        return not isinstance(err, StorageError) and self.fs.exists(path)
+    def create(self, path: str, data: bytes, durable: bool = False) -> None:
+        """`durable` is every write's on an object store."""
+        self._create_resending(path, lambda: io.BytesIO(data))
 
     @contextmanager
-    def create_staged(self, path: str, stage_in: str | None = None) -> Iterator[IO[bytes]]:
+    def create_staged(self, path: str, stage_in: str | None = None, durable: bool = False) -> Iterator[IO[bytes]]:
         """Spooled here (memory, then local disk), then created at once: a conditional write
         that meets a 409 can be sent again, and a failure sends nothing."""
         with tempfile.SpooledTemporaryFile(SPOOL_BYTES) as spool:
             yield spool
-            spool.seek(0)
-            for attempt in range(CONFLICT_RETRIES + 1):
-                try:
-                    with self.fs.open(path, "xb") as fh:
-                        shutil.copyfileobj(spool, fh, 8 * 1024**2)
-                    return
-                except Exception as err:
-                    if not already_exists(err) and not self._landed_meanwhile(path, err):
-                        raise
-                    if self.fs.exists(path):
-                        raise FileExistsError(f"{path} exists") from err
-                    spool.seek(0)
-                    time.sleep(0.2 * 2**attempt)
-            raise StorageError(f"conditional create of {path} kept conflicting with other writers")
 
-    def put(self, path: str, data: bytes) -> None:
+            def again() -> IO[bytes]:
+                spool.seek(0)
+                return spool
+            self._create_resending(path, again)
+
+    @contextmanager
+    def create_streamed(self, path: str) -> Iterator[IO[bytes]]:
+        """An exclusive upload written as it goes (nothing spooled): it lands whole on leaving
+        the block, or is discarded on an error. Nothing can be sent again, so a 409 or a lost
+        answer is an error for the caller (FileExistsError only when the store said exists)."""
+        raw = self.fs.open(path, "xb")
+        try:
+            yield raw
+        except BaseException:
+            raw.discard()  # closing would upload what was written so far
+            raw.closed = True  # discarded: nothing left to close (its collection would try)
+            raise
+        try:
+            raw.close()
+        except Exception as err:
+            if already_exists(err) and self.fs.exists(path):
+                raise FileExistsError(f"{path} exists") from err
+            raise
+
+    def _create_resending(self, path: str, body: Callable[[], IO[bytes]]) -> None:
+        """The conditional write, sent again after a 409. When the write fails and the object is
+        there, its bytes tell whose it is: ours (a lost answer, or a retry of a write that had
+        landed, refused with 412) is a create that succeeded; another's is FileExistsError."""
+        for attempt in range(CONFLICT_RETRIES + 1):
+            try:
+                with self.fs.open(path, "xb") as fh:
+                    shutil.copyfileobj(body(), fh, 8 * 1024**2)
+                return
+            except Exception as err:
+                if isinstance(err, StorageError):
+                    raise
+                if self.fs.exists(path):
+                    if self._holds(path, body()):
+                        return
+                    raise FileExistsError(f"{path} exists") from err
+                if not already_exists(err):
+                    raise
+                # 409 ConditionalRequestConflict: another conditional write to the name was in
+                # flight and did not land (yet): try again.
+                time.sleep(0.2 * 2**attempt)
+        raise StorageError(f"conditional create of {path} kept conflicting with other writers")
+
+    def _holds(self, path: str, ours: IO[bytes]) -> bool:
+        """Whether the object at `path` holds exactly the bytes of `ours`, read side by side."""
+        with self.fs.open(path, "rb") as there:
+            while True:
+                mine, theirs = ours.read(COMPARE_BYTES), there.read(COMPARE_BYTES)
+                if mine != theirs:
+                    return False
+                if not mine:
+                    return True
+
+    def put(self, path: str, data: bytes, durable: bool = False) -> None:
         self.fs.pipe_file(path, data)
 
     def put_from(self, path: str, local_file: str) -> None:
         self.fs.put_file(local_file, path)  # one PUT, or a multipart upload visible once complete
 
+    def replaces_if_version(self) -> bool:
+        return hasattr(self.fs, "call_s3")  # s3fs: PUT with If-Match; gcsfs and others offer none here
+
     def put_if_version(self, path: str, data: bytes, version: str) -> bool:
-        if not hasattr(self.fs, "call_s3"):
+        if not self.replaces_if_version():
             raise StorageError(f"{path}: this store offers no conditional replace (If-Match)")
         bucket, key, _ = self.fs.split_path(path)
         try:
@@ -110,6 +141,9 @@ class FsspecStorage(Storage):
             return self.fs.cat_file(path, **self._one_request)
         except (FileNotFoundError, NotADirectoryError):
             return None
+
+    def get_to(self, path: str, local_file: str) -> None:
+        self.fs.get_file(path, local_file)
 
     def list(self, folder: str) -> list[str]:
         try:
