@@ -98,23 +98,23 @@ def test_compaction_removes_staging_orphans_older_than_every_running_run(tmp_pat
     assert not old.exists() and fresh.exists() and not (half / "r.json.abc.tmp").exists()
 
 
-def test_compaction_removes_the_lock_of_a_merger_killed_holding_it_and_keeps_the_version_nonce(tmp_path):
-    """A merge's lock sits in .staging/ beside the part: a merger killed while holding it
-    leaves it there for the sweep, not in the folder readers list. The part's nonce stays:
-    the next merge compares it."""
+def test_compaction_removes_a_killed_writers_staged_file_and_keeps_each_merged_parts_lock_and_nonce(tmp_path):
+    """A killed writer's staged file in .staging/ is swept. A merged part's lock and nonce stay:
+    a waiter may hold the lock open (removing it would let two holders in) and the next merge
+    compares the nonce."""
     store = OutputStore(str(tmp_path / "out"))
     store.create_manifest({"fingerprint": "fp", "units": [], "input_rows": 0})
     part = store._path("part-u.parquet")
     store.storage.put(part, b"results")
     _, version = store.storage.read_versioned(part)
     assert store.storage.put_if_version(part, b"merged", version)
-    dead_lock = tmp_path / "out" / ".staging" / "part-u.parquet.lock"
-    dead_lock.write_bytes(b"")
+    left = tmp_path / "out" / ".staging" / "part-w.parquet.0a1b.tmp"
+    left.write_bytes(b"half a commit")
     stale = time.time() - 7200
     for f in (tmp_path / "out" / ".staging").iterdir():
         os.utime(f, (stale, stale))
     assert compact(store).orphans_removed == 1
-    assert sorted(os.listdir(tmp_path / "out" / ".staging")) == ["part-u.parquet.version"]
+    assert sorted(os.listdir(tmp_path / "out" / ".staging")) == ["part-u.parquet.lock", "part-u.parquet.version"]
     _, now = store.storage.read_versioned(part)
     assert store.storage.put_if_version(part, b"again", now)
 

@@ -3,15 +3,20 @@ real S3 server on loopback, with faults injected where the stores differ: a writ
 a write that lands but whose answer is lost, and writers racing for one name."""
 
 import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from pipelines.store.storage import STAGED, open_storage
-from pipelines.store.storage.local_version import LOCK_STALE_SECONDS, NONCE, break_if_stale, side_path
+from pipelines.store.storage.local_version import LOCK, NONCE, side_path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 
@@ -396,36 +401,32 @@ def test_a_merge_slower_than_a_minute_keeps_its_lock_and_the_second_merger_loses
     assert won == {b"slow": True, b"fast": False} and storage.read(path) == b"slow"
 
 
-def test_a_lock_left_by_a_dead_merger_is_broken_after_ten_minutes(tmp_path):
+def test_a_merger_killed_holding_the_lock_does_not_hold_up_the_next(tmp_path):
+    """The lock is the kernel's (flock): a merger that dies holding it lets go as it dies, so
+    the next merge goes ahead at once, with no stale limit to wait out or to misjudge."""
     storage = open_storage(str(tmp_path / "store"))
     path = storage.path("part-d.parquet")
     storage.put(path, b"base")
     _, version = storage.read_versioned(path)
-    lock = side_path(path, ".lock")
-    os.makedirs(os.path.dirname(lock), exist_ok=True)
-    open(lock, "w").close()
-    os.utime(lock, (time.time() - LOCK_STALE_SECONDS - 5,) * 2)
-    assert storage.put_if_version(path, b"merged", version)
-    assert not os.path.exists(lock) and os.listdir(os.path.dirname(lock)) == [os.path.basename(path) + NONCE]
-
-
-def test_of_two_waiters_breaking_one_stale_lock_the_late_one_leaves_the_fresh_lock(tmp_path, monkeypatch):
-    """Both saw the stale lock; the first broke it and locked again; the second's break must
-    not take that fresh lock away (an unlink would)."""
-    lock = str(tmp_path / "part-r.parquet.lock")
-    open(lock, "w").close()
-    os.utime(lock, (time.time() - LOCK_STALE_SECONDS - 5,) * 2)
-    real_rename = os.rename
-
-    def first_waiter_was_faster(src, dst):
-        os.unlink(src)  # the first waiter broke it ...
-        with open(src, "w") as fh:  # ... and holds a fresh lock
-            fh.write("fresh")
-        monkeypatch.setattr(os, "rename", real_rename)
-        real_rename(src, dst)
-    monkeypatch.setattr(os, "rename", first_waiter_was_faster)
-    break_if_stale(lock)
-    assert open(lock).read() == "fresh" and os.listdir(tmp_path) == ["part-r.parquet.lock"]
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\n"
+        "from pipelines.store.storage.local_version import locked\n"
+        f"with locked({path!r}):\n"
+        "    print('held', flush=True)\n"
+        "    time.sleep(600)\n")], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        blocked = threading.Thread(target=lambda: storage.put_if_version(path, b"merged", version), daemon=True)
+        blocked.start()
+        blocked.join(0.5)
+        assert blocked.is_alive()  # held by a live process: the merge waits
+    finally:
+        holder.kill()
+        holder.wait()
+    blocked.join(10)
+    assert not blocked.is_alive() and storage.read(path) == b"merged"
+    assert sorted(os.listdir(os.path.dirname(side_path(path, LOCK)))) == [
+        os.path.basename(path) + LOCK, os.path.basename(path) + NONCE]
 
 
 def test_a_local_version_is_never_repeated_by_a_reused_inode_of_the_same_time_and_size(tmp_path, monkeypatch):

@@ -346,6 +346,19 @@ def test_after_max_attempts_lost_with_their_node_the_rows_become_preempted_exhau
     assert "lost with its node 2 times" in store.read_unit(UNIT).column("error")[0].as_py()
 
 
+def test_of_two_actors_giving_up_on_one_unit_only_one_commits_its_error_records(where):
+    """Both give up on the same exhausted unit with the same error records: the storage must
+    still tell the second writer from the first (on S3 a lost write is told by its bytes)."""
+    spec = make_spec(where, max_attempts=2)
+    store = OutputStore(*where)
+    for actor in ("actor-1", "actor-2"):
+        open_attempt(store, "run-a", actor)
+    gave_up = [protocol(spec, FakeGenerate(), actor_id=actor).commits.failed(UNIT, unit_rows(), PREEMPTED_EXHAUSTED,
+                                                                            "lost with its node")
+               for actor in ("actor-x", "actor-y")]
+    assert [g.committed for g in gave_up] == [True, False]
+
+
 def test_error_records_of_a_run_moved_aside_are_never_committed_into_the_next_run(where):
     """A late actor of a superseded run gives up on a unit: its error records are not the new
     run's, and the unit stays pending for it."""

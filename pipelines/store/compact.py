@@ -22,7 +22,7 @@ from typing import Any
 
 from pipelines.store.output import ACTORS, ATTEMPTS, FOLDED, RUNS, STAGED, STAGING, OutputStore
 from pipelines.store.records import NEXT_ATTEMPT, Records, new_id
-from pipelines.store.storage.local_version import NONCE
+from pipelines.store.storage.local_version import LOCK, NONCE
 
 ORPHAN_GRACE_SECONDS = 3600.0  # a staging file this much older than every running run is an orphan
 
@@ -94,9 +94,9 @@ def _remove_orphans(store: OutputStore, runs: dict[str, dict], ended: set[str], 
     running = [rec.get("started_at", now) for r, rec in runs.items() if r not in ended]
     before = min(running + [now]) - ORPHAN_GRACE_SECONDS
     removed = 0
-    # what a killed writer left in staging (a staged commit, a merge's lock); not a file's
-    # version nonce, which its next merge compares
-    staging = [p for p in store.storage.find(store._path(STAGING)) if not p.endswith(NONCE)]
+    # what a killed writer left in staging (a staged commit); not a file's version nonce, which
+    # its next merge compares, nor its lock, which a waiter may hold open (local_version.py)
+    staging = [p for p in store.storage.find(store._path(STAGING)) if not p.endswith((NONCE, LOCK))]
     half_written = [p for p in store.storage.find(store._path("_spotbatch")) if p.endswith(STAGED)]
     for path in staging + half_written:
         modified = store.storage.modified(path)

@@ -67,7 +67,8 @@ class UnitFiles(StoreFiles):
             buf = io.BytesIO()
             pq.write_table(with_stats(table, stats), buf)
             kept = f"{REPLACED}/{unit_id}-{time.time_ns()}.parquet"
-            self.create(kept, data)  # before the replace: the old version is never only in memory
+            # before the replace, and durably: the old version is never only in memory
+            self.storage.create(self._path(kept), data, durable=True)
             if self.storage.put_if_version(final, buf.getvalue(), version):
                 return kept
             self.remove(kept)  # this try lost: the version it kept is not the one replaced

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 import pyarrow as pa
@@ -17,11 +18,14 @@ from pipelines.spec import PipelineSpec
 from pipelines.store.counts import UnitCounts
 from pipelines.store.output import STATS_KEY, OutputStore
 from pipelines.store.record_types import AttemptOutcome
+from pipelines.store.records import COMMITTED_AT
 from pipelines.stream.unit_rows import ERROR, ID
 from pipelines.unit.context import UnitContext
 from pipelines.unit.outcome import Skip, UnitOutcome
 
 log = logging.getLogger("spotbatch.unit")
+
+GAVE_UP_BY = "gave_up_by"  # in the footer of a unit given up on: the actor that gave up
 
 
 def result_table(spec: PipelineSpec, ids: pa.Array | pa.ChunkedArray, cols: dict[str, list],
@@ -68,7 +72,10 @@ class UnitCommits:
         cols["error_class"] = [BAD_INPUT if p else error_class for p in prior]
         counts = UnitCounts.of_results(cols, 0.0)
         table = result_table(self.context.spec, rows.column(ID), cols, self.context.fingerprint)
-        outcome = self.if_current(unit_id, table, counts)
+        # Who gave up, and when: two actors giving up on one unit would otherwise write the same
+        # bytes, and a store that tells its own lost write by its bytes (S3) would take both as ours.
+        by = {GAVE_UP_BY: self.context.actor_id, COMMITTED_AT: time.time()}
+        outcome = self.if_current(unit_id, table, counts, by)
         if outcome is AttemptOutcome.SUPERSEDED:
             return UnitOutcome.skipped_as(unit_id, Skip.SUPERSEDED)
         return UnitOutcome(**counts.to_json(), unit_id=unit_id, committed=outcome is AttemptOutcome.COMMITTED)

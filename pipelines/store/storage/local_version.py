@@ -1,21 +1,21 @@
 """Versions of a local file for put-if-version: a token that no later version shares, and a
 lock that lets one compare-and-replace of a name run at a time. Both live in a hidden
 `.staging/` folder beside the file (readers of a folder of Parquet skip hidden names; an
-output's compaction sweeps what a killed writer left there)."""
+output's compaction sweeps what a killed writer left there, but never these two)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
-import time
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 SIDE = ".staging"
-# a lock this old was left by a writer that died holding it (a merge writes a whole unit under it)
-LOCK_STALE_SECONDS = 600.0
 VERSION_READ_TRIES = 20  # a file replaced during every read of it gives up after this
 NONCE = ".version"  # the name of the nonce beside a file: the sweep keeps it
+LOCK = ".lock"  # the name of the lock beside a file: the sweep keeps it too
 
 
 def side_path(path: str, suffix: str) -> str:
@@ -49,47 +49,25 @@ def version_of(path: str, stat: os.stat_result, seen_nonce: str | None = None) -
 
 @contextmanager
 def locked(path: str) -> Iterator[None]:
-    """One holder at a time: a lock file created exclusively, broken when stale."""
-    lock = side_path(path, ".lock")
+    """One holder at a time, across processes and threads: an OS lock (flock) on a lock file in
+    `.staging/`, which the kernel releases when its holder dies, so a dead merger never leaves
+    it held and no waiter ever has to judge a lock stale. The file stays (empty, one per merged
+    name): removing it while a waiter has it open would let two holders in."""
+    lock = side_path(path, LOCK)
     os.makedirs(os.path.dirname(lock), exist_ok=True)
-    while True:
+    with _in_process(lock):  # flock may not exclude two threads of one process everywhere (NFS)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-            break
-        except FileExistsError:
-            break_if_stale(lock)
-            time.sleep(0.005)
-    ours = os.fstat(fd).st_ino
-    os.close(fd)
-    try:
-        yield
-    finally:
-        try:
-            if os.stat(lock).st_ino == ours:  # a breaker may have given the name to another
-                os.unlink(lock)
-        except FileNotFoundError:
-            pass
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
 
-def break_if_stale(lock: str) -> None:
-    """Break a lock whose holder died. It is renamed away to a name of our own, so of two
-    waiters breaking it only one takes it; one that took a fresh lock instead (another waiter
-    broke the stale one and locked again in between) gives it back."""
-    try:
-        seen = os.stat(lock)
-    except FileNotFoundError:
-        return
-    if time.time() - seen.st_mtime <= LOCK_STALE_SECONDS:
-        return
-    away = f"{lock}.{uuid.uuid4().hex}.stale"
-    try:
-        os.rename(lock, away)
-    except FileNotFoundError:
-        return  # another waiter broke it
-    taken = os.stat(away)
-    if (taken.st_ino, taken.st_mtime_ns) != (seen.st_ino, seen.st_mtime_ns):
-        try:
-            os.link(away, lock)  # a live holder's lock: give it back
-        except FileExistsError:
-            pass
-    os.unlink(away)
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _in_process(lock: str) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(lock, threading.Lock())

@@ -62,6 +62,10 @@ class FsspecStorage(Storage):
         try:
             raw.close()
         except Exception as err:
+            try:  # a multipart upload that failed to complete must not keep its parts stored
+                raw.discard()
+            except Exception:
+                pass
             if already_exists(err) and self.fs.exists(path):
                 raise FileExistsError(f"{path} exists") from err
             raise
