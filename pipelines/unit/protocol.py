@@ -56,7 +56,6 @@ from pipelines.unit.attempts import Attempts, died_in_company, exhausted, stall_
 from pipelines.unit.commits import UnitCommits, result_table
 from pipelines.unit.context import UnitContext
 from pipelines.unit.outcome import (
-    ACTOR_FIELDS,
     SKIP_COMMITTED,
     SKIP_HELD,
     SKIP_STOP,
@@ -69,7 +68,7 @@ from pipelines.unit.outcome import (
 )
 from pipelines.unit.requests import UnitRequests, model_cache_key, row_samplings
 
-__all__ = ["ACTOR_FIELDS", "SKIP_COMMITTED", "SKIP_HELD", "SKIP_STOP", "STORAGE_ERROR", "SUMMARY_SCHEMA",
+__all__ = ["SKIP_COMMITTED", "SKIP_HELD", "SKIP_STOP", "STORAGE_ERROR", "SUMMARY_SCHEMA",
            "SUPERSEDED", "Skip", "StorageFault", "UnitContext", "UnitOutcome", "UnitProtocol", "died_in_company",
            "model_cache_key", "outcome_from_row", "outcome_row", "row_samplings", "stall_seconds", "storage"]
 
