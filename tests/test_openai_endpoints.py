@@ -1,6 +1,6 @@
 """OpenAI batch files of each endpoint, Ray-free: one endpoint per file, every field of
-`/v1/completions` read by its effect or refused by name, and its output lines parsed with the
-`openai` SDK's own types."""
+`/v1/completions` and `/v1/responses` read by its effect or refused by name, and their output
+lines parsed with the `openai` SDK's own types."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import json
 
 import pytest
 from openai.types import Completion
+from openai.types.responses import Response
 
-from pipelines.formats import openai, openai_completions
+from pipelines.formats import openai, openai_completions, openai_responses
 from pipelines.formats.batch_files import resolve_input
 from pipelines.formats.lines import request_of
 from pipelines.planning.inputs import InputError
@@ -34,7 +35,7 @@ def test_a_file_that_mixes_endpoints_is_refused_naming_the_first_line_that_diffe
     batch = tmp_path / "batch.jsonl"
     lines = [line("/v1/chat/completions", "a", messages=[{"role": "user", "content": "hi"}]),
              line("/v1/chat/completions", "b", messages=[{"role": "user", "content": "ho"}]),
-             line("/v1/completions", "c", prompt="Once")]
+             line("/v1/completions", "c", prompt="Once"), line("/v1/responses", "d", input="x")]
     batch.write_text("\n".join(map(json.dumps, lines)) + "\n")
     with pytest.raises(InputError, match=r"batch.jsonl line 3: url /v1/completions differs from \S*batch.jsonl "
                                          r"line 1's /v1/chat/completions: a batch holds one endpoint's requests"):
@@ -85,6 +86,46 @@ def test_a_custom_id_that_reads_as_a_row_of_a_list_prompt_is_refused():
         rows_of(line("/v1/completions", custom_id=json.dumps(["r1", 0, 2]), prompt="x"))
 
 
+SCHEMA = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+
+
+def test_a_responses_body_maps_input_instructions_and_text_format():
+    row, = rows_of(line("/v1/responses", input=[
+        {"role": "user", "content": [{"type": "input_text", "text": "one"}, {"type": "input_text", "text": "two"}]},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "ok", "annotations": []}]},
+        {"role": "user", "content": "three"}],
+        instructions="Be terse.", max_output_tokens=7, temperature=0.3, top_p=0.8, metadata={"k": "v"}, store=False,
+        text={"format": {"type": "json_schema", "name": "a", "schema": SCHEMA, "strict": True}}))
+    assert json.loads(row["messages"]) == [{"role": "system", "content": "Be terse."},
+                                           {"role": "user", "content": "one\ntwo"},
+                                           {"role": "assistant", "content": "ok"}, {"role": "user", "content": "three"}]
+    assert json.loads(row["sampling"]) == {"max_tokens": 7, "temperature": 0.3, "top_p": 0.8, "response_format": {
+        "type": "json_schema", "json_schema": {"name": "a", "schema": SCHEMA, "strict": True}}}
+    assert json.loads(row["metadata"]) == {"k": "v"}
+    plain, = rows_of(line("/v1/responses", input="hello", text={"format": {"type": "json_object"}}))
+    assert json.loads(plain["messages"]) == [{"role": "user", "content": "hello"}]
+    assert json.loads(plain["sampling"]) == {"response_format": {"type": "json_object"}}
+
+
+@pytest.mark.parametrize("body, named", [
+    ({"tools": [{"type": "function", "name": "f", "parameters": {}}]}, "field body.tools cannot be honoured"),
+    ({"tools": [{"type": "web_search"}]}, "field body.tools cannot be honoured: .*built-in tools neither"),
+    ({"previous_response_id": "resp_1"}, "field body.previous_response_id cannot be honoured"),
+    ({"background": True}, "field body.background cannot be honoured"),
+    ({"store": True}, "field body.store cannot be honoured"),
+    ({"reasoning": {"effort": "low"}}, "field body.reasoning cannot be honoured: no reasoning parser"),
+    ({"frobnicate": 1}, "field body.frobnicate is not an OpenAI Responses field"),
+    ({"text": {"verbosity": "low"}}, "field body.text.verbosity is not an OpenAI Responses field"),
+    ({"input": [{"type": "function_call_output", "call_id": "c", "output": "x"}]},
+     r"body.input\[0\].type 'function_call_output' cannot be honoured"),
+    ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "u"}]}]},
+     r"body.input\[0\].content\[0\].type 'input_image' cannot be honoured"),
+])
+def test_a_responses_field_that_cannot_be_honoured_is_refused_by_name(body, named):
+    with pytest.raises(InputError, match=f"f line 1: {named}"):
+        rows_of(line("/v1/responses", **{"input": "x", **body}))
+
+
 def result(text: str, finish: str = "stop", **extra) -> dict:
     return {"output": text, "prompt_tokens": 3, "completion_tokens": 2, "cached_prompt_tokens": 1,
             "finish_reason": finish, "error": None, "error_class": None, "model": "smollm2-135m", "choices": None,
@@ -107,3 +148,14 @@ def test_completions_output_lines_parse_as_the_sdks_completion():
     errored, failed = openai_completions.output_line("r2", [rows[0], ({**rows[1][0], "error": "e",
                                                                        "error_class": "bad_input"}, {})], 5)
     assert failed and errored["error"]["message"] == "bad_input: e"
+
+
+def test_responses_output_lines_parse_as_the_sdks_response():
+    line_out, _ = openai_responses.output_line("r1", [(result('{"a": 1}'), {"metadata": '{"k": "v"}'})], 5)
+    body = Response.model_validate(line_out["response"]["body"])
+    assert (body.status, body.output_text, body.metadata, body.usage.input_tokens_details.cached_tokens) == (
+        "completed", '{"a": 1}', {"k": "v"}, 1)
+    cut = Response.model_validate(openai_responses.output_line("r2", [(result("x", "length"), {})], 5)[0]
+                                  ["response"]["body"])
+    assert (cut.status, cut.incomplete_details.reason, cut.output[0].status) == (
+        "incomplete", "max_output_tokens", "incomplete")

@@ -20,7 +20,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from pipelines.formats import openai_chat, openai_completions
+from pipelines.formats import openai_chat, openai_completions, openai_responses
 from pipelines.formats.lines import shown
 from pipelines.formats.openai_envelope import NAME, body_of, url_of
 from spotbatch.errors import BatchFileError
@@ -30,6 +30,7 @@ __all__ = ["NAME", "ENDPOINTS", "read_request"]
 ENDPOINTS: dict[str, ModuleType] = {m.ENDPOINT: m for m in (
     openai_chat,
     openai_completions,
+    openai_responses,
 )}
 
 
