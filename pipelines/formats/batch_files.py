@@ -233,6 +233,7 @@ def resolve_input(spec, new_run: bool = False):
     data["input"].update(kind="parquet", paths=[store.fs.unstrip_protocol(folder)],
                          storage_options=spec.output.storage_options, prompt_column=endpoint.PROMPT_COLUMN,
                          format=endpoint.FORMAT)
+    data.update(getattr(endpoint, "SPEC", {}))  # what the endpoint's rows need of the rest of the spec
     written = spec.sampling.model_dump(mode="json", include=spec.sampling.model_fields_set)
     data["sampling"] = {**data["sampling"], **endpoint.DEFAULT_SAMPLING, **written}
     return type(spec).model_validate(data)

@@ -12,6 +12,7 @@ Each endpoint is a small module in ENDPOINTS, with
     DEFAULT_SAMPLING  what a body that leaves a sampling field out means at OpenAI
     read_line(custom_id, body, where, models) -> [row, ...]
     output_line(custom_id, [(result row, input row), ...], created) -> (line, failed)
+and, optionally, SPEC: top-level spec fields its rows need (e.g. {"task": "embed"}).
 A file holds one endpoint's requests, as at OpenAI (pipelines/formats/batch_files.py).
 """
 
