@@ -159,3 +159,58 @@ def test_responses_output_lines_parse_as_the_sdks_response():
                                   ["response"]["body"])
     assert (cut.status, cut.incomplete_details.reason, cut.output[0].status) == (
         "incomplete", "max_output_tokens", "incomplete")
+
+
+def answered_by_hand(tmp_path, lines: list[dict], units: slice = slice(None)) -> str:
+    """An output of the batch `lines`, planned a row per unit, its `units` committed without an
+    engine as if the model had answered "X" to every row."""
+    import pyarrow as pa
+
+    from operators.generate import RESULT_SCHEMA, empty_results
+    from pipelines.planning.plan_run import plan_run
+    from pipelines.stream.unit_rows import read_unit_rows
+
+    tmp_path.mkdir(exist_ok=True)
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    spec = PipelineSpec(input={"kind": "openai_batch", "paths": str(batch)}, model={"name": "tiny-random"},
+                        compute={"tokens_per_unit": 1}, output={"path": str(tmp_path / "out")})
+    _, store, plan = plan_run(spec)
+    for unit in plan.units[units]:
+        ids = read_unit_rows(unit.path, unit.start, unit.stop, ["custom_id"], {}).column("custom_id")
+        n = len(ids)
+        cols = {**empty_results([None] * n), "output": ["X"] * n, "prompt_tokens": [2] * n,
+                "completion_tokens": [1] * n, "finish_reason": ["stop"] * n, "served_from": ["engine"] * n}
+        store.commit(unit.unit_id, pa.table({"custom_id": ids, **{f.name: pa.array(cols[f.name], f.type)
+                                                                  for f in RESULT_SCHEMA},
+                                             "model": ["m"] * n, "spec_fingerprint": [plan.fingerprint] * n}),
+                     {"rows": n})
+    return str(tmp_path / "out")
+
+
+def test_an_export_puts_a_list_prompts_rows_back_together_as_one_text_completion(tmp_path):
+    from spotbatch import export
+
+    out = answered_by_hand(tmp_path, [line("/v1/completions", "a", prompt=["p0", "p1", "p2"], echo=True),
+                                      line("/v1/completions", "b", prompt="q")])
+    counts = export(out, "openai-batch", str(tmp_path / "o.jsonl"))
+    bodies = {x["custom_id"]: Completion.model_validate(x["response"]["body"])
+              for x in map(json.loads, (tmp_path / "o.jsonl").read_text().splitlines())}
+    assert counts["rows"] == 4 and counts["written"] == 2
+    assert [(c.index, c.text) for c in bodies["a"].choices] == [(0, "p0X"), (1, "p1X"), (2, "p2X")]
+    assert [c.text for c in bodies["b"].choices] == ["X"] and bodies["a"].usage.prompt_tokens == 6
+    # A partial export leaves out a request whose rows are not all committed, rather than half of it.
+    out = answered_by_hand(tmp_path / "partial", [line("/v1/completions", "a", prompt=["p0", "p1", "p2"]),
+                                                  line("/v1/completions", "b", prompt="q")], slice(1, None))
+    counts = export(out, "openai-batch", str(tmp_path / "p.jsonl"), partial=True)
+    assert (counts["written"], counts["skipped"]) == (1, 1)
+    assert [x["custom_id"] for x in map(json.loads, (tmp_path / "p.jsonl").read_text().splitlines())] == ["b"]
+
+
+def test_an_export_of_a_responses_batch_returns_each_requests_metadata(tmp_path):
+    from spotbatch import export
+
+    out = answered_by_hand(tmp_path, [line("/v1/responses", "r", input="hi", metadata={"team": "a"})])
+    export(out, "openai-batch", str(tmp_path / "o.jsonl"))
+    body = Response.model_validate(json.loads((tmp_path / "o.jsonl").read_text())["response"]["body"])
+    assert (body.output_text, body.metadata, body.status) == ("X", {"team": "a"}, "completed")
