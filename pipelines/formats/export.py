@@ -151,7 +151,7 @@ def _write(store: OutputStore, spec: PipelineSpec, plan: Plan, request: ExportRe
             # pairs[i][0]["model"]: the model that answered the row (a routed run has several)
             line, failed = endpoint.output_line(custom_id, pairs, created)
             (err if failed else out).write(json.dumps(line) + "\n")
-            counts["errors" if failed else "written"] += 1
+            counts["errors" if failed else "written"] += len(pairs)  # rows, as every format counts them
     return counts
 
 
@@ -159,7 +159,7 @@ def _openai_requests(store: OutputStore, spec: PipelineSpec, plan: Plan, read_as
                      counts: dict[str, int]) -> Iterator[tuple[str, list[tuple[dict, dict]]]]:
     """Each request's custom_id and its rows' (result row, input row), unit by unit; the rows of
     a request of several (lines.row_ids) put back together in order. With `partial`, a request
-    whose rows are not all committed is left out (counted as skipped)."""
+    whose rows are not all committed is left out (its rows counted as skipped)."""
     endpoint, batch = read_as
     pending: dict[str, dict[int, tuple[dict, dict]]] = {}
     for unit in plan.units:
@@ -176,4 +176,4 @@ def _openai_requests(store: OutputStore, spec: PipelineSpec, plan: Plan, read_as
             if len(got) == count:
                 del pending[custom_id]
                 yield custom_id, [got[i] for i in range(count)]
-    counts["skipped"] += len(pending)
+    counts["skipped"] += sum(len(got) for got in pending.values())
