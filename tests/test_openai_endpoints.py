@@ -51,6 +51,12 @@ def test_a_completions_file_is_read_as_raw_prompts_with_openais_defaults(tmp_pat
     assert spec.sampling.max_tokens == 16 and spec.sampling.temperature == 1.0  # OpenAI's completion defaults
 
 
+def test_a_file_without_request_lines_reads_as_chat_completions_as_before(tmp_path):
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text("\n")
+    assert resolve_input(spec_for(tmp_path, batch)).input.format == "messages"
+
+
 def test_a_completions_body_maps_every_field_and_a_list_prompt_is_a_row_per_prompt():
     rows = rows_of(line("/v1/completions", prompt=["one", "two"], max_tokens=5, temperature=0.2, top_p=0.9, n=2,
                         stop=["\n"], seed=3, logprobs=2, presence_penalty=0.1, frequency_penalty=0.2, user="u",

@@ -2,8 +2,9 @@
 under _spotbatch/input/ for each version of the files, which _spotbatch/batch_source.json names
 with the files' endpoint), in the endpoint's columns (for chat: custom_id, messages (JSON),
 sampling (JSON: the request's own sampling fields), model); the run then reads those like any
-input. The files of one run hold one endpoint's requests, as a file does at OpenAI. They are read again only when the files change, and
-then the run refuses to mix answers, as for any changed input. Every request line is checked
+input. The files of one run hold one endpoint's requests, as a file does at OpenAI. They are
+read again only when the files change, and then the run refuses to mix answers, as for any
+changed input. Every request line is checked
 (by its provider's module, pipelines/formats/), and every custom_id for being used once, before
 anything is written.
 
@@ -72,9 +73,8 @@ def read_batch_files(provider, source: InputSpec, store: OutputStore, new_run: b
                      models: list[str] | None = None) -> tuple[str, str]:
     """Read the JSONL files (`source.paths`, with `source.storage_options`) into Parquet under the
     output (once per version of the files); returns the folder to read as input, and the files'
-    endpoint. Files that
-    changed under an output holding a run are refused before anything is rewritten (with
-    `new_run`, read again once no run works on the output: that run is moved aside). `models`:
+    endpoint. Files that changed under an output holding a run are refused before anything is
+    rewritten (with `new_run`, read again once no run works on the output: that run is moved aside). `models`:
     the spec's routed models, which each request's model must name."""
     storage_options = source.storage_options
     listing = {"conversion": CONVERSION, "provider": provider.NAME, "files": _listing(source.paths, storage_options)}
@@ -125,6 +125,10 @@ def _check_requests(provider, files: list[dict[str, Any]], storage_options: dict
         custom_id, first, second = found
         raise BatchFileError(f"{second}: custom_id {custom_id!r} is used already, at {first}; each request "
                          f"needs a custom_id of its own (its answer is found by it)")
+    if not endpoint:  # no request lines: the provider's first endpoint, as a line without a url
+        from pipelines.formats import ENDPOINTS
+
+        return ENDPOINTS[provider.ENDPOINT]
     return endpoint[0]
 
 

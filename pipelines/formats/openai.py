@@ -23,10 +23,11 @@ from typing import Any
 
 from pipelines.formats import openai_chat, openai_completions, openai_responses
 from pipelines.formats.lines import shown
-from pipelines.formats.openai_envelope import NAME, body_of, url_of
+from pipelines.formats.openai_envelope import DEFAULT_URL, NAME, body_of, url_of
 from spotbatch.errors import BatchFileError
 
-__all__ = ["NAME", "ENDPOINTS", "read_request"]
+__all__ = ["NAME", "ENDPOINT", "ENDPOINTS", "read_request"]
+ENDPOINT = DEFAULT_URL  # a line without a url, and a file without lines, are chat completions
 
 ENDPOINTS: dict[str, ModuleType] = {m.ENDPOINT: m for m in (
     openai_chat,
