@@ -66,8 +66,9 @@ def test_a_completions_body_maps_every_field_and_a_list_prompt_is_a_row_per_prom
     assert json.loads(rows[0]["sampling"]) == {"max_tokens": 5, "temperature": 0.2, "top_p": 0.9, "n": 2,
                                                "stop": ["\n"], "seed": 3, "logprobs": True, "top_logprobs": 2,
                                                "presence_penalty": 0.1, "frequency_penalty": 0.2}
-    one, = rows_of(line("/v1/completions", prompt="solo", echo=True))
+    one, = rows_of(line("/v1/completions", prompt="solo", echo=True, temperature=None, max_tokens=None))
     assert (one["custom_id"], one["prompt"], one["echo"]) == ("r1", "solo", True)
+    assert json.loads(one["sampling"]) == {}  # null is the field left out: OpenAI's default
 
 
 @pytest.mark.parametrize("body, named", [

@@ -44,7 +44,8 @@ DEFAULT_SAMPLING = {"temperature": 1.0, "top_p": 1.0, "seed": None, "max_tokens"
 def read_line(custom_id: str, body: dict[str, Any], where: str, models: list[str] | None) -> list[dict[str, Any]]:
     """A row per prompt: custom_id (lines.row_ids), prompt, sampling (JSON), model, echo."""
     check_fields(body, where, "body", KnownFields(BODY_FIELDS, REFUSED, "an OpenAI completion field"))
-    sampling = {k: body[k] for k in sorted(SAMPLING_FIELDS & set(body))}
+    # null is the field left out, as OpenAI reads it
+    sampling = {k: body[k] for k in sorted(SAMPLING_FIELDS & set(body)) if body[k] is not None}
     if "logprobs" in body and body["logprobs"] is not None:
         k = body["logprobs"]
         if isinstance(k, bool) or not isinstance(k, int):

@@ -53,8 +53,8 @@ def read_line(custom_id: str, body: dict[str, Any], where: str, models: list[str
     if body.get("truncation") not in (None, "disabled"):
         raise BatchFileError(f"{where}: field body.truncation {shown(body['truncation'])} cannot be honoured: an "
                              f"input is never cut here (a long one fails alone); use \"disabled\"")
-    sampling = {k: body[k] for k in ("temperature", "top_p") if k in body}
-    if "max_output_tokens" in body:
+    sampling = {k: body[k] for k in ("temperature", "top_p") if body.get(k) is not None}  # null: left out
+    if body.get("max_output_tokens") is not None:
         sampling["max_tokens"] = body["max_output_tokens"]
     response_format = _format(body.get("text"), where)
     if response_format is not None:
