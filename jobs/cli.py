@@ -141,7 +141,8 @@ def _export(args: argparse.Namespace) -> int:
                                   overrides=list(args.set or []), partial=args.partial))
     log.info(f"exported {counts['written']:,} of {counts['rows']:,} rows to {args.to}"
              + (f"; {counts['errors']:,} failed rows in the errors file" if counts["errors"] else "")
-             + (f"; {counts['skipped']:,} skipped (errors or cut-off answers)" if counts["skipped"] else ""))
+             + (f"; {counts['skipped']:,} skipped (errors, cut-off answers, or rows of a request not all "
+                f"committed)" if counts["skipped"] else ""))
     return 0
 
 

@@ -17,7 +17,8 @@ class InputSpec(_Section):
     kind: Literal["parquet", "openai_batch", "anthropic_batch"] = Field(
         "parquet", description="openai_batch, anthropic_batch: paths are the provider's batch JSONL files "
         "(pipelines/formats/); every request field is honoured or refused by name, and they are read into "
-        "Parquet in the output folder first.",
+        "Parquet in the output folder first. OpenAI's hold one endpoint's requests: /v1/chat/completions, "
+        "/v1/completions (raw prompts, no chat template) or /v1/responses.",
     )
     id_column: str = Field("id", description="Column that names each row; copied to the output.")
     prompt_column: str | None = Field(None, description="Column holding the prompt text.")

@@ -1,0 +1,168 @@
+"""OpenAI `/v1/responses` batch lines: the request read as a chat (its messages, in the model's
+chat template), the answer written out as a `response` object.
+
+In, a body: {"model", "input": "text" or [message items: {role, content: text or input_text
+parts}], "instructions" (a system message first), "max_output_tokens", "temperature", "top_p",
+"text": {"format": {"type": "json_schema", "name", "schema", "strict"} or {"type":
+"json_object"}} (the chat path's response_format), "metadata"}. What cannot be honoured here is
+refused by name before any engine starts: tools (built-in ones too), previous_response_id,
+background, store: true, reasoning, and any unknown field. vLLM's own Responses server reads
+these fields the same way (vllm/entrypoints/openai/responses/protocol.py: `instructions` a system
+message, `text.format` its structured outputs, `max_output_tokens` its max_tokens).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pyarrow as pa
+
+from pipelines.formats.lines import KnownFields, check_fields, kind_of, requested_model, shown, string_field
+from pipelines.formats.messages import chat_messages_of
+from pipelines.formats.openai_envelope import MESSAGES_SCHEMA, failed, succeeded
+from spotbatch.errors import BatchFileError
+
+ENDPOINT = "/v1/responses"
+SCHEMA = MESSAGES_SCHEMA.append(pa.field("metadata", pa.string()))  # metadata: JSON, returned in the response
+PROMPT_COLUMN, FORMAT = "messages", "messages"
+LIST_INPUTS = False
+INERT_FIELDS = {"metadata", "user", "service_tier", "safety_identifier", "prompt_cache_key", "store", "truncation"}
+TOOLS = "tool calls are not run here (built-in tools neither: web search, file search, code interpreter)"
+REFUSED = {
+    "tools": TOOLS, "tool_choice": TOOLS, "parallel_tool_calls": TOOLS, "max_tool_calls": TOOLS,
+    "previous_response_id": "responses are not stored here, so none can be continued; send the whole input",
+    "conversation": "conversations are not stored here; send the whole input",
+    "background": "a batch runs in the background already", "stream": "a batch is not streamed",
+    "reasoning": "no reasoning parser is set up here, so reasoning cannot be separated from the answer",
+    "include": "no extra output items are returned here",
+    "prompt": "prompt templates are OpenAI's, stored there",
+    "top_logprobs": "logprobs are not returned in responses here",
+}
+BODY_FIELDS = INERT_FIELDS | {"model", "input", "instructions", "max_output_tokens", "temperature", "top_p", "text"}
+DEFAULT_SAMPLING = {"temperature": 1.0, "top_p": 1.0, "seed": None, "max_tokens": None, "n": 1}
+ROLES = {"user", "assistant", "system", "developer"}
+
+
+def read_line(custom_id: str, body: dict[str, Any], where: str, models: list[str] | None) -> list[dict[str, Any]]:
+    """The request's one row: custom_id, messages (JSON), sampling (JSON), model, metadata (JSON)."""
+    check_fields(body, where, "body", KnownFields(BODY_FIELDS, REFUSED, "an OpenAI Responses field"))
+    if body.get("store") not in (None, False):
+        raise BatchFileError(f"{where}: field body.store cannot be honoured: responses are not stored here; "
+                             f"refused rather than dropped. Set it to false or remove it")
+    if body.get("truncation") not in (None, "disabled"):
+        raise BatchFileError(f"{where}: field body.truncation {shown(body['truncation'])} cannot be honoured: an "
+                             f"input is never cut here (a long one fails alone); use \"disabled\"")
+    sampling = {k: body[k] for k in ("temperature", "top_p") if body.get(k) is not None}  # null: left out
+    if body.get("max_output_tokens") is not None:
+        sampling["max_tokens"] = body["max_output_tokens"]
+    response_format = _format(body.get("text"), where)
+    if response_format is not None:
+        sampling["response_format"] = response_format
+    instructions = body.get("instructions")
+    if instructions is not None:
+        string_field(instructions, where, "body.instructions")
+    metadata = body.get("metadata")
+    return [{"custom_id": custom_id,
+             "model": requested_model(body.get("model"), where, "body.model", models),
+             "messages": chat_messages_of(_messages(body.get("input"), where), where, "body.input",
+                                          system=instructions),
+             "sampling": json.dumps(sampling), "metadata": None if metadata is None else json.dumps(metadata)}]
+
+
+def _messages(items: Any, where: str) -> list[dict[str, Any]] | None:
+    """The input as chat messages: a string is one user message; message items keep their role,
+    their text parts joined."""
+    if items is None or isinstance(items, str):
+        return None if not items else [{"role": "user", "content": items}]
+    if not isinstance(items, list):
+        raise BatchFileError(f"{where}: body.input must be a string or a list of message items, got {kind_of(items)}")
+    messages = []
+    for i, item in enumerate(items):
+        at = f"body.input[{i}]"
+        if not isinstance(item, dict):
+            raise BatchFileError(f"{where}: {at} must be an object (a message item), got {kind_of(item)}")
+        kind = item.get("type", "message")
+        if kind != "message":
+            raise BatchFileError(f"{where}: {at}.type {shown(kind)} cannot be honoured: only message items are read "
+                                 f"here (tool calls are not run); refused rather than dropped")
+        unknown = sorted(set(item) - {"type", "role", "content", "id", "status"})
+        if unknown:
+            raise BatchFileError(f"{where}: {at}.{unknown[0]} is not a message item field; refused rather than dropped")
+        messages.append({"role": item.get("role"), "content": _text(item.get("content"), where, f"{at}.content")})
+    return messages
+
+
+def _text(content: Any, where: str, field: str) -> Any:
+    """A message item's content as text: a string, or input_text / output_text parts joined by
+    newlines; images, files, audio and refusals are refused by name."""
+    if not isinstance(content, list):
+        return content  # a string, or what chat_messages_of names as wrong
+    texts = []
+    for j, part in enumerate(content):
+        if not isinstance(part, dict):
+            raise BatchFileError(f"{where}: {field}[{j}] must be an object (a content part), got {kind_of(part)}")
+        kind = part.get("type")
+        if kind not in ("input_text", "output_text"):
+            raise BatchFileError(f"{where}: {field}[{j}].type {shown(kind)} cannot be honoured: only text parts "
+                                 f"(input_text, output_text) are read here; refused rather than dropped")
+        unknown = sorted(set(part) - {"type", "text", "annotations", "logprobs"})
+        if unknown:
+            raise BatchFileError(f"{where}: {field}[{j}].{unknown[0]} is not a text part field; refused rather than "
+                                 f"dropped")
+        texts.append(string_field(part.get("text"), where, f"{field}[{j}].text"))
+    return "\n".join(texts)
+
+
+def _format(text: Any, where: str) -> dict[str, Any] | None:
+    """`text.format` as the chat path's response_format (the row's sampling checks the schema)."""
+    if text is None:
+        return None
+    if not isinstance(text, dict):
+        raise BatchFileError(f"{where}: body.text must be an object, got {kind_of(text)}")
+    unknown = sorted(set(text) - {"format"})
+    if unknown:
+        raise BatchFileError(f"{where}: field body.text.{unknown[0]} is not an OpenAI Responses field spotbatch "
+                             f"knows; refused rather than dropped")
+    fmt = text.get("format")
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict):
+        raise BatchFileError(f"{where}: body.text.format must be an object, got {kind_of(fmt)}")
+    kind = fmt.get("type")
+    if kind == "json_schema":
+        extra = sorted(set(fmt) - {"type", "name", "schema", "strict", "description"})
+        if extra:
+            raise BatchFileError(f"{where}: field body.text.format.{extra[0]} is not a json_schema format field; "
+                                 f"refused rather than dropped")
+        return {"type": "json_schema", "json_schema": {k: fmt[k] for k in ("name", "schema", "strict", "description")
+                                                       if k in fmt}}
+    if kind in ("text", "json_object"):
+        if set(fmt) != {"type"}:
+            raise BatchFileError(f"{where}: body.text.format of type {kind} takes no other field")
+        return None if kind == "text" else {"type": "json_object"}
+    raise BatchFileError(f"{where}: body.text.format.type {shown(kind)} cannot be honoured: text, json_object or "
+                         f"json_schema are")
+
+
+def output_line(custom_id: str, rows: list[tuple[dict, dict]], created: int) -> tuple[dict, bool]:
+    """The `response` object of one request from its (result row, input row)."""
+    row, source = rows[0]
+    if row.get("error") is not None:
+        return failed(custom_id, row)
+    status = "incomplete" if row["finish_reason"] == "length" else "completed"
+    message = {"type": "message", "id": f"msg_{custom_id}", "role": "assistant", "status": status,
+               "content": [{"type": "output_text", "text": row["output"], "annotations": []}]}
+    metadata = source.get("metadata")
+    body = {
+        "id": f"resp_{custom_id}", "object": "response", "created_at": created, "status": status,
+        "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None, "error": None,
+        "model": row["model"], "output": [message], "metadata": json.loads(metadata) if metadata else {},
+        "parallel_tool_calls": False, "tool_choice": "none", "tools": [],
+        "usage": {"input_tokens": row["prompt_tokens"],
+                  "input_tokens_details": {"cached_tokens": row.get("cached_prompt_tokens") or 0,
+                                           "cache_write_tokens": 0},
+                  "output_tokens": row["completion_tokens"], "output_tokens_details": {"reasoning_tokens": 0},
+                  "total_tokens": row["prompt_tokens"] + row["completion_tokens"]},
+    }
+    return succeeded(custom_id, body)
