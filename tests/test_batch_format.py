@@ -105,8 +105,8 @@ def test_a_broken_batch_file_is_named_before_any_engine(tmp_path):
     batch.write_text(batch_line(1) + "\n{not json\n")
     with pytest.raises(InputError, match=r"bad.jsonl line 2: not JSON"):
         run(spec_for(tmp_path, "tiny-random", batch))
-    batch.write_text(json.dumps({"custom_id": "e", "url": "/v1/embeddings", "body": {}}) + "\n")
-    with pytest.raises(InputError, match="only /v1/chat/completions"):
+    batch.write_text(json.dumps({"custom_id": "e", "url": "/v1/audio/speech", "body": {}}) + "\n")
+    with pytest.raises(InputError, match="url '/v1/audio/speech' is not an endpoint spotbatch runs"):
         run(spec_for(tmp_path, "tiny-random", batch))
 
 

@@ -7,13 +7,13 @@ import json
 
 import pytest
 
-from pipelines.formats import anthropic, openai
+from pipelines.formats import anthropic, openai, openai_chat
 from pipelines.planning.inputs import InputError
 from pipelines.spec import PipelineSpec
 
 
 def test_an_openai_body_maps_onto_the_rows_sampling_and_messages():
-    row = openai.read_request({"custom_id": "a", "url": "/v1/chat/completions", "body": {
+    _, (row,) = openai.read_request({"custom_id": "a", "url": "/v1/chat/completions", "body": {
         "model": "m1", "max_completion_tokens": 9, "temperature": 0.3, "top_p": 0.8, "seed": 4, "stop": "x", "n": 2,
         "logprobs": True, "top_logprobs": 1, "presence_penalty": 0.1, "frequency_penalty": 0.2, "user": "u",
         "response_format": {"type": "json_object"},
@@ -38,7 +38,7 @@ def test_a_request_naming_a_model_the_spec_lacks_is_refused_and_models_imply_the
 
 
 def test_an_anthropic_request_maps_system_stop_sequences_and_top_k_and_refuses_the_rest():
-    row = anthropic.read_request({"custom_id": "c", "params": {
+    _, (row,) = anthropic.read_request({"custom_id": "c", "params": {
         "model": "claude", "max_tokens": 5, "system": [{"type": "text", "text": "Sys."}], "top_k": 3,
         "stop_sequences": ["\n\n"], "metadata": {"user_id": "u"},
         "messages": [{"role": "user", "content": "hi"}]}}, "f line 1", None)
@@ -63,7 +63,7 @@ ROW = {"output": "ab", "prompt_tokens": 4, "completion_tokens": 5, "finish_reaso
 
 
 def test_result_lines_in_each_providers_shape():
-    line, failed = openai.result_line("r1", ROW, 0)
+    line, failed = openai_chat.output_line("r1", [(ROW, {})], 0)
     choices = line["response"]["body"]["choices"]
     assert not failed and [c["finish_reason"] for c in choices] == ["stop", "length"]
     assert choices[1]["logprobs"]["content"][0]["bytes"] == list("é".encode())

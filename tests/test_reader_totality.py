@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from operators.prompts import chat_messages
 from pipelines.formats import anthropic, openai
-from pipelines.formats.batch_files import SCHEMA, read_line
+from pipelines.formats.batch_files import read_line
 from pipelines.planning.inputs import InputError
 from pipelines.spec import PipelineSpec, SamplingSpec, row_sampling
 from pipelines.stream.unit_rows import ERROR, PROMPT, SAMPLING, unit_rows
@@ -140,13 +140,14 @@ def read_or_refuse(provider, line: str, models: list[str] | None) -> dict | None
     """The row the line reads as, or None when refused; a refusal must be an InputError that
     names the line, and a row must be one the run can write, render and sample."""
     try:
-        row = read_line(provider, line, WHERE, models)
+        endpoint, rows = read_line(provider, line, WHERE, models)
     except InputError as err:
         assert str(err).startswith(f"{WHERE}: "), str(err)
         assert len(str(err)) < 1000, str(err)  # names the value's kind, not the whole value
         return None
-    pa.Table.from_pylist([row], schema=SCHEMA)
-    assert set(row) == set(SCHEMA.names) and all(v is None or isinstance(v, str) for v in row.values()), row
+    pa.Table.from_pylist(rows, schema=endpoint.SCHEMA)
+    row, = rows  # the lines read here are chat lines: one row each
+    assert set(row) == set(endpoint.SCHEMA.names) and all(v is None or isinstance(v, str) for v in row.values()), row
     for message in chat_messages(row["messages"], None, "messages") if row["messages"] is not None else []:
         assert message["role"] in {"system", "user", "assistant"}, message
         assert all(isinstance(message.get(k), str) for k in ("content", "name") if message.get(k) is not None), message

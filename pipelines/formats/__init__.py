@@ -1,8 +1,9 @@
 """The providers' batch files, both ways, so a batch job moves onto your own GPUs unchanged.
 
-One module per provider reads a request line into a row (its messages, its own sampling, the
-model it names) and writes a result row as the provider's result line:
-- `openai.py`: OpenAI Batch API chat completion requests and output lines;
+One module per provider reads a request line into rows (the prompt, its own sampling, the
+model it names) and writes result rows as the provider's result line:
+- `openai.py`: OpenAI Batch API files, one module per endpoint (`openai_chat.py`,
+  `openai_completions.py`, `openai_responses.py`), in its ENDPOINTS table;
 - `anthropic.py`: Anthropic Message Batches requests and results;
 - `training.py`: training data out (chat JSONL and prompt/response pairs), for distillation.
 `batch_files.py` reads a provider's JSONL files into Parquet in the output folder, once per
@@ -16,3 +17,5 @@ a wrong answer nobody notices.
 from pipelines.formats import anthropic, openai
 
 PROVIDERS = {"openai_batch": openai, "anthropic_batch": anthropic}
+# Every endpoint's module, by its url (batch_source.json names the one a run's files hold).
+ENDPOINTS = {**openai.ENDPOINTS, anthropic.ENDPOINT: anthropic}

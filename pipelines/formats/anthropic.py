@@ -15,13 +15,20 @@ or {"custom_id": "r1", "result": {"type": "errored", "error": {"type", "message"
 from __future__ import annotations
 
 import json
+import sys
+from types import ModuleType
 from typing import Any
 
 from pipelines.formats.lines import ERROR_TYPES, KnownFields, check_fields, check_line, requested_model
 from pipelines.formats.messages import chat_messages_of, role_of, text_of
+from pipelines.formats.openai_envelope import MESSAGES_SCHEMA
 from spotbatch.errors import BatchFileError
 
 NAME = "Anthropic"
+ENDPOINT = "/v1/messages"  # the one kind of request in a Message Batch
+SCHEMA = MESSAGES_SCHEMA  # the Parquet a file of these requests is read into
+PROMPT_COLUMN, FORMAT = "messages", "messages"  # the spec's input.prompt_column and input.format for it
+LIST_INPUTS = False
 REQUEST_FIELDS = {"custom_id", "params"}
 SAMPLING_FIELDS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "stop_sequences": "stop",
                    "max_tokens": "max_tokens"}
@@ -36,8 +43,9 @@ ROLES = {"user", "assistant"}
 DEFAULT_SAMPLING = {"temperature": 1.0, "top_p": 1.0, "seed": None, "n": 1}
 
 
-def read_request(request: Any, where: str, models: list[str] | None) -> dict[str, Any]:
-    """One request line as a row: custom_id, messages (JSON), sampling (JSON), model."""
+def read_request(request: Any, where: str, models: list[str] | None) -> tuple[ModuleType, list[dict[str, Any]]]:
+    """One request line: this module (its one endpoint), and the line's row: custom_id, messages
+    (JSON), sampling (JSON), model."""
     check_line(request, where, REQUEST_FIELDS, NAME)
     params = request.get("params")
     if not isinstance(params, dict):
@@ -52,11 +60,12 @@ def read_request(request: Any, where: str, models: list[str] | None) -> dict[str
                 role_of(m, where, f"params.messages[{i}]", ROLES, "Anthropic's roles are user and assistant "
                                                                   "(the system prompt is params.system)")
     system = text_of(params.get("system"), where, "params.system")
-    return {"custom_id": request["custom_id"],
-            "model": requested_model(params.get("model"), where, "params.model", models),
-            "messages": chat_messages_of(messages, where, "params.messages", system=system),
-            "sampling": json.dumps({ours: params[theirs] for theirs, ours in sorted(SAMPLING_FIELDS.items())
-                                    if theirs in params})}
+    return sys.modules[__name__], [{
+        "custom_id": request["custom_id"],
+        "model": requested_model(params.get("model"), where, "params.model", models),
+        "messages": chat_messages_of(messages, where, "params.messages", system=system),
+        "sampling": json.dumps({ours: params[theirs] for theirs, ours in sorted(SAMPLING_FIELDS.items())
+                                if theirs in params})}]
 
 
 def stop_reason(row: dict[str, Any]) -> str:

@@ -1,7 +1,8 @@
 """Provider batch JSONL files read into Parquet shards in the output folder (a folder of its own
-under _spotbatch/input/ for each version of the files, which _spotbatch/batch_source.json names),
-columns custom_id, messages (JSON), sampling (JSON: the request's own sampling fields), model;
-the run then reads those like any input. They are read again only when the files change, and
+under _spotbatch/input/ for each version of the files, which _spotbatch/batch_source.json names
+with the files' endpoint), in the endpoint's columns (for chat: custom_id, messages (JSON),
+sampling (JSON: the request's own sampling fields), model); the run then reads those like any
+input. The files of one run hold one endpoint's requests, as a file does at OpenAI. They are read again only when the files change, and
 then the run refuses to mix answers, as for any changed input. Every request line is checked
 (by its provider's module, pipelines/formats/), and every custom_id for being used once, before
 anything is written.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -36,8 +38,7 @@ INPUT_DIR = "_spotbatch/input"
 SOURCE = "_spotbatch/batch_source.json"  # beside, not inside, the folder read as input
 CONVERSION = 2  # what the Parquet holds; a folder made by another conversion is made again
 ROWS_PER_SHARD = 50_000
-SCHEMA = pa.schema([("custom_id", pa.string()), ("messages", pa.string()), ("sampling", pa.string()),
-                    ("model", pa.string())])
+CHAT = "/v1/chat/completions"  # the endpoint of outputs read before the endpoint was written down
 
 
 def _listing(paths: list[str], storage_options: dict[str, Any]) -> list[dict[str, Any]]:
@@ -52,16 +53,26 @@ def _listing(paths: list[str], storage_options: dict[str, Any]) -> list[dict[str
     return files
 
 
-def read_line(provider, line: str, where: str, models: list[str] | None) -> dict[str, Any]:
-    """One request line of a provider's file as a row, or a BatchFileError naming `where` (the
-    file and line) and the field, whatever the line holds."""
+def read_line(provider, line: str, where: str, models: list[str] | None) -> tuple[ModuleType, list[dict[str, Any]]]:
+    """One request line of a provider's file: its endpoint's module and the rows it becomes, or a
+    BatchFileError naming `where` (the file and line) and the field, whatever the line holds."""
     return provider.read_request(parse_line(line, where), where, models)
 
 
+def endpoint_of(store: OutputStore) -> str | None:
+    """The endpoint of the batch files an output's run read (None: its input was not batch files)."""
+    source = store.read(SOURCE)
+    if source is None:
+        return None
+    found = json.loads(source)
+    return found.get("endpoint", CHAT) if isinstance(found, dict) else CHAT
+
+
 def read_batch_files(provider, source: InputSpec, store: OutputStore, new_run: bool = False,
-                     models: list[str] | None = None) -> str:
+                     models: list[str] | None = None) -> tuple[str, str]:
     """Read the JSONL files (`source.paths`, with `source.storage_options`) into Parquet under the
-    output (once per version of the files); returns the folder to read as input. Files that
+    output (once per version of the files); returns the folder to read as input, and the files'
+    endpoint. Files that
     changed under an output holding a run are refused before anything is rewritten (with
     `new_run`, read again once no run works on the output: that run is moved aside). `models`:
     the spec's routed models, which each request's model must name."""
@@ -69,21 +80,21 @@ def read_batch_files(provider, source: InputSpec, store: OutputStore, new_run: b
     listing = {"conversion": CONVERSION, "provider": provider.NAME, "files": _listing(source.paths, storage_options)}
     previous = store.read(SOURCE)
     old = None if previous is None else json.loads(previous)
-    if isinstance(old, dict) and {k: v for k, v in old.items() if k != "folder"} == listing:
-        return store._path(old.get("folder", INPUT_DIR))
+    if isinstance(old, dict) and {k: v for k, v in old.items() if k not in ("folder", "endpoint")} == listing:
+        return store._path(old.get("folder", INPUT_DIR)), old.get("endpoint", CHAT)
     if not new_run and store.read_manifest() is not None:  # a run planned on other files, or on no batch files
         raise OutputError(_changed(store, old, listing, provider))
     # A bad line, or a custom_id used twice, refuses the run and leaves the output as it was.
-    _check_requests(provider, listing["files"], storage_options, models)
+    endpoint = _check_requests(provider, listing["files"], storage_options, models)
     if new_run:
         refuse_while_running(store)  # the input of a run still working stays as it is
-    folder = _convert(provider, listing["files"], storage_options, store, models)
+    folder = _convert(provider, listing["files"], storage_options, store, (endpoint, models))
     # The switch: runs read the new folder from here on; until here, the one before (a crash
     # while converting leaves a folder nothing names).
-    store.put(SOURCE, json.dumps({**listing, "folder": folder}).encode())
+    store.put(SOURCE, json.dumps({**listing, "folder": folder, "endpoint": endpoint.ENDPOINT}).encode())
     if old is not None:
         _remove_conversion(store, old.get("folder", INPUT_DIR) if isinstance(old, dict) else INPUT_DIR)
-    return store._path(folder)
+    return store._path(folder), endpoint.ENDPOINT
 
 
 def _changed(store: OutputStore, old: Any, listing: dict[str, Any], provider) -> str:
@@ -102,25 +113,31 @@ def _changed(store: OutputStore, old: Any, listing: dict[str, Any], provider) ->
 
 
 def _check_requests(provider, files: list[dict[str, Any]], storage_options: dict[str, Any],
-                    models: list[str] | None) -> None:
-    """Every request line checked, and every custom_id used once across the files, reading them
-    twice at most and keeping 8 bytes a line (pipelines/planning/inputs.py: check_unique_ids)."""
-    hashes = [hash_values(ids) for ids, _ in _id_chunks(provider, files, storage_options, models)]
+                    models: list[str] | None) -> ModuleType:
+    """Every request line checked, one endpoint in all, and every custom_id used once across the
+    files, reading them twice at most and keeping 8 bytes a line (pipelines/planning/inputs.py:
+    check_unique_ids); returns the endpoint's module."""
+    endpoint: list[ModuleType] = []
+    hashes = [hash_values(ids) for ids, _ in _id_chunks(provider, files, storage_options, models, endpoint)]
     repeated = repeated_hashes(hashes)
     found = first_repeat(_id_chunks(provider, files, storage_options, models), repeated) if repeated else None
     if found is not None:
         custom_id, first, second = found
         raise BatchFileError(f"{second}: custom_id {custom_id!r} is used already, at {first}; each request "
                          f"needs a custom_id of its own (its answer is found by it)")
+    return endpoint[0]
 
 
 def _id_chunks(provider, files: list[dict[str, Any]], storage_options: dict[str, Any],
-               models: list[str] | None) -> Iterator[tuple[list[str], list[str]]]:
-    """The custom_ids of the checked request lines, and where each is, a shard's worth at a time."""
+               models: list[str] | None, endpoint: list | None = None) -> Iterator[tuple[list[str], list[str]]]:
+    """The custom_ids of the checked request lines, and where each is, a shard's worth at a time;
+    `endpoint` gets the files' endpoint module."""
     ids: list[str] = []
     wheres: list[str] = []
-    for where, row in _requests(provider, files, storage_options, models):
-        ids.append(row["custom_id"])
+    for where, request, module, _ in _requests(provider, files, storage_options, models):
+        if endpoint is not None and not endpoint:
+            endpoint.append(module)
+        ids.append(request)
         wheres.append(where)
         if len(ids) >= ROWS_PER_SHARD:
             yield ids, wheres
@@ -130,22 +147,24 @@ def _id_chunks(provider, files: list[dict[str, Any]], storage_options: dict[str,
 
 
 def _convert(provider, files: list[dict[str, Any]], storage_options: dict[str, Any], store: OutputStore,
-             models: list[str] | None) -> str:
-    """The request lines written as Parquet into a new folder; returns its name. A failure on
-    the way removes what was written."""
+             read_as: tuple[ModuleType, list[str] | None]) -> str:
+    """The request lines written as Parquet into a new folder, in the columns of `read_as`'s
+    endpoint (and its models); returns the folder's name. A failure on the way removes what was
+    written."""
     folder = f"{INPUT_DIR}/{new_id()}"
     shard, rows = 0, []
+    endpoint, models = read_as
 
     def flush() -> None:
         nonlocal shard, rows
         buf = io.BytesIO()
-        pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), buf)
+        pq.write_table(pa.Table.from_pylist(rows, schema=endpoint.SCHEMA), buf)
         store.put(f"{folder}/part-{shard:05d}.parquet", buf.getvalue())
         shard, rows = shard + 1, []
 
     try:
-        for _, row in _requests(provider, files, storage_options, models):
-            rows.append(row)
+        for _, _, _, request_rows in _requests(provider, files, storage_options, models):
+            rows.extend(request_rows)
             if len(rows) >= ROWS_PER_SHARD:
                 flush()
         if rows or shard == 0:
@@ -170,8 +189,10 @@ def _remove_conversion(store: OutputStore, folder: str) -> None:
 
 
 def _requests(provider, listing: list[dict[str, Any]], storage_options: dict[str, Any],
-              models: list[str] | None) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Where each request line of the listed files is, and its row, in order."""
+              models: list[str] | None) -> Iterator[tuple[str, str, ModuleType, list[dict[str, Any]]]]:
+    """Where each request line of the listed files is, its custom_id, its endpoint's module and
+    its rows, in order. A line of another endpoint than the first line's is refused."""
+    first: tuple[ModuleType, str] | None = None
     for f in listing:
         fs, fpath = url_to_fs(f["path"], **storage_options)
         with fs.open(fpath, "rb") as fh:  # JSON Lines are UTF-8, whatever this machine's locale
@@ -181,15 +202,24 @@ def _requests(provider, listing: list[dict[str, Any]], storage_options: dict[str
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as err:
                     raise BatchFileError(f"{where}: not UTF-8 text (byte {err.start + 1} of the line)") from None
-                if line.strip():
-                    yield where, read_line(provider, line, where, models)
+                if not line.strip():
+                    continue
+                request = parse_line(line, where)
+                endpoint, rows = provider.read_request(request, where, models)
+                first = first or (endpoint, where)
+                if endpoint is not first[0]:
+                    raise BatchFileError(f"{where}: url {endpoint.ENDPOINT} differs from {first[1]}'s "
+                                         f"{first[0].ENDPOINT}: a batch holds one endpoint's requests, as at "
+                                         f"OpenAI; put each endpoint's requests in a batch (and an output) of "
+                                         f"their own")
+                yield where, request["custom_id"], endpoint, rows
 
 
 def resolve_input(spec, new_run: bool = False):
     """For a spec whose input is a provider's batch files, the same spec reading the Parquet made
     from them, each row with its request's own sampling over the provider's defaults (and the
     spec's `sampling` fields that are set, which stand in for the provider's)."""
-    from pipelines.formats import PROVIDERS
+    from pipelines.formats import ENDPOINTS, PROVIDERS
 
     provider = PROVIDERS.get(spec.input.kind)
     if provider is None:
@@ -197,10 +227,12 @@ def resolve_input(spec, new_run: bool = False):
     store = OutputStore(spec.output.path, spec.output.storage_options)
     store.check_is_ours()  # never write into a folder that holds someone else's files
     models = sorted(spec.models) if spec.routed else None
-    folder = read_batch_files(provider, spec.input, store, new_run, models)
+    folder, url = read_batch_files(provider, spec.input, store, new_run, models)
+    endpoint = ENDPOINTS[url]
     data = spec.model_dump(mode="json")
     data["input"].update(kind="parquet", paths=[store.fs.unstrip_protocol(folder)],
-                         storage_options=spec.output.storage_options)
+                         storage_options=spec.output.storage_options, prompt_column=endpoint.PROMPT_COLUMN,
+                         format=endpoint.FORMAT)
     written = spec.sampling.model_dump(mode="json", include=spec.sampling.model_fields_set)
-    data["sampling"] = {**data["sampling"], **provider.DEFAULT_SAMPLING, **written}
+    data["sampling"] = {**data["sampling"], **endpoint.DEFAULT_SAMPLING, **written}
     return type(spec).model_validate(data)

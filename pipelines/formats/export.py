@@ -1,8 +1,9 @@
 """Results in the formats other tools read, written unit by unit (memory stays per unit).
 The formats are pipelines/formats/'s; this only checks, reads and dispatches.
 
-    openai-batch     OpenAI's batch output lines, failed rows in a separate errors file:
-                     `<to>` and `<to minus .jsonl>.errors.jsonl`
+    openai-batch     OpenAI's batch output lines, each in its endpoint's shape (the batch files'
+                     one endpoint; chat completions for a Parquet run), failed requests in a
+                     separate errors file: `<to>` and `<to minus .jsonl>.errors.jsonl`
     anthropic-batch  Anthropic's Message Batches result lines, succeeded and errored in one file
     chat-jsonl       training data for distillation (pipelines/formats/training.py)
     pairs-parquet    prompt/response pairs with token counts, one Parquet file
@@ -22,7 +23,9 @@ from typing import Any
 from fsspec.core import url_to_fs
 
 from operators.prompts import chat_messages
-from pipelines.formats import anthropic, openai
+from pipelines.formats import ENDPOINTS, anthropic, openai_chat
+from pipelines.formats.batch_files import endpoint_of
+from pipelines.formats.lines import request_of
 from pipelines.formats.training import write_chat_jsonl, write_pairs_parquet
 from pipelines.log import console
 from pipelines.planning.inputs import list_shards
@@ -31,12 +34,11 @@ from pipelines.redact import credentials_hint, describe, output_options, recorde
 from pipelines.spec import PipelineSpec
 from pipelines.store.new_file import new_file
 from pipelines.store.output import OutputError, OutputStore
-from pipelines.stream.unit_rows import ID, PROMPT, unit_rows
+from pipelines.stream.unit_rows import ID, PROMPT, read_unit_rows, unit_rows
 
 log = logging.getLogger("spotbatch.export")
 
 FORMATS = ("openai-batch", "anthropic-batch", "chat-jsonl", "pairs-parquet")
-PROVIDER_LINES = {"openai-batch": openai.result_line, "anthropic-batch": anthropic.result_line}
 
 
 def _rows(store: OutputStore, spec: PipelineSpec, plan: Plan) -> Iterator[tuple[dict[str, Any], list[dict] | None]]:
@@ -133,24 +135,45 @@ def _write(store: OutputStore, spec: PipelineSpec, plan: Plan, request: ExportRe
         with new_file(fs, path) as out:
             write_chat_jsonl(out, rows, request.include_truncated, counts)
         return counts
-    created, line_of = int(time.time()), PROVIDER_LINES[fmt]
-    separate = fmt == "openai-batch"  # OpenAI writes failed requests to a file of their own
-    with new_file(fs, path) as out, (new_file(fs, target.errors_path) if separate else _Null()) as err:
-        for row, _ in rows:
-            counts["rows"] += 1
-            # row["model"]: the model that answered the row (a routed run has several)
-            line, failed = line_of(str(row[spec.input.id_column]), row, created)
-            (err if failed and separate else out).write(json.dumps(line) + "\n")
+    created = int(time.time())
+    if fmt == "anthropic-batch":  # succeeded and errored requests in one file
+        with new_file(fs, path) as out:
+            for row, _ in rows:
+                counts["rows"] += 1
+                line, failed = anthropic.result_line(str(row[spec.input.id_column]), row, created)
+                out.write(json.dumps(line) + "\n")
+                counts["errors" if failed else "written"] += 1
+        return counts
+    url = endpoint_of(store)
+    endpoint = ENDPOINTS.get(url) if url else openai_chat  # a Parquet run's rows answer as chat
+    with new_file(fs, path) as out, new_file(fs, target.errors_path) as err:  # OpenAI: failed requests apart
+        for custom_id, pairs in _openai_requests(store, spec, plan, (endpoint, url is not None), counts):
+            # pairs[i][0]["model"]: the model that answered the row (a routed run has several)
+            line, failed = endpoint.output_line(custom_id, pairs, created)
+            (err if failed else out).write(json.dumps(line) + "\n")
             counts["errors" if failed else "written"] += 1
     return counts
 
 
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def write(self, _: str) -> None:
-        pass
+def _openai_requests(store: OutputStore, spec: PipelineSpec, plan: Plan, read_as: tuple[Any, bool],
+                     counts: dict[str, int]) -> Iterator[tuple[str, list[tuple[dict, dict]]]]:
+    """Each request's custom_id and its rows' (result row, input row), unit by unit; the rows of
+    a request of several (lines.row_ids) put back together in order. With `partial`, a request
+    whose rows are not all committed is left out (counted as skipped)."""
+    endpoint, batch = read_as
+    pending: dict[str, dict[int, tuple[dict, dict]]] = {}
+    for unit in plan.units:
+        inputs: dict[Any, dict] = {}
+        if batch:  # the request as read from the batch file (an echo's prompt, a response's metadata)
+            table = read_unit_rows(unit.path, unit.start, unit.stop, endpoint.SCHEMA.names, spec.input.storage_options)
+            inputs = {r["custom_id"]: r for r in table.to_pylist()}
+        for row in store.read_unit(unit.unit_id).to_pylist():
+            counts["rows"] += 1
+            row_id = row[spec.input.id_column]
+            custom_id, index, count = request_of(str(row_id)) if endpoint.LIST_INPUTS else (str(row_id), 0, 1)
+            got = pending.setdefault(custom_id, {})
+            got[index] = (row, inputs.get(row_id, {}))
+            if len(got) == count:
+                del pending[custom_id]
+                yield custom_id, [got[i] for i in range(count)]
+    counts["skipped"] += len(pending)

@@ -95,3 +95,38 @@ def requested_model(model: Any, where: str, field: str, models: list[str] | None
         raise BatchFileError(f"{where}: {field} {shown(model)} names no model of the spec's `models` "
                              f"({', '.join(models)})")
     return model
+
+
+# The rows a request becomes: one, named by its custom_id; or several (a list of prompts or of
+# inputs), each named [custom_id, index, count] in JSON, so ids stay unique and an export puts
+# the request back together from its rows alone.
+def row_ids(custom_id: str, count: int, where: str) -> list[str]:
+    """The ids of a request's `count` rows; a custom_id that reads as a row id of several is
+    refused, since its rows could not be told from another request's."""
+    if custom_id.startswith("[") and _triple(custom_id) is not None:
+        raise BatchFileError(f"{where}: custom_id {shown(custom_id)} reads as spotbatch's name for one row of a "
+                             f"request of several prompts; choose another")
+    if count == 1:
+        return [custom_id]
+    return [json.dumps([custom_id, i, count]) for i in range(count)]
+
+
+def request_of(row_id: str) -> tuple[str, int, int]:
+    """(custom_id, index, count) of a row named by row_ids.
+
+    >>> request_of("r1"), request_of(row_ids("r1", 2, "f line 1")[1])
+    (('r1', 0, 1), ('r1', 1, 2))
+    """
+    found = _triple(row_id) if row_id.startswith("[") else None
+    return found if found is not None else (row_id, 0, 1)
+
+
+def _triple(text: str) -> tuple[str, int, int] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if (isinstance(value, list) and len(value) == 3 and isinstance(value[0], str)
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value[1:])):
+        return value[0], value[1], value[2]
+    return None

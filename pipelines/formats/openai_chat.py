@@ -1,0 +1,87 @@
+"""OpenAI `/v1/chat/completions` batch lines: the body read into a row, a row written out as a
+`chat.completion`.
+
+In, a body: {"model": "...", "messages": [...], "max_completion_tokens": 64, "temperature": 0.2,
+"n": 2, "logprobs": true, "top_logprobs": 3, "response_format": {...}, ...}. Every body field is
+honoured with OpenAI's meaning (a body without `temperature` samples at 1.0, as OpenAI does) or
+refused by name.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pipelines.formats.lines import KnownFields, check_fields, requested_model
+from pipelines.formats.messages import chat_messages_of
+from pipelines.formats.openai_envelope import MESSAGES_SCHEMA, failed, max_tokens_of, succeeded
+
+ENDPOINT = "/v1/chat/completions"
+SCHEMA = MESSAGES_SCHEMA  # the Parquet a file of these requests is read into
+PROMPT_COLUMN, FORMAT = "messages", "messages"  # the spec's input.prompt_column and input.format for it
+LIST_INPUTS = False  # one row per request
+# Body fields mapped onto the row's sampling (pipelines/spec/sampling.py's SamplingSpec, OpenAI's names).
+SAMPLING_FIELDS = {"temperature", "top_p", "seed", "stop", "n", "logprobs", "top_logprobs", "response_format",
+                   "presence_penalty", "frequency_penalty"}
+# Fields that change no answer at OpenAI either: bookkeeping and delivery.
+INERT_FIELDS = {"user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"}
+REFUSED = {
+    "tools": "tool calls are not run here", "tool_choice": "tool calls are not run here",
+    "functions": "function calls are not run here", "function_call": "function calls are not run here",
+    "parallel_tool_calls": "tool calls are not run here", "audio": "audio is not generated here",
+    "modalities": "only text is generated here", "stream": "a batch is not streamed",
+    "stream_options": "a batch is not streamed",
+    "logit_bias": "its token ids are OpenAI's tokenizer's, which mean nothing to another model",
+    "prediction": "predicted outputs are not supported", "reasoning_effort": "no reasoning model setting here",
+    "web_search_options": "web search is not run here",
+}
+BODY_FIELDS = SAMPLING_FIELDS | INERT_FIELDS | {"model", "messages", "max_tokens", "max_completion_tokens"}
+# A body without these means OpenAI's defaults, not the spec's (pipelines/formats/batch_files.py).
+DEFAULT_SAMPLING = {"temperature": 1.0, "top_p": 1.0, "seed": None, "max_tokens": None, "n": 1}
+
+
+def read_line(custom_id: str, body: dict[str, Any], where: str, models: list[str] | None) -> list[dict[str, Any]]:
+    """The request's one row: custom_id, messages (JSON), sampling (JSON), model."""
+    check_fields(body, where, "body", KnownFields(BODY_FIELDS, REFUSED, "an OpenAI chat completion field"))
+    sampling = {k: body[k] for k in sorted(SAMPLING_FIELDS & set(body))}
+    sampling.update(max_tokens_of(body, where, ("max_completion_tokens", "max_tokens")))
+    return [{"custom_id": custom_id,
+             "model": requested_model(body.get("model"), where, "body.model", models),
+             "messages": chat_messages_of(body.get("messages"), where, "body.messages"),
+             "sampling": json.dumps(sampling)}]
+
+
+FINISH = {"stop": "stop", "length": "length"}
+
+
+def _logprobs(entries: list[dict] | None) -> dict | None:
+    if entries is None:
+        return None
+
+    def token(t: dict) -> dict:
+        text = t.get("token") or ""
+        return {"token": text, "logprob": t["logprob"], "bytes": list(text.encode())}
+    return {"content": [{**token(e), "top_logprobs": [token(t) for t in e.get("top_logprobs") or []]}
+                        for e in entries]}
+
+
+def choices_of(row: dict[str, Any]) -> list[tuple[dict, list | None]]:
+    """A result row's choices (text, finish_reason), each with its logprobs (or None)."""
+    choices = row.get("choices") or [{"text": row["output"], "finish_reason": row["finish_reason"]}]
+    return list(zip(choices, row.get("logprobs") or [None] * len(choices)))
+
+
+def output_line(custom_id: str, rows: list[tuple[dict, dict]], created: int) -> tuple[dict, bool]:
+    """The output line of one request from its (result row, input row); whether it failed."""
+    row = rows[0][0]
+    if row.get("error") is not None:
+        return failed(custom_id, row)
+    body = {
+        "id": f"chatcmpl-{custom_id}", "object": "chat.completion", "created": created, "model": row["model"],
+        "choices": [{"index": i, "message": {"role": "assistant", "content": c["text"]},
+                     "finish_reason": FINISH.get(c["finish_reason"] or "", c["finish_reason"]),
+                     "logprobs": _logprobs(lp)} for i, (c, lp) in enumerate(choices_of(row))],
+        "usage": {"prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"],
+                  "total_tokens": row["prompt_tokens"] + row["completion_tokens"]},
+    }
+    return succeeded(custom_id, body)
