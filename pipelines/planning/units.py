@@ -140,6 +140,8 @@ def fingerprint_parts(spec: PipelineSpec, shards: list[Shard],
         "sampling": _digest(spec.sampling.identity() | (
             {"max_tokens_column": inp.max_tokens_column} if inp.max_tokens_column else {}) | (
             {"sampling_column": inp.sampling_column} if inp.sampling_column else {})),
+        # Only for embeddings, so the fingerprints of generation runs stay as they were.
+        **({"embed": _digest(spec.embed.identity())} if spec.task == "embed" else {}),
     }
 
 

@@ -20,7 +20,8 @@ class CompileCacheSpec(_Section):
 
 class ModelSpec(_Section):
     name: str = Field(
-        "smollm2-135m", description="A built-in name (smollm2-135m, tiny-random), a local folder, a hub repo id "
+        "smollm2-135m", description="A built-in name (smollm2-135m, tiny-random; all-minilm-l6-v2 for "
+        "`task: embed`), a local folder, a hub repo id "
         "(org/name), or a folder's URL (s3://bucket/prefix/, gs://...). See the docs' Models guide "
         "(docs/guide/models.md).",
     )
