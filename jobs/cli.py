@@ -159,6 +159,13 @@ def _bench(args: argparse.Namespace) -> int:
 
         adhoc.main(args.adhoc)
         return 0
+    if args.task == "embed":
+        from jobs.bench.embed import bench as bench_embed
+
+        model = "all-minilm-l6-v2" if args.model == "smollm2-135m" else args.model
+        bench_embed(args.prompts or (400 if args.quick else 3000), model,
+                    out="spotbatch-bench-embed.json" if args.out == "spotbatch-bench.json" else args.out)
+        return 0
     from jobs.bench.main import bench
 
     figures = bench(quick=args.quick, sets=args.sets, runners=args.runners, out=args.out, model=args.model,
@@ -300,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=_at_least_one, default=1,
                    help="run the runners in turn this many times; ratios are the median of the rounds")
     p.add_argument("--out", default="spotbatch-bench.json", help="where the JSON figures go")
+    p.add_argument("--task", choices=["generate", "embed"], default="generate",
+                   help="embed: the same texts through plain vLLM's LLM.embed and `spotbatch run` (task embed), "
+                        "texts/s side by side (--prompts texts, default 3000; --model default all-minilm-l6-v2)")
     p.add_argument("--scale", nargs=argparse.REMAINDER, metavar="ARGS",
                    help="instead: the scale simulation with a fake engine (jobs/bench/scale.py; its options "
                         "follow, e.g. --scale --units 1000,10000 --s3): small sizes by default, a few minutes; "
