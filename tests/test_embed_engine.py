@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow.dataset as ds
 import pytest
 
+from jobs.report import report_data
 from pipelines.store.output import OutputStore
 from pipelines.store.status import run_status
 from tests.conftest import write_shards
@@ -61,11 +62,11 @@ def resumed_run(tmp_path_factory, ray_cluster, minilm):
     again = spotbatch("run", str(spec), "--address", ray_cluster)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
     table = ds.dataset(str(tmp / "out")).to_table()
-    return rows, killed, run_status(str(tmp / "out"), {}), table
+    return rows, killed, run_status(str(tmp / "out"), {}), table, str(tmp / "out")
 
 
 def test_a_killed_run_resumes_to_exactly_one_vector_per_row(resumed_run):
-    rows, killed, status, table = resumed_run
+    rows, killed, status, table, _ = resumed_run
     assert not killed.finished, "the driver was killed too late to test anything"
     assert status.finished and status.units_retried <= 2, status
     assert sorted(table.column("id").to_pylist()) == sorted(r["id"] for r in rows)
@@ -73,7 +74,7 @@ def test_a_killed_run_resumes_to_exactly_one_vector_per_row(resumed_run):
 
 
 def test_vectors_agree_with_sentence_transformers_on_every_row(resumed_run, minilm):
-    rows, _, _, table = resumed_run
+    rows, _, _, table, _ = resumed_run
     got = {r["id"]: r for r in table.to_pylist()}
     good = [r for r in rows if r["id"] != 1002]
     reference = sentence_transformers_vectors(minilm, [r["text"] for r in good])
@@ -87,11 +88,16 @@ def test_vectors_agree_with_sentence_transformers_on_every_row(resumed_run, mini
 
 
 def test_a_repeated_text_is_embedded_once(resumed_run):
-    _, _, status, table = resumed_run
+    _, _, status, table, out = resumed_run
     twins = sorted((r for r in table.to_pylist() if r["id"] in (1000, 1001)), key=lambda r: r["id"])
     assert twins[0]["embedding"] == twins[1]["embedding"]
     assert sorted(r["served_from"] for r in twins) in (["duplicate", "engine"], ["cache", "engine"]), twins
-    assert status.completion_tokens == 0 and status.prompt_tokens > 0  # input tokens only
+    # The ledger, status and report count input tokens only (the rows the engine embedded).
+    engine_rows = [r for r in table.to_pylist() if r["served_from"] == "engine"]
+    assert status.completion_tokens == 0 and status.prompt_tokens == sum(r["prompt_tokens"] for r in engine_rows)
+    report = report_data(out)
+    assert report["input_tokens"] == status.prompt_tokens and report["output_tokens"] == 0
+    assert report["usd_per_1m_input_tokens"] is not None and max(v for _, v in report["tokens_per_second"]) > 0
 
 
 def test_an_embeddings_batch_file_runs_and_exports_as_openai_responses(tmp_path, ray_cluster, minilm):
