@@ -131,3 +131,12 @@ def test_output_lines_are_openai_embedding_responses_in_input_order():
                       "model": "m"}, {})]
     got, failed = openai_embeddings.output_line("r2", bad, 0)
     assert failed and got["error"]["message"] == "context_too_long: too long"
+
+
+def test_an_embed_run_plans_its_units_by_their_input_alone(tmp_path):
+    write_shards(tmp_path / "in", [{"id": i, "text": f"a short text to embed, number {i}"} for i in range(400)], 1)
+    data = {"task": "embed", "model": {"name": "all-minilm-l6-v2"}, "compute": {"tokens_per_unit": 300},
+            "input": {"paths": str(tmp_path / "in"), "prompt_column": "text"}, "output": {"path": str(tmp_path / "o")}}
+    _, _, plan = plan_run(PipelineSpec.model_validate(data))
+    # About 9 tokens a row: 300-token units hold dozens of rows (counting sampling.max_tokens, one row each).
+    assert all(u.decode_tokens == 0 for u in plan.units) and 10 <= len(plan.units) <= 40, len(plan.units)
