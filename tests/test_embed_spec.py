@@ -35,6 +35,11 @@ def test_embed_options_are_read_and_change_the_fingerprint_of_embedding_runs_onl
     assert "embed" not in fingerprint_parts(spec(), [])  # generation runs' fingerprints are as they were
     # A spec written back out (every field at its default) reads back the same.
     assert PipelineSpec.model_validate(embed.model_dump(mode="json")) == embed
+    # An embedding model keeps its own context (all-MiniLM-L6-v2's is 256: generation's 2048 would
+    # stop its engine from starting); a spec with no model gets the built-in embedding model.
+    assert embed.model.max_model_len is None and spec().model.max_model_len == 2048
+    bare = PipelineSpec.model_validate({**BASE, "task": "embed"})
+    assert (bare.model.name, bare.model.max_model_len) == ("all-minilm-l6-v2", None)
 
 
 @pytest.mark.parametrize(("fields", "message"), [
@@ -89,7 +94,7 @@ def test_an_embeddings_file_plans_an_embed_run_a_row_per_input(tmp_path):
     ]) + "\n")
     data = batch_spec(tmp_path)
     planned, _, plan = plan_run(PipelineSpec.model_validate(data))
-    assert planned.task == "embed" and plan.input_rows == 4
+    assert planned.task == "embed" and plan.input_rows == 4 and planned.model.max_model_len is None
     assert planned.input.prompt_column == "input" and planned.input.format == "messages"
     with pytest.raises(SpecError, match="task is generate, but the batch files' requests are /v1/embeddings"):
         plan_run(PipelineSpec.model_validate({**data, "task": "generate", "output": {"path": str(tmp_path / "o2")}}))

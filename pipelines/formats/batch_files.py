@@ -240,4 +240,6 @@ def resolve_input(spec, new_run: bool = False):
         raise SpecError(f"task is {spec.task}, but the batch files' requests are {url} requests, which "
                         f"{'embed' if task == 'embed' else 'generate'}: remove task from the spec")
     data["task"] = task
+    if task == "embed" and "max_model_len" not in spec.model.model_fields_set:
+        data["model"]["max_model_len"] = None  # the embedding model's own context (pipelines/spec/pipeline.py)
     return type(spec).model_validate(data)

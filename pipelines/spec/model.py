@@ -39,7 +39,8 @@ class ModelSpec(_Section):
     )
     dtype: str = Field("auto", description="Weights dtype passed to vLLM: auto, bfloat16, float16, float32.")
     max_model_len: int | None = Field(
-        2048, gt=0, description="Context length; prompts longer than this become error records."
+        2048, gt=0, description="Context length; prompts longer than this become error records. With "
+        "`task: embed` the default is the model's own context."
     )
     quantization: str | None = Field(None, description="vLLM quantization method (awq, gptq, fp8, ...).")
     enforce_eager: bool | None = Field(

@@ -103,6 +103,24 @@ class PipelineSpec(_Section):
             data = {**data, "route": {"column": "model"}}
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _embedding_models_keep_their_context(cls, data: Any) -> Any:
+        """With `task: embed`, a model's max_model_len left out is its own context (an embedding
+        model's is often short: 256 or 512 tokens), not generation's default; and a spec that
+        names no model gets the built-in embedding model."""
+        if not isinstance(data, dict) or data.get("task") != "embed":
+            return data
+        models = {name: m for name, m in (data.get("models") or {}).items()}
+        for name, m in [("", data.get("model") or {"name": "all-minilm-l6-v2"}), *models.items()]:
+            m = {"name": m} if isinstance(m, str) else dict(m)
+            m.setdefault("max_model_len", None)
+            if name:
+                models[name] = m
+            else:
+                data = {**data, "model": m}
+        return {**data, "models": models} if models else data
+
     @model_validator(mode="after")
     def _task_fields(self) -> PipelineSpec:
         """Every field written is honoured by the task, or refused by name."""
