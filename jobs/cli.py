@@ -157,6 +157,13 @@ def _bench(args: argparse.Namespace) -> int:
 
         adhoc.main(args.adhoc)
         return 0
+    if args.task == "embed":
+        from jobs.bench.embed import bench as bench_embed
+
+        model = "all-minilm-l6-v2" if args.model == "smollm2-135m" else args.model
+        bench_embed(args.prompts or (400 if args.quick else 3000), model,
+                    out="spotbatch-bench-embed.json" if args.out == "spotbatch-bench.json" else args.out)
+        return 0
     from jobs.bench.main import bench
 
     figures = bench(quick=args.quick, sets=args.sets, runners=args.runners, out=args.out, model=args.model,

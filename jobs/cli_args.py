@@ -147,6 +147,9 @@ def add_bench(sub: argparse._SubParsersAction, handler: Handler) -> None:
     p.add_argument("--rounds", type=_at_least_one, default=1,
                    help="run the runners in turn this many times; ratios are the median of the rounds")
     p.add_argument("--out", default="spotbatch-bench.json", help="where the JSON figures go")
+    p.add_argument("--task", choices=["generate", "embed"], default="generate",
+                   help="embed: the same texts through plain vLLM's LLM.embed and `spotbatch run` (task embed), "
+                        "texts/s side by side (--prompts texts, default 3000; --model default all-minilm-l6-v2)")
     p.add_argument("--scale", nargs=argparse.REMAINDER, metavar="ARGS",
                    help="instead: the scale simulation with a fake engine (jobs/bench/scale.py; its options "
                         "follow, e.g. --scale --units 1000,10000 --s3): small sizes by default, a few minutes; "

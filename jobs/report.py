@@ -79,7 +79,7 @@ def draw_chart(ledger: Ledger, path: str, title: str) -> None:
     if series:
         right.step([t for t, _ in series], [v for _, v in series], where="post")
     right.set_xlabel("seconds since start")
-    right.set_ylabel("output tokens/s")
+    right.set_ylabel("output tokens/s" if ledger.summary.output_tokens else "input tokens/s")
     right.set_title("throughput (committed units)")
     fig.suptitle(title)
     fig.tight_layout()

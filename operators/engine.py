@@ -27,6 +27,7 @@ class EngineConfig:
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
     chat_template: str | None = None  # instead of the tokenizer's own
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    task: str = "generate"  # embed: a pooling engine, which answers with a vector per request
 
     def llm_kwargs(self) -> dict[str, Any]:
         """Arguments for vllm.LLM; engine_kwargs win, so any vLLM option can be passed through."""
@@ -38,6 +39,7 @@ class EngineConfig:
             "enforce_eager": self.enforce_eager,
             "tensor_parallel_size": self.tensor_parallel_size,
             "seed": self.seed,
+            **({"runner": "pooling"} if self.task == "embed" else {}),
         }
         kwargs.update(self.engine_kwargs)
         return kwargs
@@ -64,6 +66,15 @@ class Completion:
     queued_s: float | None = None  # from submitted to the engine to in its running set (operators/feeder.py)
     generate_s: float | None = None  # from in its running set to finished
     stop_sequence: str | None = None  # the first choice's
+
+
+@dataclass(frozen=True)
+class Embedding:  # a finished embedding request; the feeder's timings as Completion's
+    vector: list[float]
+    prompt_tokens: int
+    completion_tokens: int = 0  # none: the feeder counts tokens as for generation
+    queued_s: float | None = None
+    generate_s: float | None = None
 
 
 class RowRejected(ValueError):
@@ -141,6 +152,7 @@ class VLLMEngine:
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
+        self.embeds = config.task == "embed"
         self.loaded_dtype = str(self.llm.llm_engine.model_config.dtype).removeprefix("torch.")
         self._param_cache: dict[str, Any] = {}
         self._top_logprobs: dict[str, int] = {}  # request id -> alternatives asked per token
@@ -149,6 +161,12 @@ class VLLMEngine:
         """Token ids of the prompt as the model will see it (operators/tokens.py)."""
         return prompt_token_ids(self.tokenizer, prompt, PromptForm(system_prompt, fmt), self.config.chat_template,
                                 self.config.chat_template_kwargs)
+
+    def encode_text(self, text: str, max_tokens: int | None = None) -> list[int]:
+        """A text's token ids with the model's special tokens, cut to `max_tokens` (when given) by
+        the tokenizer's own truncation, which keeps the closing special token."""
+        cut = {"truncation": True, "max_length": max_tokens} if max_tokens else {}
+        return list(self.tokenizer.encode(text, add_special_tokens=True, **cut))
 
     def kv_capacity_tokens(self) -> int:
         """Tokens the KV cache holds: what can be in flight before vLLM must preempt."""
@@ -160,8 +178,13 @@ class VLLMEngine:
         """The prefix cache's unit: prompts that share this many leading tokens share a block."""
         return int(self.llm.llm_engine.vllm_config.cache_config.block_size)
 
+    def embedding_size(self) -> int:
+        """How many numbers a vector of this (pooling) engine holds, before any `dimensions`."""
+        return int(self.llm.llm_engine.model_config.embedding_size)
+
     def _params(self, sampling: dict[str, Any]):
         """vLLM's SamplingParams for a request's sampling (pipelines/spec/sampling.py's SamplingSpec
+        fields), or for an embedding its PoolingParams (pipelines/spec/embed.py's EmbedSpec
         fields). vLLM validates them; what it refuses fails that row alone (RowRejected)."""
         key = json.dumps(sampling, sort_keys=True, default=str)
         params = self._param_cache.get(key)
@@ -169,7 +192,7 @@ class VLLMEngine:
             from vllm.exceptions import VLLMValidationError
 
             try:
-                params = sampling_params(sampling)
+                params = pooling_params(sampling) if self.embeds else sampling_params(sampling)
             except (ValueError, TypeError, VLLMValidationError) as err:
                 raise RowRejected(f"sampling: {err}") from err
             if len(self._param_cache) > 10_000:  # rows with their own sampling: keep it bounded
@@ -195,10 +218,21 @@ class VLLMEngine:
         for request_id in request_ids:
             self._top_logprobs.pop(request_id, None)
 
-    def step(self) -> list[tuple[str, Completion]]:
+    def step(self) -> list[tuple[str, Completion | Embedding]]:
         """One engine iteration; the requests it finished, by the id they were added under."""
+        if self.embeds:
+            return [(out.request_id, Embedding(out.outputs.data.float().tolist(), len(out.prompt_token_ids)))
+                    for out in self.llm.llm_engine.step() if out.finished]
         return [(out.request_id, completion_of(out, self._top_logprobs.pop(out.request_id, 0)))
                 for out in self.llm.llm_engine.step() if out.finished]
+
+
+def pooling_params(embed: dict[str, Any]):
+    """An embedding request's options (EmbedSpec's names) as vLLM's PoolingParams; `normalize`
+    is the pooler's activation (None: the model's own setting)."""
+    from vllm import PoolingParams
+
+    return PoolingParams(task="embed", dimensions=embed.get("dimensions"), use_activation=embed.get("normalize"))
 
 
 def sampling_params(sampling: dict[str, Any]):

@@ -142,7 +142,7 @@ class GenerateOperator:
     def __call__(self, batch: RowBatch, cached: dict[str, dict[str, Any]] | None = None) -> dict[str, list[Any]]:
         """Results for `batch`'s rows. Rows with the same key are generated once, and rows whose
         key is in `cached` are answered from it."""
-        result = empty_results(batch.errors)
+        result = self._empty(batch.errors)
         requests, waits, mine = self._requests(batch, cached or {}, result)
         waits += self._submit(order_for_engine(requests, self.engine.prefix_block_tokens), mine)
         self._collect(waits, result)
@@ -225,14 +225,18 @@ class GenerateOperator:
                     self.feeder.cancel([future])
                 self._fail(result, i, TIMEOUT, f"no result within {self.timeout_seconds:g} s of its unit's start")
                 continue
-            answer = answer_of(completion)
+            answer = self._answer(completion)
             if source != "engine":  # a duplicate waited for another row's request, not the engine
                 answer.pop("queued_s"), answer.pop("generate_s")
             self._fill(result, i, answer, source)
 
-    @staticmethod
-    def _fill(result: dict[str, list[Any]], i: int, answer: dict[str, Any], source: str) -> None:
-        for column in (*ANSWER_FIELDS, "queued_s", "generate_s"):
+    # What the embed operator (operators/embed.py) writes instead: its own columns.
+    answer_fields = ANSWER_FIELDS
+    _empty = staticmethod(empty_results)
+    _answer = staticmethod(answer_of)
+
+    def _fill(self, result: dict[str, list[Any]], i: int, answer: dict[str, Any], source: str) -> None:
+        for column in (*self.answer_fields, "queued_s", "generate_s"):
             if column in answer:
                 result[column][i] = answer[column]
         result["served_from"][i] = source

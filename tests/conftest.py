@@ -69,6 +69,14 @@ def smollm2() -> Path:
 
 
 @pytest.fixture(scope="session")
+def minilm() -> Path:
+    """The built-in embedding model (sentence-transformers' all-MiniLM-L6-v2 folder)."""
+    from cluster.models.builtin import prepare_model
+
+    return prepare_model("all-minilm-l6-v2")
+
+
+@pytest.fixture(scope="session")
 def ray_cluster():
     """A one-node Ray cluster for the session, this process its driver; yields its address."""
     import ray

@@ -81,4 +81,5 @@ def test_a_responses_file_runs_and_its_json_schema_answer_validates(tmp_path, ra
     assert schema.status == "completed" and schema.metadata == {"team": "search"}
     jsonschema.validate(json.loads(schema.output_text), ANSWER)
     cut = Response.model_validate(bodies["cut"])
-    assert (cut.status, cut.incomplete_details.reason, cut.usage.output_tokens) == ("incomplete", "max_output_tokens", 3)
+    assert (cut.status, cut.incomplete_details.reason) == ("incomplete", "max_output_tokens")
+    assert cut.usage.output_tokens == 3

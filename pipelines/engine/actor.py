@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 from cluster import storage_requests
 from cluster.models import ModelChangedError, ModelSource
 from cluster.node_facts import NodeFacts, this_node
+from operators.embed import EmbedOperator
 from operators.feeder import EngineFailed
 from operators.generate import GenerateOperator
 from operators.tokens import PromptForm
@@ -144,11 +145,13 @@ class EngineActor:
 
     def _protocol(self, spec: PipelineSpec, request: RunRequest, actor_id: str, node: NodeFacts,
                   records: Records) -> UnitProtocol:
-        """The unit protocol of one run, on this engine."""
-        generate = GenerateOperator(
+        """The unit protocol of one run, on this engine: its operator is the task's."""
+        embeds = spec.task == "embed"
+        operator = EmbedOperator if embeds else GenerateOperator
+        generate = operator(
             self.feeder.engine,
             self.feeder,
-            sampling=spec.sampling.model_dump(),
+            sampling=spec.embed.model_dump() if embeds else spec.sampling.model_dump(),
             form=PromptForm(spec.input.system_prompt, spec.input.format),
             timeout_seconds=spec.compute.request_timeout_seconds,
         )
@@ -160,9 +163,17 @@ class EngineActor:
             spec, fingerprint=request.fingerprint, run_id=request.run_id, actor_id=actor_id, node_id=node.node_id,
             retry=request.retry, engine_stats=self.feeder.stats.to_json, storage_requests=self._requests,
             # The dtype vLLM loaded counts too: `auto` is float32 on some CPUs and bf16 elsewhere.
-            model_key=model_cache_key(spec, request.model_source, self.loaded))
+            model_key=model_cache_key(spec, request.model_source, self.loaded),
+            embedding_size=self._embedding_size(spec))
         return UnitProtocol(context, generate, store=records.store,
                             cache=ResponseCache(cache_path, cache_options) if cache_path else None)
+
+    def _embedding_size(self, spec: PipelineSpec) -> int | None:
+        """The numbers in each of the run's vectors; None when rows ask for their own (a batch
+        file's requests may each name `dimensions`), or the run makes none."""
+        if spec.task != "embed" or spec.input.sampling_column:
+            return None
+        return spec.embed.dimensions or self.feeder.engine.embedding_size()
 
     def _requests(self) -> dict[str, int]:
         """This actor's S3 requests for its current run (cluster/storage_requests.py)."""

@@ -72,6 +72,7 @@ def start_engine(load: EngineLoad, records: Records, actor_id: str) -> StartedEn
         engine_kwargs=spec.model.engine_kwargs,
         chat_template=spec.model.chat_template,
         chat_template_kwargs=spec.model.chat_template_kwargs,
+        task=spec.task,
     )
     shared = spec.model.compile_cache
     began = time.time()

@@ -55,6 +55,7 @@ def engine_key(spec_data: dict[str, Any], model_source: dict[str, Any], resource
     compute = spec_data["compute"]
     return json.dumps({
         "model": spec_data["model"], "source": model_source.get("pin"), "seed": spec_data["sampling"].get("seed"),
+        **({"task": "embed"} if spec_data.get("task") == "embed" else {}),  # a pooling engine embeds only
         "resources": [resources.cpus, resources.gpus, resources.accelerator_type, resources.spot_resource,
                       sorted(resources.custom_resources().items())],
         "engine": [compute.get("engine_threads"), compute.get("max_tokens_in_flight"),

@@ -30,7 +30,7 @@ from pipelines.planning.inputs import InputError, expand_paths, file_version, fi
 from pipelines.planning.start_over import refuse_while_running
 from pipelines.store.output import OutputError, OutputStore
 from pipelines.store.records import new_id
-from spotbatch.errors import BatchFileError
+from spotbatch.errors import BatchFileError, SpecError
 
 if TYPE_CHECKING:
     from pipelines.spec import InputSpec
@@ -240,4 +240,11 @@ def resolve_input(spec, new_run: bool = False):
     data.update(getattr(endpoint, "SPEC", {}))  # what the endpoint's rows need of the rest of the spec
     written = spec.sampling.model_dump(mode="json", include=spec.sampling.model_fields_set)
     data["sampling"] = {**data["sampling"], **endpoint.DEFAULT_SAMPLING, **written}
+    task = getattr(endpoint, "TASK", "generate")  # the endpoint decides: /v1/embeddings embeds
+    if "task" in spec.model_fields_set and spec.task != task:
+        raise SpecError(f"task is {spec.task}, but the batch files' requests are {url} requests, which "
+                        f"{'embed' if task == 'embed' else 'generate'}: remove task from the spec")
+    data["task"] = task
+    if task == "embed" and "max_model_len" not in spec.model.model_fields_set:
+        data["model"]["max_model_len"] = None  # the embedding model's own context (pipelines/spec/pipeline.py)
     return type(spec).model_validate(data)

@@ -23,7 +23,7 @@ from typing import Any
 from fsspec.core import url_to_fs
 
 from operators.prompts import chat_messages
-from pipelines.formats import ENDPOINTS, anthropic, openai_chat
+from pipelines.formats import ENDPOINTS, anthropic, openai_chat, openai_embeddings
 from pipelines.formats.batch_files import endpoint_of
 from pipelines.formats.lines import request_of
 from pipelines.formats.training import write_chat_jsonl, write_pairs_parquet
@@ -96,6 +96,9 @@ def export(request: ExportRequest) -> dict[str, int]:
     store = OutputStore(output, request.storage_options or output_options(overrides))
     manifest = store.require_manifest()
     spec, plan = recorded_spec(manifest["spec"], overrides), Plan.from_json(manifest)
+    if spec.task == "embed" and fmt not in ("openai-batch",):
+        raise OutputError(f"export --format {fmt}: {redact_url(output)} holds embeddings, not answers; export "
+                          f"them with --format openai-batch, or read its Parquet (the embedding column)")
     log.info("reading prompts as the output's own spec says: %s", describe(spec))
     missing = {u.unit_id for u in plan.units} - store.committed_units()
     if missing and not request.partial:
@@ -145,7 +148,8 @@ def _write(store: OutputStore, spec: PipelineSpec, plan: Plan, request: ExportRe
                 counts["errors" if failed else "written"] += 1
         return counts
     url = endpoint_of(store)
-    endpoint = ENDPOINTS.get(url) if url else openai_chat  # a Parquet run's rows answer as chat
+    # A Parquet run's rows answer as chat, or as embeddings (task embed)
+    endpoint = ENDPOINTS.get(url) if url else openai_embeddings if spec.task == "embed" else openai_chat
     with new_file(fs, path) as out, new_file(fs, target.errors_path) as err:  # OpenAI: failed requests apart
         for custom_id, pairs in _openai_requests(store, spec, plan, (endpoint, url is not None), counts):
             # pairs[i][0]["model"]: the model that answered the row (a routed run has several)

@@ -10,6 +10,7 @@ Each endpoint is a small module in ENDPOINTS, with
     PROMPT_COLUMN, FORMAT   the spec's input.prompt_column and input.format for those rows
     LIST_INPUTS     whether one request may be several rows (lines.row_ids names them)
     DEFAULT_SAMPLING  what a body that leaves a sampling field out means at OpenAI
+    TASK            (optional) the spec's task for its rows: embed for /v1/embeddings, else generate
     read_line(custom_id, body, where, models) -> [row, ...]
     output_line(custom_id, [(result row, input row), ...], created) -> (line, failed)
 and, optionally, SPEC: top-level spec fields its rows need (e.g. {"task": "embed"}).
@@ -21,7 +22,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from pipelines.formats import openai_chat, openai_completions, openai_responses
+from pipelines.formats import openai_chat, openai_completions, openai_embeddings, openai_responses
 from pipelines.formats.lines import shown
 from pipelines.formats.openai_envelope import DEFAULT_URL, NAME, body_of, url_of
 from spotbatch.errors import BatchFileError
@@ -33,6 +34,7 @@ ENDPOINTS: dict[str, ModuleType] = {m.ENDPOINT: m for m in (
     openai_chat,
     openai_completions,
     openai_responses,
+    openai_embeddings,
 )}
 
 

@@ -46,7 +46,7 @@ class Unit:
 
 
 def _rows_per_unit(shard: Shard, tokens_per_unit: int, max_tokens: int) -> int:
-    return max(1, int(tokens_per_unit // (prompt_tokens_per_row(shard) + max_tokens)))
+    return max(1, int(tokens_per_unit // max(1.0, prompt_tokens_per_row(shard) + max_tokens)))
 
 
 def _even_chunks(n: int, most: int) -> list[tuple[int, int]]:
@@ -140,6 +140,8 @@ def fingerprint_parts(spec: PipelineSpec, shards: list[Shard],
         "sampling": _digest(spec.sampling.identity() | (
             {"max_tokens_column": inp.max_tokens_column} if inp.max_tokens_column else {}) | (
             {"sampling_column": inp.sampling_column} if inp.sampling_column else {})),
+        # Only for embeddings, so the fingerprints of generation runs stay as they were.
+        **({"embed": _digest(spec.embed.identity())} if spec.task == "embed" else {}),
     }
 
 
@@ -184,10 +186,13 @@ def make_plan(spec: PipelineSpec, shards: list[Shard], sources: dict[str, dict] 
     routes = route_shards(spec, shards) if spec.routed else None
     # Units are sized by the work they hold: every choice's tokens; no max_tokens (up to the
     # context) is estimated as the default's, since most answers stop well short of the context.
-    per_row = (spec.sampling.max_tokens or 256) * spec.sampling.n
+    # An embedding decodes nothing: its units are sized by their input alone.
+    embeds = spec.task == "embed"
+    per_row = 0 if embeds else (spec.sampling.max_tokens or 256) * spec.sampling.n
     units = plan_units(shards, spec.compute.tokens_per_unit, per_row, routes)
     # What each unit may decode at most, for the compile choice: each row's own limit, read now.
-    units = [replace(u, decode_tokens=t) for u, t in zip(units, unit_decode_tokens(spec, shards, units, routes))]
+    decode = [0] * len(units) if embeds else unit_decode_tokens(spec, shards, units, routes)
+    units = [replace(u, decode_tokens=t) for u, t in zip(units, decode)]
     return Plan(
         fingerprint=fingerprint(parts),
         parts=parts,

@@ -20,7 +20,8 @@ class CompileCacheSpec(_Section):
 
 class ModelSpec(_Section):
     name: str = Field(
-        "smollm2-135m", description="A built-in name (smollm2-135m, tiny-random), a local folder, a hub repo id "
+        "smollm2-135m", description="A built-in name (smollm2-135m, tiny-random; all-minilm-l6-v2 for "
+        "`task: embed`), a local folder, a hub repo id "
         "(org/name), or a folder's URL (s3://bucket/prefix/, gs://...). See the docs' Models guide "
         "(docs/guide/models.md).",
     )
@@ -38,7 +39,8 @@ class ModelSpec(_Section):
     )
     dtype: str = Field("auto", description="Weights dtype passed to vLLM: auto, bfloat16, float16, float32.")
     max_model_len: int | None = Field(
-        2048, gt=0, description="Context length; prompts longer than this become error records."
+        2048, gt=0, description="Context length; prompts longer than this become error records. With "
+        "`task: embed` the default is the model's own context."
     )
     quantization: str | None = Field(None, description="vLLM quantization method (awq, gptq, fp8, ...).")
     enforce_eager: bool | None = Field(

@@ -4,7 +4,7 @@ overrides, `--output`."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -12,6 +12,7 @@ from pydantic import Field, ValidationError, model_validator
 from pipelines.spec.base import BATCH_KINDS, _Section
 from pipelines.spec.compute import ComputeSpec
 from pipelines.spec.cost import CostSpec
+from pipelines.spec.embed import EmbedSpec, embed_refusals
 from pipelines.spec.input import InputSpec
 from pipelines.spec.model import ModelSpec
 from pipelines.spec.output import CacheSpec, OutputSpec, RouteSpec
@@ -29,6 +30,10 @@ class PipelineSpec(_Section):
     ('smollm2-135m', 256)
     """
 
+    task: Literal["generate", "embed"] = Field(
+        "generate", description="generate: text for each row (`output`); embed: a vector for each row "
+        "(`embedding`, from an embedding model such as the built-in all-minilm-l6-v2), with `embed`'s options.",
+    )
     input: InputSpec
     """What to read: the files, and the columns a prompt is made of."""
     model: ModelSpec = Field(default_factory=ModelSpec)
@@ -41,6 +46,8 @@ class PipelineSpec(_Section):
     route: RouteSpec | None = Field(None, description="How rows are routed to `models`.")
     sampling: SamplingSpec = Field(default_factory=SamplingSpec)
     """How every row is sampled, unless the row says otherwise."""
+    embed: EmbedSpec = Field(default_factory=EmbedSpec)
+    """With `task: embed`: the vectors' options."""
     compute: ComputeSpec = Field(default_factory=ComputeSpec)
     """The engine actors and what each holds."""
     cost: CostSpec = Field(default_factory=CostSpec)
@@ -95,6 +102,32 @@ class PipelineSpec(_Section):
                 and isinstance(data.get("input"), dict) and data["input"].get("kind") in BATCH_KINDS:
             data = {**data, "route": {"column": "model"}}
         return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _embedding_models_keep_their_context(cls, data: Any) -> Any:
+        """With `task: embed`, a model's max_model_len left out is its own context (an embedding
+        model's is often short: 256 or 512 tokens), not generation's default; and a spec that
+        names no model gets the built-in embedding model."""
+        if not isinstance(data, dict) or data.get("task") != "embed":
+            return data
+        models = {name: m for name, m in (data.get("models") or {}).items()}
+        for name, m in [("", data.get("model") or {"name": "all-minilm-l6-v2"}), *models.items()]:
+            m = {"name": m} if isinstance(m, str) else dict(m)
+            m.setdefault("max_model_len", None)
+            if name:
+                models[name] = m
+            else:
+                data = {**data, "model": m}
+        return {**data, "models": models} if models else data
+
+    @model_validator(mode="after")
+    def _task_fields(self) -> PipelineSpec:
+        """Every field written is honoured by the task, or refused by name."""
+        problems = embed_refusals(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @model_validator(mode="after")
     def _routes_name_models(self) -> PipelineSpec:

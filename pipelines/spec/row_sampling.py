@@ -12,9 +12,10 @@ from pipelines.spec.problems import describe_problem
 from pipelines.spec.sampling import SamplingSpec
 
 
-def row_sampling(base: SamplingSpec, override: Any) -> tuple[dict[str, Any] | None, str | None]:
+def row_sampling(base: SamplingSpec | Any, override: Any) -> tuple[dict[str, Any] | None, str | None]:
     """A row's own sampling (every field: the run's, with the row's overrides), or why the
     overrides cannot be used. An override is a JSON object (text) or a struct; null: none.
+    `base` is the run's SamplingSpec, or with `task: embed` its EmbedSpec (a row's own options).
 
     >>> row_sampling(SamplingSpec(), '{"temperature": 0.5, "n": 2}')[0]["n"]
     2
@@ -43,7 +44,7 @@ def row_sampling(base: SamplingSpec, override: Any) -> tuple[dict[str, Any] | No
         return None, None
     try:
         # Strict: "64" or 64.5 for an integer is refused, as the providers refuse it, not guessed at.
-        merged = SamplingSpec.model_validate({**base.model_dump(), **override}, strict=True)
+        merged = type(base).model_validate({**base.model_dump(), **override}, strict=True)
     except ValidationError as err:
         return None, "; ".join(describe_problem(e) for e in err.errors())
     return merged.model_dump(mode="json"), None

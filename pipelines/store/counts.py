@@ -37,14 +37,15 @@ class UnitCounts:
         engine = [i for i, s in enumerate(served) if s == ENGINE]
         reused = [i for i, s in enumerate(served) if s in REUSED]
         by_class = dict(Counter(c for c in cols["error_class"] if c is not None))
+        completion = cols.get("completion_tokens") or [0] * len(served)  # an embedding generates none
         return cls(
             rows=len(cols["error"]),
             errors=sum(by_class.values()),
             prompt_tokens=sum(cols["prompt_tokens"][i] for i in engine),
-            completion_tokens=sum(cols["completion_tokens"][i] for i in engine),
+            completion_tokens=sum(completion[i] for i in engine),
             engine_seconds=engine_seconds,
             reused_rows=len(reused),
-            reused_completion_tokens=sum(cols["completion_tokens"][i] for i in reused),
+            reused_completion_tokens=sum(completion[i] for i in reused),
             errors_by_class=by_class,
         )
 

@@ -29,7 +29,7 @@ class Ledger:
     summary: CostSummary
     actors: pa.Table
     units: pa.Table
-    timeline: list[tuple[float, int]]  # (commit time, output tokens of that unit), in order
+    timeline: list[tuple[float, int]]  # (commit time, output tokens of that unit; embeddings: input), in order
     started_at: float | None
 
 
@@ -119,7 +119,9 @@ def compute_ledger(store: OutputStore, reference: dict[str, Any] | None = None, 
          "usd_total": sum(a.usd(b) for b in BUCKETS)}
         for a in actors
     ]
-    timeline = sorted((a.ended_at, a.output_tokens) for a in attempts if a.committed and a.ended_at)
+    # An embedding run makes no output tokens: its throughput is the input it read.
+    timeline = sorted((a.ended_at, a.output_tokens if output_tokens else a.input_tokens)
+                      for a in attempts if a.committed and a.ended_at)
     summary = summarize(actors, input_tokens, output_tokens, reference)
     summary.by_model = per_model(actors, attempts, actor_records)
     summary.storage = storage_cost(runs, actor_records, settled)

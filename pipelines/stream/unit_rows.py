@@ -163,7 +163,7 @@ def unit_rows(unit: dict[str, Any], spec: PipelineSpec) -> pa.Table:
         name = spec.input.sampling_column
         for i, value in enumerate(_values(rows.column(name))):
             sampling, why = ((None, f"is {value}") if isinstance(value, InvalidText)
-                             else row_sampling(spec.sampling, value))
+                             else row_sampling(spec.embed if spec.task == "embed" else spec.sampling, value))
             if why:
                 errors[i] = errors[i] or f"{name}: {why}"
                 prompts[i] = None

@@ -11,10 +11,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from operators.embed import embed_schema, empty_embeddings
 from operators.failures import BAD_INPUT
 from operators.generate import RESULT_SCHEMA, conform, empty_results
 from pipelines.redact import redact_url
-from pipelines.spec import PipelineSpec
 from pipelines.store.counts import UnitCounts
 from pipelines.store.output import STATS_KEY, OutputStore
 from pipelines.store.record_types import AttemptOutcome
@@ -28,15 +28,24 @@ log = logging.getLogger("spotbatch.unit")
 GAVE_UP_BY = "gave_up_by"  # in the footer of a unit given up on: the actor that gave up
 
 
-def result_table(spec: PipelineSpec, ids: pa.Array | pa.ChunkedArray, cols: dict[str, list],
-                 fingerprint: str) -> pa.Table:
+def result_schema(context: UnitContext) -> pa.Schema:
+    """The result columns of the run's task: generation's, or embed's with its vectors' size."""
+    return embed_schema(context.embedding_size) if context.spec.task == "embed" else RESULT_SCHEMA
+
+
+def no_results(context: UnitContext, errors: list[str | None]) -> dict[str, list]:
+    """The task's result columns for rows that get none (each with its error, if any)."""
+    return empty_embeddings(errors) if context.spec.task == "embed" else empty_results(errors)
+
+
+def result_table(context: UnitContext, ids: pa.Array | pa.ChunkedArray, cols: dict[str, list]) -> pa.Table:
     """A unit's results in the output schema; the input id keeps its own name and type."""
-    n = len(ids)
+    n, spec = len(ids), context.spec
     return pa.table({
         spec.input.id_column: ids,
-        **{f.name: pa.array(cols[f.name], f.type) for f in RESULT_SCHEMA},
+        **{f.name: pa.array(cols[f.name], f.type) for f in result_schema(context)},
         "model": pa.array([redact_url(spec.model.name)] * n, pa.string()),  # its name as written down
-        "spec_fingerprint": pa.array([fingerprint] * n, pa.string()),
+        "spec_fingerprint": pa.array([context.fingerprint] * n, pa.string()),
     })
 
 
@@ -68,10 +77,10 @@ class UnitCommits:
         """Give up on a unit: every row becomes an error record (a row that already had one keeps
         it), so the run ends and `spotbatch run --retry-failed` can try again later."""
         prior = rows.column(ERROR).to_pylist()
-        cols = empty_results([p or message for p in prior])
+        cols = no_results(self.context, [p or message for p in prior])
         cols["error_class"] = [BAD_INPUT if p else error_class for p in prior]
         counts = UnitCounts.of_results(cols, 0.0)
-        table = result_table(self.context.spec, rows.column(ID), cols, self.context.fingerprint)
+        table = result_table(self.context, rows.column(ID), cols)
         # Who gave up, and when: two actors giving up on one unit would otherwise write the same
         # bytes, and a store that tells its own lost write by its bytes (S3) would take both as ours.
         by = {GAVE_UP_BY: self.context.actor_id, COMMITTED_AT: time.time()}
@@ -99,7 +108,7 @@ class UnitCommits:
             kept = old.filter(pc.invert(pc.is_in(old.column(id_col), value_set=retried.column(id_col))))
             kept = conform(kept.replace_schema_metadata(None), retried.schema)  # written before a column was added
             merged = pa.concat_tables([kept, retried.cast(kept.schema)])
-            cols = {c: merged.column(c).to_pylist() for c in RESULT_SCHEMA.names}
+            cols = {c: merged.column(c).to_pylist() for c in result_schema(self.context).names}
             footer = UnitCounts.of_results(cols, before.engine_seconds + counts.engine_seconds)
             footer.prompt_tokens = before.prompt_tokens + counts.prompt_tokens
             footer.completion_tokens = before.completion_tokens + counts.completion_tokens

@@ -27,3 +27,5 @@ class UnitContext:
     """The engine's figures, kept in each attempt's end record."""
     storage_requests: Callable[[], dict] = dict
     """The actor's S3 requests for this run so far (the ledger's)."""
+    embedding_size: int | None = None
+    """`task: embed`: the numbers in each vector (the `embedding` column's fixed size)."""

@@ -187,7 +187,7 @@ class UnitProtocol:
                     in_engine = turn.company  # how many units were in the engine with it
                     raise
             counts = UnitCounts.of_results(cols, time.monotonic() - started)
-            table = result_table(self.context.spec, rows.column(ID), cols, self.context.fingerprint)
+            table = result_table(self.context, rows.column(ID), cols)
             with storage("committing the unit"):
                 # The footer names the attempt: if its node or driver dies before the end record
                 # is written, the records still tell which attempt committed (Records.settled_attempts).

@@ -49,6 +49,10 @@ class UnitRequests:
         spec = self.spec
         if not spec.cache.dedup and not self.cache:
             return [None] * len(prompts)
+        if spec.task == "embed":  # a vector is decided by the model, the text and the embed options
+            options = {"task": "embed", **spec.embed.identity()}
+            return [None if p is None else request_key(self.model_key, p, None, spec.input.format, {
+                **options, **((samplings[i] if samplings else None) or {})}) for i, p in enumerate(prompts)]
         base = spec.sampling.model_dump(mode="json")
         keys = []
         for i, (p, m) in enumerate(zip(prompts, max_tokens)):
@@ -74,6 +78,7 @@ class UnitRequests:
             return
         rows = [i for i, k in enumerate(keys) if k is not None and cols["served_from"][i] == ENGINE]
         try:
-            self.cache.add([keys[i] for i in rows], {c: [cols[c][i] for i in rows] for c in ANSWER_COLUMNS})
+            self.cache.add([keys[i] for i in rows],
+                           {c: [cols[c][i] for i in rows] for c in ANSWER_COLUMNS if c in cols})
         except Exception as err:  # the unit is committed; a cache that cannot be written only costs later runs
             log.warning("could not add to the response cache: %r", err)

@@ -1,0 +1,50 @@
+"""What planning can tell of an embedding run before any engine starts: whether its model
+allows `embed.dimensions` (Matryoshka truncation), read from the model's config.json where the
+folder is on this machine (a built-in model built here, or a local folder)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from cluster.models import kind_of, models_dir
+from pipelines.redact import redact_url
+from pipelines.spec import PipelineSpec, SpecError
+
+
+def model_config(model: Any) -> dict[str, Any] | None:
+    """The model's config.json with the spec's hf_overrides over it, or None when its folder
+    is not on this machine (a hub or URL model: the engine then refuses, at its start)."""
+    kind = kind_of(model.name)
+    folder = models_dir() / model.name if kind == "builtin" else Path(model.name.removeprefix("file://"))
+    if kind not in ("builtin", "local") or not (folder / "config.json").is_file():
+        return None
+    config = json.loads((folder / "config.json").read_text())
+    return {**config, **(model.engine_kwargs.get("hf_overrides") or {})}
+
+
+def allows_dimensions(config: dict[str, Any], dimensions: int) -> str | None:
+    """None if the model may cut its vectors to `dimensions`; else why not."""
+    allowed = config.get("matryoshka_dimensions")
+    if not allowed and not config.get("is_matryoshka"):
+        return ("is not trained for Matryoshka truncation (its config.json has neither is_matryoshka nor "
+                "matryoshka_dimensions; a model that is can be declared with model.engine_kwargs.hf_overrides)")
+    if allowed and dimensions not in allowed:
+        return f"allows dimensions {allowed} only"
+    size = config.get("hidden_size")
+    if size and dimensions > size:
+        return f"makes vectors of {size} numbers"
+    return None
+
+
+def check_embed(spec: PipelineSpec) -> None:
+    """Refuse, by name, `embed.dimensions` on a model that cannot honour it."""
+    if spec.task != "embed" or spec.embed.dimensions is None:
+        return
+    for model in spec.models.values() if spec.routed else [spec.model]:
+        config = model_config(model)
+        why = None if config is None else allows_dimensions(config, spec.embed.dimensions)
+        if why:
+            raise SpecError(f"embed.dimensions: {spec.embed.dimensions} cannot be honoured: model "
+                            f"{redact_url(model.name)!r} {why}")
