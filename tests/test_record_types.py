@@ -154,6 +154,6 @@ def test_an_attempts_outcome_is_a_kind_written_as_the_words_it_always_was(tmp_pa
 
     rows = unit_rows()
     cols = FakeGenerate()(RowBatch(rows.column(PROMPT).to_pylist(), [None] * rows.num_rows))
-    table = result_table(context.spec, rows.column(ID), cols, "fp")
+    table = result_table(context, rows.column(ID), cols)
     again = UnitProtocol(context, FakeGenerate()).commits.if_current("u", table, UnitCounts.of_results(cols, 0.0))
     assert again is AttemptOutcome.ALREADY_COMMITTED and again == "already committed"
