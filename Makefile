@@ -31,4 +31,4 @@ demo: models
 
 test: models
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -v --durations=10
+	$(BIN)/python -m pytest -v --durations=40
