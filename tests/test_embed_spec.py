@@ -51,6 +51,10 @@ def test_embed_options_are_read_and_change_the_fingerprint_of_embedding_runs_onl
     ({"task": "embed", "embed": {"truncate_prompt_tokens": 0}}, "embed.truncate_prompt_tokens: must be a number"),
     ({"task": "embed", "embed": {"dimensions": 0}}, "embed.dimensions must be > 0"),
     ({"task": "rerank"}, "task: Input should be 'generate' or 'embed'"),
+    ({"task": "embed", "model": {"name": "all-minilm-l6-v2", "chat_template": "query: {{ messages }}"}},
+     "model.chat_template is set, but the text is embedded as it is, with no chat template"),
+    ({"task": "embed", "model": {"name": "all-minilm-l6-v2", "chat_template_kwargs": {"x": 1}}},
+     "model.chat_template_kwargs is set, but the text is embedded as it is"),
 ])
 def test_fields_the_task_would_drop_are_refused_by_name(fields, message):
     with pytest.raises(SpecError, match=message):
@@ -78,6 +82,18 @@ def test_dimensions_on_a_model_not_trained_for_them_is_refused_before_any_engine
                                               "output": {"path": str(tmp_path / "o2")}}))
 
 
+def test_dimensions_are_checked_on_the_models_own_config_even_before_it_is_built_here(tmp_path, monkeypatch):
+    """A driver that never built the built-in model (a fresh notebook, a job's head node) refuses
+    a dimensions it cannot honour all the same: the config comes with the model's pinned source."""
+    monkeypatch.setenv("SPOTBATCH_MODELS", str(tmp_path / "models"))
+    write_shards(tmp_path / "in", [{"id": 1, "text": "t"}], 1)
+    data = {**BASE, "task": "embed", "embed": {"dimensions": 128},
+            "input": {"paths": str(tmp_path / "in"), "prompt_column": "text"}, "output": {"path": str(tmp_path / "o")}}
+    with pytest.raises(SpecError, match="embed.dimensions: 128 cannot be honoured: model 'all-minilm-l6-v2'"):
+        plan_run(PipelineSpec.model_validate(data))
+    assert not (tmp_path / "o").exists()
+
+
 def batch_spec(tmp_path) -> dict:
     return {"input": {"paths": str(tmp_path / "b.jsonl"), "kind": "openai_batch"},
             "model": {"name": "all-minilm-l6-v2"}, "output": {"path": str(tmp_path / "o")}}
@@ -98,6 +114,21 @@ def test_an_embeddings_file_plans_an_embed_run_a_row_per_input(tmp_path):
     assert planned.input.prompt_column == "input" and planned.input.format == "messages"
     with pytest.raises(SpecError, match="task is generate, but the batch files' requests are /v1/embeddings"):
         plan_run(PipelineSpec.model_validate({**data, "task": "generate", "output": {"path": str(tmp_path / "o2")}}))
+
+
+def test_an_embeddings_file_without_a_model_runs_the_built_in_embedding_model_at_its_own_context(tmp_path):
+    """No model in the spec is the built-in embedding model, as `task: embed` has it, never the
+    chat model generation defaults to (whose pooled vectors would be wrong without an error);
+    a routed spec's models keep their own context too."""
+    (tmp_path / "b.jsonl").write_text(line("one", {"model": "mini", "input": "a text"}) + "\n")
+    bare = {"input": {"paths": str(tmp_path / "b.jsonl"), "kind": "openai_batch"},
+            "output": {"path": str(tmp_path / "o")}}
+    planned, store, _ = plan_run(PipelineSpec.model_validate(bare))
+    assert (planned.model.name, planned.model.max_model_len) == ("all-minilm-l6-v2", None)
+    assert "all-minilm-l6-v2" in json.dumps(store.read_manifest()["models"])  # the model pinned is the one run
+    routed = {**bare, "models": {"mini": {"name": "all-minilm-l6-v2"}}, "output": {"path": str(tmp_path / "o2")}}
+    planned, _, _ = plan_run(PipelineSpec.model_validate(routed))
+    assert planned.models["mini"].max_model_len is None
 
 
 @pytest.mark.parametrize(("body", "message"), [

@@ -68,6 +68,8 @@ def test_a_completions_body_maps_every_field_and_a_list_prompt_is_a_row_per_prom
                                                "presence_penalty": 0.1, "frequency_penalty": 0.2}
     one, = rows_of(line("/v1/completions", prompt="solo", echo=True, temperature=None, max_tokens=None))
     assert (one["custom_id"], one["prompt"], one["echo"]) == ("r1", "solo", True)
+    unset, = rows_of(line("/v1/completions", prompt="solo", echo=None))  # null: OpenAI's default, as every field
+    assert unset["echo"] is False
     assert json.loads(one["sampling"]) == {}  # null is the field left out: OpenAI's default
 
 
@@ -122,6 +124,9 @@ def test_a_responses_body_maps_input_instructions_and_text_format():
     ({"store": True}, "field body.store cannot be honoured"),
     ({"reasoning": {"effort": "low"}}, "field body.reasoning cannot be honoured: no reasoning parser"),
     ({"frobnicate": 1}, "field body.frobnicate is not an OpenAI Responses field"),
+    ({"metadata": {"n": 1}}, "body.metadata.n must be a string of at most 512 characters, got a number"),
+    ({"metadata": ["a"]}, "body.metadata must be an object of strings, got a list"),
+    ({"metadata": {f"k{i}": "v" for i in range(17)}}, "body.metadata has 17 keys; at most 16"),
     ({"text": {"verbosity": "low"}}, "field body.text.verbosity is not an OpenAI Responses field"),
     ({"input": [{"type": "function_call_output", "call_id": "c", "output": "x"}]},
      r"body.input\[0\].type 'function_call_output' cannot be honoured"),
@@ -168,7 +173,7 @@ def test_responses_output_lines_parse_as_the_sdks_response():
         "incomplete", "max_output_tokens", "incomplete")
 
 
-def answered_by_hand(tmp_path, lines: list[dict], units: slice = slice(None)) -> str:
+def answered_by_hand(tmp_path, lines: list[dict], units: slice = slice(None), kind: str = "openai_batch") -> str:
     """An output of the batch `lines`, planned a row per unit, its `units` committed without an
     engine as if the model had answered "X" to every row."""
     import pyarrow as pa
@@ -180,7 +185,7 @@ def answered_by_hand(tmp_path, lines: list[dict], units: slice = slice(None)) ->
     tmp_path.mkdir(exist_ok=True)
     batch = tmp_path / "batch.jsonl"
     batch.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    spec = PipelineSpec(input={"kind": "openai_batch", "paths": str(batch)}, model={"name": "tiny-random"},
+    spec = PipelineSpec(input={"kind": kind, "paths": str(batch)}, model={"name": "tiny-random"},
                         compute={"tokens_per_unit": 1}, output={"path": str(tmp_path / "out")})
     _, store, plan = plan_run(spec)
     for unit in plan.units[units]:
@@ -221,3 +226,17 @@ def test_an_export_of_a_responses_batch_returns_each_requests_metadata(tmp_path)
     export(out, "openai-batch", str(tmp_path / "o.jsonl"))
     body = Response.model_validate(json.loads((tmp_path / "o.jsonl").read_text())["response"]["body"])
     assert (body.output_text, body.metadata, body.status) == ("X", {"team": "a"}, "completed")
+
+
+def test_an_anthropic_batch_exports_as_openai_chat_completions_as_it_always_did(tmp_path):
+    from openai.types.chat import ChatCompletion
+
+    from spotbatch import export
+
+    request = {"custom_id": "a1", "params": {"model": "m", "max_tokens": 8,
+                                             "messages": [{"role": "user", "content": "hi"}]}}
+    out = answered_by_hand(tmp_path, [request], kind="anthropic_batch")
+    assert export(out, "openai-batch", str(tmp_path / "o.jsonl"))["written"] == 1
+    (line_,) = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert line_["custom_id"] == "a1"
+    assert ChatCompletion.model_validate(line_["response"]["body"]).choices[0].message.content == "X"

@@ -28,12 +28,13 @@ from fsspec.core import url_to_fs
 from pipelines.formats.lines import parse_line
 from pipelines.planning.inputs import InputError, expand_paths, file_version, first_repeat, hash_values, repeated_hashes
 from pipelines.planning.start_over import refuse_while_running
+from pipelines.spec.embed import DEFAULT_EMBED_MODEL
 from pipelines.store.output import OutputError, OutputStore
 from pipelines.store.records import new_id
 from spotbatch.errors import BatchFileError, SpecError
 
 if TYPE_CHECKING:
-    from pipelines.spec import InputSpec
+    from pipelines.spec import InputSpec, PipelineSpec
 
 INPUT_DIR = "_spotbatch/input"
 SOURCE = "_spotbatch/batch_source.json"  # beside, not inside, the folder read as input
@@ -245,6 +246,18 @@ def resolve_input(spec, new_run: bool = False):
         raise SpecError(f"task is {spec.task}, but the batch files' requests are {url} requests, which "
                         f"{'embed' if task == 'embed' else 'generate'}: remove task from the spec")
     data["task"] = task
-    if task == "embed" and "max_model_len" not in spec.model.model_fields_set:
-        data["model"]["max_model_len"] = None  # the embedding model's own context (pipelines/spec/pipeline.py)
+    if task == "embed":
+        embedding_models(spec, data)
     return type(spec).model_validate(data)
+
+
+def embedding_models(spec: PipelineSpec, data: dict[str, Any]) -> None:
+    """As a `task: embed` spec has them (pipelines/spec/pipeline.py): no model named is the
+    built-in embedding model, and a max_model_len left out is each model's own context."""
+    if "model" not in spec.model_fields_set:
+        data["model"] = {**data["model"], "name": DEFAULT_EMBED_MODEL}
+    if "max_model_len" not in spec.model.model_fields_set:
+        data["model"]["max_model_len"] = None
+    for name, model in spec.models.items():
+        if "max_model_len" not in model.model_fields_set:
+            data["models"][name]["max_model_len"] = None

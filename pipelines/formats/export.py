@@ -23,7 +23,7 @@ from typing import Any
 from fsspec.core import url_to_fs
 
 from operators.prompts import chat_messages
-from pipelines.formats import ENDPOINTS, anthropic, openai_chat, openai_embeddings
+from pipelines.formats import anthropic, openai, openai_chat, openai_embeddings
 from pipelines.formats.batch_files import endpoint_of
 from pipelines.formats.lines import request_of
 from pipelines.formats.training import write_chat_jsonl, write_pairs_parquet
@@ -148,8 +148,9 @@ def _write(store: OutputStore, spec: PipelineSpec, plan: Plan, request: ExportRe
                 counts["errors" if failed else "written"] += 1
         return counts
     url = endpoint_of(store)
-    # A Parquet run's rows answer as chat, or as embeddings (task embed)
-    endpoint = ENDPOINTS.get(url) if url else openai_embeddings if spec.task == "embed" else openai_chat
+    # A Parquet run's rows answer as chat, or as embeddings (task embed); an Anthropic file's as chat
+    endpoint = (openai.ENDPOINTS.get(url, openai_chat) if url else openai_embeddings if spec.task == "embed"
+                else openai_chat)
     with new_file(fs, path) as out, new_file(fs, target.errors_path) as err:  # OpenAI: failed requests apart
         for custom_id, pairs in _openai_requests(store, spec, plan, (endpoint, url is not None), counts):
             # pairs[i][0]["model"]: the model that answered the row (a routed run has several)

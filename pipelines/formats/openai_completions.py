@@ -52,7 +52,7 @@ def read_line(custom_id: str, body: dict[str, Any], where: str, models: list[str
             raise BatchFileError(f"{where}: body.logprobs must be an integer (how many likeliest tokens to "
                                  f"return at each position), got {kind_of(k)}")
         sampling.update(logprobs=True, top_logprobs=k)
-    echo = body.get("echo", False)
+    echo = False if body.get("echo") is None else body["echo"]  # null is the default, as every field's null
     if not isinstance(echo, bool):
         raise BatchFileError(f"{where}: body.echo must be true or false, got {kind_of(echo)}")
     if echo and "top_logprobs" in sampling:

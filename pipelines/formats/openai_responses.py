@@ -27,6 +27,7 @@ ENDPOINT = "/v1/responses"
 SCHEMA = MESSAGES_SCHEMA.append(pa.field("metadata", pa.string()))  # metadata: JSON, returned in the response
 PROMPT_COLUMN, FORMAT = "messages", "messages"
 LIST_INPUTS = False
+METADATA_KEYS, METADATA_KEY_CHARS, METADATA_VALUE_CHARS = 16, 64, 512  # OpenAI's limits
 INERT_FIELDS = {"metadata", "user", "service_tier", "safety_identifier", "prompt_cache_key", "store", "truncation"}
 TOOLS = "tool calls are not run here (built-in tools neither: web search, file search, code interpreter)"
 REFUSED = {
@@ -62,7 +63,7 @@ def read_line(custom_id: str, body: dict[str, Any], where: str, models: list[str
     instructions = body.get("instructions")
     if instructions is not None:
         string_field(instructions, where, "body.instructions")
-    metadata = body.get("metadata")
+    metadata = _metadata(body.get("metadata"), where)
     return [{"custom_id": custom_id,
              "model": requested_model(body.get("model"), where, "body.model", models),
              "messages": chat_messages_of(_messages(body.get("input"), where), where, "body.input",
@@ -112,6 +113,25 @@ def _text(content: Any, where: str, field: str) -> Any:
                                  f"dropped")
         texts.append(string_field(part.get("text"), where, f"{field}[{j}].text"))
     return "\n".join(texts)
+
+
+def _metadata(value: Any, where: str) -> dict[str, str] | None:
+    """OpenAI's metadata: up to 16 string keys (64 characters) with string values (512), given
+    back in the response; anything else OpenAI refuses, and so is it here."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise BatchFileError(f"{where}: body.metadata must be an object of strings, got {kind_of(value)}")
+    if len(value) > METADATA_KEYS:
+        raise BatchFileError(f"{where}: body.metadata has {len(value)} keys; at most {METADATA_KEYS}")
+    for key, text in value.items():
+        if len(key) > METADATA_KEY_CHARS:
+            raise BatchFileError(f"{where}: body.metadata key {shown(key)} is longer than {METADATA_KEY_CHARS} "
+                                 f"characters")
+        if not isinstance(text, str) or len(text) > METADATA_VALUE_CHARS:
+            raise BatchFileError(f"{where}: body.metadata.{key} must be a string of at most "
+                                 f"{METADATA_VALUE_CHARS} characters, got {kind_of(text)}")
+    return value
 
 
 def _format(text: Any, where: str) -> dict[str, Any] | None:

@@ -1,6 +1,7 @@
 """What planning can tell of an embedding run before any engine starts: whether its model
-allows `embed.dimensions` (Matryoshka truncation), read from the model's config.json where the
-folder is on this machine (a built-in model built here, or a local folder)."""
+allows `embed.dimensions` (Matryoshka truncation), read from the model's config.json: the
+folder's own (built-in, local), or fetched with its tokenizer files, never its weights (a hub
+repo at its pinned commit, a URL folder)."""
 
 from __future__ import annotations
 
@@ -8,19 +9,19 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cluster.models import kind_of, models_dir
+from pipelines.planning.units import SINGLE_MODEL
 from pipelines.redact import redact_url
 from pipelines.spec import PipelineSpec, SpecError
 
 
-def model_config(model: Any) -> dict[str, Any] | None:
-    """The model's config.json with the spec's hf_overrides over it, or None when its folder
-    is not on this machine (a hub or URL model: the engine then refuses, at its start)."""
-    kind = kind_of(model.name)
-    folder = models_dir() / model.name if kind == "builtin" else Path(model.name.removeprefix("file://"))
-    if kind not in ("builtin", "local") or not (folder / "config.json").is_file():
-        return None
-    config = json.loads((folder / "config.json").read_text())
+def model_config(model: Any, source: dict[str, Any]) -> dict[str, Any]:
+    """The model's config.json (of the pinned source `identify` found) with the spec's
+    hf_overrides over it."""
+    from cluster.models.source import ModelSource
+    from cluster.models.tokenizer_files import tokenizer_folder
+
+    folder = tokenizer_folder(model, ModelSource.from_json(source))
+    config = json.loads((Path(folder) / "config.json").read_text())
     return {**config, **(model.engine_kwargs.get("hf_overrides") or {})}
 
 
@@ -38,13 +39,13 @@ def allows_dimensions(config: dict[str, Any], dimensions: int) -> str | None:
     return None
 
 
-def check_embed(spec: PipelineSpec) -> None:
-    """Refuse, by name, `embed.dimensions` on a model that cannot honour it."""
+def check_embed(spec: PipelineSpec, sources: dict[str, dict[str, Any]]) -> None:
+    """Refuse, by name, `embed.dimensions` on a model that cannot honour it (`sources`: each
+    model's pinned source, as plan_run's identify_models found them)."""
     if spec.task != "embed" or spec.embed.dimensions is None:
         return
-    for model in spec.models.values() if spec.routed else [spec.model]:
-        config = model_config(model)
-        why = None if config is None else allows_dimensions(config, spec.embed.dimensions)
+    for name, model in spec.models.items() if spec.routed else [(SINGLE_MODEL, spec.model)]:
+        why = allows_dimensions(model_config(model, sources[name]), spec.embed.dimensions)
         if why:
             raise SpecError(f"embed.dimensions: {spec.embed.dimensions} cannot be honoured: model "
                             f"{redact_url(model.name)!r} {why}")

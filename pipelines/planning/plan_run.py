@@ -30,8 +30,12 @@ def plan_run(spec: PipelineSpec, new_run: bool = False) -> tuple[PipelineSpec, O
 
     check_apart(spec)  # an output or a cache inside the input (or the reverse), refused by name
     sources = identify_models(spec)
-    check_embed(spec)  # embed.dimensions on a model that cannot cut its vectors
-    spec = resolve_input(spec, new_run)
+    check_embed(spec, sources)  # embed.dimensions on a model that cannot cut its vectors
+    resolved = resolve_input(spec, new_run)
+    if (resolved.model, resolved.models) != (spec.model, spec.models):  # an embeddings file's models
+        sources = identify_models(resolved)
+        check_embed(resolved, sources)
+    spec = resolved
     store, plan = prepare(spec, new_run=new_run, sources=sources)
     return spec, store, plan
 

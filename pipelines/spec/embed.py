@@ -15,6 +15,7 @@ from pydantic import Field, field_validator
 from pipelines.spec.base import _Section
 
 TASKS = ("generate", "embed")
+DEFAULT_EMBED_MODEL = "all-minilm-l6-v2"  # built in (cluster/models): what `task: embed` runs without a model
 # Input fields only generation reads: with `task: embed` they would change nothing.
 # (`sampling_column` holds a row's own embed options then: an embeddings batch file's `dimensions`.)
 GENERATION_INPUT_FIELDS = {
@@ -62,4 +63,9 @@ def embed_refusals(spec: Any) -> list[str]:
                 for name, value in spec.sampling.model_dump().items() if value != defaults[name]]
     problems += [f"input.{name} is set, but {why} (task embed): remove it"
                  for name, why in GENERATION_INPUT_FIELDS.items() if getattr(spec.input, name) is not None]
+    named = [("model", spec.model), *((f"models.{n}", m) for n, m in spec.models.items())]
+    problems += [f"{where}.{name} is set, but the text is embedded as it is, with no chat template "
+                 f"(task embed): remove it, or put what it adds in input.template"
+                 for where, model in named for name in ("chat_template", "chat_template_kwargs")
+                 if getattr(model, name)]
     return problems

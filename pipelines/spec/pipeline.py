@@ -12,7 +12,7 @@ from pydantic import Field, ValidationError, model_validator
 from pipelines.spec.base import BATCH_KINDS, _Section
 from pipelines.spec.compute import ComputeSpec
 from pipelines.spec.cost import CostSpec
-from pipelines.spec.embed import EmbedSpec, embed_refusals
+from pipelines.spec.embed import DEFAULT_EMBED_MODEL, EmbedSpec, embed_refusals
 from pipelines.spec.input import InputSpec
 from pipelines.spec.model import ModelSpec
 from pipelines.spec.output import CacheSpec, OutputSpec, RouteSpec
@@ -112,7 +112,7 @@ class PipelineSpec(_Section):
         if not isinstance(data, dict) or data.get("task") != "embed":
             return data
         models = {name: m for name, m in (data.get("models") or {}).items()}
-        for name, m in [("", data.get("model") or {"name": "all-minilm-l6-v2"}), *models.items()]:
+        for name, m in [("", data.get("model") or {"name": DEFAULT_EMBED_MODEL}), *models.items()]:
             m = {"name": m} if isinstance(m, str) else dict(m)
             m.setdefault("max_model_len", None)
             if name:
