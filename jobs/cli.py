@@ -75,12 +75,13 @@ def _cancel(args: argparse.Namespace) -> int:
 def _estimate(args: argparse.Namespace) -> int:
     import json
 
-    from pipelines.estimate import estimate
+    from pipelines.estimate import Ask, estimate
     from pipelines.estimate.text import format_estimate
 
     spec = load_spec(args.spec, overrides=args.set, output=args.output)
-    est = estimate(spec, by=args.by, references=args.reference, instance_types=args.instance_type or None,
-                   sample_rows=args.sample_rows)
+    ask = Ask(by=args.by, references=tuple(args.reference), instance_types=tuple(args.instance_type or ()),
+              sample_rows=args.sample_rows, calibrate_rows=args.calibrate, address=args.address)
+    est = estimate(spec, ask)
     print(json.dumps(est.to_json(), indent=1) if args.json else format_estimate(est))
     return 0
 

@@ -60,6 +60,10 @@ def add_estimate(sub: argparse._SubParsersAction, handler: Handler) -> None:
                    help="only this instance type of the price catalog (repeatable; default: every one)")
     p.add_argument("--sample-rows", type=_at_least_one, default=20_000,
                    help="read every row up to this many, else a sample of about this many (default 20,000)")
+    p.add_argument("--calibrate", type=_at_least_one, metavar="N",
+                   help="first run about N rows sampled over the input on one real engine (apart from the output; "
+                        "it costs their engine time), so this model's speed and output length here decide")
+    p.add_argument("--address", help="with --calibrate: the Ray cluster to run on (default: as `spotbatch run`)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=handler)
 

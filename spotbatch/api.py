@@ -154,14 +154,17 @@ def release_engines() -> int:
 
 
 def estimate(spec: PipelineSpec, *, by: str | None = None, references: list[str] | tuple[str, ...] = (),
-             instance_types: list[str] | None = None, sample_rows: int = 20_000) -> Estimate:
+             instance_types: list[str] | None = None, sample_rows: int = 20_000,
+             calibrate: int | None = None, address: str | None = None) -> Estimate:
     """What running `spec` would take and cost, before any GPU is bought, as `spotbatch estimate`
     prints it: the work (rows, units, prompt tokens counted with the model's own tokenizer and
     chat template, duplicates the dedup answers, output tokens expected), each instance type of
     the price catalog in each market (engines, time, $ with load and spot waste, $ per 1M
     tokens), the `references`' batch prices on the same tokens, and the cheapest option that
     meets `by` (or compute.deadline). An input over `sample_rows` rows is sampled, and says so.
-    Writes nothing to the output and starts no engine.
+    Writes nothing to the output and starts no engine; with `calibrate=N`, first runs about N
+    rows sampled over the input on one real engine (on the Ray cluster at `address`), apart from
+    the output, so this model's measured speed and output length decide.
 
     >>> est = spotbatch.estimate(spec, references=["gpt-4o-mini"], by="3h")
     >>> est.work.rows, est.work.exact, est.work.prompt_tokens > 0
@@ -172,6 +175,8 @@ def estimate(spec: PipelineSpec, *, by: str | None = None, references: list[str]
     Traceback (most recent call last):
     spotbatch.errors.PriceError: no batch price for reference model 'gpt-9'; known: ...
     """
+    from pipelines.estimate import Ask
     from pipelines.estimate import estimate as estimate_spec
 
-    return estimate_spec(spec, by=by, references=references, instance_types=instance_types, sample_rows=sample_rows)
+    return estimate_spec(spec, Ask(by=by, references=tuple(references), instance_types=tuple(instance_types or ()),
+                                   sample_rows=sample_rows, calibrate_rows=calibrate, address=address))

@@ -3,7 +3,8 @@
 prices on the same tokens, and the cheapest way that meets the deadline.
 
 Nothing is written to the output and no engine or Ray starts: the plan is made in memory, the
-prompts are rendered and tokenized on this machine.
+prompts are rendered and tokenized on this machine. With `calibrate`, a sample of the rows is
+run on a real engine first, apart from the output (calibrate.py), and its measurements decide.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cluster.prices import BatchPrice, batch_price
+from pipelines.estimate.calibrate import Calibration, calibrate
 from pipelines.estimate.options import SPOT_WASTE, Option, options
-from pipelines.estimate.work import SAMPLE_ROWS, Work, measure_work
+from pipelines.estimate.work import SAMPLE_ROWS, Work, measure_work, with_measured_ratio
 from pipelines.spec import PipelineSpec
 
 
@@ -57,22 +59,34 @@ class Estimate:
     references: list[Reference]
     recommendation: Recommendation
     assumptions: list[str] = field(default_factory=list)
+    calibration: Calibration | None = None  # the sample run on a real engine, when asked for
 
     def to_json(self) -> dict[str, Any]:
         return {"work": self.work.to_json(), "options": [o.to_json() for o in self.options],
                 "left_out": self.left_out, "references": [r.to_json() for r in self.references],
-                "recommendation": self.recommendation.to_json(), "assumptions": self.assumptions}
+                "recommendation": self.recommendation.to_json(), "assumptions": self.assumptions,
+                "calibration": self.calibration.to_json() if self.calibration else None}
 
 
-def estimate(spec: PipelineSpec, *, by: str | None = None, references: list[str] | tuple[str, ...] = (),
-             instance_types: list[str] | None = None, sample_rows: int = SAMPLE_ROWS) -> Estimate:
+@dataclass(frozen=True)
+class Ask:
+    """What an estimate is asked beside the spec."""
+
+    by: str | None = None  # a deadline (as compute.deadline: "06:00" UTC, "3h") instead of the spec's
+    references: tuple[str, ...] = ()  # provider models to price the same tokens at (no price: a PriceError)
+    instance_types: tuple[str, ...] = ()  # only these (an unknown one is a PriceError); () for every one
+    sample_rows: int = SAMPLE_ROWS  # read every row up to this many, else a sample of about this many
+    calibrate_rows: int | None = None  # run about this many sampled rows on one real engine first
+    address: str | None = None  # the Ray cluster the calibration runs on (None: as `run` finds one)
+
+
+def estimate(spec: PipelineSpec, ask: Ask = Ask()) -> Estimate:
     """What running `spec` would take and cost, each way the catalog prices, before any GPU is
-    bought. `by`: a deadline (as compute.deadline: "06:00" UTC, "3h") instead of the spec's;
-    `references`: provider models to price the same tokens at (a name with no price is a
-    PriceError); `instance_types`: only these (an unknown one is a PriceError)."""
+    bought (`ask`: the deadline, references, instance types, sampling and calibration)."""
     from pipelines.stops.deadline import check_deadline
     from spotbatch.errors import SpecError
 
+    by = ask.by
     if by is not None:
         try:
             check_deadline(by)
@@ -81,9 +95,12 @@ def estimate(spec: PipelineSpec, *, by: str | None = None, references: list[str]
     if spec.input.kind != "parquet":  # `run` reads those into Parquet in the output folder first
         raise SpecError(f"input.kind {spec.input.kind}: the estimate reads Parquet inputs only, and would have to "
                         f"write the batch file's Parquet into the output; not built yet")
-    prices = [batch_price(name) for name in references]  # refused by name before any work is read
-    work = measure_work(spec, sample_rows)
-    found, left_out = options(spec, work.engine_prompt_tokens, work.output_tokens, instance_types,
+    prices = [batch_price(name) for name in ask.references]  # refused by name before any work is read
+    work = measure_work(spec, ask.sample_rows)  # a spec or input at fault fails here, before an engine starts
+    measured = calibrate(spec, ask.calibrate_rows, ask.address) if ask.calibrate_rows is not None else None
+    if measured is not None:
+        work = with_measured_ratio(work, spec)  # the output length the sample measured
+    found, left_out = options(spec, work.engine_prompt_tokens, work.output_tokens, list(ask.instance_types) or None,
                               units=work.units - work.units_done)
     # A provider's batch API bills every row: the tokens before the dedup.
     billed_output = round(work.allowed_output_tokens * work.output_ratio)
@@ -93,7 +110,8 @@ def estimate(spec: PipelineSpec, *, by: str | None = None, references: list[str]
                    f"spot: {SPOT_WASTE:.0%} of node time lost to preemptions and redone (an assumption)",
                    "provider prices are on this model's token counts of every row (a provider bills duplicates "
                    "too); a provider's tokenizer counts differently"]
-    return Estimate(work, found, left_out, refs, recommend(found, by or spec.compute.deadline), assumptions)
+    return Estimate(work, found, left_out, refs, recommend(found, by or spec.compute.deadline), assumptions,
+                    measured)
 
 
 def recommend(found: list[Option], deadline: str | None, now: float | None = None) -> Recommendation:

@@ -13,7 +13,8 @@ def format_estimate(est: Estimate) -> str:
     read = ("every pending row read: exact" if w.exact else
             f"{w.rows_read:,} of {w.rows_pending:,} pending rows read (sampled): +/-{w.prompt_tokens_error:,} "
             f"at 95%")
-    lines = [
+    lines = [] if est.calibration is None else [calibration_text(est.calibration), ""]
+    lines += [
         (f"work: {w.rows:,} rows in {w.units:,} units"
          + (f" ({w.units_done:,} committed already; {w.rows_pending:,} rows left)" if w.units_done else "")),
         f"  prompt tokens: {w.prompt_tokens:,} with the model's tokenizer and chat template ({read})",
@@ -40,6 +41,12 @@ def format_estimate(est: Estimate) -> str:
     lines += ["", f"recommendation: {est.recommendation.says}"]
     lines += [f"assumed: {a}" for a in est.assumptions]
     return "\n".join(lines)
+
+
+def calibration_text(c) -> str:
+    return (f"calibrated: {c.rows:,} sampled rows run on one engine in {duration_text(c.seconds)} (start included), "
+            f"{c.output_tokens:,} output tokens, ${usd_text(c.usd)}; its speed and output length are this "
+            f"model's figures below where they say measured")
 
 
 def _money(value: float | None) -> str:

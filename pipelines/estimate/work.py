@@ -54,12 +54,12 @@ def measure_work(spec: PipelineSpec, sample_rows: int = SAMPLE_ROWS) -> Work:
     """The work of `spec`'s pending units: all, or where the output holds this run already,
     those it has not committed (read only: nothing is written)."""
     shards = list_shards(spec.input)
-    sources = _sources(spec)
+    sources = model_sources(spec)
     plan = make_plan(spec, shards, sources)
     committed = _committed(spec, plan.fingerprint)
     pending = [u for u in plan.units if u.unit_id not in committed]
     rows_pending = sum(u.rows for u in pending)
-    read = _read(spec, _slices(pending, sample_rows), sources)
+    read = _read(spec, sample_slices(pending, sample_rows), sources)
     exact = read["rows"] == rows_pending
     per_row, error = _mean_and_error(read["slices"], rows_pending)
     prompt_tokens = read["tokens"] if exact else round(per_row * rows_pending)
@@ -78,6 +78,13 @@ def measure_work(spec: PipelineSpec, sample_rows: int = SAMPLE_ROWS) -> Work:
         output_tokens=round(allowed * ratio * (engine_share if exact else 1.0)))
 
 
+def with_measured_ratio(work: Work, spec: PipelineSpec) -> Work:
+    """The same work with the output ratio the engine facts hold now (after a calibration run)."""
+    ratio, source = _output_ratio(spec)
+    scaled = work.output_tokens * ratio / work.output_ratio if work.output_ratio else work.allowed_output_tokens * ratio
+    return replace(work, output_ratio=ratio, output_ratio_source=source, output_tokens=round(scaled))
+
+
 def _committed(spec: PipelineSpec, planned: str) -> set[str]:
     """The units the output has committed of this same run; an output holding another run's is
     refused, as `run` refuses it (OutputError)."""
@@ -93,7 +100,7 @@ def _committed(spec: PipelineSpec, planned: str) -> set[str]:
     return store.committed_units()
 
 
-def _sources(spec: PipelineSpec) -> dict[str, dict]:
+def model_sources(spec: PipelineSpec) -> dict[str, dict]:
     """Every model the spec names, found and pinned, as `run` finds them (cluster/models)."""
     from cluster.models import identify
     from pipelines.redact import redact_url
@@ -102,21 +109,21 @@ def _sources(spec: PipelineSpec) -> dict[str, dict]:
     return {name: identify(model, redact_url(model.name)).to_json() for name, model in named}
 
 
-def _slices(units: list[Unit], sample_rows: int) -> list[Unit]:
-    """The units whole, or when they hold more than `sample_rows` rows, slices of SLICE_ROWS
+def sample_slices(units: list[Unit], sample_rows: int, slice_rows: int = SLICE_ROWS) -> list[Unit]:
+    """The units whole, or when they hold more than `sample_rows` rows, slices of `slice_rows`
     rows at even steps over them (the first at a half step, so no end is favoured)."""
     total = sum(u.rows for u in units)
     if total <= sample_rows:
         return units
-    count = max(2, sample_rows // SLICE_ROWS)
+    count = max(2, sample_rows // slice_rows)
     step = total / count
     slices, offset, i = [], 0, 0
     for unit in units:
         while i < count and (i + 0.5) * step < offset + unit.rows:
             at = unit.start + int((i + 0.5) * step - offset)
-            at = min(at, max(unit.start, unit.stop - SLICE_ROWS))
-            slices.append(replace(unit, start=at, stop=min(unit.stop, at + SLICE_ROWS),
-                                  count=None if unit.count is None else min(unit.count, SLICE_ROWS)))
+            at = min(at, max(unit.start, unit.stop - slice_rows))
+            slices.append(replace(unit, start=at, stop=min(unit.stop, at + slice_rows),
+                                  count=None if unit.count is None else min(unit.count, slice_rows)))
             i += 1
         offset += unit.rows
     return slices
