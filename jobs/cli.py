@@ -78,6 +78,11 @@ def _estimate(args: argparse.Namespace) -> int:
     from pipelines.estimate import Ask, estimate
     from pipelines.estimate.text import format_estimate
 
+    if args.calibrate:  # a run on a real engine: its driver yields the cores to it, as `run`'s does
+        from cluster.cpu_priority import yield_to_engines
+
+        yield_to_engines()
+
     spec = load_spec(args.spec, overrides=args.set, output=args.output)
     ask = Ask(by=args.by, references=tuple(args.reference), instance_types=tuple(args.instance_type or ()),
               sample_rows=args.sample_rows, calibrate_rows=args.calibrate, address=args.address)

@@ -8,7 +8,7 @@ import pytest
 
 from jobs.cli import main
 from tests.conftest import write_shards
-from tests.helpers import write_spec
+from tests.helpers import spotbatch, write_spec
 
 pytestmark = pytest.mark.engine
 
@@ -29,8 +29,10 @@ def test_a_calibrated_estimate_measures_a_sample_apart_from_the_output_and_the_r
     guessed = json.loads(capsys.readouterr().out)
     assert guessed["calibration"] is None and guessed["work"]["output_ratio_source"].startswith("assumption")
 
-    assert main(["estimate", str(spec), "--json", "--calibrate", "24", "--address", ray_cluster]) == 0
-    est = json.loads(capsys.readouterr().out)
+    # In a process of its own, as users run it: its driver lowers its own priority, as a run's does.
+    proc = spotbatch("estimate", str(spec), "--json", "--calibrate", "24", "--address", ray_cluster)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    est = json.loads(proc.stdout)  # the sample run's lines went to stderr
     assert not (tmp_path / "out").exists()  # the sample ran apart from the output
     assert est["calibration"]["rows"] == 24 and est["calibration"]["output_tokens"] > 0
     assert est["work"]["output_ratio_source"].startswith("measured")
@@ -38,8 +40,8 @@ def test_a_calibrated_estimate_measures_a_sample_apart_from_the_output_and_the_r
     assert here["measured"] and here["speed_source"].startswith("measured")
     (tmp_path / "estimate.json").write_text(json.dumps(est))
 
-    assert main(["run", str(spec), "--address", ray_cluster]) == 0
-    capsys.readouterr()
+    proc = spotbatch("run", str(spec), "--address", ray_cluster)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     assert main(["report", str(tmp_path / "out"), "--json", "--estimate", str(tmp_path / "estimate.json")]) == 0
     check = json.loads(capsys.readouterr().out)["estimate"]
     assert check["input_tokens"]["error"] == 0  # counted exactly, as the engine counts them
