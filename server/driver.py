@@ -36,6 +36,7 @@ class Driver:
         self._queue: queue.Queue[tuple[str, str] | None] = queue.Queue()
         self._lock = threading.Lock()
         self._current: tuple[str, str, Any] | None = None  # tenant, batch id, its RunControl
+        self._stopping = False  # the server is shutting down: a run stopped now is resumed, not cancelled
         self._thread = threading.Thread(target=self._loop, name="spotbatch-serve-driver", daemon=True)
 
     def start(self) -> None:
@@ -47,6 +48,7 @@ class Driver:
         so the next server resumes it) and end the thread."""
         self._queue.put(None)
         with self._lock:
+            self._stopping = True
             if self._current is not None:
                 self._current[2].stop()
         self._thread.join(timeout)
@@ -100,6 +102,8 @@ class Driver:
         finally:
             with self._lock:
                 self._current = None
+        if self._stopping and not (summary and summary.finished):
+            return  # stopped by the server's shutdown: the next server resumes it
         self._finish(tenant, batch_id, summary, control.asked)
 
     def _validate(self, tenant: str, batch: dict[str, Any]) -> bool:
