@@ -4,6 +4,7 @@ another key's objects, an oversize file, a file that fails validation (with line
 an unknown model. The engine flows are in tests/test_serve_engine.py."""
 
 import hashlib
+import time
 
 import httpx
 import openai
@@ -53,6 +54,12 @@ def test_a_wrong_or_missing_key_is_401_and_another_keys_objects_are_404(base_url
         other.files.content(up.id)
     with pytest.raises(openai.NotFoundError):
         other.batches.create(input_file_id=up.id, endpoint="/v1/chat/completions", completion_window="24h")
+    bad = mine.files.create(file=("in.jsonl", jsonl([chat_line("a", model="nope")])), purpose="batch")
+    batch = mine.batches.create(input_file_id=bad.id, endpoint="/v1/chat/completions", completion_window="24h")
+    for call in (other.batches.retrieve, other.batches.cancel):
+        with pytest.raises(openai.NotFoundError, match=f"No such Batch object: {batch.id}"):
+            call(batch.id)
+    assert list(other.batches.list()) == [] and [b.id for b in mine.batches.list()] == [batch.id]
 
 
 def test_an_oversize_file_is_refused_with_openais_error(base_url):
@@ -114,3 +121,49 @@ def test_batches_list_newest_first_with_after_and_limit(base_url):
     assert [b.id for b in page.data] == made[::-1][:2] and page.has_more
     assert [b.id for b in c.batches.list()] == made[::-1]  # the SDK follows `after` itself
     assert [b.id for b in c.batches.list(after=made[2])] == made[1::-1]
+
+
+def test_spotbatch_serve_runs_the_example_config_on_loopback(tmp_path):
+    """`spotbatch serve --config examples/serve.yaml --store DIR --port N`, as the docs start it;
+    the key given in clear is written nowhere (not in the store, not in the server's output)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+    from tests.test_serve_kill import free_port
+
+    port, log = free_port(), tmp_path / "serve.log"
+    env = {**os.environ, "SPOTBATCH_API_KEY": KEY}
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "serve", "--config", "examples/serve.yaml",
+                                 "--store", str(tmp_path / "store"), "--port", str(port)], cwd=ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        c = client(f"http://127.0.0.1:{port}/v1", KEY)
+        for _ in range(300):
+            try:
+                up = c.files.create(file=("in.jsonl", jsonl([chat_line("a", model="gpt-5")])), purpose="batch")
+                break
+            except openai.APIConnectionError:
+                assert proc.poll() is None, log.read_text()
+                time.sleep(0.2)
+        batch = wait_for(c, c.batches.create(input_file_id=up.id, endpoint="/v1/chat/completions",
+                                             completion_window="24h").id, 60)
+        assert [(e.code, e.line) for e in batch.errors.data] == [("model_not_found", 1)]
+        assert "gpt-4o-mini, text-embedding-3-small" in batch.errors.data[0].message
+        with pytest.raises(openai.APIConnectionError):  # loopback only
+            client(f"http://{_an_address_not_loopback()}:{port}/v1", KEY).files.list()
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    written = [p.read_bytes() for p in (tmp_path / "store").rglob("*") if p.is_file()] + [log.read_bytes()]
+    assert not [w for w in written if KEY.encode() in w]
+
+
+def _an_address_not_loopback() -> str:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("192.0.2.1", 9))  # no packet is sent: this picks the machine's outward address
+        return s.getsockname()[0]
