@@ -141,7 +141,11 @@ class Driver:
     def _end(self, tenant: str, batch_id: str, status: str, errors: list | None = None, **fields: Any) -> None:
         from server.finish import run_figures
 
-        figures = run_figures(self.state, tenant, batch_id)
+        try:
+            figures = run_figures(self.state, tenant, batch_id)
+        except Exception:  # a run that broke before its records were whole: the batch ends all the same
+            log.exception("batch %s: its run's figures could not be read", batch_id)
+            figures = None
         at = {"failed": "failed_at", "completed": "completed_at", "expired": "expired_at",
               "cancelled": "cancelled_at"}[status]
 
