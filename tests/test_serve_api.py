@@ -167,3 +167,22 @@ def _an_address_not_loopback() -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.connect(("192.0.2.1", 9))  # no packet is sent: this picks the machine's outward address
         return s.getsockname()[0]
+
+
+@pytest.mark.s3
+def test_a_store_on_s3_holds_the_files_and_batches(tmp_path, monkeypatch, s3_server):
+    from jobs.bench.s3_requests import BUCKET
+
+    monkeypatch.setenv("SPOTBATCH_API_KEY", KEY)
+    store = f"s3://{BUCKET}/serve-{tmp_path.name}"
+    config = config_from({"models": {"gpt-4o-mini": "tiny-random"}})
+    with served(Serving(config, store, storage_options=s3_server)) as url:
+        c = client(url, KEY)
+        data = jsonl([chat_line("a"), chat_line("b", model="gpt-9")])
+        up = c.files.create(file=("in.jsonl", data), purpose="batch")
+        assert c.files.content(up.id).content == data
+        batch = wait_for(c, c.batches.create(input_file_id=up.id, endpoint="/v1/chat/completions",
+                                             completion_window="24h").id, 60)
+        assert [(e.code, e.line) for e in batch.errors.data] == [("model_not_found", 2)]
+    with served(Serving(config, store, storage_options=s3_server)) as url:  # another server, the same store
+        assert client(url, KEY).batches.retrieve(batch.id) == batch
