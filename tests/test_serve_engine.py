@@ -107,3 +107,19 @@ def test_at_its_completion_window_a_batch_expires_and_the_rest_are_batch_expired
     expired = [e["custom_id"] for e in errors if e["error"]["code"] == "batch_expired"]
     assert expired and sorted(done + [e["custom_id"] for e in errors]) == sorted(line["custom_id"] for line in lines)
     assert batch.request_counts.failed == len(errors) and batch.request_counts.completed == len(done)
+
+
+def test_the_guides_curl_block_runs_a_batch(api, tmp_path):
+    import re
+    import subprocess
+
+    guide = (ROOT / "docs" / "guide" / "serve.md").read_text()
+    block = re.search(r"## With curl.*?```bash\n(.*?)```", guide, re.S).group(1)
+    script = block.replace("http://127.0.0.1:8000/v1", str(api.base_url).rstrip("/"))
+    (tmp_path / "batch_input.jsonl").write_bytes(jsonl([chat_line("curl-1", max_completion_tokens=8)]))
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=240, env={"PATH": "/usr/bin:/bin", "SPOTBATCH_API_KEY": KEY})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1])["status"] == "completed"
+    (line,) = (tmp_path / "batch_output.jsonl").read_text().splitlines()
+    assert json.loads(line)["custom_id"] == "curl-1"
