@@ -7,12 +7,15 @@ import json
 
 import pytest
 import yaml
-from openai.types import Batch
+from openai.types import Batch, CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion
 
 from pipelines.engine.warm_pool import POOL
+from pipelines.store.output import OutputStore
+from pipelines.store.records import Records
 from server.app import Serving
 from server.config import config_from
+from server.keys import key_hash
 from tests.helpers import ROOT
 from tests.serving import chat_line, client, jsonl, served, wait_for
 
@@ -22,7 +25,12 @@ ENDED = ("completed", "failed", "expired", "cancelled")
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory, ray_cluster, smollm2):
+def store(tmp_path_factory):
+    return tmp_path_factory.mktemp("serve") / "store"
+
+
+@pytest.fixture(scope="module")
+def api(store, ray_cluster, smollm2, minilm):
     """The example's config, as a test runs it: an eager engine (starts in seconds), units of a
     few requests (so a cancel or a deadline falls between them)."""
     data = yaml.safe_load((ROOT / "examples" / "serve.yaml").read_text())
@@ -30,7 +38,6 @@ def api(tmp_path_factory, ray_cluster, smollm2):
     data["models"]["gpt-4o-mini"]["compute"]["tokens_per_unit"] = 300
     mp = pytest.MonkeyPatch()
     mp.setenv("SPOTBATCH_API_KEY", KEY)
-    store = tmp_path_factory.mktemp("serve") / "store"
     try:
         with served(Serving(config_from(data), str(store), address=ray_cluster)) as url:
             yield client(url, KEY)
@@ -123,3 +130,29 @@ def test_the_guides_curl_block_runs_a_batch(api, tmp_path):
     assert json.loads(done.stdout.splitlines()[-1])["status"] == "completed"
     (line,) = (tmp_path / "batch_output.jsonl").read_text().splitlines()
     assert json.loads(line)["custom_id"] == "curl-1"
+
+
+def engines_of(store, batch: Batch) -> list[dict]:
+    run = store / "runs" / key_hash(KEY)[:32] / batch.id
+    return list(Records(OutputStore(str(run))).actors().values())
+
+
+def test_two_batches_on_two_models_queued_each_models_engine_starting_on_its_turn(api, store):
+    chat = create(api, [chat_line(f"t{i}", content=f"Name a colour, {i}.", max_completion_tokens=8)
+                        for i in range(3)])
+    texts = ["the cat sat on the mat", "spot instances are cheap", "exactly once"]
+    up = api.files.create(file=("emb.jsonl", jsonl([
+        {"custom_id": f"v{i}", "method": "POST", "url": "/v1/embeddings",
+         "body": {"model": "text-embedding-3-small", "input": text}} for i, text in enumerate(texts)])),
+        purpose="batch")
+    emb = api.batches.create(input_file_id=up.id, endpoint="/v1/embeddings", completion_window="24h")
+    chat, emb = wait_for(api, chat.id, 240), wait_for(api, emb.id, 240)
+    assert (chat.status, emb.status) == ("completed", "completed"), (chat.errors, emb.errors)
+    (chat_engine,) = engines_of(store, chat)
+    assert chat_engine.get("warm")  # the chat model's engine was kept from the batches before
+    (emb_engine,) = engines_of(store, emb)
+    assert emb_engine["started_at"] >= chat.completed_at - 1  # started when its batch's turn came
+    vectors = {o["custom_id"]: CreateEmbeddingResponse.model_validate(o["response"]["body"])
+               for o in lines_of(api, emb.output_file_id)}
+    assert sorted(vectors) == ["v0", "v1", "v2"] and len(vectors["v0"].data[0].embedding) == 384
+    assert POOL.held() == 2  # both models warm until keep_warm_seconds pass
