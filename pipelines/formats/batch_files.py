@@ -245,6 +245,8 @@ def resolve_input(spec, new_run: bool = False):
         raise SpecError(f"task is {spec.task}, but the batch files' requests are {url} requests, which "
                         f"{'embed' if task == 'embed' else 'generate'}: remove task from the spec")
     data["task"] = task
-    if task == "embed" and "max_model_len" not in spec.model.model_fields_set:
-        data["model"]["max_model_len"] = None  # the embedding model's own context (pipelines/spec/pipeline.py)
+    if task == "embed":  # each embedding model's own context unless written (pipelines/spec/pipeline.py)
+        for name, model in [(None, spec.model), *spec.models.items()]:
+            if "max_model_len" not in model.model_fields_set:
+                (data["model"] if name is None else data["models"][name])["max_model_len"] = None
     return type(spec).model_validate(data)
