@@ -8,7 +8,8 @@ engines work on the cluster). Nothing is lost when the server dies: the batch ob
 runs are in the store, and a server started again resumes every batch that was running
 (resume_all), each run committing only what is left, every request exactly once.
 
-One batch at a time: engines of one model are not started twice over, and a queued batch's
+A batch is validated as soon as it is created (on a thread of its own), then waits its turn
+in_progress. One batch runs at a time: engines of one model are not started twice over, and a queued batch's
 model starts only when its turn comes (warm engines of the model before are reused, or let go
 after keep_warm_seconds).
 """
@@ -38,15 +39,20 @@ class Driver:
         self._current: tuple[str, str, Any] | None = None  # tenant, batch id, its RunControl
         self._stopping = False  # the server is shutting down: a run stopped now is resumed, not cancelled
         self._thread = threading.Thread(target=self._loop, name="spotbatch-serve-driver", daemon=True)
+        # Validation on a thread of its own: a bad file is told at once, even while a long batch runs.
+        self._checks: queue.Queue[tuple[str, str] | None] = queue.Queue()
+        self._checker = threading.Thread(target=self._check_loop, name="spotbatch-serve-validate", daemon=True)
 
     def start(self) -> None:
         self.resume_all()
         self._thread.start()
+        self._checker.start()
 
     def stop(self, timeout: float | None = None) -> None:
         """Cancel the batch running (it commits what is in flight; its batch object stays as it is,
         so the next server resumes it) and end the thread."""
         self._queue.put(None)
+        self._checks.put(None)
         with self._lock:
             self._stopping = True
             if self._current is not None:
@@ -62,7 +68,21 @@ class Driver:
             self._queue.put((tenant, batch_id))
 
     def submit(self, tenant: str, batch_id: str) -> None:
-        self._queue.put((tenant, batch_id))
+        """A new batch: validated at once, then queued to run (in_progress while it waits, as at OpenAI)."""
+        self._checks.put((tenant, batch_id))
+
+    def _check_loop(self) -> None:
+        while (item := self._checks.get()) is not None:
+            tenant, batch_id = item
+            try:
+                batch = self.state.batch(tenant, batch_id)
+                if batch["status"] == "validating" and not self._validate(tenant, batch):
+                    continue
+            except Exception as err:
+                log.exception("batch %s could not be validated", batch_id)
+                self._end(tenant, batch_id, "failed", errors=[error_entry(_message(err), None, "server_error")])
+                continue
+            self._queue.put(item)
 
     def cancel(self, tenant: str, batch_id: str) -> None:
         """The batch object says `cancelling` already; the run, if it is this one, stops now."""
