@@ -206,11 +206,25 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    if args.hash_key:
+        from server.keys import key_hash
+
+        print(key_hash(sys.stdin.readline().strip()))
+        return 0
+    if not args.config or not args.store:
+        raise SpecError("spotbatch serve needs --config serve.yaml and --store DIR (or --hash-key)")
+    from server.app import serve
+
+    serve(args.config, args.store, port=args.port, host=args.host, address=args.address)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     return cli_args.build_parser(__doc__, {
         "run": _run, "estimate": _estimate, "status": _status, "cancel": _cancel, "report": _report,
         "compact": _compact, "demo": _demo, "up": _up, "down": _down, "export": _export, "bench": _bench,
-        "models": _models})
+        "models": _models, "serve": _serve})
 
 
 def main(argv: list[str] | None = None) -> int:

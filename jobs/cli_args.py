@@ -175,6 +175,20 @@ def add_models(sub: argparse._SubParsersAction, handler: Handler) -> None:
     mp.set_defaults(func=handler)
 
 
+def add_serve(sub: argparse._SubParsersAction, handler: Handler) -> None:
+    p = sub.add_parser("serve", help="OpenAI's Files and Batches API on this machine, each batch a spotbatch run")
+    p.add_argument("--config", help="serve.yaml: the model names requests use -> spotbatch models and compute")
+    p.add_argument("--store", help="where files, batches and their runs live: a folder or an s3:// prefix")
+    p.add_argument("--port", type=int, default=8000, help="default 8000")
+    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (loopback only); put TLS in front of "
+                                                       "any other (docs/guide/serve.md)")
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else the local Ray of "
+                                     "`spotbatch up`, else a private local Ray)")
+    p.add_argument("--hash-key", action="store_true",
+                   help="read an API key on stdin and print its sha256, a line of the keys file; serve nothing")
+    p.set_defaults(func=handler)
+
+
 SUBCOMMANDS = {
     "run": add_run,
     "estimate": add_estimate,
@@ -188,6 +202,7 @@ SUBCOMMANDS = {
     "export": add_export,
     "bench": add_bench,
     "models": add_models,
+    "serve": add_serve,
 }
 
 

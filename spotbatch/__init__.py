@@ -40,6 +40,7 @@ _LAZY = {
     "cancel": ("spotbatch.api", "cancel"),
     "release_engines": ("spotbatch.api", "release_engines"),
     "estimate": ("spotbatch.api", "estimate"),
+    "serve": ("spotbatch.api", "serve"),
     **{name: ("spotbatch.errors", name) for name in (
         "SpotbatchError", "UserError", "SpecError", "InputError", "BatchFileError", "OutputError", "ModelError",
         "ModelNotFoundError", "ModelChangedError", "PriceError", "RunFailed", "EngineFailed", "EngineStartError",

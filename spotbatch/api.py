@@ -180,3 +180,16 @@ def estimate(spec: PipelineSpec, *, by: str | None = None, references: list[str]
 
     return estimate_spec(spec, Ask(by=by, references=tuple(references), instance_types=tuple(instance_types or ()),
                                    sample_rows=sample_rows, calibrate_rows=calibrate, address=address))
+
+
+def serve(config: str, store: str, *, port: int = 8000, host: str = "127.0.0.1", address: str | None = None) -> None:
+    """Serve OpenAI's Files and Batches API (`spotbatch serve`) until interrupted: `config` is a
+    serve.yaml (the model names requests use, and the spotbatch models that answer them), `store`
+    a folder or an s3:// prefix where the files, the batches and their runs live. Listens on
+    loopback unless `host` says otherwise; API keys as docs/guide/serve.md says.
+
+    >>> spotbatch.serve("examples/serve.yaml", "serve-store/", port=8000)  # doctest: +SKIP
+    """
+    from server.app import serve as serve_api
+
+    serve_api(config, store, port=port, host=host, address=address)

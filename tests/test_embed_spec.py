@@ -131,6 +131,19 @@ def test_an_embeddings_file_without_a_model_runs_the_built_in_embedding_model_at
     assert planned.models["mini"].max_model_len is None
 
 
+def test_an_embeddings_file_routed_to_named_models_keeps_each_models_own_context(tmp_path):
+    """With `models` (as `spotbatch serve` runs a batch), each embedding model left without
+    max_model_len keeps its own context, as `model` does (generation's 2048 would stop
+    all-MiniLM-L6-v2's engine from starting: its context is 512)."""
+    (tmp_path / "b.jsonl").write_text(line("one", {"model": "small", "input": "a text"}) + "\n")
+    data = {**batch_spec(tmp_path), "models": {"small": {"name": "all-minilm-l6-v2"},
+                                               "set": {"name": "all-minilm-l6-v2", "max_model_len": 128}}}
+    del data["model"]
+    planned, _, _ = plan_run(PipelineSpec.model_validate(data))
+    assert planned.task == "embed" and planned.models["small"].max_model_len is None
+    assert planned.models["set"].max_model_len == 128
+
+
 @pytest.mark.parametrize(("body", "message"), [
     ({"input": "x", "encoding_format": "int8"}, "body.encoding_format must be float or base64, got 'int8'"),
     ({"input": "x", "dimensions": 0}, "body.dimensions must be a whole number >= 1, got 0"),

@@ -16,12 +16,13 @@ import pytest
 from pipelines.log import NAME, ConsoleHandler
 
 ROOT = Path(__file__).resolve().parents[1]
-LIBRARY = ("spotbatch", "operators", "pipelines", "cluster", "jobs")
+LIBRARY = ("spotbatch", "operators", "pipelines", "cluster", "jobs", "server")
 # Program output, printed on stdout: what a command was asked for, never a status line.
 PROGRAM_OUTPUT = {
     "jobs/cli.py": {"format_summary(summary)", "json.dumps(status.to_json(), indent=1) if args.json else "
                     "format_status(status)", "f'{name}: {fetch(name, revision=args.revision)}'",
-                    "json.dumps(est.to_json(), indent=1) if args.json else format_estimate(est)"},
+                    "json.dumps(est.to_json(), indent=1) if args.json else format_estimate(est)",
+                    "key_hash(sys.stdin.readline().strip())"},
 }
 PROGRAMS = {  # whole programs whose output is what they were run for
     "jobs/report.py": "`spotbatch report`: the report",

@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers import ROOT
 
-PACKAGES = ("spotbatch", "operators", "pipelines", "cluster", "jobs")
+PACKAGES = ("spotbatch", "operators", "pipelines", "cluster", "jobs", "server")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,95 @@
+"""The server: the FastAPI app over a store, a driver thread and the keys; serve() runs it with
+uvicorn. Every error a client gets is OpenAI's body, `{"error": {message, type, param, code}}`."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from server import batches_api, files_api
+from server.config import ServeConfig, load_config
+from server.driver import Driver
+from server.keys import Keys
+from server.objects import ApiError
+from server.state import State
+
+log = logging.getLogger("spotbatch.serve")
+MULTIPART_SLACK = 64 * 1024  # a form's own bytes around the file
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What a server serves: its config, its store and the Ray cluster its batches run on."""
+
+    config: ServeConfig
+    store: str
+    address: str | None = None
+    storage_options: dict[str, Any] | None = None
+
+
+def create_app(serving: Serving) -> FastAPI:
+    state = State(serving.store, serving.storage_options)
+    keys = Keys.load(serving.config.api_keys_file)
+    driver = Driver(state, serving.config, serving.address)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        driver.start()  # resumes the store's unfinished batches first
+        yield
+        driver.stop(timeout=60)
+
+    app = FastAPI(title="spotbatch serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.state, app.state.keys, app.state.driver, app.state.config = state, keys, driver, serving.config
+    app.include_router(files_api.router)
+    app.include_router(batches_api.router)
+    _errors_as_openai(app, serving.config.max_file_bytes)
+    return app
+
+
+def _errors_as_openai(app: FastAPI, max_bytes: int) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, err: ApiError) -> JSONResponse:
+        return JSONResponse(err.body(), status_code=err.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, err: RequestValidationError) -> JSONResponse:
+        first = err.errors()[0] if err.errors() else {"loc": (), "msg": "invalid request"}
+        param = ".".join(str(p) for p in first["loc"][1:]) or None
+        return JSONResponse(ApiError(400, f"{param or 'request'}: {first['msg']}", "invalid_value", param).body(),
+                            status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, err: HTTPException) -> JSONResponse:
+        return JSONResponse(ApiError(err.status_code, str(err.detail)).body(), status_code=err.status_code)
+
+    @app.middleware("http")
+    async def size_limit(request: Request, call_next):
+        """An upload over the limit is refused before its bytes are read (its Content-Length)."""
+        length = request.headers.get("content-length", "")
+        if request.method == "POST" and length.isdigit() and int(length) > max_bytes + MULTIPART_SLACK:
+            return JSONResponse(files_api._too_large(max_bytes).body(), status_code=413)
+        return await call_next(request)
+
+
+def serve(config: str | ServeConfig, store: str, *, port: int = 8000, host: str = "127.0.0.1",
+          address: str | None = None) -> None:
+    """Serve OpenAI's Files and Batches API on host:port (loopback unless told otherwise) until
+    interrupted; `config` is serve.yaml (or a ServeConfig), `store` a folder or an s3:// prefix."""
+    import uvicorn
+
+    from pipelines.log import console
+    from pipelines.redact import redact_url
+
+    console()
+    config = load_config(config) if isinstance(config, str) else config
+    app = create_app(Serving(config, store, address))
+    log.info("spotbatch serve on http://%s:%d/v1 (store %s; models %s)", host, port, redact_url(store),
+             ", ".join(config.models))
+    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -1,0 +1,206 @@
+"""The batch driver: one thread of the server that takes batches in the order they were created
+and runs each as a spotbatch run (pipelines/run.py), in this process.
+
+Why a thread of the server and not a Ray job per batch: the engines stay warm between batches
+only in the driver that started them (pipelines/engine/warm_pool.py), a cancel reaches the run
+at once through its RunControl, and a run's driver is cheap (it plans and feeds units; the
+engines work on the cluster). Nothing is lost when the server dies: the batch objects and the
+runs are in the store, and a server started again resumes every batch that was running
+(resume_all), each run committing only what is left, every request exactly once.
+
+A batch is validated as soon as it is created (on a thread of its own), then waits its turn
+in_progress. One batch runs at a time: engines of one model are not started twice over, and a queued batch's
+model starts only when its turn comes (warm engines of the model before are reused, or let go
+after keep_warm_seconds).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+from server.config import ServeConfig
+from server.finish import result_files
+from server.objects import RUNNING, error_entry
+from server.state import State
+from server.validate import check_file
+
+log = logging.getLogger("spotbatch.serve")
+
+
+class Driver:
+    def __init__(self, state: State, config: ServeConfig, address: str | None = None):
+        self.state, self.config, self.address = state, config, address
+        self._queue: queue.Queue[tuple[str, str] | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._current: tuple[str, str, Any] | None = None  # tenant, batch id, its RunControl
+        self._stopping = False  # the server is shutting down: a run stopped now is resumed, not cancelled
+        self._thread = threading.Thread(target=self._loop, name="spotbatch-serve-driver", daemon=True)
+        # Validation on a thread of its own: a bad file is told at once, even while a long batch runs.
+        self._checks: queue.Queue[tuple[str, str] | None] = queue.Queue()
+        self._checker = threading.Thread(target=self._check_loop, name="spotbatch-serve-validate", daemon=True)
+
+    def start(self) -> None:
+        self.resume_all()
+        self._thread.start()
+        self._checker.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Cancel the batch running (it commits what is in flight; its batch object stays as it is,
+        so the next server resumes it) and end the thread."""
+        self._queue.put(None)
+        self._checks.put(None)
+        with self._lock:
+            self._stopping = True
+            if self._current is not None:
+                self._current[2].stop()
+        self._thread.join(timeout)
+
+    def resume_all(self) -> None:
+        """Every batch the store says is not ended, oldest first: a server started again on its store."""
+        unended = [(b["created_at"], b["id"], t) for t in self.state.tenants() for b in self.state.batches(t)
+                   if b["status"] in RUNNING]
+        for _, batch_id, tenant in sorted(unended):
+            log.info("resuming batch %s", batch_id)
+            self._queue.put((tenant, batch_id))
+
+    def submit(self, tenant: str, batch_id: str) -> None:
+        """A new batch: validated at once, then queued to run (in_progress while it waits, as at OpenAI)."""
+        self._checks.put((tenant, batch_id))
+
+    def _check_loop(self) -> None:
+        while (item := self._checks.get()) is not None:
+            tenant, batch_id = item
+            try:
+                batch = self.state.batch(tenant, batch_id)
+                if batch["status"] == "validating" and not self._validate(tenant, batch):
+                    continue
+            except Exception as err:
+                log.exception("batch %s could not be validated", batch_id)
+                self._end(tenant, batch_id, "failed", errors=[error_entry(_message(err), None, "server_error")])
+                continue
+            self._queue.put(item)
+
+    def cancel(self, tenant: str, batch_id: str) -> None:
+        """The batch object says `cancelling` already; the run, if it is this one, stops now."""
+        with self._lock:
+            if self._current is not None and self._current[:2] == (tenant, batch_id):
+                self._current[2].stop()
+
+    def _loop(self) -> None:
+        while (item := self._queue.get()) is not None:
+            tenant, batch_id = item
+            try:
+                self._drive(tenant, batch_id)
+            except Exception as err:  # the batch fails, with why; the server goes on with the next
+                log.exception("batch %s failed", batch_id)
+                self._end(tenant, batch_id, "failed", errors=[error_entry(_message(err), None, "server_error")])
+
+    def _drive(self, tenant: str, batch_id: str) -> None:
+        batch = self.state.batch(tenant, batch_id)
+        if batch is None or batch["status"] not in RUNNING:
+            return
+        if batch["status"] == "validating" and not self._validate(tenant, batch):
+            return
+        from pipelines.run import run
+        from pipelines.stops.control import RunControl
+
+        control = RunControl()
+        with self._lock:
+            self._current = (tenant, batch_id, control)
+        try:
+            batch = self.state.batch(tenant, batch_id)
+            if batch["status"] == "cancelling":  # asked before its turn came
+                control.stop()
+            summary = None
+            if time.time() < batch["expires_at"]:
+                summary = run(batch_spec(self.state, self.config, tenant, batch), address=self.address,
+                              interactive=False, control=control)
+        finally:
+            with self._lock:
+                self._current = None
+        if self._stopping and not (summary and summary.finished):
+            return  # stopped by the server's shutdown: the next server resumes it
+        self._finish(tenant, batch_id, summary, control.asked)
+
+    def _validate(self, tenant: str, batch: dict[str, Any]) -> bool:
+        with self.state.open_content(tenant, batch["input_file_id"]) as fh:
+            checked = check_file(fh, batch["endpoint"], sorted(self.config.models),
+                                 self.config.max_requests_per_file)
+        if checked.errors:
+            self._end(tenant, batch["id"], "failed", errors=checked.errors)
+            return False
+
+        def in_progress(b: dict[str, Any]) -> None:
+            if b["status"] == "validating":  # not if a cancel came meanwhile
+                b.update(status="in_progress", in_progress_at=int(time.time()))
+            b.update(request_counts={"total": checked.total, "completed": 0, "failed": 0},
+                     model=checked.models[0], spotbatch={"models": checked.models})
+
+        self.state.update_batch(tenant, batch["id"], in_progress)
+        return True
+
+    def _finish(self, tenant: str, batch_id: str, summary, cancelled: bool) -> None:
+        if summary is not None and summary.stopped == "cancelled" or summary is None and cancelled:
+            status = "cancelled"
+        elif summary is None or summary.stopped == "deadline":
+            status = "expired"
+        elif summary.finished:
+            status = "completed"
+        else:
+            raise RuntimeError(f"the run stopped unfinished ({summary.stopped or 'units left'})")
+        if self.state.batch(tenant, batch_id)["status"] != "cancelling":
+            self.state.update_batch(tenant, batch_id, lambda b: b.update(status="finalizing",
+                                                                         finalizing_at=int(time.time())))
+        fields = result_files(self.state, tenant, self.state.batch(tenant, batch_id), status == "expired")
+        self._end(tenant, batch_id, status, **fields)
+
+    def _end(self, tenant: str, batch_id: str, status: str, errors: list | None = None, **fields: Any) -> None:
+        from server.finish import run_figures
+
+        try:
+            figures = run_figures(self.state, tenant, batch_id)
+        except Exception:  # a run that broke before its records were whole: the batch ends all the same
+            log.exception("batch %s: its run's figures could not be read", batch_id)
+            figures = None
+        at = {"failed": "failed_at", "completed": "completed_at", "expired": "expired_at",
+              "cancelled": "cancelled_at"}[status]
+
+        def ended(b: dict[str, Any]) -> None:
+            b.update(status=status, **fields, **{at: int(time.time())})
+            if errors:
+                b["errors"] = {"object": "list", "data": errors}
+            if figures is not None:
+                b["usage"] = figures[0]
+                b["spotbatch"] = {**b.get("spotbatch", {}), **figures[1]}
+
+        self.state.update_batch(tenant, batch_id, ended)
+        log.info("batch %s %s", batch_id, status)
+
+
+def batch_spec(state: State, config: ServeConfig, tenant: str, batch: dict[str, Any]):
+    """The spotbatch spec a batch runs: its file as OpenAI batch input, each model it names routed
+    to the served model (serve.yaml), the first model's compute and sampling, and its window's
+    end as the deadline."""
+    from pipelines.spec import PipelineSpec
+
+    names = batch["spotbatch"]["models"]
+    first = config.models[names[0]]
+    remaining = max(1, int(batch["expires_at"] - time.time()))
+    options = state.storage_options
+    return PipelineSpec.model_validate({
+        "input": {"kind": "openai_batch", "storage_options": options,
+                  "paths": [state.url_of(state.content_name(tenant, batch["input_file_id"]))]},
+        "models": {name: config.models[name].model for name in names},
+        "sampling": first.sampling,
+        "compute": {**first.compute, "deadline": f"{remaining}s", "keep_warm_seconds": config.keep_warm_seconds},
+        "output": {"path": state.run_url(tenant, batch["id"]), "storage_options": options}})
+
+
+def _message(err: Exception) -> str:
+    from spotbatch.errors import SpotbatchError
+
+    return str(err) if isinstance(err, SpotbatchError) else f"{type(err).__name__}: the server could not run it"

@@ -1,0 +1,95 @@
+"""What a batch's run leaves, in OpenAI's shapes: the output and error files (spotbatch's own
+openai-batch export, pipelines/formats/export.py), `batch_expired` error lines for the requests a
+deadline left undone, request counts, usage, and the run's cost from its ledger."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from typing import Any
+
+from pipelines.formats.export import ExportRequest, export
+from server.objects import file_object
+from server.state import State, new_id
+from spotbatch.errors import OutputError
+
+
+def result_files(state: State, tenant: str, batch: dict[str, Any], expired: bool) -> dict[str, Any]:
+    """The batch's output and error files written into the store; returns the batch fields they
+    set: output_file_id, error_file_id, request_counts. With `expired`, each request with no
+    line yet gets a `batch_expired` line in the error file."""
+    with tempfile.TemporaryDirectory(prefix="spotbatch-serve-") as tmp:
+        out, err = f"{tmp}/output.jsonl", f"{tmp}/output.errors.jsonl"
+        try:
+            export(ExportRequest(state.run_url(tenant, batch["id"]), "openai-batch", out, partial=True,
+                                 storage_options=state.storage_options))
+        except OutputError:  # no run there: it stopped before planning (a cancel while queued)
+            open(out, "w").close()
+            open(err, "w").close()
+        answered = _custom_ids(out) | _custom_ids(err)
+        if expired:
+            with open(err, "a") as fh:
+                for custom_id in _input_ids(state, tenant, batch["input_file_id"]):
+                    if custom_id not in answered:
+                        fh.write(json.dumps(_expired_line(custom_id)) + "\n")
+        completed, failed = _lines(out), _lines(err)
+        fields = {"request_counts": {"total": batch["request_counts"]["total"], "completed": completed,
+                                     "failed": failed}}
+        fields["output_file_id"] = _keep(state, tenant, out, f"{batch['id']}_output.jsonl") if completed else None
+        fields["error_file_id"] = _keep(state, tenant, err, f"{batch['id']}_error.jsonl") if failed else None
+    return fields
+
+
+def _keep(state: State, tenant: str, local: str, filename: str) -> str:
+    meta = file_object(new_id("file-"), size=os.path.getsize(local), created_at=int(time.time()),
+                       filename=filename, purpose="batch_output")
+    state.add_file(tenant, meta, local)
+    return meta["id"]
+
+
+def _expired_line(custom_id: str) -> dict[str, Any]:
+    return {"id": f"batch_req_{custom_id}", "custom_id": custom_id, "response": None,
+            "error": {"code": "batch_expired", "message": "This request could not be executed before the "
+                      "completion window expired."}}
+
+
+def _custom_ids(path: str) -> set[str]:
+    with open(path) as fh:
+        return {json.loads(line)["custom_id"] for line in fh if line.strip()}
+
+
+def _lines(path: str) -> int:
+    with open(path) as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+def _input_ids(state: State, tenant: str, file_id: str):
+    with state.open_content(tenant, file_id) as fh:
+        for raw in fh:
+            if raw.strip():
+                yield json.loads(raw)["custom_id"]  # checked at validation
+
+
+def run_figures(state: State, tenant: str, batch_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(usage, spotbatch's cost fields) of the batch's run, from its status and ledger (what
+    `spotbatch report` reads); None before the run is planned."""
+    from jobs.report import latest_reference
+    from pipelines.store.ledger import compute_ledger
+    from pipelines.store.output import OutputStore
+    from pipelines.store.status import run_status
+
+    url = state.run_url(tenant, batch_id)
+    store = OutputStore(url, state.storage_options)
+    if store.read_manifest() is None:
+        return None
+    status = run_status(url, state.storage_options)
+    summary = compute_ledger(store, latest_reference(store)).summary
+    usage = {"input_tokens": status.prompt_tokens, "input_tokens_details": {"cached_tokens": 0},
+             "output_tokens": status.completion_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+             "total_tokens": status.prompt_tokens + status.completion_tokens}
+    cost = {"cost_usd": summary.total_usd, "usd_per_1m_output_tokens": summary.usd_per_1m_output_tokens,
+            "usd_per_1m_input_tokens": summary.usd_per_1m_input_tokens, "breakdown_usd": summary.breakdown_usd,
+            "rows_done": status.rows_done, "rows_total": status.rows_total, "rows_failed": status.rows_failed}
+    return usage, cost

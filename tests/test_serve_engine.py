@@ -1,0 +1,162 @@
+"""`spotbatch serve` with a real engine (SmolLM2, as examples/serve.yaml serves it): the official
+OpenAI SDK uploads, creates, polls, downloads the output and error files and parses their lines
+with its own types, cancels a batch mid-run, and sees a batch expire at its completion window.
+One server and one warm engine for the whole module (the batches run one after another on it)."""
+
+import json
+
+import pytest
+import yaml
+from openai.types import Batch, CreateEmbeddingResponse
+from openai.types.chat import ChatCompletion
+
+from pipelines.engine.warm_pool import POOL
+from pipelines.store.output import OutputStore
+from pipelines.store.records import Records
+from server.app import Serving
+from server.config import config_from
+from server.keys import key_hash
+from tests.helpers import ROOT
+from tests.serving import chat_line, client, jsonl, served, wait_for
+
+pytestmark = pytest.mark.engine
+KEY = "sk-serve-engine-test-0123"
+ENDED = ("completed", "failed", "expired", "cancelled")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return tmp_path_factory.mktemp("serve") / "store"
+
+
+@pytest.fixture(scope="module")
+def api(store, ray_cluster, smollm2, minilm):
+    """The example's config, as a test runs it: an eager engine (starts in seconds), units of a
+    few requests (so a cancel or a deadline falls between them)."""
+    data = yaml.safe_load((ROOT / "examples" / "serve.yaml").read_text())
+    data["models"]["gpt-4o-mini"]["model"]["enforce_eager"] = True
+    data["models"]["gpt-4o-mini"]["compute"]["tokens_per_unit"] = 300
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SPOTBATCH_API_KEY", KEY)
+    try:
+        with served(Serving(config_from(data), str(store), address=ray_cluster)) as url:
+            yield client(url, KEY)
+    finally:
+        mp.undo()
+        POOL.release()
+
+
+def lines_of(c, file_id: str | None) -> list[dict]:
+    if file_id is None:
+        return []
+    return [json.loads(line) for line in c.files.content(file_id).text.splitlines()]
+
+
+def create(c, lines: list[dict], window: str = "24h") -> Batch:
+    up = c.files.create(file=("batch.jsonl", jsonl(lines)), purpose="batch")
+    return c.batches.create(input_file_id=up.id, endpoint="/v1/chat/completions", completion_window=window,
+                            metadata={"test": "serve"})
+
+
+def test_a_batch_completes_with_output_and_error_files_in_openais_shapes(api):
+    lines = [chat_line(f"q{i}", content=f"What is {i} plus {i}?", max_completion_tokens=12, temperature=0)
+             for i in range(5)]
+    lines.append(chat_line("too-long", content="word " * 3000, max_completion_tokens=8))  # past max_model_len
+    batch = create(api, lines)
+    seen = set()
+    while batch.status not in ENDED:
+        seen.add(batch.status)
+        batch = api.batches.retrieve(batch.id)
+    assert batch.status == "completed", batch.errors
+    assert seen & {"validating", "in_progress", "finalizing"} and batch.completed_at >= batch.in_progress_at
+    assert batch.request_counts.model_dump() == {"total": 6, "completed": 5, "failed": 1}
+    outputs, errors = lines_of(api, batch.output_file_id), lines_of(api, batch.error_file_id)
+    assert sorted(o["custom_id"] for o in outputs) == [f"q{i}" for i in range(5)]
+    for o in outputs:
+        answer = ChatCompletion.model_validate(o["response"]["body"])
+        assert o["response"]["status_code"] == 200 and answer.choices[0].message.content
+        assert answer.model == "smollm2-135m" and answer.usage.completion_tokens <= 12
+    (e,) = errors
+    assert (e["custom_id"], e["response"]) == ("too-long", None)
+    assert e["error"]["code"] == "invalid_request_error" and "context_too_long" in e["error"]["message"]
+    assert batch.usage.output_tokens == sum(ChatCompletion.model_validate(o["response"]["body"]).usage
+                                            .completion_tokens for o in outputs)
+    cost = batch.model_extra["spotbatch"]
+    assert cost["cost_usd"] > 0 and cost["usd_per_1m_output_tokens"] > 0
+    assert api.files.retrieve(batch.output_file_id).purpose == "batch_output"
+    assert batch.id in [b.id for b in api.batches.list()]
+    assert POOL.held() == 1  # the engine stays warm for the next batch
+
+
+def test_a_cancel_commits_what_is_in_flight_and_ends_cancelled_with_partial_results(api):
+    lines = [chat_line(f"c{i}", content=f"Write a long story about the number {i}.", max_completion_tokens=48)
+             for i in range(120)]
+    batch = create(api, lines)
+    batch = wait_for(api, batch.id, 240, until=("in_progress",) + ENDED)
+    while batch.status == "in_progress" and not batch.request_counts.completed:
+        batch = api.batches.retrieve(batch.id)
+    assert batch.status == "in_progress", "the batch ended before it could be cancelled"
+    assert api.batches.cancel(batch.id).status == "cancelling"
+    batch = wait_for(api, batch.id, 240)
+    assert batch.status == "cancelled" and batch.cancelled_at, batch.errors
+    done = [o["custom_id"] for o in lines_of(api, batch.output_file_id)]
+    assert 0 < len(done) < 120 and len(set(done)) == len(done)
+    assert batch.request_counts.completed == len(done) and batch.request_counts.total == 120
+
+
+def test_at_its_completion_window_a_batch_expires_and_the_rest_are_batch_expired(api):
+    lines = [chat_line(f"e{i}", content=f"Count to {i + 20}, slowly.", max_completion_tokens=48)
+             for i in range(120)]
+    batch = wait_for(api, create(api, lines, window="8s").id, 240)
+    assert batch.status == "expired" and batch.expired_at, batch.errors
+    done = [o["custom_id"] for o in lines_of(api, batch.output_file_id)]
+    errors = lines_of(api, batch.error_file_id)
+    expired = [e["custom_id"] for e in errors if e["error"]["code"] == "batch_expired"]
+    assert expired and sorted(done + [e["custom_id"] for e in errors]) == sorted(line["custom_id"] for line in lines)
+    assert batch.request_counts.failed == len(errors) and batch.request_counts.completed == len(done)
+
+
+def test_the_guides_curl_block_runs_a_batch(api, tmp_path):
+    import re
+    import subprocess
+
+    guide = (ROOT / "docs" / "guide" / "serve.md").read_text()
+    block = re.search(r"## With curl.*?```bash\n(.*?)```", guide, re.S).group(1)
+    script = block.replace("http://127.0.0.1:8000/v1", str(api.base_url).rstrip("/"))
+    (tmp_path / "batch_input.jsonl").write_bytes(jsonl([chat_line("curl-1", max_completion_tokens=8)]))
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=240, env={"PATH": "/usr/bin:/bin", "SPOTBATCH_API_KEY": KEY})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1])["status"] == "completed"
+    (line,) = (tmp_path / "batch_output.jsonl").read_text().splitlines()
+    assert json.loads(line)["custom_id"] == "curl-1"
+
+
+def engines_of(store, batch: Batch) -> list[dict]:
+    run = store / "runs" / key_hash(KEY)[:32] / batch.id
+    return list(Records(OutputStore(str(run))).actors().values())
+
+
+def test_two_batches_on_two_models_queued_each_models_engine_starting_on_its_turn(api, store):
+    """A chat batch and an embeddings batch, queued: both complete (embeddings parse as the SDK's
+    CreateEmbeddingResponse), and the embedding model's engine starts only when its batch runs."""
+    chat = create(api, [chat_line(f"t{i}", content=f"Name a colour, {i}.", max_completion_tokens=8)
+                        for i in range(3)])
+    texts = ["the cat sat on the mat", "spot instances are cheap", "exactly once"]
+    up = api.files.create(file=("emb.jsonl", jsonl([
+        {"custom_id": f"v{i}", "method": "POST", "url": "/v1/embeddings",
+         "body": {"model": "text-embedding-3-small", "input": text}} for i, text in enumerate(texts)])),
+        purpose="batch")
+    emb = api.batches.create(input_file_id=up.id, endpoint="/v1/embeddings", completion_window="24h")
+    chat, emb = wait_for(api, chat.id, 240), wait_for(api, emb.id, 240)
+    assert (chat.status, emb.status) == ("completed", "completed"), (chat.errors, emb.errors)
+    (chat_engine,) = engines_of(store, chat)
+    assert chat_engine.get("warm")  # the chat model's engine was kept from the batches before
+    (emb_engine,) = engines_of(store, emb)
+    assert emb_engine["started_at"] >= chat.completed_at - 1  # started when its batch's turn came
+    vectors = {o["custom_id"]: CreateEmbeddingResponse.model_validate(o["response"]["body"])
+               for o in lines_of(api, emb.output_file_id)}
+    assert sorted(vectors) == ["v0", "v1", "v2"] and len(vectors["v0"].data[0].embedding) == 384
+    # One model's engines are kept warm at a time (pipelines/engine/warm_pool.py): the chat engine
+    # went when the embedding model's started; the embedding engine stays for the next batch.
+    assert POOL.held() == 1
