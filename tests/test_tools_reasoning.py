@@ -186,3 +186,48 @@ def test_vllms_reasoning_parser_keeps_the_thinking_apart_and_counts_it(vllm_toke
     assert (answer.reasoning, answer.text, answer.reasoning_tokens) == (None, "It is 4.", 0)
     with pytest.raises(ValueError, match="model.tool_parser 'llama3_json' cannot be used with this model"):
         OutputParsing(vllm_tokenizer, "llama3_json", None)  # its <|python_tag|> token is not SmolLM2's
+
+
+def test_an_anthropic_request_reads_its_tools_choice_and_tool_history_as_openais():
+    from pipelines.formats import anthropic
+
+    history = [{"role": "user", "content": "Weather in Paris for 2 days?"},
+               {"role": "assistant", "content": [{"type": "text", "text": "Checking."}, {
+                   "type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris", "days": 2}}]},
+               {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
+                                             "content": [{"type": "text", "text": "Sunny"}]}]}]
+    tools = [{"name": "get_weather", "description": "The forecast.", "input_schema": WEATHER}]
+    _, (row,) = anthropic.read_request({"custom_id": "a", "params": {
+        "model": "claude", "max_tokens": 50, "messages": history, "tools": tools,
+        "tool_choice": {"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True}}}, "f line 1", None)
+    assert json.loads(row["sampling"]) == {"max_tokens": 50, "tools": TOOLS[:1], "tool_choice": NAMED,
+                                           "parallel_tool_calls": False}
+    messages = json.loads(row["messages"])
+    assert messages[1] == {"role": "assistant", "content": "Checking.", "tool_calls": [{
+        "id": "toolu_1", "type": "function", "function": {"name": "get_weather",
+                                                          "arguments": '{"city": "Paris", "days": 2}'}}]}
+    assert messages[2] == {"role": "tool", "content": "Sunny", "tool_call_id": "toolu_1"}
+    _, (row,) = anthropic.read_request({"custom_id": "b", "params": {
+        "max_tokens": 5, "messages": history[:1], "tools": tools, "tool_choice": {"type": "any"}}}, "f line 2", None)
+    assert json.loads(row["sampling"])["tool_choice"] == "required"
+    with pytest.raises(BatchFileError, match=r"f line 3: field params.tools\[0\] cannot be honoured: only client"):
+        anthropic.read_request({"custom_id": "c", "params": {"max_tokens": 5, "messages": history[:1], "tools": [
+            {"type": "web_search_20250305", "name": "web_search"}]}}, "f line 3", None)
+
+
+def test_an_anthropic_result_with_calls_and_thinking_parses_as_the_sdks_message():
+    from anthropic.types import Message
+
+    from pipelines.formats import anthropic
+
+    calls = [{"id": "call_a", "type": "function", "function": {"name": "get_weather",
+                                                               "arguments": "{\"city\": \"Oslo\", \"days\": 1}"}}]
+    row = {"model": "m", "output": "", "finish_reason": "stop", "prompt_tokens": 10, "completion_tokens": 7,
+           "tool_calls": json.dumps(calls), "reasoning": "Oslo, then.", "error": None}
+    line, failed = anthropic.result_line("r1", row, 0)
+    message = Message.model_validate(line["result"]["message"])
+    assert not failed and message.stop_reason == "tool_use"
+    thinking, use = message.content
+    assert thinking.type == "thinking" and thinking.thinking == "Oslo, then."
+    assert (use.type, use.id, use.name) == ("tool_use", "call_a", "get_weather")
+    jsonschema.validate(use.input, WEATHER)
