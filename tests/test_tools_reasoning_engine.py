@@ -106,3 +106,10 @@ def test_parquet_rows_keep_the_thinking_apart_from_the_answer_and_count_it(tmp_p
     # The row's own enable_thinking: false: its template opened no thinking, and its parser saw none.
     answer = rows[2]
     assert answer["reasoning"] is None and answer["output"] and answer["reasoning_tokens"] == 0
+    # Counted apart in the summary, the status and the ledger's line for the unit.
+    thinking = thought["reasoning_tokens"]
+    assert f"({thinking:,} of them reasoning)" in proc.stdout, proc.stdout
+    status = spotbatch("status", str(tmp_path / "out"))
+    assert f"({thinking:,} of them reasoning)" in status.stdout, status.stdout + status.stderr
+    units = pq.read_table(tmp_path / "out" / "_spotbatch" / "ledger" / "units.parquet").to_pylist()
+    assert sum(u["reasoning_tokens"] for u in units) == thinking
