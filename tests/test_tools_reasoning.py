@@ -231,3 +231,31 @@ def test_an_anthropic_result_with_calls_and_thinking_parses_as_the_sdks_message(
     assert thinking.type == "thinking" and thinking.thinking == "Oslo, then."
     assert (use.type, use.id, use.name) == ("tool_use", "call_a", "get_weather")
     jsonschema.validate(use.input, WEATHER)
+
+
+def test_a_responses_line_reads_function_tools_and_writes_function_call_and_reasoning_items():
+    from openai.types.responses import Response
+
+    from pipelines.formats import openai_responses
+
+    flat = [{"type": "function", **t["function"]} for t in TOOLS]
+    (row,) = openai_responses.read_line("r1", {"input": "Weather in Oslo?", "tools": flat, "parallel_tool_calls": False,
+                                               "tool_choice": {"type": "function", "name": "get_weather"}},
+                                        "f line 1", None)
+    sampling = json.loads(row["sampling"])
+    assert (sampling["tools"], sampling["tool_choice"], sampling["parallel_tool_calls"]) == (TOOLS, NAMED, False)
+    calls = [{"id": "call_a", "type": "function", "function": {"name": "get_weather",
+                                                               "arguments": "{\"city\": \"Oslo\", \"days\": 1}"}}]
+    result = {"model": "m", "output": "", "finish_reason": "stop", "prompt_tokens": 9, "completion_tokens": 6,
+              "tool_calls": json.dumps(calls), "reasoning": "Oslo.", "reasoning_tokens": 2, "error": None}
+    body = Response.model_validate(openai_responses.output_line("r1", [(result, row)], 5)[0]["response"]["body"])
+    reasoning, call = body.output
+    assert reasoning.type == "reasoning" and reasoning.content[0].text == "Oslo."
+    assert (call.type, call.call_id, call.name) == ("function_call", "call_a", "get_weather")
+    jsonschema.validate(json.loads(call.arguments), WEATHER)
+    assert body.tool_choice.name == "get_weather" and [t.name for t in body.tools] == ["get_weather", "get_time"]
+    assert body.usage.output_tokens_details.reasoning_tokens == 2
+    with pytest.raises(BatchFileError, match=r"f line 2: field body.tool_choice names function 'nope'"):
+        openai_responses.read_line("r2", {"input": "x", "tools": flat, "tool_choice": {"type": "function",
+                                                                                      "name": "nope"}},
+                                   "f line 2", None)
