@@ -147,3 +147,19 @@ def parsed_completion(completion: Any, out: Any, parsing: OutputParsing,
 def _call_id(index: int, name: str, arguments: str) -> str:
     """A call's id, the same for the same answer (a resumed or cached row keeps its ids)."""
     return "call_" + hashlib.sha256(f"{index}:{name}:{arguments}".encode()).hexdigest()[:24]
+
+
+def unknown_parser(kind: str, name: str) -> str | None:
+    """Why `name` is not one of vLLM's parsers of `kind` ("tool" or "reasoning"), or None: checked
+    on the driver, before any engine starts."""
+    if kind == "tool":
+        from vllm.tool_parsers import ToolParserManager as manager
+
+        known = {*manager.tool_parsers, *manager.lazy_parsers}
+    else:
+        from vllm.reasoning import ReasoningParserManager as manager
+
+        known = {*manager.reasoning_parsers, *manager.lazy_parsers}
+    if name in known:
+        return None
+    return f"{name!r} is not one of vLLM's {kind} parsers ({', '.join(sorted(known))})"

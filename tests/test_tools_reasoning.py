@@ -259,3 +259,10 @@ def test_a_responses_line_reads_function_tools_and_writes_function_call_and_reas
         openai_responses.read_line("r2", {"input": "x", "tools": flat, "tool_choice": {"type": "function",
                                                                                       "name": "nope"}},
                                    "f line 2", None)
+
+
+def test_a_parser_vllm_does_not_have_is_refused_by_name_before_any_engine():
+    with pytest.raises(SpecError, match=r"model.tool_parser: 'hermess' is not one of vLLM's tool parsers \(.*hermes"):
+        spec_with({}, {"tool_parser": "hermess"})
+    with pytest.raises(SpecError, match=r"model.reasoning_parser: 'r1' is not one of vLLM's reasoning parsers"):
+        spec_with({}, {"reasoning_parser": "r1"})

@@ -71,6 +71,16 @@ class ModelSpec(_Section):
         default_factory=dict, description="Other vllm.LLM arguments, passed through unchanged."
     )
 
+    @field_validator("tool_parser", "reasoning_parser")
+    @classmethod
+    def _vllms_parser(cls, value: str | None, info) -> str | None:
+        from operators.output_parsing import unknown_parser
+
+        why = value and unknown_parser(info.field_name.removesuffix("_parser"), value)
+        if why:
+            raise ValueError(why)
+        return value
+
     @field_validator("compile_cache", mode="before")
     @classmethod
     def _compile_cache_url(cls, value: Any) -> Any:
