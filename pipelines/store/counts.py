@@ -59,7 +59,12 @@ class UnitCounts:
         return cls(**{k: v for k, v in data.items() if k in names})
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The counts as records and footers hold them; reasoning_tokens only when a reasoning
+        parser counted some, so the records of every other run keep the keys they always had."""
+        data = asdict(self)
+        if not data["reasoning_tokens"]:
+            del data["reasoning_tokens"]
+        return data
 
     def add(self, other: UnitCounts) -> None:
         for f in fields(UnitCounts):
@@ -90,7 +95,7 @@ def counts_fields() -> list[pa.Field]:
 
 
 def counts_row(counts: UnitCounts) -> dict[str, Any]:
-    row = counts.to_json()
+    row = asdict(counts)  # every column of counts_fields()
     row["errors_by_class"] = json.dumps(row["errors_by_class"])
     return row
 
