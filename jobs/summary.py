@@ -71,7 +71,8 @@ def format_summary(s: RunSummary) -> str:
         text = (
             f"{state}: {s.rows:,} rows in {s.units_run} of {s.units_total} units: "
             f"{s.rows - s.errors:,} completed, {s.errors:,} failed" + (f" ({failed})" if failed else "") + "\n"
-            f"tokens: {s.prompt_tokens:,} prompt + {s.completion_tokens:,} completion; "
+            f"tokens: {s.prompt_tokens:,} prompt + {s.completion_tokens:,} completion"
+            + (f" ({s.reasoning_tokens:,} of them reasoning)" if s.reasoning_tokens else "") + "; "
             f"{s.tokens_per_second:,.0f} completion tokens/s over {s.wall_seconds:,.1f} s wall "
             f"({s.engine_seconds:,.1f} engine-seconds){reused}\n"
             f"results: {s.output}  (pyarrow.dataset.dataset(path) reads them)"

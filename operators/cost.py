@@ -47,6 +47,7 @@ class Attempt:
     committed: bool
     input_tokens: int = 0
     output_tokens: int = 0
+    reasoning_tokens: int = 0  # of output_tokens, the thinking a reasoning parser kept apart
 
 
 def attempt_seconds(attempts: list[Attempt], actor_end: float) -> list[float]:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from operators.engine_args import hide_in_engine_logs
+from operators.engine_params import pooling_params, sampling_params
+from operators.output_parsing import OutputParsing, parsed_completion
 from operators.tokens import PromptForm, prompt_token_ids
 
 
@@ -27,6 +29,8 @@ class EngineConfig:
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
     chat_template: str | None = None  # instead of the tokenizer's own
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    tool_parser: str | None = None  # vLLM's, for tool_choice auto (operators/output_parsing.py)
+    reasoning_parser: str | None = None  # vLLM's: the thinking kept apart from the answer
     task: str = "generate"  # embed: a pooling engine, which answers with a vector per request
 
     def llm_kwargs(self) -> dict[str, Any]:
@@ -53,6 +57,9 @@ class Choice:
     stop_sequence: str | None = None  # the stop string that ended it, if one did
     # One entry per generated token: {token, logprob, top_logprobs: [{token, logprob}]}; None unless asked.
     logprobs: list[dict[str, Any]] | None = None
+    reasoning: str | None = None  # the thinking, with a reasoning parser (text is then the answer alone)
+    tool_calls: list[dict[str, Any]] | None = None  # OpenAI's [{id, type, function: {name, arguments}}]
+    reasoning_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,9 @@ class Completion:
     queued_s: float | None = None  # from submitted to the engine to in its running set (operators/feeder.py)
     generate_s: float | None = None  # from in its running set to finished
     stop_sequence: str | None = None  # the first choice's
+    reasoning: str | None = None  # the first choice's
+    tool_calls: list[dict[str, Any]] | None = None  # the first choice's
+    reasoning_tokens: int = 0  # every choice's, within completion_tokens
 
 
 @dataclass(frozen=True)
@@ -156,11 +166,19 @@ class VLLMEngine:
         self.loaded_dtype = str(self.llm.llm_engine.model_config.dtype).removeprefix("torch.")
         self._param_cache: dict[str, Any] = {}
         self._top_logprobs: dict[str, int] = {}  # request id -> alternatives asked per token
+        self._parsed: dict[str, dict[str, Any]] = {}  # request id -> its sampling, when its output is parsed
+        self.parsing = None if self.embeds else OutputParsing(self.tokenizer, config.tool_parser,
+                                                                config.reasoning_parser, config.chat_template_kwargs)
 
-    def encode(self, prompt: str, system_prompt: str | None, fmt: str) -> list[int]:
-        """Token ids of the prompt as the model will see it (operators/tokens.py)."""
+    def encode(self, prompt: str, system_prompt: str | None, fmt: str,
+               sampling: dict[str, Any] | None = None) -> list[int]:
+        """Token ids of the prompt as the model will see it (operators/tokens.py); a request's
+        `sampling` may bring tools (shown to the chat template) and chat_template_kwargs of its own."""
+        sampling = sampling or {}
+        kwargs = {**self.config.chat_template_kwargs, **(sampling.get("chat_template_kwargs") or {}),
+                  **({"tools": sampling["tools"]} if sampling.get("tools") else {})}
         return prompt_token_ids(self.tokenizer, prompt, PromptForm(system_prompt, fmt), self.config.chat_template,
-                                self.config.chat_template_kwargs)
+                                kwargs)
 
     def encode_text(self, text: str, max_tokens: int | None = None) -> list[int]:
         """A text's token ids with the model's special tokens, cut to `max_tokens` (when given) by
@@ -205,6 +223,12 @@ class VLLMEngine:
         from vllm.exceptions import VLLMValidationError
         from vllm.inputs import TokensPrompt
 
+        parsed = self.parsing is not None and self.parsing.needed(sampling)
+        if parsed:
+            try:  # the structured output that forces its call, if any
+                sampling = self.parsing.forced_sampling(sampling)
+            except ValueError as err:
+                raise RowRejected(str(err)) from err
         params = self._params(sampling)
         try:
             self.llm.llm_engine.add_request(request_id, TokensPrompt(prompt_token_ids=token_ids), params)
@@ -212,59 +236,29 @@ class VLLMEngine:
             raise RowRejected(str(err)) from err
         if sampling.get("logprobs"):
             self._top_logprobs[request_id] = sampling.get("top_logprobs") or 0
+        if parsed:
+            self._parsed[request_id] = sampling
 
     def abort(self, request_ids: list[str]) -> None:
         self.llm.llm_engine.abort_request(request_ids)
         for request_id in request_ids:
             self._top_logprobs.pop(request_id, None)
+            self._parsed.pop(request_id, None)
 
     def step(self) -> list[tuple[str, Completion | Embedding]]:
         """One engine iteration; the requests it finished, by the id they were added under."""
         if self.embeds:
             return [(out.request_id, Embedding(out.outputs.data.float().tolist(), len(out.prompt_token_ids)))
                     for out in self.llm.llm_engine.step() if out.finished]
-        return [(out.request_id, completion_of(out, self._top_logprobs.pop(out.request_id, 0)))
-                for out in self.llm.llm_engine.step() if out.finished]
-
-
-def pooling_params(embed: dict[str, Any]):
-    """An embedding request's options (EmbedSpec's names) as vLLM's PoolingParams; `normalize`
-    is the pooler's activation (None: the model's own setting)."""
-    from vllm import PoolingParams
-
-    return PoolingParams(task="embed", dimensions=embed.get("dimensions"), use_activation=embed.get("normalize"))
-
-
-def sampling_params(sampling: dict[str, Any]):
-    """A request's sampling (OpenAI's names, pipelines/spec/sampling.py's SamplingSpec) as vLLM's."""
-    from vllm import SamplingParams
-    from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
-
-    structured = None
-    response_format = sampling.get("response_format") or {}
-    if response_format.get("type") == "json_object":
-        structured = StructuredOutputsParams(json_object=True)
-    elif response_format.get("type") == "json_schema":
-        structured = StructuredOutputsParams(json=response_format["json_schema"]["schema"])
-    elif sampling.get("structured"):
-        structured = StructuredOutputsParams(**sampling["structured"])
-    return SamplingParams(
-        n=sampling.get("n", 1),
-        max_tokens=sampling["max_tokens"],
-        temperature=sampling["temperature"],
-        top_p=sampling["top_p"],
-        top_k=sampling.get("top_k") or 0,  # 0: all tokens
-        min_p=sampling.get("min_p", 0.0),
-        presence_penalty=sampling.get("presence_penalty", 0.0),
-        frequency_penalty=sampling.get("frequency_penalty", 0.0),
-        repetition_penalty=sampling.get("repetition_penalty", 1.0),
-        seed=sampling.get("seed"),
-        stop=sampling.get("stop") or None,
-        # OpenAI's logprobs: true with top_logprobs k is vLLM's logprobs=k (the chosen token comes too).
-        logprobs=(sampling.get("top_logprobs") or 0) if sampling.get("logprobs") else None,
-        structured_outputs=structured,
-        output_kind=RequestOutputKind.FINAL_ONLY,  # one output per request, when it ends
-    )
+        done = []
+        for out in self.llm.llm_engine.step():
+            if out.finished:
+                completion = completion_of(out, self._top_logprobs.pop(out.request_id, 0))
+                sampling = self._parsed.pop(out.request_id, None)
+                if sampling is not None:
+                    completion = parsed_completion(completion, out, self.parsing, sampling)
+                done.append((out.request_id, completion))
+        return done
 
 
 def completion_of(out: Any, top_logprobs: int = 0) -> Completion:

@@ -10,6 +10,7 @@ instead of committed as errors.
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import threading
 import time
 from collections import OrderedDict
@@ -32,6 +33,9 @@ from operators.tokens import PromptForm
 # choices: every choice when a row asked for n > 1 (output is the first); logprobs: one list per
 # choice, one entry per generated token, when asked; stop_sequence: the stop string that ended
 # the first choice; queued_s and generate_s: this request's wait for the engine and its time in it.
+# tool_calls: the calls the answer made, OpenAI's [{id, type, function: {name, arguments}}] as JSON
+# text (output is then the text beside them, often ""); reasoning: the thinking a reasoning parser
+# kept apart from output, and reasoning_tokens its tokens (within completion_tokens).
 TOKEN_LOGPROB = pa.struct([("token", pa.string()), ("logprob", pa.float64())])
 LOGPROB = pa.struct([("token", pa.string()), ("logprob", pa.float64()), ("top_logprobs", pa.list_(TOKEN_LOGPROB))])
 CHOICE = pa.struct([("text", pa.string()), ("finish_reason", pa.string()), ("completion_tokens", pa.int64()),
@@ -41,12 +45,13 @@ RESULT_SCHEMA = pa.schema([
     ("cached_prompt_tokens", pa.int64()), ("finish_reason", pa.string()), ("error", pa.string()),
     ("error_class", pa.string()), ("served_from", pa.string()), ("choices", pa.list_(CHOICE)),
     ("logprobs", pa.list_(pa.list_(LOGPROB))), ("stop_sequence", pa.string()), ("queued_s", pa.float64()),
-    ("generate_s", pa.float64()),
+    ("generate_s", pa.float64()), ("tool_calls", pa.string()), ("reasoning", pa.string()),
+    ("reasoning_tokens", pa.int64()),
 ])
 RESULT_COLUMNS = tuple(RESULT_SCHEMA.names)
 # An answer as the engine gave it, which a duplicate or the cache may give again.
 ANSWER_FIELDS = ("output", "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "finish_reason",
-                 "choices", "logprobs", "stop_sequence")
+                 "choices", "logprobs", "stop_sequence", "tool_calls", "reasoning", "reasoning_tokens")
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -80,6 +85,8 @@ def answer_of(completion: Completion) -> dict[str, Any]:
                      "stop_sequence": c.stop_sequence} for c in choices] if len(choices) > 1 else None,
         "logprobs": [c.logprobs for c in choices] if choices and choices[0].logprobs is not None else None,
         "queued_s": completion.queued_s, "generate_s": completion.generate_s,
+        "tool_calls": json.dumps(completion.tool_calls) if completion.tool_calls else None,
+        "reasoning": completion.reasoning, "reasoning_tokens": completion.reasoning_tokens,
     }
 
 
@@ -90,7 +97,8 @@ class Tokenizer(Protocol):
     max_model_len: int
     prefix_block_tokens: int
 
-    def encode(self, prompt: str, system_prompt: str | None, fmt: str) -> list[int]: ...
+    def encode(self, prompt: str, system_prompt: str | None, fmt: str,
+               sampling: dict[str, Any] | None = None) -> list[int]: ...
 
 
 @dataclass(frozen=True)
@@ -178,8 +186,10 @@ class GenerateOperator:
 
     def _request(self, i: int, prompt: str, batch: RowBatch, result: dict[str, list[Any]]) -> Request | RowRejected:
         """Row i's engine request, or (the row made an error) why it was refused."""
-        try:
-            ids = self.engine.encode(prompt, self.form.system_prompt, self.form.fmt)
+        own = batch.samplings[i] if batch.samplings and batch.samplings[i] else None  # the row's own, if any
+        sampling = own or self.sampling
+        try:  # a row's tools and chat_template_kwargs are the chat template's to show
+            ids = self.engine.encode(prompt, self.form.system_prompt, self.form.fmt, sampling)
         except (ValueError, TypeError, AttributeError) as err:  # messages that are not a chat
             self._fail(result, i, BAD_INPUT, f"prompt could not be read as {self.form.fmt}: {err}")
             return RowRejected(str(err))
@@ -189,8 +199,6 @@ class GenerateOperator:
                        f"{len(ids)} tokens, max_model_len is {self.engine.max_model_len}")
             self._fail(result, i, CONTEXT_TOO_LONG, message)
             return RowRejected(message)
-        own = batch.samplings[i] if batch.samplings and batch.samplings[i] else None  # the row's own, if any
-        sampling = own or self.sampling
         row_max = ((batch.max_tokens[i] if batch.max_tokens else None) or sampling["max_tokens"]
                    or self.engine.max_model_len - len(ids))  # none given: up to the context, as the providers
         return Request(i, ids, row_max, sampling=own, n=sampling.get("n", 1))

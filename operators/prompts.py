@@ -25,9 +25,32 @@ def chat_messages(prompt: str, system_prompt: str | None, fmt: str = "chat") -> 
     [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': 'Hi'}]
     """
     messages = json.loads(prompt) if fmt == "messages" else [{"role": "user", "content": prompt}]
+    messages = [_calls_for_template(m) for m in messages]
     if system_prompt and not any(m.get("role") == "system" for m in messages):
         messages.insert(0, {"role": "system", "content": system_prompt})
     return messages
+
+
+def _calls_for_template(message: dict[str, Any]) -> dict[str, Any]:
+    """An assistant message with earlier tool calls, its arguments as objects: OpenAI writes them
+    as JSON text, chat templates (as vLLM's server gives them) read objects.
+
+    >>> _calls_for_template({"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": '{"a": 1}'}}]})
+    {'role': 'assistant', 'tool_calls': [{'function': {'name': 'f', 'arguments': {'a': 1}}}]}
+    """
+    calls = message.get("tool_calls") if isinstance(message, dict) else None
+    if not calls:
+        return message
+
+    def read(arguments: Any) -> Any:
+        try:
+            return json.loads(arguments) if isinstance(arguments, str) else arguments
+        except ValueError:
+            return arguments  # not JSON: the template shows the text as it is
+
+    return {**message, "tool_calls": [{**c, "function": {**c["function"], "arguments": read(
+        c["function"].get("arguments"))}} if isinstance(c, dict) and isinstance(c.get("function"), dict) else c
+        for c in calls]}
 
 
 class InvalidText(str):

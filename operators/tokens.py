@@ -25,7 +25,8 @@ def prompt_token_ids(tokenizer: Any, prompt: str, form: PromptForm, chat_templat
                      chat_template_kwargs: dict[str, Any] | None = None) -> list[int]:
     """`form.fmt` "raw" sends the text as it is; "chat" applies the chat template to one user
     message; "messages" reads the prompt as a JSON list of chat messages (an OpenAI batch body's).
-    `chat_template`: the spec's, instead of the tokenizer's own."""
+    `chat_template`: the spec's, instead of the tokenizer's own; `chat_template_kwargs` may hold
+    `tools` (OpenAI's), which the template shows the model."""
     system_prompt, fmt = form.system_prompt, form.fmt
     if fmt == "raw":
         return list(tokenizer.encode(prompt, add_special_tokens=True))

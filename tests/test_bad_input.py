@@ -74,8 +74,8 @@ CASES = [
      {"kind": "openai_batch"}, ("records", {"r1": ("bad_input", "max_tokens: Input should be a valid integer")})),
     ("an OpenAI temperature out of range", batch_file(OK, {**OK, "temperature": 7}),
      {"kind": "openai_batch"}, ("records", {"r1": ("bad_input", "temperature must be <= 2, got 7")})),
-    ("an OpenAI line with tools", batch_file(OK, {**OK, "tools": []}),
-     {"kind": "openai_batch"}, ("refused", ["batch.jsonl line 2", "body.tools cannot be honoured"])),
+    ("an OpenAI line with empty tools", batch_file(OK, {**OK, "tools": []}),
+     {"kind": "openai_batch"}, ("refused", ["batch.jsonl line 2", "body.tools must be a non-empty list"])),
 ]
 
 

@@ -111,12 +111,14 @@ def test_a_broken_batch_file_is_named_before_any_engine(tmp_path):
 
 
 @pytest.mark.parametrize("extra, named", [
-    ({"tools": []}, "field body.tools cannot be honoured"),
-    ({"tool_choice": "auto"}, "field body.tool_choice cannot be honoured"),
+    ({"tools": []}, "field body.tools must be a non-empty list"),
+    ({"tool_choice": "auto"}, "field body.tool_choice needs tools"),
+    ({"functions": [{"name": "f"}]}, "field body.functions cannot be honoured: deprecated by OpenAI; give tools"),
     ({"stream": True}, "field body.stream cannot be honoured"),
     ({"logit_bias": {"50256": -100}}, "field body.logit_bias cannot be honoured: its token ids are OpenAI's"),
     ({"frobnicate": 1}, "field body.frobnicate is not an OpenAI chat completion field"),
-    ({"messages": [{"role": "tool", "content": "x"}]}, r"body.messages\[0\].role 'tool' cannot be honoured"),
+    ({"messages": [{"role": "tool", "content": "x"}]}, r"body.messages\[0\].tool_call_id must be a string"),
+    ({"messages": [{"role": "function", "content": "x"}]}, r"body.messages\[0\].role 'function' cannot be honoured"),
     ({"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]},
      r"body.messages\[0\].content\[0\].type 'input_audio' cannot be honoured"),
 ])

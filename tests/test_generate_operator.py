@@ -32,7 +32,7 @@ class FakeEngine:
         self.may_step = threading.Event()  # clear it to hold the engine still
         self.may_step.set()
 
-    def encode(self, prompt, system_prompt, fmt):
+    def encode(self, prompt, system_prompt, fmt, sampling=None):
         text = (system_prompt or "") + prompt if fmt == "chat" else prompt
         return [ord(c) for c in text]
 

@@ -94,13 +94,15 @@ def test_an_openai_batch_file_using_every_field(tmp_path, ray_cluster, smollm2):
     assert len(train.read_text().splitlines()) == 8 + 2  # one example per choice: "three" gives three
 
 
-def test_a_file_with_tools_is_refused_by_name_before_anything_is_written(tmp_path):
+def test_a_file_with_tools_on_a_model_without_a_tool_parser_is_refused_by_name_before_anything_is_written(tmp_path):
     batch = tmp_path / "batch.jsonl"
     batch.write_text(line("ok") + "\n" + line("tool", tools=[{"type": "function", "function": {"name": "f"}}]) + "\n")
     write_spec(tmp_path / "spec.yaml", spec_for(tmp_path, "openai_batch", batch).model_dump(mode="json"))
     proc = spotbatch("run", str(tmp_path / "spec.yaml"))
     assert proc.returncode == 2, proc.stderr
-    assert "batch.jsonl line 2: field body.tools cannot be honoured" in proc.stderr, proc.stderr
+    # No tool_choice: OpenAI's default, auto, which needs the model's tool parser.
+    assert ("batch.jsonl line 2: tools cannot be honoured: tool_choice auto (OpenAI's default when tools are "
+            "given) needs model.tool_parser") in proc.stderr, proc.stderr
     assert not (tmp_path / "out").exists()
     image = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]
     batch.write_text(line("img", messages=image) + "\n")

@@ -47,7 +47,8 @@ def test_answers_are_shared_between_readers_and_files_are_never_rewritten(tmp_pa
     first = writer.add([k1], answer("uno", 2))
     assert reader.lookup([k1, k2]) == {k1: {"output": "uno", "prompt_tokens": 3, "completion_tokens": 2,
                                             "finish_reason": "stop", "choices": None, "logprobs": None,
-                                            "stop_sequence": None, "embedding": None}}
+                                            "stop_sequence": None, "tool_calls": None, "reasoning": None,
+                                            "reasoning_tokens": None, "embedding": None}}
     writer.add([k2], answer("dos", 5))  # a new file; the reader sees it at its next lookup
     assert reader.lookup([k2])[k2]["output"] == "dos"
     assert len(list((tmp_path / "c" / "entries").iterdir())) == 2 and (tmp_path / "c" / "entries").exists()

@@ -30,7 +30,7 @@ from operators.generate import RESULT_SCHEMA, conform
 # An answer as the engine gave it; not how much of its prompt the prefix cache held, which
 # depends on what else that engine had seen.
 ANSWER_COLUMNS = ("output", "prompt_tokens", "completion_tokens", "finish_reason", "choices", "logprobs",
-                  "stop_sequence", "embedding")
+                  "stop_sequence", "tool_calls", "reasoning", "reasoning_tokens", "embedding")
 # `embedding`: an embedding run's vector (operators/embed.py), of any size here.
 SCHEMA = pa.schema([("key", pa.string())] + [RESULT_SCHEMA.field(c) for c in ANSWER_COLUMNS if c != "embedding"]
                    + [pa.field("embedding", pa.list_(pa.float32()))])

@@ -72,6 +72,8 @@ def start_engine(load: EngineLoad, records: Records, actor_id: str) -> StartedEn
         engine_kwargs=spec.model.engine_kwargs,
         chat_template=spec.model.chat_template,
         chat_template_kwargs=spec.model.chat_template_kwargs,
+        tool_parser=spec.model.tool_parser,
+        reasoning_parser=spec.model.reasoning_parser,
         task=spec.task,
     )
     shared = spec.model.compile_cache

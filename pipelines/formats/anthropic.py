@@ -5,9 +5,10 @@ In, one request per line:
      "system": "...", "temperature": 0.5, "top_p": 0.9, "top_k": 40, "stop_sequences": ["\\n\\n"],
      "metadata": {...}}}
 Every field is honoured with Anthropic's meaning (a request without `temperature` samples at
-1.0, as Anthropic does) or refused by name (tools, images, documents, thinking). Out, per row:
+1.0, as Anthropic does) or refused by name (images, documents, thinking); tools and tool_choice
+are read into OpenAI's (pipelines/formats/anthropic_tools.py). Out, per row:
     {"custom_id": "r1", "result": {"type": "succeeded", "message": {"id", "type": "message",
-     "role": "assistant", "model", "content": [{"type": "text", "text"}], "stop_reason",
+     "role": "assistant", "model", "content": [thinking, text and tool_use blocks], "stop_reason",
      "stop_sequence", "usage": {"input_tokens", "output_tokens"}}}}
 or {"custom_id": "r1", "result": {"type": "errored", "error": {"type", "message"}}}.
 """
@@ -19,6 +20,7 @@ import sys
 from types import ModuleType
 from typing import Any
 
+from pipelines.formats.anthropic_tools import content_blocks, openai_messages, tool_sampling
 from pipelines.formats.lines import ERROR_TYPES, KnownFields, check_fields, check_line, requested_model
 from pipelines.formats.messages import chat_messages_of, role_of, text_of
 from pipelines.formats.openai_envelope import MESSAGES_SCHEMA
@@ -34,11 +36,10 @@ SAMPLING_FIELDS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top
                    "max_tokens": "max_tokens"}
 INERT_FIELDS = {"metadata", "service_tier"}  # bookkeeping at Anthropic too
 REFUSED = {
-    "tools": "tool calls are not run here", "tool_choice": "tool calls are not run here",
     "thinking": "extended thinking is not a setting here", "stream": "a batch is not streamed",
     "mcp_servers": "MCP servers are not called here", "container": "code execution is not run here",
 }
-PARAMS_FIELDS = set(SAMPLING_FIELDS) | INERT_FIELDS | {"model", "messages", "system"}
+PARAMS_FIELDS = set(SAMPLING_FIELDS) | INERT_FIELDS | {"model", "messages", "system", "tools", "tool_choice"}
 ROLES = {"user", "assistant"}
 DEFAULT_SAMPLING = {"temperature": 1.0, "top_p": 1.0, "seed": None, "n": 1}
 
@@ -59,18 +60,21 @@ def read_request(request: Any, where: str, models: list[str] | None) -> tuple[Mo
             if isinstance(m, dict):
                 role_of(m, where, f"params.messages[{i}]", ROLES, "Anthropic's roles are user and assistant "
                                                                   "(the system prompt is params.system)")
+    messages = openai_messages(messages, where)  # tool_use and tool_result blocks as OpenAI's messages
     system = text_of(params.get("system"), where, "params.system")
+    sampling = {ours: params[theirs] for theirs, ours in sorted(SAMPLING_FIELDS.items()) if theirs in params}
     return sys.modules[__name__], [{
         "custom_id": request["custom_id"],
         "model": requested_model(params.get("model"), where, "params.model", models),
         "messages": chat_messages_of(messages, where, "params.messages", system=system),
-        "sampling": json.dumps({ours: params[theirs] for theirs, ours in sorted(SAMPLING_FIELDS.items())
-                                if theirs in params})}]
+        "sampling": json.dumps({**sampling, **tool_sampling(params, where)})}]
 
 
 def stop_reason(row: dict[str, Any]) -> str:
     if row.get("finish_reason") == "length":
         return "max_tokens"
+    if row.get("tool_calls"):
+        return "tool_use"
     return "stop_sequence" if row.get("stop_sequence") else "end_turn"
 
 
@@ -81,7 +85,7 @@ def result_line(custom_id: str, row: dict[str, Any], created: int) -> tuple[dict
             "type": ERROR_TYPES.get(row.get("error_class"), "api_error"),
             "message": f"{row.get('error_class')}: {row['error']}"}}}, True
     message = {"id": f"msg_{custom_id}", "type": "message", "role": "assistant", "model": row["model"],
-               "content": [{"type": "text", "text": row["output"]}], "stop_reason": stop_reason(row),
+               "content": content_blocks(row), "stop_reason": stop_reason(row),
                "stop_sequence": row.get("stop_sequence"),
                "usage": {"input_tokens": row["prompt_tokens"], "output_tokens": row["completion_tokens"]}}
     return {"custom_id": custom_id, "result": {"type": "succeeded", "message": message}}, False

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ from pipelines.formats.lines import parse_line
 from pipelines.planning.inputs import InputError, expand_paths, file_version, first_repeat, hash_values, repeated_hashes
 from pipelines.planning.start_over import refuse_while_running
 from pipelines.spec.embed import DEFAULT_EMBED_MODEL
+from pipelines.spec.tools import auto_refusal
 from pipelines.store.output import OutputError, OutputStore
 from pipelines.store.records import new_id
 from spotbatch.errors import BatchFileError, SpecError
@@ -70,13 +72,23 @@ def endpoint_of(store: OutputStore) -> str | None:
     return found.get("endpoint", CHAT) if isinstance(found, dict) else CHAT
 
 
+@dataclass(frozen=True)
+class RequestModels:
+    """The spec's models as a request line meets them."""
+
+    names: list[str] | None = None
+    """The routed models, which each request's model must name (None: one model answers all)."""
+    tool_parsers: dict[str | None, str | None] = field(default_factory=dict)
+    """Each model's model.tool_parser (key None: the one model's), without which tool_choice auto is refused."""
+
+
 def read_batch_files(provider, source: InputSpec, store: OutputStore, new_run: bool = False,
-                     models: list[str] | None = None) -> tuple[str, str]:
+                     models: RequestModels = RequestModels()) -> tuple[str, str]:
     """Read the JSONL files (`source.paths`, with `source.storage_options`) into Parquet under the
     output (once per version of the files); returns the folder to read as input, and the files'
     endpoint. Files that changed under an output holding a run are refused before anything is
     rewritten (with `new_run`, read again once no run works on the output: that run is moved aside). `models`:
-    the spec's routed models, which each request's model must name."""
+    the spec's models (RequestModels)."""
     storage_options = source.storage_options
     listing = {"conversion": CONVERSION, "provider": provider.NAME, "files": _listing(source.paths, storage_options)}
     previous = store.read(SOURCE)
@@ -89,7 +101,7 @@ def read_batch_files(provider, source: InputSpec, store: OutputStore, new_run: b
     endpoint = _check_requests(provider, listing["files"], storage_options, models)
     if new_run:
         refuse_while_running(store)  # the input of a run still working stays as it is
-    folder = _convert(provider, listing["files"], storage_options, store, (endpoint, models))
+    folder = _convert(provider, listing["files"], storage_options, store, (endpoint, models.names))
     # The switch: runs read the new folder from here on; until here, the one before (a crash
     # while converting leaves a folder nothing names).
     store.put(SOURCE, json.dumps({**listing, "folder": folder, "endpoint": endpoint.ENDPOINT}).encode())
@@ -114,14 +126,14 @@ def _changed(store: OutputStore, old: Any, listing: dict[str, Any], provider) ->
 
 
 def _check_requests(provider, files: list[dict[str, Any]], storage_options: dict[str, Any],
-                    models: list[str] | None) -> ModuleType:
+                    models: RequestModels) -> ModuleType:
     """Every request line checked, one endpoint in all, and every custom_id used once across the
     files, reading them twice at most and keeping 8 bytes a line (pipelines/planning/inputs.py:
     check_unique_ids); returns the endpoint's module."""
     endpoint: list[ModuleType] = []
     hashes = [hash_values(ids) for ids, _ in _id_chunks(provider, files, storage_options, models, endpoint)]
     repeated = repeated_hashes(hashes)
-    found = first_repeat(_id_chunks(provider, files, storage_options, models), repeated) if repeated else None
+    found = first_repeat(_id_chunks(provider, files, storage_options, models.names), repeated) if repeated else None
     if found is not None:
         custom_id, first, second = found
         raise BatchFileError(f"{second}: custom_id {custom_id!r} is used already, at {first}; each request "
@@ -134,14 +146,19 @@ def _check_requests(provider, files: list[dict[str, Any]], storage_options: dict
 
 
 def _id_chunks(provider, files: list[dict[str, Any]], storage_options: dict[str, Any],
-               models: list[str] | None, endpoint: list | None = None) -> Iterator[tuple[list[str], list[str]]]:
+               models: RequestModels | list[str] | None,
+               endpoint: list | None = None) -> Iterator[tuple[list[str], list[str]]]:
     """The custom_ids of the checked request lines, and where each is, a shard's worth at a time;
-    `endpoint` gets the files' endpoint module."""
+    `endpoint` gets the files' endpoint module; with RequestModels, tools a request's model cannot
+    parse are refused."""
     ids: list[str] = []
     wheres: list[str] = []
-    for where, request, module, _ in _requests(provider, files, storage_options, models):
+    rules = models if isinstance(models, RequestModels) else None
+    for where, request, module, rows in _requests(provider, files, storage_options, rules.names if rules else models):
         if endpoint is not None and not endpoint:
             endpoint.append(module)
+        if rules is not None:
+            _check_tools(rows, where, rules)
         ids.append(request)
         wheres.append(where)
         if len(ids) >= ROWS_PER_SHARD:
@@ -149,6 +166,15 @@ def _id_chunks(provider, files: list[dict[str, Any]], storage_options: dict[str,
             ids, wheres = [], []
     if ids:
         yield ids, wheres
+
+
+def _check_tools(rows: list[dict[str, Any]], where: str, models: RequestModels) -> None:
+    """A request whose tools need a tool parser its model lacks (tool_choice auto), refused by name."""
+    for row in rows:
+        sampling = json.loads(row.get("sampling") or "{}")
+        why = auto_refusal(sampling, models.tool_parsers.get(row.get("model") if models.names else None))
+        if why:
+            raise BatchFileError(f"{where}: tools cannot be honoured: {why}")
 
 
 def _convert(provider, files: list[dict[str, Any]], storage_options: dict[str, Any], store: OutputStore,
@@ -231,7 +257,8 @@ def resolve_input(spec, new_run: bool = False):
         return spec
     store = OutputStore(spec.output.path, spec.output.storage_options)
     store.check_is_ours()  # never write into a folder that holds someone else's files
-    models = sorted(spec.models) if spec.routed else None
+    models = RequestModels(sorted(spec.models), {n: m.tool_parser for n, m in spec.models.items()}) if spec.routed \
+        else RequestModels(None, {None: spec.model.tool_parser})
     folder, url = read_batch_files(provider, spec.input, store, new_run, models)
     endpoint = ENDPOINTS[url]
     data = spec.model_dump(mode="json")

@@ -9,8 +9,11 @@ from typing import Any
 from pipelines.formats.lines import kind_of, shown, string_field
 from spotbatch.errors import BatchFileError
 
-ROLES = {"system", "developer", "user", "assistant"}
+ROLES = {"system", "developer", "user", "assistant", "tool"}
 MESSAGE_FIELDS = {"role", "content", "name"}
+# An agent trace's history: an assistant's calls, and the tool's answer to each (by its call's id).
+ROLE_FIELDS = {"assistant": {"tool_calls"}, "tool": {"tool_call_id"}}
+CALL_FIELDS = {"id", "type", "function"}
 
 
 def text_of(content: Any, where: str, field: str) -> str | None:
@@ -54,9 +57,9 @@ def chat_messages_of(messages: Any, where: str, field: str, system: str | None =
         at = f"{field}[{i}]"
         if not isinstance(message, dict):
             raise BatchFileError(f"{where}: {at} must be an object, got {kind_of(message)}")
-        role = role_of(message, where, at, ROLES, f"roles here are {', '.join(sorted(ROLES))} (tool results "
-                                                  f"need tool calls, which are not run)")
-        unknown = sorted(set(message) - MESSAGE_FIELDS)
+        role = role_of(message, where, at, ROLES, f"roles here are {', '.join(sorted(ROLES))} (OpenAI's "
+                                                  f"function role is the older name of tool)")
+        unknown = sorted(set(message) - MESSAGE_FIELDS - ROLE_FIELDS.get(role, set()))
         if unknown:
             raise BatchFileError(f"{where}: {at}.{unknown[0]} cannot be honoured; refused rather than dropped")
         # OpenAI's developer messages are system messages for every model but its reasoning ones.
@@ -64,5 +67,30 @@ def chat_messages_of(messages: Any, where: str, field: str, system: str | None =
                 "content": text_of(message.get("content"), where, f"{at}.content")}
         if "name" in message:
             read["name"] = string_field(message["name"], where, f"{at}.name")
+        if "tool_calls" in message:
+            read["tool_calls"] = tool_calls_of(message["tool_calls"], where, f"{at}.tool_calls")
+        if role == "tool":
+            read["tool_call_id"] = string_field(message.get("tool_call_id"), where, f"{at}.tool_call_id")
         out.append(read)
     return json.dumps(out)
+
+
+def tool_calls_of(calls: Any, where: str, field: str) -> list[dict[str, Any]]:
+    """An assistant message's earlier calls: [{id, type: function, function: {name, arguments}}],
+    arguments as JSON text (OpenAI's), kept as written."""
+    if not isinstance(calls, list):
+        raise BatchFileError(f"{where}: {field} must be a list of calls, got {kind_of(calls)}")
+    for j, call in enumerate(calls):
+        at = f"{field}[{j}]"
+        if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
+            raise BatchFileError(f"{where}: {at} must be {{id, type: function, function: {{name, arguments}}}}")
+        unknown = sorted(set(call) - CALL_FIELDS) or sorted(set(call["function"]) - {"name", "arguments"})
+        if unknown:
+            raise BatchFileError(f"{where}: {at}.{unknown[0]} is not a tool call field; refused rather than dropped")
+        if call.get("type", "function") != "function":
+            raise BatchFileError(f"{where}: {at}.type {shown(call.get('type'))} cannot be honoured: only function "
+                                 f"calls are run here")
+        string_field(call.get("id"), where, f"{at}.id")
+        string_field(call["function"].get("name"), where, f"{at}.function.name")
+        string_field(call["function"].get("arguments"), where, f"{at}.function.arguments")
+    return calls

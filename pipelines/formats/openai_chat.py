@@ -2,7 +2,10 @@
 `chat.completion`.
 
 In, a body: {"model": "...", "messages": [...], "max_completion_tokens": 64, "temperature": 0.2,
-"n": 2, "logprobs": true, "top_logprobs": 3, "response_format": {...}, ...}. Every body field is
+"n": 2, "logprobs": true, "top_logprobs": 3, "response_format": {...}, "tools": [...],
+"tool_choice": "required", ...}. Tools go into the row's sampling, and from there to the chat
+template, the engine (a forced call) and the request key; earlier tool calls and tool results in
+`messages` are passed to the chat template. Every body field is
 honoured with OpenAI's meaning (a body without `temperature` samples at 1.0, as OpenAI does) or
 refused by name.
 """
@@ -15,6 +18,8 @@ from typing import Any
 from pipelines.formats.lines import KnownFields, check_fields, requested_model
 from pipelines.formats.messages import chat_messages_of
 from pipelines.formats.openai_envelope import MESSAGES_SCHEMA, failed, max_tokens_of, succeeded
+from pipelines.spec.tools import check_tool_choice, check_tools
+from spotbatch.errors import BatchFileError
 
 ENDPOINT = "/v1/chat/completions"
 SCHEMA = MESSAGES_SCHEMA  # the Parquet a file of these requests is read into
@@ -22,13 +27,13 @@ PROMPT_COLUMN, FORMAT = "messages", "messages"  # the spec's input.prompt_column
 LIST_INPUTS = False  # one row per request
 # Body fields mapped onto the row's sampling (pipelines/spec/sampling.py's SamplingSpec, OpenAI's names).
 SAMPLING_FIELDS = {"temperature", "top_p", "seed", "stop", "n", "logprobs", "top_logprobs", "response_format",
-                   "presence_penalty", "frequency_penalty"}
+                   "presence_penalty", "frequency_penalty", "tools", "tool_choice", "parallel_tool_calls",
+                   "chat_template_kwargs"}  # the last: vLLM's server's extension, e.g. {enable_thinking: false}
 # Fields that change no answer at OpenAI either: bookkeeping and delivery.
 INERT_FIELDS = {"user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"}
 REFUSED = {
-    "tools": "tool calls are not run here", "tool_choice": "tool calls are not run here",
-    "functions": "function calls are not run here", "function_call": "function calls are not run here",
-    "parallel_tool_calls": "tool calls are not run here", "audio": "audio is not generated here",
+    "functions": "deprecated by OpenAI; give tools instead",
+    "function_call": "deprecated by OpenAI; give tool_choice instead", "audio": "audio is not generated here",
     "modalities": "only text is generated here", "stream": "a batch is not streamed",
     "stream_options": "a batch is not streamed",
     "logit_bias": "its token ids are OpenAI's tokenizer's, which mean nothing to another model",
@@ -44,6 +49,10 @@ def read_line(custom_id: str, body: dict[str, Any], where: str, models: list[str
     """The request's one row: custom_id, messages (JSON), sampling (JSON), model."""
     check_fields(body, where, "body", KnownFields(BODY_FIELDS, REFUSED, "an OpenAI chat completion field"))
     sampling = {k: body[k] for k in sorted(SAMPLING_FIELDS & set(body))}
+    try:  # checked here, so a bad tool names its line
+        check_tool_choice(body.get("tool_choice"), check_tools(body.get("tools")))
+    except ValueError as err:
+        raise BatchFileError(f"{where}: field body.{err}") from None
     sampling.update(max_tokens_of(body, where, ("max_completion_tokens", "max_tokens")))
     return [{"custom_id": custom_id,
              "model": requested_model(body.get("model"), where, "body.model", models),
@@ -51,7 +60,7 @@ def read_line(custom_id: str, body: dict[str, Any], where: str, models: list[str
              "sampling": json.dumps(sampling)}]
 
 
-FINISH = {"stop": "stop", "length": "length"}
+FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls"}
 
 
 def _logprobs(entries: list[dict] | None) -> dict | None:
@@ -71,17 +80,31 @@ def choices_of(row: dict[str, Any]) -> list[tuple[dict, list | None]]:
     return list(zip(choices, row.get("logprobs") or [None] * len(choices)))
 
 
+def message_of(row: dict[str, Any], text: str) -> dict[str, Any]:
+    """The assistant message: its text, and the tool calls and reasoning the row kept apart."""
+    calls = json.loads(row["tool_calls"]) if row.get("tool_calls") else None
+    message: dict[str, Any] = {"role": "assistant", "content": None if calls and not text else text}
+    if calls:
+        message["tool_calls"] = calls
+    if row.get("reasoning") is not None:
+        message["reasoning_content"] = row["reasoning"]  # vLLM's and DeepSeek's name for it
+    return message
+
+
 def output_line(custom_id: str, rows: list[tuple[dict, dict]], created: int) -> tuple[dict, bool]:
     """The output line of one request from its (result row, input row); whether it failed."""
     row = rows[0][0]
     if row.get("error") is not None:
         return failed(custom_id, row)
+    usage = {"prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"],
+             "total_tokens": row["prompt_tokens"] + row["completion_tokens"]}
+    if row.get("reasoning") is not None:
+        usage["completion_tokens_details"] = {"reasoning_tokens": row.get("reasoning_tokens") or 0}
     body = {
         "id": f"chatcmpl-{custom_id}", "object": "chat.completion", "created": created, "model": row["model"],
-        "choices": [{"index": i, "message": {"role": "assistant", "content": c["text"]},
+        "choices": [{"index": i, "message": message_of(row, c["text"]),
                      "finish_reason": FINISH.get(c["finish_reason"] or "", c["finish_reason"]),
                      "logprobs": _logprobs(lp)} for i, (c, lp) in enumerate(choices_of(row))],
-        "usage": {"prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"],
-                  "total_tokens": row["prompt_tokens"] + row["completion_tokens"]},
+        "usage": usage,
     }
     return succeeded(custom_id, body)

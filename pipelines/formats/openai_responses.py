@@ -4,8 +4,9 @@ chat template), the answer written out as a `response` object.
 In, a body: {"model", "input": "text" or [message items: {role, content: text or input_text
 parts}], "instructions" (a system message first), "max_output_tokens", "temperature", "top_p",
 "text": {"format": {"type": "json_schema", "name", "schema", "strict"} or {"type":
-"json_object"}} (the chat path's response_format), "metadata"}. What cannot be honoured here is
-refused by name before any engine starts: tools (built-in ones too), previous_response_id,
+"json_object"}} (the chat path's response_format), "metadata", "tools" (function tools),
+"tool_choice", "parallel_tool_calls" (pipelines/formats/responses_tools.py)}. What cannot be honoured here is
+refused by name before any engine starts: built-in tools, previous_response_id,
 background, store: true, reasoning, and any unknown field. vLLM's own Responses server reads
 these fields the same way (vllm/entrypoints/openai/responses/protocol.py: `instructions` a system
 message, `text.format` its structured outputs, `max_output_tokens` its max_tokens).
@@ -21,6 +22,7 @@ import pyarrow as pa
 from pipelines.formats.lines import KnownFields, check_fields, kind_of, requested_model, shown, string_field
 from pipelines.formats.messages import chat_messages_of
 from pipelines.formats.openai_envelope import MESSAGES_SCHEMA, failed, succeeded
+from pipelines.formats.responses_tools import echoed, output_items, tool_sampling
 from spotbatch.errors import BatchFileError
 
 ENDPOINT = "/v1/responses"
@@ -29,18 +31,18 @@ PROMPT_COLUMN, FORMAT = "messages", "messages"
 LIST_INPUTS = False
 METADATA_KEYS, METADATA_KEY_CHARS, METADATA_VALUE_CHARS = 16, 64, 512  # OpenAI's limits
 INERT_FIELDS = {"metadata", "user", "service_tier", "safety_identifier", "prompt_cache_key", "store", "truncation"}
-TOOLS = "tool calls are not run here (built-in tools neither: web search, file search, code interpreter)"
 REFUSED = {
-    "tools": TOOLS, "tool_choice": TOOLS, "parallel_tool_calls": TOOLS, "max_tool_calls": TOOLS,
+    "max_tool_calls": "a limit on tool calls over a conversation's turns means nothing for one answer",
     "previous_response_id": "responses are not stored here, so none can be continued; send the whole input",
     "conversation": "conversations are not stored here; send the whole input",
     "background": "a batch runs in the background already", "stream": "a batch is not streamed",
-    "reasoning": "no reasoning parser is set up here, so reasoning cannot be separated from the answer",
+    "reasoning": "reasoning effort is not a setting here (model.reasoning_parser keeps a model's thinking apart)",
     "include": "no extra output items are returned here",
     "prompt": "prompt templates are OpenAI's, stored there",
     "top_logprobs": "logprobs are not returned in responses here",
 }
-BODY_FIELDS = INERT_FIELDS | {"model", "input", "instructions", "max_output_tokens", "temperature", "top_p", "text"}
+BODY_FIELDS = INERT_FIELDS | {"model", "input", "instructions", "max_output_tokens", "temperature", "top_p", "text",
+                              "tools", "tool_choice", "parallel_tool_calls"}
 DEFAULT_SAMPLING = {"temperature": 1.0, "top_p": 1.0, "seed": None, "max_tokens": None, "n": 1}
 ROLES = {"user", "assistant", "system", "developer"}
 
@@ -60,6 +62,7 @@ def read_line(custom_id: str, body: dict[str, Any], where: str, models: list[str
     response_format = _format(body.get("text"), where)
     if response_format is not None:
         sampling["response_format"] = response_format
+    sampling.update(tool_sampling(body, where))  # function tools, as the chat's (responses_tools.py)
     instructions = body.get("instructions")
     if instructions is not None:
         string_field(instructions, where, "body.instructions")
@@ -173,16 +176,21 @@ def output_line(custom_id: str, rows: list[tuple[dict, dict]], created: int) -> 
     status = "incomplete" if row["finish_reason"] == "length" else "completed"
     message = {"type": "message", "id": f"msg_{custom_id}", "role": "assistant", "status": status,
                "content": [{"type": "output_text", "text": row["output"], "annotations": []}]}
+    items = output_items(custom_id, row)
+    reasoning = [i for i in items if i["type"] == "reasoning"]
+    calls = [i for i in items if i["type"] == "function_call"]
+    output = reasoning + ([message] if row["output"] or not calls else []) + calls
     metadata = source.get("metadata")
     body = {
         "id": f"resp_{custom_id}", "object": "response", "created_at": created, "status": status,
         "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None, "error": None,
-        "model": row["model"], "output": [message], "metadata": json.loads(metadata) if metadata else {},
-        "parallel_tool_calls": False, "tool_choice": "none", "tools": [],
+        "model": row["model"], "output": output, "metadata": json.loads(metadata) if metadata else {},
+        **echoed(source.get("sampling")),
         "usage": {"input_tokens": row["prompt_tokens"],
                   "input_tokens_details": {"cached_tokens": row.get("cached_prompt_tokens") or 0,
                                            "cache_write_tokens": 0},
-                  "output_tokens": row["completion_tokens"], "output_tokens_details": {"reasoning_tokens": 0},
+                  "output_tokens": row["completion_tokens"],
+                  "output_tokens_details": {"reasoning_tokens": row.get("reasoning_tokens") or 0},
                   "total_tokens": row["prompt_tokens"] + row["completion_tokens"]},
     }
     return succeeded(custom_id, body)

@@ -110,7 +110,8 @@ def model_identity(spec: PipelineSpec, source: dict[str, Any] | None = None) -> 
     cluster/models), how they are loaded, and the chat template they are prompted with."""
     m = spec.model
     extra = {"weights": source["pin"] if source and source.get("kind") != "builtin" else None,
-             "chat_template": m.chat_template, "chat_template_kwargs": m.chat_template_kwargs or None}
+             "chat_template": m.chat_template, "chat_template_kwargs": m.chat_template_kwargs or None,
+             "tool_parser": m.tool_parser, "reasoning_parser": m.reasoning_parser}
     extra = {k: v for k, v in extra.items() if v is not None}
     return [m.name, m.dtype, m.max_model_len, m.quantization, m.engine_kwargs] + ([extra] if extra else [])
 

@@ -37,6 +37,12 @@ class ModelSpec(_Section):
     chat_template_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Extra variables for the chat template, e.g. {enable_thinking: false}."
     )
+    tool_parser: str | None = Field(
+        None, description="vLLM's tool parser for the model's call format (hermes, llama3_json, mistral, ...): "
+        "needed for tool_choice auto, whose calls are parsed out of free text.")
+    reasoning_parser: str | None = Field(
+        None, description="vLLM's reasoning parser (deepseek_r1, qwen3, ...): the thinking goes to the result's "
+        "`reasoning`, the answer alone to `output`, and its tokens are counted apart (`reasoning_tokens`).")
     dtype: str = Field("auto", description="Weights dtype passed to vLLM: auto, bfloat16, float16, float32.")
     max_model_len: int | None = Field(
         2048, gt=0, description="Context length; prompts longer than this become error records. With "
@@ -64,6 +70,16 @@ class ModelSpec(_Section):
     engine_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Other vllm.LLM arguments, passed through unchanged."
     )
+
+    @field_validator("tool_parser", "reasoning_parser")
+    @classmethod
+    def _vllms_parser(cls, value: str | None, info) -> str | None:
+        from operators.output_parsing import unknown_parser
+
+        why = value and unknown_parser(info.field_name.removesuffix("_parser"), value)
+        if why:
+            raise ValueError(why)
+        return value
 
     @field_validator("compile_cache", mode="before")
     @classmethod

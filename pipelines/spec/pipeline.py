@@ -18,6 +18,7 @@ from pipelines.spec.model import ModelSpec
 from pipelines.spec.output import CacheSpec, OutputSpec, RouteSpec
 from pipelines.spec.problems import spec_error
 from pipelines.spec.sampling import SamplingSpec
+from pipelines.spec.tools import auto_refusal
 from spotbatch.errors import SpecError
 
 
@@ -127,6 +128,19 @@ class PipelineSpec(_Section):
         problems = embed_refusals(self)
         if problems:
             raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _parsers_fit_sampling(self) -> PipelineSpec:
+        """Tools the spec gives run with every model's parser, or are refused before any engine starts."""
+        for where, model in [("model", self.model)] if not self.routed else [
+                (f"models.{name}", m) for name, m in self.models.items()]:
+            why = auto_refusal(self.sampling.model_dump(), model.tool_parser)
+            if why:
+                raise ValueError(f"sampling.tools with {where}: {why}")
+            if model.reasoning_parser and self.sampling.n > 1:
+                raise ValueError(f"{where}.reasoning_parser takes sampling.n: 1 (each result row keeps one "
+                                 f"choice's reasoning)")
         return self
 
     @model_validator(mode="after")

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from pipelines.spec.base import _Section
+from pipelines.spec.tools import check_tool_choice, check_tools
 
 STRUCTURED_KINDS = ("choice", "regex", "grammar", "json")
 
@@ -39,6 +40,19 @@ class SamplingSpec(_Section):
         None, description="vLLM's structured outputs: {choice: [...]}, {regex: ...}, {grammar: ...} (EBNF) or "
         "{json: schema}."
     )
+    tools: list[dict[str, Any]] | None = Field(
+        None, description="OpenAI's: the functions the model may call, [{type: function, function: {name, "
+        "description, parameters (a JSON Schema)}}]; shown to the chat template. A call comes back in the "
+        "result's `tool_calls` (JSON text: [{id, type, function: {name, arguments}}]).")
+    tool_choice: str | dict[str, Any] | None = Field(
+        None, description="OpenAI's: none (tools shown, no call parsed), auto (the default with tools; needs "
+        "model.tool_parser), required (at least one call), or {type: function, function: {name}}; required "
+        "and a named function are forced by structured output, so the arguments match the schema on any model.")
+    parallel_tool_calls: bool | None = Field(
+        None, description="OpenAI's: false allows one call at most (with tool_choice required).")
+    chat_template_kwargs: dict[str, Any] | None = Field(
+        None, description="A row's own chat template variables over model.chat_template_kwargs, e.g. "
+        "{enable_thinking: false}.")
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -85,8 +99,19 @@ class SamplingSpec(_Section):
             raise ValueError(f"{kind} must be {wanted}")
         return value
 
+    @field_validator("tools")
+    @classmethod
+    def _function_tools(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        return check_tools(value)
+
     @model_validator(mode="after")
     def _consistent(self) -> SamplingSpec:
+        check_tool_choice(self.tool_choice, self.tools)
+        if self.tools and self.n > 1:
+            raise ValueError("tools take n: 1 (a call is parsed from one choice)")
+        if self.tools and (self.response_format is not None or self.structured is not None):
+            raise ValueError("tools and response_format (or structured) cannot go together: a forced call is "
+                             "itself structured output")
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs needs logprobs: true (as at OpenAI)")
         if self.response_format is not None and self.structured is not None:

@@ -28,6 +28,7 @@ class UnitCounts:
     engine_seconds: float = 0.0
     reused_rows: int = 0  # answered by a duplicate in the run or by the response cache
     reused_completion_tokens: int = 0
+    reasoning_tokens: int = 0  # of completion_tokens, the thinking a reasoning parser kept apart
     errors_by_class: dict[str, int] = field(default_factory=dict)  # operators/failures.py
 
     @classmethod
@@ -38,6 +39,7 @@ class UnitCounts:
         reused = [i for i, s in enumerate(served) if s in REUSED]
         by_class = dict(Counter(c for c in cols["error_class"] if c is not None))
         completion = cols.get("completion_tokens") or [0] * len(served)  # an embedding generates none
+        reasoning = cols.get("reasoning_tokens") or [0] * len(served)
         return cls(
             rows=len(cols["error"]),
             errors=sum(by_class.values()),
@@ -46,6 +48,7 @@ class UnitCounts:
             engine_seconds=engine_seconds,
             reused_rows=len(reused),
             reused_completion_tokens=sum(completion[i] for i in reused),
+            reasoning_tokens=sum(reasoning[i] or 0 for i in engine),
             errors_by_class=by_class,
         )
 
@@ -56,7 +59,12 @@ class UnitCounts:
         return cls(**{k: v for k, v in data.items() if k in names})
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The counts as records and footers hold them; reasoning_tokens only when a reasoning
+        parser counted some, so the records of every other run keep the keys they always had."""
+        data = asdict(self)
+        if not data["reasoning_tokens"]:
+            del data["reasoning_tokens"]
+        return data
 
     def add(self, other: UnitCounts) -> None:
         for f in fields(UnitCounts):
@@ -87,7 +95,7 @@ def counts_fields() -> list[pa.Field]:
 
 
 def counts_row(counts: UnitCounts) -> dict[str, Any]:
-    row = counts.to_json()
+    row = asdict(counts)  # every column of counts_fields()
     row["errors_by_class"] = json.dumps(row["errors_by_class"])
     return row
 

@@ -100,13 +100,14 @@ def compute_ledger(store: OutputStore, reference: dict[str, Any] | None = None, 
         shares = attempt_seconds(mine, actor.ended_at if actor else max(a.started_at for a in mine))
         for a, seconds in zip(mine, shares):
             row = per_unit.setdefault(a.unit_id, {
-                "unit_id": a.unit_id, "attempts": 0, "input_tokens": 0, "output_tokens": 0,
+                "unit_id": a.unit_id, "attempts": 0, "input_tokens": 0, "output_tokens": 0, "reasoning_tokens": 0,
                 "useful_seconds": 0.0, "wasted_seconds": 0.0, "usd_useful": 0.0, "usd_wasted": 0.0})
             rate = actor.usd_per_second if actor else 0.0
             kind = "useful" if a.committed else "wasted"
             row["attempts"] += 1
             row["input_tokens"] += a.input_tokens
             row["output_tokens"] += a.output_tokens
+            row["reasoning_tokens"] += a.reasoning_tokens
             row[f"{kind}_seconds"] += seconds
             row[f"usd_{kind}"] += seconds * rate
     input_tokens = sum(a.input_tokens for a in attempts)
@@ -148,6 +149,7 @@ def settled_attempt_list(settled: dict[str, dict[str, dict[str, Any]]]) -> list[
                 ended_at=end.get("time") if end else None, committed=committed,
                 input_tokens=end.get("prompt_tokens", 0) if committed else 0,
                 output_tokens=end.get("completion_tokens", 0) if committed else 0,
+                reasoning_tokens=end.get("reasoning_tokens", 0) if committed else 0,
             ))
     return attempts
 

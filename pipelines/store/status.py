@@ -34,6 +34,7 @@ class RunStatus:
     completion_tokens: int
     finished: bool
     stopped: str | None  # why the latest run of an unfinished output stopped early: budget, deadline, cancelled
+    reasoning_tokens: int = 0  # of completion_tokens, the thinking a reasoning parser kept apart
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,6 +73,7 @@ def run_status(path: str, storage_options: dict[str, Any] | None = None) -> RunS
         completion_tokens=done.completion_tokens,
         finished=committed == planned,
         stopped=None if committed == planned else last_stop(records),
+        reasoning_tokens=done.reasoning_tokens,
     )
 
 
@@ -94,4 +96,5 @@ def format_status(s: RunStatus) -> str:
         + (" (" + ", ".join(f"{c} {n:,}" for c, n in s.rows_failed_by_class.items()) + ")" if s.rows_failed else "")
         + (f", {s.rows_reused:,} answered by a duplicate or the cache" if s.rows_reused else "") + "\n"
         f"tokens: {s.prompt_tokens:,} prompt + {s.completion_tokens:,} completion"
+        + (f" ({s.reasoning_tokens:,} of them reasoning)" if s.reasoning_tokens else "")
     )

@@ -112,6 +112,7 @@ class UnitCommits:
             footer = UnitCounts.of_results(cols, before.engine_seconds + counts.engine_seconds)
             footer.prompt_tokens = before.prompt_tokens + counts.prompt_tokens
             footer.completion_tokens = before.completion_tokens + counts.completion_tokens
+            footer.reasoning_tokens = before.reasoning_tokens + counts.reasoning_tokens
             return merged, footer.to_json()
 
         self.store.replace(unit_id, merge)

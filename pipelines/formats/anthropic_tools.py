@@ -1,0 +1,107 @@
+"""Anthropic's tools in a Messages request, read into OpenAI's shapes (the row's sampling and
+messages hold OpenAI's, pipelines/formats/openai_chat.py), and calls written back as tool_use
+blocks. In: `tools` [{name, description, input_schema}], `tool_choice` {type: auto|any|tool|none,
+name, disable_parallel_tool_use}; assistant `tool_use` blocks and user `tool_result` blocks in the
+history. Out: tool_use blocks {id, name, input}."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pipelines.formats.lines import kind_of, shown, string_field
+from pipelines.spec.tools import check_tool_choice, check_tools
+from spotbatch.errors import BatchFileError
+
+TOOL_FIELDS = {"name", "description", "input_schema", "type", "cache_control"}
+CHOICES = {"auto": "auto", "any": "required", "none": "none"}
+
+
+def tool_sampling(params: dict[str, Any], where: str) -> dict[str, Any]:
+    """A request's tools and tool_choice as OpenAI's sampling fields ({} without tools)."""
+    tools, choice = params.get("tools"), params.get("tool_choice")
+    if tools is None and choice is None:
+        return {}
+    if not isinstance(tools, list):
+        raise BatchFileError(f"{where}: field params.tools must be a list of tools, got {kind_of(tools)}")
+    functions = []
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict) or tool.get("type", "custom") != "custom" or "input_schema" not in tool:
+            raise BatchFileError(f"{where}: field params.tools[{i}] cannot be honoured: only client tools "
+                                 f"{{name, description, input_schema}} are run here (Anthropic's server tools "
+                                 f"are not)")
+        unknown = sorted(set(tool) - TOOL_FIELDS)
+        if unknown:
+            raise BatchFileError(f"{where}: field params.tools[{i}].{unknown[0]} is not a tool field spotbatch "
+                                 f"knows; refused rather than dropped")
+        functions.append({"type": "function", "function": {
+            "name": tool.get("name"), "parameters": tool["input_schema"],
+            **({"description": tool["description"]} if "description" in tool else {})}})
+    sampling: dict[str, Any] = {"tools": functions}
+    if choice is not None:
+        sampling.update(_choice(choice, where))
+    try:
+        check_tool_choice(sampling.get("tool_choice"), check_tools(functions))
+    except ValueError as err:
+        raise BatchFileError(f"{where}: field params.{err}") from None
+    return sampling
+
+
+def _choice(choice: Any, where: str) -> dict[str, Any]:
+    kind = choice.get("type") if isinstance(choice, dict) else None
+    if kind not in (*CHOICES, "tool") or set(choice) - {"type", "name", "disable_parallel_tool_use"}:
+        raise BatchFileError(f"{where}: field params.tool_choice must be {{type: auto|any|tool|none}} "
+                             f"(with name for tool), got {shown(choice)}")
+    out: dict[str, Any] = {"tool_choice": CHOICES.get(kind) or {
+        "type": "function", "function": {"name": string_field(choice.get("name"), where, "params.tool_choice.name")}}}
+    if choice.get("disable_parallel_tool_use"):
+        out["parallel_tool_calls"] = False
+    return out
+
+
+def openai_messages(messages: Any, where: str) -> Any:
+    """The history with its tool_use and tool_result blocks as OpenAI's tool_calls and tool
+    messages; anything else is left for the messages reader to check."""
+    if not isinstance(messages, list):
+        return messages
+    out: list[Any] = []
+    for i, m in enumerate(messages):
+        blocks = m.get("content") if isinstance(m, dict) else None
+        if not isinstance(blocks, list) or not any(isinstance(b, dict) and b.get("type") in ("tool_use", "tool_result")
+                                                   for b in blocks):
+            out.append(m)
+            continue
+        at = f"params.messages[{i}].content"
+        uses = [b for b in blocks if b.get("type") == "tool_use"]
+        results = [b for b in blocks if b.get("type") == "tool_result"]
+        rest = [b for b in blocks if b.get("type") not in ("tool_use", "tool_result")]
+        out += [{"role": "tool", "tool_call_id": string_field(r.get("tool_use_id"), where, f"{at}[].tool_use_id"),
+                 "content": _result_text(r.get("content"), where, at)} for r in results]
+        if uses or rest:
+            message: dict[str, Any] = {"role": m.get("role"), "content": rest or None}
+            if uses:
+                message["tool_calls"] = [{"id": string_field(u.get("id"), where, f"{at}[].id"), "type": "function",
+                                          "function": {"name": string_field(u.get("name"), where, f"{at}[].name"),
+                                                       "arguments": json.dumps(u.get("input", {}))}} for u in uses]
+            out.append(message)
+    return out
+
+
+def _result_text(content: Any, where: str, at: str) -> Any:
+    """A tool_result's content: a string, or text blocks (others are left for the reader to refuse)."""
+    if isinstance(content, list) and all(isinstance(b, dict) and b.get("type") == "text" for b in content):
+        return "\n".join(string_field(b.get("text"), where, f"{at}[].content[].text") for b in content)
+    return content if content is not None else ""
+
+
+def content_blocks(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """A result row as Anthropic's content: its thinking, its text, its tool_use blocks."""
+    blocks: list[dict[str, Any]] = []
+    if row.get("reasoning") is not None:
+        blocks.append({"type": "thinking", "thinking": row["reasoning"], "signature": ""})
+    calls = json.loads(row["tool_calls"]) if row.get("tool_calls") else []
+    if row["output"] or not calls:
+        blocks.append({"type": "text", "text": row["output"]})
+    blocks += [{"type": "tool_use", "id": c["id"], "name": c["function"]["name"],
+                "input": json.loads(c["function"]["arguments"])} for c in calls]
+    return blocks
