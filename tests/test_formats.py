@@ -44,7 +44,8 @@ def test_an_anthropic_request_maps_system_stop_sequences_and_top_k_and_refuses_t
         "messages": [{"role": "user", "content": "hi"}]}}, "f line 1", None)
     assert json.loads(row["messages"])[0] == {"role": "system", "content": "Sys."}
     assert json.loads(row["sampling"]) == {"max_tokens": 5, "top_k": 3, "stop": ["\n\n"]}
-    for params, named in [({"max_tokens": 5, "messages": [], "tools": []}, "field params.tools must be a non-empty list"),
+    for params, named in [({"max_tokens": 5, "messages": [], "tools": []},
+                           "field params.tools must be a non-empty list"),
                           ({"messages": []}, "params.max_tokens is required"),
                           ({"max_tokens": 5, "messages": [{"role": "system", "content": "x"}]},
                            r"params.messages\[0\].role 'system' cannot be honoured"),
