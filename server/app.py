@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from server import batches_api, files_api
 from server.config import ServeConfig, load_config
 from server.driver import Driver
+from server.guard import Guard
 from server.keys import Keys
 from server.objects import ApiError
 from server.state import State
@@ -49,11 +50,13 @@ def create_app(serving: Serving) -> FastAPI:
     app.state.state, app.state.keys, app.state.driver, app.state.config = state, keys, driver, serving.config
     app.include_router(files_api.router)
     app.include_router(batches_api.router)
-    _errors_as_openai(app, serving.config.max_file_bytes)
+    _errors_as_openai(app)
+    app.add_middleware(Guard, keys=keys, max_file_bytes=serving.config.max_file_bytes,
+                       upload_cap=serving.config.max_file_bytes + MULTIPART_SLACK)
     return app
 
 
-def _errors_as_openai(app: FastAPI, max_bytes: int) -> None:
+def _errors_as_openai(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, err: ApiError) -> JSONResponse:
         return JSONResponse(err.body(), status_code=err.status)
@@ -68,14 +71,6 @@ def _errors_as_openai(app: FastAPI, max_bytes: int) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, err: HTTPException) -> JSONResponse:
         return JSONResponse(ApiError(err.status_code, str(err.detail)).body(), status_code=err.status_code)
-
-    @app.middleware("http")
-    async def size_limit(request: Request, call_next):
-        """An upload over the limit is refused before its bytes are read (its Content-Length)."""
-        length = request.headers.get("content-length", "")
-        if request.method == "POST" and length.isdigit() and int(length) > max_bytes + MULTIPART_SLACK:
-            return JSONResponse(files_api._too_large(max_bytes).body(), status_code=413)
-        return await call_next(request)
 
 
 def serve(config: str | ServeConfig, store: str, *, port: int = 8000, host: str = "127.0.0.1",

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import StreamingResponse
 
+from server.guard import too_large, unauthorized
 from server.objects import RUNNING, ApiError, file_object, list_page, not_found
 from server.state import new_id
 
@@ -21,8 +22,7 @@ def tenant_of(request: Request) -> str:
     """The caller's tenant, from its key (401 for a missing or unknown key)."""
     tenant = request.app.state.keys.tenant(request.headers.get("authorization"))
     if tenant is None:
-        raise ApiError(401, "Incorrect API key provided. Give a key of this server as `Authorization: Bearer "
-                            "KEY`.", code="invalid_api_key", kind="invalid_request_error")
+        raise unauthorized()
     return tenant
 
 
@@ -39,17 +39,12 @@ async def upload(request: Request, file: Annotated[UploadFile, File()], purpose:
             while chunk := await file.read(CHUNK):
                 size += len(chunk)
                 if size > limit:
-                    raise _too_large(limit)
+                    raise too_large(limit)
                 out.write(chunk)
         meta = file_object(new_id("file-"), size=size, created_at=int(time.time()),
                            filename=os.path.basename(file.filename or "upload.jsonl"), purpose=purpose)
         request.app.state.state.add_file(tenant, meta, local)
     return meta
-
-
-def _too_large(limit: int) -> ApiError:
-    return ApiError(413, f"File is too large: the most this server takes is {limit:,} bytes "
-                         f"({limit / 2**20:g} MB).", code="file_too_large", param="file")
 
 
 @router.get("")

@@ -1,0 +1,39 @@
+"""`spotbatch serve` guards its door without an engine: a request with no key is answered 401
+from its headers before its body is read, and a body past its cap is answered 413 while it
+arrives, chunked ones too (no Content-Length to refuse it by)."""
+
+import httpx
+
+from tests.test_serve_api import KEY, base_url  # noqa: F401 (the fixture)
+
+CHUNK, CHUNKS = 64 * 1024, 1024  # 64 MB offered; the server's limit is 4 KB a file, 1 MB else
+
+
+def _chunked(sent: list[int], head: bytes = b""):
+    yield head
+    for _ in range(CHUNKS):
+        sent[0] += 1
+        yield b"x" * CHUNK
+
+
+def _post(url: str, sent: list[int], head: bytes = b"", **headers) -> httpx.Response:
+    return httpx.post(url, content=_chunked(sent, head), headers=headers, timeout=60)
+
+
+def test_no_key_is_401_before_the_body_is_read(base_url):  # noqa: F811
+    for route, kind in (("/files", "multipart/form-data; boundary=XX"), ("/batches", "application/json")):
+        sent = [0]
+        response = _post(base_url + route, sent, **{"Content-Type": kind})
+        assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
+        assert sent[0] < CHUNKS // 2, f"{route}: the client sent {sent[0]} of {CHUNKS} chunks before the 401"
+
+
+def test_a_chunked_body_past_its_cap_is_413(base_url):  # noqa: F811
+    form = (b'--XX\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n--XX\r\n'
+            b'Content-Disposition: form-data; name="file"; filename="a.jsonl"\r\n\r\n')
+    for route, kind, head, code in (("/files", "multipart/form-data; boundary=XX", form, "file_too_large"),
+                                    ("/batches", "application/json", b'{"metadata": "', "request_too_large")):
+        sent = [0]
+        response = _post(base_url + route, sent, head, **{"Content-Type": kind, "Authorization": f"Bearer {KEY}"})
+        assert response.status_code == 413 and response.json()["error"]["code"] == code
+        assert sent[0] < CHUNKS // 2, f"{route}: the client sent {sent[0]} of {CHUNKS} chunks before the 413"
