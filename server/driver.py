@@ -76,6 +76,8 @@ class Driver:
             tenant, batch_id = item
             try:
                 batch = self.state.batch(tenant, batch_id)
+                if self._ended_unvalidated(tenant, batch):
+                    continue
                 if batch["status"] == "validating" and not self._validate(tenant, batch):
                     continue
             except Exception as err:
@@ -101,7 +103,7 @@ class Driver:
 
     def _drive(self, tenant: str, batch_id: str) -> None:
         batch = self.state.batch(tenant, batch_id)
-        if batch is None or batch["status"] not in RUNNING:
+        if batch is None or batch["status"] not in RUNNING or self._ended_unvalidated(tenant, batch):
             return
         if batch["status"] == "validating" and not self._validate(tenant, batch):
             return
@@ -125,6 +127,14 @@ class Driver:
         if self._stopping and not (summary and summary.finished):
             return  # stopped by the server's shutdown: the next server resumes it
         self._finish(tenant, batch_id, summary, control.asked)
+
+    def _ended_unvalidated(self, tenant: str, batch: dict[str, Any]) -> bool:
+        """A batch cancelled before its file was validated ends `cancelled` at once: nothing ran, so
+        it has no result files and no requests counted (its models are not known either)."""
+        if batch["status"] != "cancelling" or "spotbatch" in batch:
+            return False
+        self._end(tenant, batch["id"], "cancelled", output_file_id=None, error_file_id=None)
+        return True
 
     def _validate(self, tenant: str, batch: dict[str, Any]) -> bool:
         with self.state.open_content(tenant, batch["input_file_id"]) as fh:

@@ -37,3 +37,25 @@ def test_a_chunked_body_past_its_cap_is_413(base_url):  # noqa: F811
         response = _post(base_url + route, sent, head, **{"Content-Type": kind, "Authorization": f"Bearer {KEY}"})
         assert response.status_code == 413 and response.json()["error"]["code"] == code
         assert sent[0] < CHUNKS // 2, f"{route}: the client sent {sent[0]} of {CHUNKS} chunks before the 413"
+
+
+def test_a_batch_cancelled_before_validation_ends_cancelled(base_url, monkeypatch):  # noqa: F811
+    """While the validating thread is busy with batch A, batch B is created and cancelled: B ends
+    `cancelled`, with no result files, not `failed`."""
+    import threading
+
+    import server.driver
+    from tests.serving import chat_line, client, jsonl, wait_for
+
+    busy, check = threading.Event(), server.driver.check_file
+    monkeypatch.setattr(server.driver, "check_file", lambda *a: busy.wait(30) and check(*a))
+    c = client(base_url, KEY)
+    up = c.files.create(file=("in.jsonl", jsonl([chat_line("a", model="nope")])), purpose="batch")
+    a = c.batches.create(input_file_id=up.id, endpoint="/v1/chat/completions", completion_window="24h")
+    b = c.batches.create(input_file_id=up.id, endpoint="/v1/chat/completions", completion_window="24h")
+    assert c.batches.cancel(b.id).status == "cancelling"
+    busy.set()
+    assert wait_for(c, a.id, 60).status == "failed"  # its model is not served: no engine starts
+    b = wait_for(c, b.id, 60)
+    assert (b.status, b.errors, b.failed_at, b.output_file_id, b.error_file_id) == ("cancelled", None, None, None, None)
+    assert b.cancelled_at >= b.cancelling_at and b.request_counts.total == 0
