@@ -12,7 +12,7 @@ from typing import Any
 
 from pipelines.formats.export import ExportRequest, export
 from server.objects import file_object
-from server.state import State, new_id
+from server.state import State
 from spotbatch.errors import OutputError
 
 
@@ -37,14 +37,16 @@ def result_files(state: State, tenant: str, batch: dict[str, Any], expired: bool
         completed, failed = _lines(out), _lines(err)
         fields = {"request_counts": {"total": batch["request_counts"]["total"], "completed": completed,
                                      "failed": failed}}
-        fields["output_file_id"] = _keep(state, tenant, out, f"{batch['id']}_output.jsonl") if completed else None
-        fields["error_file_id"] = _keep(state, tenant, err, f"{batch['id']}_error.jsonl") if failed else None
+        fields["output_file_id"] = _keep(state, tenant, out, batch["id"], "output") if completed else None
+        fields["error_file_id"] = _keep(state, tenant, err, batch["id"], "error") if failed else None
     return fields
 
 
-def _keep(state: State, tenant: str, local: str, filename: str) -> str:
-    meta = file_object(new_id("file-"), size=os.path.getsize(local), created_at=int(time.time()),
-                       filename=filename, purpose="batch_output")
+def _keep(state: State, tenant: str, local: str, batch_id: str, kind: str) -> str:
+    """The result file's id is the batch's, so a server that died after writing it and before the
+    batch object named it writes the same file again on restart, not a second one."""
+    meta = file_object(f"file-{batch_id}-{kind}", size=os.path.getsize(local), created_at=int(time.time()),
+                       filename=f"{batch_id}_{kind}.jsonl", purpose="batch_output")
     state.add_file(tenant, meta, local)
     return meta["id"]
 

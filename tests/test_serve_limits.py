@@ -2,7 +2,10 @@
 from its headers before its body is read, and a body past its cap is answered 413 while it
 arrives, chunked ones too (no Content-Length to refuse it by)."""
 
+import time
+
 import httpx
+import pytest
 
 from tests.test_serve_api import KEY, base_url  # noqa: F401 (the fixture)
 
@@ -59,3 +62,40 @@ def test_a_batch_cancelled_before_validation_ends_cancelled(base_url, monkeypatc
     b = wait_for(c, b.id, 60)
     assert (b.status, b.errors, b.failed_at, b.output_file_id, b.error_file_id) == ("cancelled", None, None, None, None)
     assert b.cancelled_at >= b.cancelling_at and b.request_counts.total == 0
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the driver's death
+def test_a_server_dead_while_finishing_writes_the_result_files_once(tmp_path, monkeypatch):
+    """The server dies after writing a batch's result file, before its batch object names it; the
+    next server on the store finishes the batch and lists one result file, not two. (The batch's
+    window ends while it is validated, so it expires without an engine.)"""
+    import server.driver
+    from server.app import Serving
+    from server.config import config_from
+    from tests.serving import chat_line, client, jsonl, served, wait_for
+
+    monkeypatch.setenv("SPOTBATCH_API_KEY", KEY)
+    serving = Serving(config_from({"models": {"gpt-4o-mini": "tiny-random"}}), str(tmp_path / "store"))
+    check, end = server.driver.check_file, server.driver.Driver._end
+    monkeypatch.setattr(server.driver, "check_file", lambda *a: time.sleep(1.5) or check(*a))
+
+    def dies_after_the_files(self, tenant, batch_id, status, errors=None, **fields):
+        if fields.get("error_file_id"):
+            raise SystemExit  # ends the driver's thread there, as a kill would the server
+        return end(self, tenant, batch_id, status, errors, **fields)
+
+    monkeypatch.setattr(server.driver.Driver, "_end", dies_after_the_files)
+    with served(serving) as url:
+        c = client(url, KEY)
+        up = c.files.create(file=("in.jsonl", jsonl([chat_line("a"), chat_line("b")])), purpose="batch")
+        batch = c.batches.create(input_file_id=up.id, endpoint="/v1/chat/completions", completion_window="1s")
+        deadline = time.monotonic() + 60
+        while not list(c.files.list(purpose="batch_output")):
+            assert time.monotonic() < deadline, "no result file was written"
+            time.sleep(0.2)
+    monkeypatch.setattr(server.driver.Driver, "_end", end)
+    with served(serving) as url:
+        c = client(url, KEY)
+        batch = wait_for(c, batch.id, 60)
+        outputs = [f.id for f in c.files.list(purpose="batch_output")]
+    assert batch.status == "expired" and batch.request_counts.failed == 2 and outputs == [batch.error_file_id]
