@@ -68,6 +68,11 @@ def _errors_as_openai(app: FastAPI) -> None:
         return JSONResponse(ApiError(400, f"{param or 'request'}: {first['msg']}", "invalid_value", param).body(),
                             status_code=400)
 
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, err: Exception) -> JSONResponse:  # logged by uvicorn, with its trace
+        return JSONResponse(ApiError(500, "The server had an error while processing your request.",
+                                     kind="server_error").body(), status_code=500)
+
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, err: HTTPException) -> JSONResponse:
         return JSONResponse(ApiError(err.status_code, str(err.detail)).body(), status_code=err.status_code)

@@ -42,8 +42,8 @@ class Keys:
                 raise SpecError(f"api_keys_file {keys_file}: {err.strerror}") from None
             hashes += [line.split("#")[0].strip() for line in text.splitlines()]
         hashes += [h.strip() for h in os.environ.get(HASHES, "").split(",")]
-        if os.environ.get(CLEAR_KEY):
-            hashes.append(key_hash(os.environ[CLEAR_KEY]))
+        if os.environ.get(CLEAR_KEY):  # out of the environment, so Ray and vLLM started here never see it
+            hashes.append(key_hash(os.environ.pop(CLEAR_KEY)))
         hashes = [h.lower() for h in hashes if h]
         bad = [n for n, h in enumerate(hashes, 1) if len(h) != 64 or any(c not in "0123456789abcdef" for c in h)]
         if bad:
@@ -57,9 +57,10 @@ class Keys:
     def tenant(self, authorization: str | None) -> str | None:
         """The tenant of the key in an Authorization header (its hash's first 32 hex digits),
         or None for a missing or unknown key. Every stored hash is compared, in constant time."""
-        if not authorization or not authorization.startswith("Bearer "):
+        scheme, _, key = (authorization or "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
             return None
-        presented = key_hash(authorization[len("Bearer "):].strip())
+        presented = key_hash(key.strip())
         found = False
         for h in self._hashes:
             found |= hmac.compare_digest(presented, h)

@@ -184,5 +184,6 @@ def test_a_store_on_s3_holds_the_files_and_batches(tmp_path, monkeypatch, s3_ser
         batch = wait_for(c, c.batches.create(input_file_id=up.id, endpoint="/v1/chat/completions",
                                              completion_window="24h").id, 60)
         assert [(e.code, e.line) for e in batch.errors.data] == [("model_not_found", 2)]
+    monkeypatch.setenv("SPOTBATCH_API_KEY", KEY)  # a server takes it out of the environment
     with served(Serving(config, store, storage_options=s3_server)) as url:  # another server, the same store
         assert client(url, KEY).batches.retrieve(batch.id) == batch

@@ -94,8 +94,31 @@ def test_a_server_dead_while_finishing_writes_the_result_files_once(tmp_path, mo
             assert time.monotonic() < deadline, "no result file was written"
             time.sleep(0.2)
     monkeypatch.setattr(server.driver.Driver, "_end", end)
+    monkeypatch.setenv("SPOTBATCH_API_KEY", KEY)  # the first server took it out of the environment
     with served(serving) as url:
         c = client(url, KEY)
         batch = wait_for(c, batch.id, 60)
         outputs = [f.id for f in c.files.list(purpose="batch_output")]
     assert batch.status == "expired" and batch.request_counts.failed == 2 and outputs == [batch.error_file_id]
+
+
+def test_the_clear_key_leaves_the_environment_and_bearer_is_any_case(base_url):  # noqa: F811
+    """What the server starts (local Ray, vLLM) inherits its environment: the key is not there."""
+    import os
+
+    assert "SPOTBATCH_API_KEY" not in os.environ
+    for scheme in ("Bearer", "bearer", "BEARER"):
+        assert httpx.get(f"{base_url}/files", headers={"Authorization": f"{scheme} {KEY}"}).status_code == 200
+    assert httpx.get(f"{base_url}/files", headers={"Authorization": f"Basic {KEY}"}).status_code == 401
+
+
+def test_an_unexpected_error_is_openais_500_body(base_url, monkeypatch):  # noqa: F811
+    from server.state import State
+
+    def broken(*_):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(State, "files", broken)
+    response = httpx.get(f"{base_url}/files", headers={"Authorization": f"Bearer {KEY}"})
+    assert response.status_code == 500 and response.json()["error"]["type"] == "server_error"
+    assert "disk on fire" not in response.text
