@@ -18,6 +18,7 @@ from server.config import ServeConfig, load_config
 from server.driver import Driver
 from server.guard import Guard
 from server.keys import Keys
+from server.lease import Lease
 from server.objects import ApiError
 from server.state import State
 
@@ -38,16 +39,19 @@ class Serving:
 def create_app(serving: Serving) -> FastAPI:
     state = State(serving.store, serving.storage_options)
     keys = Keys.load(serving.config.api_keys_file)
-    driver = Driver(state, serving.config, serving.address)
+    driver, lease = Driver(state, serving.config, serving.address), Lease(state)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        lease.take()  # one server per store
         driver.start()  # resumes the store's unfinished batches first
         yield
         driver.stop(timeout=60)
+        lease.release()
 
     app = FastAPI(title="spotbatch serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.state, app.state.keys, app.state.driver, app.state.config = state, keys, driver, serving.config
+    app.state.lease = lease
     app.include_router(files_api.router)
     app.include_router(batches_api.router)
     _errors_as_openai(app)
@@ -90,6 +94,7 @@ def serve(config: str | ServeConfig, store: str, *, port: int = 8000, host: str 
     console()
     config = load_config(config) if isinstance(config, str) else config
     app = create_app(Serving(config, store, address))
+    app.state.lease.take()  # before uvicorn: a refusal is a plain error, not a failed startup
     log.info("spotbatch serve on http://%s:%d/v1 (store %s; models %s)", host, port, redact_url(store),
              ", ".join(config.models))
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -122,3 +122,28 @@ def test_an_unexpected_error_is_openais_500_body(base_url, monkeypatch):  # noqa
     response = httpx.get(f"{base_url}/files", headers={"Authorization": f"Bearer {KEY}"})
     assert response.status_code == 500 and response.json()["error"]["type"] == "server_error"
     assert "disk on fire" not in response.text
+
+
+def test_one_server_per_store(tmp_path, monkeypatch):
+    """`spotbatch serve` on a store another live server serves refuses to start, saying why; once
+    that server stops, a server starts on the store."""
+    import os
+    import subprocess
+    import sys
+
+    from server.app import Serving
+    from server.config import config_from
+    from tests.helpers import ROOT
+    from tests.serving import client, served
+    from tests.test_serve_kill import free_port
+
+    store, config = str(tmp_path / "store"), config_from({"models": {"gpt-4o-mini": "tiny-random"}})
+    monkeypatch.setenv("SPOTBATCH_API_KEY", KEY)
+    with served(Serving(config, store)):
+        second = subprocess.run([sys.executable, "-m", "jobs.cli", "serve", "--config", "examples/serve.yaml",
+                                 "--store", store, "--port", str(free_port())], cwd=ROOT, capture_output=True,
+                                text=True, timeout=60, env={**os.environ, "SPOTBATCH_API_KEY": KEY})
+    assert second.returncode != 0 and "is served by another server" in second.stdout + second.stderr
+    monkeypatch.setenv("SPOTBATCH_API_KEY", KEY)
+    with served(Serving(config, store)) as url:
+        assert list(client(url, KEY).files.list()) == []
