@@ -44,9 +44,10 @@ class Lease:
         if found is not None:
             holder = json.loads(found[0])
             if not _stale(holder) or not storage.put_if_version(self.path, data, found[1]):
-                raise SpecError(f"store {redact_url(self.state.url)} is served by another server (pid {holder['pid']} on "
-                                f"{holder['host']}, heartbeat {time.time() - holder['heartbeat']:.0f} s ago): one "
-                                f"server per store; stop it, or wait {STALE_SECONDS:.0f} s after it died")
+                ago = time.time() - holder["heartbeat"]
+                raise SpecError(f"store {redact_url(self.state.url)} is served by another server (pid "
+                                f"{holder['pid']} on {holder['host']}, heartbeat {ago:.0f} s ago): one server per "
+                                f"store; stop it, or wait {STALE_SECONDS:.0f} s after it died")
         self._version = storage.read_versioned(self.path)[1]
         self._thread.start()
 
