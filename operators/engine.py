@@ -169,13 +169,26 @@ class VLLMEngine:
         return list(self.tokenizer.encode(text, add_special_tokens=True, **cut))
 
     def kv_capacity_tokens(self) -> int:
-        """Tokens the KV cache holds: what can be in flight before vLLM must preempt."""
-        cache = self.llm.llm_engine.vllm_config.cache_config
+        """Tokens the KV cache holds: what can be in flight before vLLM must preempt.
+
+        A pooling engine holds no KV: a request is computed whole in the step that takes it
+        (vLLM gives it one placeholder block, 128 tokens, which as a budget let one request in
+        at a time). What it can use is what its scheduler takes in a step, twice: one step's
+        batch computed while the next waits, as when LLM.embed queues every text. Measured on
+        2 cores (all-minilm-l6-v2, 400 texts of 69 tokens): 44 texts/s one at a time, 66 with
+        all queued."""
+        config = self.llm.llm_engine.vllm_config
+        if self.embeds:
+            return 2 * int(config.scheduler_config.max_num_batched_tokens)
+        cache = config.cache_config
         return int((cache.num_gpu_blocks or 0) * cache.block_size) or 1 << 16
 
     @property
     def prefix_block_tokens(self) -> int:
-        """The prefix cache's unit: prompts that share this many leading tokens share a block."""
+        """The prefix cache's unit: prompts that share this many leading tokens share a block;
+        0 for a pooling engine, which keeps no blocks and has no prefix cache (operators/kv_blocks.py)."""
+        if self.embeds:
+            return 0
         return int(self.llm.llm_engine.vllm_config.cache_config.block_size)
 
     def embedding_size(self) -> int:
