@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -217,6 +217,17 @@ def _requests(provider, listing: list[dict[str, Any]], storage_options: dict[str
                                          f"OpenAI; put each endpoint's requests in a batch (and an output) of "
                                          f"their own")
                 yield where, request["custom_id"], endpoint, rows
+
+
+def first_request(source: InputSpec, models: list[str] | None, asks: Callable[[dict[str, Any]], bool]) -> str | None:
+    """Where the first request line of the batch files is one of whose rows `asks` (None: no line)."""
+    from pipelines.formats import PROVIDERS
+
+    files = _listing(source.paths, source.storage_options)
+    for where, _, _, rows in _requests(PROVIDERS[source.kind], files, source.storage_options, models):
+        if any(asks(row) for row in rows):
+            return where
+    return None
 
 
 def resolve_input(spec, new_run: bool = False):

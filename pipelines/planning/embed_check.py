@@ -1,6 +1,7 @@
 """What planning can tell of an embedding run before any engine starts: whether its model
-allows `embed.dimensions` (Matryoshka truncation), read from the model's config.json where the
-folder is on this machine (a built-in model built here, or a local folder)."""
+allows `embed.dimensions` (Matryoshka truncation), or the `dimensions` of a batch file's request,
+read from the model's config.json where the folder is on this machine (a built-in model built
+here, or a local folder)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 from cluster.models import kind_of, models_dir
 from pipelines.redact import redact_url
 from pipelines.spec import PipelineSpec, SpecError
+from spotbatch.errors import BatchFileError
 
 
 def model_config(model: Any) -> dict[str, Any] | None:
@@ -48,3 +50,30 @@ def check_embed(spec: PipelineSpec) -> None:
         if why:
             raise SpecError(f"embed.dimensions: {spec.embed.dimensions} cannot be honoured: model "
                             f"{redact_url(model.name)!r} {why}")
+
+
+def check_request_dimensions(given: PipelineSpec, resolved: PipelineSpec) -> None:
+    """Refuse, naming its file, line and field, a batch file's request whose `dimensions` its
+    model cannot honour, as `embed.dimensions` is refused (the engine would make each of its rows
+    an error record). `given`: the spec as written; `resolved`: reading the Parquet made from its
+    batch files (pipelines/formats/batch_files.py), whose rows hold each request's own options."""
+    from pipelines.formats.batch_files import first_request
+    from pipelines.planning.inputs import list_shards, read_column
+
+    column = resolved.input.sampling_column
+    if resolved.task != "embed" or given.input.kind == "parquet" or not column:
+        return
+    asked = {json.loads(v).get("dimensions") for shard in list_shards(resolved.input)
+             for v in read_column(resolved.input, shard, column).to_pylist() if v}
+    models = sorted(given.models) if given.routed else None
+    for name, model in given.models.items() if given.routed else [(None, given.model)]:
+        config = model_config(model)
+        for dimensions in sorted(d for d in asked if d is not None):
+            why = None if config is None else allows_dimensions(config, dimensions)
+            if why is None:
+                continue
+            where = first_request(given.input, models, lambda row, d=dimensions, m=name: (
+                (m is None or row.get("model") == m) and json.loads(row["sampling"] or "{}").get("dimensions") == d))
+            if where is not None:
+                raise BatchFileError(f"{where}: body.dimensions: {dimensions} cannot be honoured: model "
+                                     f"{redact_url(model.name)!r} {why}")

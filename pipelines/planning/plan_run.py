@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 from cluster.models import ModelSource, describe_change, identify
-from pipelines.planning.embed_check import check_embed
+from pipelines.planning.embed_check import check_embed, check_request_dimensions
 from pipelines.planning.inputs import Shard, check_unique_ids, list_shards
 from pipelines.planning.overlap import check_apart
 from pipelines.planning.start_over import start_over
@@ -31,7 +31,9 @@ def plan_run(spec: PipelineSpec, new_run: bool = False) -> tuple[PipelineSpec, O
     check_apart(spec)  # an output or a cache inside the input (or the reverse), refused by name
     sources = identify_models(spec)
     check_embed(spec)  # embed.dimensions on a model that cannot cut its vectors
-    spec = resolve_input(spec, new_run)
+    resolved = resolve_input(spec, new_run)
+    check_request_dimensions(spec, resolved)  # a batch file's request asking for dimensions the model lacks
+    spec = resolved
     store, plan = prepare(spec, new_run=new_run, sources=sources)
     return spec, store, plan
 
