@@ -219,14 +219,16 @@ def _requests(provider, listing: list[dict[str, Any]], storage_options: dict[str
                 yield where, request["custom_id"], endpoint, rows
 
 
-def first_request(source: InputSpec, models: list[str] | None, asks: Callable[[dict[str, Any]], bool]) -> str | None:
-    """Where the first request line of the batch files is one of whose rows `asks` (None: no line)."""
+def first_request(source: InputSpec, models: list[str] | None,
+                  asks: Callable[[dict[str, Any]], bool]) -> tuple[str, dict[str, Any]] | None:
+    """Where the first request line of the batch files is one of whose rows `asks`, and that row."""
     from pipelines.formats import PROVIDERS
 
     files = _listing(source.paths, source.storage_options)
     for where, _, _, rows in _requests(PROVIDERS[source.kind], files, source.storage_options, models):
-        if any(asks(row) for row in rows):
-            return where
+        for row in rows:
+            if asks(row):
+                return where, row
     return None
 
 

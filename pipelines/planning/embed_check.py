@@ -68,12 +68,12 @@ def check_request_dimensions(given: PipelineSpec, resolved: PipelineSpec) -> Non
     models = sorted(given.models) if given.routed else None
     for name, model in given.models.items() if given.routed else [(None, given.model)]:
         config = model_config(model)
-        for dimensions in sorted(d for d in asked if d is not None):
-            why = None if config is None else allows_dimensions(config, dimensions)
-            if why is None:
-                continue
-            where = first_request(given.input, models, lambda row, d=dimensions, m=name: (
-                (m is None or row.get("model") == m) and json.loads(row["sampling"] or "{}").get("dimensions") == d))
-            if where is not None:
-                raise BatchFileError(f"{where}: body.dimensions: {dimensions} cannot be honoured: model "
-                                     f"{redact_url(model.name)!r} {why}")
+        refused = {d: allows_dimensions(config, d) for d in asked if d is not None and config is not None}
+        refused = {d: why for d, why in refused.items() if why}
+        found = refused and first_request(given.input, models, lambda row, m=name: (
+            (m is None or row.get("model") == m) and json.loads(row["sampling"] or "{}").get("dimensions") in refused))
+        if found:
+            where, row = found
+            dimensions = json.loads(row["sampling"])["dimensions"]
+            raise BatchFileError(f"{where}: body.dimensions: {dimensions} cannot be honoured: model "
+                                 f"{redact_url(model.name)!r} {refused[dimensions]}")
