@@ -70,8 +70,8 @@ def check_request_dimensions(given: PipelineSpec, resolved: PipelineSpec) -> Non
         config = model_config(model)
         refused = {d: allows_dimensions(config, d) for d in asked if d is not None and config is not None}
         refused = {d: why for d, why in refused.items() if why}
-        found = refused and first_request(given.input, models, lambda row, m=name: (
-            (m is None or row.get("model") == m) and json.loads(row["sampling"] or "{}").get("dimensions") in refused))
+        found = refused and first_request(given.input, models, lambda row, m=name, no=refused: (
+            (m is None or row.get("model") == m) and json.loads(row["sampling"] or "{}").get("dimensions") in no))
         if found:
             where, row = found
             dimensions = json.loads(row["sampling"])["dimensions"]
