@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from operators.engine_args import hide_in_engine_logs
-from operators.tokens import PromptForm, prompt_token_ids
+from operators.tokens import PromptForm, prompt_token_ids, text_token_ids
 
 
 @dataclass(frozen=True)
@@ -159,10 +159,8 @@ class VLLMEngine:
                                 self.config.chat_template_kwargs)
 
     def encode_text(self, text: str, max_tokens: int | None = None) -> list[int]:
-        """A text's token ids with the model's special tokens, cut to `max_tokens` (when given) by
-        the tokenizer's own truncation, which keeps the closing special token."""
-        cut = {"truncation": True, "max_length": max_tokens} if max_tokens else {}
-        return list(self.tokenizer.encode(text, add_special_tokens=True, **cut))
+        """A text's token ids as an embedding model reads it (operators/tokens.py)."""
+        return text_token_ids(self.tokenizer, text, max_tokens)
 
     def kv_capacity_tokens(self) -> int:
         """Tokens the KV cache holds: what can be in flight before vLLM must preempt. A pooling engine
