@@ -168,7 +168,8 @@ def _bench(args: argparse.Namespace) -> int:
 
         model = "all-minilm-l6-v2" if args.model == "smollm2-135m" else args.model
         bench_embed(args.prompts or (400 if args.quick else 3000), model,
-                    out="spotbatch-bench-embed.json" if args.out == "spotbatch-bench.json" else args.out)
+                    out="spotbatch-bench-embed.json" if args.out == "spotbatch-bench.json" else args.out,
+                    rounds=args.rounds)
         return 0
     from jobs.bench.main import bench
 

@@ -40,7 +40,8 @@ def order_for_engine(requests: list[Request], block_tokens: int) -> list[Request
     """Prompts that share their first KV block are kept together, so the engine's prefix
     cache still holds that block when the next one comes; groups and requests within a group
     go longest first, so the longest requests start early and the unit's tail is short ones
-    (longest-processing-time-first). Stable for equal keys."""
+    (longest-processing-time-first). Stable for equal keys. `block_tokens` 0 (an engine
+    without a prefix cache): one group, longest first."""
     groups: dict[Any, list[Request]] = {}
     for r in requests:
         # A prompt shorter than one block shares no cacheable block: it is a group of its own.

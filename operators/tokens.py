@@ -34,3 +34,11 @@ def prompt_token_ids(tokenizer: Any, prompt: str, form: PromptForm, chat_templat
                                          add_generation_prompt=True, chat_template=chat_template,
                                          **(chat_template_kwargs or {}))
     return list(tokenizer.encode(text, add_special_tokens=False))
+
+
+def text_token_ids(tokenizer: Any, text: str, max_tokens: int | None = None) -> list[int]:
+    """A text's token ids as an embedding model reads it: with the model's special tokens, no chat
+    template, cut to `max_tokens` (when given) by the tokenizer's own truncation, which keeps the
+    closing special token."""
+    cut = {"truncation": True, "max_length": max_tokens} if max_tokens else {}
+    return list(tokenizer.encode(text, add_special_tokens=True, **cut))

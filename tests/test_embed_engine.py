@@ -17,6 +17,7 @@ import pytest
 
 from jobs.report import report_data
 from pipelines.store.output import OutputStore
+from pipelines.store.records import Records
 from pipelines.store.status import run_status
 from tests.conftest import write_shards
 from tests.helpers import spotbatch, start_spotbatch, wait_until, write_spec
@@ -87,6 +88,17 @@ def test_vectors_agree_with_sentence_transformers_on_every_row(resumed_run, mini
     long = got[1002]
     assert long["embedding"] is None and long["error_class"] == "context_too_long", long
     assert "longer than the model's context" in long["error"] and "truncate_prompt_tokens" in long["error"]
+
+
+def test_the_engine_embeds_a_units_texts_together(resumed_run):
+    # A pooling engine holds no KV; admission counted as for generation let one text in per step.
+    _, _, _, _, out = resumed_run
+    engines = [t["end"]["engine"] for tries in Records(OutputStore(out)).attempts().values()
+               for t in tries.values() if "engine" in t.get("end", {})]
+    print("engine figures at each unit's end:", [(e["max_running"], e["steps"], e["requests"]) for e in engines])
+    assert max(e["max_running"] for e in engines) >= 10, engines  # units of about 24 texts
+    last = max(engines, key=lambda e: e["steps"])
+    assert last["steps"] * 2 < last["requests"], last  # one text a step: as many steps as texts
 
 
 def test_a_repeated_text_is_embedded_once(resumed_run):

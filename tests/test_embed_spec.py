@@ -106,7 +106,7 @@ def line(custom_id: str, body: dict, url: str = "/v1/embeddings") -> str:
 def test_an_embeddings_file_plans_an_embed_run_a_row_per_input(tmp_path):
     (tmp_path / "b.jsonl").write_text("\n".join([
         line("one", {"model": "m", "input": "a text", "user": "u-1"}),
-        line("many", {"input": ["first", "second", [101, 2117, 102]], "dimensions": 8, "encoding_format": "base64"}),
+        line("many", {"input": ["first", "second", [101, 2117, 102]], "encoding_format": "base64"}),
     ]) + "\n")
     data = batch_spec(tmp_path)
     planned, _, plan = plan_run(PipelineSpec.model_validate(data))
@@ -142,6 +142,29 @@ def test_an_embeddings_file_routed_to_named_models_keeps_each_models_own_context
     planned, _, _ = plan_run(PipelineSpec.model_validate(data))
     assert planned.task == "embed" and planned.models["small"].max_model_len is None
     assert planned.models["set"].max_model_len == 128
+
+
+def test_a_line_asking_dimensions_the_model_cannot_honour_is_refused_before_any_engine(tmp_path, minilm):
+    (tmp_path / "b.jsonl").write_text("\n".join([
+        line("plain", {"input": "a text"}), line("cut", {"input": ["first", "second"], "dimensions": 128}),
+        line("whole", {"input": "a text", "dimensions": 384}),
+    ]) + "\n")
+    data = batch_spec(tmp_path)
+    proc = spotbatch("run", str(write_spec(tmp_path / "spec.yaml", data)))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert (f"{tmp_path / 'b.jsonl'} line 2: body.dimensions: 128 cannot be honoured: model 'all-minilm-l6-v2' "
+            "is not trained for Matryoshka") in proc.stderr, proc.stderr[-2000:]
+    # The same folder declared Matryoshka plans, each row with its own dimensions.
+    folder = tmp_path / "mrl"
+    shutil.copytree(minilm, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "matryoshka_dimensions": [128, 384]}))
+    declared = {**data, "model": {"name": str(folder)}, "output": {"path": str(tmp_path / "o2")}}
+    assert plan_run(PipelineSpec.model_validate(declared))[2].input_rows == 4
+    with pytest.raises(BatchFileError, match=r"b.jsonl line 2: body.dimensions: 128 cannot be honoured: model .* "
+                                             r"allows dimensions \[64, 384\] only"):
+        (folder / "config.json").write_text(json.dumps({**config, "matryoshka_dimensions": [64, 384]}))
+        plan_run(PipelineSpec.model_validate({**declared, "output": {"path": str(tmp_path / "o3")}}))
 
 
 @pytest.mark.parametrize(("body", "message"), [

@@ -299,3 +299,25 @@ def test_a_model_urls_password_never_reaches_the_estimate(tmp_path):
              "engine_figures_model": "smollm2-135m", "engine_start_seconds": 27.0}
     speed = engine_speed(spec, "cpu-2vcpu", entry, 0)
     assert "Secret-Pw-123" not in speed.source and "guess for" in speed.source
+
+
+def test_an_embedding_run_counts_its_input_tokens_only_and_prices_no_output(tmp_path, capsys, minilm):
+    from transformers import AutoTokenizer
+
+    texts = [f"a passage about spot nodes and batches, number {i % 30}" for i in range(40)]  # 10 repeated
+    write_input(tmp_path / "in", 40, text=lambda i: texts[i])
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"task": "embed", "model": {"name": "all-minilm-l6-v2"},
+                                    "input": {"paths": str(tmp_path / "in"), "prompt_column": "text"},
+                                    "output": {"path": str(tmp_path / "out")}}))
+    est = estimate_json(capsys, spec, "--reference", "gpt-4o-mini")
+    tok = AutoTokenizer.from_pretrained(str(minilm))
+    counts = [len(tok.encode(t, add_special_tokens=True)) for t in texts]  # no chat template: the text as it is
+    work = est["work"]
+    assert work["prompt_tokens"] == sum(counts) and work["duplicate_rows"] == 10
+    assert work["engine_prompt_tokens"] == sum(counts[:30])
+    assert work["allowed_output_tokens"] == 0 and work["output_tokens"] == 0
+    ref = est["references"][0]
+    assert ref["usd"] == pytest.approx(ref["usd_per_1m_input_tokens"] * sum(counts) / 1e6)  # input only
+    assert est["options"] == [] and "no embedding speed is known" in est["left_out"][0]
+    assert not (tmp_path / "out").exists()

@@ -2,7 +2,8 @@
 process) and by `spotbatch run` (task embed, Ray, units committed), one after the other on this
 machine, each in a fresh process. Prints texts/s of each while embedding (the engine's window:
 first request added to last result) and end to end (process start to last result), and
-spotbatch's ratio to plain vLLM; the last line is the JSON, also written to `--out`.
+spotbatch's ratio to plain vLLM (with `--rounds`, the two in turn, and the median ratio); the last
+line is the JSON, also written to `--out`.
 
     python -m jobs.bench.embed plain TEXTS.json OUT.json --model DIR --dtype float32
 is the plain runner, run by the bench in its own process.
@@ -63,7 +64,8 @@ def run_plain(corpus: list[str], work: Path, model: str, dtype: str) -> dict[str
 
 
 def run_spotbatch(corpus: list[str], work: Path, model: str, dtype: str, units: int) -> dict[str, Any]:
-    """`spotbatch run` on the texts as Parquet; the engine's window from the run's own records."""
+    """`spotbatch run` on the texts as Parquet; the engine's window from the run's own records,
+    with what its engine did: the most requests it held at once, and how busy it was."""
     from pipelines.store.output import OutputStore
     from pipelines.store.records import Records
 
@@ -84,7 +86,10 @@ def run_spotbatch(corpus: list[str], work: Path, model: str, dtype: str, units: 
                for t in tries.values() if "engine" in t.get("end", {})]
     first = min(e["first_added_at"] for e in engines)
     last = max(e["last_finished_at"] for e in engines)
-    return {**_figures(len(corpus), first, last, launched), "units": len(engines)}
+    latest = max(engines, key=lambda e: e["last_finished_at"])  # one engine: its figures are cumulative
+    return {**_figures(len(corpus), first, last, launched), "units": len(engines),
+            "max_running": latest["max_running"], "steps": latest["steps"],
+            "busy_fraction": latest["busy_seconds"] / (last - first)}
 
 
 def _figures(n: int, first: float, last: float, launched: float) -> dict[str, Any]:
@@ -92,28 +97,51 @@ def _figures(n: int, first: float, last: float, launched: float) -> dict[str, An
             "texts_per_second": n / (last - first), "texts_per_second_end_to_end": n / (last - launched)}
 
 
-def bench(n: int, model: str = "all-minilm-l6-v2", units: int = 8, out: str = "spotbatch-bench-embed.json") -> dict:
+RUNNERS = {"plain_vllm": run_plain, "spotbatch": run_spotbatch}
+
+
+def bench(n: int, model: str = "all-minilm-l6-v2", units: int = 8, out: str = "spotbatch-bench-embed.json",
+          rounds: int = 1) -> dict:
+    """`rounds` > 1 runs the two in turn that many times, the first of each round alternating
+    (this machine's speed drifts, and other work shares its cores); each round's ratio compares
+    neighbours, and the median of the rounds is reported."""
+    import statistics
+
     from cluster.models import fetch
     from jobs.bench.main import machine
 
     corpus, folder = texts(n), str(fetch(model))
-    figures: dict[str, Any] = {"machine": machine(), "model": model, "texts": n, "dtype": "float32"}
-    for name, runner in (("plain_vllm", run_plain), ("spotbatch", run_spotbatch)):
-        print(f"bench: embed: {name} on {n} texts ...", flush=True)
-        with tempfile.TemporaryDirectory(prefix=f"sb-bench-embed-{name}-") as work:
-            args = (corpus, Path(work), folder, "float32") + ((units,) if name == "spotbatch" else ())
-            figures[name] = runner(*args)
-        r = figures[name]
-        print(f"  {name:11s} {r['texts_per_second']:.1f} texts/s while embedding ({r['embed_seconds']:.1f} s); "
-              f"end to end {r['texts_per_second_end_to_end']:.1f} texts/s over {r['wall_seconds']:.1f} s", flush=True)
-    figures["ratio"] = figures["spotbatch"]["texts_per_second"] / figures["plain_vllm"]["texts_per_second"]
-    figures["ratio_end_to_end"] = (figures["spotbatch"]["texts_per_second_end_to_end"]
-                                   / figures["plain_vllm"]["texts_per_second_end_to_end"])
-    print(f"  spotbatch against plain vLLM: x{figures['ratio']:.3f} while embedding, "
-          f"x{figures['ratio_end_to_end']:.3f} end to end")
+    figures: dict[str, Any] = {"machine": machine(), "model": model, "texts": n, "dtype": "float32", "rounds": []}
+    for r in range(rounds):
+        this_round: dict[str, Any] = {}
+        for name in list(RUNNERS)[::1 if r % 2 == 0 else -1]:
+            print(f"bench: embed: {name} on {n} texts (round {r + 1} of {rounds}) ...", flush=True)
+            with tempfile.TemporaryDirectory(prefix=f"sb-bench-embed-{name}-") as work:
+                args = (corpus, Path(work), folder, "float32") + ((units,) if name == "spotbatch" else ())
+                this_round[name] = RUNNERS[name](*args)
+            print(_format(name, this_round[name]), flush=True)
+        for kind in ("", "_end_to_end"):
+            this_round[f"ratio{kind}"] = (this_round["spotbatch"][f"texts_per_second{kind}"]
+                                          / this_round["plain_vllm"][f"texts_per_second{kind}"])
+        print(f"  spotbatch against plain vLLM: x{this_round['ratio']:.3f} while embedding, "
+              f"x{this_round['ratio_end_to_end']:.3f} end to end", flush=True)
+        figures["rounds"].append(this_round)
+    figures.update({name: figures["rounds"][0][name] for name in RUNNERS})
+    for kind in ("ratio", "ratio_end_to_end"):
+        figures[kind] = statistics.median(rd[kind] for rd in figures["rounds"])
+    if rounds > 1:
+        print(f"  median of {rounds} rounds: x{figures['ratio']:.3f} while embedding, "
+              f"x{figures['ratio_end_to_end']:.3f} end to end")
     Path(out).write_text(json.dumps(figures, indent=1))
     print(json.dumps(figures))
     return figures
+
+
+def _format(name: str, r: dict[str, Any]) -> str:
+    engine = (f"; {r['units']} units, at most {r['max_running']} requests in the engine at once, "
+              f"{r['steps']} steps, engine busy {r['busy_fraction']:.0%}" if "units" in r else "")
+    return (f"  {name:11s} {r['texts_per_second']:.1f} texts/s while embedding ({r['embed_seconds']:.1f} s); "
+            f"end to end {r['texts_per_second_end_to_end']:.1f} texts/s over {r['wall_seconds']:.1f} s{engine}")
 
 
 def main() -> None:

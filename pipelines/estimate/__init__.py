@@ -122,6 +122,8 @@ def recommend(found: list[Option], deadline: str | None, now: float | None = Non
     now = time.time() if now is None else now
     allowed = deadline_at(deadline, now) - now if deadline else None
     meets = [o for o in found if allowed is None or o.seconds <= allowed]
+    if not found:
+        return Recommendation(None, deadline, allowed, None, None, "no option could be estimated (see what was not)")
     if not meets:
         fastest = min(found, key=lambda o: o.seconds, default=None)
         says = (f"no option meets the deadline {deadline!r} ({duration_text(allowed or 0)} from now)"

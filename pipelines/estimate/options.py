@@ -100,6 +100,9 @@ def options(spec: PipelineSpec, input_tokens: int, output_tokens: int,
     for name in names:
         if name not in catalog.entries:
             catalog.quote(name, "on_demand")  # a PriceError naming it and the types the catalog knows
+    if spec.task == "embed":
+        return [], ["every instance type: no embedding speed is known to time and price the run by (the "
+                    "catalog's engine_tokens_per_second is generation's output tokens/s; an embedding makes none)"]
     found, left_out = [], []
     engines = fleet_engines(spec)
     working = engines if units is None else max(1, min(engines, units))

@@ -22,7 +22,8 @@ def format_estimate(est: Estimate) -> str:
          + (" among the rows read" if not w.exact else "") + " answered by the dedup"
          + (f"; {w.rows_refused:,} rows would be error records" if w.rows_refused else "")),
         (f"  output tokens expected: {w.output_tokens:,} ({w.output_ratio:.0%} of the {w.allowed_output_tokens:,} "
-         f"the rows' max_tokens allow; {w.output_ratio_source})"),
+         f"the rows' max_tokens allow; {w.output_ratio_source})" if w.allowed_output_tokens
+         else f"  output tokens expected: {w.output_tokens:,} ({w.output_ratio_source})"),
         "",
         (f"{'instance type':<14} {'market':<10} {'engines':>7} {'tok/s/eng':>9} {'time':>8} {'$ total':>10} "
          f"{'$/1M in':>8} {'$/1M out':>8}  speed from"),

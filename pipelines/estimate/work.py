@@ -14,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from operators.tokens import PromptForm, prompt_token_ids
+from operators.tokens import PromptForm, prompt_token_ids, text_token_ids
 from pipelines.cache.response_cache import request_key
 from pipelines.engine import facts as engine_facts
 from pipelines.planning.inputs import list_shards
@@ -146,8 +146,10 @@ def _read(spec: PipelineSpec, units: list[Unit], sources: dict[str, dict]) -> di
             if prompt is None:
                 found["refused"] += 1
                 continue
-            n = len(prompt_token_ids(tokenizers[unit.model], prompt, form,
-                                     model_spec.chat_template, model_spec.chat_template_kwargs))
+            n = _token_count(spec, model_spec, tokenizers[unit.model], prompt, form)
+            if n is None:  # an embedding longer than the context: an error record
+                found["refused"] += 1
+                continue
             tokens += n
             key = _dedup_key(spec, unit.model, prompt, own_max, own)
             if key is not None and key in seen:
@@ -162,13 +164,29 @@ def _read(spec: PipelineSpec, units: list[Unit], sources: dict[str, dict]) -> di
     return found
 
 
+def _token_count(spec: PipelineSpec, model_spec, tokenizer: Any, prompt: str, form: PromptForm) -> int | None:
+    """A row's prompt tokens as its engine counts them: a generation's in its chat form; an
+    embedding's text with the model's special tokens (operators/embed.py), None when longer
+    than the context and not cut (the run makes it an error record)."""
+    if spec.task != "embed":
+        return len(prompt_token_ids(tokenizer, prompt, form, model_spec.chat_template, model_spec.chat_template_kwargs))
+    from pipelines.engine.decode_work import context_tokens
+
+    context = context_tokens(model_spec)
+    cut = spec.embed.truncate_prompt_tokens
+    n = len(text_token_ids(tokenizer, prompt, None if cut is None else context if cut == -1 else min(cut, context)))
+    return None if n > context else n
+
+
 def _dedup_key(spec: PipelineSpec, model: str | None, prompt: str, own_max: int | None, own: str | None) -> str | None:
-    """The key the run's dedup names a request by (pipelines/unit/protocol.py request_keys);
+    """The key the run's dedup names a request by (pipelines/unit/requests.py UnitRequests.keys);
     None when the dedup is off or the request is never shared."""
     import json
 
     if not spec.cache.dedup:
         return None
+    if spec.task == "embed":
+        return request_key(model or "", prompt, None, spec.input.format, {"task": "embed", **spec.embed.identity()})
     sampling = json.loads(own) if own else spec.sampling.model_dump(mode="json")
     return request_key(model or "", prompt, spec.input.system_prompt, spec.input.format,
                        sampling_identity({**sampling, "max_tokens": own_max or sampling["max_tokens"]}))
@@ -203,6 +221,8 @@ def _mean_and_error(slices: list[tuple[int, int]], rows: int) -> tuple[float, fl
 
 def _output_ratio(spec: PipelineSpec) -> tuple[float, str]:
     """The share of max_tokens this model's earlier runs used (engine facts), else the assumption."""
+    if spec.task == "embed":
+        return 0.0, "none: an embedding makes no output tokens"
     kept = engine_facts.lookup(spec.model, spec.compute.gpus_per_actor).get("output_ratio")
     if kept and not spec.routed:
         return kept["ratio"], (f"measured: run {kept['run_id']} generated {kept['generated_tokens']:,} of "

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -29,14 +29,14 @@ from fsspec.core import url_to_fs
 from pipelines.formats.lines import parse_line
 from pipelines.planning.inputs import InputError, expand_paths, file_version, first_repeat, hash_values, repeated_hashes
 from pipelines.planning.start_over import refuse_while_running
-from pipelines.spec.embed import DEFAULT_EMBED_MODEL
+from pipelines.spec.embed import embedding_models
 from pipelines.spec.tools import auto_refusal
 from pipelines.store.output import OutputError, OutputStore
 from pipelines.store.records import new_id
 from spotbatch.errors import BatchFileError, SpecError
 
 if TYPE_CHECKING:
-    from pipelines.spec import InputSpec, PipelineSpec
+    from pipelines.spec import InputSpec
 
 INPUT_DIR = "_spotbatch/input"
 SOURCE = "_spotbatch/batch_source.json"  # beside, not inside, the folder read as input
@@ -246,6 +246,19 @@ def _requests(provider, listing: list[dict[str, Any]], storage_options: dict[str
                 yield where, request["custom_id"], endpoint, rows
 
 
+def first_request(source: InputSpec, models: list[str] | None,
+                  asks: Callable[[dict[str, Any]], bool]) -> tuple[str, dict[str, Any]] | None:
+    """Where the first request line of the batch files is one of whose rows `asks`, and that row."""
+    from pipelines.formats import PROVIDERS
+
+    files = _listing(source.paths, source.storage_options)
+    for where, _, _, rows in _requests(PROVIDERS[source.kind], files, source.storage_options, models):
+        for row in rows:
+            if asks(row):
+                return where, row
+    return None
+
+
 def resolve_input(spec, new_run: bool = False):
     """For a spec whose input is a provider's batch files, the same spec reading the Parquet made
     from them, each row with its request's own sampling over the provider's defaults (and the
@@ -274,17 +287,5 @@ def resolve_input(spec, new_run: bool = False):
                         f"{'embed' if task == 'embed' else 'generate'}: remove task from the spec")
     data["task"] = task
     if task == "embed":
-        embedding_models(spec, data)
+        embedding_models(spec, data)  # pipelines/spec/embed.py
     return type(spec).model_validate(data)
-
-
-def embedding_models(spec: PipelineSpec, data: dict[str, Any]) -> None:
-    """As a `task: embed` spec has them (pipelines/spec/pipeline.py): no model named is the
-    built-in embedding model, and a max_model_len left out is each model's own context."""
-    if "model" not in spec.model_fields_set:
-        data["model"] = {**data["model"], "name": DEFAULT_EMBED_MODEL}
-    if "max_model_len" not in spec.model.model_fields_set:
-        data["model"]["max_model_len"] = None
-    for name, model in spec.models.items():
-        if "max_model_len" not in model.model_fields_set:
-            data["models"][name]["max_model_len"] = None

@@ -4,9 +4,10 @@ as OpenAI's embedding response.
 In, a body: {"model", "input": "text" or ["text", ...] or [token id, ...] or [[token id, ...], ...],
 "dimensions": 256, "encoding_format": "float" or "base64", "user"}. A list of inputs is several
 rows of one custom_id (lines.row_ids), put back together in order in its output line. Token ids
-are the served model's own, as vLLM's server reads them. `dimensions` is each request's own
-(pipelines/spec/embed.py: a model not trained for it makes that request an error record, with
-vLLM's reason). Unknown fields are refused by name.
+are the served model's own, as vLLM's server reads them. `dimensions` is each request's own: one
+its model cannot honour is refused at planning, naming its line, as `embed.dimensions` is
+(pipelines/planning/embed_check.py), where the model's config.json is on this machine; elsewhere
+the engine makes that request an error record, with vLLM's reason. Unknown fields are refused by name.
 
 Out, the body: {"object": "list", "data": [{"object": "embedding", "index": i, "embedding": [...]
 or base64 of little-endian float32}], "model", "usage": {"prompt_tokens", "total_tokens"}}.

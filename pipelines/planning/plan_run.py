@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 from cluster.models import ModelSource, describe_change, identify
-from pipelines.planning.embed_check import check_embed
+from pipelines.planning.embed_check import check_embed, check_request_dimensions
 from pipelines.planning.inputs import Shard, check_unique_ids, list_shards
 from pipelines.planning.overlap import check_apart
 from pipelines.planning.start_over import start_over
@@ -35,6 +35,7 @@ def plan_run(spec: PipelineSpec, new_run: bool = False) -> tuple[PipelineSpec, O
     if (resolved.model, resolved.models) != (spec.model, spec.models):  # an embeddings file's models
         sources = identify_models(resolved)
         check_embed(resolved, sources)
+    check_request_dimensions(spec, resolved, sources)  # a batch file's request asking for dimensions the model lacks
     spec = resolved
     store, plan = prepare(spec, new_run=new_run, sources=sources)
     return spec, store, plan

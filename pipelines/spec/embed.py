@@ -69,3 +69,16 @@ def embed_refusals(spec: Any) -> list[str]:
                  for where, model in named for name in ("chat_template", "chat_template_kwargs")
                  if getattr(model, name)]
     return problems
+
+
+def embedding_models(spec: Any, data: dict[str, Any]) -> None:
+    """As a `task: embed` spec has them (pipelines/spec/pipeline.py): no model named is the
+    built-in embedding model, and a max_model_len left out is each model's own context."""
+    if "model" not in spec.model_fields_set:
+        data["model"] = {**data["model"], "name": DEFAULT_EMBED_MODEL}
+    if "max_model_len" not in spec.model.model_fields_set:
+        data["model"]["max_model_len"] = None
+    for name, model in spec.models.items():
+        if "max_model_len" not in model.model_fields_set:
+            data["models"][name]["max_model_len"] = None
+
