@@ -89,7 +89,9 @@ class OutputParsing:
             if len(self._requests) > 1000:
                 self._requests.clear()
             self._requests[key] = found
-        return found
+        # A copy: vLLM's schema helpers pop the tools' $defs in place, which would leave every
+        # later row of the same tools a $ref to nothing.
+        return found.model_copy(deep=True)
 
     def forced_sampling(self, sampling: dict[str, Any]) -> dict[str, Any]:
         """A parsed request's sampling, with the structured output that forces its call (if any);
@@ -122,6 +124,8 @@ class OutputParsing:
         parser = (self.auto if auto else self.forced)(self.tokenizer, request.tools, chat_template_kwargs=kwargs)
         reasoning, content, calls = parser.parse(text, request, enable_auto_tools=bool(auto),
                                                  model_output_token_ids=token_ids)
+        if sampling.get("parallel_tool_calls") is False:
+            calls = (calls or [])[:1]  # as vLLM's server keeps them: the first call only
         reasoning_tokens = parser.count_reasoning_tokens(token_ids) if self.reasoning else 0
         tool_calls = [{"id": _call_id(i, c.name, c.arguments), "type": "function",
                        "function": {"name": c.name, "arguments": c.arguments}} for i, c in enumerate(calls or [])]

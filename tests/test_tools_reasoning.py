@@ -266,3 +266,39 @@ def test_a_parser_vllm_does_not_have_is_refused_by_name_before_any_engine():
         spec_with({}, {"tool_parser": "hermess"})
     with pytest.raises(SpecError, match=r"model.reasoning_parser: 'r1' is not one of vLLM's reasoning parsers"):
         spec_with({}, {"reasoning_parser": "r1"})
+
+
+def test_every_row_of_tools_with_defs_is_forced_to_the_whole_schema(vllm_tokenizer):
+    """Tools from Pydantic's model_json_schema() carry $defs; vLLM's schema helper pops them in
+    place, so the second row of the same tools must still get them (not a $ref to nothing)."""
+    place = {"$defs": {"Place": {"type": "object", "properties": {"city": {"type": "string"}},
+                                 "required": ["city"]}},
+             "type": "object", "properties": {"where": {"$ref": "#/$defs/Place"}}, "required": ["where"]}
+    tools = [{"type": "function", "function": {"name": "visit", "parameters": place}}]
+    parsing = OutputParsing(vllm_tokenizer, None, None)
+    sampling = {"tools": tools, "tool_choice": "required"}
+    first, second = parsing.forced_schema(sampling), parsing.forced_schema(sampling)
+    assert first == second and "$defs" in json.dumps(second)
+
+
+def test_parallel_tool_calls_false_keeps_the_first_auto_call(vllm_tokenizer):
+    auto = OutputParsing(vllm_tokenizer, "hermes", None)
+    text = ('<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo", "days": 1}}</tool_call>\n'
+            '<tool_call>{"name": "get_time", "arguments": {}}</tool_call>')
+    both = parsed(auto, text, {"tools": TOOLS, "tool_choice": "auto"}, vllm_tokenizer)
+    one = parsed(auto, text, {"tools": TOOLS, "tool_choice": "auto", "parallel_tool_calls": False}, vllm_tokenizer)
+    assert [c["function"]["name"] for c in both.tool_calls] == ["get_weather", "get_time"]
+    assert [c["function"]["name"] for c in one.tool_calls] == ["get_weather"]
+
+
+def test_an_anthropic_result_whose_forced_call_was_cut_off_exports_as_max_tokens():
+    from anthropic.types import Message
+
+    from pipelines.formats import anthropic
+
+    calls = [{"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Os'}}]
+    row = {"model": "m", "output": "", "finish_reason": "length", "prompt_tokens": 10, "completion_tokens": 7,
+           "tool_calls": json.dumps(calls), "error": None}
+    line, _ = anthropic.result_line("r1", row, 0)
+    message = Message.model_validate(line["result"]["message"])
+    assert message.stop_reason == "max_tokens" and message.content[-1].input == {}

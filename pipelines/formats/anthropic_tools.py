@@ -103,5 +103,16 @@ def content_blocks(row: dict[str, Any]) -> list[dict[str, Any]]:
     if row["output"] or not calls:
         blocks.append({"type": "text", "text": row["output"]})
     blocks += [{"type": "tool_use", "id": c["id"], "name": c["function"]["name"],
-                "input": json.loads(c["function"]["arguments"])} for c in calls]
+                "input": call_input(c["function"]["arguments"])} for c in calls]
     return blocks
+
+
+def call_input(arguments: str) -> dict[str, Any]:
+    """A call's arguments as Anthropic's `input` object. A call cut off by max_tokens has text
+    that is no JSON object: its input is empty (its stop_reason says max_tokens), never a crash
+    that ends the whole export."""
+    try:
+        found = json.loads(arguments)
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}

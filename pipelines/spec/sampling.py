@@ -49,7 +49,7 @@ class SamplingSpec(_Section):
         "model.tool_parser), required (at least one call), or {type: function, function: {name}}; required "
         "and a named function are forced by structured output, so the arguments match the schema on any model.")
     parallel_tool_calls: bool | None = Field(
-        None, description="OpenAI's: false allows one call at most (with tool_choice required).")
+        None, description="OpenAI's: false allows one call at most (required: forced to one; auto: the first kept).")
     chat_template_kwargs: dict[str, Any] | None = Field(
         None, description="A row's own chat template variables over model.chat_template_kwargs, e.g. "
         "{enable_thinking: false}.")
