@@ -98,15 +98,17 @@ def _batch(request: Request, tenant: str, batch_id: str) -> dict[str, Any]:
 
 
 def _live(request: Request, tenant: str, batch: dict[str, Any]) -> dict[str, Any]:
-    """A running batch with its run's counts, usage and cost so far."""
-    if batch["status"] not in ("in_progress", "cancelling"):
+    """A running batch with its run's request counts, usage and cost so far (finalizing too: its
+    stored counts are set only when it ends)."""
+    if batch["status"] not in ("in_progress", "finalizing", "cancelling"):
         return batch
     from server.finish import run_figures
+    from server.live_counts import request_counts
 
-    figures = run_figures(request.app.state.state, tenant, batch["id"])
-    if figures is None:
+    state = request.app.state.state
+    figures = run_figures(state, tenant, batch["id"])
+    counts = request_counts(state, tenant, batch)
+    if figures is None or counts is None:
         return batch
     usage, cost = figures
-    failed = cost["rows_failed"]
-    counts = {**batch["request_counts"], "completed": cost["rows_done"] - failed, "failed": failed}
     return {**batch, "request_counts": counts, "usage": usage, "spotbatch": {**batch.get("spotbatch", {}), **cost}}

@@ -173,31 +173,36 @@ def test_responses_output_lines_parse_as_the_sdks_response():
         "incomplete", "max_output_tokens", "incomplete")
 
 
-def answered_by_hand(tmp_path, lines: list[dict], units: slice = slice(None), kind: str = "openai_batch") -> str:
-    """An output of the batch `lines`, planned a row per unit, its `units` committed without an
-    engine as if the model had answered "X" to every row."""
+def answered_by_hand(tmp_path, lines: list[dict], units: slice | list[int] = slice(None), kind: str = "openai_batch",
+                     out: str | None = None, failing: frozenset[str] = frozenset()) -> str:
+    """An output (at `out`, or tmp_path/out) of the batch `lines`, planned a row per unit, its
+    `units` committed without an engine as if the model had answered "X" to every row but the
+    rows named in `failing`, which are error records."""
     import pyarrow as pa
 
     from operators.generate import RESULT_SCHEMA, empty_results
     from pipelines.planning.plan_run import plan_run
+    from pipelines.store.counts import UnitCounts
     from pipelines.stream.unit_rows import read_unit_rows
 
     tmp_path.mkdir(exist_ok=True)
     batch = tmp_path / "batch.jsonl"
     batch.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    out = out or str(tmp_path / "out")
     spec = PipelineSpec(input={"kind": kind, "paths": str(batch)}, model={"name": "tiny-random"},
-                        compute={"tokens_per_unit": 1}, output={"path": str(tmp_path / "out")})
+                        compute={"tokens_per_unit": 1}, output={"path": out})
     _, store, plan = plan_run(spec)
-    for unit in plan.units[units]:
+    for unit in plan.units[units] if isinstance(units, slice) else [plan.units[i] for i in units]:
         ids = read_unit_rows(unit.path, unit.start, unit.stop, ["custom_id"], {}).column("custom_id")
         n = len(ids)
-        cols = {**empty_results([None] * n), "output": ["X"] * n, "prompt_tokens": [2] * n,
+        errors = ["failed by hand" if i in failing else None for i in ids.to_pylist()]
+        cols = {**empty_results(errors), "output": [None if e else "X" for e in errors], "prompt_tokens": [2] * n,
                 "completion_tokens": [1] * n, "finish_reason": ["stop"] * n, "served_from": ["engine"] * n}
         store.commit(unit.unit_id, pa.table({"custom_id": ids, **{f.name: pa.array(cols[f.name], f.type)
                                                                   for f in RESULT_SCHEMA},
                                              "model": ["m"] * n, "spec_fingerprint": [plan.fingerprint] * n}),
-                     {"rows": n})
-    return str(tmp_path / "out")
+                     UnitCounts.of_results(cols, 0.0).to_json())
+    return out
 
 
 def test_an_export_puts_a_list_prompts_rows_back_together_as_one_text_completion(tmp_path):

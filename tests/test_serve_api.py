@@ -187,3 +187,35 @@ def test_a_store_on_s3_holds_the_files_and_batches(tmp_path, monkeypatch, s3_ser
     monkeypatch.setenv("SPOTBATCH_API_KEY", KEY)  # a server takes it out of the environment
     with served(Serving(config, store, storage_options=s3_server)) as url:  # another server, the same store
         assert client(url, KEY).batches.retrieve(batch.id) == batch
+
+
+def test_a_running_batchs_request_counts_are_requests_not_rows(base_url, tmp_path):
+    """A completions batch of list prompts, part committed: a request counts once all its rows are
+    in, failed if any row is an error, as its line in the export; so completed + failed <= total,
+    in_progress and finalizing alike (before, `completed` counted rows and went past `total`)."""
+    from pipelines.formats.lines import row_ids
+    from server.keys import key_hash
+    from server.objects import batch_object
+    from server.state import State, new_id
+    from tests.test_openai_endpoints import answered_by_hand, line
+
+    lines = [line("/v1/completions", "a", model="gpt-4o-mini", prompt=["p0", "p1", "p2"]),
+             line("/v1/completions", "b", model="gpt-4o-mini", prompt="q"),
+             line("/v1/completions", "c", model="gpt-4o-mini", prompt=["r0", "r1"]),
+             line("/v1/completions", "d", model="gpt-4o-mini", prompt=["s0", "s1"])]
+    c = client(base_url, KEY)
+    up = c.files.create(file=("in.jsonl", jsonl(lines)), purpose="batch")
+    state, tenant = State(str(tmp_path / "store")), key_hash(KEY)[:32]
+    batch = batch_object(new_id("batch_"), {"input_file_id": up.id, "endpoint": "/v1/completions",
+                                            "completion_window": "24h"}, int(time.time()))
+    # Put by hand once the server runs (its driver resumes running batches only at its start).
+    state.put_batch(tenant, {**batch, "status": "in_progress", "request_counts": {"total": 4, "completed": 0,
+                                                                                  "failed": 0}})
+    # Rows a0 a1 a2 b c0 c1 d0 d1, a unit each: a1 an error, c1 not committed yet.
+    answered_by_hand(tmp_path / "run", lines, units=[0, 1, 2, 3, 4, 6, 7], out=state.run_url(tenant, batch["id"]),
+                     failing=frozenset({row_ids("a", 3, "")[1]}))
+    live = c.batches.retrieve(batch["id"])
+    assert live.request_counts.model_dump() == {"total": 4, "completed": 2, "failed": 1}  # b, d; a
+    assert live.spotbatch["rows_done"] == 7 and [b.request_counts for b in c.batches.list()] == [live.request_counts]
+    state.update_batch(tenant, batch["id"], lambda b: b.update(status="finalizing"))
+    assert c.batches.retrieve(batch["id"]).request_counts == live.request_counts

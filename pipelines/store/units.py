@@ -74,9 +74,10 @@ class UnitFiles(StoreFiles):
             self.remove(kept)  # this try lost: the version it kept is not the one replaced
         raise StorageError(f"unit {unit_id}'s results kept changing while being merged ({REPLACE_RETRIES} tries)")
 
-    def read_unit(self, unit_id: str) -> pa.Table:
+    def read_unit(self, unit_id: str, columns: list[str] | None = None) -> pa.Table:
+        """A committed unit's results; with `columns`, only those are read (Parquet reads each apart)."""
         with self.storage.open(self._path(part_name(unit_id))) as fh:
-            return pq.read_table(fh)
+            return pq.read_table(fh, columns=columns)
 
     def unit_stats(self, unit_id: str) -> dict[str, Any]:
         """The counts a committed unit carries in its footer."""
