@@ -104,6 +104,32 @@ def _run(spec: PipelineSpec, rows: int, address: str | None) -> Calibration:
     with contextlib.redirect_stdout(sys.stderr):  # its run's lines are progress; stdout is the estimate's
         summary = run(spec, address=address)
     seconds = time.monotonic() - started
+    remember_short_speed(spec)
     usd = summary.cost.total_usd if summary.cost else 0.0
     return Calibration(rows=rows, seconds=seconds, usd=usd, output_tokens=summary.completion_tokens,
                        tokens_per_second=summary.completion_tokens / seconds if seconds else 0.0)
+
+
+def remember_short_speed(spec: PipelineSpec) -> None:
+    """A run keeps its engines' speed only when they were busy for MIN_BUSY_SECONDS (less is
+    mostly start-up noise in a long run's figures), and a small sample on a fast engine can be
+    done sooner. Then the sample's speed is its output tokens over its engine's working seconds
+    (the ledger's useful time: its committed attempts), kept as that run's figure on its type."""
+    from pipelines.engine import facts as engine_facts
+    from pipelines.store.ledger import compute_ledger
+    from pipelines.store.output import OutputStore
+    from pipelines.store.records import Records
+
+    store = OutputStore(spec.output.path)
+    records = Records(store)
+    run_id = next(iter(records.runs()), None)
+    types = {a["instance_type"] for a in records.actors().values() if a.get("instance_type")}
+    on = engine_facts.lookup(spec.model, spec.compute.gpus_per_actor).get("on", {})
+    missing = [t for t in types if on.get(t, {}).get("run_id") != run_id or not on[t].get("tokens_per_second")]
+    summary = compute_ledger(store).summary
+    working = summary.breakdown_seconds.get("useful", 0.0)
+    if not missing or run_id is None or working <= 0 or not summary.output_tokens:
+        return
+    speed = {t: {**on.get(t, {}), "tokens_per_second": summary.output_tokens / working, "engines": 1,
+                 "run_id": run_id} for t in missing}
+    engine_facts.remember(spec.model, spec.compute.gpus_per_actor, {"on": speed}, run_id)
