@@ -132,10 +132,9 @@ def test_a_deadline_that_lands_mid_run_takes_no_unit_that_would_end_past_it(tmp_
     longest = max(e["engine_seconds"] for e in ends)
     assert max(e["time"] for e in ends) <= record["deadline"] + longest + 2
     assert record["ended_at"] <= record["deadline"] + longest + 5, (record["ended_at"] - record["deadline"], longest)
-    again = spotbatch("run", str(spec), "--address", ray_cluster)
-    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
+    # Resuming a run stopped mid-way is the cancel tests' (a minute each): here, what it left.
     ids = output_ids(output, {})
-    assert sorted(ids) == list(range(rows))
+    assert 0 < len(ids) < rows and len(set(ids)) == len(ids) and set(ids) <= set(range(rows))
 
 
 def test_a_cancel_with_many_units_left_ends_the_run_within_about_a_units_time(tmp_path, ray_cluster, tiny_model):

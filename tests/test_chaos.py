@@ -2,6 +2,7 @@
 driver killed, and the same command run again. Every id must come back exactly once, and
 every unit be committed once (real engine, real Ray nodes, real kills)."""
 
+import os
 import random
 import signal
 
@@ -16,7 +17,11 @@ from tests.test_preemption import check_output, spot_cluster, start_run  # noqa:
 pytestmark = [pytest.mark.engine, pytest.mark.cluster]
 
 
-@pytest.mark.parametrize("seed", [7, 2026])
+# One seed in the suite (a minute each); SPOTBATCH_CHAOS_SEEDS="7,2026,..." runs more.
+SEEDS = [int(s) for s in os.environ.get("SPOTBATCH_CHAOS_SEEDS", "7").split(",")]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
 def test_random_node_kills_then_a_driver_kill_then_the_same_command_gives_every_id_once(
         tmp_path, spot_cluster, tiny_model, seed):  # noqa: F811
     rng = random.Random(seed)
