@@ -198,3 +198,19 @@ def test_a_body_that_is_not_a_batch_is_refused_by_name(base_url):
 def _status(c: anthropic.Anthropic, method: str, path: str) -> int:
     return httpx.request(method.upper(), f"{c.base_url}".rstrip("/") + path,
                          headers={"x-api-key": KEY, **VERSION}).status_code
+
+
+def test_a_batch_whose_run_cannot_start_ends_with_every_request_errored_saying_why(tmp_path, monkeypatch):
+    """The served model's folder is not there: the run fails before any engine, and the batch
+    ends (not stuck in_progress) with each request errored, as Anthropic's api_error."""
+    monkeypatch.setenv("SPOTBATCH_API_KEY", KEY)
+    config = config_from({"models": {"claude-haiku": {"name": str(tmp_path / "no-model")}}})
+    with served(Serving(config, str(tmp_path / "store"))) as url:
+        c = client(url.removesuffix("/v1"), KEY)
+        batch = ended(c, c.messages.batches.create(requests=[request("a"), request("b")]).id)
+        assert batch.request_counts.errored == 2 and batch.results_url
+        results = list(c.messages.batches.results(batch.id))
+    assert sorted(r.custom_id for r in results) == ["a", "b"]
+    for r in results:
+        assert r.result.type == "errored" and r.result.error.error.type == "api_error"
+        assert r.result.error.error.message.startswith(f"model '{tmp_path / 'no-model'}': no folder")
