@@ -44,7 +44,7 @@ def check_requests(body: Any, served: list[str], max_requests: int) -> Checked:
         model = _check_one(request, f"requests[{i}]", served, seen)
         if model not in models:
             models.append(model)
-        lines.append(json.dumps(request, ensure_ascii=False))
+        lines.append(json.dumps(request))  # ASCII: no character in a string can end a line
     return Checked(("\n".join(lines) + "\n").encode(), len(requests), models)
 
 
