@@ -1,4 +1,5 @@
-"""`spotbatch serve`: OpenAI's Files and Batches API in front of spotbatch runs.
+"""`spotbatch serve`: OpenAI's Files and Batches API, and Anthropic's Message Batches, in front
+of spotbatch runs.
 
 An entry point like jobs/ (it turns HTTP requests into runs), with no state of its own: files,
 batch objects and each batch's run live in its store (server/state.py), so a server killed and
@@ -13,4 +14,6 @@ started again on the same store carries on every batch it was running.
     driver.py     the thread that runs batches, one at a time, each a spotbatch run
     finish.py     a finished run's output and error files, usage and cost
     files_api.py, batches_api.py   the routes
+    anthropic_*.py  Anthropic's Message Batches: the door (x-api-key, anthropic-version, its
+                  error body), the requests checked at create, the objects, the results, the routes
 """

@@ -13,7 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from server import batches_api, files_api
+from server import anthropic_api, batches_api, files_api
+from server.anthropic_door import AnthropicDoor
 from server.config import ServeConfig, load_config
 from server.driver import Driver
 from server.guard import Guard
@@ -54,9 +55,12 @@ def create_app(serving: Serving) -> FastAPI:
     app.state.lease = lease
     app.include_router(files_api.router)
     app.include_router(batches_api.router)
+    app.include_router(anthropic_api.router)
     _errors_as_openai(app)
     app.add_middleware(Guard, keys=keys, max_file_bytes=serving.config.max_file_bytes,
-                       upload_cap=serving.config.max_file_bytes + MULTIPART_SLACK)
+                       upload_cap=serving.config.max_file_bytes + MULTIPART_SLACK,
+                       post_caps={anthropic_api.router.prefix: serving.config.max_message_batch_bytes})
+    app.add_middleware(AnthropicDoor, keys=keys)  # outside the Guard: Anthropic's headers and error body
     return app
 
 

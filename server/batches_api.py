@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Query, Request
 
 from pipelines.formats.openai import ENDPOINTS
+from server.anthropic_objects import is_message_batch
 from server.files_api import tenant_of
 from server.objects import TERMINAL, ApiError, batch_object, list_page, not_found, window_seconds
 from server.state import new_id
@@ -67,7 +68,8 @@ def retrieve(request: Request, batch_id: str, tenant: str = Depends(tenant_of)) 
 @router.get("")
 def list_batches(request: Request, after: str | None = None, limit: int = Query(20, ge=1, le=100),
                  tenant: str = Depends(tenant_of)) -> dict[str, Any]:
-    batches = sorted(request.app.state.state.batches(tenant), key=lambda b: (b["created_at"], b["id"]), reverse=True)
+    batches = sorted((b for b in request.app.state.state.batches(tenant) if not is_message_batch(b)),
+                     key=lambda b: (b["created_at"], b["id"]), reverse=True)
     if after is not None:
         ids = [b["id"] for b in batches]
         batches = batches[ids.index(after) + 1:] if after in ids else []
@@ -92,7 +94,7 @@ def cancel(request: Request, batch_id: str, tenant: str = Depends(tenant_of)) ->
 
 def _batch(request: Request, tenant: str, batch_id: str) -> dict[str, Any]:
     batch = request.app.state.state.batch(tenant, batch_id)
-    if batch is None:
+    if batch is None or is_message_batch(batch):  # a Message Batch is Anthropic's routes' to show
         raise not_found("Batch", batch_id)
     return batch
 

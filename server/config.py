@@ -9,6 +9,9 @@ served with.
     keep_warm_seconds: 300               # engines stay loaded this long after a batch of their model
     max_file_bytes: 209715200            # OpenAI's 200 MB
     max_requests_per_file: 50000         # OpenAI's
+    max_message_batch_requests: 100000   # Anthropic's: requests in one Message Batch
+    max_message_batch_bytes: 268435456   # Anthropic's 256 MB: a Message Batch's request body
+    message_batch_expiry: 24h            # Anthropic's: a Message Batch ends, the rest expired, this long after creation
     api_keys_file: keys.txt              # optional: sha256 hashes of the keys, one a line
 """
 
@@ -18,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from spotbatch.errors import SpecError
 
@@ -46,7 +49,24 @@ class ServeConfig(BaseModel):
     keep_warm_seconds: float = Field(300.0, ge=0, description="Engines kept loaded after a batch of their model.")
     max_file_bytes: int = Field(200 * 1024 * 1024, gt=0, description="The largest upload (OpenAI: 200 MB).")
     max_requests_per_file: int = Field(50_000, gt=0, description="Request lines a batch may hold (OpenAI: 50,000).")
+    max_message_batch_requests: int = Field(100_000, gt=0, description="Requests a Message Batch may hold "
+                                            "(Anthropic: 100,000).")
+    max_message_batch_bytes: int = Field(256 * 1024 * 1024, gt=0, description="The largest Message Batch request "
+                                         "body (Anthropic: 256 MB).")
+    message_batch_expiry: str = Field("24h", description="How long after its creation a Message Batch ends, its "
+                                      "unanswered requests `expired` (Anthropic: 24h).")
     api_keys_file: str | None = Field(None, description="A file of sha256 hashes of the API keys, one a line.")
+
+    @field_validator("message_batch_expiry")
+    @classmethod
+    def _a_duration(cls, value: str) -> str:
+        from server.objects import window_seconds
+
+        try:
+            window_seconds(value)
+        except ValueError:
+            raise ValueError(f"must be a duration like '24h' (or '90m', '45s'), got {value!r}") from None
+        return value
 
 
 def load_config(path: str | Path) -> ServeConfig:

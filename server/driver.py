@@ -22,6 +22,8 @@ import threading
 import time
 from typing import Any
 
+from server.anthropic_finish import finish_message_batch
+from server.anthropic_objects import is_message_batch
 from server.config import ServeConfig
 from server.finish import result_files
 from server.objects import RUNNING, error_entry
@@ -165,7 +167,11 @@ class Driver:
         if self.state.batch(tenant, batch_id)["status"] != "cancelling":
             self.state.update_batch(tenant, batch_id, lambda b: b.update(status="finalizing",
                                                                          finalizing_at=int(time.time())))
-        fields = result_files(self.state, tenant, self.state.batch(tenant, batch_id), status == "expired")
+        batch = self.state.batch(tenant, batch_id)
+        if is_message_batch(batch):
+            fields = finish_message_batch(self.state, tenant, batch, status)
+        else:
+            fields = result_files(self.state, tenant, batch, status == "expired")
         self._end(tenant, batch_id, status, **fields)
 
     def _end(self, tenant: str, batch_id: str, status: str, errors: list | None = None, **fields: Any) -> None:
@@ -192,17 +198,17 @@ class Driver:
 
 
 def batch_spec(state: State, config: ServeConfig, tenant: str, batch: dict[str, Any]):
-    """The spotbatch spec a batch runs: its file as OpenAI batch input, each model it names routed
-    to the served model (serve.yaml), the first model's compute and sampling, and its window's
-    end as the deadline."""
+    """The spotbatch spec a batch runs: its file as OpenAI batch input (a Message Batch's as
+    Anthropic's), each model it names routed to the served model (serve.yaml), the first model's
+    compute and sampling, and its window's end as the deadline."""
     from pipelines.spec import PipelineSpec
 
     names = batch["spotbatch"]["models"]
     first = config.models[names[0]]
     remaining = max(1, int(batch["expires_at"] - time.time()))
-    options = state.storage_options
+    options, kind = state.storage_options, "anthropic_batch" if is_message_batch(batch) else "openai_batch"
     return PipelineSpec.model_validate({
-        "input": {"kind": "openai_batch", "storage_options": options,
+        "input": {"kind": kind, "storage_options": options,
                   "paths": [state.url_of(state.content_name(tenant, batch["input_file_id"]))]},
         "models": {name: config.models[name].model for name in names},
         "sampling": first.sampling,

@@ -24,10 +24,12 @@ def too_large(limit: int) -> ApiError:
 
 class Guard:
     """ASGI middleware: 401 before the body, 413 while it is read. `upload_cap` is the most bytes a
-    POST /v1/files body may have (the file plus its form); every other route takes 1 MB."""
+    POST /v1/files body may have (the file plus its form); `post_caps` a POST path's own cap (a
+    Message Batch's inline requests); every other route takes 1 MB."""
 
-    def __init__(self, app, keys, max_file_bytes: int, upload_cap: int):
+    def __init__(self, app, keys, max_file_bytes: int, upload_cap: int, post_caps: dict[str, int] | None = None):
         self.app, self.keys, self.max_file_bytes, self.upload_cap = app, keys, max_file_bytes, upload_cap
+        self.post_caps = post_caps or {}
 
     async def __call__(self, scope: dict[str, Any], receive, send) -> None:
         if scope["type"] != "http":
@@ -37,6 +39,8 @@ class Guard:
             return await _refuse(send, unauthorized())
         upload = scope["method"] == "POST" and scope["path"].rstrip("/") == "/v1/files"
         cap = self.upload_cap if upload else OTHER_ROUTES_CAP
+        if scope["method"] == "POST" and scope["path"].rstrip("/") in self.post_caps:
+            cap = self.post_caps[scope["path"].rstrip("/")]
         refusal = too_large(self.max_file_bytes) if upload else ApiError(
             413, f"Request body is too large: the most this route takes is {cap:,} bytes.", code="request_too_large")
         length = headers.get("content-length", "")

@@ -26,7 +26,7 @@ def request_counts(state: State, tenant: str, batch: dict[str, Any]) -> dict[str
     if manifest is None:
         return None
     plan = Plan.from_json(manifest)
-    several = ENDPOINTS[batch["endpoint"]].LIST_INPUTS
+    several = batch["endpoint"] in ENDPOINTS and ENDPOINTS[batch["endpoint"]].LIST_INPUTS  # Anthropic's: a row each
     committed = store.committed_units()
     units = [u.unit_id for u in plan.units if u.unit_id in committed]
     counts = {"total": batch["request_counts"]["total"], "completed": 0, "failed": 0}

@@ -74,5 +74,8 @@ def test_result_lines_in_each_providers_shape():
     assert anthropic.result_line("r1", {**ROW, "finish_reason": "length"}, 0)[0]["result"]["message"][
         "stop_reason"] == "max_tokens"
     errored, failed = anthropic.result_line("r2", {**ROW, "error": "no text", "error_class": "bad_input"}, 0)
-    assert failed and errored["result"] == {"type": "errored", "error": {
-        "type": "invalid_request_error", "message": "bad_input: no text"}}
+    assert failed and errored["result"] == {"type": "errored", "error": {"type": "error", "error": {
+        "type": "invalid_request_error", "message": "bad_input: no text"}}}
+    from anthropic.types.messages import MessageBatchIndividualResponse  # the SDK's own type reads it
+
+    assert MessageBatchIndividualResponse.model_validate(errored).result.error.error.type == "invalid_request_error"

@@ -1,6 +1,7 @@
 """`spotbatch serve` with a real engine (SmolLM2, as examples/serve.yaml serves it): the official
 OpenAI SDK uploads, creates, polls, downloads the output and error files and parses their lines
-with its own types, cancels a batch mid-run, and sees a batch expire at its completion window.
+with its own types, cancels a batch mid-run, and sees a batch expire at its completion window;
+the anthropic SDK runs a Message Batch on the same engine.
 One server and one warm engine for the whole module (the batches run one after another on it)."""
 
 import json
@@ -36,6 +37,7 @@ def api(store, ray_cluster, smollm2, minilm):
     data = yaml.safe_load((ROOT / "examples" / "serve.yaml").read_text())
     data["models"]["gpt-4o-mini"]["model"]["enforce_eager"] = True
     data["models"]["gpt-4o-mini"]["compute"]["tokens_per_unit"] = 300
+    data["models"]["claude-haiku-4-5"] = data["models"]["gpt-4o-mini"]  # the same engine, Anthropic's name
     mp = pytest.MonkeyPatch()
     mp.setenv("SPOTBATCH_API_KEY", KEY)
     try:
@@ -86,6 +88,34 @@ def test_a_batch_completes_with_output_and_error_files_in_openais_shapes(api):
     assert api.files.retrieve(batch.output_file_id).purpose == "batch_output"
     assert batch.id in [b.id for b in api.batches.list()]
     assert POOL.held() == 1  # the engine stays warm for the next batch
+
+
+def test_a_message_batch_runs_through_the_anthropic_sdk_on_the_warm_engine(api):
+    """Anthropic's SDK creates a Message Batch, polls it and reads its results as its own types:
+    the answers `succeeded`, a request past the context `errored`; on the chat engine kept warm."""
+    import anthropic
+    from anthropic.types.messages import MessageBatchErroredResult, MessageBatchSucceededResult
+
+    c = anthropic.Anthropic(base_url=str(api.base_url).removesuffix("/v1/"), api_key=KEY, max_retries=0)
+    requests = [{"custom_id": f"m{i}", "params": {"model": "claude-haiku-4-5", "max_tokens": 12, "temperature": 0,
+                                                  "messages": [{"role": "user", "content": f"What is {i} plus {i}?"}]}}
+                for i in range(3)]
+    requests.append({"custom_id": "too-long", "params": {"model": "claude-haiku-4-5", "max_tokens": 8,
+                                                         "messages": [{"role": "user", "content": "word " * 3000}]}})
+    batch = c.messages.batches.create(requests=requests)
+    while batch.processing_status != "ended":
+        batch = c.messages.batches.retrieve(batch.id)
+    assert batch.request_counts.model_dump() == {"processing": 0, "succeeded": 3, "errored": 1, "canceled": 0,
+                                                 "expired": 0}
+    results = {r.custom_id: r.result for r in c.messages.batches.results(batch.id)}
+    assert sorted(results) == ["m0", "m1", "m2", "too-long"]
+    for i in range(3):
+        answer = results[f"m{i}"]
+        assert isinstance(answer, MessageBatchSucceededResult) and answer.message.content[0].text
+        assert answer.message.model == "smollm2-135m" and 0 < answer.message.usage.output_tokens <= 12
+    assert isinstance(results["too-long"], MessageBatchErroredResult)
+    assert results["too-long"].error.error.type == "invalid_request_error"
+    assert POOL.held() == 1  # the chat engine served it, and stays warm
 
 
 def test_a_cancel_commits_what_is_in_flight_and_ends_cancelled_with_partial_results(api):

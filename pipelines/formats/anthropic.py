@@ -10,7 +10,8 @@ are read into OpenAI's (pipelines/formats/anthropic_tools.py). Out, per row:
     {"custom_id": "r1", "result": {"type": "succeeded", "message": {"id", "type": "message",
      "role": "assistant", "model", "content": [thinking, text and tool_use blocks], "stop_reason",
      "stop_sequence", "usage": {"input_tokens", "output_tokens"}}}}
-or {"custom_id": "r1", "result": {"type": "errored", "error": {"type", "message"}}}.
+or {"custom_id": "r1", "result": {"type": "errored", "error": {"type": "error", "error": {"type",
+"message"}}}} (Anthropic's error body, as the SDK's MessageBatchErroredResult reads it).
 """
 
 from __future__ import annotations
@@ -81,9 +82,9 @@ def stop_reason(row: dict[str, Any]) -> str:
 def result_line(custom_id: str, row: dict[str, Any], created: int) -> tuple[dict, bool]:
     """One result line; and whether the row failed (Anthropic keeps both in one file)."""
     if row.get("error") is not None:
-        return {"custom_id": custom_id, "result": {"type": "errored", "error": {
+        return {"custom_id": custom_id, "result": {"type": "errored", "error": {"type": "error", "error": {
             "type": ERROR_TYPES.get(row.get("error_class"), "api_error"),
-            "message": f"{row.get('error_class')}: {row['error']}"}}}, True
+            "message": f"{row.get('error_class')}: {row['error']}"}}}}, True  # Anthropic's ErrorResponse
     message = {"id": f"msg_{custom_id}", "type": "message", "role": "assistant", "model": row["model"],
                "content": content_blocks(row), "stop_reason": stop_reason(row),
                "stop_sequence": row.get("stop_sequence"),

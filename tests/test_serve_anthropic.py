@@ -1,0 +1,216 @@
+"""Anthropic's Message Batches on `spotbatch serve`, without an engine: the official `anthropic`
+SDK, pointed at the server on loopback, creates, retrieves, lists (Anthropic's pagination),
+cancels, deletes and reads results as its own types, and meets Anthropic's errors for a wrong
+key, another key's batch, an oversize batch and a bad request (naming its index). The server's
+Message Batches expire as they are created here (message_batch_expiry 0s), so each ends without
+an engine: its requests `expired`, or `canceled` when cancelled first. A batch that runs is in
+tests/test_serve_engine.py."""
+
+import hashlib
+import json
+import threading
+
+import anthropic
+import httpx
+import pytest
+from anthropic.types.messages import DeletedMessageBatch, MessageBatch, MessageBatchIndividualResponse
+
+from server.app import Serving
+from server.config import config_from
+from tests.serving import chat_line, jsonl, served
+
+KEY, OTHER = "sk-ant-test-one-0123456789", "sk-ant-test-two-9876543210"
+VERSION = {"anthropic-version": "2023-06-01"}
+
+
+@pytest.fixture
+def base_url(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPOTBATCH_API_KEY", KEY)
+    monkeypatch.setenv("SPOTBATCH_API_KEY_HASHES", hashlib.sha256(OTHER.encode()).hexdigest())
+    config = config_from({"models": {"claude-haiku": "tiny-random", "gpt-4o-mini": "tiny-random"},
+                          "max_message_batch_requests": 4, "max_message_batch_bytes": 4096,
+                          "message_batch_expiry": "0s"})
+    with served(Serving(config, str(tmp_path / "store"))) as url:
+        yield url.removesuffix("/v1")
+
+
+def client(base_url: str, key: str) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=base_url, api_key=key, max_retries=0, timeout=60)
+
+
+def request(custom_id: str, model: str = "claude-haiku", **params) -> dict:
+    return {"custom_id": custom_id, "params": {"model": model, "max_tokens": 16,
+                                               "messages": [{"role": "user", "content": "Say hi"}], **params}}
+
+
+def ended(c: anthropic.Anthropic, batch_id: str, timeout: float = 60) -> MessageBatch:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while (batch := c.messages.batches.retrieve(batch_id)).processing_status != "ended":
+        assert time.monotonic() < deadline, f"{batch_id} still {batch.processing_status}"
+        time.sleep(0.2)
+    return batch
+
+
+def test_create_retrieve_results_and_delete_in_anthropics_shapes(base_url, tmp_path):
+    c = client(base_url, KEY)
+    batch = c.messages.batches.create(requests=[request("a"), request("b", system="Be brief.")])
+    assert isinstance(batch, MessageBatch) and batch.id.startswith("msgbatch_") and batch.type == "message_batch"
+    assert batch.processing_status == "in_progress" and batch.results_url is None and batch.ended_at is None
+    assert batch.request_counts.model_dump() == {"processing": 2, "succeeded": 0, "errored": 0, "canceled": 0,
+                                                 "expired": 0}
+    assert batch.expires_at == batch.created_at  # message_batch_expiry 0s (Anthropic's: 24 h)
+    batch = ended(c, batch.id)
+    assert batch.request_counts.expired == 2 and batch.request_counts.processing == 0
+    assert batch.ended_at >= batch.created_at and batch.cancel_initiated_at is None and batch.archived_at is None
+    assert batch.results_url == f"{base_url}/v1/messages/batches/{batch.id}/results"
+    results = list(c.messages.batches.results(batch.id))
+    assert all(isinstance(r, MessageBatchIndividualResponse) for r in results)
+    assert sorted((r.custom_id, r.result.type) for r in results) == [("a", "expired"), ("b", "expired")]
+    gone = c.messages.batches.delete(batch.id)
+    assert isinstance(gone, DeletedMessageBatch) and (gone.id, gone.type) == (batch.id, "message_batch_deleted")
+    with pytest.raises(anthropic.NotFoundError):
+        c.messages.batches.retrieve(batch.id)
+    store = tmp_path / "store"
+    assert not [p for p in store.rglob("*") if batch.id in str(p)]  # its requests, results and run went too
+    assert not [p for p in store.rglob("*") if p.is_file() and KEY.encode() in p.read_bytes()]
+
+
+def test_list_pages_as_anthropics_and_the_openai_side_shows_no_message_batch(base_url):
+    c = client(base_url, KEY)
+    made = [c.messages.batches.create(requests=[request(f"r{i}")]).id for i in range(5)]
+    newest = made[::-1]
+    page = c.messages.batches.list(limit=2)
+    assert [b.id for b in page.data] == newest[:2] and page.has_more
+    assert (page.first_id, page.last_id) == (newest[0], newest[1])
+    assert [b.id for b in c.messages.batches.list(limit=2)] == newest  # the SDK follows after_id itself
+    assert [b.id for b in c.messages.batches.list(after_id=newest[1], limit=2).data] == newest[2:4]
+    before = c.messages.batches.list(before_id=newest[3], limit=2)
+    assert [b.id for b in before.data] == newest[1:3] and before.has_more
+    # the SDK pages on to newer batches with before_id=first_id: each page newest first
+    assert [b.id for b in c.messages.batches.list(before_id=newest[3], limit=2)] == newest[1:3] + newest[:1]
+    openai_side = httpx.get(f"{base_url}/v1/batches", headers={"Authorization": f"Bearer {KEY}"}).json()
+    assert openai_side["data"] == []
+    assert httpx.get(f"{base_url}/v1/batches/{made[0]}", headers={"Authorization": f"Bearer {KEY}"}).status_code == 404
+    assert c.messages.batches.list(limit=1000).data and _status(c, "get", "/v1/messages/batches?limit=1001") == 400
+
+
+def test_cancel_before_its_turn_ends_canceled_and_an_ended_batch_is_not_cancelled_again(base_url, monkeypatch):
+    """The validating thread is held by an OpenAI batch, so the Message Batch waits its turn: it is
+    cancelled first, and ends with every request `canceled` (no run, no engine)."""
+    import server.driver
+    from tests.serving import client as openai_client
+
+    busy, check = threading.Event(), server.driver.check_file
+    monkeypatch.setattr(server.driver, "check_file", lambda *a: busy.wait(30) and check(*a))
+    o = openai_client(f"{base_url}/v1", KEY)
+    up = o.files.create(file=("in.jsonl", jsonl([chat_line("x", model="nope")])), purpose="batch")
+    o.batches.create(input_file_id=up.id, endpoint="/v1/chat/completions", completion_window="24h")
+    c = client(base_url, KEY)
+    batch = c.messages.batches.create(requests=[request("a"), request("b")])
+    with pytest.raises(anthropic.BadRequestError, match="still in progress"):
+        c.messages.batches.delete(batch.id)
+    canceling = c.messages.batches.cancel(batch.id)
+    assert canceling.processing_status == "canceling" and canceling.cancel_initiated_at is not None
+    busy.set()
+    batch = ended(c, batch.id)
+    assert batch.request_counts.canceled == 2 and batch.ended_at >= batch.cancel_initiated_at
+    assert {r.result.type for r in c.messages.batches.results(batch.id)} == {"canceled"}
+    with pytest.raises(anthropic.BadRequestError) as err:
+        c.messages.batches.cancel(batch.id)
+    assert err.value.body == {"type": "error", "error": {"type": "invalid_request_error", "message":
+                              f"message batch {batch.id} has ended; only a batch in progress can be canceled"}}
+
+
+def test_keys_and_headers_as_anthropics_and_another_keys_batch_is_404(base_url):
+    batch = client(base_url, KEY).messages.batches.create(requests=[request("a")])
+    with pytest.raises(anthropic.AuthenticationError) as err:
+        client(base_url, "sk-wrong").messages.batches.list()
+    assert err.value.body["error"]["type"] == "authentication_error" and "sk-wrong" not in str(err.value)
+    url = f"{base_url}/v1/messages/batches/{batch.id}"
+    assert httpx.get(url, headers={"x-api-key": KEY, **VERSION}).json()["id"] == batch.id  # Anthropic's header
+    missing = httpx.get(url, headers={"x-api-key": KEY})
+    assert missing.status_code == 400 and missing.json() == {"type": "error", "error": {
+        "type": "invalid_request_error", "message": "anthropic-version: header is required"}}
+    assert httpx.get(url, headers=VERSION).json()["error"]["type"] == "authentication_error"
+    other = client(base_url, OTHER)
+    calls = (other.messages.batches.retrieve, other.messages.batches.cancel, other.messages.batches.delete,
+             lambda i: list(other.messages.batches.results(i)))
+    for call in calls:
+        with pytest.raises(anthropic.NotFoundError) as err:
+            call(batch.id)
+        assert err.value.body["error"] == {"type": "not_found_error", "message": f"message batch {batch.id} not found"}
+    assert other.messages.batches.list().data == []
+    unknown = httpx.get(f"{base_url}/v1/messages/nothing/here", headers={"x-api-key": KEY, **VERSION})
+    assert unknown.status_code == 404 and unknown.json()["error"]["type"] == "not_found_error"
+
+
+def test_an_oversize_batch_gets_anthropics_errors(base_url):
+    c = client(base_url, KEY)
+    with pytest.raises(anthropic.BadRequestError, match="at most 4 requests, this one 5"):
+        c.messages.batches.create(requests=[request(f"r{i}") for i in range(5)])
+    with pytest.raises(anthropic.APIStatusError) as err:  # 4 requests, over max_message_batch_bytes
+        c.messages.batches.create(requests=[request(f"r{i}", system="x" * 1500) for i in range(4)])
+    assert err.value.status_code == 413 and err.value.body["error"]["type"] == "request_too_large"
+    sent = [0]
+
+    def chunks():  # no Content-Length: counted as it arrives
+        yield b'{"requests": [{"custom_id": "a", "params": {"system": "'
+        for _ in range(256):
+            sent[0] += 1
+            yield b"x" * 4096
+    response = httpx.post(f"{base_url}/v1/messages/batches", content=chunks(), timeout=60,
+                          headers={"x-api-key": KEY, "content-type": "application/json", **VERSION})
+    assert response.status_code == 413 and response.json()["error"]["type"] == "request_too_large"
+    assert sent[0] < 128
+
+
+@pytest.mark.parametrize("requests, message", [
+    ([request("a"), request("b c")], "requests[1]: custom_id 'b c' must be 1 to 64 characters of letters"),
+    ([request("a" * 65)], "requests[0]: custom_id 'aaaa"),
+    ([request("a"), request("b"), request("a")], "requests[2]: custom_id 'a' is used by an earlier request"),
+    ([request("a"), request("b", model="claude-9")], "requests[1]: params.model 'claude-9' is not a model this "
+                                                      "server serves (claude-haiku, gpt-4o-mini)"),
+    ([{"custom_id": "a", "params": {"model": "claude-haiku", "messages": []}}], "requests[0]: params.max_tokens is "
+                                                                                "required"),
+    ([request("a", thinking={"type": "enabled"})], "requests[0]"),
+    ([], "requests: must be a list of at least one request"),
+])
+def test_a_bad_request_is_refused_at_create_naming_its_index(base_url, requests, message):
+    c = client(base_url, KEY)
+    with pytest.raises(anthropic.BadRequestError) as err:
+        c.messages.batches.create(requests=requests)
+    assert err.value.body["type"] == "error" and err.value.body["error"]["type"] == "invalid_request_error"
+    assert err.value.body["error"]["message"].startswith(message)
+    assert c.messages.batches.list().data == []  # nothing was made
+
+
+def test_a_body_that_is_not_a_batch_is_refused_by_name(base_url):
+    headers = {"x-api-key": KEY, "content-type": "application/json", **VERSION}
+    for body, message in ((b"{not json", "JSON decode error"), (json.dumps({"requests": [request("a")],
+                                                                           "model": "x"}).encode(), "model: Extra")):
+        response = httpx.post(f"{base_url}/v1/messages/batches", content=body, headers=headers)
+        assert response.status_code == 400 and response.json()["type"] == "error"
+        assert message in response.json()["error"]["message"]
+
+
+def _status(c: anthropic.Anthropic, method: str, path: str) -> int:
+    return httpx.request(method.upper(), f"{c.base_url}".rstrip("/") + path,
+                         headers={"x-api-key": KEY, **VERSION}).status_code
+
+
+def test_a_batch_whose_run_cannot_start_ends_with_every_request_errored_saying_why(tmp_path, monkeypatch):
+    """The served model's folder is not there: the run fails before any engine, and the batch
+    ends (not stuck in_progress) with each request errored, as Anthropic's api_error."""
+    monkeypatch.setenv("SPOTBATCH_API_KEY", KEY)
+    config = config_from({"models": {"claude-haiku": {"name": str(tmp_path / "no-model")}}})
+    with served(Serving(config, str(tmp_path / "store"))) as url:
+        c = client(url.removesuffix("/v1"), KEY)
+        batch = ended(c, c.messages.batches.create(requests=[request("a"), request("b")]).id)
+        assert batch.request_counts.errored == 2 and batch.results_url
+        results = list(c.messages.batches.results(batch.id))
+    assert sorted(r.custom_id for r in results) == ["a", "b"]
+    for r in results:
+        assert r.result.type == "errored" and r.result.error.error.type == "api_error"
+        assert r.result.error.error.message.startswith(f"model '{tmp_path / 'no-model'}': no folder")
