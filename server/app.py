@@ -20,6 +20,7 @@ from server.guard import Guard
 from server.keys import Keys
 from server.lease import Lease
 from server.objects import ApiError
+from server.pages import PagesFirst, status_pages
 from server.state import State
 
 log = logging.getLogger("spotbatch.serve")
@@ -57,6 +58,7 @@ def create_app(serving: Serving) -> FastAPI:
     _errors_as_openai(app)
     app.add_middleware(Guard, keys=keys, max_file_bytes=serving.config.max_file_bytes,
                        upload_cap=serving.config.max_file_bytes + MULTIPART_SLACK)
+    app.add_middleware(PagesFirst, pages=status_pages(app))  # the status page (server/pages/), before the gate
     return app
 
 

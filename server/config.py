@@ -10,6 +10,7 @@ served with.
     max_file_bytes: 209715200            # OpenAI's 200 MB
     max_requests_per_file: 50000         # OpenAI's
     api_keys_file: keys.txt              # optional: sha256 hashes of the keys, one a line
+    behind_tls: false                    # true when a proxy in front ends TLS (the page's cookie is Secure)
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class ServeConfig(BaseModel):
     max_file_bytes: int = Field(200 * 1024 * 1024, gt=0, description="The largest upload (OpenAI: 200 MB).")
     max_requests_per_file: int = Field(50_000, gt=0, description="Request lines a batch may hold (OpenAI: 50,000).")
     api_keys_file: str | None = Field(None, description="A file of sha256 hashes of the API keys, one a line.")
+    behind_tls: bool = Field(False, description="A proxy in front ends TLS: the status page's cookie is Secure.")
 
 
 def load_config(path: str | Path) -> ServeConfig:
