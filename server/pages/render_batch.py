@@ -9,7 +9,7 @@ from server.pages.run_detail import RunDetail
 from server.pages.views import BatchView
 
 BUCKET_MEANING = {"load": "engines starting", "useful": "work committed", "idle": "engines waiting",
-                  "wasted": "work lost and redone"}
+                  "wasted": "work not committed: lost with a node, or in flight"}
 
 
 def batch_page(v: BatchView, detail: RunDetail, now: float) -> str:
@@ -71,7 +71,7 @@ def _engines(detail: RunDetail) -> str:
     if not detail.engines:
         return ""
     rows = "".join(
-        f'<tr><td>{esc(e.node[:12])}</td><td>{esc(e.instance_type)}</td><td>{esc(e.market)}</td>'
+        f'<tr><td>{esc(e.node[:12])}</td><td>{esc(e.instance_type)}</td><td>{esc(e.market.replace("_", "-"))}</td>'
         f'<td>{esc(e.model)}</td><td>{esc(when(e.started_at))}</td><td class="num">{usd(e.usd)}</td>'
         f'<td>{"running" if e.alive else ("lost with its node" if e.units_lost else "released")}</td></tr>'
         for e in detail.engines)
