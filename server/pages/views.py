@@ -42,14 +42,23 @@ class BatchView:
 
     @property
     def projected_usd(self) -> float | None:
-        """The whole batch's cost at the rate of the requests done so far."""
+        """The whole batch's cost at the rate of the requests done so far.
+
+        >>> BatchView("b", "OpenAI", "in_progress", True, 0, total=60, done=15, failed=0, cost_usd=0.01).projected_usd
+        0.04
+        """
         if self.cost_usd is None or not self.done:
             return None
         return self.cost_usd if not self.running else self.cost_usd * max(self.total, self.done) / self.done
 
     def eta_seconds(self, now: float | None = None) -> float | None:
         """Seconds to the end at the pace since the batch started; None when it is not running or
-        nothing is done yet."""
+        nothing is done yet.
+
+        >>> view = BatchView("b", "OpenAI", "in_progress", True, 0, total=60, done=15, failed=0, started_at=100)
+        >>> view.eta_seconds(now=130)
+        90.0
+        """
         if not self.running or not self.done or self.started_at is None or self.done >= self.total:
             return None
         elapsed = (now or time.time()) - self.started_at
