@@ -21,6 +21,7 @@ from server.guard import Guard
 from server.keys import Keys
 from server.lease import Lease
 from server.objects import ApiError
+from server.pages import PagesFirst, status_pages
 from server.state import State
 
 log = logging.getLogger("spotbatch.serve")
@@ -61,6 +62,7 @@ def create_app(serving: Serving) -> FastAPI:
                        upload_cap=serving.config.max_file_bytes + MULTIPART_SLACK,
                        post_caps={anthropic_api.router.prefix: serving.config.max_message_batch_bytes})
     app.add_middleware(AnthropicDoor, keys=keys)  # outside the Guard: Anthropic's headers and error body
+    app.add_middleware(PagesFirst, pages=status_pages(app))  # the status page (server/pages/), before the gate
     return app
 
 

@@ -13,6 +13,7 @@ served with.
     max_message_batch_bytes: 268435456   # Anthropic's 256 MB: a Message Batch's request body
     message_batch_expiry: 24h            # Anthropic's: a Message Batch ends, the rest expired, this long after creation
     api_keys_file: keys.txt              # optional: sha256 hashes of the keys, one a line
+    behind_tls: false                    # true when a proxy in front ends TLS (the page's cookie is Secure)
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class ServeConfig(BaseModel):
     message_batch_expiry: str = Field("24h", description="How long after its creation a Message Batch ends, its "
                                       "unanswered requests `expired` (Anthropic: 24h).")
     api_keys_file: str | None = Field(None, description="A file of sha256 hashes of the API keys, one a line.")
+    behind_tls: bool = Field(False, description="A proxy in front ends TLS: the status page's cookie is Secure.")
 
     @field_validator("message_batch_expiry")
     @classmethod

@@ -190,3 +190,42 @@ def test_two_batches_on_two_models_queued_each_models_engine_starting_on_its_tur
     # One model's engines are kept warm at a time (pipelines/engine/warm_pool.py): the chat engine
     # went when the embedding model's started; the embedding engine stays for the next batch.
     assert POOL.held() == 1
+
+
+def test_the_status_page_in_a_browser_signs_in_and_shows_a_running_batch_move_and_its_cost(api):
+    """Headless Chromium (tests/browser.py): nothing without a key; signed in, a batch's page
+    refreshes by itself while it runs, its progress moves and its cost appears; the screenshot
+    taken then is the guide's (docs/img/status_page.png)."""
+    import time
+
+    from tests.browser import batch_page_now, chromium, page_errors, sign_in, text_of, wait_until
+
+    base = str(api.base_url).rstrip("/").removesuffix("/v1")
+    batch = create(api, [chat_line(f"p{i}", content=f"Tell a short story about the number {i}.",
+                                   max_completion_tokens=40) for i in range(60)])
+    with chromium() as browser:
+        browser.get(f"{base}/batches/{batch.id}")
+        assert browser.current_url == f"{base}/" and batch.id not in browser.page_source  # the login form
+        sign_in(browser, base, KEY)
+        assert batch.id in browser.page_source
+        browser.get(f"{base}/batches/{batch.id}")  # from here on, only the page's own script reloads it
+        seen, shot, deadline = set(), False, time.monotonic() + 300
+        while (now := batch_page_now(browser))["status"] not in ENDED:
+            done, total, spent = now["done"], now["total"], now["spent"]
+            seen.add(done)
+            if not shot and 0 < done < total and spent.startswith("$") and float(spent[1:].replace(",", "")) > 0:
+                browser.save_screenshot(str(ROOT / "docs" / "img" / "status_page.png"))
+                shot = True
+            assert time.monotonic() < deadline, f"batch {batch.id} still running after 300 s"
+            time.sleep(0.3)
+        assert (now["status"], now["done"], now["total"]) == ("completed", 60, 60)
+        assert shot and any(0 < d < 60 for d in seen), f"progress seen: {sorted(seen)}"  # it moved, cost shown
+        assert float(text_of(browser, ".spent")[1:]) > 0 and "useful" in text_of(browser, "table.legend")
+        assert text_of(browser, "table.engines tbody tr")  # the engine that ran it, with its node and market
+        assert browser.find_element("tag name", "header").value_of_css_property("background-color") \
+            == "rgba(248, 249, 251, 1)"  # the stylesheet loaded under the CSP
+        assert not [e for e in page_errors(browser) if "Content Security Policy" in e], page_errors(browser)
+        browser.find_element("css selector", "form.logout button").click()
+        wait_until(browser, lambda: "Log out" not in browser.page_source, 30, "the logout did not go through")
+        browser.get(f"{base}/batches/{batch.id}")
+        assert browser.current_url == f"{base}/" and batch.id not in browser.page_source

@@ -1,0 +1,52 @@
+"""The status page of `spotbatch serve`: HTML for people, beside the API for programs, on the
+same server and store. It is an app of its own in front of the API's: the API's gate (a key in
+every request's Authorization header, server/guard.py) does not apply to a browser, which signs
+in once and carries a session cookie (session.py); and its errors are pages, not OpenAI's JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+
+from server.pages import routes
+from server.pages.session import Sessions
+
+PAGE_PATHS = ("/", "/login", "/logout", "/static/status.js", "/static/status.css")
+PAGE_PREFIXES = ("/batches/",)
+# No inline script or style anywhere (render.py, assets.py), so none is allowed.
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+HEADERS = {"Content-Security-Policy": CSP, "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff",
+           "Referrer-Policy": "same-origin", "Cache-Control": "no-store"}
+
+
+def status_pages(api: FastAPI) -> FastAPI:
+    """The pages app, reading the API app's store, keys and config."""
+    pages = FastAPI(title="spotbatch status", docs_url=None, redoc_url=None, openapi_url=None)
+    pages.state.state, pages.state.keys = api.state.state, api.state.keys
+    pages.state.behind_tls = api.state.config.behind_tls
+    pages.state.sessions = Sessions()
+    pages.include_router(routes.router)
+
+    @pages.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response = await call_next(request)
+        for name, value in HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    return pages
+
+
+class PagesFirst:
+    """ASGI middleware: the status page's paths go to the pages app, every other to the API."""
+
+    def __init__(self, app, pages: FastAPI):
+        self.app, self.pages = app, pages
+
+    async def __call__(self, scope: dict[str, Any], receive, send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path in PAGE_PATHS or path.startswith(PAGE_PREFIXES)):
+            return await self.pages(scope, receive, send)
+        return await self.app(scope, receive, send)

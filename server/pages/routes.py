@@ -1,0 +1,77 @@
+"""The status page's routes: `/` (the caller's batches, or the login form), `/batches/{id}`,
+POST `/login` and `/logout`, and the page's script and stylesheet. A key sees only its own
+batches; another key's batch is a 404, as in the API."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from server.pages import assets, session
+from server.pages.render import list_page, login_page, not_found_page
+from server.pages.render_batch import batch_page
+from server.pages.run_detail import run_detail
+from server.pages.views import batch_view, batch_views
+
+router = APIRouter()
+WRONG_KEY = "That key is not accepted here."  # the same for every failure: nothing is told about keys
+
+
+def _tenant(request: Request) -> str | None:
+    return request.app.state.sessions.tenant(request.cookies.get(session.COOKIE))
+
+
+@router.get("/", response_class=HTMLResponse)
+def home(request: Request) -> HTMLResponse:
+    tenant = _tenant(request)
+    if tenant is None:
+        return HTMLResponse(login_page())
+    return HTMLResponse(list_page(batch_views(request.app.state.state, tenant), time.time()))
+
+
+@router.get("/batches/{batch_id}", response_class=HTMLResponse)
+def batch(request: Request, batch_id: str) -> Response:
+    tenant = _tenant(request)
+    if tenant is None:
+        return RedirectResponse("/", status_code=303)
+    state = request.app.state.state
+    view = batch_view(state, tenant, batch_id)
+    if view is None:
+        return HTMLResponse(not_found_page(), status_code=404)
+    return HTMLResponse(batch_page(view, run_detail(state, tenant, view.id), time.time()))
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    if not session.same_origin(request):
+        return HTMLResponse(login_page("This form must be sent from this server's own page."), status_code=403)
+    form = await session.small_form(request)
+    key = (form or {}).get("key", "").strip()
+    tenant = request.app.state.keys.tenant(f"Bearer {key}") if key else None  # constant time (server/keys.py)
+    if tenant is None:
+        return HTMLResponse(login_page(WRONG_KEY), status_code=401)
+    response = RedirectResponse("/", status_code=303)
+    session.set_cookie(response, request, request.app.state.sessions.open(tenant))
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request) -> Response:
+    if not session.same_origin(request):
+        return HTMLResponse(login_page("This form must be sent from this server's own page."), status_code=403)
+    request.app.state.sessions.close(request.cookies.get(session.COOKIE))
+    response = RedirectResponse("/", status_code=303)
+    session.clear_cookie(response, request)
+    return response
+
+
+@router.get("/static/status.js")
+def script() -> Response:
+    return Response(assets.SCRIPT, media_type="text/javascript", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/static/status.css")
+def style() -> Response:
+    return Response(assets.STYLE, media_type="text/css", headers={"Cache-Control": "no-cache"})

@@ -1,0 +1,132 @@
+"""The status page of `spotbatch serve` (server/pages/) without an engine, over HTTP on loopback:
+the login (cookie flags, CSRF, a wrong key), tenancy, security headers, and the escaping of what
+users wrote. The page in a real browser, with a batch running, is tests/test_status_page_browser.py."""
+
+import hashlib
+
+import httpx
+import pytest
+
+from server.app import Serving
+from server.config import config_from
+from tests.serving import chat_line, client, jsonl, served, wait_for
+
+KEY, OTHER = "sk-page-one-0123456789", "sk-page-two-9876543210"
+XSS = "<script>alert(1)</script>"
+FILE_NAME = "<img src=x onerror=alert(1)>.jsonl"
+
+
+@pytest.fixture
+def page(tmp_path, monkeypatch):
+    """The page's base URL (http://127.0.0.1:PORT), and the API's."""
+    monkeypatch.setenv("SPOTBATCH_API_KEY", KEY)
+    monkeypatch.setenv("SPOTBATCH_API_KEY_HASHES", hashlib.sha256(OTHER.encode()).hexdigest())
+    with served(Serving(config_from({"models": {"gpt-4o-mini": "tiny-random"}}), str(tmp_path / "store"))) as url:
+        yield url.removesuffix("/v1"), url
+
+
+def signed_in(base: str, key: str) -> httpx.Client:
+    browser = httpx.Client(base_url=base, headers={"Origin": base})
+    answer = browser.post("/login", data={"key": key})
+    assert answer.status_code == 303 and answer.headers["location"] == "/", answer.text
+    return browser
+
+
+def failed_batch(api_url: str, key: str, metadata: dict | None = None) -> str:
+    """A batch that fails validation (no engine starts): a custom_id used twice."""
+    c = client(api_url, key)
+    up = c.files.create(file=(FILE_NAME, jsonl([chat_line(XSS), chat_line(XSS)])), purpose="batch")
+    batch = c.batches.create(input_file_id=up.id, endpoint="/v1/chat/completions", completion_window="24h",
+                             metadata=metadata)
+    assert wait_for(c, batch.id, 60).status == "failed"
+    return batch.id
+
+
+def test_without_a_session_the_page_is_the_login_form_and_a_batch_page_redirects_to_it(page):
+    base, api_url = page
+    batch_id = failed_batch(api_url, KEY)
+    home = httpx.get(f"{base}/")
+    assert home.status_code == 200 and 'name="key"' in home.text and batch_id not in home.text
+    answer = httpx.get(f"{base}/batches/{batch_id}")
+    assert answer.status_code == 303 and answer.headers["location"] == "/" and batch_id not in answer.text
+    csp = home.headers["content-security-policy"]
+    assert "unsafe-inline" not in csp and "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert home.headers["x-frame-options"] == "DENY" and home.headers["x-content-type-options"] == "nosniff"
+    assert "<script>" not in home.text.replace('<script src="/static/status.js" defer></script>', "")
+    assert httpx.get(f"{base}/static/status.js").headers["content-type"].startswith("text/javascript")
+    assert httpx.get(f"{api_url}/batches").status_code == 401  # the API's gate is as it was
+
+
+def test_login_sets_an_httponly_samesite_cookie_holding_a_session_not_the_key_and_logout_ends_it(page):
+    base, api_url = page
+    batch_id = failed_batch(api_url, KEY)
+    answer = httpx.post(f"{base}/login", data={"key": KEY}, headers={"Origin": base})
+    assert answer.status_code == 303
+    cookie = answer.headers["set-cookie"]
+    flags = {f.strip().lower() for f in cookie.split(";")}
+    assert {"httponly", "samesite=strict", "path=/"} <= flags and "secure" not in flags  # plain http here
+    token = cookie.split(";")[0].split("=", 1)[1]
+    assert len(token) >= 40 and KEY not in cookie and hashlib.sha256(KEY.encode()).hexdigest()[:16] not in cookie
+    browser = httpx.Client(base_url=base, headers={"Origin": base}, cookies={"spotbatch_session": token})
+    home = browser.get("/")
+    assert batch_id in home.text and home.headers["cache-control"] == "no-store"
+    assert browser.get(f"/batches/{batch_id}").status_code == 200
+    out = browser.post("/logout")
+    assert out.status_code == 303 and 'spotbatch_session=""' in out.headers["set-cookie"]
+    again = httpx.Client(base_url=base, cookies={"spotbatch_session": token})  # the token itself is void now
+    assert batch_id not in again.get("/").text and again.get(f"/batches/{batch_id}").status_code == 303
+
+
+def test_a_wrong_key_gets_a_generic_error_and_no_cookie(page):
+    base, _ = page
+    for key in ("sk-wrong", "", KEY + "x", "Bearer " + KEY + " x"):
+        answer = httpx.post(f"{base}/login", data={"key": key}, headers={"Origin": base})
+        assert answer.status_code == 401 and "That key is not accepted here." in answer.text, key
+        assert "set-cookie" not in answer.headers and "sk-wrong" not in answer.text
+
+
+def test_a_login_or_logout_from_another_site_is_refused(page):
+    base, _ = page
+    for headers in ({"Origin": "http://evil.example"}, {}, {"Origin": "null"},
+                    {"Referer": "http://evil.example/page"}):
+        answer = httpx.post(f"{base}/login", data={"key": KEY}, headers=headers)
+        assert answer.status_code == 403 and "set-cookie" not in answer.headers, headers
+    browser = signed_in(base, KEY)
+    assert browser.post("/logout", headers={"Origin": "http://evil.example"}).status_code == 403
+    assert "Log out" in browser.get("/").text  # still signed in
+    referer_only = httpx.post(f"{base}/login", data={"key": KEY}, headers={"Referer": f"{base}/"})
+    assert referer_only.status_code == 303  # a browser that sends no Origin sends its Referer
+
+
+def test_each_key_sees_only_its_own_batches_and_another_keys_batch_is_404(page):
+    base, api_url = page
+    mine, theirs = failed_batch(api_url, KEY), failed_batch(api_url, OTHER)
+    me, other = signed_in(base, KEY), signed_in(base, OTHER)
+    assert mine in me.get("/").text and theirs not in me.get("/").text
+    assert theirs in other.get("/").text and mine not in other.get("/").text
+    refused = other.get(f"/batches/{mine}")
+    assert refused.status_code == 404 and mine not in refused.text.replace(f"/batches/{mine}", "")
+
+
+def test_what_users_wrote_is_shown_as_text(page):
+    base, api_url = page
+    batch_id = failed_batch(api_url, KEY, metadata={"note": XSS, XSS[:60]: "x"})
+    me = signed_in(base, KEY)
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    for html in (me.get("/").text, me.get(f"/batches/{batch_id}").text):
+        assert escaped in html and XSS not in html and "<script>alert" not in html
+    detail = me.get(f"/batches/{batch_id}").text
+    assert "duplicate_custom_id" in detail and "&lt;img src=x onerror=alert(1)&gt;.jsonl" in detail
+    assert FILE_NAME not in detail
+
+
+def test_behind_tls_the_cookie_is_secure(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPOTBATCH_API_KEY", KEY)
+    config = config_from({"models": {"gpt-4o-mini": "tiny-random"}, "behind_tls": True})
+    with served(Serving(config, str(tmp_path / "store"))) as url:
+        base = url.removesuffix("/v1")
+        host = base.removeprefix("http://")
+        answer = httpx.post(f"{base}/login", data={"key": KEY}, headers={"Origin": f"https://{host}"})
+        assert answer.status_code == 303 and "secure" in answer.headers["set-cookie"].lower()
+        plain = httpx.post(f"{base}/login", data={"key": KEY}, headers={"Origin": base})
+        assert plain.status_code == 403  # the visitor's page is https: an http Origin is not it
