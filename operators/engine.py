@@ -43,6 +43,9 @@ class EngineConfig:
             "tensor_parallel_size": self.tensor_parallel_size,
             "seed": self.seed,
             **({"runner": "pooling"} if self.task == "embed" else {}),
+            # vLLM's structured output waits for the thinking to end before it constrains (its
+            # server's --reasoning-parser sets this too): a forced call constrains the answer.
+            **({"reasoning_parser": self.reasoning_parser} if self.reasoning_parser else {}),
         }
         kwargs.update(self.engine_kwargs)
         return kwargs
@@ -223,13 +226,16 @@ class VLLMEngine:
 
         parsed = self.parsing is not None and self.parsing.needed(sampling)
         if parsed:
-            try:  # the structured output that forces its call, if any
-                sampling = self.parsing.forced_sampling(sampling)
+            try:  # its forced call's structured output, its tool parser's settings
+                sampling = self.parsing.engine_sampling(sampling)
             except ValueError as err:
                 raise RowRejected(str(err)) from err
         params = self._params(sampling)
+        prompt: Any = TokensPrompt(prompt_token_ids=token_ids)
         try:
-            self.llm.llm_engine.add_request(request_id, TokensPrompt(prompt_token_ids=token_ids), params)
+            if parsed and params.structured_outputs is not None:
+                prompt = self.parsing.engine_request(self.llm.llm_engine, request_id, prompt, params, sampling)
+            self.llm.llm_engine.add_request(request_id, prompt, params)
         except (ValueError, TypeError, VLLMValidationError) as err:  # this request's fault, not the engine's
             raise RowRejected(str(err)) from err
         if sampling.get("logprobs"):
