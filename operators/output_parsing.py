@@ -188,6 +188,14 @@ def _call_id(index: int, name: str, arguments: str) -> str:
     return "call_" + hashlib.sha256(f"{index}:{name}:{arguments}".encode()).hexdigest()[:24]
 
 
+def holds_auto_calls(tool_parser: str) -> bool:
+    """Whether vLLM holds this parser's auto calls to a structural tag (a strict function's arguments
+    to its schema), as its server does through the parser's adjust_request: checked on the driver."""
+    from vllm.tool_parsers import ToolParserManager
+
+    return ToolParserManager.get_tool_parser(tool_parser).structural_tag_model is not None
+
+
 def unknown_parser(kind: str, name: str) -> str | None:
     """Why `name` is not one of vLLM's parsers of `kind` ("tool" or "reasoning"), or None: checked
     on the driver, before any engine starts."""
