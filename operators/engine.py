@@ -13,7 +13,7 @@ from typing import Any
 from operators.engine_args import hide_in_engine_logs
 from operators.engine_params import pooling_params, sampling_params
 from operators.output_parsing import OutputParsing, parsed_completion
-from operators.tokens import PromptForm, prompt_token_ids, text_token_ids
+from operators.tokens import PromptForm, prompt_token_ids, template_kwargs, text_token_ids
 
 
 @dataclass(frozen=True)
@@ -173,11 +173,8 @@ class VLLMEngine:
                sampling: dict[str, Any] | None = None) -> list[int]:
         """Token ids of the prompt as the model will see it (operators/tokens.py); a request's
         `sampling` may bring tools (shown to the chat template) and chat_template_kwargs of its own."""
-        sampling = sampling or {}
-        kwargs = {**self.config.chat_template_kwargs, **(sampling.get("chat_template_kwargs") or {}),
-                  **({"tools": sampling["tools"]} if sampling.get("tools") else {})}
         return prompt_token_ids(self.tokenizer, prompt, PromptForm(system_prompt, fmt), self.config.chat_template,
-                                kwargs)
+                                template_kwargs(self.config.chat_template_kwargs, sampling))
 
     def encode_text(self, text: str, max_tokens: int | None = None) -> list[int]:
         """A text's token ids as an embedding model reads it (operators/tokens.py)."""
