@@ -13,7 +13,7 @@ from typing import Any
 from operators.engine_args import hide_in_engine_logs
 from operators.engine_params import pooling_params, sampling_params
 from operators.output_parsing import OutputParsing, parsed_completion
-from operators.tokens import PromptForm, prompt_token_ids, text_token_ids
+from operators.tokens import PromptForm, prompt_token_ids, template_kwargs, text_token_ids
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,9 @@ class EngineConfig:
             "tensor_parallel_size": self.tensor_parallel_size,
             "seed": self.seed,
             **({"runner": "pooling"} if self.task == "embed" else {}),
+            # vLLM's structured output waits for the thinking to end before it constrains (its
+            # server's --reasoning-parser sets this too): a forced call constrains the answer.
+            **({"reasoning_parser": self.reasoning_parser} if self.reasoning_parser else {}),
         }
         kwargs.update(self.engine_kwargs)
         return kwargs
@@ -170,11 +173,8 @@ class VLLMEngine:
                sampling: dict[str, Any] | None = None) -> list[int]:
         """Token ids of the prompt as the model will see it (operators/tokens.py); a request's
         `sampling` may bring tools (shown to the chat template) and chat_template_kwargs of its own."""
-        sampling = sampling or {}
-        kwargs = {**self.config.chat_template_kwargs, **(sampling.get("chat_template_kwargs") or {}),
-                  **({"tools": sampling["tools"]} if sampling.get("tools") else {})}
         return prompt_token_ids(self.tokenizer, prompt, PromptForm(system_prompt, fmt), self.config.chat_template,
-                                kwargs)
+                                template_kwargs(self.config.chat_template_kwargs, sampling))
 
     def encode_text(self, text: str, max_tokens: int | None = None) -> list[int]:
         """A text's token ids as an embedding model reads it (operators/tokens.py)."""
@@ -223,13 +223,16 @@ class VLLMEngine:
 
         parsed = self.parsing is not None and self.parsing.needed(sampling)
         if parsed:
-            try:  # the structured output that forces its call, if any
-                sampling = self.parsing.forced_sampling(sampling)
+            try:  # its forced call's structured output, its tool parser's settings
+                sampling = self.parsing.engine_sampling(sampling)
             except ValueError as err:
                 raise RowRejected(str(err)) from err
         params = self._params(sampling)
+        prompt: Any = TokensPrompt(prompt_token_ids=token_ids)
         try:
-            self.llm.llm_engine.add_request(request_id, TokensPrompt(prompt_token_ids=token_ids), params)
+            if parsed and params.structured_outputs is not None:
+                prompt = self.parsing.engine_request(self.llm.llm_engine, request_id, prompt, params, sampling)
+            self.llm.llm_engine.add_request(request_id, prompt, params)
         except (ValueError, TypeError, VLLMValidationError) as err:  # this request's fault, not the engine's
             raise RowRejected(str(err)) from err
         if sampling.get("logprobs"):

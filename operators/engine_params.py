@@ -41,5 +41,8 @@ def sampling_params(sampling: dict[str, Any]):
         # OpenAI's logprobs: true with top_logprobs k is vLLM's logprobs=k (the chosen token comes too).
         logprobs=(sampling.get("top_logprobs") or 0) if sampling.get("logprobs") else None,
         structured_outputs=structured,
+        # Set by a tool parser for an auto call (operators/output_parsing.py), never by a user.
+        skip_special_tokens=sampling.get("skip_special_tokens", True),
+        spaces_between_special_tokens=sampling.get("spaces_between_special_tokens", True),
         output_kind=RequestOutputKind.FINAL_ONLY,  # one output per request, when it ends
     )

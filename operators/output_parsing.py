@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 FORCED = "spotbatch_forced"  # the tool parser for forced calls when the spec names none
@@ -65,7 +65,7 @@ class OutputParsing:
             try:
                 return ParserManager.get_parser(tool_parser_name=tools, reasoning_parser_name=reasoning_parser,
                                                 enable_auto_tools=True, tokenizer=tokenizer)
-            except (TypeError, KeyError, ValueError) as err:
+            except (TypeError, KeyError, ValueError, ImportError) as err:  # ImportError: a parser's own package
                 raise ValueError(f"{field} cannot be used with this model: {err}") from err
 
         what = "model.reasoning_parser" if reasoning_parser else "the forced tool call parser"
@@ -93,16 +93,48 @@ class OutputParsing:
         # later row of the same tools a $ref to nothing.
         return found.model_copy(deep=True)
 
-    def forced_sampling(self, sampling: dict[str, Any]) -> dict[str, Any]:
-        """A parsed request's sampling, with the structured output that forces its call (if any);
-        ValueError says why the request cannot be run."""
+    def engine_sampling(self, sampling: dict[str, Any]) -> dict[str, Any]:
+        """A parsed request's sampling as the engine runs it: with the structured output that forces
+        its call (if any), and what its tool parser's adjust_request asks of the engine, as vLLM's
+        server applies it (hermes, kimi_k2, ...: the call's markers are special tokens, kept in the
+        text so the parser finds them). ValueError says why the request cannot be run."""
         if sampling.get("n", 1) > 1:
             raise ValueError("n > 1 with tools or a reasoning parser: each result row keeps one choice's tool "
                              "calls and reasoning; ask for n: 1")
-        if sampling.get("tools") and sampling.get("tool_choice") in (None, "auto") and self.auto is None:
+        auto = bool(sampling.get("tools")) and sampling.get("tool_choice") in (None, "auto")
+        if auto and self.auto is None:
             raise ValueError("tool_choice auto needs model.tool_parser (hermes, llama3_json, ...)")
+        if auto:
+            return {**sampling, **self._auto_adjustments(sampling)}
         schema = self.forced_schema(sampling)
         return sampling if schema is None else {**sampling, "response_format": None, "structured": {"json": schema}}
+
+    def _auto_adjustments(self, sampling: dict[str, Any]) -> dict[str, Any]:
+        """What the tool parser's adjust_request sets on an auto request: its detokenizing, and the
+        structural tag some parsers hold a call's envelope (and a strict tool's arguments) to."""
+        request = self._request(sampling)
+        parser = self.auto(self.tokenizer, request.tools, chat_template_kwargs=self.template_kwargs(sampling))
+        adjusted = parser.adjust_request(request)
+        found = {"skip_special_tokens": adjusted.skip_special_tokens,
+                 "spaces_between_special_tokens": adjusted.spaces_between_special_tokens}
+        made = adjusted.structured_outputs
+        if made is not None:
+            found["structured"] = {f.name: getattr(made, f.name) for f in fields(made)
+                                   if f.init and not f.name.startswith("_") and getattr(made, f.name) != f.default}
+            found["response_format"] = None
+        return found
+
+    def engine_request(self, engine: Any, request_id: str, prompt: Any, params: Any, sampling: dict[str, Any]) -> Any:
+        """A structured request as the engine takes it: with a reasoning parser, the template's
+        variables that tell the engine's parser whether the prompt left a thinking block open (Qwen3's
+        enable_thinking: false closes it), as vLLM's server sends them; without them, its structured
+        output would wait for the end of a thinking never opened."""
+        if not self.reasoning:
+            return prompt
+        request = engine.input_processor.process_inputs(request_id, prompt, params,
+                                                        supported_tasks=engine.get_supported_tasks())
+        request.reasoning_parser_kwargs = {"chat_template_kwargs": self.template_kwargs(sampling)}
+        return request
 
     def forced_schema(self, sampling: dict[str, Any]) -> dict[str, Any] | None:
         """The JSON schema that forces a required or named call (None: nothing forced), as vLLM's
@@ -114,14 +146,17 @@ class OutputParsing:
         request = self._request(sampling)
         return get_json_schema_from_tools(request.tool_choice, request.tools, request.parallel_tool_calls)
 
+    def template_kwargs(self, sampling: dict[str, Any]) -> dict[str, Any]:
+        """The template's variables, which tell a reasoning parser how the prompt ended (Qwen3's
+        enable_thinking: false leaves no thinking open), as vLLM's server gives them."""
+        return {**self.chat_template_kwargs, **(sampling.get("chat_template_kwargs") or {})}
+
     def parse(self, text: str, token_ids: list[int], sampling: dict[str, Any]) -> Parsed:
         """A finished choice's text split into reasoning, answer and tool calls."""
         request = self._request(sampling)
         auto = sampling.get("tools") and sampling.get("tool_choice") in (None, "auto")
-        # The template's variables tell a parser how the prompt ended (Qwen3's enable_thinking: false
-        # leaves no thinking open), as vLLM's server gives them.
-        kwargs = {**self.chat_template_kwargs, **(sampling.get("chat_template_kwargs") or {})}
-        parser = (self.auto if auto else self.forced)(self.tokenizer, request.tools, chat_template_kwargs=kwargs)
+        parser = (self.auto if auto else self.forced)(self.tokenizer, request.tools,
+                                                      chat_template_kwargs=self.template_kwargs(sampling))
         reasoning, content, calls = parser.parse(text, request, enable_auto_tools=bool(auto),
                                                  model_output_token_ids=token_ids)
         if sampling.get("parallel_tool_calls") is False:
@@ -151,6 +186,14 @@ def parsed_completion(completion: Any, out: Any, parsing: OutputParsing,
 def _call_id(index: int, name: str, arguments: str) -> str:
     """A call's id, the same for the same answer (a resumed or cached row keeps its ids)."""
     return "call_" + hashlib.sha256(f"{index}:{name}:{arguments}".encode()).hexdigest()[:24]
+
+
+def holds_auto_calls(tool_parser: str) -> bool:
+    """Whether vLLM holds this parser's auto calls to a structural tag (a strict function's arguments
+    to its schema), as its server does through the parser's adjust_request: checked on the driver."""
+    from vllm.tool_parsers import ToolParserManager
+
+    return ToolParserManager.get_tool_parser(tool_parser).structural_tag_model is not None
 
 
 def unknown_parser(kind: str, name: str) -> str | None:

@@ -36,6 +36,18 @@ def prompt_token_ids(tokenizer: Any, prompt: str, form: PromptForm, chat_templat
     return list(tokenizer.encode(text, add_special_tokens=False))
 
 
+def template_kwargs(model_kwargs: dict[str, Any] | None, sampling: dict[str, Any] | None) -> dict[str, Any]:
+    """The chat template's variables for a request: the model's, the request's own over them, and
+    the request's tools, which the template shows the model (and which count in its prompt).
+
+    >>> template_kwargs({"enable_thinking": True}, {"chat_template_kwargs": {"enable_thinking": False}, "tools": []})
+    {'enable_thinking': False}
+    """
+    sampling = sampling or {}
+    return {**(model_kwargs or {}), **(sampling.get("chat_template_kwargs") or {}),
+            **({"tools": sampling["tools"]} if sampling.get("tools") else {})}
+
+
 def text_token_ids(tokenizer: Any, text: str, max_tokens: int | None = None) -> list[int]:
     """A text's token ids as an embedding model reads it: with the model's special tokens, no chat
     template, cut to `max_tokens` (when given) by the tokenizer's own truncation, which keeps the

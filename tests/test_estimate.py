@@ -321,3 +321,32 @@ def test_an_embedding_run_counts_its_input_tokens_only_and_prices_no_output(tmp_
     assert ref["usd"] == pytest.approx(ref["usd_per_1m_input_tokens"] * sum(counts) / 1e6)  # input only
     assert est["options"] == [] and "no embedding speed is known" in est["left_out"][0]
     assert not (tmp_path / "out").exists()
+
+
+def test_tool_rows_count_their_tools_as_the_chat_template_renders_them(tmp_path, capsys, smollm2):
+    """The template shows the tools to the model, so they are prompt tokens: the run's tools, and
+    a row's own tools and template variables (its sampling column)."""
+    from transformers import AutoTokenizer
+
+    from tests.test_tools_reasoning import TEMPLATE, TOOLS
+
+    (tmp_path / "in").mkdir()
+    own = {"tools": TOOLS[1:], "tool_choice": "none", "chat_template_kwargs": {"enable_thinking": False}}
+    pq.write_table(pa.table({"id": [1, 2], "text": ["Weather in Oslo?", "What time is it?"],
+                             "sampling": [None, json.dumps(own)]}),
+                   tmp_path / "in" / "part-0.parquet")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({
+        "input": {"paths": str(tmp_path / "in"), "prompt_column": "text", "sampling_column": "sampling"},
+        "model": {"name": str(smollm2), "max_model_len": 2048, "chat_template": TEMPLATE},
+        "sampling": {"max_tokens": 8, "tools": TOOLS, "tool_choice": "none"},
+        "output": {"path": str(tmp_path / "out")}}))
+    tok = AutoTokenizer.from_pretrained(str(smollm2))
+
+    def count(text: str, **variables) -> int:
+        return len(tok.apply_chat_template([{"role": "user", "content": text}], chat_template=TEMPLATE,
+                                           add_generation_prompt=True, tokenize=True, return_dict=False, **variables))
+
+    expected = count("Weather in Oslo?", tools=TOOLS) + count("What time is it?", tools=TOOLS[1:],
+                                                              enable_thinking=False)
+    assert estimate_json(capsys, spec)["work"]["prompt_tokens"] == expected

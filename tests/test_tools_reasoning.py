@@ -166,7 +166,7 @@ def test_vllms_parsers_split_forced_and_auto_calls_on_smollm2s_tokenizer(vllm_to
     assert required.finish_reason == "tool_calls" and required.tool_calls[0]["function"]["name"] == "get_time"
     assert required.text == "" and required.tool_calls[0]["id"].startswith("call_")
     with pytest.raises(ValueError, match="tool_choice auto needs model.tool_parser"):
-        forced.forced_sampling({"tools": TOOLS})
+        forced.engine_sampling({"tools": TOOLS})
     auto = OutputParsing(vllm_tokenizer, "hermes", None)
     text = 'Let me check. <tool_call>{"name": "get_weather", "arguments": {"city": "Oslo", "days": 1}}</tool_call>'
     found = parsed(auto, text, {"tools": TOOLS, "tool_choice": "auto"}, vllm_tokenizer)
@@ -302,3 +302,53 @@ def test_an_anthropic_result_whose_forced_call_was_cut_off_exports_as_max_tokens
     line, _ = anthropic.result_line("r1", row, 0)
     message = Message.model_validate(line["result"]["message"])
     assert message.stop_reason == "max_tokens" and message.content[-1].input == {}
+
+
+def test_the_engine_is_given_the_reasoning_parser_for_its_structured_output(smollm2):
+    """vLLM's structured output constrains from the first token unless its config names the
+    reasoning parser (its server's --reasoning-parser sets it): a forced call would be the thinking."""
+    from vllm.engine.arg_utils import EngineArgs
+
+    from operators.engine import EngineConfig
+
+    kwargs = EngineConfig(str(smollm2), max_model_len=512, reasoning_parser="qwen3").llm_kwargs()
+    config = EngineArgs(**kwargs).create_engine_config()
+    assert config.structured_outputs_config.reasoning_parser == "qwen3"
+    plain = EngineArgs(**EngineConfig(str(smollm2), max_model_len=512).llm_kwargs()).create_engine_config()
+    assert plain.structured_outputs_config.reasoning_parser == ""
+
+
+def _tool_parser_names() -> list[str]:
+    from vllm.tool_parsers import ToolParserManager
+
+    return sorted({*ToolParserManager.tool_parsers, *ToolParserManager.lazy_parsers})
+
+
+@pytest.mark.parametrize("name", _tool_parser_names())
+def test_an_auto_rows_engine_settings_are_what_its_tool_parsers_adjust_request_sets(name, vllm_tokenizer):
+    """vLLM's server lets a tool parser adjust a request before it runs (hermes, kimi_k2, ...: the
+    call's markers are special tokens, which the default detokenizing drops): an auto row's
+    SamplingParams here are what vLLM's server would run it with."""
+    from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+    from vllm.parser import ParserManager
+
+    from operators.engine_params import sampling_params
+    from pipelines.spec.sampling import SamplingSpec
+
+    try:
+        parsing = OutputParsing(vllm_tokenizer, name, None)
+    except ValueError as err:  # refused when the engine starts, with this reason
+        pytest.skip(f"{name} cannot parse SmolLM2's output: {err}")
+    row = {**SamplingSpec().model_dump(), "tools": TOOLS, "tool_choice": "auto"}
+    ran = sampling_params(parsing.engine_sampling(row))
+    request = ChatCompletionRequest.model_validate({"model": "", "messages": [{"role": "user", "content": "hi"}],
+                                                    "tools": TOOLS, "tool_choice": "auto"})
+    server = ParserManager.get_parser(tool_parser_name=name, reasoning_parser_name=None, enable_auto_tools=True,
+                                      tokenizer=vllm_tokenizer)
+    adjusted = server(vllm_tokenizer, request.tools, chat_template_kwargs={}).adjust_request(request)
+    assert (ran.skip_special_tokens, ran.spaces_between_special_tokens) == (
+        adjusted.skip_special_tokens, adjusted.spaces_between_special_tokens)
+    # Some parsers hold an auto call's envelope to a structural tag (glm45: by default; hermes, kimi_k2,
+    # ...: for a strict tool), which vLLM's server sends to the engine.
+    tag = [getattr(s.structured_outputs, "structural_tag", None) for s in (ran, adjusted)]
+    assert tag[0] == tag[1]

@@ -1,9 +1,10 @@
 """Tools and reasoning on the real engine (vLLM, SmolLM2, the session's one Ray cluster), through
 the CLI (issue 33). Two runs: an OpenAI batch file (forced calls, a replayed tool history, an
-unclosed thinking block) exported and parsed with the `openai` SDK's types; and Parquet rows whose
-own sampling forces SmolLM2 to close a thinking block, so vLLM's qwen3 reasoning parser has an
-answer to split from it. SmolLM2 has no thinking of its own: the chat template given in the spec
-opens `<think>` (as Qwen3's does), which is honest plumbing, not a reasoning model."""
+unclosed thinking block, a forced call left to follow the thinking) exported and parsed with the
+`openai` SDK's types; and Parquet rows whose own sampling forces SmolLM2 to close a thinking block
+(vLLM's enable_in_reasoning), so vLLM's qwen3 reasoning parser has an answer to split from it.
+SmolLM2 has no thinking of its own: the chat template given in the spec opens `<think>` (as Qwen3's
+does), which is honest plumbing, not a reasoning model."""
 
 from __future__ import annotations
 
@@ -28,6 +29,14 @@ MODEL = {"name": "smollm2-135m", "enforce_eager": True, "max_model_len": 1024, "
 NO_THINKING = {"enable_thinking": False}
 
 
+def matches(text: str, schema: dict) -> bool:
+    try:
+        jsonschema.validate(json.loads(text), schema)
+    except (ValueError, jsonschema.ValidationError):
+        return False
+    return True
+
+
 def chat(custom_id: str, messages: list[dict], **body) -> dict:
     return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
             "body": {"model": "m", "messages": messages, "temperature": 0, **body}}
@@ -43,6 +52,7 @@ def test_an_openai_file_with_tools_and_thinking_exports_calls_that_match_their_s
         chat("history", HISTORY, tools=TOOLS, tool_choice="none", max_completion_tokens=12,
              chat_template_kwargs=NO_THINKING),
         chat("think", [{"role": "user", "content": "What is 2 + 2?"}], max_completion_tokens=8),
+        chat("think_then_call", ask, tools=TOOLS, tool_choice=NAMED, max_completion_tokens=24),
     ]
     batch = tmp_path / "batch.jsonl"
     batch.write_text("".join(json.dumps(x) + "\n" for x in lines))
@@ -83,8 +93,17 @@ def test_an_openai_file_with_tools_and_thinking_exports_calls_that_match_their_s
     counted = think.usage.completion_tokens_details.reasoning_tokens
     assert counted == len(tokenizer.encode(reasoning, add_special_tokens=False)) <= think.usage.completion_tokens
 
+    # A forced call with the thinking open: structured output waits for the thinking to end (the
+    # engine is given the reasoning parser, as vLLM's server's is), so the thinking is the model's own
+    # text, not the call's JSON. SmolLM2 never writes </think> as one token, so no call follows.
+    thinking_first = bodies["think_then_call"].choices[0].message
+    reasoning = thinking_first.model_extra["reasoning_content"]
+    assert reasoning and not matches(reasoning, WEATHER) and not thinking_first.tool_calls
+
 
 def test_parquet_rows_keep_the_thinking_apart_from_the_answer_and_count_it(tmp_path, ray_cluster, smollm2):
+    # vLLM's enable_in_reasoning: a structured output constrains the thinking too, which closes it.
+    model = {**MODEL, "engine_kwargs": {"structured_outputs_config": {"enable_in_reasoning": True}}}
     closes = {"structured": {"regex": r"[a-z ]{10,60}</think>[A-Za-z0-9 ]{2,30}\."}, "max_tokens": 60}
     (tmp_path / "in").mkdir()
     pq.write_table(pa.table({"id": [1, 2], "text": ["What is 2 + 2?", "Name a colour."],
@@ -93,7 +112,7 @@ def test_parquet_rows_keep_the_thinking_apart_from_the_answer_and_count_it(tmp_p
                    tmp_path / "in" / "part-0.parquet")
     spec = write_spec(tmp_path / "spec.yaml", {
         "input": {"paths": str(tmp_path / "in"), "prompt_column": "text", "sampling_column": "sampling"},
-        "compute": {"engine_threads": 2}, "model": MODEL, "output": {"path": str(tmp_path / "out")}})
+        "compute": {"engine_threads": 2}, "model": model, "output": {"path": str(tmp_path / "out")}})
     proc = spotbatch("run", str(spec), "--address", ray_cluster)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     rows = {r["id"]: r for r in ds.dataset(str(tmp_path / "out"), format="parquet").to_table().to_pylist()}

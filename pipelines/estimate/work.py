@@ -10,11 +10,12 @@ read, with the 95% error of that mean (slices as clusters: rows next to each oth
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from operators.tokens import PromptForm, prompt_token_ids, text_token_ids
+from operators.tokens import PromptForm, prompt_token_ids, template_kwargs, text_token_ids
 from pipelines.cache.response_cache import request_key
 from pipelines.engine import facts as engine_facts
 from pipelines.planning.inputs import list_shards
@@ -134,7 +135,6 @@ def _read(spec: PipelineSpec, units: list[Unit], sources: dict[str, dict]) -> di
     tokenizers: dict[str | None, Any] = {}
     seen: set[str] = set()
     found = {"rows": 0, "tokens": 0, "engine_tokens": 0, "refused": 0, "duplicates": 0, "slices": []}
-    form = PromptForm(spec.input.system_prompt, spec.input.format)
     for unit in units:
         model_spec = spec.for_model(unit.model).model if unit.model else spec.model
         if unit.model not in tokenizers:
@@ -146,7 +146,7 @@ def _read(spec: PipelineSpec, units: list[Unit], sources: dict[str, dict]) -> di
             if prompt is None:
                 found["refused"] += 1
                 continue
-            n = _token_count(spec, model_spec, tokenizers[unit.model], prompt, form)
+            n = _token_count(spec, model_spec, tokenizers[unit.model], prompt, own)
             if n is None:  # an embedding longer than the context: an error record
                 found["refused"] += 1
                 continue
@@ -164,12 +164,16 @@ def _read(spec: PipelineSpec, units: list[Unit], sources: dict[str, dict]) -> di
     return found
 
 
-def _token_count(spec: PipelineSpec, model_spec, tokenizer: Any, prompt: str, form: PromptForm) -> int | None:
-    """A row's prompt tokens as its engine counts them: a generation's in its chat form; an
-    embedding's text with the model's special tokens (operators/embed.py), None when longer
-    than the context and not cut (the run makes it an error record)."""
+def _token_count(spec: PipelineSpec, model_spec, tokenizer: Any, prompt: str, own: str | None) -> int | None:
+    """A row's prompt tokens as its engine counts them: a generation's in its chat form, with its
+    tools and template variables (the run's, or the row's own sampling); an embedding's text with
+    the model's special tokens (operators/embed.py), None when longer than the context and not cut
+    (the run makes it an error record)."""
     if spec.task != "embed":
-        return len(prompt_token_ids(tokenizer, prompt, form, model_spec.chat_template, model_spec.chat_template_kwargs))
+        sampling = json.loads(own) if own else spec.sampling.model_dump(mode="json")
+        form = PromptForm(spec.input.system_prompt, spec.input.format)
+        return len(prompt_token_ids(tokenizer, prompt, form, model_spec.chat_template,
+                                    template_kwargs(model_spec.chat_template_kwargs, sampling)))
     from pipelines.engine.decode_work import context_tokens
 
     context = context_tokens(model_spec)
@@ -181,8 +185,6 @@ def _token_count(spec: PipelineSpec, model_spec, tokenizer: Any, prompt: str, fo
 def _dedup_key(spec: PipelineSpec, model: str | None, prompt: str, own_max: int | None, own: str | None) -> str | None:
     """The key the run's dedup names a request by (pipelines/unit/requests.py UnitRequests.keys);
     None when the dedup is off or the request is never shared."""
-    import json
-
     if not spec.cache.dedup:
         return None
     if spec.task == "embed":

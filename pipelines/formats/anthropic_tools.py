@@ -14,6 +14,10 @@ from pipelines.spec.tools import check_tool_choice, check_tools
 from spotbatch.errors import BatchFileError
 
 TOOL_FIELDS = {"name", "description", "input_schema", "type", "cache_control"}
+# A history's blocks; cache_control is a provider's billing hint (the engine's prefix cache needs none).
+BLOCK_FIELDS = {"tool_use": {"type", "id", "name", "input", "cache_control"},
+                "tool_result": {"type", "tool_use_id", "content", "is_error", "cache_control"}}
+ERROR_PREFIX = "Error: "  # how a tool_result with is_error: true reads to the model (the template sees text)
 CHOICES = {"auto": "auto", "any": "required", "none": "none"}
 
 
@@ -72,11 +76,12 @@ def openai_messages(messages: Any, where: str) -> Any:
             out.append(m)
             continue
         at = f"params.messages[{i}].content"
+        _check_blocks(blocks, where, at)
         uses = [b for b in blocks if b.get("type") == "tool_use"]
         results = [b for b in blocks if b.get("type") == "tool_result"]
         rest = [b for b in blocks if b.get("type") not in ("tool_use", "tool_result")]
         out += [{"role": "tool", "tool_call_id": string_field(r.get("tool_use_id"), where, f"{at}[].tool_use_id"),
-                 "content": _result_text(r.get("content"), where, at)} for r in results]
+                 "content": _result_content(r, where, at)} for r in results]
         if uses or rest:
             message: dict[str, Any] = {"role": m.get("role"), "content": rest or None}
             if uses:
@@ -85,6 +90,26 @@ def openai_messages(messages: Any, where: str) -> Any:
                                                        "arguments": json.dumps(u.get("input", {}))}} for u in uses]
             out.append(message)
     return out
+
+
+def _check_blocks(blocks: list[Any], where: str, at: str) -> None:
+    """tool_use and tool_result blocks hold only the fields read here: any other is refused by name."""
+    for j, block in enumerate(blocks):
+        known = BLOCK_FIELDS.get(block.get("type")) if isinstance(block, dict) else None
+        unknown = sorted(set(block) - known) if known else []
+        if unknown:
+            raise BatchFileError(f"{where}: field {at}[{j}].{unknown[0]} is not a {block['type']} field spotbatch "
+                                 f"knows ({', '.join(sorted(known))}); refused rather than dropped")
+        if known and block["type"] == "tool_result" and not isinstance(block.get("is_error", False), bool):
+            raise BatchFileError(f"{where}: field {at}[{j}].is_error must be true or false, "
+                                 f"got {kind_of(block['is_error'])}")
+
+
+def _result_content(block: dict[str, Any], where: str, at: str) -> Any:
+    """A tool_result as a tool message's content; a failed call's (is_error: true) reads "Error: ...",
+    since OpenAI's tool message, and so a chat template, has no field that says so."""
+    content = _result_text(block.get("content"), where, at)
+    return ERROR_PREFIX + content if block.get("is_error") and isinstance(content, str) else content
 
 
 def _result_text(content: Any, where: str, at: str) -> Any:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -27,10 +26,10 @@ import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from pipelines.formats.lines import parse_line
+from pipelines.formats.request_checks import RequestModels, check_request_rows
 from pipelines.planning.inputs import InputError, expand_paths, file_version, first_repeat, hash_values, repeated_hashes
 from pipelines.planning.start_over import refuse_while_running
 from pipelines.spec.embed import embedding_models
-from pipelines.spec.tools import auto_refusal
 from pipelines.store.output import OutputError, OutputStore
 from pipelines.store.records import new_id
 from spotbatch.errors import BatchFileError, SpecError
@@ -72,23 +71,14 @@ def endpoint_of(store: OutputStore) -> str | None:
     return found.get("endpoint", CHAT) if isinstance(found, dict) else CHAT
 
 
-@dataclass(frozen=True)
-class RequestModels:
-    """The spec's models as a request line meets them."""
-
-    names: list[str] | None = None
-    """The routed models, which each request's model must name (None: one model answers all)."""
-    tool_parsers: dict[str | None, str | None] = field(default_factory=dict)
-    """Each model's model.tool_parser (key None: the one model's), without which tool_choice auto is refused."""
-
-
 def read_batch_files(provider, source: InputSpec, store: OutputStore, new_run: bool = False,
-                     models: RequestModels = RequestModels()) -> tuple[str, str]:
+                     models: RequestModels | None = None) -> tuple[str, str]:
     """Read the JSONL files (`source.paths`, with `source.storage_options`) into Parquet under the
     output (once per version of the files); returns the folder to read as input, and the files'
     endpoint. Files that changed under an output holding a run are refused before anything is
     rewritten (with `new_run`, read again once no run works on the output: that run is moved aside). `models`:
-    the spec's models (RequestModels)."""
+    the spec's models and sampling (RequestModels; None: one model, the spec's defaults)."""
+    models = models or RequestModels()
     storage_options = source.storage_options
     listing = {"conversion": CONVERSION, "provider": provider.NAME, "files": _listing(source.paths, storage_options)}
     previous = store.read(SOURCE)
@@ -158,7 +148,7 @@ def _id_chunks(provider, files: list[dict[str, Any]], storage_options: dict[str,
         if endpoint is not None and not endpoint:
             endpoint.append(module)
         if rules is not None:
-            _check_tools(rows, where, rules)
+            check_request_rows(rows, where, module, rules)
         ids.append(request)
         wheres.append(where)
         if len(ids) >= ROWS_PER_SHARD:
@@ -166,15 +156,6 @@ def _id_chunks(provider, files: list[dict[str, Any]], storage_options: dict[str,
             ids, wheres = [], []
     if ids:
         yield ids, wheres
-
-
-def _check_tools(rows: list[dict[str, Any]], where: str, models: RequestModels) -> None:
-    """A request whose tools need a tool parser its model lacks (tool_choice auto), refused by name."""
-    for row in rows:
-        sampling = json.loads(row.get("sampling") or "{}")
-        why = auto_refusal(sampling, models.tool_parsers.get(row.get("model") if models.names else None))
-        if why:
-            raise BatchFileError(f"{where}: tools cannot be honoured: {why}")
 
 
 def _convert(provider, files: list[dict[str, Any]], storage_options: dict[str, Any], store: OutputStore,
@@ -270,8 +251,9 @@ def resolve_input(spec, new_run: bool = False):
         return spec
     store = OutputStore(spec.output.path, spec.output.storage_options)
     store.check_is_ours()  # never write into a folder that holds someone else's files
-    models = RequestModels(sorted(spec.models), {n: m.tool_parser for n, m in spec.models.items()}) if spec.routed \
-        else RequestModels(None, {None: spec.model.tool_parser})
+    written = spec.sampling.model_dump(mode="json", include=spec.sampling.model_fields_set)
+    models = RequestModels(sorted(spec.models) if spec.routed else None,
+                           dict(spec.models) if spec.routed else {None: spec.model}, written)
     folder, url = read_batch_files(provider, spec.input, store, new_run, models)
     endpoint = ENDPOINTS[url]
     data = spec.model_dump(mode="json")
@@ -279,7 +261,6 @@ def resolve_input(spec, new_run: bool = False):
                          storage_options=spec.output.storage_options, prompt_column=endpoint.PROMPT_COLUMN,
                          format=endpoint.FORMAT)
     data.update(getattr(endpoint, "SPEC", {}))  # what the endpoint's rows need of the rest of the spec
-    written = spec.sampling.model_dump(mode="json", include=spec.sampling.model_fields_set)
     data["sampling"] = {**data["sampling"], **endpoint.DEFAULT_SAMPLING, **written}
     task = getattr(endpoint, "TASK", "generate")  # the endpoint decides: /v1/embeddings embeds
     if "task" in spec.model_fields_set and spec.task != task:

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from pipelines.spec.base import _Section
+from pipelines.spec.template_kwargs import check_template_kwargs
 
 
 class CompileCacheSpec(_Section):
@@ -70,6 +71,11 @@ class ModelSpec(_Section):
     engine_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Other vllm.LLM arguments, passed through unchanged."
     )
+
+    @field_validator("chat_template_kwargs")
+    @classmethod
+    def _template_variables(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_template_kwargs(value)
 
     @field_validator("tool_parser", "reasoning_parser")
     @classmethod

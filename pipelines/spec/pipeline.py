@@ -18,7 +18,7 @@ from pipelines.spec.model import ModelSpec
 from pipelines.spec.output import CacheSpec, OutputSpec, RouteSpec
 from pipelines.spec.problems import spec_error
 from pipelines.spec.sampling import SamplingSpec
-from pipelines.spec.tools import auto_refusal
+from pipelines.spec.tools import auto_refusal, strict_refusal
 from spotbatch.errors import SpecError
 
 
@@ -135,7 +135,8 @@ class PipelineSpec(_Section):
         """Tools the spec gives run with every model's parser, or are refused before any engine starts."""
         for where, model in [("model", self.model)] if not self.routed else [
                 (f"models.{name}", m) for name, m in self.models.items()]:
-            why = auto_refusal(self.sampling.model_dump(), model.tool_parser)
+            sampling = self.sampling.model_dump()
+            why = auto_refusal(sampling, model.tool_parser) or strict_refusal(sampling, model.tool_parser)
             if why:
                 raise ValueError(f"sampling.tools with {where}: {why}")
             if model.reasoning_parser and self.sampling.n > 1:

@@ -46,5 +46,6 @@ def row_sampling(base: SamplingSpec | Any, override: Any) -> tuple[dict[str, Any
         # Strict: "64" or 64.5 for an integer is refused, as the providers refuse it, not guessed at.
         merged = type(base).model_validate({**base.model_dump(), **override}, strict=True)
     except ValidationError as err:
-        return None, "; ".join(describe_problem(e) for e in err.errors())
+        # A rule across fields is the row's sampling's, not the spec's: no "spec:" before it.
+        return None, "; ".join(describe_problem(e).removeprefix("spec: ") for e in err.errors())
     return merged.model_dump(mode="json"), None

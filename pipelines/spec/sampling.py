@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from pipelines.spec.base import _Section
+from pipelines.spec.template_kwargs import check_template_kwargs
 from pipelines.spec.tools import check_tool_choice, check_tools
 
 STRUCTURED_KINDS = ("choice", "regex", "grammar", "json")
@@ -98,6 +99,11 @@ class SamplingSpec(_Section):
             wanted = {"choice": "a non-empty list of strings", "json": "a JSON Schema object"}.get(kind, "a string")
             raise ValueError(f"{kind} must be {wanted}")
         return value
+
+    @field_validator("chat_template_kwargs")
+    @classmethod
+    def _template_variables(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return check_template_kwargs(value)
 
     @field_validator("tools")
     @classmethod

@@ -84,3 +84,20 @@ def auto_refusal(sampling: dict[str, Any], tool_parser: str | None) -> str | Non
     return ("tool_choice auto (OpenAI's default when tools are given) needs model.tool_parser, the vLLM tool "
             "parser of the model's call format (hermes, llama3_json, mistral, ...); or set tool_choice to "
             "required, a function ({type: function, function: {name}}) or none")
+
+
+def strict_refusal(sampling: dict[str, Any], tool_parser: str | None) -> str | None:
+    """Why a strict function cannot be held to its schema with tool_choice auto (None: it can, or
+    nothing asks). vLLM holds an auto call's arguments to a strict function's schema by the
+    structural tag of the tool parser's format; a parser with none would leave `strict` unkept."""
+    if choice_of(sampling.get("tool_choice"), sampling.get("tools")) != "auto" or not tool_parser:
+        return None
+    strict = [i for i, tool in enumerate(sampling.get("tools") or []) if tool["function"].get("strict")]
+    from operators.output_parsing import holds_auto_calls
+
+    if not strict or holds_auto_calls(tool_parser):
+        return None
+    return (f"tools[{strict[0]}].function.strict: true cannot be kept with tool_choice auto: vLLM's {tool_parser} "
+            f"tool parser has no structural tag to hold a call's arguments to the schema; use tool_choice "
+            f"required or a named function (forced by structured output), a tool parser that has one "
+            f"(hermes, qwen3_json, llama3_json, ...), or strict: false")

@@ -1,0 +1,56 @@
+"""A batch file's requests checked as their rows will run, before anything is written: what would
+otherwise be an error record when a row meets the engine refuses the run by name (file, line,
+field), before any engine starts (pipelines/formats/batch_files.py)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from pipelines.spec.row_sampling import row_sampling
+from pipelines.spec.sampling import SamplingSpec
+from pipelines.spec.tools import auto_refusal, strict_refusal
+from spotbatch.errors import BatchFileError
+
+
+@dataclass(frozen=True)
+class RequestModels:
+    """The spec's models and sampling as a request line meets them."""
+
+    names: list[str] | None = None
+    """The routed models, which each request's model must name (None: one model answers all)."""
+    models: dict[str | None, Any] = field(default_factory=dict)
+    """Each model's ModelSpec (key None: the one model's): its parsers decide the tools and choices a
+    request may ask for."""
+    sampling: dict[str, Any] = field(default_factory=dict)
+    """The spec's sampling fields that are set, over the provider's defaults, under each request's own."""
+
+
+def check_request_rows(rows: list[dict[str, Any]], where: str, endpoint: ModuleType, models: RequestModels) -> None:
+    """A request's sampling as its row will run it: what would be an error record when the row
+    meets the engine (n: 2 with tools, a chat_template_kwargs the template cannot take, tool_choice
+    auto or a strict function its model's tool parser cannot honour) refuses the run by name."""
+    if getattr(endpoint, "TASK", "generate") != "generate":
+        return
+    base = _base_sampling(endpoint, json.dumps(models.sampling, sort_keys=True))
+    for row in rows:
+        sampling, why = row_sampling(base, json.loads(row.get("sampling") or "{}"))
+        if why:
+            raise BatchFileError(f"{where}: the request's sampling cannot be honoured: {why}")
+        sampling = sampling or base.model_dump()
+        model = models.models.get(row.get("model") if models.names else None)
+        why = model and (auto_refusal(sampling, model.tool_parser) or strict_refusal(sampling, model.tool_parser))
+        if why:
+            raise BatchFileError(f"{where}: tools cannot be honoured: {why}")
+        if model and model.reasoning_parser and sampling.get("n", 1) > 1:
+            raise BatchFileError(f"{where}: n: {sampling['n']} cannot be honoured: model.reasoning_parser takes "
+                                 f"n: 1 (each result row keeps one choice's reasoning)")
+
+
+@functools.lru_cache(maxsize=8)
+def _base_sampling(endpoint: ModuleType, written: str) -> SamplingSpec:
+    """A request's sampling before its own fields: the provider's defaults under the spec's."""
+    return SamplingSpec.model_validate({**endpoint.DEFAULT_SAMPLING, **json.loads(written)})
