@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from operators.batching import Request, admit
 from operators.engine import Completion, RowRejected
 from operators.kv_blocks import KVBlocks, KVNeed
+from operators.step_model import StepSums
 from spotbatch.errors import (
     EngineFailed,  # noqa: F401 (its home; importable from here as before)
     EngineStartError,
@@ -72,6 +73,9 @@ class FeederStats:
     max_running: int = 0
     token_budget: int = 0
     max_kv_tokens: int = 0  # KV held at most, counted as the budget counts it (operators/kv_blocks.py)
+    # each step's seconds against the requests running in it, for the estimate's step model
+    # (operators/step_model.py): what batching does to the speed, which busy_seconds hides
+    step_sums: StepSums = field(default_factory=StepSums)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -231,9 +235,11 @@ class EngineFeeder:
         self.stats.max_running = max(self.stats.max_running, len(self._running))
 
     def _step(self) -> None:
-        started = time.monotonic()
+        started, running = time.monotonic(), len(self._running)
         finished = self.engine.step()
-        self.stats.busy_seconds += time.monotonic() - started
+        took = time.monotonic() - started
+        self.stats.busy_seconds += took
+        self.stats.step_sums.add(running, took)
         self.stats.steps += 1
         self.stats.last_step_at = time.time()
         for request_id, completion in finished:
