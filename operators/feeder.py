@@ -43,6 +43,7 @@ from spotbatch.errors import (
 # with two (220 in, 124 preempted and computed again, 56,692 tokens), and plain vLLM's 101.6;
 # the long-tail set 127.0 with one against 125.6 with two (29 preempted).
 BUDGET_KV_CACHES = 1
+SHARE_BINS = 20
 
 
 class StepEngine(Protocol):
@@ -76,6 +77,9 @@ class FeederStats:
     # each step's seconds against the requests running in it, for the estimate's step model
     # (operators/step_model.py): what batching does to the speed, which busy_seconds hides
     step_sums: StepSums = field(default_factory=StepSums)
+    # requests by the share of their max_tokens they used, in SHARE_BINS bins: the spread of
+    # output lengths the estimate simulates (a mean share alone makes every row end together)
+    output_shares: list[int] = field(default_factory=lambda: [0] * SHARE_BINS)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -248,6 +252,9 @@ class EngineFeeder:
             self.stats.requests += 1
             self.stats.prompt_tokens += completion.prompt_tokens
             self.stats.completion_tokens += completion.completion_tokens
+            allowed = item.request.max_tokens * item.request.n
+            if allowed > 0:
+                self.stats.output_shares[min(SHARE_BINS - 1, SHARE_BINS * completion.completion_tokens // allowed)] += 1
             self.stats.last_finished_at = time.time()
             now = time.monotonic()
             item.future.set_result(replace(completion, queued_s=round(item.added - item.submitted, 4),

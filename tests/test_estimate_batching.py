@@ -76,6 +76,7 @@ def test_the_feeder_sums_each_step_against_its_running_requests_and_the_fit_find
     fit = fit_steps(sums)
     assert fit.fixed == pytest.approx(FIXED) and fit.per_sequence == pytest.approx(PER_SEQUENCE)
     assert feeder.stats.busy_seconds == pytest.approx(sums.t)  # the old figure stays beside it
+    assert feeder.stats.output_shares[-1] == 6 and sum(feeder.stats.output_shares) == 6  # each used all it may
 
 
 def test_a_fit_from_too_few_steps_or_one_running_count_is_refused():
@@ -90,7 +91,7 @@ def test_a_fit_from_too_few_steps_or_one_running_count_is_refused():
 def actor(sums: StepSums, busy: float = 20.0, budget: int = 30_000) -> dict:
     return {"run_id": "r5", "instance_type": "cpu-2vcpu", "compile": {"enforce_eager": True},
             "engine": {"busy_seconds": busy, "completion_tokens": 2000, "token_budget": budget,
-                       "step_sums": sums.to_json()}}
+                       "step_sums": sums.to_json(), "output_shares": [1] + [0] * 18 + [3]}}
 
 
 def line(steps: int, b_values=(1, 2, 3, 4)) -> StepSums:
@@ -110,6 +111,7 @@ def test_the_engine_facts_keep_a_fit_per_type_pooled_over_engines_and_keep_the_l
     assert kept["step_model"]["per_sequence"] == pytest.approx(PER_SEQUENCE)
     assert (kept["step_model"]["b_min"], kept["step_model"]["b_max"], kept["step_model"]["steps"]) == (1, 8, 80)
     assert kept["kv_tokens"] == 30_000 and kept["tokens_per_second"] == 100.0
+    assert engine_facts.lookup(spec.model, 0.0, path)["output_shares"] == {"bins": [2] + [0] * 18 + [6], "run_id": "r5"}
     short = {**actor(line(5)), "run_id": "r6"}
     engine_facts.remember_run(spec, {"a": short}, "r6", path)
     kept = engine_facts.lookup(spec.model, 0.0, path)["on"]["cpu-2vcpu"]
@@ -148,3 +150,20 @@ def test_the_estimate_simulates_with_a_measured_step_model_and_says_so(tmp_path,
     assert after["seconds"] == pytest.approx(5.0 + 16 * 0.05)
     assert after["seconds_from"].startswith("step model measured on cpu-2vcpu by run r2, fitted on b=1..48")
     assert after["tokens_per_second"] == pytest.approx(640 / 0.8)
+    # Shares measured spread (half the rows used a tenth, half nearly all) and a run's overhead:
+    # the same tokens take more steps, some with few rows running, and the overhead is added.
+    bins = [10] + [0] * 18 + [10]
+    engine_facts.remember(spec.model, 0.0, {"output_shares": {"bins": bins, "run_id": "r3"}, "on": {"cpu-2vcpu": {
+        "run_overhead_seconds": 12.0, "run_overhead_run_id": "r3"}}}, "r3")
+    spread = estimate_json(capsys, spec_path, "--instance-type", "cpu-2vcpu")["options"][0]
+    assert spread["seconds"] > 12.0 + after["seconds"]
+    assert "plus 12 s of a run's overhead" in spread["seconds_from"] and "by run r3" in spread["seconds_from"]
+
+
+def test_a_runs_overhead_is_its_time_before_the_engine_loads_less_the_load_and_after_its_last_request():
+    from pipelines.estimate.calibrate import run_overhead
+
+    actors = [{"loaded_at": 130.0, "compile": {"engine_start_seconds": 20.0}, "engine": {"last_finished_at": 195.0}},
+              {"loaded_at": 140.0, "engine": {}}]  # an engine that never finished a request tells nothing
+    assert run_overhead({"started_at": 100.0, "ended_at": 200.0}, actors) == 10.0 + 5.0
+    assert run_overhead({"started_at": 100.0, "ended_at": 200.0}, actors[1:]) is None

@@ -18,6 +18,9 @@ where the next run of the same model decides.
       node_facts.py), for the estimate (pipelines/estimate/); step_model: {fixed, per_sequence,
       b_min, b_max, steps, run_id}, seconds a step takes against the requests running in it
       (operators/step_model.py); kv_tokens: the KV an engine there holds (the feeder's budget)
+  output_shares: {bins, run_id}
+      requests counted by the share of their max_tokens they used (20 bins), for the spread of
+      output lengths the estimate simulates
   output_ratio: {ratio, generated_tokens, allowed_tokens, run_id}
       the tokens a whole run generated over the most its rows allowed (Unit.decode_tokens),
       for the estimate's expected output
@@ -110,6 +113,17 @@ def output_ratio(generated: int, allowed: int, run_id: str) -> dict[str, Any] | 
     return {"ratio": generated / allowed, "generated_tokens": generated, "allowed_tokens": allowed, "run_id": run_id}
 
 
+def output_shares(actors: dict[str, dict], run_id: str) -> dict[str, Any] | None:
+    """How the run's requests spread over the share of their max_tokens they used: the engines'
+    bins added (operators/feeder.py FeederStats.output_shares); None where none finished."""
+    bins: list[int] = []
+    for record in actors.values():
+        mine = (record.get("engine") or {}).get("output_shares") if record.get("run_id") == run_id else None
+        if mine:
+            bins = [a + b for a, b in zip(bins or [0] * len(mine), mine, strict=True)]
+    return {"bins": bins, "run_id": run_id} if sum(bins) else None
+
+
 def remember_run(spec, actors: dict[str, dict], run_id: str, path: Path | None = None,
                  ratio: dict[str, Any] | None = None) -> None:
     """After a run: keep what its engines measured, per model (a routed run's each); `ratio`
@@ -125,6 +139,9 @@ def remember_run(spec, actors: dict[str, dict], run_id: str, path: Path | None =
             figures["on"] = on
         if ratio is not None and not spec.routed:
             figures["output_ratio"] = ratio
+        shares = output_shares(mine, run_id)
+        if shares:
+            figures["output_shares"] = shares
         remember(model, spec.compute.gpus_per_actor, figures, run_id, path)
 
 
@@ -142,7 +159,7 @@ def remember(model, gpus_per_actor: float, figures: dict[str, Any], run_id: str,
     mine = {**before, **figures}
     # run_id and measured_at date the engine figures; `on` and `output_ratio` carry their own
     # run_id, so a warm run that measured only its output ratio does not re-date the others.
-    if set(figures) - {"on", "output_ratio"}:
+    if set(figures) - {"on", "output_ratio", "output_shares"}:
         mine.update(run_id=run_id, measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     if "compiled_start_seconds" in mine and "eager_start_seconds" in mine:
         mine["compile_seconds"] = max(0.0, mine["compiled_start_seconds"] - mine["eager_start_seconds"])

@@ -12,6 +12,8 @@ Lengths may be fractional (a row's max_tokens times the expected share of it): a
 a share of a step, and the tokens add up to the work's.
 
 >>> from operators.step_model import StepModel
+
+GOLDEN = (5 ** 0.5 - 1) / 2
 >>> engine = Engine(StepModel(fixed=1.0, per_sequence=0.5, b_min=1, b_max=2, steps=100), max_seqs=2)
 >>> simulate([Row(1, 1), Row(2, 2), Row(4, 4)], engine)  # test_estimate_batching.py works it by hand
 8.5
@@ -24,6 +26,8 @@ import math
 from dataclasses import dataclass
 
 from operators.step_model import StepModel
+
+GOLDEN = (5 ** 0.5 - 1) / 2
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,34 @@ def simulate(rows: list[Row], engine: Engine) -> float:
         step = ends
         while running and running[0][0] <= step:
             held -= heapq.heappop(running)[1]
+
+
+def expected_lengths(max_tokens: list[int], ratio: float, bins: list[int] | None = None) -> list[float]:
+    """Each row's output tokens to expect: its max_tokens times `ratio` (the share of max_tokens
+    used, work.py), spread as a run measured the shares spread (`bins`: requests counted by the
+    share they used, operators/feeder.py) and scaled so they use `ratio` of the whole. Rows draw
+    their shares in a golden-ratio sequence of quantiles, so any run of them is spread alike.
+
+    >>> expected_lengths([10, 10], 0.5)
+    [5.0, 5.0]
+    >>> [round(x, 2) for x in expected_lengths([10, 10, 10, 10], 0.5, [1, 0, 0, 1])]
+    [1.57, 9.77, 7.83, 0.83]
+    """
+    if not bins or not sum(bins):
+        return [m * ratio for m in max_tokens]
+    raw = [m * _quantile(bins, (i + 0.5) * GOLDEN % 1.0) for i, m in enumerate(max_tokens)]
+    scale = ratio * sum(max_tokens) / sum(raw) if sum(raw) else 0.0
+    return [min(float(m), r * scale) for m, r in zip(max_tokens, raw, strict=True)]
+
+
+def _quantile(bins: list[int], q: float) -> float:
+    """The share at quantile q of a histogram of shares over [0, 1] (uniform within a bin)."""
+    total, seen = sum(bins), 0.0
+    for k, count in enumerate(bins):
+        if count and seen + count >= q * total:
+            return (k + (q * total - seen) / count) / len(bins)
+        seen += count
+    return 1.0
 
 
 def engine_seconds(sample: list[Row], tokens_each: float, engine: Engine) -> float:

@@ -21,7 +21,7 @@ from typing import Any
 from cluster.prices import MARKETS, PriceCatalog
 from operators.step_model import StepModel
 from pipelines.engine import facts as engine_facts
-from pipelines.estimate.batching import Engine, Row, engine_seconds
+from pipelines.estimate.batching import Engine, Row, engine_seconds, expected_lengths
 from pipelines.planning.units import VLLM_MAX_NUM_SEQS
 from pipelines.redact import redact_url
 from pipelines.spec import PipelineSpec
@@ -39,6 +39,8 @@ class Speed:
     step: StepModel | None = None  # measured on this type: the engine's time is simulated with it
     step_source: str = ""
     kv_tokens: int | None = None  # an engine's KV capacity there, as its feeder's budget counted it
+    overhead_seconds: float = 0.0  # a run's time outside its engines' start and steps, where measured
+    overhead_source: str = ""
 
 
 @dataclass
@@ -84,7 +86,7 @@ def engine_speed(spec: PipelineSpec, instance_type: str, entry: dict[str, Any], 
     if on.get("tokens_per_second"):
         return Speed(on["tokens_per_second"], fallback_start,
                      f"measured: {on.get('engines', 1)} engine(s) of run {on['run_id']} on {instance_type}",
-                     start_source, True, *_step_model(on, instance_type))
+                     start_source, True, *_step_model(on, instance_type), *_overhead(on))
     if not entry.get("engine_tokens_per_second"):
         return None
     source = str(entry.get("engine_tokens_per_second_source", ""))
@@ -104,6 +106,14 @@ def _step_model(on: dict[str, Any], instance_type: str) -> tuple[StepModel | Non
                    f"{model.per_sequence * 1e3:.2f} ms a running request"), on.get("kv_tokens")
 
 
+def _overhead(on: dict[str, Any]) -> tuple[float, str]:
+    if on.get("run_overhead_seconds") is None:
+        return 0.0, ""
+    return on["run_overhead_seconds"], (f"; plus {on['run_overhead_seconds']:.0f} s of a run's overhead (Ray's start, "
+                                        f"the actor's placement, the wrap-up) measured by run "
+                                        f"{on['run_overhead_run_id']}")
+
+
 def engine_time(spec: PipelineSpec, speed: Speed, work, working: int) -> tuple[float, float, str]:
     """An engine's seconds on its share of the work's output tokens, the tokens/s that makes,
     and the model that gave them."""
@@ -111,8 +121,9 @@ def engine_time(spec: PipelineSpec, speed: Speed, work, working: int) -> tuple[f
     if speed.step is None or not work.row_shapes:
         where = "" if speed.measured else ", a guess" if "guess" in speed.source else " from the catalog"
         return each / speed.tokens_per_second, speed.tokens_per_second, f"tokens/s{where}: {speed.source}"
-    share = work.output_tokens / work.allowed_output_tokens if work.allowed_output_tokens else 0.0
-    rows = [Row(max_tokens * share, prompt + max_tokens) for prompt, max_tokens in work.row_shapes]
+    shares = engine_facts.lookup(spec.model, spec.compute.gpus_per_actor).get("output_shares") or {}
+    lengths = expected_lengths([m for _, m in work.row_shapes], work.output_ratio, shares.get("bins"))
+    rows = [Row(length, prompt + m) for (prompt, m), length in zip(work.row_shapes, lengths, strict=True)]
     seqs = int(spec.model.engine_kwargs.get("max_num_seqs", VLLM_MAX_NUM_SEQS))
     engine = Engine(speed.step, seqs, spec.compute.max_tokens_in_flight or speed.kv_tokens)
     seconds = engine_seconds(rows, each, engine)
@@ -155,7 +166,8 @@ def options(spec: PipelineSpec, work, instance_types: list[str] | None = None) -
             continue
         nodes = math.ceil(engines / per_node)
         decoding, tokens_per_second, seconds_from = engine_time(spec, speed, work, working)
-        seconds = speed.start_seconds + decoding
+        seconds = speed.overhead_seconds + speed.start_seconds + decoding
+        seconds_from += speed.overhead_source
         for market in MARKETS:
             if entry.get(market) is None:
                 continue
