@@ -108,6 +108,7 @@ class EngineFeeder:
         self._cond = threading.Condition()
         self._pending: deque[_Item] = deque()
         self._running: dict[str, _Item] = {}
+        self._prefill_tokens = 0  # prompt tokens added since the last step (the loop thread's)
         self._failed: BaseException | None = None
         self._cancelled: set[int] = set()  # id() of futures whose callers gave up on them
         self._ids = itertools.count()
@@ -236,6 +237,7 @@ class EngineFeeder:
             self.stats.first_added_at = time.time()
         item.added = time.monotonic()
         self._running[request_id] = item
+        self._prefill_tokens += len(item.request.token_ids)  # computed by the next step (its prefill)
         self.stats.max_running = max(self.stats.max_running, len(self._running))
 
     def _step(self) -> None:
@@ -243,7 +245,8 @@ class EngineFeeder:
         finished = self.engine.step()
         took = time.monotonic() - started
         self.stats.busy_seconds += took
-        self.stats.step_sums.add(running, took)
+        self.stats.step_sums.add(running, took, self._prefill_tokens)
+        self._prefill_tokens = 0
         self.stats.steps += 1
         self.stats.last_step_at = time.time()
         for request_id, completion in finished:

@@ -1,4 +1,8 @@
-"""An engine's step time against the sequences it runs: `seconds = fixed + per_sequence * b`.
+"""An engine's step time against the sequences it runs: `seconds = fixed + per_sequence * b
++ per_prompt_token * p`, p the prompt tokens of the requests added since the step before (their
+prefill; without it, a sample whose prompts were all computed in its first step fits a
+per-sequence cost that a run admitting requests all along, each step computing some prompts,
+exceeds: the long-tail set's whole run 24 ms a running request where its 48-row sample had 15).
 
 One tokens/s figure hides how an engine batches: a step costs about the same whether it runs 4
 sequences or 40, so tokens/s grows with the sequences held at once. A speed measured on a
@@ -36,20 +40,28 @@ class StepSums:
     bt: float = 0.0
     b_min: int = 0  # 0: no step yet
     b_max: int = 0
+    p: float = 0.0
+    pp: float = 0.0
+    bp: float = 0.0
+    pt: float = 0.0
 
-    def add(self, b: int, t: float) -> None:
+    def add(self, b: int, t: float, p: int = 0) -> None:
         self.n += 1
         self.b += b
         self.t += t
         self.bb += b * b
         self.bt += b * t
+        self.p += p
+        self.pp += p * p
+        self.bp += b * p
+        self.pt += p * t
         self.b_min = b if self.b_min == 0 else min(self.b_min, b)
         self.b_max = max(self.b_max, b)
 
     def merge(self, other: StepSums) -> StepSums:
         mins = [m for m in (self.b_min, other.b_min) if m]
-        return StepSums(self.n + other.n, self.b + other.b, self.t + other.t, self.bb + other.bb,
-                        self.bt + other.bt, min(mins) if mins else 0, max(self.b_max, other.b_max))
+        added = {k: getattr(self, k) + getattr(other, k) for k in ("n", "b", "t", "bb", "bt", "p", "pp", "bp", "pt")}
+        return StepSums(**added, b_min=min(mins) if mins else 0, b_max=max(self.b_max, other.b_max))
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,8 +79,10 @@ class StepModel:
     b_min: int  # the running counts the fit saw
     b_max: int
     steps: int
+    per_prompt_token: float = 0.0  # seconds each prompt token adds to the step that computes it
 
     def seconds(self, b: float) -> float:
+        """A step's seconds without its prefill (per_prompt_token counts that, once a prompt token)."""
         return self.fixed + self.per_sequence * b
 
     def to_json(self) -> dict[str, Any]:
@@ -76,13 +90,29 @@ class StepModel:
 
 
 def fit_steps(sums: StepSums, min_steps: int = MIN_STEPS) -> StepModel | None:
-    """The least-squares line, or None where it would be a guess: fewer than `min_steps` steps,
-    one running count only (no slope to fit), or a line that is not a cost (a negative part)."""
+    """The least-squares plane (with a prefill term where the steps' prompt tokens vary), else
+    the line; None where it would be a guess: fewer than `min_steps` steps, one running count
+    only (no slope to fit), or a fit that is not a cost (a negative part)."""
     spread = sums.n * sums.bb - sums.b * sums.b
     if sums.n < min_steps or sums.b_min == sums.b_max or spread <= 0:
         return None
+    plane = _fit_plane(sums)
+    if plane is not None and min(plane) >= 0:
+        return StepModel(plane[0], plane[1], sums.b_min, sums.b_max, int(sums.n), plane[2])
     per_sequence = (sums.n * sums.bt - sums.b * sums.t) / spread
     fixed = (sums.t - per_sequence * sums.b) / sums.n
     if per_sequence < 0 or fixed < 0:
         return None
     return StepModel(fixed, per_sequence, sums.b_min, sums.b_max, int(sums.n))
+
+
+def _fit_plane(sums: StepSums) -> tuple[float, float, float] | None:
+    """(fixed, per_sequence, per_prompt_token) from the normal equations; None where the
+    prompt tokens do not vary apart from b (nothing to tell the two costs apart by)."""
+    import numpy as np
+
+    normal = np.array([[sums.n, sums.b, sums.p], [sums.b, sums.bb, sums.bp], [sums.p, sums.bp, sums.pp]])
+    if sums.p <= 0 or np.linalg.cond(normal) > 1e12:
+        return None
+    fixed, per_sequence, per_prompt = np.linalg.solve(normal, np.array([sums.t, sums.bt, sums.pt]))
+    return float(fixed), float(per_sequence), float(per_prompt)

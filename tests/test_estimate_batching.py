@@ -16,7 +16,7 @@ from pipelines.estimate.batching import Engine, Row, engine_seconds, simulate
 from pipelines.spec import load_spec
 from tests.test_estimate import estimate_json, write_spec
 
-FIXED, PER_SEQUENCE = 0.004, 0.0015
+FIXED, PER_SEQUENCE, PER_PROMPT_TOKEN = 0.004, 0.0015, 0.0002
 
 
 class Clock:
@@ -33,25 +33,28 @@ class Clock:
 
 
 class TimedEngine:
-    """Each step makes one token for each running request and takes FIXED + PER_SEQUENCE * b."""
+    """Each step makes one token for each running request and takes FIXED + PER_SEQUENCE * b, and
+    PER_PROMPT_TOKEN for each prompt token added since the step before."""
 
-    prefix_block_tokens = 16
+    prefix_block_tokens = 0  # KV counted as prompt + max_tokens, no blocks
 
     def __init__(self, clock: Clock):
-        self.clock, self.running = clock, {}
+        self.clock, self.running, self.prompts = clock, {}, 0
 
     def kv_capacity_tokens(self):
         return 1 << 20
 
     def add(self, request_id, token_ids, sampling):
         self.running[request_id] = [len(token_ids), 0, sampling["max_tokens"]]
+        self.prompts += len(token_ids)
 
     def abort(self, request_ids):
         for rid in request_ids:
             self.running.pop(rid, None)
 
     def step(self):
-        self.clock.now += FIXED + PER_SEQUENCE * len(self.running)
+        self.clock.now += FIXED + PER_SEQUENCE * len(self.running) + PER_PROMPT_TOKEN * self.prompts
+        self.prompts = 0
         done = []
         for rid, state in list(self.running.items()):
             state[1] += 1
@@ -66,17 +69,17 @@ def test_the_feeder_sums_each_step_against_its_running_requests_and_the_fit_find
     clock = Clock()
     monkeypatch.setattr(feeder_module, "time", clock)
     engine = TimedEngine(clock)
-    feeder = EngineFeeder(engine)  # all six are admitted at once: the running count then falls 6, 5, ... 1
-    futures = feeder.submit([Request(k, [1, 2, 3], 5 * (k + 1)) for k in range(6)],
-                            {"temperature": 0.0})
+    feeder = EngineFeeder(engine, token_budget=420)  # room for the first six: 50 prompt tokens + 5k max_tokens each
+    futures = feeder.submit([Request(k, [1] * 50, 5 * (k % 6 + 1)) for k in range(12)], {"temperature": 0.0})
     for f in futures:
         f.result(timeout=10)
     sums = StepSums.from_json(json.loads(json.dumps(feeder.stats.to_json()))["step_sums"])  # as a beat carries it
-    assert (sums.n, sums.b_min, sums.b_max) == (30, 1, 6)
+    assert sums.n >= 30 and (sums.b_min, sums.b_max, sums.p) == (1, 6, 600)
     fit = fit_steps(sums)
     assert fit.fixed == pytest.approx(FIXED) and fit.per_sequence == pytest.approx(PER_SEQUENCE)
+    assert fit.per_prompt_token == pytest.approx(PER_PROMPT_TOKEN)
     assert feeder.stats.busy_seconds == pytest.approx(sums.t)  # the old figure stays beside it
-    assert feeder.stats.output_shares[-1] == 6 and sum(feeder.stats.output_shares) == 6  # each used all it may
+    assert feeder.stats.output_shares[-1] == 12 and sum(feeder.stats.output_shares) == 12  # each used all it may
 
 
 def test_a_fit_from_too_few_steps_or_one_running_count_is_refused():

@@ -5,7 +5,8 @@ The engine admits rows in order while it holds fewer than `max_num_seqs` and the
 and every token max_tokens allows, as the feeder's budget counts a request's worst case,
 operators/kv_blocks.py, here without blocks or a shared prefix) fits its KV capacity; each
 step emits one token for every running row and costs `fixed + per_sequence * b`. Between two
-events (a row ends, so another may start) b is constant, so the simulation walks the rows'
+events (a row ends, so another may start) b is constant; each row's prompt adds its prefill's
+seconds once, so the simulation walks the rows'
 ends, not their tokens: a sample of 20,000 rows is a few hundred milliseconds.
 
 Lengths may be fractional (a row's max_tokens times the expected share of it): a step is then
@@ -34,6 +35,7 @@ GOLDEN = (5 ** 0.5 - 1) / 2
 class Row:
     length: float  # output tokens expected (at least one: the step that takes a row emits its first)
     kv_tokens: int  # what the feeder's budget counts it as: prompt + max_tokens
+    prompt_tokens: int = 0  # computed by the step that takes it (the model's per_prompt_token)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ def simulate(rows: list[Row], engine: Engine) -> float:
                 not running or engine.kv_tokens is None or held + rows[i].kv_tokens <= engine.kv_tokens):
             heapq.heappush(running, (step + max(1.0, rows[i].length), rows[i].kv_tokens))
             held += rows[i].kv_tokens
+            seconds += engine.model.per_prompt_token * rows[i].prompt_tokens
             i += 1
         if not running:
             return seconds

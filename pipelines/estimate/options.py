@@ -100,10 +100,11 @@ def _step_model(on: dict[str, Any], instance_type: str) -> tuple[StepModel | Non
     kept = on.get("step_model")
     if not kept:
         return None, "", on.get("kv_tokens")
-    model = StepModel(**{k: kept[k] for k in StepModel.__dataclass_fields__})
+    model = StepModel(**{k: kept[k] for k in StepModel.__dataclass_fields__ if k in kept})
     return model, (f"step model measured on {instance_type} by run {kept['run_id']}, fitted on b={model.b_min}.."
                    f"{model.b_max} ({model.steps:,} steps): {model.fixed * 1e3:.1f} ms + "
-                   f"{model.per_sequence * 1e3:.2f} ms a running request"), on.get("kv_tokens")
+                   f"{model.per_sequence * 1e3:.2f} ms a running request + {model.per_prompt_token * 1e3:.3f} ms "
+                   f"a prompt token"), on.get("kv_tokens")
 
 
 def _overhead(on: dict[str, Any]) -> tuple[float, str]:
@@ -123,7 +124,7 @@ def engine_time(spec: PipelineSpec, speed: Speed, work, working: int) -> tuple[f
         return each / speed.tokens_per_second, speed.tokens_per_second, f"tokens/s{where}: {speed.source}"
     shares = engine_facts.lookup(spec.model, spec.compute.gpus_per_actor).get("output_shares") or {}
     lengths = expected_lengths([m for _, m in work.row_shapes], work.output_ratio, shares.get("bins"))
-    rows = [Row(length, prompt + m) for (prompt, m), length in zip(work.row_shapes, lengths, strict=True)]
+    rows = [Row(length, prompt + m, prompt) for (prompt, m), length in zip(work.row_shapes, lengths, strict=True)]
     seqs = int(spec.model.engine_kwargs.get("max_num_seqs", VLLM_MAX_NUM_SEQS))
     engine = Engine(speed.step, seqs, spec.compute.max_tokens_in_flight or speed.kv_tokens)
     seconds = engine_seconds(rows, each, engine)
