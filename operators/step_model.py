@@ -90,29 +90,32 @@ class StepModel:
 
 
 def fit_steps(sums: StepSums, min_steps: int = MIN_STEPS) -> StepModel | None:
-    """The least-squares plane (with a prefill term where the steps' prompt tokens vary), else
-    the line; None where it would be a guess: fewer than `min_steps` steps, one running count
-    only (no slope to fit), or a fit that is not a cost (a negative part)."""
-    spread = sums.n * sums.bb - sums.b * sums.b
-    if sums.n < min_steps or sums.b_min == sums.b_max or spread <= 0:
-        return None
-    plane = _fit_plane(sums)
-    if plane is not None and min(plane) >= 0:
-        return StepModel(plane[0], plane[1], sums.b_min, sums.b_max, int(sums.n), plane[2])
-    per_sequence = (sums.n * sums.bt - sums.b * sums.t) / spread
-    fixed = (sums.t - per_sequence * sums.b) / sums.n
-    if per_sequence < 0 or fixed < 0:
-        return None
-    return StepModel(fixed, per_sequence, sums.b_min, sums.b_max, int(sums.n))
+    """The least-squares fit of t on (1, b, p) with no negative part (a cost is not negative):
+    the best of the fits on each subset of the three terms whose parts are all >= 0, the exact
+    non-negative least squares for three terms. None where it would be a guess: fewer than
+    `min_steps` steps, or one running count only (no slope to fit)."""
+    import itertools
 
-
-def _fit_plane(sums: StepSums) -> tuple[float, float, float] | None:
-    """(fixed, per_sequence, per_prompt_token) from the normal equations; None where the
-    prompt tokens do not vary apart from b (nothing to tell the two costs apart by)."""
     import numpy as np
 
-    normal = np.array([[sums.n, sums.b, sums.p], [sums.b, sums.bb, sums.bp], [sums.p, sums.bp, sums.pp]])
-    if sums.p <= 0 or np.linalg.cond(normal) > 1e12:
+    if sums.n < min_steps or sums.b_min == sums.b_max or sums.n * sums.bb - sums.b * sums.b <= 0:
         return None
-    fixed, per_sequence, per_prompt = np.linalg.solve(normal, np.array([sums.t, sums.bt, sums.pt]))
-    return float(fixed), float(per_sequence), float(per_prompt)
+    gram = np.array([[sums.n, sums.b, sums.p], [sums.b, sums.bb, sums.bp], [sums.p, sums.bp, sums.pp]])
+    moments = np.array([sums.t, sums.bt, sums.pt])
+    best, best_loss = None, np.inf
+    for k in (1, 2, 3):
+        for terms in itertools.combinations(range(3), k):
+            sub = gram[np.ix_(terms, terms)]
+            if np.linalg.cond(sub) > 1e12:
+                continue  # a term that never varies (no prompt tokens counted, say)
+            part = np.linalg.solve(sub, moments[list(terms)])
+            if (part < 0).any():
+                continue
+            theta = np.zeros(3)
+            theta[list(terms)] = part
+            loss = theta @ gram @ theta - 2 * theta @ moments  # the squared error less sum(t^2)
+            if loss < best_loss:
+                best, best_loss = theta, loss
+    if best is None:
+        return None
+    return StepModel(float(best[0]), float(best[1]), sums.b_min, sums.b_max, int(sums.n), float(best[2]))

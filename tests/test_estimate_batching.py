@@ -91,6 +91,17 @@ def test_a_fit_from_too_few_steps_or_one_running_count_is_refused():
     assert fit_steps(few) is None and fit_steps(flat) is None
 
 
+def test_a_fit_never_has_a_negative_part():
+    # t = 0.1 b - 0.05: the free line's fixed part is -0.05 s; a step costs no less than nothing,
+    # so the fit is the best with fixed >= 0: fixed 0 and the slope through the origin.
+    sums = StepSums()
+    for b in (1, 2, 3, 4) * 10:
+        sums.add(b, 0.1 * b - 0.05)
+    fit = fit_steps(sums)
+    assert fit.fixed == 0 and fit.per_prompt_token == 0
+    assert fit.per_sequence == pytest.approx(sums.bt / sums.bb)
+
+
 def actor(sums: StepSums, busy: float = 20.0, budget: int = 30_000) -> dict:
     return {"run_id": "r5", "instance_type": "cpu-2vcpu", "compile": {"enforce_eager": True},
             "engine": {"busy_seconds": busy, "completion_tokens": 2000, "token_budget": budget,
