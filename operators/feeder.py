@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from operators.batching import Request, admit
 from operators.engine import Completion, RowRejected
 from operators.kv_blocks import KVBlocks, KVNeed
+from operators.step_model import StepSums
 from spotbatch.errors import (
     EngineFailed,  # noqa: F401 (its home; importable from here as before)
     EngineStartError,
@@ -42,6 +43,7 @@ from spotbatch.errors import (
 # with two (220 in, 124 preempted and computed again, 56,692 tokens), and plain vLLM's 101.6;
 # the long-tail set 127.0 with one against 125.6 with two (29 preempted).
 BUDGET_KV_CACHES = 1
+SHARE_BINS = 20
 
 
 class StepEngine(Protocol):
@@ -72,6 +74,12 @@ class FeederStats:
     max_running: int = 0
     token_budget: int = 0
     max_kv_tokens: int = 0  # KV held at most, counted as the budget counts it (operators/kv_blocks.py)
+    # each step's seconds against the requests running in it, for the estimate's step model
+    # (operators/step_model.py): what batching does to the speed, which busy_seconds hides
+    step_sums: StepSums = field(default_factory=StepSums)
+    # requests by the share of their max_tokens they used, in SHARE_BINS bins: the spread of
+    # output lengths the estimate simulates (a mean share alone makes every row end together)
+    output_shares: list[int] = field(default_factory=lambda: [0] * SHARE_BINS)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,6 +108,7 @@ class EngineFeeder:
         self._cond = threading.Condition()
         self._pending: deque[_Item] = deque()
         self._running: dict[str, _Item] = {}
+        self._prefill_tokens = 0  # prompt tokens added since the last step (the loop thread's)
         self._failed: BaseException | None = None
         self._cancelled: set[int] = set()  # id() of futures whose callers gave up on them
         self._ids = itertools.count()
@@ -228,12 +237,16 @@ class EngineFeeder:
             self.stats.first_added_at = time.time()
         item.added = time.monotonic()
         self._running[request_id] = item
+        self._prefill_tokens += len(item.request.token_ids)  # computed by the next step (its prefill)
         self.stats.max_running = max(self.stats.max_running, len(self._running))
 
     def _step(self) -> None:
-        started = time.monotonic()
+        started, running = time.monotonic(), len(self._running)
         finished = self.engine.step()
-        self.stats.busy_seconds += time.monotonic() - started
+        took = time.monotonic() - started
+        self.stats.busy_seconds += took
+        self.stats.step_sums.add(running, took, self._prefill_tokens)
+        self._prefill_tokens = 0
         self.stats.steps += 1
         self.stats.last_step_at = time.time()
         for request_id, completion in finished:
@@ -242,6 +255,9 @@ class EngineFeeder:
             self.stats.requests += 1
             self.stats.prompt_tokens += completion.prompt_tokens
             self.stats.completion_tokens += completion.completion_tokens
+            allowed = item.request.max_tokens * item.request.n
+            if allowed > 0:
+                self.stats.output_shares[min(SHARE_BINS - 1, SHARE_BINS * completion.completion_tokens // allowed)] += 1
             self.stats.last_finished_at = time.time()
             now = time.monotonic()
             item.future.set_result(replace(completion, queued_s=round(item.added - item.submitted, 4),

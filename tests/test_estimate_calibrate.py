@@ -38,6 +38,10 @@ def test_a_calibrated_estimate_measures_a_sample_apart_from_the_output_and_the_r
     assert est["work"]["output_ratio_source"].startswith("measured")
     here = next(o for o in est["options"] if (o["instance_type"], o["market"]) == ("cpu-2vcpu", "on_demand"))
     assert here["measured"] and here["speed_source"].startswith("measured")
+    # The engine's time is a simulation with the step model the sample's engine measured, and
+    # the sample's run overhead is in it (pipelines/estimate/options.py).
+    assert here["seconds_from"].startswith("step model measured on cpu-2vcpu by run "), here["seconds_from"]
+    assert "of a run's overhead" in here["seconds_from"]
     (tmp_path / "estimate.json").write_text(json.dumps(est))
 
     proc = spotbatch("run", str(spec), "--address", ray_cluster)

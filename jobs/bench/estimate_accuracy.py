@@ -107,10 +107,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rows", type=int, default=240)
     p.add_argument("--calibrate", type=int, default=48, help="rows the calibrated estimate runs first")
     p.add_argument("--out", default="spotbatch-bench-estimate.json")
+    p.add_argument("--keep", help="keep each set's folder (its estimates, engine facts and run) under this one")
     args = p.parse_args(argv)
     results = []
     for name in args.sets:
         print(f"bench: estimate: {name}, {args.rows} rows ...", flush=True)
+        if args.keep:
+            (Path(args.keep) / name).mkdir(parents=True)
+            results.append(measure(name, args.rows, args.calibrate, Path(args.keep) / name))
+            continue
         with tempfile.TemporaryDirectory(prefix=f"sb-bench-estimate-{name}-") as work:
             results.append(measure(name, args.rows, args.calibrate, Path(work)))
     print("\n".join(table(results)))

@@ -13,9 +13,14 @@ where the next run of the same model decides.
   eager_tokens_per_second, compiled_tokens_per_second   the latest measured, each
   eager_start_seconds, compiled_start_seconds           the latest measured, each
   compile_seconds = compiled start - eager start        once both were measured
-  on: {instance type: {tokens_per_second, start_seconds, engines, run_id}}
+  on: {instance type: {tokens_per_second, start_seconds, engines, run_id, step_model, kv_tokens}}
       the latest speed and start measured on each instance type (the actors' own, cluster/
-      node_facts.py), for the estimate (pipelines/estimate/)
+      node_facts.py), for the estimate (pipelines/estimate/); step_model: {fixed, per_sequence,
+      b_min, b_max, steps, run_id}, seconds a step takes against the requests running in it
+      (operators/step_model.py); kv_tokens: the KV an engine there holds (the feeder's budget)
+  output_shares: {bins, run_id}
+      requests counted by the share of their max_tokens they used (20 bins), for the spread of
+      output lengths the estimate simulates
   output_ratio: {ratio, generated_tokens, allowed_tokens, run_id}
       the tokens a whole run generated over the most its rows allowed (Unit.decode_tokens),
       for the estimate's expected output
@@ -30,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from operators.step_model import StepSums, fit_steps
 from pipelines.redact import redact_engine_kwargs, redact_url
 
 MIN_BUSY_SECONDS = 5.0  # a speed measured over less is mostly start-up noise
@@ -72,22 +78,32 @@ def measured(actors: dict[str, dict], run_id: str) -> dict[str, Any]:
 
 def measured_on(actors: dict[str, dict], run_id: str) -> dict[str, dict[str, Any]]:
     """Per instance type, what one run's engines measured there: the mean of each engine's
-    output tokens/s while busy, and the longest engine start (a fleet waits for its slowest)."""
+    output tokens/s while busy, the longest engine start (a fleet waits for its slowest), the
+    step model fitted on all its engines' steps (operators/step_model.py; none from too few
+    steps or one running count), and the most KV an engine there held (its token budget)."""
     found: dict[str, dict[str, Any]] = {}
     for record in actors.values():
         compile_ = record.get("compile") or {}
         engine = record.get("engine") or {}
         if record.get("run_id") != run_id or record.get("warm") or not record.get("instance_type"):
             continue
-        mine = found.setdefault(record["instance_type"], {"rates": [], "starts": []})
+        mine = found.setdefault(record["instance_type"], {"rates": [], "starts": [], "sums": StepSums(), "kv": 0})
         if engine.get("busy_seconds", 0) >= MIN_BUSY_SECONDS and engine.get("completion_tokens"):
             mine["rates"].append(engine["completion_tokens"] / engine["busy_seconds"])
         if compile_.get("engine_start_seconds"):
             mine["starts"].append(compile_["engine_start_seconds"])
-    return {itype: {**({"tokens_per_second": sum(m["rates"]) / len(m["rates"]), "engines": len(m["rates"])}
-                       if m["rates"] else {}),
-                    **({"start_seconds": max(m["starts"])} if m["starts"] else {}), "run_id": run_id}
-            for itype, m in found.items() if m["rates"] or m["starts"]}
+        mine["sums"] = mine["sums"].merge(StepSums.from_json(engine.get("step_sums")))
+        mine["kv"] = max(mine["kv"], engine.get("token_budget") or 0)
+    return {itype: _type_figures(m, run_id) for itype, m in found.items() if m["rates"] or m["starts"]}
+
+
+def _type_figures(mine: dict[str, Any], run_id: str) -> dict[str, Any]:
+    fit = fit_steps(mine["sums"])
+    return {**({"tokens_per_second": sum(mine["rates"]) / len(mine["rates"]), "engines": len(mine["rates"])}
+               if mine["rates"] else {}),
+            **({"start_seconds": max(mine["starts"])} if mine["starts"] else {}),
+            **({"step_model": {**fit.to_json(), "run_id": run_id}} if fit else {}),
+            **({"kv_tokens": mine["kv"]} if mine["kv"] else {}), "run_id": run_id}
 
 
 def output_ratio(generated: int, allowed: int, run_id: str) -> dict[str, Any] | None:
@@ -95,6 +111,17 @@ def output_ratio(generated: int, allowed: int, run_id: str) -> dict[str, Any] | 
     if allowed <= 0:
         return None
     return {"ratio": generated / allowed, "generated_tokens": generated, "allowed_tokens": allowed, "run_id": run_id}
+
+
+def output_shares(actors: dict[str, dict], run_id: str) -> dict[str, Any] | None:
+    """How the run's requests spread over the share of their max_tokens they used: the engines'
+    bins added (operators/feeder.py FeederStats.output_shares); None where none finished."""
+    bins: list[int] = []
+    for record in actors.values():
+        mine = (record.get("engine") or {}).get("output_shares") if record.get("run_id") == run_id else None
+        if mine:
+            bins = [a + b for a, b in zip(bins or [0] * len(mine), mine, strict=True)]
+    return {"bins": bins, "run_id": run_id} if sum(bins) else None
 
 
 def remember_run(spec, actors: dict[str, dict], run_id: str, path: Path | None = None,
@@ -112,6 +139,9 @@ def remember_run(spec, actors: dict[str, dict], run_id: str, path: Path | None =
             figures["on"] = on
         if ratio is not None and not spec.routed:
             figures["output_ratio"] = ratio
+        shares = output_shares(mine, run_id)
+        if shares:
+            figures["output_shares"] = shares
         remember(model, spec.compute.gpus_per_actor, figures, run_id, path)
 
 
@@ -122,12 +152,14 @@ def remember(model, gpus_per_actor: float, figures: dict[str, Any], run_id: str,
     path = path or facts_path()
     facts = _load(path)
     before = facts.get(_key(model, gpus_per_actor), {})
-    if "on" in figures:  # per instance type: a run on one type keeps what others measured on theirs
-        figures = {**figures, "on": {**before.get("on", {}), **figures["on"]}}
+    if "on" in figures:  # per instance type: a run on one type keeps what others measured on theirs, and
+        # what it did not measure there itself (a short run fits no step model: the last one stays)
+        was = before.get("on", {})
+        figures = {**figures, "on": {**was, **{t: {**was.get(t, {}), **f} for t, f in figures["on"].items()}}}
     mine = {**before, **figures}
     # run_id and measured_at date the engine figures; `on` and `output_ratio` carry their own
     # run_id, so a warm run that measured only its output ratio does not re-date the others.
-    if set(figures) - {"on", "output_ratio"}:
+    if set(figures) - {"on", "output_ratio", "output_shares"}:
         mine.update(run_id=run_id, measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     if "compiled_start_seconds" in mine and "eager_start_seconds" in mine:
         mine["compile_seconds"] = max(0.0, mine["compiled_start_seconds"] - mine["eager_start_seconds"])

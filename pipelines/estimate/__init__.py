@@ -100,8 +100,7 @@ def estimate(spec: PipelineSpec, ask: Ask = Ask()) -> Estimate:
     measured = calibrate(spec, ask.calibrate_rows, ask.address) if ask.calibrate_rows is not None else None
     if measured is not None:
         work = with_measured_ratio(work, spec)  # the output length the sample measured
-    found, left_out = options(spec, work.engine_prompt_tokens, work.output_tokens, list(ask.instance_types) or None,
-                              units=work.units - work.units_done)
+    found, left_out = options(spec, work, list(ask.instance_types) or None)
     # A provider's batch API bills every row: the tokens before the dedup.
     billed_output = round(work.allowed_output_tokens * work.output_ratio)
     refs = [Reference(p, (p.usd_per_1m_input_tokens * work.prompt_tokens

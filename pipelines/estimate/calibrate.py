@@ -105,6 +105,7 @@ def _run(spec: PipelineSpec, rows: int, address: str | None) -> Calibration:
         summary = run(spec, address=address)
     seconds = time.monotonic() - started
     remember_short_speed(spec)
+    remember_overhead(spec)
     usd = summary.cost.total_usd if summary.cost else 0.0
     return Calibration(rows=rows, seconds=seconds, usd=usd, output_tokens=summary.completion_tokens,
                        tokens_per_second=summary.completion_tokens / seconds if seconds else 0.0)
@@ -133,3 +134,36 @@ def remember_short_speed(spec: PipelineSpec) -> None:
     speed = {t: {**on.get(t, {}), "tokens_per_second": summary.output_tokens / working, "engines": 1,
                  "run_id": run_id} for t in missing}
     engine_facts.remember(spec.model, spec.compute.gpus_per_actor, {"on": speed}, run_id)
+
+
+def run_overhead(run: dict[str, Any], actors: list[dict[str, Any]]) -> float | None:
+    """A run's seconds outside its engines' start and steps: Ray's start and the engine actor's
+    placement before the engine starts to load, and the run's wrap-up after its last request
+    (the ledger, the records). Every run pays them once, whatever its rows; None where the
+    records do not tell (no engine finished a request)."""
+    ended = [a for a in actors if (a.get("engine") or {}).get("last_finished_at") and a.get("loaded_at")]
+    if not ended or not run.get("started_at") or not run.get("ended_at"):
+        return None
+    first = min(ended, key=lambda a: a["loaded_at"])
+    loading = (first.get("compile") or {}).get("engine_start_seconds") or 0.0
+    before = first["loaded_at"] - run["started_at"] - loading
+    after = run["ended_at"] - max(a["engine"]["last_finished_at"] for a in ended)
+    return max(0.0, before) + max(0.0, after)
+
+
+def remember_overhead(spec: PipelineSpec) -> None:
+    """Keep the calibration run's overhead (run_overhead) on each instance type it ran on, for
+    the estimate's time (pipelines/estimate/options.py)."""
+    from pipelines.engine import facts as engine_facts
+    from pipelines.store.output import OutputStore
+    from pipelines.store.records import Records
+
+    records = Records(OutputStore(spec.output.path))
+    run_id, run = next(iter(records.runs().items()), (None, {}))
+    actors = [a for a in records.actors().values() if a.get("run_id") == run_id and a.get("instance_type")]
+    overhead = run_overhead(run, actors)
+    if overhead is None:
+        return
+    on = {t: {"run_overhead_seconds": overhead, "run_overhead_run_id": run_id}
+          for t in {a["instance_type"] for a in actors}}
+    engine_facts.remember(spec.model, spec.compute.gpus_per_actor, {"on": on}, run_id)

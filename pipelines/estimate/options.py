@@ -3,10 +3,13 @@ cost.prices) in each market, with the engines that fit one node, the engine spee
 that type by earlier runs of the model where known, else the catalog's figure, which names its
 source or says it is a guess), the time, and the $ with the engines' load and spot's waste.
 
-Time = the slowest engine start + expected output tokens / (engines x tokens/s). Tokens/s are
-output tokens over the seconds an engine was busy, prefill included (engine facts measure
-them so, pipelines/engine/facts.py), so the prompt's work is in them for prompts like the ones
-measured.
+Time = the slowest engine start + an engine's seconds on its share of the output tokens. Where
+an earlier run measured a step model on the type (seconds a step takes against the requests
+running in it, pipelines/engine/facts.py), those seconds are a simulation of continuous
+batching on the rows read (batching.py): a speed measured on a small sample, whose engine held
+few requests at once and decoded a long tail alone, said little about a whole run (a 48-row
+calibration put the long-tail set at +96% of its time). Else they are output tokens / tokens/s,
+the measured figure (output tokens over busy seconds, prefill included) or the catalog's.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from cluster.prices import MARKETS, PriceCatalog
+from operators.step_model import StepModel
 from pipelines.engine import facts as engine_facts
+from pipelines.estimate.batching import Engine, Row, engine_seconds, expected_lengths
+from pipelines.planning.units import VLLM_MAX_NUM_SEQS
 from pipelines.redact import redact_url
 from pipelines.spec import PipelineSpec
 
@@ -30,6 +36,11 @@ class Speed:
     source: str  # where tokens/s came from; "measured: ..." or the catalog's source (a guess says so)
     start_source: str
     measured: bool
+    step: StepModel | None = None  # measured on this type: the engine's time is simulated with it
+    step_source: str = ""
+    kv_tokens: int | None = None  # an engine's KV capacity there, as its feeder's budget counted it
+    overhead_seconds: float = 0.0  # a run's time outside its engines' start and steps, where measured
+    overhead_source: str = ""
 
 
 @dataclass
@@ -48,6 +59,7 @@ class Option:
     speed_source: str
     price_source: str
     measured: bool  # the speed was measured on this instance type
+    seconds_from: str  # the model that gave the engine's seconds: a measured step model, or tokens/s
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,7 +86,7 @@ def engine_speed(spec: PipelineSpec, instance_type: str, entry: dict[str, Any], 
     if on.get("tokens_per_second"):
         return Speed(on["tokens_per_second"], fallback_start,
                      f"measured: {on.get('engines', 1)} engine(s) of run {on['run_id']} on {instance_type}",
-                     start_source, True)
+                     start_source, True, *_step_model(on, instance_type), *_overhead(on))
     if not entry.get("engine_tokens_per_second"):
         return None
     source = str(entry.get("engine_tokens_per_second_source", ""))
@@ -84,17 +96,52 @@ def engine_speed(spec: PipelineSpec, instance_type: str, entry: dict[str, Any], 
     return Speed(float(entry["engine_tokens_per_second"]), fallback_start, source, start_source, False)
 
 
+def _step_model(on: dict[str, Any], instance_type: str) -> tuple[StepModel | None, str, int | None]:
+    kept = on.get("step_model")
+    if not kept:
+        return None, "", on.get("kv_tokens")
+    model = StepModel(**{k: kept[k] for k in StepModel.__dataclass_fields__ if k in kept})
+    return model, (f"step model measured on {instance_type} by run {kept['run_id']}, fitted on b={model.b_min}.."
+                   f"{model.b_max} ({model.steps:,} steps): {model.fixed * 1e3:.1f} ms + "
+                   f"{model.per_sequence * 1e3:.2f} ms a running request + {model.per_prompt_token * 1e3:.3f} ms "
+                   f"a prompt token"), on.get("kv_tokens")
+
+
+def _overhead(on: dict[str, Any]) -> tuple[float, str]:
+    if on.get("run_overhead_seconds") is None:
+        return 0.0, ""
+    return on["run_overhead_seconds"], (f"; plus {on['run_overhead_seconds']:.0f} s of a run's overhead (Ray's start, "
+                                        f"the actor's placement, the wrap-up) measured by run "
+                                        f"{on['run_overhead_run_id']}")
+
+
+def engine_time(spec: PipelineSpec, speed: Speed, work, working: int) -> tuple[float, float, str]:
+    """An engine's seconds on its share of the work's output tokens, the tokens/s that makes,
+    and the model that gave them."""
+    each = work.output_tokens / working
+    if speed.step is None or not work.row_shapes:
+        where = "" if speed.measured else ", a guess" if "guess" in speed.source else " from the catalog"
+        return each / speed.tokens_per_second, speed.tokens_per_second, f"tokens/s{where}: {speed.source}"
+    shares = engine_facts.lookup(spec.model, spec.compute.gpus_per_actor).get("output_shares") or {}
+    lengths = expected_lengths([m for _, m in work.row_shapes], work.output_ratio, shares.get("bins"))
+    rows = [Row(length, prompt + m, prompt) for (prompt, m), length in zip(work.row_shapes, lengths, strict=True)]
+    seqs = int(spec.model.engine_kwargs.get("max_num_seqs", VLLM_MAX_NUM_SEQS))
+    engine = Engine(speed.step, seqs, spec.compute.max_tokens_in_flight or speed.kv_tokens)
+    seconds = engine_seconds(rows, each, engine)
+    return seconds, each / seconds if seconds else 0.0, speed.step_source
+
+
 def fleet_engines(spec: PipelineSpec) -> int:
     c = spec.compute
     return c.max_actors if c.max_actors is not None else c.actors or 1
 
 
-def options(spec: PipelineSpec, input_tokens: int, output_tokens: int,
-            instance_types: list[str] | None = None, units: int | None = None) -> tuple[list[Option], list[str]]:
-    """Every (instance type, market) the catalog prices, cheapest first, and why the types
-    left out were left out. `instance_types`: only these (an unknown one is a PriceError);
-    `units`: the units left: an engine works on whole units, so no more engines than units
+def options(spec: PipelineSpec, work, instance_types: list[str] | None = None) -> tuple[list[Option], list[str]]:
+    """Every (instance type, market) the catalog prices for `work` (work.py), cheapest first,
+    and why the types left out were left out. `instance_types`: only these (an unknown one is a
+    PriceError). An engine works on whole units, so no more engines than the units left
     generate at once (the fleet's nodes are paid for all the same)."""
+    input_tokens, output_tokens, units = work.engine_prompt_tokens, work.output_tokens, work.units - work.units_done
     catalog = PriceCatalog.load(overrides=spec.cost.prices)
     names = instance_types or sorted(catalog.entries)
     for name in names:
@@ -119,15 +166,17 @@ def options(spec: PipelineSpec, input_tokens: int, output_tokens: int,
                             f"catalog has no engine_tokens_per_second")
             continue
         nodes = math.ceil(engines / per_node)
-        seconds = speed.start_seconds + output_tokens / (working * speed.tokens_per_second)
+        decoding, tokens_per_second, seconds_from = engine_time(spec, speed, work, working)
+        seconds = speed.overhead_seconds + speed.start_seconds + decoding
+        seconds_from += speed.overhead_source
         for market in MARKETS:
             if entry.get(market) is None:
                 continue
             quote = catalog.quote(name, market)
             usd = nodes * quote.usd_per_hour * seconds / 3600 * (1 + SPOT_WASTE if market == "spot" else 1)
             found.append(Option(
-                name, market, engines, per_node, nodes, speed.tokens_per_second, seconds, usd,
+                name, market, engines, per_node, nodes, tokens_per_second, seconds, usd,
                 quote.usd_per_hour, usd / input_tokens * 1e6 if input_tokens else None,
                 usd / output_tokens * 1e6 if output_tokens else None,
-                speed.source, quote.source, speed.measured))
+                speed.source, quote.source, speed.measured, seconds_from))
     return sorted(found, key=lambda o: (o.usd, o.seconds)), left_out

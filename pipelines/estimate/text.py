@@ -26,12 +26,12 @@ def format_estimate(est: Estimate) -> str:
          else f"  output tokens expected: {w.output_tokens:,} ({w.output_ratio_source})"),
         "",
         (f"{'instance type':<14} {'market':<10} {'engines':>7} {'tok/s/eng':>9} {'time':>8} {'$ total':>10} "
-         f"{'$/1M in':>8} {'$/1M out':>8}  speed from"),
+         f"{'$/1M in':>8} {'$/1M out':>8}  time from"),
     ]
     for o in est.options[:SHOWN_OPTIONS]:
         lines.append(f"{o.instance_type:<14} {o.market:<10} {o.engines:>7} {o.tokens_per_second:>9,.0f} "
                      f"{duration_text(o.seconds):>8} {usd_text(o.usd):>10} {_money(o.usd_per_1m_input_tokens):>8} "
-                     f"{_money(o.usd_per_1m_output_tokens):>8}  {o.speed_source}")
+                     f"{_money(o.usd_per_1m_output_tokens):>8}  {o.seconds_from}")
     if len(est.options) > SHOWN_OPTIONS:
         lines.append(f"... {len(est.options) - SHOWN_OPTIONS} more (--json shows them all)")
     lines += [f"not estimated: {why}" for why in est.left_out]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from operators.tokens import PromptForm, prompt_token_ids, template_kwargs, text_token_ids
@@ -46,9 +46,12 @@ class Work:
     output_ratio: float  # of that, the share expected
     output_ratio_source: str
     output_tokens: int  # expected from the engine
+    # (prompt tokens, max_tokens) of each row read that the engine would get, in order: the
+    # rows the estimate simulates an engine's batching on (pipelines/estimate/batching.py)
+    row_shapes: list[tuple[int, int]] = field(default_factory=list, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "row_shapes"}
 
 
 def measure_work(spec: PipelineSpec, sample_rows: int = SAMPLE_ROWS) -> Work:
@@ -76,7 +79,7 @@ def measure_work(spec: PipelineSpec, sample_rows: int = SAMPLE_ROWS) -> Work:
         prompt_tokens_error=0 if exact else round(error), rows_refused=read["refused"],
         duplicate_rows=read["duplicates"], engine_prompt_tokens=engine_prompt, allowed_output_tokens=allowed,
         output_ratio=ratio, output_ratio_source=ratio_source,
-        output_tokens=round(allowed * ratio * (engine_share if exact else 1.0)))
+        output_tokens=round(allowed * ratio * (engine_share if exact else 1.0)), row_shapes=read["shapes"])
 
 
 def with_measured_ratio(work: Work, spec: PipelineSpec) -> Work:
@@ -134,7 +137,7 @@ def _read(spec: PipelineSpec, units: list[Unit], sources: dict[str, dict]) -> di
     """Render and tokenize the rows of `units`, as the read stage and the engine would."""
     tokenizers: dict[str | None, Any] = {}
     seen: set[str] = set()
-    found = {"rows": 0, "tokens": 0, "engine_tokens": 0, "refused": 0, "duplicates": 0, "slices": []}
+    found = {"rows": 0, "tokens": 0, "engine_tokens": 0, "refused": 0, "duplicates": 0, "slices": [], "shapes": []}
     for unit in units:
         model_spec = spec.for_model(unit.model).model if unit.model else spec.model
         if unit.model not in tokenizers:
@@ -158,6 +161,7 @@ def _read(spec: PipelineSpec, units: list[Unit], sources: dict[str, dict]) -> di
             if key is not None:
                 seen.add(key)
             found["engine_tokens"] += n
+            found["shapes"].append((n, own_max or spec.sampling.max_tokens or _context_left(model_spec, n)))
         found["rows"] += rows.num_rows
         found["tokens"] += tokens
         found["slices"].append((rows.num_rows, tokens))
@@ -180,6 +184,13 @@ def _token_count(spec: PipelineSpec, model_spec, tokenizer: Any, prompt: str, ow
     cut = spec.embed.truncate_prompt_tokens
     n = len(text_token_ids(tokenizer, prompt, None if cut is None else context if cut == -1 else min(cut, context)))
     return None if n > context else n
+
+
+def _context_left(model_spec, prompt_tokens: int) -> int:
+    """A row without max_tokens may generate up to the context."""
+    from pipelines.engine.decode_work import context_tokens
+
+    return max(1, context_tokens(model_spec) - prompt_tokens)
 
 
 def _dedup_key(spec: PipelineSpec, model: str | None, prompt: str, own_max: int | None, own: str | None) -> str | None:
