@@ -43,5 +43,5 @@ def peft_greedy(base: Path, adapter: Path | None, prompt_ids: list[int], max_tok
     model.eval()
     with torch.no_grad():
         out = model.generate(torch.tensor([prompt_ids]), max_new_tokens=max_tokens, do_sample=False,
-                             pad_token_id=model.config.eos_token_id if adapter is None else None)
+                             temperature=None, top_p=None, top_k=None)
     return out[0, len(prompt_ids):].tolist()

@@ -17,12 +17,13 @@ from typing import Any
 
 from cluster.models import ModelNotFoundError, ModelSource, hub, identify, resolve
 from cluster.models.context import config_of
+from cluster.models.node_cache import fill_once, models_dir
 from operators.engine_args import redact_url
+from operators.engine_config import BASE_ADAPTER
 
 ADAPTER_CONFIG = "adapter_config.json"
 WEIGHTS = "adapter_model.safetensors"
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM 0.32's MaxLoRARanks
-MAX_LORAS = 8  # adapters one engine holds on its device at once; the rest wait in CPU memory
 LAYER = re.compile(r"\.layers\.(\d+)\.")
 
 
@@ -115,6 +116,30 @@ def _check_weights(field: str, folder: Path, base: dict[str, Any] | None) -> Non
                     f"base model's are {sorted(sizes)}: an adapter of another base model")
 
 
-def adapter_folder(adapter: Any, source: dict[str, Any]) -> Path:
-    """The pinned adapter's folder on this node (downloaded once per node for a URL)."""
-    return resolve(adapter, ModelSource.from_json(source), ADAPTER_CONFIG)[0]
+def adapters_on_node(model: Any, sources: dict[str, dict[str, Any]]) -> tuple[dict[str, str], int]:
+    """Each of `model`'s adapters put on this node exactly as pinned (`sources`, a plan's model
+    sources: a URL's downloaded once per node), by name, and the LoRA rank the engine needs."""
+    folders = {name: resolve(adapter, ModelSource.from_json(sources[ADAPTER_KEY + name]), ADAPTER_CONFIG)[0]
+               for name, adapter in model.adapters.items()}
+    ranks = [json.loads((folder / ADAPTER_CONFIG).read_text())["r"] for folder in folders.values()]
+    if folders:  # the base model's rows get an adapter too (operators/engine_config.py's BASE_ADAPTER says why)
+        folders[BASE_ADAPTER] = null_adapter(next(iter(folders.values())))
+    return {name: str(folder) for name, folder in folders.items()}, lora_rank_for(ranks)
+
+
+def null_adapter(like: Path) -> Path:
+    """An adapter that adds exactly nothing: `like`'s, every lora_B matrix zero (x A 0 = 0), made
+    once per node in the node cache."""
+    from cluster.models.local import file_hash
+
+    dest = models_dir() / "lora-null" / file_hash(like / WEIGHTS)[:16]
+
+    def build(staging: Path) -> None:
+        from safetensors.torch import load_file, save_file
+
+        tensors = load_file(str(like / WEIGHTS))
+        save_file({k: v.zero_() if ".lora_B." in k else v for k, v in tensors.items()}, str(staging / WEIGHTS))
+        (staging / ADAPTER_CONFIG).write_text((like / ADAPTER_CONFIG).read_text())
+
+    fill_once(dest, build, ADAPTER_CONFIG)
+    return dest
