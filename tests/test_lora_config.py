@@ -109,3 +109,45 @@ def test_a_rows_request_key_names_its_adapters_pinned_weights(tiny_model, loras,
     assert len(set(now)) == 3  # the base and each adapter: three requests, never one answer for all
     assert now[0] == then[0] and now[2] == then[2]  # the base's and code's answers are still good
     assert now[1] != then[1]  # sql's weights changed: its cached answers are not
+
+
+def _batch_spec(tmp_path, base, adapters, lines, kind="openai_batch") -> PipelineSpec:
+    path = tmp_path / "batch.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return PipelineSpec.model_validate({
+        "input": {"kind": kind, "paths": str(path)}, "output": {"path": str(tmp_path / "out")},
+        "model": {"name": str(base), "adapters": {k: str(v) for k, v in adapters.items()}}})
+
+
+def _chat(custom_id: str, model: str) -> dict:
+    return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}}
+
+
+def test_a_batch_line_picks_its_adapter_by_its_model(tiny_model, loras, tmp_path):
+    from pipelines.planning.plan_run import plan_run
+
+    spec = _batch_spec(tmp_path, tiny_model, loras, [_chat("a", "sql"), _chat("b", str(tiny_model)),
+                                                    _chat("c", "code")])
+    resolved, _, plan = plan_run(spec)
+    assert resolved.input.adapter_column == "model"
+    unit = plan.units[0]
+    rows = unit_rows(unit.descriptor(), resolved)
+    adapters = [json.loads(s).get("adapter") if s else None for s in rows.column(SAMPLING).to_pylist()]
+    assert adapters == ["sql", None, "code"] and rows.column(ERROR).to_pylist() == [None] * 3
+
+
+@pytest.mark.parametrize("kind", ["openai_batch", "anthropic_batch"])
+def test_a_batch_line_naming_no_adapter_is_refused_at_planning_by_file_line_and_field(tiny_model, loras, tmp_path,
+                                                                                       kind):
+    from pipelines.planning.plan_run import plan_run
+    from spotbatch.errors import BatchFileError
+
+    lines = [_chat("a", "sql"), _chat("b", "sqll")]
+    if kind == "anthropic_batch":
+        lines = [{"custom_id": x["custom_id"], "params": {k: v for k, v in x["body"].items()}} for x in lines]
+    field = "params.model" if kind == "anthropic_batch" else "body.model"
+    with pytest.raises(BatchFileError, match=rf"batch.jsonl line 2: {field} 'sqll' names no adapter of "
+                                             rf"model.adapters \(code, sql\) and is not the base model"):
+        plan_run(_batch_spec(tmp_path, tiny_model, loras, lines, kind))
+    assert not (tmp_path / "out" / "_spotbatch" / "manifest.json").exists()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -26,11 +25,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
+from operators.engine_args import redact_url
 from pipelines.formats.lines import parse_line
+from pipelines.formats.request_models import RequestModels, check_adapters, check_tools
 from pipelines.planning.inputs import InputError, expand_paths, file_version, first_repeat, hash_values, repeated_hashes
 from pipelines.planning.start_over import refuse_while_running
 from pipelines.spec.embed import embedding_models
-from pipelines.spec.tools import auto_refusal
 from pipelines.store.output import OutputError, OutputStore
 from pipelines.store.records import new_id
 from spotbatch.errors import BatchFileError, SpecError
@@ -72,18 +72,11 @@ def endpoint_of(store: OutputStore) -> str | None:
     return found.get("endpoint", CHAT) if isinstance(found, dict) else CHAT
 
 
-@dataclass(frozen=True)
-class RequestModels:
-    """The spec's models as a request line meets them."""
-
-    names: list[str] | None = None
-    """The routed models, which each request's model must name (None: one model answers all)."""
-    tool_parsers: dict[str | None, str | None] = field(default_factory=dict)
-    """Each model's model.tool_parser (key None: the one model's), without which tool_choice auto is refused."""
+ONE_MODEL = RequestModels()  # a spec's single model, no adapters: any request's model is it
 
 
 def read_batch_files(provider, source: InputSpec, store: OutputStore, new_run: bool = False,
-                     models: RequestModels = RequestModels()) -> tuple[str, str]:
+                     models: RequestModels = ONE_MODEL) -> tuple[str, str]:
     """Read the JSONL files (`source.paths`, with `source.storage_options`) into Parquet under the
     output (once per version of the files); returns the folder to read as input, and the files'
     endpoint. Files that changed under an output holding a run are refused before anything is
@@ -158,7 +151,8 @@ def _id_chunks(provider, files: list[dict[str, Any]], storage_options: dict[str,
         if endpoint is not None and not endpoint:
             endpoint.append(module)
         if rules is not None:
-            _check_tools(rows, where, rules)
+            check_tools(rows, where, rules)
+            check_adapters(rows, where, rules, getattr(provider, "MODEL_FIELD", "body.model"))
         ids.append(request)
         wheres.append(where)
         if len(ids) >= ROWS_PER_SHARD:
@@ -166,15 +160,6 @@ def _id_chunks(provider, files: list[dict[str, Any]], storage_options: dict[str,
             ids, wheres = [], []
     if ids:
         yield ids, wheres
-
-
-def _check_tools(rows: list[dict[str, Any]], where: str, models: RequestModels) -> None:
-    """A request whose tools need a tool parser its model lacks (tool_choice auto), refused by name."""
-    for row in rows:
-        sampling = json.loads(row.get("sampling") or "{}")
-        why = auto_refusal(sampling, models.tool_parsers.get(row.get("model") if models.names else None))
-        if why:
-            raise BatchFileError(f"{where}: tools cannot be honoured: {why}")
 
 
 def _convert(provider, files: list[dict[str, Any]], storage_options: dict[str, Any], store: OutputStore,
@@ -271,10 +256,13 @@ def resolve_input(spec, new_run: bool = False):
     store = OutputStore(spec.output.path, spec.output.storage_options)
     store.check_is_ours()  # never write into a folder that holds someone else's files
     models = RequestModels(sorted(spec.models), {n: m.tool_parser for n, m in spec.models.items()}) if spec.routed \
-        else RequestModels(None, {None: spec.model.tool_parser})
+        else RequestModels(None, {None: spec.model.tool_parser}, sorted(spec.model.adapters),
+                           redact_url(spec.model.name))
     folder, url = read_batch_files(provider, spec.input, store, new_run, models)
     endpoint = ENDPOINTS[url]
     data = spec.model_dump(mode="json")
+    if spec.model.adapters:  # a request's model picks its adapter (pipelines/formats/request_models.py checked each)
+        data["input"]["adapter_column"] = "model"
     data["input"].update(kind="parquet", paths=[store.fs.unstrip_protocol(folder)],
                          storage_options=spec.output.storage_options, prompt_column=endpoint.PROMPT_COLUMN,
                          format=endpoint.FORMAT)
