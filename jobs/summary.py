@@ -32,6 +32,10 @@ def format_cost(c: CostSummary) -> str:
             per_1m = f", {usd(m['usd_per_1m_output_tokens'])} per 1M output tokens" if m["output_tokens"] else ""
             lines.append(f"  model {model}: {usd(m['usd'])} over {m['actors']} actor(s), "
                          f"{m['input_tokens']:,} input and {m['output_tokens']:,} output tokens{per_1m}")
+    for adapter, a in c.by_adapter.items():  # the run's cost split by the tokens each adapter's rows made
+        per_1m = f", {usd(a['usd_per_1m_output_tokens'])} per 1M output tokens" if a["output_tokens"] else ""
+        lines.append(f"  adapter {adapter}: {usd(a['usd'])} for {a['input_tokens']:,} input and "
+                     f"{a['output_tokens']:,} output tokens{per_1m}")
     if c.storage and c.storage["requests"]:
         counts = ", ".join(f"{kind} {n:,}" for kind, n in c.storage["requests"].items())
         lines.append(f"storage: {sum(c.storage['requests'].values()):,} S3 requests ({counts}), "

@@ -106,6 +106,7 @@ class CostSummary:
     actors: int
     reference: dict[str, Any] | None = None
     by_model: dict[str, dict[str, Any]] = field(default_factory=dict)  # routed runs: a line per model
+    by_adapter: dict[str, dict[str, Any]] = field(default_factory=dict)  # runs with LoRA adapters: a line each
     # The S3 requests the runs made and their price, beside (not in) total_usd, the engines' cost:
     # {"requests": {class: n}, "usd": ..., "as_of": ..., "source": ...} (pipelines/store/ledger.py)
     storage: dict[str, Any] | None = None

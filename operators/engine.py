@@ -7,48 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from operators.engine_args import hide_in_engine_logs
+from operators.engine_config import ADAPTER, BASE_ADAPTER, EngineConfig
 from operators.engine_params import pooling_params, sampling_params
 from operators.output_parsing import OutputParsing, parsed_completion
 from operators.tokens import PromptForm, prompt_token_ids, template_kwargs, text_token_ids
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    model_path: str
-    dtype: str = "auto"
-    max_model_len: int | None = None
-    quantization: str | None = None
-    enforce_eager: bool = False
-    tensor_parallel_size: int = 1
-    seed: int = 0
-    engine_kwargs: dict[str, Any] = field(default_factory=dict)
-    chat_template: str | None = None  # instead of the tokenizer's own
-    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
-    tool_parser: str | None = None  # vLLM's, for tool_choice auto (operators/output_parsing.py)
-    reasoning_parser: str | None = None  # vLLM's: the thinking kept apart from the answer
-    task: str = "generate"  # embed: a pooling engine, which answers with a vector per request
-
-    def llm_kwargs(self) -> dict[str, Any]:
-        """Arguments for vllm.LLM; engine_kwargs win, so any vLLM option can be passed through."""
-        kwargs: dict[str, Any] = {
-            "model": self.model_path,
-            "dtype": self.dtype,
-            "max_model_len": self.max_model_len,
-            "quantization": self.quantization,
-            "enforce_eager": self.enforce_eager,
-            "tensor_parallel_size": self.tensor_parallel_size,
-            "seed": self.seed,
-            **({"runner": "pooling"} if self.task == "embed" else {}),
-            # vLLM's structured output waits for the thinking to end before it constrains (its
-            # server's --reasoning-parser sets this too): a forced call constrains the answer.
-            **({"reasoning_parser": self.reasoning_parser} if self.reasoning_parser else {}),
-        }
-        kwargs.update(self.engine_kwargs)
-        return kwargs
 
 
 @dataclass(frozen=True)
@@ -166,8 +132,16 @@ class VLLMEngine:
         self._param_cache: dict[str, Any] = {}
         self._top_logprobs: dict[str, int] = {}  # request id -> alternatives asked per token
         self._parsed: dict[str, dict[str, Any]] = {}  # request id -> its sampling, when its output is parsed
+        self._loras = self._lora_requests(config)
         self.parsing = None if self.embeds else OutputParsing(self.tokenizer, config.tool_parser,
                                                                 config.reasoning_parser, config.chat_template_kwargs)
+
+    @staticmethod
+    def _lora_requests(config: EngineConfig) -> dict[str, Any]:
+        from vllm.lora.request import LoRARequest
+
+        ids = config.lora_ids()
+        return {name: LoRARequest(name, ids[name], path) for name, path in config.adapters.items()}
 
     def encode(self, prompt: str, system_prompt: str | None, fmt: str,
                sampling: dict[str, Any] | None = None) -> list[int]:
@@ -228,11 +202,15 @@ class VLLMEngine:
             except ValueError as err:
                 raise RowRejected(str(err)) from err
         params = self._params(sampling)
+        lora = self._loras.get(sampling.get(ADAPTER) or BASE_ADAPTER) if self._loras else None
+        if sampling.get(ADAPTER) and lora is None:  # the read stage refuses unknown names; never the base instead
+            raise RowRejected(f"no adapter {sampling[ADAPTER]!r} in this engine")
         prompt: Any = TokensPrompt(prompt_token_ids=token_ids)
         try:
             if parsed and params.structured_outputs is not None:
-                prompt = self.parsing.engine_request(self.llm.llm_engine, request_id, prompt, params, sampling)
-            self.llm.llm_engine.add_request(request_id, prompt, params)
+                prompt = self.parsing.engine_request(self.llm.llm_engine, request_id, prompt, params,
+                                                     (sampling, lora))
+            self.llm.llm_engine.add_request(request_id, prompt, params, lora_request=lora)
         except (ValueError, TypeError, VLLMValidationError) as err:  # this request's fault, not the engine's
             raise RowRejected(str(err)) from err
         if sampling.get("logprobs"):

@@ -124,14 +124,17 @@ class OutputParsing:
             found["response_format"] = None
         return found
 
-    def engine_request(self, engine: Any, request_id: str, prompt: Any, params: Any, sampling: dict[str, Any]) -> Any:
+    def engine_request(self, engine: Any, request_id: str, prompt: Any, params: Any,
+                       row: tuple[dict[str, Any], Any]) -> Any:
         """A structured request as the engine takes it: with a reasoning parser, the template's
         variables that tell the engine's parser whether the prompt left a thinking block open (Qwen3's
         enable_thinking: false closes it), as vLLM's server sends them; without them, its structured
-        output would wait for the end of a thinking never opened."""
+        output would wait for the end of a thinking never opened. `row`: the row's sampling and its
+        LoRA request (None: none), which a request processed here must carry itself."""
         if not self.reasoning:
             return prompt
-        request = engine.input_processor.process_inputs(request_id, prompt, params,
+        sampling, lora = row
+        request = engine.input_processor.process_inputs(request_id, prompt, params, lora_request=lora,
                                                         supported_tasks=engine.get_supported_tasks())
         request.reasoning_parser_kwargs = {"chat_template_kwargs": self.template_kwargs(sampling)}
         return request

@@ -49,38 +49,41 @@ def kind_of(name: str) -> str:
         f"(no folder at {path.resolve()}), a hub repo id (org/name), or a URL (s3://bucket/prefix/).{hint}")
 
 
-def identify(model: Any, where: str | None = None) -> ModelSource:
+def identify(model: Any, where: str | None = None, marker: str = "config.json") -> ModelSource:
     """Find the spec's model (a ModelSpec) and pin its weights; raises ModelNotFoundError.
-    `where` is the name as it may be written down (by default, with a URL's userinfo redacted)."""
+    `where` is the name as it may be written down (by default, with a URL's userinfo redacted);
+    `marker` the file that makes the folder what it is (a LoRA adapter's: adapter_config.json)."""
     kind = kind_of(model.name)
     shown = where or redact_url(model.name)  # as written down: a URL's userinfo is a credential
     if model.revision is not None and kind != "hub":
         raise ModelNotFoundError(f"model {shown!r}: model.revision is for hub repo ids only")
     if model.storage_options and kind != "url":
         raise ModelNotFoundError(f"model {shown!r}: model.storage_options is for URL folders only")
+    if kind == "builtin" and marker != "config.json":
+        raise ModelNotFoundError(f"{model.name!r} is a built-in model, not a folder holding {marker}")
     if kind == "builtin":
         return ModelSource("builtin", model.name, {"recipe": builtin.BUILTIN_RECIPES[model.name]})
     if kind == "local":
-        return local.identify(model.name.removeprefix("file://"))
+        return local.identify(model.name.removeprefix("file://"), marker)
     if kind == "hub":
         try:
-            return hub.identify(model.name, model.revision)
+            return hub.identify(model.name, model.revision, marker)
         except ModelNotFoundError as err:  # `org/name` may have been meant as a relative folder
             raise ModelNotFoundError(f"{err} (and there is no local folder {Path(model.name).resolve()})") from None
-    return url.identify(model.name, model.storage_options, shown)
+    return url.identify(model.name, model.storage_options, shown, marker)
 
 
-def resolve(model: Any, source: ModelSource) -> tuple[Path, dict[str, Any]]:
+def resolve(model: Any, source: ModelSource, marker: str = "config.json") -> tuple[Path, dict[str, Any]]:
     """The folder holding exactly the pinned weights on this node, and how it got there."""
     if source.kind == "builtin":
         folder = models_dir() / model.name
         built = not (folder / "config.json").exists()
         return builtin.prepare_model(model.name), {"kind": "builtin", "built": built}
     if source.kind == "local":
-        return local.resolve(source), {"kind": "local"}
+        return local.resolve(source, marker), {"kind": "local"}
     if source.kind == "hub":
         return hub.resolve(source), {"kind": "hub", "commit": source.pin["commit"]}
-    folder, downloaded = url.resolve(source, model.name, model.storage_options)
+    folder, downloaded = url.resolve(source, model.name, model.storage_options, marker)
     return folder, {"kind": "url", "downloaded": downloaded}
 
 

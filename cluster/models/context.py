@@ -18,14 +18,20 @@ CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_le
                 "max_sequence_length", "max_seq_length", "seq_len")
 
 
-def config_context(model: Any) -> int | None:
-    """The context length the model's config.json names, or None where it is not at hand."""
+def config_of(model: Any) -> dict[str, Any] | None:
+    """The model's config.json where this machine has it, else None (nothing is fetched)."""
     path = _config_path(model)
     try:
         config = json.loads(path.read_text()) if path is not None else None
     except (OSError, ValueError):
         return None
-    if not isinstance(config, dict):
+    return config if isinstance(config, dict) else None
+
+
+def config_context(model: Any) -> int | None:
+    """The context length the model's config.json names, or None where it is not at hand."""
+    config = config_of(model)
+    if config is None:
         return None
     nested = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
     lengths = [c[k] for c in (config, nested) for k in CONTEXT_KEYS

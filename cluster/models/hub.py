@@ -39,23 +39,23 @@ def hub_cache() -> str:
     return os.path.join(os.path.expanduser(home), "hub")
 
 
-def _from_cache(name: str, revision: str, why: str) -> ModelSource:
+def _from_cache(name: str, revision: str, why: str, marker: str = "config.json") -> ModelSource:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
         folder = Path(snapshot_download(name, revision=revision, cache_dir=hub_cache(), local_files_only=True,
-                                        allow_patterns=["config.json"]))
+                                        allow_patterns=[marker]))
     except (LocalEntryNotFoundError, FileNotFoundError, ValueError):
         raise ModelNotFoundError(
             f"model {name!r} revision {revision!r} is not in the hub cache at {hub_cache()} and {why}: download "
             f"it first (hf download {name} --revision {revision}) or point HF_HOME at a cache that holds it") from None
-    if not (folder / "config.json").exists():
-        raise ModelNotFoundError(f"model {name!r}: the cached snapshot {folder} holds no config.json")
+    if not (folder / marker).exists():
+        raise ModelNotFoundError(f"model {name!r}: the cached snapshot {folder} holds no {marker}")
     return ModelSource("hub", f"{name}@{revision}", {"repo": name, "commit": folder.name})
 
 
-def identify(name: str, revision: str | None) -> ModelSource:
+def identify(name: str, revision: str | None, marker: str = "config.json") -> ModelSource:
     """The commit `revision` names now; the repo must hold a config.json. Offline, or when the
     hub cannot be reached (as huggingface_hub itself does), the cache's ref decides."""
     from huggingface_hub import HfApi
@@ -63,7 +63,7 @@ def identify(name: str, revision: str | None) -> ModelSource:
 
     revision = revision or "main"
     if offline():
-        return _from_cache(name, revision, "HF_HUB_OFFLINE is set")
+        return _from_cache(name, revision, "HF_HUB_OFFLINE is set", marker)
     try:
         info = HfApi().model_info(name, revision=revision)
     except GatedRepoError:
@@ -76,12 +76,12 @@ def identify(name: str, revision: str | None) -> ModelSource:
         status = getattr(getattr(err, "response", None), "status_code", "?")
         raise ModelNotFoundError(f"model {name!r} revision {revision!r}: the hub answered HTTP {status}") from None
     except Exception as err:  # noqa: BLE001 - no network: the cache may still hold the revision
-        source = _from_cache(name, revision, f"the hub could not be reached ({err.__class__.__name__})")
+        source = _from_cache(name, revision, f"the hub could not be reached ({err.__class__.__name__})", marker)
         log.warning("the hub could not be reached (%s); using %s@%s from the cache: commit %s",
                     err.__class__.__name__, name, revision, source.pin["commit"])
         return source
-    if "config.json" not in {s.rfilename for s in info.siblings or []}:
-        raise ModelNotFoundError(f"model {name!r} revision {revision!r} holds no config.json")
+    if marker not in {s.rfilename for s in info.siblings or []}:
+        raise ModelNotFoundError(f"model {name!r} revision {revision!r} holds no {marker}")
     return ModelSource("hub", f"{name}@{revision}", {"repo": name, "commit": info.sha})
 
 

@@ -47,20 +47,22 @@ def file_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def identify(name: str) -> ModelSource:
+def identify(name: str, marker: str = "config.json") -> ModelSource:
+    """The folder pinned by its files; `marker` is the file that makes it a model (an adapter:
+    adapter_config.json)."""
     folder = Path(name).expanduser()
     if not folder.is_dir():
         raise ModelNotFoundError(f"model {name!r}: no folder at {folder.resolve()}")
-    if not (folder / "config.json").exists():
-        raise ModelNotFoundError(f"model {name!r}: the folder {folder.resolve()} holds no config.json")
+    if not (folder / marker).exists():
+        raise ModelNotFoundError(f"model {name!r}: the folder {folder.resolve()} holds no {marker}")
     folder = folder.resolve()
     files = {str(p.relative_to(folder)): [p.stat().st_size, file_hash(p)] for p in model_files(folder)}
     return ModelSource("local", str(folder), {"files": files})
 
 
-def resolve(source: ModelSource) -> Path:
+def resolve(source: ModelSource, marker: str = "config.json") -> Path:
     """The folder, once its files are checked to be the ones the run was planned with."""
-    now = identify(source.where)
+    now = identify(source.where, marker)
     if now.pin != source.pin:
         raise ModelChangedError(describe_change(source.to_json(), now) + "; the run was planned with the old ones")
     return Path(source.where)

@@ -43,7 +43,7 @@ def _listing(fs, root: str) -> dict[str, list]:
     return files
 
 
-def identify(url: str, options: dict[str, Any], where: str) -> ModelSource:
+def identify(url: str, options: dict[str, Any], where: str, marker: str = "config.json") -> ModelSource:
     try:
         fs, root = _fs(url, options)
         files = _listing(fs, root)
@@ -57,8 +57,8 @@ def identify(url: str, options: dict[str, Any], where: str) -> ModelSource:
         raise ModelNotFoundError(f"model {where!r}: could not list it ({err.__class__.__name__})") from None
     if not files:
         raise ModelNotFoundError(f"model {where!r}: nothing there (no such folder, or it is empty)")
-    if "config.json" not in files:
-        raise ModelNotFoundError(f"model {where!r}: the folder holds no config.json (found: "
+    if marker not in files:
+        raise ModelNotFoundError(f"model {where!r}: the folder holds no {marker} (found: "
                                  f"{', '.join(sorted(files)[:5])}{', ...' if len(files) > 5 else ''})")
     return ModelSource("url", where, {"files": files})
 
@@ -69,7 +69,7 @@ def node_folder(source: ModelSource) -> Path:
     return models_dir() / "url" / f"{name}-{source.digest()}"
 
 
-def resolve(source: ModelSource, url: str, options: dict[str, Any]) -> tuple[Path, bool]:
+def resolve(source: ModelSource, url: str, options: dict[str, Any], marker: str = "config.json") -> tuple[Path, bool]:
     """The node's copy of the pinned folder, downloaded once; True if this call downloaded it."""
     dest = node_folder(source)
 
@@ -92,5 +92,5 @@ def resolve(source: ModelSource, url: str, options: dict[str, Any]) -> tuple[Pat
         if again != source.pin["files"]:  # changed while we downloaded: never keep a mix of two
             raise ModelChangedError(f"model {source.where!r} changed while it was downloaded")
 
-    downloaded = fill_once(dest, download)
+    downloaded = fill_once(dest, download, marker)
     return dest, downloaded

@@ -48,6 +48,7 @@ from pipelines.unit.protocol import (
     UnitContext,
     UnitOutcome,
     UnitProtocol,
+    adapter_cache_keys,
     model_cache_key,
     outcome_row,
 )
@@ -99,7 +100,7 @@ class EngineActor:
         """Load the engine (pipelines/engine/start.py) with the weights the run pinned."""
         records = Records(OutputStore(self.spec.output.path, self.spec.output.storage_options))
         load = EngineLoad(self.spec, ModelSource.from_json(request.model_source), request.route_name or MODEL,
-                          tensor_parallel_size, self.compile_choice["enforce_eager"])
+                          tensor_parallel_size, self.compile_choice["enforce_eager"], request.adapter_sources)
         started = start_engine(load, records, self.actor_id)
         self.feeder, self.fetched, self.loaded = started.feeder, started.fetched, started.loaded
         self.compile_choice = {**self.compile_choice, **started.start}
@@ -164,6 +165,7 @@ class EngineActor:
             retry=request.retry, engine_stats=self.feeder.stats.to_json, storage_requests=self._requests,
             # The dtype vLLM loaded counts too: `auto` is float32 on some CPUs and bf16 elsewhere.
             model_key=model_cache_key(spec, request.model_source, self.loaded),
+            adapter_keys=adapter_cache_keys(request.adapter_sources),
             embedding_size=self._embedding_size(spec))
         return UnitProtocol(context, generate, store=records.store,
                             cache=ResponseCache(cache_path, cache_options) if cache_path else None)

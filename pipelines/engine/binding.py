@@ -29,6 +29,8 @@ class RunRequest:
     """A `--retry-failed` run: units are failed rows of committed units, merged back."""
     route_name: str | None = None
     """The routed model's name, or None for a run's single `model`."""
+    adapter_sources: dict[str, Any] | None = None
+    """The LoRA adapters planning pinned (model.adapters), by the plan's key for each."""
 
     @classmethod
     def of(cls, context: dict[str, Any]) -> RunRequest:

@@ -11,6 +11,7 @@ from typing import Any
 
 from cluster.cpu_priority import restore_priority
 from cluster.models import ModelChangedError, ModelSource, resolve
+from cluster.models.adapters import adapters_on_node
 from operators.engine import EngineConfig, VLLMEngine, engine_env
 from operators.feeder import EngineFeeder
 from pipelines.engine.compile_cache import around_engine_start
@@ -41,6 +42,7 @@ class EngineLoad:
     model_name: str  # its record name (pipelines/engine/actor.py's MODEL, or a routed model's)
     tensor_parallel_size: int
     enforce_eager: bool  # the driver's compile choice (pipelines/engine/compile_choice.py)
+    adapter_sources: dict[str, Any] | None = None  # the LoRA adapters planning pinned (RunRequest's)
 
 
 @dataclass(frozen=True)
@@ -51,18 +53,13 @@ class StartedEngine:
     start: dict[str, Any]  # what the start cost: its seconds, and the compile cache's report
 
 
-def start_engine(load: EngineLoad, records: Records, actor_id: str) -> StartedEngine:
-    """Put exactly the weights planning pinned on this node (cluster/models) and load them
-    into the engine.
-
-    One output, one dtype: `auto` is float32 on a CPU without bf16 and bf16 elsewhere, so
-    the first engine's choice is recorded (as `actor_id`'s) and every later engine of the run
-    loads it."""
+def engine_config(load: EngineLoad, model_path: str, pinned_dtype: str | None = None) -> EngineConfig:
+    """The engine's configuration: the spec's model, loaded from `model_path`, with its LoRA
+    adapters put on this node as planning pinned them. A GPU engine is configured by this too."""
     spec = load.spec
-    model_path, fetched = resolve(spec.model, load.source)
-    pinned_dtype = records.loaded_dtype(load.model_name)
-    config = EngineConfig(
-        model_path=str(model_path),
+    adapters, rank = adapters_on_node(spec.model, load.adapter_sources or {})
+    return EngineConfig(
+        model_path=model_path,
         dtype=pinned_dtype or spec.model.dtype,
         max_model_len=spec.model.max_model_len,
         quantization=spec.model.quantization,
@@ -75,7 +72,22 @@ def start_engine(load: EngineLoad, records: Records, actor_id: str) -> StartedEn
         tool_parser=spec.model.tool_parser,
         reasoning_parser=spec.model.reasoning_parser,
         task=spec.task,
+        adapters=adapters,
+        lora_rank=rank,
     )
+
+
+def start_engine(load: EngineLoad, records: Records, actor_id: str) -> StartedEngine:
+    """Put exactly the weights planning pinned on this node (cluster/models) and load them
+    into the engine.
+
+    One output, one dtype: `auto` is float32 on a CPU without bf16 and bf16 elsewhere, so
+    the first engine's choice is recorded (as `actor_id`'s) and every later engine of the run
+    loads it."""
+    spec = load.spec
+    model_path, fetched = resolve(spec.model, load.source)
+    pinned_dtype = records.loaded_dtype(load.model_name)
+    config = engine_config(load, str(model_path), pinned_dtype)
     shared = spec.model.compile_cache
     began = time.time()
     # What other nodes compiled is copied in first, and what this engine compiles is shared.

@@ -57,7 +57,7 @@ def rows_through_warm_engines(feed: ModelFeed, stopped: Callable[[], bool]) -> I
 
     spec, args, resources = feed.spec, feed.engine_args, feed.resources
     records = Records(OutputStore(spec.output.path, spec.output.storage_options))
-    engines = POOL.take(engine_key(args["spec_data"], args["model_source"], resources),
+    engines = POOL.take(engine_key(args["spec_data"], args["model_source"], resources, args.get("adapter_sources")),
                         resources, feed.keep_warm, dtype=records.loaded_dtype(args["route_name"] or MODEL))
     try:
         yield from stream_units(engines, {**args, "read_spec_data": feed.spec_data}, feed.descriptors,

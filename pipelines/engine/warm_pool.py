@@ -49,12 +49,14 @@ def interactive_python() -> bool:
     return hasattr(sys, "ps1") or ipython_shell() is not None
 
 
-def engine_key(spec_data: dict[str, Any], model_source: dict[str, Any], resources: ActorResources) -> str:
+def engine_key(spec_data: dict[str, Any], model_source: dict[str, Any], resources: ActorResources,
+               adapter_sources: dict[str, Any] | None = None) -> str:
     """What an engine is: the weights, how they are loaded, and what the actor holds. A run
     that differs in any of it gets other engines."""
     compute = spec_data["compute"]
     return json.dumps({
         "model": spec_data["model"], "source": model_source.get("pin"), "seed": spec_data["sampling"].get("seed"),
+        **({"adapters": {k: s.get("pin") for k, s in adapter_sources.items()}} if adapter_sources else {}),
         **({"task": "embed"} if spec_data.get("task") == "embed" else {}),  # a pooling engine embeds only
         "resources": [resources.cpus, resources.gpus, resources.accelerator_type, resources.spot_resource,
                       sorted(resources.custom_resources().items())],

@@ -40,6 +40,7 @@ REFUSED = {
     "thinking": "extended thinking is not a setting here", "stream": "a batch is not streamed",
     "mcp_servers": "MCP servers are not called here", "container": "code execution is not run here",
 }
+MODEL_FIELD = "params.model"  # where a request names its model (pipelines/formats/batch_files.py)
 PARAMS_FIELDS = set(SAMPLING_FIELDS) | INERT_FIELDS | {"model", "messages", "system", "tools", "tool_choice"}
 ROLES = {"user", "assistant"}
 DEFAULT_SAMPLING = {"temperature": 1.0, "top_p": 1.0, "seed": None, "n": 1}

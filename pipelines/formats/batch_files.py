@@ -25,8 +25,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
+from operators.engine_args import redact_url
 from pipelines.formats.lines import parse_line
 from pipelines.formats.request_checks import RequestModels, check_request_rows
+from pipelines.formats.request_models import check_adapters
 from pipelines.planning.inputs import InputError, expand_paths, file_version, first_repeat, hash_values, repeated_hashes
 from pipelines.planning.start_over import refuse_while_running
 from pipelines.spec.embed import embedding_models
@@ -149,6 +151,7 @@ def _id_chunks(provider, files: list[dict[str, Any]], storage_options: dict[str,
             endpoint.append(module)
         if rules is not None:
             check_request_rows(rows, where, module, rules)
+            check_adapters(rows, where, rules, getattr(provider, "MODEL_FIELD", "body.model"))
         ids.append(request)
         wheres.append(where)
         if len(ids) >= ROWS_PER_SHARD:
@@ -253,10 +256,14 @@ def resolve_input(spec, new_run: bool = False):
     store.check_is_ours()  # never write into a folder that holds someone else's files
     written = spec.sampling.model_dump(mode="json", include=spec.sampling.model_fields_set)
     models = RequestModels(sorted(spec.models) if spec.routed else None,
-                           dict(spec.models) if spec.routed else {None: spec.model}, written)
+                           dict(spec.models) if spec.routed else {None: spec.model}, written,
+                           [] if spec.routed else sorted(spec.model.adapters),
+                           None if spec.routed else redact_url(spec.model.name))
     folder, url = read_batch_files(provider, spec.input, store, new_run, models)
     endpoint = ENDPOINTS[url]
     data = spec.model_dump(mode="json")
+    if spec.model.adapters:  # a request's model picks its adapter (pipelines/formats/request_models.py checked each)
+        data["input"]["adapter_column"] = "model"
     data["input"].update(kind="parquet", paths=[store.fs.unstrip_protocol(folder)],
                          storage_options=spec.output.storage_options, prompt_column=endpoint.PROMPT_COLUMN,
                          format=endpoint.FORMAT)

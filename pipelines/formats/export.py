@@ -41,11 +41,17 @@ log = logging.getLogger("spotbatch.export")
 FORMATS = ("openai-batch", "anthropic-batch", "chat-jsonl", "pairs-parquet")
 
 
+def answered_by(row: dict[str, Any]) -> dict[str, Any]:
+    """A result row whose `model` is what answered it as its request named it: a LoRA adapter's name
+    for a row of an adapter (model.adapters), the model's otherwise."""
+    return {**row, "model": row["adapter"]} if row.get("adapter") else row
+
+
 def _rows(store: OutputStore, spec: PipelineSpec, plan: Plan) -> Iterator[tuple[dict[str, Any], list[dict] | None]]:
     """(result row, the chat messages it answered) for every row, unit by unit."""
     inp = spec.input
     for unit in plan.units:
-        results = store.read_unit(unit.unit_id).to_pylist()
+        results = [answered_by(r) for r in store.read_unit(unit.unit_id).to_pylist()]
         source = unit_rows(unit.descriptor(), spec)  # the prompts as the run rendered them
         by_id = dict(zip(source.column(ID).to_pylist(), source.column(PROMPT).to_pylist()))
         for row in results:
@@ -172,7 +178,7 @@ def _openai_requests(store: OutputStore, spec: PipelineSpec, plan: Plan, read_as
         if batch:  # the request as read from the batch file (an echo's prompt, a response's metadata)
             table = read_unit_rows(unit.path, unit.start, unit.stop, endpoint.SCHEMA.names, spec.input.storage_options)
             inputs = {r["custom_id"]: r for r in table.to_pylist()}
-        for row in store.read_unit(unit.unit_id).to_pylist():
+        for row in map(answered_by, store.read_unit(unit.unit_id).to_pylist()):
             counts["rows"] += 1
             row_id = row[spec.input.id_column]
             custom_id, index, count = request_of(str(row_id)) if endpoint.LIST_INPUTS else (str(row_id), 0, 1)

@@ -27,6 +27,10 @@ class RequestModels:
     request may ask for."""
     sampling: dict[str, Any] = field(default_factory=dict)
     """The spec's sampling fields that are set, over the provider's defaults, under each request's own."""
+    adapters: list[str] = field(default_factory=list)
+    """The one model's LoRA adapters (model.adapters): a request's model names one of them, or the base model."""
+    base: str | None = None
+    """The one model's name, as a request may name it for the base model when it has adapters."""
 
 
 def check_request_rows(rows: list[dict[str, Any]], where: str, endpoint: ModuleType, models: RequestModels) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from cluster.models import ModelSource, describe_change, identify
+from cluster.models.adapters import identify_adapters
 from pipelines.planning.embed_check import check_embed, check_request_dimensions
 from pipelines.planning.inputs import Shard, check_unique_ids, list_shards
 from pipelines.planning.overlap import check_apart
@@ -95,7 +96,9 @@ def refuse_another_run(store: OutputStore, manifest: dict, parts: dict[str, str]
     naming what differs."""
     if manifest["fingerprint"] == fingerprint(parts):
         return
-    changed = [k for k, v in parts.items() if manifest["parts"].get(k) != v]
+    # a part only some runs have (adapters, embed) counts when either side has it
+    changed = [k for k in [*parts, *(k for k in manifest["parts"] if k not in parts)]
+               if manifest["parts"].get(k) != parts.get(k)]
     weights = [describe_change(old, ModelSource.from_json(sources[name]))
                for name, old in manifest.get("models", {}).items()
                if name in sources and old.get("pin") != sources[name]["pin"]]
@@ -112,7 +115,8 @@ def identify_models(spec: PipelineSpec) -> dict[str, dict]:
     named = spec.models.items() if spec.routed else [(SINGLE_MODEL, spec.model)]
     for name, model in named:
         check_compile_cache(model, f"models.{name}" if name else "model")
-    return {name: identify(model, redact_url(model.name)).to_json() for name, model in named}
+    sources = {name: identify(model, redact_url(model.name)).to_json() for name, model in named}
+    return {**sources, **identify_adapters(spec.model)}  # the adapters' pins, beside their model's
 
 
 def check_compile_cache(model, field: str) -> None:

@@ -13,6 +13,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from cluster.models.adapters import ADAPTER_KEY
 from pipelines.engine.decode_work import prompt_tokens_per_row, unit_decode_tokens
 from pipelines.planning.inputs import Shard
 from pipelines.planning.routing import route_shards
@@ -128,6 +129,12 @@ def models_identity(spec: PipelineSpec, sources: dict[str, dict] | None = None) 
             "route": spec.route.model_dump()}
 
 
+def adapters_identity(spec: PipelineSpec, sources: dict[str, dict]) -> list:
+    """Which adapters answer which rows: each name's pinned weights, and the column that picks them."""
+    pins = {name: (sources.get(ADAPTER_KEY + name) or {}).get("pin") for name in sorted(spec.model.adapters)}
+    return [pins, spec.input.adapter_column]
+
+
 def fingerprint_parts(spec: PipelineSpec, shards: list[Shard],
                       sources: dict[str, dict] | None = None) -> dict[str, str]:
     """One digest for each thing that decides the answers, so a mismatch can be named."""
@@ -143,6 +150,8 @@ def fingerprint_parts(spec: PipelineSpec, shards: list[Shard],
             {"sampling_column": inp.sampling_column} if inp.sampling_column else {})),
         # Only for embeddings, so the fingerprints of generation runs stay as they were.
         **({"embed": _digest(spec.embed.identity())} if spec.task == "embed" else {}),
+        # Only with adapters, likewise: each adapter's name and pinned weights, and how rows pick one.
+        **({"adapters": _digest(adapters_identity(spec, sources or {}))} if spec.model.adapters else {}),
     }
 
 

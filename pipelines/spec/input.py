@@ -34,6 +34,10 @@ class InputSpec(_Section):
         None, description="Column giving each row its own sampling: a JSON object (or a struct) of any "
         "`sampling` fields, over the run's; invalid overrides make that row an error record.",
     )
+    adapter_column: str | None = Field(
+        None, description="Column naming each row's LoRA adapter (one of model.adapters; null or the base "
+        "model's name: the base model). An unknown name makes that row an error record.",
+    )
     format: Literal["chat", "raw", "messages"] = Field(
         "chat", description="chat: apply the model's chat template; raw: send the text as it is; "
         "messages: the prompt column holds a JSON list of chat messages.",
@@ -77,7 +81,7 @@ class InputSpec(_Section):
             prompt_cols = [self.prompt_column]
         else:
             prompt_cols = template_columns(self.template or "")
-        extra = [c for c in (self.max_tokens_column, self.sampling_column) if c]
+        extra = [c for c in (self.max_tokens_column, self.sampling_column, self.adapter_column) if c]
         return [self.id_column] + [c for c in prompt_cols + extra if c != self.id_column]
 
 

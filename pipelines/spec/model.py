@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from pipelines.spec.adapters import AdapterSpec, check_adapter_names
 from pipelines.spec.base import _Section
 from pipelines.spec.template_kwargs import check_template_kwargs
 
@@ -71,6 +72,16 @@ class ModelSpec(_Section):
     engine_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Other vllm.LLM arguments, passed through unchanged."
     )
+    adapters: dict[str, AdapterSpec] = Field(
+        default_factory=dict, description="LoRA adapters of this model by name: {name: source}, a source as a "
+        "model's (a folder, a hub repo id with revision, a URL folder with storage_options). A row picks one by "
+        "input.adapter_column, a batch line by body.model; the engine serves them all (docs/guide/models.md).")
+
+    @field_validator("adapters")
+    @classmethod
+    def _adapter_names(cls, value: dict[str, AdapterSpec], info) -> dict[str, AdapterSpec]:
+        check_adapter_names(value, info.data.get("name", ""))
+        return value
 
     @field_validator("chat_template_kwargs")
     @classmethod

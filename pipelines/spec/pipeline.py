@@ -145,6 +145,21 @@ class PipelineSpec(_Section):
         return self
 
     @model_validator(mode="after")
+    def _adapters_fit(self) -> PipelineSpec:
+        """Adapters are served by the run's one generation engine; a column naming them needs them."""
+        if self.input.adapter_column and not self.model.adapters and self.input.kind == "parquet":
+            raise ValueError(f"input.adapter_column {self.input.adapter_column!r} names adapters, but "
+                             f"model.adapters defines none")
+        if not self.model.adapters:
+            return self
+        if self.routed or any(m.adapters for m in self.models.values()):
+            raise ValueError("model.adapters is for a run's single model; with models and route, run each "
+                             "adapter's rows as a run of their own")
+        if self.task == "embed":
+            raise ValueError("model.adapters is set, but task embed serves no LoRA adapter: remove it")
+        return self
+
+    @model_validator(mode="after")
     def _routes_name_models(self) -> PipelineSpec:
         if bool(self.models) != (self.route is not None):
             raise ValueError("models and route go together: route rows to named models, or use model alone")

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from operators.cost import BUCKETS, ActorTime, Attempt, CostSummary, attempt_seconds, split_actor_time, summarize
+from pipelines.store.adapter_costs import committed_adapter_tokens, split_cost
 from pipelines.store.output import OutputStore
 from pipelines.store.record_types import AttemptOutcome, attempt_outcome
 from pipelines.store.records import HEARTBEAT_SECONDS, Records
@@ -125,6 +126,7 @@ def compute_ledger(store: OutputStore, reference: dict[str, Any] | None = None, 
                       for a in attempts if a.committed and a.ended_at)
     summary = summarize(actors, input_tokens, output_tokens, reference)
     summary.by_model = per_model(actors, attempts, actor_records)
+    summary.by_adapter = split_cost(summary.total_usd, committed_adapter_tokens(settled))
     summary.storage = storage_cost(runs, actor_records, settled)
     return Ledger(
         summary=summary,

@@ -120,6 +120,7 @@ class AttemptEnd(JsonRecord):
     counts: dict[str, Any] = ABSENT  # pipelines/store/counts.py's UnitCounts, flat
     engine: dict[str, Any] = ABSENT  # the engine's figures (operators/feeder.py's FeederStats)
     storage_requests: dict[str, int] = ABSENT
+    adapter_tokens: dict[str, list[int]] = ABSENT  # with model.adapters: pipelines/store/adapter_costs.py's
 
 
 @dataclass(kw_only=True)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from cluster.models.adapters import ADAPTER_KEY
 from cluster.resources import ActorResources
 from pipelines.engine import compile_choice
 from pipelines.engine.decode_work import tokens_ahead
@@ -69,6 +70,7 @@ def model_feed(ctx: RunContext, model: str | None, pending: list[Unit]) -> Model
         "spec_data": spec.model_dump(mode="json"),
         "route_name": model,
         "model_source": ctx.plan.models[SINGLE_MODEL if model is None else model],
+        "adapter_sources": {k: v for k, v in ctx.plan.models.items() if k.startswith(ADAPTER_KEY)} or None,
         "fingerprint": ctx.plan.fingerprint,
         "run_id": ctx.run_id,
         "tensor_parallel_size": resources.tensor_parallel_size(),

@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
+from operators.engine_config import ADAPTER
 from operators.failures import INPUT_CHANGED, STORAGE_ERROR
 from operators.prompts import InvalidText, PromptRenderer
 from pipelines.planning.inputs import file_version
@@ -23,7 +24,7 @@ from pipelines.spec import PipelineSpec, row_sampling
 
 # The columns a unit's rows travel in between the stages (the input's own names may clash).
 UNIT, UNIT_ROWS, ID, PROMPT, ERROR, MAX_TOKENS = "__unit", "__unit_rows", "__id", "__prompt", "__error", "__max_tokens"
-SAMPLING = "__sampling"  # a row's own sampling, every field, as JSON (null: the run's)
+SAMPLING = "__sampling"  # a row's own sampling, every field, as JSON (null: the run's; ADAPTER: its LoRA)
 UNITS = "units"  # the read stage's input column: a list of unit descriptors, one block's
 # A unit that comes out of the read stage as one marker row says so in UNIT_ROWS (ERROR: why).
 UNREADABLE_ROWS = -1  # its rows could not be read: the storage kept failing the read
@@ -169,6 +170,8 @@ def unit_rows(unit: dict[str, Any], spec: PipelineSpec) -> pa.Table:
                 prompts[i] = None
             elif sampling is not None:
                 samplings[i] = json.dumps(sampling)
+    if spec.input.adapter_column:
+        pick_adapters(spec, _values(rows.column(spec.input.adapter_column)), samplings, (prompts, errors))
     return pa.table(
         {
             UNIT: pa.array([unit["unit_id"]] * n, pa.string()),
@@ -180,6 +183,24 @@ def unit_rows(unit: dict[str, Any], spec: PipelineSpec) -> pa.Table:
             SAMPLING: pa.array(samplings, pa.string()),
         }
     )
+
+
+def pick_adapters(spec: PipelineSpec, names: list[Any], samplings: list[str | None],
+                  rows: tuple[list[str | None], list[str | None]]) -> None:
+    """Each row's adapter (input.adapter_column) into its sampling, as `adapter`, where the engine
+    (operators/engine.py) and the request keys read it; null or the base model's name is the base.
+    A name model.adapters does not define makes the row an error record."""
+    prompts, errors = rows
+    column, known = spec.input.adapter_column, spec.model.adapters
+    for i, name in enumerate(names):
+        if name is None or name == "" or name == spec.model.name or errors[i]:
+            continue
+        if not isinstance(name, str) or name not in known:
+            errors[i] = f"{column}: no adapter {name!r} in model.adapters (defined: {', '.join(sorted(known))})"
+            prompts[i] = None
+            continue
+        own = json.loads(samplings[i]) if samplings[i] else spec.sampling.model_dump(mode="json")
+        samplings[i] = json.dumps({**own, ADAPTER: name})
 
 
 def _values(column: pa.ChunkedArray) -> list[Any]:

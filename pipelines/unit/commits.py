@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from operators.embed import embed_schema, empty_embeddings
+from operators.engine_config import ADAPTER
 from operators.failures import BAD_INPUT
 from operators.generate import RESULT_SCHEMA, conform, empty_results
 from pipelines.redact import redact_url
@@ -19,7 +20,7 @@ from pipelines.store.counts import UnitCounts
 from pipelines.store.output import STATS_KEY, OutputStore
 from pipelines.store.record_types import AttemptOutcome
 from pipelines.store.records import COMMITTED_AT
-from pipelines.stream.unit_rows import ERROR, ID
+from pipelines.stream.unit_rows import ERROR, ID, SAMPLING
 from pipelines.unit.context import UnitContext
 from pipelines.unit.outcome import Skip, UnitOutcome
 
@@ -38,15 +39,25 @@ def no_results(context: UnitContext, errors: list[str | None]) -> dict[str, list
     return empty_embeddings(errors) if context.spec.task == "embed" else empty_results(errors)
 
 
-def result_table(context: UnitContext, ids: pa.Array | pa.ChunkedArray, cols: dict[str, list]) -> pa.Table:
-    """A unit's results in the output schema; the input id keeps its own name and type."""
+def result_table(context: UnitContext, ids: pa.Array | pa.ChunkedArray, cols: dict[str, list],
+                 adapters: list[str | None] | None = None) -> pa.Table:
+    """A unit's results in the output schema; the input id keeps its own name and type. A run
+    with LoRA adapters names each row's (`adapter`, null for the base model) after `model`."""
     n, spec = len(ids), context.spec
     return pa.table({
         spec.input.id_column: ids,
         **{f.name: pa.array(cols[f.name], f.type) for f in result_schema(context)},
         "model": pa.array([redact_url(spec.model.name)] * n, pa.string()),  # its name as written down
+        **({"adapter": pa.array(adapters or [None] * n, pa.string())} if spec.model.adapters else {}),
         "spec_fingerprint": pa.array([context.fingerprint] * n, pa.string()),
     })
+
+
+def row_adapters(rows: pa.Table) -> list[str | None]:
+    """Each row's LoRA adapter, as the read stage put it in the row's sampling (None: the base)."""
+    if SAMPLING not in rows.column_names:
+        return [None] * rows.num_rows
+    return [json.loads(s).get(ADAPTER) if s else None for s in rows.column(SAMPLING).to_pylist()]
 
 
 class UnitCommits:
@@ -80,7 +91,7 @@ class UnitCommits:
         cols = no_results(self.context, [p or message for p in prior])
         cols["error_class"] = [BAD_INPUT if p else error_class for p in prior]
         counts = UnitCounts.of_results(cols, 0.0)
-        table = result_table(self.context, rows.column(ID), cols)
+        table = result_table(self.context, rows.column(ID), cols, row_adapters(rows))
         # Who gave up, and when: two actors giving up on one unit would otherwise write the same
         # bytes, and a store that tells its own lost write by its bytes (S3) would take both as ours.
         by = {GAVE_UP_BY: self.context.actor_id, COMMITTED_AT: time.time()}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipelines.spec import PipelineSpec
 
@@ -23,6 +23,8 @@ class UnitContext:
     """A `--retry-failed` run: units are failed rows of committed units, merged back when done."""
     model_key: str | None = None
     """The model part of a response-cache key (pipelines/unit/requests.py); None: the spec's."""
+    adapter_keys: dict[str, str] = field(default_factory=dict)
+    """Each LoRA adapter's part of a key: its name and pinned weights (pipelines/unit/requests.py)."""
     engine_stats: Callable[[], dict] = dict
     """The engine's figures, kept in each attempt's end record."""
     storage_requests: Callable[[], dict] = dict

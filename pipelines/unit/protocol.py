@@ -47,13 +47,14 @@ from operators.failures import STORAGE_ERROR
 from operators.generate import RowBatch
 from pipelines.cache.response_cache import ResponseCache
 from pipelines.stops.stopping import StopFlag
+from pipelines.store.adapter_costs import adapter_tokens
 from pipelines.store.counts import UnitCounts
 from pipelines.store.output import OutputStore
 from pipelines.store.record_types import ABSENT, AttemptEnd, AttemptOutcome, AttemptStart
 from pipelines.store.records import COMMITTED_AT, COMMITTED_BY, Records
 from pipelines.stream.unit_rows import ERROR, ID, MAX_TOKENS, PROMPT
 from pipelines.unit.attempts import Attempts, died_in_company, exhausted, stall_seconds
-from pipelines.unit.commits import UnitCommits, result_table
+from pipelines.unit.commits import UnitCommits, result_table, row_adapters
 from pipelines.unit.context import UnitContext
 from pipelines.unit.outcome import (
     SKIP_COMMITTED,
@@ -66,11 +67,12 @@ from pipelines.unit.outcome import (
     outcome_from_row,
     outcome_row,
 )
-from pipelines.unit.requests import UnitRequests, model_cache_key, row_samplings
+from pipelines.unit.requests import UnitRequests, adapter_cache_keys, model_cache_key, row_samplings
 
 __all__ = ["SKIP_COMMITTED", "SKIP_HELD", "SKIP_STOP", "STORAGE_ERROR", "SUMMARY_SCHEMA",
            "SUPERSEDED", "Skip", "StorageFault", "UnitContext", "UnitOutcome", "UnitProtocol", "died_in_company",
-           "model_cache_key", "outcome_from_row", "outcome_row", "row_samplings", "stall_seconds", "storage"]
+           "adapter_cache_keys", "model_cache_key", "outcome_from_row", "outcome_row", "row_samplings",
+           "stall_seconds", "storage"]
 
 log = logging.getLogger("spotbatch.unit")
 
@@ -112,7 +114,7 @@ class UnitProtocol:
         self.generate = generate
         self.store = store or OutputStore(spec.output.path, spec.output.storage_options)
         self.records = Records(self.store)
-        self.requests = UnitRequests(spec, cache, context.model_key)
+        self.requests = UnitRequests(spec, cache, context.model_key, context.adapter_keys)
         self.commits = UnitCommits(context, self.store)
         self.turns = turns or EngineTurns()
         self._stop = StopFlag(self.records, context.run_id)
@@ -187,7 +189,8 @@ class UnitProtocol:
                     in_engine = turn.company  # how many units were in the engine with it
                     raise
             counts = UnitCounts.of_results(cols, time.monotonic() - started)
-            table = result_table(self.context, rows.column(ID), cols)
+            adapters = row_adapters(rows)
+            table = result_table(self.context, rows.column(ID), cols, adapters)
             with storage("committing the unit"):
                 # The footer names the attempt: if its node or driver dies before the end record
                 # is written, the records still tell which attempt committed (Records.settled_attempts).
@@ -203,7 +206,9 @@ class UnitProtocol:
             self.requests.share(keys, cols)
         self._end(unit_id, attempt, AttemptEnd(outcome=outcome, time=time.time(), counts=counts.to_json(),
                                                engine=self.context.engine_stats(),
-                                               storage_requests=self.context.storage_requests()))
+                                               storage_requests=self.context.storage_requests(),
+                                               adapter_tokens=adapter_tokens(cols, adapters)
+                                               if self.context.spec.model.adapters else ABSENT))
         if outcome is AttemptOutcome.SUPERSEDED:
             return UnitOutcome.skipped_as(unit_id, Skip.SUPERSEDED, **counts.to_json())
         return UnitOutcome(**counts.to_json(), unit_id=unit_id, committed=outcome is AttemptOutcome.COMMITTED)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from operators.engine_config import ADAPTER
 from pipelines.cache.response_cache import ANSWER_COLUMNS, ResponseCache, request_key
 from pipelines.planning.units import model_identity
 from pipelines.spec import PipelineSpec, sampling_identity
@@ -33,13 +34,25 @@ def model_cache_key(spec: PipelineSpec, source: dict | None = None, loaded_dtype
                       sort_keys=True, default=str)
 
 
+def adapter_cache_keys(sources: dict[str, dict] | None) -> dict[str, str]:
+    """Each adapter's part of a request key, by name: its name and its pin's digest, so a shared
+    cache never answers a row of an adapter from other weights under the same name."""
+    from cluster.models import ModelSource
+    from cluster.models.adapters import ADAPTER_KEY
+
+    return {key.removeprefix(ADAPTER_KEY): f"{key.removeprefix(ADAPTER_KEY)}@{ModelSource.from_json(s).digest()}"
+            for key, s in (sources or {}).items()}
+
+
 class UnitRequests:
     """The keys, cached answers and sharing of one actor's units (Thread-safe: no state of its own)."""
 
-    def __init__(self, spec: PipelineSpec, cache: ResponseCache | None, model_key: str | None = None):
+    def __init__(self, spec: PipelineSpec, cache: ResponseCache | None, model_key: str | None = None,
+                 adapter_keys: dict[str, str] | None = None):
         self.spec = spec
         self.cache = cache
         self.model_key = model_key if model_key is not None else model_cache_key(spec)
+        self.adapter_keys = adapter_keys or {}  # a LoRA's name and pin (adapter_cache_keys)
 
     def keys(self, prompts: list[str | None], max_tokens: list[int | None],
              samplings: list[dict[str, Any] | None] | None = None) -> list[str | None]:
@@ -57,6 +70,8 @@ class UnitRequests:
         keys = []
         for i, (p, m) in enumerate(zip(prompts, max_tokens)):
             sampling = (samplings[i] if samplings else None) or base
+            if sampling.get(ADAPTER):  # a row of an adapter: keyed by that adapter's pinned weights too
+                sampling = {**sampling, ADAPTER: self.adapter_keys.get(sampling[ADAPTER], sampling[ADAPTER])}
             keys.append(None if p is None else request_key(
                 self.model_key, p, spec.input.system_prompt, spec.input.format,
                 sampling_identity({**sampling, "max_tokens": m or sampling["max_tokens"]})))

@@ -1,0 +1,145 @@
+"""LoRA adapters (`model.adapters`): found and pinned as models are (cluster/models, the same
+four forms with adapter_config.json where a model has config.json), and checked against the
+base model before anything is written: a LoRA (the only kind vLLM serves), its rank, and, where
+the base model's config and the adapter's weights are on this machine, that its layers and
+matrix sizes are the base model's.
+
+>>> lora_rank_for([4, 8]), lora_rank_for([12]), lora_rank_for([])
+(8, 16, 8)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from cluster.models import ModelNotFoundError, ModelSource, hub, identify, resolve
+from cluster.models.context import config_of
+from cluster.models.node_cache import fill_once, models_dir
+from operators.engine_args import redact_url
+from operators.engine_config import BASE_ADAPTER
+
+ADAPTER_CONFIG = "adapter_config.json"
+WEIGHTS = "adapter_model.safetensors"
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM 0.32's MaxLoRARanks
+LAYER = re.compile(r"\.layers\.(\d+)\.")
+
+
+def lora_rank_for(ranks: list[int]) -> int:
+    """The least rank vLLM accepts that holds every adapter's (8 with none)."""
+    need = max(ranks, default=8)
+    return next((r for r in VLLM_LORA_RANKS if r >= need), VLLM_LORA_RANKS[-1])
+
+
+ADAPTER_KEY = "adapter:"  # an adapter's key among a plan's model sources (a model's is its name)
+
+
+def identify_adapters(model: Any) -> dict[str, dict[str, Any]]:
+    """Every adapter of `model` (a ModelSpec) found, pinned and checked, by ADAPTER_KEY + name."""
+    return {ADAPTER_KEY + name: identify_adapter(name, adapter, model)
+            for name, adapter in model.adapters.items()}
+
+
+def identify_adapter(name: str, adapter: Any, base: Any) -> dict[str, Any]:
+    """The adapter `name` (an AdapterSpec) found, pinned and checked against `base` (a ModelSpec):
+    its ModelSource as JSON. Raises ModelNotFoundError naming the field."""
+    field = f"model.adapters.{name}"
+    try:
+        source = identify(adapter, redact_url(adapter.source), ADAPTER_CONFIG)
+        config = _read_config(adapter, source)
+    except ModelNotFoundError as err:
+        raise ModelNotFoundError(f"{field}: {err}") from None
+    _check_config(field, config)
+    if source.kind == "local":
+        _check_weights(field, Path(source.where), config_of(base))
+    return source.to_json()
+
+
+def _read_config(adapter: Any, source: ModelSource) -> dict[str, Any]:
+    """adapter_config.json of the pinned adapter: a small file, read where it is."""
+    try:
+        if source.kind == "local":
+            text = (Path(source.where) / ADAPTER_CONFIG).read_text()
+        elif source.kind == "hub":
+            from huggingface_hub import hf_hub_download
+
+            text = Path(hf_hub_download(source.pin["repo"], ADAPTER_CONFIG, revision=source.pin["commit"],
+                                        cache_dir=hub.hub_cache(), local_files_only=hub.offline())).read_text()
+        else:
+            import fsspec
+
+            with fsspec.open(adapter.source.rstrip("/") + "/" + ADAPTER_CONFIG, "r", **adapter.storage_options) as fh:
+                text = fh.read()
+        config = json.loads(text)
+    except (OSError, ValueError) as err:
+        raise ModelNotFoundError(f"cannot read its {ADAPTER_CONFIG} ({err.__class__.__name__})") from None
+    except Exception as err:  # noqa: BLE001 - a store's or the hub's own error; its text may hold a URL's secret
+        raise ModelNotFoundError(f"cannot read its {ADAPTER_CONFIG} ({err.__class__.__name__})") from None
+    if not isinstance(config, dict):
+        raise ModelNotFoundError(f"its {ADAPTER_CONFIG} holds no JSON object")
+    return config
+
+
+def _check_config(field: str, config: dict[str, Any]) -> int:
+    """The adapter's rank, once its config says it is a LoRA vLLM can serve."""
+    kind = config.get("peft_type")
+    if kind != "LORA":
+        raise ModelNotFoundError(f"{field}: {ADAPTER_CONFIG} peft_type is {kind!r}; vLLM serves LORA adapters only")
+    rank = config.get("r")
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 < rank <= VLLM_LORA_RANKS[-1]:
+        raise ModelNotFoundError(f"{field}: {ADAPTER_CONFIG} r must be a rank from 1 to {VLLM_LORA_RANKS[-1]}, "
+                                 f"got {rank!r}")
+    if not config.get("target_modules"):
+        raise ModelNotFoundError(f"{field}: {ADAPTER_CONFIG} names no target_modules")
+    return rank
+
+
+def _check_weights(field: str, folder: Path, base: dict[str, Any] | None) -> None:
+    """Each LoRA matrix reads a vector of the base model's sizes, in a layer the base model has."""
+    path = folder / WEIGHTS
+    if base is None or not path.exists():
+        return  # the base's config is not on this machine, or the weights are in another format
+    from safetensors import safe_open
+
+    sizes = {base.get("hidden_size"), base.get("intermediate_size")} - {None}
+    layers = base.get("num_hidden_layers")
+    with safe_open(str(path), framework="np") as fh:
+        for key in fh.keys():
+            layer = LAYER.search(key)
+            if layer and isinstance(layers, int) and int(layer.group(1)) >= layers:
+                raise ModelNotFoundError(f"{field}: {WEIGHTS} has {key}, but the base model has {layers} layers")
+            if ".lora_A." in key and sizes and fh.get_slice(key).get_shape()[-1] not in sizes:
+                raise ModelNotFoundError(
+                    f"{field}: {WEIGHTS} {key} reads vectors of {fh.get_slice(key).get_shape()[-1]} numbers; the "
+                    f"base model's are {sorted(sizes)}: an adapter of another base model")
+
+
+def adapters_on_node(model: Any, sources: dict[str, dict[str, Any]]) -> tuple[dict[str, str], int]:
+    """Each of `model`'s adapters put on this node exactly as pinned (`sources`, a plan's model
+    sources: a URL's downloaded once per node), by name, and the LoRA rank the engine needs."""
+    folders = {name: resolve(adapter, ModelSource.from_json(sources[ADAPTER_KEY + name]), ADAPTER_CONFIG)[0]
+               for name, adapter in model.adapters.items()}
+    ranks = [json.loads((folder / ADAPTER_CONFIG).read_text())["r"] for folder in folders.values()]
+    if folders:  # the base model's rows get an adapter too (operators/engine_config.py's BASE_ADAPTER says why)
+        folders[BASE_ADAPTER] = null_adapter(next(iter(folders.values())))
+    return {name: str(folder) for name, folder in folders.items()}, lora_rank_for(ranks)
+
+
+def null_adapter(like: Path) -> Path:
+    """An adapter that adds exactly nothing: `like`'s, every lora_B matrix zero (x A 0 = 0), made
+    once per node in the node cache."""
+    from cluster.models.local import file_hash
+
+    dest = models_dir() / "lora-null" / file_hash(like / WEIGHTS)[:16]
+
+    def build(staging: Path) -> None:
+        from safetensors.torch import load_file, save_file
+
+        tensors = load_file(str(like / WEIGHTS))
+        save_file({k: v.zero_() if ".lora_B." in k else v for k, v in tensors.items()}, str(staging / WEIGHTS))
+        (staging / ADAPTER_CONFIG).write_text((like / ADAPTER_CONFIG).read_text())
+
+    fill_once(dest, build, ADAPTER_CONFIG)
+    return dest
