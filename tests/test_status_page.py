@@ -9,6 +9,7 @@ import pytest
 
 from server.app import Serving
 from server.config import config_from
+from spotbatch.errors import SpecError
 from tests.serving import chat_line, client, jsonl, served, wait_for
 
 KEY, OTHER = "sk-page-one-0123456789", "sk-page-two-9876543210"
@@ -130,3 +131,22 @@ def test_behind_tls_the_cookie_is_secure(tmp_path, monkeypatch):
         assert answer.status_code == 303 and "secure" in answer.headers["set-cookie"].lower()
         plain = httpx.post(f"{base}/login", data={"key": KEY}, headers={"Origin": base})
         assert plain.status_code == 403  # the visitor's page is https: an http Origin is not it
+
+
+def test_behind_a_proxy_the_login_is_checked_against_public_origins(tmp_path, monkeypatch):
+    """nginx's proxy_pass sends the upstream's Host (127.0.0.1:PORT) while the browser's Origin is
+    the public name: serve.yaml's public_origins says which origins the page is served at."""
+    monkeypatch.setenv("SPOTBATCH_API_KEY", KEY)
+    config = config_from({"models": {"gpt-4o-mini": "tiny-random"}, "behind_tls": True,
+                          "public_origins": ["https://batch.example.com"]})
+    with served(Serving(config, str(tmp_path / "store"))) as url:
+        base = url.removesuffix("/v1")
+        public = httpx.post(f"{base}/login", data={"key": KEY}, headers={"Origin": "https://batch.example.com"})
+        assert public.status_code == 303, public.text
+        own_host = httpx.post(f"{base}/login", data={"key": KEY},
+                              headers={"Origin": f"https://{base.removeprefix('http://')}"})
+        assert own_host.status_code == 403  # a name not listed (DNS rebinding's) is refused
+        evil = httpx.post(f"{base}/login", data={"key": KEY}, headers={"Origin": "https://evil.example"})
+        assert evil.status_code == 403
+    with pytest.raises(SpecError, match="public_origins"):
+        config_from({"models": {"gpt-4o-mini": "tiny-random"}, "public_origins": ["batch.example.com/x"]})

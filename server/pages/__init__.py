@@ -26,6 +26,7 @@ def status_pages(api: FastAPI) -> FastAPI:
     pages = FastAPI(title="spotbatch status", docs_url=None, redoc_url=None, openapi_url=None)
     pages.state.state, pages.state.keys = api.state.state, api.state.keys
     pages.state.behind_tls = api.state.config.behind_tls
+    pages.state.public_origins = api.state.config.public_origins
     pages.state.sessions = Sessions()
     pages.include_router(routes.router)
 

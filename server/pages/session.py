@@ -47,12 +47,19 @@ class Sessions:
 
 
 def same_origin(request: Request) -> bool:
-    """The request came from a page of this server (its Origin, else its Referer, is ours)."""
+    """The request came from a page of this server (its Origin, else its Referer, is ours): one of
+    serve.yaml's public_origins when it names them (a proxy in front may send its upstream's Host,
+    and a name pinned in config also refuses a page reached by DNS rebinding), else the request's
+    own scheme and Host."""
     sent = request.headers.get("origin") or request.headers.get("referer")
     if not sent or sent == "null":
         return False
     parts = urlsplit(sent)
-    return f"{parts.scheme}://{parts.netloc}" == f"{_scheme(request)}://{request.headers.get('host', '')}"
+    origin = f"{parts.scheme}://{parts.netloc}".lower()
+    public = getattr(request.app.state, "public_origins", None)
+    if public:
+        return origin in {o.lower() for o in public}
+    return origin == f"{_scheme(request)}://{request.headers.get('host', '')}".lower()
 
 
 def over_tls(request: Request) -> bool:
