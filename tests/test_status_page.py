@@ -3,6 +3,7 @@ the login (cookie flags, CSRF, a wrong key), tenancy, security headers, and the 
 users wrote. The page in a real browser, with a batch running, is tests/test_status_page_browser.py."""
 
 import hashlib
+import time
 
 import httpx
 import pytest
@@ -150,3 +151,27 @@ def test_behind_a_proxy_the_login_is_checked_against_public_origins(tmp_path, mo
         assert evil.status_code == 403
     with pytest.raises(SpecError, match="public_origins"):
         config_from({"models": {"gpt-4o-mini": "tiny-random"}, "public_origins": ["batch.example.com/x"]})
+
+
+def test_a_message_batch_shows_as_anthropics_in_its_words_and_counts(tmp_path, monkeypatch):
+    """A Message Batch (created through Anthropic's API; it expires at once here, so no engine
+    starts) is an Anthropic batch on the page: `ended`, its requests `expired`, of 2."""
+    monkeypatch.setenv("SPOTBATCH_API_KEY", KEY)
+    config = config_from({"models": {"claude-haiku": "tiny-random"}, "message_batch_expiry": "0s"})
+    with served(Serving(config, str(tmp_path / "store"))) as url:
+        base = url.removesuffix("/v1")
+        request = {"model": "claude-haiku", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+        made = httpx.post(f"{url}/messages/batches", headers={"x-api-key": KEY, "anthropic-version": "2023-06-01"},
+                          json={"requests": [{"custom_id": c, "params": request} for c in ("a", "b")]})
+        assert made.status_code == 200, made.text
+        batch_id = made.json()["id"]
+        me = signed_in(base, KEY)
+        for _ in range(300):
+            row = me.get("/").text
+            if "s-ended" in row:
+                break
+            time.sleep(0.1)
+        detail = me.get(f"/batches/{batch_id}").text
+        for html in (row, detail):
+            assert batch_id in html and ">ended<" in html and "Anthropic" in html and "OpenAI" not in html
+            assert "2 of 2, 2 expired" in html and "2 requests" in html and "completed" not in html

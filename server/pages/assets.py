@@ -48,8 +48,8 @@ progress { width: 160px; height: 12px; vertical-align: middle; }
 .count { color: var(--muted); white-space: nowrap; }
 .status { padding: 1px 6px; border-radius: 8px; background: #eef2f9; font-size: 12px; }
 .s-in_progress, .s-finalizing, .s-validating { background: #dbe7ff; }
-.s-completed { background: #d9f2e3; } .s-failed, .s-expired { background: #fde2e1; }
-.s-cancelling, .s-cancelled { background: #f3eadb; }
+.s-completed, .s-ended { background: #d9f2e3; } .s-failed, .s-expired { background: #fde2e1; }
+.s-cancelling, .s-canceling, .s-cancelled { background: #f3eadb; }
 dl.figures, dl.meta { display: grid; grid-template-columns: max-content auto; gap: 4px 16px; }
 dt { color: var(--muted); } dd { margin: 0; word-break: break-all; }
 svg.chart { width: 100%; max-width: 600px; height: 28px; display: block; border-radius: 3px; }

@@ -70,6 +70,8 @@ def progress(view: BatchView) -> str:
     bar = (f'<progress value="{view.done}" max="{total}">{view.done} of {total}</progress>' if total
            else '<progress></progress>')
     failed = f", {view.failed:,} failed" if view.failed else ""
+    if view.counts:  # the kind's own words (Anthropic's succeeded, errored, canceled, expired)
+        failed = "".join(f", {n:,} {word}" for word, n in view.counts.items() if n)
     return f'{bar} <span class="count">{view.done:,} of {total:,}{failed}</span>'
 
 

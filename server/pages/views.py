@@ -1,8 +1,8 @@
 """What the status page shows, read from the store the batches API reads (server/state.py) and
 from each batch's run (its status and ledger, as `spotbatch status` and `spotbatch report` read
 them). A page never renders a batch object itself: it renders a BatchView, which each kind of
-batch makes from its own object. OpenAI's batches are one kind; another (Anthropic's Message
-Batches, on the same store and the same runs underneath) is one more entry in KINDS."""
+batch makes from its own object. OpenAI's batches are one kind; Anthropic's Message Batches (on
+the same store and the same runs underneath) another, in Anthropic's words and counts."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from server.anthropic_objects import is_message_batch, processing_status
+from server.anthropic_objects import request_counts as message_request_counts
 from server.objects import RUNNING
 from server.state import State
 
@@ -22,7 +24,7 @@ class BatchView:
     """One batch as the page shows it, whatever API created it."""
 
     id: str
-    kind: str  # which API: "OpenAI"
+    kind: str  # which API: "OpenAI" or "Anthropic"
     status: str
     running: bool
     created_at: int
@@ -39,6 +41,7 @@ class BatchView:
     label: str = ""  # the input file's name
     metadata: dict[str, str] = field(default_factory=dict)
     errors: list[dict[str, Any]] = field(default_factory=list)  # the batch's own (validation): code, message, line
+    counts: dict[str, int] = field(default_factory=dict)  # the kind's own words for its ended requests, if it has them
 
     @property
     def projected_usd(self) -> float | None:
@@ -66,16 +69,49 @@ class BatchView:
 
 
 def openai_views(state: State, tenant: str) -> Iterable[BatchView]:
-    return (openai_view(state, tenant, batch) for batch in state.batches(tenant))
+    return (openai_view(state, tenant, b) for b in state.batches(tenant) if not is_message_batch(b))
 
 
 def openai_one(state: State, tenant: str, batch_id: str) -> BatchView | None:
     batch = state.batch(tenant, batch_id)
-    return None if batch is None else openai_view(state, tenant, batch)
+    return None if batch is None or is_message_batch(batch) else openai_view(state, tenant, batch)
 
 
 def openai_view(state: State, tenant: str, batch: dict[str, Any]) -> BatchView:
     """An OpenAI batch object (with its run's live figures while it works) as a BatchView."""
+    counts, usage, cost = _live(state, tenant, batch)
+    source = state.file(tenant, batch["input_file_id"]) or {}
+    return _view(batch, usage, cost, kind="OpenAI", status=batch["status"], total=counts["total"],
+                 done=counts["completed"] + counts["failed"], failed=counts["failed"],
+                 label=source.get("filename", ""))
+
+
+def message_batch_views(state: State, tenant: str) -> Iterable[BatchView]:
+    return (message_batch_view(state, tenant, b) for b in state.batches(tenant) if is_message_batch(b))
+
+
+def message_batch_one(state: State, tenant: str, batch_id: str) -> BatchView | None:
+    batch = state.batch(tenant, batch_id)
+    return message_batch_view(state, tenant, batch) if is_message_batch(batch) else None
+
+
+def message_batch_view(state: State, tenant: str, record: dict[str, Any]) -> BatchView:
+    """An Anthropic Message Batch as a BatchView: its processing_status and, once ended, its
+    request_counts, as its API shows them (server/anthropic_objects.py); while it works, the
+    requests its run has answered so far."""
+    live, usage, cost = _live(state, tenant, record)
+    counts = message_request_counts(record)
+    total = record["request_counts"]["total"]
+    ended = {k: n for k, n in counts.items() if k != "processing"}
+    done, failed = (total - counts["processing"], total - counts["succeeded"]) if not counts["processing"] else (
+        live["completed"] + live["failed"], live["failed"])
+    return _view(record, usage, cost, kind="Anthropic", status=processing_status(record), total=total, done=done,
+                 failed=failed, label=f"{total:,} request{'s' if total != 1 else ''}",
+                 counts=ended if not counts["processing"] else {})
+
+
+def _live(state: State, tenant: str, batch: dict[str, Any]) -> tuple[dict[str, int], dict, dict]:
+    """(request_counts, usage, cost fields): the record's, or its run's while it works."""
     from server.finish import run_figures
     from server.live_counts import request_counts
 
@@ -85,16 +121,19 @@ def openai_view(state: State, tenant: str, batch: dict[str, Any]) -> BatchView:
         counts = live or counts
         if figures is not None:
             usage, cost = figures[0], {**cost, **figures[1]}
-    source = state.file(tenant, batch["input_file_id"]) or {}
+    return counts, usage, cost
+
+
+def _view(batch: dict[str, Any], usage: dict, cost: dict, **kind_fields: Any) -> BatchView:
+    """The fields every kind reads alike from the batch record."""
     ended = [batch.get(f"{s}_at") for s in ("completed", "failed", "expired", "cancelled")]
     return BatchView(
-        id=batch["id"], kind="OpenAI", status=batch["status"], running=batch["status"] in RUNNING,
-        created_at=batch["created_at"], total=counts["total"], done=counts["completed"] + counts["failed"],
-        failed=counts["failed"], input_tokens=usage.get("input_tokens", 0),
-        output_tokens=usage.get("output_tokens", 0), cost_usd=cost.get("cost_usd"),
-        breakdown_usd=cost.get("breakdown_usd") or {}, started_at=batch.get("in_progress_at"),
-        ended_at=next((t for t in ended if t), None), model=batch.get("model"), label=source.get("filename", ""),
-        metadata=batch.get("metadata") or {}, errors=list((batch.get("errors") or {}).get("data") or []))
+        id=batch["id"], running=batch["status"] in RUNNING, created_at=batch["created_at"],
+        input_tokens=usage.get("input_tokens", 0), output_tokens=usage.get("output_tokens", 0),
+        cost_usd=cost.get("cost_usd"), breakdown_usd=cost.get("breakdown_usd") or {},
+        started_at=batch.get("in_progress_at"), ended_at=next((t for t in ended if t), None),
+        model=batch.get("model"), metadata=batch.get("metadata") or {},
+        errors=list((batch.get("errors") or {}).get("data") or []), **kind_fields)
 
 
 @dataclass(frozen=True)
@@ -105,8 +144,7 @@ class Kind:
     one: Callable[[State, str, str], BatchView | None]
 
 
-# Anthropic's Message Batches (the same store, a spotbatch run under each) go here as one more Kind.
-KINDS = [Kind(openai_views, openai_one)]
+KINDS = [Kind(openai_views, openai_one), Kind(message_batch_views, message_batch_one)]
 
 
 def batch_views(state: State, tenant: str) -> list[BatchView]:
