@@ -3,6 +3,7 @@ the login (cookie flags, CSRF, a wrong key), tenancy, security headers, and the 
 users wrote. The page in a real browser, with a batch running, is tests/test_status_page_browser.py."""
 
 import hashlib
+import threading
 import time
 
 import httpx
@@ -175,3 +176,25 @@ def test_a_message_batch_shows_as_anthropics_in_its_words_and_counts(tmp_path, m
         for html in (row, detail):
             assert batch_id in html and ">ended<" in html and "Anthropic" in html and "OpenAI" not in html
             assert "2 of 2, 2 expired" in html and "2 requests" in html and "completed" not in html
+
+
+def test_a_batch_waiting_its_turn_shows_queued_with_no_eta(page, monkeypatch):
+    """A batch is in_progress from its validation on, but its run starts only when the driver
+    takes it: until then the page says `queued` (here the driver is held, so no engine starts)."""
+    import server.driver
+
+    base, api_url = page
+    hold = threading.Event()
+    monkeypatch.setattr(server.driver.Driver, "_drive", lambda self, tenant, batch_id: hold.wait(30))
+    try:
+        c = client(api_url, KEY)
+        up = c.files.create(file=("ok.jsonl", jsonl([chat_line("a"), chat_line("b")])), purpose="batch")
+        batch = c.batches.create(input_file_id=up.id, endpoint="/v1/chat/completions", completion_window="24h")
+        wait_for(c, batch.id, 30, until=("in_progress",))
+        me = signed_in(base, KEY)
+        row = me.get("/").text.split(f'data-batch="{batch.id}"', 1)[1]
+        assert ">in_progress<" in row and row.count(">queued<") == 2  # beside the status, and for the ETA
+        detail = me.get(f"/batches/{batch.id}").text
+        assert "<dt>ETA</dt><dd>queued</dd>" in detail and ">queued</span>" in detail
+    finally:
+        hold.set()

@@ -47,7 +47,7 @@ progress { width: 160px; height: 12px; vertical-align: middle; }
 .big progress { width: 100%; max-width: 600px; height: 18px; }
 .count { color: var(--muted); white-space: nowrap; }
 .status { padding: 1px 6px; border-radius: 8px; background: #eef2f9; font-size: 12px; }
-.s-in_progress, .s-finalizing, .s-validating { background: #dbe7ff; }
+.s-in_progress, .s-finalizing, .s-validating, .s-queued { background: #dbe7ff; }
 .s-completed, .s-ended { background: #d9f2e3; } .s-failed, .s-expired { background: #fde2e1; }
 .s-cancelling, .s-canceling, .s-cancelled { background: #f3eadb; }
 dl.figures, dl.meta { display: grid; grid-template-columns: max-content auto; gap: 4px 16px; }

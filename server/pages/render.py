@@ -93,8 +93,18 @@ def _row(v: BatchView, now: float) -> str:
         f'<tr data-batch="{esc(v.id)}"><td><a href="/batches/{esc(v.id)}">{esc(v.id)}</a>'
         f'<div class="sub">{esc(v.kind)} · {esc(v.label)} · {esc(when(v.created_at))}</div>'
         f'<div class="sub">{meta}</div></td>'
-        f'<td><span class="status s-{esc(v.status)}">{esc(v.status)}</span></td>'
+        f'<td>{status(v)}</td>'
         f'<td class="progress">{progress(v)}</td>'
         f'<td class="num">{v.input_tokens:,} / {v.output_tokens:,}</td>'
         f'<td class="num spent">{usd(v.cost_usd)}</td><td class="num">{usd(v.projected_usd)}</td>'
-        f'<td class="num">{duration(v.eta_seconds(now))}</td></tr>')
+        f'<td class="num">{eta(v, now)}</td></tr>')
+
+
+def status(v: BatchView) -> str:
+    """The batch's status in its API's word, and `queued` while it waits its turn to run."""
+    queued = ' <span class="status s-queued">queued</span>' if v.queued else ""
+    return f'<span class="status s-{esc(v.status)}">{esc(v.status)}</span>{queued}'
+
+
+def eta(v: BatchView, now: float) -> str:
+    return "queued" if v.queued else duration(v.eta_seconds(now))

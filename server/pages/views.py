@@ -42,6 +42,7 @@ class BatchView:
     metadata: dict[str, str] = field(default_factory=dict)
     errors: list[dict[str, Any]] = field(default_factory=list)  # the batch's own (validation): code, message, line
     counts: dict[str, int] = field(default_factory=dict)  # the kind's own words for its ended requests, if it has them
+    queued: bool = False  # running by its API's word, but waiting its turn: no run of it is going
 
     @property
     def projected_usd(self) -> float | None:
@@ -55,14 +56,14 @@ class BatchView:
         return self.cost_usd if not self.running else self.cost_usd * max(self.total, self.done) / self.done
 
     def eta_seconds(self, now: float | None = None) -> float | None:
-        """Seconds to the end at the pace since the batch started; None when it is not running or
-        nothing is done yet.
+        """Seconds to the end at the pace since its run started (started_at: not while it waited its
+        turn); None when it is not running, is queued, or nothing is done yet.
 
         >>> view = BatchView("b", "OpenAI", "in_progress", True, 0, total=60, done=15, failed=0, started_at=100)
         >>> view.eta_seconds(now=130)
         90.0
         """
-        if not self.running or not self.done or self.started_at is None or self.done >= self.total:
+        if not self.running or self.queued or not self.done or self.started_at is None or self.done >= self.total:
             return None
         elapsed = (now or time.time()) - self.started_at
         return max(0.0, elapsed * (self.total - self.done) / self.done)
@@ -81,8 +82,8 @@ def openai_view(state: State, tenant: str, batch: dict[str, Any]) -> BatchView:
     """An OpenAI batch object (with its run's live figures while it works) as a BatchView."""
     counts, usage, cost = _live(state, tenant, batch)
     source = state.file(tenant, batch["input_file_id"]) or {}
-    return _view(batch, usage, cost, kind="OpenAI", status=batch["status"], total=counts["total"],
-                 done=counts["completed"] + counts["failed"], failed=counts["failed"],
+    return _view(batch, usage, cost, _run_start(state, tenant, batch), kind="OpenAI", status=batch["status"],
+                 total=counts["total"], done=counts["completed"] + counts["failed"], failed=counts["failed"],
                  label=source.get("filename", ""))
 
 
@@ -105,8 +106,9 @@ def message_batch_view(state: State, tenant: str, record: dict[str, Any]) -> Bat
     ended = {k: n for k, n in counts.items() if k != "processing"}
     done, failed = (total - counts["processing"], total - counts["succeeded"]) if not counts["processing"] else (
         live["completed"] + live["failed"], live["failed"])
-    return _view(record, usage, cost, kind="Anthropic", status=processing_status(record), total=total, done=done,
-                 failed=failed, label=f"{total:,} request{'s' if total != 1 else ''}",
+    return _view(record, usage, cost, _run_start(state, tenant, record), kind="Anthropic",
+                 status=processing_status(record), total=total, done=done, failed=failed,
+                 label=f"{total:,} request{'s' if total != 1 else ''}",
                  counts=ended if not counts["processing"] else {})
 
 
@@ -124,14 +126,35 @@ def _live(state: State, tenant: str, batch: dict[str, Any]) -> tuple[dict[str, i
     return counts, usage, cost
 
 
-def _view(batch: dict[str, Any], usage: dict, cost: dict, **kind_fields: Any) -> BatchView:
-    """The fields every kind reads alike from the batch record."""
+def _run_start(state: State, tenant: str, batch: dict[str, Any]) -> tuple[float | None, bool]:
+    """(when the batch's run first started, whether it waits its turn). A batch is in_progress
+    from its validation on, but its run starts only when the driver takes it (one at a time,
+    server/driver.py), writing a run record; a batch with no run going (none yet, or the last one
+    ended, as when a restarted server has not come back to it) is queued."""
+    from pipelines.store.output import OutputStore
+    from pipelines.store.records import Records
+
+    if batch["status"] not in RUNNING:
+        return batch.get("in_progress_at"), False  # as it was accepted: an ended batch's runs are not read
+    store = OutputStore(state.run_url(tenant, batch["id"]), state.storage_options)
+    if store.read_manifest() is None:
+        return None, True
+    runs = sorted(Records(store).runs().values(), key=lambda r: r.get("started_at") or 0.0)
+    if not runs or runs[-1].get("ended_at") is not None:
+        return (runs[0].get("started_at") if runs else None), True
+    return runs[0].get("started_at"), False
+
+
+def _view(batch: dict[str, Any], usage: dict, cost: dict, run: tuple[float | None, bool],
+          **kind_fields: Any) -> BatchView:
+    """The fields every kind reads alike from the batch record (and `run`: _run_start's)."""
     ended = [batch.get(f"{s}_at") for s in ("completed", "failed", "expired", "cancelled")]
+    started, queued = run
     return BatchView(
         id=batch["id"], running=batch["status"] in RUNNING, created_at=batch["created_at"],
         input_tokens=usage.get("input_tokens", 0), output_tokens=usage.get("output_tokens", 0),
         cost_usd=cost.get("cost_usd"), breakdown_usd=cost.get("breakdown_usd") or {},
-        started_at=batch.get("in_progress_at"), ended_at=next((t for t in ended if t), None),
+        started_at=started, queued=queued, ended_at=next((t for t in ended if t), None),
         model=batch.get("model"), metadata=batch.get("metadata") or {},
         errors=list((batch.get("errors") or {}).get("data") or []), **kind_fields)
 
