@@ -198,3 +198,20 @@ def test_a_batch_waiting_its_turn_shows_queued_with_no_eta(page, monkeypatch):
         assert "<dt>ETA</dt><dd>queued</dd>" in detail and ">queued</span>" in detail
     finally:
         hold.set()
+
+
+def test_the_projection_scales_only_the_per_request_cost_and_a_cancelled_batch_projects_what_it_spent():
+    """Loading engines and their idle time are paid once: 15 of 60 requests done for $0.05, of it
+    $0.018 useful and wasted work, project $0.05 + 45 x $0.0012 = $0.104 (not 4 x $0.05)."""
+    from server.pages.render import list_page
+    from server.pages.views import BatchView
+
+    spent = {"load": 0.03, "useful": 0.015, "idle": 0.002, "wasted": 0.003}
+    running = BatchView("batch_run", "OpenAI", "in_progress", True, 0, total=60, done=15, failed=0, cost_usd=0.05,
+                        breakdown_usd=spent)
+    assert running.projected_usd == pytest.approx(0.104)
+    cancelling = BatchView("batch_stop", "OpenAI", "cancelling", True, 0, total=60, done=15, failed=0,
+                           cost_usd=0.05, breakdown_usd=spent, stopping=True)
+    assert cancelling.projected_usd == 0.05
+    html = list_page([running, cancelling], now=0)
+    assert "$0.1040" in html and "$0.2000" not in html

@@ -43,17 +43,25 @@ class BatchView:
     errors: list[dict[str, Any]] = field(default_factory=list)  # the batch's own (validation): code, message, line
     counts: dict[str, int] = field(default_factory=dict)  # the kind's own words for its ended requests, if it has them
     queued: bool = False  # running by its API's word, but waiting its turn: no run of it is going
+    stopping: bool = False  # being cancelled: it will stop, so nothing more is projected
 
     @property
     def projected_usd(self) -> float | None:
-        """The whole batch's cost at the rate of the requests done so far.
+        """What the whole batch will have cost: what is spent, plus the remaining requests at the
+        per-request cost of those done (the ledger's useful and wasted work per request; loading
+        engines and their idle time are paid once, not per request). A batch being cancelled
+        will stop: its projection is what it has spent.
 
-        >>> BatchView("b", "OpenAI", "in_progress", True, 0, total=60, done=15, failed=0, cost_usd=0.01).projected_usd
-        0.04
+        >>> BatchView("b", "OpenAI", "in_progress", True, 0, total=60, done=15, failed=0, cost_usd=0.05,
+        ...           breakdown_usd={"load": 0.03, "useful": 0.015, "idle": 0.002, "wasted": 0.003}).projected_usd
+        0.104
         """
         if self.cost_usd is None or not self.done:
             return None
-        return self.cost_usd if not self.running else self.cost_usd * max(self.total, self.done) / self.done
+        if not self.running or self.stopping:
+            return self.cost_usd
+        per_request = (self.breakdown_usd.get("useful", 0.0) + self.breakdown_usd.get("wasted", 0.0)) / self.done
+        return round(self.cost_usd + per_request * max(0, self.total - self.done), 6)
 
     def eta_seconds(self, now: float | None = None) -> float | None:
         """Seconds to the end at the pace since its run started (started_at: not while it waited its
@@ -154,7 +162,8 @@ def _view(batch: dict[str, Any], usage: dict, cost: dict, run: tuple[float | Non
         id=batch["id"], running=batch["status"] in RUNNING, created_at=batch["created_at"],
         input_tokens=usage.get("input_tokens", 0), output_tokens=usage.get("output_tokens", 0),
         cost_usd=cost.get("cost_usd"), breakdown_usd=cost.get("breakdown_usd") or {},
-        started_at=started, queued=queued, ended_at=next((t for t in ended if t), None),
+        started_at=started, queued=queued, stopping=batch["status"] == "cancelling",
+        ended_at=next((t for t in ended if t), None),
         model=batch.get("model"), metadata=batch.get("metadata") or {},
         errors=list((batch.get("errors") or {}).get("data") or []), **kind_fields)
 
