@@ -49,13 +49,16 @@ def layout(title: str, body: str, *, refresh: bool = False, signed_in: bool = Fa
     )
 
 
-def login_page(error: str | None = None) -> str:
+def login_page(error: str | None = None, next_path: str = "/") -> str:
+    """The login form; `next_path` (a path of this site, session.safe_next) is where it goes after."""
     shown = f'<p class="error" role="alert">{esc(error)}</p>' if error else ""
+    # autocomplete off: an API key is not a password for the browser to offer to save or fill in
     return layout("Sign in", (
         '<h1>Batches</h1><p>Sign in with an API key of this server to see your batches.</p>'
         f'{shown}<form method="post" action="/login" class="login">'
+        f'<input type="hidden" name="next" value="{esc(next_path)}">'
         '<label for="key">API key</label>'
-        '<input id="key" name="key" type="password" autocomplete="current-password" required autofocus>'
+        '<input id="key" name="key" type="password" autocomplete="off" required autofocus>'
         '<button type="submit">Sign in</button></form>'))
 
 
