@@ -244,3 +244,20 @@ def test_a_login_again_voids_the_browsers_old_session_and_a_key_keeps_only_its_n
     tokens = [signed_in(base, KEY).cookies["spotbatch_session"] for _ in range(34)]
     alive = ["Log out" in httpx.get(f"{base}/", cookies={"spotbatch_session": t}).text for t in tokens]
     assert not alive[0] and all(alive[-32:])  # the oldest dropped, the newest 32 kept
+
+
+def test_a_batchs_view_is_made_once_for_every_viewer_and_both_pages_and_the_page_ticks_every_5_s(page, monkeypatch):
+    """Every open tab re-reads its batches each tick: a batch's view (its run read whole while it
+    runs) is made once every few seconds whoever asks, the list and the batch's page alike."""
+    from server.pages import assets
+    from server.state import State
+
+    base, api_url = page
+    batch_id = failed_batch(api_url, KEY)
+    made, file_of = [], State.file
+    monkeypatch.setattr(State, "file", lambda self, *a: made.append(a) or file_of(self, *a))  # a view reads its file
+    tabs = [signed_in(base, KEY) for _ in range(3)]
+    pages = [tab.get(path) for tab in tabs for path in ("/", f"/batches/{batch_id}")]
+    assert all(p.status_code == 200 and batch_id in p.text for p in pages)
+    assert len(made) == 1, made
+    assert assets.REFRESH_MS == 5000

@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 
 from server.pages import routes
 from server.pages.session import Sessions
+from server.pages.views import Views
 
 PAGE_PATHS = ("/", "/login", "/logout", "/static/status.js", "/static/status.css")
 PAGE_PREFIXES = ("/batches/",)
@@ -28,6 +29,7 @@ def status_pages(api: FastAPI) -> FastAPI:
     pages.state.behind_tls = api.state.config.behind_tls
     pages.state.public_origins = api.state.config.public_origins
     pages.state.sessions = Sessions()
+    pages.state.views = Views(api.state.state)
     pages.include_router(routes.router)
 
     @pages.middleware("http")

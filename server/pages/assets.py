@@ -5,7 +5,7 @@ The script: while the page's <main> says a batch runs (data-refresh="1"), it fet
 again every few seconds and swaps in the new <main>. The HTML was escaped by the server, and a
 DOMParser document runs no script, so nothing a user wrote can run here."""
 
-REFRESH_MS = 2000
+REFRESH_MS = 5000  # a running batch's figures; each view is cached for a few seconds server-side (views.py)
 
 SCRIPT = """\
 "use strict";

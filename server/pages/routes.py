@@ -13,8 +13,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from server.pages import assets, session
 from server.pages.render import list_page, login_page, not_found_page
 from server.pages.render_batch import batch_page
-from server.pages.run_detail import run_detail
-from server.pages.views import batch_view, batch_views
 
 router = APIRouter()
 WRONG_KEY = "That key is not accepted here."  # the same for every failure: nothing is told about keys
@@ -29,7 +27,7 @@ def home(request: Request) -> HTMLResponse:
     tenant = _tenant(request)
     if tenant is None:
         return HTMLResponse(login_page(next_path=session.safe_next(request.query_params.get("next"))))
-    return HTMLResponse(list_page(batch_views(request.app.state.state, tenant), time.time()))
+    return HTMLResponse(list_page(request.app.state.views.all(tenant), time.time()))
 
 
 @router.get("/batches/{batch_id}", response_class=HTMLResponse)
@@ -37,11 +35,10 @@ def batch(request: Request, batch_id: str) -> Response:
     tenant = _tenant(request)
     if tenant is None:  # to the login, and back here after it
         return RedirectResponse(f"/?{urlencode({'next': request.url.path})}", status_code=303)
-    state = request.app.state.state
-    view = batch_view(state, tenant, batch_id)
-    if view is None:
+    found = request.app.state.views.one(tenant, batch_id)
+    if found is None:
         return HTMLResponse(not_found_page(), status_code=404)
-    return HTMLResponse(batch_page(view, run_detail(state, tenant, view.id), time.time()))
+    return HTMLResponse(batch_page(*found, time.time()))
 
 
 @router.post("/login")

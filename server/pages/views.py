@@ -6,14 +6,16 @@ the same store and the same runs underneath) another, in Anthropic's words and c
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from server.anthropic_objects import is_message_batch, processing_status
 from server.anthropic_objects import request_counts as message_request_counts
 from server.objects import RUNNING
+from server.pages.run_detail import RunDetail, RunRead, read_run, run_detail
 from server.state import State
 
 LIVE = ("in_progress", "finalizing", "cancelling")  # a run is working: its figures are read as it goes
@@ -77,38 +79,20 @@ class BatchView:
         return max(0.0, elapsed * (self.total - self.done) / self.done)
 
 
-def openai_views(state: State, tenant: str) -> Iterable[BatchView]:
-    return (openai_view(state, tenant, b) for b in state.batches(tenant) if not is_message_batch(b))
-
-
-def openai_one(state: State, tenant: str, batch_id: str) -> BatchView | None:
-    batch = state.batch(tenant, batch_id)
-    return None if batch is None or is_message_batch(batch) else openai_view(state, tenant, batch)
-
-
-def openai_view(state: State, tenant: str, batch: dict[str, Any]) -> BatchView:
+def openai_view(state: State, tenant: str, batch: dict[str, Any], read: RunRead | None) -> BatchView:
     """An OpenAI batch object (with its run's live figures while it works) as a BatchView."""
-    counts, usage, cost = _live(state, tenant, batch)
+    counts, usage, cost = _live(state, tenant, batch, read)
     source = state.file(tenant, batch["input_file_id"]) or {}
     return _view(batch, usage, cost, _run_start(state, tenant, batch), kind="OpenAI", status=batch["status"],
                  total=counts["total"], done=counts["completed"] + counts["failed"], failed=counts["failed"],
                  label=source.get("filename", ""))
 
 
-def message_batch_views(state: State, tenant: str) -> Iterable[BatchView]:
-    return (message_batch_view(state, tenant, b) for b in state.batches(tenant) if is_message_batch(b))
-
-
-def message_batch_one(state: State, tenant: str, batch_id: str) -> BatchView | None:
-    batch = state.batch(tenant, batch_id)
-    return message_batch_view(state, tenant, batch) if is_message_batch(batch) else None
-
-
-def message_batch_view(state: State, tenant: str, record: dict[str, Any]) -> BatchView:
+def message_batch_view(state: State, tenant: str, record: dict[str, Any], read: RunRead | None) -> BatchView:
     """An Anthropic Message Batch as a BatchView: its processing_status and, once ended, its
     request_counts, as its API shows them (server/anthropic_objects.py); while it works, the
     requests its run has answered so far."""
-    live, usage, cost = _live(state, tenant, record)
+    live, usage, cost = _live(state, tenant, record, read)
     counts = message_request_counts(record)
     total = record["request_counts"]["total"]
     ended = {k: n for k, n in counts.items() if k != "processing"}
@@ -120,17 +104,17 @@ def message_batch_view(state: State, tenant: str, record: dict[str, Any]) -> Bat
                  counts=ended if not counts["processing"] else {})
 
 
-def _live(state: State, tenant: str, batch: dict[str, Any]) -> tuple[dict[str, int], dict, dict]:
-    """(request_counts, usage, cost fields): the record's, or its run's while it works."""
-    from server.finish import run_figures
+def _live(state: State, tenant: str, batch: dict[str, Any],
+          read: RunRead | None) -> tuple[dict[str, int], dict, dict]:
+    """(request_counts, usage, cost fields): the record's, or (`read`) its run's while it works."""
+    from server.finish import figures_of
     from server.live_counts import request_counts
 
     counts, usage, cost = batch["request_counts"], batch.get("usage") or {}, batch.get("spotbatch") or {}
-    if batch["status"] in LIVE:
-        figures, live = run_figures(state, tenant, batch["id"]), request_counts(state, tenant, batch)
-        counts = live or counts
-        if figures is not None:
-            usage, cost = figures[0], {**cost, **figures[1]}
+    if read is not None:
+        counts = request_counts(state, tenant, batch) or counts
+        usage, figures = figures_of(read.status, read.ledger.summary)
+        cost = {**cost, **figures}
     return counts, usage, cost
 
 
@@ -170,21 +154,72 @@ def _view(batch: dict[str, Any], usage: dict, cost: dict, run: tuple[float | Non
 
 @dataclass(frozen=True)
 class Kind:
-    """A kind of batch the page shows: all of a tenant's, and one by id (None: not the tenant's)."""
+    """A kind of batch the page shows: which records are its, and the view of one."""
 
-    all: Callable[[State, str], Iterable[BatchView]]
-    one: Callable[[State, str, str], BatchView | None]
-
-
-KINDS = [Kind(openai_views, openai_one), Kind(message_batch_views, message_batch_one)]
+    accepts: Callable[[dict[str, Any]], bool]
+    view: Callable[[State, str, dict[str, Any], RunRead | None], BatchView]
 
 
-def batch_views(state: State, tenant: str) -> list[BatchView]:
-    """The tenant's batches, newest first."""
-    views = [view for kind in KINDS for view in kind.all(state, tenant)]
-    return sorted(views, key=lambda v: (v.created_at, v.id), reverse=True)
+KINDS = [Kind(lambda r: not is_message_batch(r), openai_view), Kind(is_message_batch, message_batch_view)]
 
 
-def batch_view(state: State, tenant: str, batch_id: str) -> BatchView | None:
-    """One of the tenant's batches; None if it has none of that id (another key's is none too)."""
-    return next((v for kind in KINDS if (v := kind.one(state, tenant, batch_id)) is not None), None)
+@dataclass
+class Seen:
+    """A batch's view, and its run's detail (made when a batch's page first asks for it), both
+    from one read of its run."""
+
+    view: BatchView
+    read: RunRead | None
+    detail: RunDetail | None = None
+
+
+class Views:
+    """The batches as the page shows them, each made at most once every SECONDS whoever asks (every
+    open tab, the list and a batch's page share it): a running batch's view reads its whole run
+    (status, ledger, committed units), which is too much to do per tab per tick."""
+
+    SECONDS = 3.0
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[str, str], tuple[float, Seen]] = {}
+        self._making: dict[tuple[str, str], threading.Lock] = {}
+
+    def all(self, tenant: str) -> list[BatchView]:
+        """The tenant's batches, newest first."""
+        views = [self._get(tenant, record).view for record in self.state.batches(tenant)]
+        return sorted(views, key=lambda v: (v.created_at, v.id), reverse=True)
+
+    def one(self, tenant: str, batch_id: str) -> tuple[BatchView, RunDetail] | None:
+        """One of the tenant's batches and its run's detail; None if it has none of that id
+        (another key's is none too)."""
+        record = self.state.batch(tenant, batch_id)
+        if record is None:
+            return None
+        seen = self._get(tenant, record)
+        if seen.detail is None:  # made once per view, from the same read of the run
+            seen.detail = run_detail(self.state, tenant, batch_id, seen.read)
+        return seen.view, seen.detail
+
+    def _get(self, tenant: str, record: dict[str, Any]) -> Seen:
+        key, now = (tenant, record["id"]), time.monotonic()
+        with self._lock:
+            making = self._making.setdefault(key, threading.Lock())
+        with making:  # a second viewer waits for the first one's view rather than making its own
+            with self._lock:
+                at, seen = self._seen.get(key, (-1.0, None))
+            if seen is not None and now - at < self.SECONDS:
+                return seen
+            seen = self._make(tenant, record)
+            with self._lock:
+                self._seen[key] = (time.monotonic(), seen)
+                if len(self._seen) > 4096:  # views of batches no one looks at any more go
+                    self._seen = {k: v for k, v in self._seen.items() if now - v[0] < self.SECONDS}
+                    self._making = {k: m for k, m in self._making.items() if k in self._seen or k == key}
+            return seen
+
+    def _make(self, tenant: str, record: dict[str, Any]) -> Seen:
+        read = read_run(self.state, tenant, record["id"]) if record["status"] in LIVE else None
+        kind = next(k for k in KINDS if k.accepts(record))
+        return Seen(kind.view(self.state, tenant, record, read), read)
