@@ -1,6 +1,7 @@
 """The status page of `spotbatch serve` (server/pages/) without an engine, over HTTP on loopback:
 the login (cookie flags, CSRF, a wrong key), tenancy, security headers, and the escaping of what
-users wrote. The page in a real browser, with a batch running, is tests/test_status_page_browser.py."""
+users wrote. The page in a real browser, with a batch running, is the last test of
+tests/test_serve_engine.py (it needs an engine)."""
 
 import hashlib
 import threading
@@ -261,3 +262,20 @@ def test_a_batchs_view_is_made_once_for_every_viewer_and_both_pages_and_the_page
     assert all(p.status_code == 200 and batch_id in p.text for p in pages)
     assert len(made) == 1, made
     assert assets.REFRESH_MS == 5000
+
+
+def test_get_login_or_logout_lands_on_the_page_head_answers_and_a_500_carries_the_security_headers(page, monkeypatch):
+    from server.pages.views import Views
+
+    base, _ = page
+    for path in ("/login", "/logout"):
+        answer = httpx.get(f"{base}{path}")
+        assert answer.status_code == 303 and answer.headers["location"] == "/", path
+    head = httpx.head(f"{base}/")
+    assert head.status_code == 200 and head.headers["x-frame-options"] == "DENY"
+    me = signed_in(base, KEY)
+    monkeypatch.setattr(Views, "all", lambda self, tenant: 1 / 0)
+    broken = me.get("/")
+    assert broken.status_code == 500 and "frame-ancestors 'none'" in broken.headers.get("content-security-policy", "")
+    assert "Something went wrong" in broken.text
+    assert broken.headers["x-content-type-options"] == "nosniff" and "ZeroDivisionError" not in broken.text

@@ -5,14 +5,18 @@ in once and carries a session cookie (session.py); and its errors are pages, not
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse
 
 from server.pages import routes
+from server.pages.render import error_page
 from server.pages.session import Sessions
 from server.pages.views import Views
 
+log = logging.getLogger(__name__)
 PAGE_PATHS = ("/", "/login", "/logout", "/static/status.js", "/static/status.css")
 PAGE_PREFIXES = ("/batches/",)
 # No inline script or style anywhere (render.py, assets.py), so none is allowed.
@@ -34,7 +38,11 @@ def status_pages(api: FastAPI) -> FastAPI:
 
     @pages.middleware("http")
     async def security_headers(request: Request, call_next):
-        response = await call_next(request)
+        try:
+            response = await call_next(request)
+        except Exception:  # answered here, so that a 500 carries the headers as every page does
+            log.exception("status page %s %s failed", request.method, request.url.path)
+            response = HTMLResponse(error_page(), status_code=500)
         for name, value in HEADERS.items():
             response.headers.setdefault(name, value)
         return response

@@ -62,6 +62,11 @@ def login_page(error: str | None = None, next_path: str = "/") -> str:
         '<button type="submit">Sign in</button></form>'))
 
 
+def error_page() -> str:
+    return layout("Error", '<h1>Something went wrong</h1><p>The server could not make this page; its log says '
+                  'why. <a href="/">Your batches</a></p>')
+
+
 def not_found_page() -> str:
     return layout("Not found", '<h1>Not found</h1><p>No such batch. <a href="/">Your batches</a></p>',
                   signed_in=True)

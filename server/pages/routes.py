@@ -22,7 +22,7 @@ def _tenant(request: Request) -> str | None:
     return request.app.state.sessions.tenant(request.cookies.get(session.COOKIE))
 
 
-@router.get("/", response_class=HTMLResponse)
+@router.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
 def home(request: Request) -> HTMLResponse:
     tenant = _tenant(request)
     if tenant is None:
@@ -54,6 +54,13 @@ async def login(request: Request) -> Response:
     held = request.cookies.get(session.COOKIE)  # a browser signing in again: its old session is voided
     session.set_cookie(response, request, request.app.state.sessions.open(tenant, replacing=held))
     return response
+
+
+@router.get("/login")
+@router.get("/logout")
+def sign_in_or_out_by_link() -> Response:
+    """A login or logout is a POST from the page's form; a link or a typed address lands on the page."""
+    return RedirectResponse("/", status_code=303)
 
 
 @router.post("/logout")
