@@ -56,14 +56,19 @@ def message_batch(record: dict[str, Any], base_url: str) -> dict[str, Any]:
     status = record["status"]
     ended = status in TERMINAL
     return {
-        "id": record["id"], "type": "message_batch",
-        "processing_status": "ended" if ended else "canceling" if status == "cancelling" else "in_progress",
+        "id": record["id"], "type": "message_batch", "processing_status": processing_status(record),
         "request_counts": request_counts(record),
         "created_at": rfc3339(record["created_at"]), "expires_at": rfc3339(record["expires_at"]),
         "ended_at": rfc3339(record.get(f"{status}_at")) if ended else None,
         "cancel_initiated_at": rfc3339(record.get("cancelling_at")), "archived_at": None,
         "results_url": f"{base_url.rstrip('/')}/v1/messages/batches/{record['id']}/results" if ended else None,
     }
+
+
+def processing_status(record: dict[str, Any]) -> str:
+    """Anthropic's word for the record's status: in_progress, canceling or ended."""
+    status = record["status"]
+    return "ended" if status in TERMINAL else "canceling" if status == "cancelling" else "in_progress"
 
 
 def request_counts(record: dict[str, Any]) -> dict[str, int]:

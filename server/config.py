@@ -14,6 +14,7 @@ served with.
     message_batch_expiry: 24h            # Anthropic's: a Message Batch ends, the rest expired, this long after creation
     api_keys_file: keys.txt              # optional: sha256 hashes of the keys, one a line
     behind_tls: false                    # true when a proxy in front ends TLS (the page's cookie is Secure)
+    public_origins: [https://batch.example.com]  # optional: the origins the page is served at (behind a proxy)
 """
 
 from __future__ import annotations
@@ -58,6 +59,20 @@ class ServeConfig(BaseModel):
                                       "unanswered requests `expired` (Anthropic: 24h).")
     api_keys_file: str | None = Field(None, description="A file of sha256 hashes of the API keys, one a line.")
     behind_tls: bool = Field(False, description="A proxy in front ends TLS: the status page's cookie is Secure.")
+    public_origins: list[str] = Field(default_factory=list, description="The origins (scheme://host[:port]) the "
+                                      "status page is served at; when set, a login or logout form must come from "
+                                      "one of them, whatever Host the proxy sends.")
+
+    @field_validator("public_origins")
+    @classmethod
+    def _origins(cls, values: list[str]) -> list[str]:
+        from urllib.parse import urlsplit
+
+        for value in values:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/") or parts.query:
+                raise ValueError(f"must be origins like 'https://batch.example.com', got {value!r}")
+        return [value.rstrip("/") for value in values]
 
     @field_validator("message_batch_expiry")
     @classmethod

@@ -86,8 +86,11 @@ def run_figures(state: State, tenant: str, batch_id: str) -> tuple[dict[str, Any
     store = OutputStore(url, state.storage_options)
     if store.read_manifest() is None:
         return None
-    status = run_status(url, state.storage_options)
-    summary = compute_ledger(store, latest_reference(store)).summary
+    return figures_of(run_status(url, state.storage_options), compute_ledger(store, latest_reference(store)).summary)
+
+
+def figures_of(status, summary) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(usage, cost fields) from a run's status and its ledger's summary, read once by the caller."""
     usage = {"input_tokens": status.prompt_tokens, "input_tokens_details": {"cached_tokens": 0},
              "output_tokens": status.completion_tokens, "output_tokens_details": {"reasoning_tokens": 0},
              "total_tokens": status.prompt_tokens + status.completion_tokens}

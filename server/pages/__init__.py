@@ -5,13 +5,18 @@ in once and carries a session cookie (session.py); and its errors are pages, not
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse
 
 from server.pages import routes
+from server.pages.render import error_page
 from server.pages.session import Sessions
+from server.pages.views import Views
 
+log = logging.getLogger(__name__)
 PAGE_PATHS = ("/", "/login", "/logout", "/static/status.js", "/static/status.css")
 PAGE_PREFIXES = ("/batches/",)
 # No inline script or style anywhere (render.py, assets.py), so none is allowed.
@@ -26,12 +31,18 @@ def status_pages(api: FastAPI) -> FastAPI:
     pages = FastAPI(title="spotbatch status", docs_url=None, redoc_url=None, openapi_url=None)
     pages.state.state, pages.state.keys = api.state.state, api.state.keys
     pages.state.behind_tls = api.state.config.behind_tls
+    pages.state.public_origins = api.state.config.public_origins
     pages.state.sessions = Sessions()
+    pages.state.views = Views(api.state.state)
     pages.include_router(routes.router)
 
     @pages.middleware("http")
     async def security_headers(request: Request, call_next):
-        response = await call_next(request)
+        try:
+            response = await call_next(request)
+        except Exception:  # answered here, so that a 500 carries the headers as every page does
+            log.exception("status page %s %s failed", request.method, request.url.path)
+            response = HTMLResponse(error_page(), status_code=500)
         for name, value in HEADERS.items():
             response.headers.setdefault(name, value)
         return response

@@ -5,7 +5,7 @@ The script: while the page's <main> says a batch runs (data-refresh="1"), it fet
 again every few seconds and swaps in the new <main>. The HTML was escaped by the server, and a
 DOMParser document runs no script, so nothing a user wrote can run here."""
 
-REFRESH_MS = 2000
+REFRESH_MS = 5000  # a running batch's figures; each view is cached for a few seconds server-side (views.py)
 
 SCRIPT = """\
 "use strict";
@@ -47,9 +47,9 @@ progress { width: 160px; height: 12px; vertical-align: middle; }
 .big progress { width: 100%; max-width: 600px; height: 18px; }
 .count { color: var(--muted); white-space: nowrap; }
 .status { padding: 1px 6px; border-radius: 8px; background: #eef2f9; font-size: 12px; }
-.s-in_progress, .s-finalizing, .s-validating { background: #dbe7ff; }
-.s-completed { background: #d9f2e3; } .s-failed, .s-expired { background: #fde2e1; }
-.s-cancelling, .s-cancelled { background: #f3eadb; }
+.s-in_progress, .s-finalizing, .s-validating, .s-queued { background: #dbe7ff; }
+.s-completed, .s-ended { background: #d9f2e3; } .s-failed, .s-expired { background: #fde2e1; }
+.s-cancelling, .s-canceling, .s-cancelled { background: #f3eadb; }
 dl.figures, dl.meta { display: grid; grid-template-columns: max-content auto; gap: 4px 16px; }
 dt { color: var(--muted); } dd { margin: 0; word-break: break-all; }
 svg.chart { width: 100%; max-width: 600px; height: 28px; display: block; border-radius: 3px; }

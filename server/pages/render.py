@@ -49,14 +49,22 @@ def layout(title: str, body: str, *, refresh: bool = False, signed_in: bool = Fa
     )
 
 
-def login_page(error: str | None = None) -> str:
+def login_page(error: str | None = None, next_path: str = "/") -> str:
+    """The login form; `next_path` (a path of this site, session.safe_next) is where it goes after."""
     shown = f'<p class="error" role="alert">{esc(error)}</p>' if error else ""
+    # autocomplete off: an API key is not a password for the browser to offer to save or fill in
     return layout("Sign in", (
         '<h1>Batches</h1><p>Sign in with an API key of this server to see your batches.</p>'
         f'{shown}<form method="post" action="/login" class="login">'
+        f'<input type="hidden" name="next" value="{esc(next_path)}">'
         '<label for="key">API key</label>'
-        '<input id="key" name="key" type="password" autocomplete="current-password" required autofocus>'
+        '<input id="key" name="key" type="password" autocomplete="off" required autofocus>'
         '<button type="submit">Sign in</button></form>'))
+
+
+def error_page() -> str:
+    return layout("Error", '<h1>Something went wrong</h1><p>The server could not make this page; its log says '
+                  'why. <a href="/">Your batches</a></p>')
 
 
 def not_found_page() -> str:
@@ -70,6 +78,8 @@ def progress(view: BatchView) -> str:
     bar = (f'<progress value="{view.done}" max="{total}">{view.done} of {total}</progress>' if total
            else '<progress></progress>')
     failed = f", {view.failed:,} failed" if view.failed else ""
+    if view.counts:  # the kind's own words (Anthropic's succeeded, errored, canceled, expired)
+        failed = "".join(f", {n:,} {word}" for word, n in view.counts.items() if n)
     return f'{bar} <span class="count">{view.done:,} of {total:,}{failed}</span>'
 
 
@@ -91,8 +101,18 @@ def _row(v: BatchView, now: float) -> str:
         f'<tr data-batch="{esc(v.id)}"><td><a href="/batches/{esc(v.id)}">{esc(v.id)}</a>'
         f'<div class="sub">{esc(v.kind)} · {esc(v.label)} · {esc(when(v.created_at))}</div>'
         f'<div class="sub">{meta}</div></td>'
-        f'<td><span class="status s-{esc(v.status)}">{esc(v.status)}</span></td>'
+        f'<td>{status(v)}</td>'
         f'<td class="progress">{progress(v)}</td>'
         f'<td class="num">{v.input_tokens:,} / {v.output_tokens:,}</td>'
         f'<td class="num spent">{usd(v.cost_usd)}</td><td class="num">{usd(v.projected_usd)}</td>'
-        f'<td class="num">{duration(v.eta_seconds(now))}</td></tr>')
+        f'<td class="num">{eta(v, now)}</td></tr>')
+
+
+def status(v: BatchView) -> str:
+    """The batch's status in its API's word, and `queued` while it waits its turn to run."""
+    queued = ' <span class="status s-queued">queued</span>' if v.queued else ""
+    return f'<span class="status s-{esc(v.status)}">{esc(v.status)}</span>{queued}'
+
+
+def eta(v: BatchView, now: float) -> str:
+    return "queued" if v.queued else duration(v.eta_seconds(now))

@@ -4,7 +4,7 @@ buckets), its errors by class, its own errors (validation), and its engines."""
 from __future__ import annotations
 
 from operators.cost import BUCKETS
-from server.pages.render import duration, esc, layout, progress, usd, when
+from server.pages.render import esc, eta, layout, progress, status, usd, when
 from server.pages.run_detail import RunDetail
 from server.pages.views import BatchView
 
@@ -17,14 +17,14 @@ def batch_page(v: BatchView, detail: RunDetail, now: float) -> str:
     meta = f'<h2>Metadata</h2><dl class="meta">{meta}</dl>' if meta else ""
     body = (
         f'<p><a href="/">All batches</a></p><h1>{esc(v.id)}</h1>'
-        f'<p><span class="status s-{esc(v.status)}">{esc(v.status)}</span> {esc(v.kind)} batch of '
+        f'<p>{status(v)} {esc(v.kind)} batch of '
         f'{esc(v.label)}{" on " + esc(v.model) if v.model else ""}</p>'
         f'<div class="progress big">{progress(v)}</div>'
         '<dl class="figures">'
         f'<dt>Tokens in / out</dt><dd>{v.input_tokens:,} / {v.output_tokens:,}</dd>'
         f'<dt>Spent</dt><dd class="spent">{usd(v.cost_usd)}</dd>'
         f'<dt>Projected</dt><dd>{usd(v.projected_usd)}</dd>'
-        f'<dt>ETA</dt><dd>{duration(v.eta_seconds(now))}</dd>'
+        f'<dt>ETA</dt><dd>{eta(v, now)}</dd>'
         f'<dt>Created</dt><dd>{esc(when(v.created_at))}</dd><dt>Started</dt><dd>{esc(when(v.started_at))}</dd>'
         f'<dt>Ended</dt><dd>{esc(when(v.ended_at))}</dd>'
         f'<dt>Preemptions survived</dt><dd>{detail.preemptions_survived}</dd></dl>'

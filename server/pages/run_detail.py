@@ -35,25 +35,45 @@ class RunDetail:
         return sum(1 for e in self.engines if not e.alive and e.units_lost)
 
 
-def run_detail(state: State, tenant: str, batch_id: str) -> RunDetail:
-    """The run's detail; empty before the run is planned (validating, or failed validation)."""
+@dataclass
+class RunRead:
+    """A run's status and ledger, read once for a view: its figures and its detail both come from it."""
+
+    store: Any  # OutputStore
+    status: Any  # pipelines.store.status.RunStatus
+    ledger: Any  # pipelines.store.ledger's, at `now`
+    now: float
+
+
+def read_run(state: State, tenant: str, batch_id: str) -> RunRead | None:
+    """The run's status and ledger; None before the run is planned (validating, or failed validation)."""
     from jobs.report import latest_reference
     from pipelines.store.ledger import compute_ledger
     from pipelines.store.output import OutputStore
-    from pipelines.store.records import Records
     from pipelines.store.status import run_status
 
     url = state.run_url(tenant, batch_id)
     store = OutputStore(url, state.storage_options)
     if store.read_manifest() is None:
-        return RunDetail()
+        return None
     now = time.time()
-    status = run_status(url, state.storage_options)
-    actors = compute_ledger(store, latest_reference(store), now=now).actors.to_pylist()
-    unended = _unended_attempts(Records(store).settled_attempts())
-    engines = [_engine(row, now, unended.get(row["actor_id"], 0)) for row in actors]
-    return RunDetail(errors_by_class=dict(status.rows_failed_by_class), engines=engines,
-                     attempts_lost=status.attempts_lost)
+    return RunRead(store, run_status(url, state.storage_options), compute_ledger(store, latest_reference(store),
+                                                                                 now=now), now)
+
+
+def run_detail(state: State, tenant: str, batch_id: str, read: RunRead | None = None) -> RunDetail:
+    """The run's detail (from `read` when the caller has read the run already); empty before the
+    run is planned."""
+    from pipelines.store.records import Records
+
+    read = read or read_run(state, tenant, batch_id)
+    if read is None:
+        return RunDetail()
+    actors = read.ledger.actors.to_pylist()
+    unended = _unended_attempts(Records(read.store).settled_attempts())
+    engines = [_engine(row, read.now, unended.get(row["actor_id"], 0)) for row in actors]
+    return RunDetail(errors_by_class=dict(read.status.rows_failed_by_class), engines=engines,
+                     attempts_lost=read.status.attempts_lost)
 
 
 def _unended_attempts(attempts: dict[str, dict[str, dict[str, Any]]]) -> dict[str, int]:

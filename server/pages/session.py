@@ -1,5 +1,5 @@
 """The page's login: a key typed into a form, checked as the API checks it (server/keys.py, in
-constant time), becomes a session: a random token in an HttpOnly, SameSite=Strict cookie, mapped
+constant time), becomes a session: a random token in an HttpOnly, SameSite=Lax cookie, mapped
 here to the key's tenant (its hash's prefix). The cookie never holds the key, and the key is
 kept nowhere. Sessions live in the server's memory: a restarted server asks for the key again.
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from urllib.parse import parse_qs, urlsplit
 
 from fastapi import Request
@@ -22,18 +23,34 @@ MAX_FORM_BYTES = 4096  # a login form is a key and a few bytes
 
 
 class Sessions:
-    """token -> (tenant, expiry); tokens are 256 random bits."""
+    """token -> (tenant, expiry); tokens are 256 random bits. A login is O(1): the expired are
+    swept every PRUNE_EVERY logins (and skipped when read), not on each; a tenant keeps its newest
+    PER_TENANT sessions, its oldest dropped, so logins in a loop cannot grow memory without end."""
+
+    PER_TENANT = 32
+    PRUNE_EVERY = 256
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sessions: dict[str, tuple[str, float]] = {}
+        self._by_tenant: dict[str, OrderedDict[str, None]] = {}  # oldest first
+        self._logins = 0
 
-    def open(self, tenant: str) -> str:
+    def open(self, tenant: str, replacing: str | None = None) -> str:
+        """A new session for `tenant`; `replacing` (the token the browser held) is voided."""
         token = secrets.token_urlsafe(32)
         with self._lock:
             now = time.time()
-            self._sessions = {t: s for t, s in self._sessions.items() if s[1] > now}  # the expired go
+            self._drop(replacing)
             self._sessions[token] = (tenant, now + SESSION_SECONDS)
+            mine = self._by_tenant.setdefault(tenant, OrderedDict())
+            mine[token] = None
+            while len(mine) > self.PER_TENANT:
+                self._drop(next(iter(mine)))
+            self._logins += 1
+            if self._logins % self.PRUNE_EVERY == 0:
+                for old in [t for t, (_, until) in self._sessions.items() if until <= now]:
+                    self._drop(old)
         return token
 
     def tenant(self, token: str | None) -> str | None:
@@ -43,16 +60,51 @@ class Sessions:
 
     def close(self, token: str | None) -> None:
         with self._lock:
-            self._sessions.pop(token or "", None)
+            self._drop(token)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def _drop(self, token: str | None) -> None:
+        """Forget a session (under the lock); no-op for a token that is not one."""
+        found = self._sessions.pop(token or "", None)
+        if found is not None:
+            mine = self._by_tenant.get(found[0])
+            if mine is not None:
+                mine.pop(token, None)
+                if not mine:
+                    del self._by_tenant[found[0]]
+
+
+def safe_next(path: str | None) -> str:
+    r"""Where to go after the login: a path of this site only ("/batches/x"), else "/" (no open
+    redirect: "//evil.com", "https://evil.com" and "/\\evil.com" are refused).
+
+    >>> [safe_next(p) for p in ("/batches/b_1", "//evil.com", "https://evil.com", "/\\evil.com", None)]
+    ['/batches/b_1', '/', '/', '/', '/']
+    """
+    if not path or not path.startswith("/") or path.startswith(("//", "/\\")):
+        return "/"
+    parts = urlsplit(path)
+    if parts.scheme or parts.netloc or any(c < " " or c == "\\" for c in path):
+        return "/"
+    return path
 
 
 def same_origin(request: Request) -> bool:
-    """The request came from a page of this server (its Origin, else its Referer, is ours)."""
+    """The request came from a page of this server (its Origin, else its Referer, is ours): one of
+    serve.yaml's public_origins when it names them (a proxy in front may send its upstream's Host,
+    and a name pinned in config also refuses a page reached by DNS rebinding), else the request's
+    own scheme and Host."""
     sent = request.headers.get("origin") or request.headers.get("referer")
     if not sent or sent == "null":
         return False
     parts = urlsplit(sent)
-    return f"{parts.scheme}://{parts.netloc}" == f"{_scheme(request)}://{request.headers.get('host', '')}"
+    origin = f"{parts.scheme}://{parts.netloc}".lower()
+    public = getattr(request.app.state, "public_origins", None)
+    if public:
+        return origin in {o.lower() for o in public}
+    return origin == f"{_scheme(request)}://{request.headers.get('host', '')}".lower()
 
 
 def over_tls(request: Request) -> bool:
@@ -65,13 +117,21 @@ def _scheme(request: Request) -> str:
     return "https" if getattr(request.app.state, "behind_tls", False) else request.url.scheme
 
 
+# Lax, not Strict: a link to /batches/X followed from elsewhere (a chat, a mail) carries the
+# cookie and opens the page, where Strict would show the login form to a signed-in visitor. Lax
+# still keeps the cookie off another site's POSTs and subresources, and the POSTs that change
+# anything (login, logout) are checked by their Origin (same_origin) besides; the pages' GETs
+# change nothing.
+SAMESITE = "lax"
+
+
 def set_cookie(response, request: Request, token: str) -> None:
-    response.set_cookie(COOKIE, token, max_age=SESSION_SECONDS, path="/", httponly=True, samesite="strict",
+    response.set_cookie(COOKIE, token, max_age=SESSION_SECONDS, path="/", httponly=True, samesite=SAMESITE,
                         secure=over_tls(request))
 
 
 def clear_cookie(response, request: Request) -> None:
-    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict", secure=over_tls(request))
+    response.delete_cookie(COOKIE, path="/", httponly=True, samesite=SAMESITE, secure=over_tls(request))
 
 
 async def small_form(request: Request) -> dict[str, str] | None:
