@@ -140,7 +140,7 @@ class Driver:
 
     def _validate(self, tenant: str, batch: dict[str, Any]) -> bool:
         with self.state.open_content(tenant, batch["input_file_id"]) as fh:
-            checked = check_file(fh, batch["endpoint"], sorted(self.config.models),
+            checked = check_file(fh, batch["endpoint"], self.config.models,
                                  self.config.max_requests_per_file)
         if checked.errors:
             self._end(tenant, batch["id"], "failed", errors=checked.errors)

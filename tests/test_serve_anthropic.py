@@ -175,6 +175,20 @@ def test_an_oversize_batch_gets_anthropics_errors(base_url):
     ([{"custom_id": "a", "params": {"model": "claude-haiku", "messages": []}}], "requests[0]: params.max_tokens is "
                                                                                 "required"),
     ([request("a", thinking={"type": "enabled"})], "requests[0]"),
+    # tools need a tool parser the served model lacks (tool_choice auto, Anthropic's default): the run
+    # would refuse the whole batch, so the request is refused here
+    ([request("a"), request("b", tools=[{"name": "f", "input_schema": {"type": "object"}}])],
+     "requests[1]: tools cannot be honoured: tool_choice auto"),
+    # what the run could only make an errored request is refused here, as Anthropic refuses it
+    ([request("a", messages="Say hi")], "requests[0]: params.messages must be a list"),
+    ([request("a", messages={"role": "user"})], "requests[0]: params.messages must be a list"),
+    ([request("a", messages=[])], "requests[0]: params.messages must be a list"),
+    ([{"custom_id": "a", "params": {"model": "claude-haiku", "max_tokens": 16}}], "requests[0]: params.messages"),
+    ([request("a", metadata="x")], "requests[0]: params.metadata must be an object"),
+    ([request("a", max_tokens="16")], "requests[0]: params.max_tokens: Input should be a valid integer"),
+    ([request("a", max_tokens=0)], "requests[0]: params.max_tokens must be > 0"),
+    ([request("a", max_tokens=-1)], "requests[0]: params.max_tokens must be > 0"),
+    ([request("a", temperature=5)], "requests[0]: params.temperature must be <= 2"),
     ([], "requests: must be a list of at least one request"),
 ])
 def test_a_bad_request_is_refused_at_create_naming_its_index(base_url, requests, message):
@@ -214,3 +228,18 @@ def test_a_batch_whose_run_cannot_start_ends_with_every_request_errored_saying_w
     for r in results:
         assert r.result.type == "errored" and r.result.error.error.type == "api_error"
         assert r.result.error.error.message.startswith(f"model '{tmp_path / 'no-model'}': no folder")
+
+
+def test_an_openai_batch_with_tools_its_model_cannot_parse_fails_validation_by_line(base_url):
+    """The same check on the OpenAI side: the run would refuse the whole file for such a line,
+    so validation names the line (OpenAI's tool_choice defaults to auto too)."""
+    from tests.serving import client as openai_client
+    from tests.serving import wait_for
+
+    o = openai_client(f"{base_url}/v1", KEY)
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    up = o.files.create(file=("in.jsonl", jsonl([chat_line("a"), chat_line("b", tools=tools)])), purpose="batch")
+    batch = wait_for(o, o.batches.create(input_file_id=up.id, endpoint="/v1/chat/completions",
+                                         completion_window="24h").id, 60)
+    assert batch.status == "failed" and [(e.line, e.param) for e in batch.errors.data] == [(2, "body.tools")]
+    assert batch.errors.data[0].message.startswith("line 2: tools cannot be honoured: tool_choice auto")
