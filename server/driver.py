@@ -101,7 +101,19 @@ class Driver:
                 self._drive(tenant, batch_id)
             except Exception as err:  # the batch fails, with why; the server goes on with the next
                 log.exception("batch %s failed", batch_id)
-                self._end(tenant, batch_id, "failed", errors=[error_entry(_message(err), None, "server_error")])
+                self._fail(tenant, batch_id, _message(err))
+
+    def _fail(self, tenant: str, batch_id: str, why: str) -> None:
+        """The batch ends `failed`, saying why. A Message Batch keeps what its run committed
+        (Anthropic has no failed batch): those requests succeeded, the rest are errored."""
+        fields: dict[str, Any] = {}
+        batch = self.state.batch(tenant, batch_id)
+        if is_message_batch(batch):
+            try:
+                fields = finish_message_batch(self.state, tenant, batch, "failed", why)
+            except Exception:  # no results file: results_lines errors every request, saying why
+                log.exception("batch %s: its results could not be written", batch_id)
+        self._end(tenant, batch_id, "failed", errors=[error_entry(why, None, "server_error")], **fields)
 
     def _drive(self, tenant: str, batch_id: str) -> None:
         batch = self.state.batch(tenant, batch_id)

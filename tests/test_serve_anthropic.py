@@ -243,3 +243,55 @@ def test_an_openai_batch_with_tools_its_model_cannot_parse_fails_validation_by_l
                                          completion_window="24h").id, 60)
     assert batch.status == "failed" and [(e.line, e.param) for e in batch.errors.data] == [(2, "body.tools")]
     assert batch.errors.data[0].message.startswith("line 2: tools cannot be honoured: tool_choice auto")
+
+
+@pytest.mark.parametrize("how", ["unfinished", "raises"])
+def test_a_run_that_breaks_keeps_its_committed_answers_and_errors_only_the_rest(tmp_path, monkeypatch, how):
+    """Anthropic has no failed batch: a run that ends with units left (no stop reason) or raises
+    ends the batch with the answers it committed `succeeded` and only the other requests errored,
+    and request_counts as the results file. The run commits request a's unit by hand (no engine)."""
+    from types import SimpleNamespace
+
+    import pipelines.run
+
+    def run(spec, **_):
+        commit_first_unit_by_hand(spec)
+        if how == "raises":
+            raise RuntimeError("the run broke")
+        return SimpleNamespace(finished=False, stopped=None)
+
+    monkeypatch.setattr(pipelines.run, "run", run)
+    monkeypatch.setenv("SPOTBATCH_API_KEY", KEY)
+    config = config_from({"models": {"claude-haiku": {"model": {"name": "tiny-random"},
+                                                      "compute": {"tokens_per_unit": 1}}}})
+    with served(Serving(config, str(tmp_path / "store"))) as url:
+        c = client(url.removesuffix("/v1"), KEY)
+        batch = ended(c, c.messages.batches.create(requests=[request("a"), request("b"), request("c")]).id)
+        results = {r.custom_id: r.result for r in c.messages.batches.results(batch.id)}
+    assert results["a"].type == "succeeded" and results["a"].message.content[0].text == "X"
+    assert {results[i].type for i in "bc"} == {"errored"}
+    assert all(results[i].error.error.type == "api_error" for i in "bc")
+    assert batch.request_counts.model_dump() == {"processing": 0, "succeeded": 1, "errored": 2, "canceled": 0,
+                                                 "expired": 0}
+
+
+def commit_first_unit_by_hand(spec) -> None:
+    """The batch's run planned, and its first unit (one request) committed as if the model had
+    answered "X" (tests/test_openai_endpoints.py answered_by_hand, on the server's own spec)."""
+    import pyarrow as pa
+
+    from operators.generate import RESULT_SCHEMA, empty_results
+    from pipelines.planning.plan_run import plan_run
+    from pipelines.store.counts import UnitCounts
+    from pipelines.stream.unit_rows import read_unit_rows
+
+    _, store, plan = plan_run(spec)
+    unit = plan.units[0]
+    ids = read_unit_rows(unit.path, unit.start, unit.stop, ["custom_id"], spec.output.storage_options)
+    n = len(ids)
+    cols = {**empty_results([None] * n), "output": ["X"] * n, "prompt_tokens": [2] * n,
+            "completion_tokens": [1] * n, "finish_reason": ["stop"] * n, "served_from": ["engine"] * n}
+    store.commit(unit.unit_id, pa.table({"custom_id": ids.column("custom_id"),
+                                         **{f.name: pa.array(cols[f.name], f.type) for f in RESULT_SCHEMA},
+                                         "model": ["claude-haiku"] * n, "spec_fingerprint": [plan.fingerprint] * n}),
+                 UnitCounts.of_results(cols, 0.0).to_json())
