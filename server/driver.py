@@ -176,10 +176,12 @@ class Driver:
             status = "completed"
         else:
             raise RuntimeError(f"the run stopped unfinished ({summary.stopped or 'units left'})")
-        if self.state.batch(tenant, batch_id)["status"] != "cancelling":
-            self.state.update_batch(tenant, batch_id, lambda b: b.update(status="finalizing",
-                                                                         finalizing_at=int(time.time())))
-        batch = self.state.batch(tenant, batch_id)
+
+        def finalizing(b: dict[str, Any]) -> None:  # read and set under the store's lock: a cancel stays
+            if b["status"] != "cancelling":
+                b.update(status="finalizing", finalizing_at=int(time.time()))
+
+        batch = self.state.update_batch(tenant, batch_id, finalizing)
         if is_message_batch(batch):
             fields = finish_message_batch(self.state, tenant, batch, status)
         else:

@@ -295,3 +295,25 @@ def commit_first_unit_by_hand(spec) -> None:
                                          **{f.name: pa.array(cols[f.name], f.type) for f in RESULT_SCHEMA},
                                          "model": ["claude-haiku"] * n, "spec_fingerprint": [plan.fingerprint] * n}),
                  UnitCounts.of_results(cols, 0.0).to_json())
+
+
+def test_a_cancel_as_the_run_ends_is_not_overwritten_by_finalizing(base_url, monkeypatch):
+    """A cancel that lands as the driver finalizes (here: just before its first write of the batch
+    after the run) stays: the batch goes canceling -> ended, never back to in_progress. The same
+    driver code ends OpenAI batches."""
+    from server.state import State
+
+    c, update, written = client(base_url, KEY), State.update_batch, []
+
+    def update_batch(self, tenant, batch_id, change):
+        if threading.current_thread().name == "spotbatch-serve-driver" and not written:
+            written.append("cancel")
+            c.messages.batches.cancel(batch_id)  # the cancel comes between the driver's read and write
+        batch = update(self, tenant, batch_id, change)
+        written.append(batch["status"])
+        return batch
+
+    monkeypatch.setattr(State, "update_batch", update_batch)
+    batch = ended(c, c.messages.batches.create(requests=[request("a")]).id)
+    assert written[:2] == ["cancel", "cancelling"] and "finalizing" not in written, written
+    assert batch.cancel_initiated_at is not None
