@@ -317,3 +317,46 @@ def test_a_cancel_as_the_run_ends_is_not_overwritten_by_finalizing(base_url, mon
     batch = ended(c, c.messages.batches.create(requests=[request("a")]).id)
     assert written[:2] == ["cancel", "cancelling"] and "finalizing" not in written, written
     assert batch.cancel_initiated_at is not None
+
+
+def test_a_batch_waiting_its_turn_ends_at_its_expiry(tmp_path, monkeypatch):
+    """The driver runs one batch at a time; one queued behind it ends at its expires_at all the
+    same (every request `expired`), without waiting its turn; an OpenAI batch at its
+    completion_window too (the same code). The running batch's run is held (no engine)."""
+    from types import SimpleNamespace
+
+    import pipelines.run
+    import server.objects
+    from tests.serving import client as openai_client
+    from tests.serving import wait_for
+
+    running, release = threading.Event(), threading.Event()
+
+    def run(spec, **_):
+        running.set()
+        release.wait(60)
+        return SimpleNamespace(finished=False, stopped="deadline")
+
+    monkeypatch.setattr(pipelines.run, "run", run)
+    monkeypatch.setattr(server.objects, "window_seconds", lambda window: 2)  # OpenAI's 24h, here 2 s
+    monkeypatch.setenv("SPOTBATCH_API_KEY", KEY)
+    config = config_from({"models": {"claude-haiku": "tiny-random", "gpt-4o-mini": "tiny-random"},
+                          "message_batch_expiry": "2s"})
+    try:
+        with served(Serving(config, str(tmp_path / "store"))) as url:
+            c, o = client(url.removesuffix("/v1"), KEY), openai_client(url, KEY)
+            first = c.messages.batches.create(requests=[request("a")])
+            assert running.wait(30)
+            queued = c.messages.batches.create(requests=[request("a"), request("b")])
+            up = o.files.create(file=("in.jsonl", jsonl([chat_line("x")])), purpose="batch")
+            openai_batch = o.batches.create(input_file_id=up.id, endpoint="/v1/chat/completions",
+                                            completion_window="24h")
+            queued = ended(c, queued.id, timeout=20)
+            assert queued.request_counts.expired == 2 and c.messages.batches.retrieve(first.id).processing_status \
+                == "in_progress"
+            assert {r.result.type for r in c.messages.batches.results(queued.id)} == {"expired"}
+            assert wait_for(o, openai_batch.id, 20).status == "expired" and not release.is_set()
+            release.set()
+            assert ended(c, first.id).request_counts.expired == 1
+    finally:
+        release.set()
