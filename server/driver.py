@@ -29,6 +29,7 @@ from server.anthropic_objects import is_message_batch
 from server.config import ServeConfig
 from server.finish import result_files
 from server.objects import RUNNING, error_entry
+from server.redact import for_client
 from server.state import State
 from server.validate import check_file
 from server.waiting import Waiting
@@ -94,7 +95,7 @@ class Driver:
                     continue
             except Exception as err:
                 log.exception("batch %s could not be validated", batch_id)
-                self._end(tenant, batch_id, "failed", errors=[error_entry(_message(err), None, "server_error")])
+                self._fail(tenant, batch_id, _message(err))
                 continue
             self._enqueue(tenant, batch_id, batch["expires_at"])
 
@@ -116,9 +117,8 @@ class Driver:
                 self._fail(tenant, batch_id, _message(err))
 
     def _expire(self, tenant: str, batch_id: str) -> None:
-        """A queued batch past its window: nothing of it ran (a resumed one: what ran is kept), the
-        rest `expired` (or `cancelled`, if a cancel came first), as its turn would have ended it.
-        One not validated yet (resumed so) is left to its turn, which validates it first."""
+        """A queued batch past its window ends as its turn would have ended it: `expired` (`cancelled`
+        if a cancel came first). One not validated yet (resumed so) is left to its turn."""
         try:
             batch = self.state.batch(tenant, batch_id)
             if batch is None or "spotbatch" not in batch or not self._waiting.take(tenant, batch_id):
@@ -134,6 +134,7 @@ class Driver:
         (Anthropic has no failed batch): those requests succeeded, the rest are errored."""
         fields: dict[str, Any] = {}
         batch = self.state.batch(tenant, batch_id)
+        why = why if batch is None else for_client(why, self.state, self.config, tenant, batch)  # no server path
         if is_message_batch(batch):
             try:
                 fields = finish_message_batch(self.state, tenant, batch, "failed", why)

@@ -227,7 +227,8 @@ def test_a_batch_whose_run_cannot_start_ends_with_every_request_errored_saying_w
     assert sorted(r.custom_id for r in results) == ["a", "b"]
     for r in results:
         assert r.result.type == "errored" and r.result.error.error.type == "api_error"
-        assert r.result.error.error.message.startswith(f"model '{tmp_path / 'no-model'}': no folder")
+        assert r.result.error.error.message.startswith("model 'claude-haiku': no folder")  # not the server's path
+        assert str(tmp_path) not in r.result.error.error.message
 
 
 def test_an_openai_batch_with_tools_its_model_cannot_parse_fails_validation_by_line(base_url):
@@ -360,3 +361,26 @@ def test_a_batch_waiting_its_turn_ends_at_its_expiry(tmp_path, monkeypatch):
             assert ended(c, first.id).request_counts.expired == 1
     finally:
         release.set()
+
+
+def test_an_error_names_the_request_not_the_servers_store_or_the_tenant(tmp_path, monkeypatch):
+    """A run that refuses a line of the batch's requests names it by the store's path (its
+    tenant's id in it): the client reads `requests[i]`, and nothing of the server's paths."""
+    import pipelines.run
+    from spotbatch.errors import BatchFileError
+
+    def run(spec, **_):
+        raise BatchFileError(f"{spec.input.paths[0]} line 2: params.messages[0].content: refused here; "
+                             f"output {spec.output.path} left as it was")
+
+    monkeypatch.setattr(pipelines.run, "run", run)
+    monkeypatch.setenv("SPOTBATCH_API_KEY", KEY)
+    config = config_from({"models": {"claude-haiku": "tiny-random"}})
+    with served(Serving(config, str(tmp_path / "store"))) as url:
+        c = client(url.removesuffix("/v1"), KEY)
+        batch = ended(c, c.messages.batches.create(requests=[request("a"), request("b")]).id)
+        messages = {r.result.error.error.message for r in c.messages.batches.results(batch.id)}
+        tenants = [p.name for p in (tmp_path / "store" / "batches").iterdir()]
+    assert messages == {"requests[1]: params.messages[0].content: refused here; output <store>/runs/<tenant>/"
+                        f"{batch.id} left as it was"}
+    assert tenants and not any(t in m or str(tmp_path) in m for t in tenants for m in messages)
