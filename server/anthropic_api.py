@@ -31,7 +31,7 @@ router = APIRouter(prefix="/v1/messages/batches")
 @router.post("")
 def create(request: Request, body: Annotated[Any, Body()], tenant: str = Depends(tenant_of)) -> dict[str, Any]:
     app = request.app.state
-    checked = check_requests(body, sorted(app.config.models), app.config.max_message_batch_requests)
+    checked = check_requests(body, app.config.models, app.config.max_message_batch_requests)
     batch_id = new_id(PREFIX)
     state = app.state
     state.storage.put(state.storage.path(state.content_name(tenant, requests_file(batch_id))), checked.jsonl)

@@ -1,8 +1,9 @@
 """A Message Batch's results when its run ends: spotbatch's own anthropic-batch export of the run
 (pipelines/formats/export.py: succeeded and errored lines), then a `canceled` or `expired` line
 for each request the run did not answer, as Anthropic ends a batch; one JSONL file in the store,
-and its counts. A batch whose run broke (the driver's `failed`) has no file: its results are
-every request errored, with why (results_lines)."""
+and its counts. A batch whose run broke (the driver's `failed`) keeps what its run committed, as
+Anthropic has no failed batch: each request it did not answer is `errored`, saying why. One whose
+results could not be written has no file: every request errored, with why (results_lines)."""
 
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ from spotbatch.errors import OutputError
 UNANSWERED = {"cancelled": "canceled", "expired": "expired"}  # the driver's end -> Anthropic's result
 
 
-def finish_message_batch(state: State, tenant: str, batch: dict[str, Any], status: str) -> dict[str, Any]:
+def finish_message_batch(state: State, tenant: str, batch: dict[str, Any], status: str,
+                         why: str | None = None) -> dict[str, Any]:
     """The results file written; returns the record's fields it sets (its counts, Anthropic's and
-    the driver's own)."""
+    the driver's own). `why`: with status `failed`, the error each unanswered request gets."""
     counts = dict.fromkeys(COUNTS, 0)
     with tempfile.TemporaryDirectory(prefix="spotbatch-serve-") as tmp:
         local = f"{tmp}/results.jsonl"
@@ -40,13 +42,20 @@ def finish_message_batch(state: State, tenant: str, batch: dict[str, Any], statu
         with open(local, "a") as fh:
             for custom_id in _input_ids(state, tenant, batch["input_file_id"]):
                 if custom_id not in answered:  # a completed run answered every request
-                    kind = UNANSWERED.get(status, "expired")
-                    fh.write(json.dumps({"custom_id": custom_id, "result": {"type": kind}}) + "\n")
-                    counts[kind] += 1
+                    result = unanswered(status, why)
+                    fh.write(json.dumps({"custom_id": custom_id, "result": result}) + "\n")
+                    counts[result["type"]] += 1
         state.storage.put_from(state.storage.path(state.content_name(tenant, results_file(batch["id"]))), local)
     return {"message_batch_counts": counts, "output_file_id": None, "error_file_id": None,
             "request_counts": {"total": batch["request_counts"]["total"], "completed": counts["succeeded"],
                                "failed": counts["errored"]}}
+
+
+def unanswered(status: str, why: str | None) -> dict[str, Any]:
+    """The result of a request the run did not answer, by how the batch ended."""
+    if status == "failed":
+        return {"type": "errored", "error": error_body(500, why or "the server could not run the batch")}
+    return {"type": UNANSWERED.get(status, "expired")}
 
 
 def results_lines(state: State, tenant: str, batch: dict[str, Any]) -> Iterator[bytes]:

@@ -13,6 +13,7 @@ from typing import Any
 from pipelines.formats import anthropic
 from pipelines.formats.lines import kind_of, shown
 from server.objects import ApiError
+from server.request_checks import check_row, check_tools
 from spotbatch.errors import BatchFileError
 
 CUSTOM_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")  # Anthropic's rule
@@ -27,7 +28,8 @@ class Checked:
     models: list[str]  # in the order the requests first name them
 
 
-def check_requests(body: Any, served: list[str], max_requests: int) -> Checked:
+def check_requests(body: Any, served: dict[str, Any], max_requests: int) -> Checked:
+    """`served`: serve.yaml's models (name -> ServedModel)."""
     if not isinstance(body, dict):
         raise ApiError(400, f"the request body must be a JSON object, got {kind_of(body)}")
     unknown = sorted(set(body) - {"requests"})
@@ -48,10 +50,10 @@ def check_requests(body: Any, served: list[str], max_requests: int) -> Checked:
     return Checked(("\n".join(lines) + "\n").encode(), len(requests), models)
 
 
-def _check_one(request: Any, where: str, served: list[str], seen: set[str]) -> str:
+def _check_one(request: Any, where: str, served: dict[str, Any], seen: set[str]) -> str:
     """The served model the request names; an ApiError names `where` and the field."""
     try:
-        anthropic.read_request(request, where, None)
+        _, rows = anthropic.read_request(request, where, None)
     except BatchFileError as err:
         raise ApiError(400, str(err)) from None
     custom_id = request["custom_id"]  # a string: read_request checked it
@@ -65,5 +67,10 @@ def _check_one(request: Any, where: str, served: list[str], seen: set[str]) -> s
     model = request["params"].get("model")
     if model not in served:
         raise ApiError(400, f"{where}: params.model {shown(model)} is not a model this server serves "
-                            f"({', '.join(served)})")
+                            f"({', '.join(sorted(served))})")
+    try:  # what the run would refuse, or could only make this request's error
+        check_row(rows, where, served, anthropic)
+        check_tools(rows, where, served, anthropic)
+    except BatchFileError as err:
+        raise ApiError(400, str(err)) from None
     return model

@@ -11,7 +11,9 @@ runs are in the store, and a server started again resumes every batch that was r
 A batch is validated as soon as it is created (on a thread of its own), then waits its turn
 in_progress. One batch runs at a time: engines of one model are not started twice over, and a queued batch's
 model starts only when its turn comes (warm engines of the model before are reused, or let go
-after keep_warm_seconds).
+after keep_warm_seconds). A batch waiting its turn ends at its expires_at all the same (a
+thread of its own watches the queue, server/waiting.py): `expired`, or `cancelled` if a cancel
+came first.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from server.anthropic_objects import is_message_batch
 from server.config import ServeConfig
 from server.finish import result_files
 from server.objects import RUNNING, error_entry
+from server.redact import for_client
 from server.state import State
 from server.validate import check_file
+from server.waiting import Waiting
 
 log = logging.getLogger("spotbatch.serve")
 
@@ -44,17 +48,20 @@ class Driver:
         # Validation on a thread of its own: a bad file is told at once, even while a long batch runs.
         self._checks: queue.Queue[tuple[str, str] | None] = queue.Queue()
         self._checker = threading.Thread(target=self._check_loop, name="spotbatch-serve-validate", daemon=True)
+        self._waiting = Waiting(self._expire)  # the queued batches, each ended at its expiry if still there
 
     def start(self) -> None:
         self.resume_all()
         self._thread.start()
         self._checker.start()
+        self._waiting.start()
 
     def stop(self, timeout: float | None = None) -> None:
         """Cancel the batch running (it commits what is in flight; its batch object stays as it is,
         so the next server resumes it) and end the thread."""
         self._queue.put(None)
         self._checks.put(None)
+        self._waiting.stop()
         with self._lock:
             self._stopping = True
             if self._current is not None:
@@ -63,11 +70,15 @@ class Driver:
 
     def resume_all(self) -> None:
         """Every batch the store says is not ended, oldest first: a server started again on its store."""
-        unended = [(b["created_at"], b["id"], t) for t in self.state.tenants() for b in self.state.batches(t)
-                   if b["status"] in RUNNING]
-        for _, batch_id, tenant in sorted(unended):
+        unended = [(b["created_at"], b["id"], t, b["expires_at"]) for t in self.state.tenants()
+                   for b in self.state.batches(t) if b["status"] in RUNNING]
+        for _, batch_id, tenant, expires_at in sorted(unended):
             log.info("resuming batch %s", batch_id)
-            self._queue.put((tenant, batch_id))
+            self._enqueue(tenant, batch_id, expires_at)
+
+    def _enqueue(self, tenant: str, batch_id: str, expires_at: float) -> None:
+        self._waiting.add(tenant, batch_id, expires_at)
+        self._queue.put((tenant, batch_id))
 
     def submit(self, tenant: str, batch_id: str) -> None:
         """A new batch: validated at once, then queued to run (in_progress while it waits, as at OpenAI)."""
@@ -84,9 +95,9 @@ class Driver:
                     continue
             except Exception as err:
                 log.exception("batch %s could not be validated", batch_id)
-                self._end(tenant, batch_id, "failed", errors=[error_entry(_message(err), None, "server_error")])
+                self._fail(tenant, batch_id, _message(err))
                 continue
-            self._queue.put(item)
+            self._enqueue(tenant, batch_id, batch["expires_at"])
 
     def cancel(self, tenant: str, batch_id: str) -> None:
         """The batch object says `cancelling` already; the run, if it is this one, stops now."""
@@ -97,11 +108,39 @@ class Driver:
     def _loop(self) -> None:
         while (item := self._queue.get()) is not None:
             tenant, batch_id = item
+            if not self._waiting.take(tenant, batch_id):
+                continue  # ended at its expiry while it waited
             try:
                 self._drive(tenant, batch_id)
             except Exception as err:  # the batch fails, with why; the server goes on with the next
                 log.exception("batch %s failed", batch_id)
-                self._end(tenant, batch_id, "failed", errors=[error_entry(_message(err), None, "server_error")])
+                self._fail(tenant, batch_id, _message(err))
+
+    def _expire(self, tenant: str, batch_id: str) -> None:
+        """A queued batch past its window ends as its turn would have ended it: `expired` (`cancelled`
+        if a cancel came first). One not validated yet (resumed so) is left to its turn."""
+        try:
+            batch = self.state.batch(tenant, batch_id)
+            if batch is None or "spotbatch" not in batch or not self._waiting.take(tenant, batch_id):
+                return
+            if batch["status"] in RUNNING:
+                self._finish(tenant, batch_id, None, self.state.batch(tenant, batch_id)["status"] == "cancelling")
+        except Exception as err:
+            log.exception("batch %s failed", batch_id)
+            self._fail(tenant, batch_id, _message(err))
+
+    def _fail(self, tenant: str, batch_id: str, why: str) -> None:
+        """The batch ends `failed`, saying why. A Message Batch keeps what its run committed
+        (Anthropic has no failed batch): those requests succeeded, the rest are errored."""
+        fields: dict[str, Any] = {}
+        batch = self.state.batch(tenant, batch_id)
+        why = why if batch is None else for_client(why, self.state, self.config, tenant, batch)  # no server path
+        if is_message_batch(batch):
+            try:
+                fields = finish_message_batch(self.state, tenant, batch, "failed", why)
+            except Exception:  # no results file: results_lines errors every request, saying why
+                log.exception("batch %s: its results could not be written", batch_id)
+        self._end(tenant, batch_id, "failed", errors=[error_entry(why, None, "server_error")], **fields)
 
     def _drive(self, tenant: str, batch_id: str) -> None:
         batch = self.state.batch(tenant, batch_id)
@@ -140,7 +179,7 @@ class Driver:
 
     def _validate(self, tenant: str, batch: dict[str, Any]) -> bool:
         with self.state.open_content(tenant, batch["input_file_id"]) as fh:
-            checked = check_file(fh, batch["endpoint"], sorted(self.config.models),
+            checked = check_file(fh, batch["endpoint"], self.config.models,
                                  self.config.max_requests_per_file)
         if checked.errors:
             self._end(tenant, batch["id"], "failed", errors=checked.errors)
@@ -164,10 +203,12 @@ class Driver:
             status = "completed"
         else:
             raise RuntimeError(f"the run stopped unfinished ({summary.stopped or 'units left'})")
-        if self.state.batch(tenant, batch_id)["status"] != "cancelling":
-            self.state.update_batch(tenant, batch_id, lambda b: b.update(status="finalizing",
-                                                                         finalizing_at=int(time.time())))
-        batch = self.state.batch(tenant, batch_id)
+
+        def finalizing(b: dict[str, Any]) -> None:  # read and set under the store's lock: a cancel stays
+            if b["status"] != "cancelling":
+                b.update(status="finalizing", finalizing_at=int(time.time()))
+
+        batch = self.state.update_batch(tenant, batch_id, finalizing)
         if is_message_batch(batch):
             fields = finish_message_batch(self.state, tenant, batch, status)
         else:

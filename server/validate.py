@@ -13,6 +13,7 @@ from pipelines.formats import openai
 from pipelines.formats.batch_files import read_line
 from pipelines.formats.lines import parse_line, shown
 from server.objects import error_entry
+from server.request_checks import check_tools
 from spotbatch.errors import BatchFileError
 
 MAX_ERRORS = 100
@@ -25,8 +26,9 @@ class Checked:
     errors: list[dict[str, Any]] = field(default_factory=list)
 
 
-def check_file(lines, endpoint: str, served: list[str], max_requests: int) -> Checked:
-    """`lines`: the file's raw lines (bytes). Nothing is raised: what is wrong is in `errors`."""
+def check_file(lines, endpoint: str, served: dict[str, Any], max_requests: int) -> Checked:
+    """`lines`: the file's raw lines (bytes); `served`: serve.yaml's models (name -> ServedModel).
+    Nothing is raised: what is wrong is in `errors`."""
     checked, seen = Checked(), set()
     for n, raw in enumerate(lines, 1):
         if len(checked.errors) >= MAX_ERRORS:
@@ -48,7 +50,7 @@ def check_file(lines, endpoint: str, served: list[str], max_requests: int) -> Ch
     return checked
 
 
-def _check_line(raw: bytes, n: int, endpoint: str, served: list[str], seen: set[str]) -> dict[str, Any] | str:
+def _check_line(raw: bytes, n: int, endpoint: str, served: dict[str, Any], seen: set[str]) -> dict[str, Any] | str:
     """The model the line names, or its error entry."""
     where = f"line {n}"
     try:
@@ -56,7 +58,7 @@ def _check_line(raw: bytes, n: int, endpoint: str, served: list[str], seen: set[
     except UnicodeDecodeError as err:
         return error_entry(f"{where}: not UTF-8 text (byte {err.start + 1} of the line)", n, "invalid_json_line")
     try:
-        module, _ = read_line(openai, line, where, None)
+        module, rows = read_line(openai, line, where, None)
         request = parse_line(line, where)
     except BatchFileError as err:
         text = str(err)
@@ -67,7 +69,11 @@ def _check_line(raw: bytes, n: int, endpoint: str, served: list[str], seen: set[
     model = request["body"].get("model")
     if model not in served:
         return error_entry(f"{where}: body.model {shown(model)} is not a model this server serves "
-                           f"({', '.join(served)})", n, "model_not_found", "body.model")
+                           f"({', '.join(sorted(served))})", n, "model_not_found", "body.model")
+    try:  # the run refuses the whole batch for it: told here, by line
+        check_tools(rows, where, served, module)
+    except BatchFileError as err:
+        return error_entry(str(err), n, "invalid_request", "body.tools")
     if request["custom_id"] in seen:
         return error_entry(f"{where}: custom_id {shown(request['custom_id'])} is used by an earlier line; each "
                            f"request needs a custom_id of its own", n, "duplicate_custom_id", "custom_id")

@@ -243,7 +243,9 @@ def _with(template: dict, section: str, **fields) -> bytes:
      "params.messages[0].role must be a string, got a list"),
     ("openai_batch", _with(OPENAI_LINE, "body", temperature=float("nan")), "NaN is not a JSON number"),
     ("anthropic_batch", b'{"custom_id": "\xff"}', "not UTF-8 text (byte 16 of the line)"),
-], ids=["openai-role-object", "anthropic-role-list", "openai-nan", "anthropic-not-utf8"])
+    ("anthropic_batch", _with(ANTHROPIC_LINE, "params", metadata="nightly"),
+     "params.metadata must be an object (as at Anthropic), got a string"),
+], ids=["openai-role-object", "anthropic-role-list", "openai-nan", "anthropic-not-utf8", "anthropic-metadata"])
 def test_a_malformed_line_is_refused_by_the_cli_naming_file_line_and_field(tmp_path, tiny_model, kind, bad_line,
                                                                           named):
     template = OPENAI_LINE if kind == "openai_batch" else ANTHROPIC_LINE

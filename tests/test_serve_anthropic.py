@@ -177,6 +177,20 @@ def test_an_oversize_batch_gets_anthropics_errors(base_url):
     ([{"custom_id": "a", "params": {"model": "claude-haiku", "messages": []}}], "requests[0]: params.max_tokens is "
                                                                                 "required"),
     ([request("a", thinking={"type": "enabled"})], "requests[0]"),
+    # tools need a tool parser the served model lacks (tool_choice auto, Anthropic's default): the run
+    # would refuse the whole batch, so the request is refused here
+    ([request("a"), request("b", tools=[{"name": "f", "input_schema": {"type": "object"}}])],
+     "requests[1]: tools cannot be honoured: tool_choice auto"),
+    # what the run could only make an errored request is refused here, as Anthropic refuses it
+    ([request("a", messages="Say hi")], "requests[0]: params.messages must be a list"),
+    ([request("a", messages={"role": "user"})], "requests[0]: params.messages must be a list"),
+    ([request("a", messages=[])], "requests[0]: params.messages must be a list"),
+    ([{"custom_id": "a", "params": {"model": "claude-haiku", "max_tokens": 16}}], "requests[0]: params.messages"),
+    ([request("a", metadata="x")], "requests[0]: params.metadata must be an object"),
+    ([request("a", max_tokens="16")], "requests[0]: params.max_tokens: Input should be a valid integer"),
+    ([request("a", max_tokens=0)], "requests[0]: params.max_tokens must be > 0"),
+    ([request("a", max_tokens=-1)], "requests[0]: params.max_tokens must be > 0"),
+    ([request("a", temperature=5)], "requests[0]: params.temperature must be <= 2"),
     ([], "requests: must be a list of at least one request"),
 ])
 def test_a_bad_request_is_refused_at_create_naming_its_index(base_url, requests, message):
@@ -215,4 +229,160 @@ def test_a_batch_whose_run_cannot_start_ends_with_every_request_errored_saying_w
     assert sorted(r.custom_id for r in results) == ["a", "b"]
     for r in results:
         assert r.result.type == "errored" and r.result.error.error.type == "api_error"
-        assert r.result.error.error.message.startswith(f"model '{tmp_path / 'no-model'}': no folder")
+        assert r.result.error.error.message.startswith("model 'claude-haiku': no folder")  # not the server's path
+        assert str(tmp_path) not in r.result.error.error.message
+
+
+def test_an_openai_batch_with_tools_its_model_cannot_parse_fails_validation_by_line(base_url):
+    """The same check on the OpenAI side: the run would refuse the whole file for such a line,
+    so validation names the line (OpenAI's tool_choice defaults to auto too)."""
+    from tests.serving import client as openai_client
+    from tests.serving import wait_for
+
+    o = openai_client(f"{base_url}/v1", KEY)
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    up = o.files.create(file=("in.jsonl", jsonl([chat_line("a"), chat_line("b", tools=tools)])), purpose="batch")
+    batch = wait_for(o, o.batches.create(input_file_id=up.id, endpoint="/v1/chat/completions",
+                                         completion_window="24h").id, 60)
+    assert batch.status == "failed" and [(e.line, e.param) for e in batch.errors.data] == [(2, "body.tools")]
+    assert batch.errors.data[0].message.startswith("line 2: tools cannot be honoured: tool_choice auto")
+
+
+@pytest.mark.parametrize("how", ["unfinished", "raises"])
+def test_a_run_that_breaks_keeps_its_committed_answers_and_errors_only_the_rest(tmp_path, monkeypatch, how):
+    """Anthropic has no failed batch: a run that ends with units left (no stop reason) or raises
+    ends the batch with the answers it committed `succeeded` and only the other requests errored,
+    and request_counts as the results file. The run commits request a's unit by hand (no engine)."""
+    from types import SimpleNamespace
+
+    import pipelines.run
+
+    def run(spec, **_):
+        commit_first_unit_by_hand(spec)
+        if how == "raises":
+            raise RuntimeError("the run broke")
+        return SimpleNamespace(finished=False, stopped=None)
+
+    monkeypatch.setattr(pipelines.run, "run", run)
+    monkeypatch.setenv("SPOTBATCH_API_KEY", KEY)
+    config = config_from({"models": {"claude-haiku": {"model": {"name": "tiny-random"},
+                                                      "compute": {"tokens_per_unit": 1}}}})
+    with served(Serving(config, str(tmp_path / "store"))) as url:
+        c = client(url.removesuffix("/v1"), KEY)
+        batch = ended(c, c.messages.batches.create(requests=[request("a"), request("b"), request("c")]).id)
+        results = {r.custom_id: r.result for r in c.messages.batches.results(batch.id)}
+    assert results["a"].type == "succeeded" and results["a"].message.content[0].text == "X"
+    assert {results[i].type for i in "bc"} == {"errored"}
+    assert all(results[i].error.error.type == "api_error" for i in "bc")
+    assert batch.request_counts.model_dump() == {"processing": 0, "succeeded": 1, "errored": 2, "canceled": 0,
+                                                 "expired": 0}
+
+
+def commit_first_unit_by_hand(spec) -> None:
+    """The batch's run planned, and its first unit (one request) committed as if the model had
+    answered "X" (tests/test_openai_endpoints.py answered_by_hand, on the server's own spec)."""
+    import pyarrow as pa
+
+    from operators.generate import RESULT_SCHEMA, empty_results
+    from pipelines.planning.plan_run import plan_run
+    from pipelines.store.counts import UnitCounts
+    from pipelines.stream.unit_rows import read_unit_rows
+
+    _, store, plan = plan_run(spec)
+    unit = plan.units[0]
+    ids = read_unit_rows(unit.path, unit.start, unit.stop, ["custom_id"], spec.output.storage_options)
+    n = len(ids)
+    cols = {**empty_results([None] * n), "output": ["X"] * n, "prompt_tokens": [2] * n,
+            "completion_tokens": [1] * n, "finish_reason": ["stop"] * n, "served_from": ["engine"] * n}
+    store.commit(unit.unit_id, pa.table({"custom_id": ids.column("custom_id"),
+                                         **{f.name: pa.array(cols[f.name], f.type) for f in RESULT_SCHEMA},
+                                         "model": ["claude-haiku"] * n, "spec_fingerprint": [plan.fingerprint] * n}),
+                 UnitCounts.of_results(cols, 0.0).to_json())
+
+
+def test_a_cancel_as_the_run_ends_is_not_overwritten_by_finalizing(base_url, monkeypatch):
+    """A cancel that lands as the driver finalizes (here: just before its first write of the batch
+    after the run) stays: the batch goes canceling -> ended, never back to in_progress. The same
+    driver code ends OpenAI batches."""
+    from server.state import State
+
+    c, update, written = client(base_url, KEY), State.update_batch, []
+
+    def update_batch(self, tenant, batch_id, change):
+        if threading.current_thread().name == "spotbatch-serve-driver" and not written:
+            written.append("cancel")
+            c.messages.batches.cancel(batch_id)  # the cancel comes between the driver's read and write
+        batch = update(self, tenant, batch_id, change)
+        written.append(batch["status"])
+        return batch
+
+    monkeypatch.setattr(State, "update_batch", update_batch)
+    batch = ended(c, c.messages.batches.create(requests=[request("a")]).id)
+    assert written[:2] == ["cancel", "cancelling"] and "finalizing" not in written, written
+    assert batch.cancel_initiated_at is not None
+
+
+def test_a_batch_waiting_its_turn_ends_at_its_expiry(tmp_path, monkeypatch):
+    """The driver runs one batch at a time; one queued behind it ends at its expires_at all the
+    same (every request `expired`), without waiting its turn; an OpenAI batch at its
+    completion_window too (the same code). The running batch's run is held (no engine)."""
+    from types import SimpleNamespace
+
+    import pipelines.run
+    import server.objects
+    from tests.serving import client as openai_client
+    from tests.serving import wait_for
+
+    running, release = threading.Event(), threading.Event()
+
+    def run(spec, **_):
+        running.set()
+        release.wait(60)
+        return SimpleNamespace(finished=False, stopped="deadline")
+
+    monkeypatch.setattr(pipelines.run, "run", run)
+    monkeypatch.setattr(server.objects, "window_seconds", lambda window: 2)  # OpenAI's 24h, here 2 s
+    monkeypatch.setenv("SPOTBATCH_API_KEY", KEY)
+    config = config_from({"models": {"claude-haiku": "tiny-random", "gpt-4o-mini": "tiny-random"},
+                          "message_batch_expiry": "2s"})
+    try:
+        with served(Serving(config, str(tmp_path / "store"))) as url:
+            c, o = client(url.removesuffix("/v1"), KEY), openai_client(url, KEY)
+            first = c.messages.batches.create(requests=[request("a")])
+            assert running.wait(30)
+            queued = c.messages.batches.create(requests=[request("a"), request("b")])
+            up = o.files.create(file=("in.jsonl", jsonl([chat_line("x")])), purpose="batch")
+            openai_batch = o.batches.create(input_file_id=up.id, endpoint="/v1/chat/completions",
+                                            completion_window="24h")
+            queued = ended(c, queued.id, timeout=20)
+            assert queued.request_counts.expired == 2 and c.messages.batches.retrieve(first.id).processing_status \
+                == "in_progress"
+            assert {r.result.type for r in c.messages.batches.results(queued.id)} == {"expired"}
+            assert wait_for(o, openai_batch.id, 20).status == "expired" and not release.is_set()
+            release.set()
+            assert ended(c, first.id).request_counts.expired == 1
+    finally:
+        release.set()
+
+
+def test_an_error_names_the_request_not_the_servers_store_or_the_tenant(tmp_path, monkeypatch):
+    """A run that refuses a line of the batch's requests names it by the store's path (its
+    tenant's id in it): the client reads `requests[i]`, and nothing of the server's paths."""
+    import pipelines.run
+    from spotbatch.errors import BatchFileError
+
+    def run(spec, **_):
+        raise BatchFileError(f"{spec.input.paths[0]} line 2: params.messages[0].content: refused here; "
+                             f"output {spec.output.path} left as it was")
+
+    monkeypatch.setattr(pipelines.run, "run", run)
+    monkeypatch.setenv("SPOTBATCH_API_KEY", KEY)
+    config = config_from({"models": {"claude-haiku": "tiny-random"}})
+    with served(Serving(config, str(tmp_path / "store"))) as url:
+        c = client(url.removesuffix("/v1"), KEY)
+        batch = ended(c, c.messages.batches.create(requests=[request("a"), request("b")]).id)
+        messages = {r.result.error.error.message for r in c.messages.batches.results(batch.id)}
+        tenants = [p.name for p in (tmp_path / "store" / "batches").iterdir()]
+    assert messages == {"requests[1]: params.messages[0].content: refused here; output <store>/runs/<tenant>/"
+                        f"{batch.id} left as it was"}
+    assert tenants and not any(t in m or str(tmp_path) in m for t in tenants for m in messages)

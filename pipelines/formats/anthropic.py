@@ -22,7 +22,7 @@ from types import ModuleType
 from typing import Any
 
 from pipelines.formats.anthropic_tools import content_blocks, openai_messages, tool_sampling
-from pipelines.formats.lines import ERROR_TYPES, KnownFields, check_fields, check_line, requested_model
+from pipelines.formats.lines import ERROR_TYPES, KnownFields, check_fields, check_line, kind_of, requested_model
 from pipelines.formats.messages import chat_messages_of, role_of, text_of
 from pipelines.formats.openai_envelope import MESSAGES_SCHEMA
 from spotbatch.errors import BatchFileError
@@ -56,6 +56,9 @@ def read_request(request: Any, where: str, models: list[str] | None) -> tuple[Mo
     check_fields(params, where, "params", KnownFields(PARAMS_FIELDS, REFUSED, "a Messages field"))
     if "max_tokens" not in params:
         raise BatchFileError(f"{where}: params.max_tokens is required (as at Anthropic)")
+    if "metadata" in params and not isinstance(params["metadata"], dict):
+        raise BatchFileError(f"{where}: params.metadata must be an object (as at Anthropic), got "
+                             f"{kind_of(params['metadata'])}")
     messages = params.get("messages")
     if isinstance(messages, list):
         for i, m in enumerate(messages):
