@@ -128,8 +128,8 @@ def test_a_responses_body_maps_input_instructions_and_text_format():
     ({"metadata": ["a"]}, "body.metadata must be an object of strings, got a list"),
     ({"metadata": {f"k{i}": "v" for i in range(17)}}, "body.metadata has 17 keys; at most 16"),
     ({"text": {"verbosity": "low"}}, "field body.text.verbosity is not an OpenAI Responses field"),
-    ({"input": [{"type": "function_call_output", "call_id": "c", "output": "x"}]},
-     r"body.input\[0\].type 'function_call_output' cannot be honoured"),
+    ({"input": [{"type": "item_reference", "id": "msg_1"}]},
+     r"body.input\[0\].type 'item_reference' cannot be honoured"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "u"}]}]},
      r"body.input\[0\].content\[0\].type 'input_image' cannot be honoured"),
 ])

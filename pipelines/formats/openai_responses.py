@@ -1,13 +1,15 @@
 """OpenAI `/v1/responses` batch lines: the request read as a chat (its messages, in the model's
 chat template), the answer written out as a `response` object.
 
-In, a body: {"model", "input": "text" or [message items: {role, content: text or input_text
-parts}], "instructions" (a system message first), "max_output_tokens", "temperature", "top_p",
-"text": {"format": {"type": "json_schema", "name", "schema", "strict"} or {"type":
-"json_object"}} (the chat path's response_format), "metadata", "tools" (function tools),
-"tool_choice", "parallel_tool_calls" (pipelines/formats/responses_tools.py)}. What cannot be honoured here is
-refused by name before any engine starts: built-in tools, previous_response_id,
-background, store: true, reasoning, and any unknown field. vLLM's own Responses server reads
+In, a body: {"model", "input": "text" or [items: messages {role, content: text or input_text
+parts}, and an agent trace's function_call, function_call_output and reasoning items, read as
+OpenAI chat's tool calls and tool messages (pipelines/formats/responses_input.py)],
+"instructions" (a system message first), "max_output_tokens", "temperature", "top_p", "text":
+{"format": {"type": "json_schema", "name", "schema", "strict"} or {"type": "json_object"}} (the
+chat path's response_format), "metadata", "tools" (function tools), "tool_choice",
+"parallel_tool_calls" (pipelines/formats/responses_tools.py)}. What cannot be honoured here is
+refused by name before any engine starts: built-in tools, previous_response_id, background,
+store: true, reasoning, a reasoning item's encrypted_content, and any unknown field. vLLM's own Responses server reads
 these fields the same way (vllm/entrypoints/openai/responses/protocol.py: `instructions` a system
 message, `text.format` its structured outputs, `max_output_tokens` its max_tokens).
 """
@@ -22,6 +24,7 @@ import pyarrow as pa
 from pipelines.formats.lines import KnownFields, check_fields, kind_of, requested_model, shown, string_field
 from pipelines.formats.messages import chat_messages_of
 from pipelines.formats.openai_envelope import MESSAGES_SCHEMA, failed, succeeded
+from pipelines.formats.responses_input import input_messages
 from pipelines.formats.responses_tools import echoed, output_items, tool_sampling
 from spotbatch.errors import BatchFileError
 
@@ -44,7 +47,6 @@ REFUSED = {
 BODY_FIELDS = INERT_FIELDS | {"model", "input", "instructions", "max_output_tokens", "temperature", "top_p", "text",
                               "tools", "tool_choice", "parallel_tool_calls"}
 DEFAULT_SAMPLING = {"temperature": 1.0, "top_p": 1.0, "seed": None, "max_tokens": None, "n": 1}
-ROLES = {"user", "assistant", "system", "developer"}
 
 
 def read_line(custom_id: str, body: dict[str, Any], where: str, models: list[str] | None) -> list[dict[str, Any]]:
@@ -69,53 +71,9 @@ def read_line(custom_id: str, body: dict[str, Any], where: str, models: list[str
     metadata = _metadata(body.get("metadata"), where)
     return [{"custom_id": custom_id,
              "model": requested_model(body.get("model"), where, "body.model", models),
-             "messages": chat_messages_of(_messages(body.get("input"), where), where, "body.input",
+             "messages": chat_messages_of(input_messages(body.get("input"), where), where, "body.input",
                                           system=instructions),
              "sampling": json.dumps(sampling), "metadata": None if metadata is None else json.dumps(metadata)}]
-
-
-def _messages(items: Any, where: str) -> list[dict[str, Any]] | None:
-    """The input as chat messages: a string is one user message; message items keep their role,
-    their text parts joined."""
-    if items is None or isinstance(items, str):
-        return None if not items else [{"role": "user", "content": items}]
-    if not isinstance(items, list):
-        raise BatchFileError(f"{where}: body.input must be a string or a list of message items, got {kind_of(items)}")
-    messages = []
-    for i, item in enumerate(items):
-        at = f"body.input[{i}]"
-        if not isinstance(item, dict):
-            raise BatchFileError(f"{where}: {at} must be an object (a message item), got {kind_of(item)}")
-        kind = item.get("type", "message")
-        if kind != "message":
-            raise BatchFileError(f"{where}: {at}.type {shown(kind)} cannot be honoured: only message items are read "
-                                 f"here (tool calls are not run); refused rather than dropped")
-        unknown = sorted(set(item) - {"type", "role", "content", "id", "status"})
-        if unknown:
-            raise BatchFileError(f"{where}: {at}.{unknown[0]} is not a message item field; refused rather than dropped")
-        messages.append({"role": item.get("role"), "content": _text(item.get("content"), where, f"{at}.content")})
-    return messages
-
-
-def _text(content: Any, where: str, field: str) -> Any:
-    """A message item's content as text: a string, or input_text / output_text parts joined by
-    newlines; images, files, audio and refusals are refused by name."""
-    if not isinstance(content, list):
-        return content  # a string, or what chat_messages_of names as wrong
-    texts = []
-    for j, part in enumerate(content):
-        if not isinstance(part, dict):
-            raise BatchFileError(f"{where}: {field}[{j}] must be an object (a content part), got {kind_of(part)}")
-        kind = part.get("type")
-        if kind not in ("input_text", "output_text"):
-            raise BatchFileError(f"{where}: {field}[{j}].type {shown(kind)} cannot be honoured: only text parts "
-                                 f"(input_text, output_text) are read here; refused rather than dropped")
-        unknown = sorted(set(part) - {"type", "text", "annotations", "logprobs"})
-        if unknown:
-            raise BatchFileError(f"{where}: {field}[{j}].{unknown[0]} is not a text part field; refused rather than "
-                                 f"dropped")
-        texts.append(string_field(part.get("text"), where, f"{field}[{j}].text"))
-    return "\n".join(texts)
 
 
 def _metadata(value: Any, where: str) -> dict[str, str] | None:
