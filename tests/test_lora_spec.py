@@ -113,3 +113,23 @@ def test_a_hub_adapter_is_pinned_to_its_commit(tiny_model, tiny_lora, tmp_path, 
     hub_cache(tmp_path / "hf", tiny_lora, "acme/tiny-lora", "d" * 40)
     with pytest.raises(OutputError, match=f"adapters. model 'acme/tiny-lora@main'.*now at commit {'d' * 40}"):
         prepare(spec_for(tmp_path, tiny_model, {"sql": {"source": "acme/tiny-lora", "revision": "main"}}))
+
+
+@pytest.mark.parametrize("kind", ["parquet", "openai_batch"])
+def test_adapters_on_a_routed_model_are_refused_by_the_cli_naming_the_model(tmp_path, kind):
+    """Adapters under `models:` were accepted and every engine start then failed (KeyError 'adapter:sql')."""
+    if kind == "parquet":
+        write_shards(tmp_path / "in", [{"id": i, "t": f"t{i}", "m": "a"} for i in range(2)], 1)
+        inp, route = {"paths": str(tmp_path / "in"), "prompt_column": "t"}, {"route": {"column": "m"}}
+    else:
+        line = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
+                "body": {"model": "a", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}}
+        (tmp_path / "batch.jsonl").write_text(json.dumps(line) + "\n")
+        inp, route = {"kind": kind, "paths": str(tmp_path / "batch.jsonl")}, {}
+    write_spec(tmp_path / "spec.yaml", {
+        "input": inp, "output": {"path": str(tmp_path / "out")}, **route,
+        "models": {"a": {"name": "tiny-random", "adapters": {"sql": "x"}}, "b": {"name": "tiny-random"}}})
+    proc = spotbatch("estimate", str(tmp_path / "spec.yaml"))  # estimate: never an engine, even before the fix
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "models.a.adapters: adapters are for a run's single model" in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "out").exists()

@@ -150,9 +150,13 @@ class PipelineSpec(_Section):
         if self.input.adapter_column and not self.model.adapters and self.input.kind == "parquet":
             raise ValueError(f"input.adapter_column {self.input.adapter_column!r} names adapters, but "
                              f"model.adapters defines none")
+        for name, m in self.models.items():  # routed models' engines are given no adapter: refused by name
+            if m.adapters:
+                raise ValueError(f"models.{name}.adapters: adapters are for a run's single model; with models "
+                                 f"and route, run each adapter's rows as a run of their own")
         if not self.model.adapters:
             return self
-        if self.routed or any(m.adapters for m in self.models.values()):
+        if self.routed:
             raise ValueError("model.adapters is for a run's single model; with models and route, run each "
                              "adapter's rows as a run of their own")
         if self.task == "embed":
