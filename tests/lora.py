@@ -9,11 +9,12 @@ from pathlib import Path
 TARGETS = ["q_proj", "v_proj"]
 
 
-def make_adapter(base: Path, seed: int, rank: int = 8) -> Path:
-    """A rank-`rank` LoRA of `base` on q_proj and v_proj, its weights drawn from `seed`."""
+def make_adapter(base: Path, seed: int, rank: int = 8, targets: tuple[str, ...] = tuple(TARGETS)) -> Path:
+    """A rank-`rank` LoRA of `base` on `targets` (q_proj and v_proj), its weights drawn from `seed`."""
     from cluster.models.node_cache import fill_once, models_dir
 
-    dest = models_dir() / f"test-lora-{base.name}-r{rank}-seed{seed}"
+    on = "" if list(targets) == TARGETS else "-" + "-".join(targets)
+    dest = models_dir() / f"test-lora-{base.name}-r{rank}-seed{seed}{on}"
 
     def build(staging: Path) -> None:
         import torch
@@ -22,7 +23,7 @@ def make_adapter(base: Path, seed: int, rank: int = 8) -> Path:
 
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-        config = LoraConfig(r=rank, lora_alpha=rank, target_modules=TARGETS, init_lora_weights=False,
+        config = LoraConfig(r=rank, lora_alpha=rank, target_modules=list(targets), init_lora_weights=False,
                             task_type="CAUSAL_LM")
         get_peft_model(model, config).save_pretrained(staging)
 

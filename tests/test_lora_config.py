@@ -60,6 +60,22 @@ def test_the_base_models_rows_get_an_adapter_that_adds_exactly_nothing(tiny_mode
     assert all(not v.any() for k, v in null.items() if ".lora_B." in k)  # B = 0: x A B adds 0
 
 
+def test_the_null_adapter_zeroes_an_embedding_loras_factors_too(tiny_model, tmp_path):
+    """peft's LoRA of embed_tokens is lora_embedding_A/B (no `.lora_B.`), which vLLM loads: zeroing only
+    lora_B left the base model's rows answered by the embedding LoRA."""
+    from safetensors.torch import load_file
+
+    emb = make_adapter(tiny_model, seed=3, targets=("embed_tokens", "q_proj"))
+    spec = spec_for(tmp_path, tiny_model, {"emb": emb})
+    sources = identify_models(spec)
+    config = engine_config(EngineLoad(spec, ModelSource.from_json(sources[""]), "model", 1, True, sources),
+                           str(tiny_model))
+    null = load_file(f"{config.adapters['(base)']}/adapter_model.safetensors")
+    assert any(k.endswith("lora_embedding_B") for k in null) and any(".lora_B." in k for k in null)
+    nonzero_b = [k for k, v in null.items() if ("lora_B" in k or "lora_embedding_B" in k) and v.any()]
+    assert nonzero_b == []  # every B factor zero: x A B adds 0 on every module
+
+
 def test_engine_kwargs_still_win_and_a_run_without_adapters_has_no_lora(tiny_model, loras, tmp_path):
     spec = spec_for(tmp_path, tiny_model, {"sql": loras["sql"]})
     spec.model.engine_kwargs = {"max_cpu_loras": 4}

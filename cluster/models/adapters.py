@@ -128,17 +128,19 @@ def adapters_on_node(model: Any, sources: dict[str, dict[str, Any]]) -> tuple[di
 
 
 def null_adapter(like: Path) -> Path:
-    """An adapter that adds exactly nothing: `like`'s, every lora_B matrix zero (x A 0 = 0), made
+    """An adapter that adds exactly nothing: `like`'s keys and shapes, every tensor zero (x A B = 0
+    whatever a factor is called: lora_B, and peft's lora_embedding_B of an embedding LoRA), made
     once per node in the node cache."""
     from cluster.models.local import file_hash
 
-    dest = models_dir() / "lora-null" / file_hash(like / WEIGHTS)[:16]
+    # lora-null-2: the nulls an earlier version made kept lora_embedding_B; a node never reuses them
+    dest = models_dir() / "lora-null-2" / file_hash(like / WEIGHTS)[:16]
 
     def build(staging: Path) -> None:
         from safetensors.torch import load_file, save_file
 
         tensors = load_file(str(like / WEIGHTS))
-        save_file({k: v.zero_() if ".lora_B." in k else v for k, v in tensors.items()}, str(staging / WEIGHTS))
+        save_file({k: v.zero_() for k, v in tensors.items()}, str(staging / WEIGHTS))
         (staging / ADAPTER_CONFIG).write_text((like / ADAPTER_CONFIG).read_text())
 
     fill_once(dest, build, ADAPTER_CONFIG)
