@@ -23,6 +23,7 @@ from operators.engine_config import BASE_ADAPTER
 
 ADAPTER_CONFIG = "adapter_config.json"
 WEIGHTS = "adapter_model.safetensors"
+WEIGHTS_BIN = "adapter_model.bin"  # peft's safe_serialization=False; vLLM loads it too
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM 0.32's MaxLoRARanks
 LAYER = re.compile(r"\.layers\.(\d+)\.")
 
@@ -130,17 +131,21 @@ def adapters_on_node(model: Any, sources: dict[str, dict[str, Any]]) -> tuple[di
 def null_adapter(like: Path) -> Path:
     """An adapter that adds exactly nothing: `like`'s keys and shapes, every tensor zero (x A B = 0
     whatever a factor is called: lora_B, and peft's lora_embedding_B of an embedding LoRA), made
-    once per node in the node cache."""
+    once per node in the node cache. `like`'s weights may be adapter_model.bin (which planning
+    and vLLM accept); the null's are safetensors either way."""
     from cluster.models.local import file_hash
 
+    weights = like / WEIGHTS if (like / WEIGHTS).exists() else like / WEIGHTS_BIN
     # lora-null-2: the nulls an earlier version made kept lora_embedding_B; a node never reuses them
-    dest = models_dir() / "lora-null-2" / file_hash(like / WEIGHTS)[:16]
+    dest = models_dir() / "lora-null-2" / file_hash(weights)[:16]
 
     def build(staging: Path) -> None:
+        import torch
         from safetensors.torch import load_file, save_file
 
-        tensors = load_file(str(like / WEIGHTS))
-        save_file({k: v.zero_() for k, v in tensors.items()}, str(staging / WEIGHTS))
+        tensors = load_file(str(weights)) if weights.name == WEIGHTS else \
+            torch.load(weights, map_location="cpu", weights_only=True)
+        save_file({k: torch.zeros_like(v) for k, v in tensors.items()}, str(staging / WEIGHTS))
         (staging / ADAPTER_CONFIG).write_text((like / ADAPTER_CONFIG).read_text())
 
     fill_once(dest, build, ADAPTER_CONFIG)
