@@ -47,6 +47,21 @@ def test_the_engines_lora_settings_come_from_the_adapters(tiny_model, loras, tmp
     assert config.lora_ids() == {"(base)": 1, "code": 2, "sql": 3}  # by name: the same in every engine of a run
 
 
+def test_max_lora_rank_holds_an_adapters_rank_pattern(tiny_model, loras, tmp_path):
+    """vLLM checks max(r, *rank_pattern) against max_lora_rank when it loads an adapter."""
+    import shutil
+
+    folder = tmp_path / "patterned"
+    shutil.copytree(loras["sql"], folder)
+    config = json.loads((folder / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps({**config, "rank_pattern": {"v_proj": 32}}))
+    spec = spec_for(tmp_path, tiny_model, {"sql": folder})
+    sources = identify_models(spec)
+    kwargs = engine_config(EngineLoad(spec, ModelSource.from_json(sources[""]), "model", 1, True, sources),
+                           str(tiny_model)).llm_kwargs()
+    assert kwargs["max_lora_rank"] == 32
+
+
 def test_the_base_models_rows_get_an_adapter_that_adds_exactly_nothing(tiny_model, loras, tmp_path):
     from safetensors.torch import load_file
 

@@ -46,6 +46,13 @@ def test_a_missing_adapter_folder_is_refused_by_the_cli_before_anything_is_writt
     (lambda d: _edit_config(d, r=0), "r must be a rank from 1 to 512, got 0"),
     (lambda d: _edit_config(d, target_modules=[]), "names no target_modules"),
     (lambda d: (d / "adapter_config.json").write_text("{not json"), "cannot read its adapter_config.json"),
+    # what vLLM refuses only when an engine loads the adapter, mid-run: refused at planning by name
+    (lambda d: _edit_config(d, use_dora=True), "use_dora is True: vLLM serves no DoRA"),
+    (lambda d: _edit_config(d, lora_bias=True), "lora_bias is True: vLLM serves no LoRA bias"),
+    (lambda d: _edit_config(d, bias="all"), "bias is 'all': vLLM serves LoRAs with bias 'none' only"),
+    (lambda d: _edit_config(d, modules_to_save=["lm_head"]), r"modules_to_save is \['lm_head'\]"),
+    (lambda d: _edit_config(d, init_lora_weights="pissa"), "init_lora_weights is 'pissa'"),
+    (lambda d: _edit_config(d, rank_pattern={"v_proj": 1024}), "rank_pattern.v_proj must be a rank from 1 to 512"),
 ])
 def test_a_bad_adapter_folder_is_refused_naming_the_adapter(tiny_model, tiny_lora, tmp_path, breakage, message):
     folder = tmp_path / "lora"

@@ -83,18 +83,58 @@ def _read_config(adapter: Any, source: ModelSource) -> dict[str, Any]:
     return config
 
 
+# What vLLM 0.32 refuses when an engine loads an adapter (vllm/lora/peft_helper.py PEFTHelper
+# validate_legal), checked here by name: importing vLLM's own check costs torch and ~30 s.
+UNSERVED = {"use_dora": "DoRA", "lora_bias": "LoRA bias", "alora_invocation_tokens": "Activated LoRA (aLoRA)",
+            "layer_replication": "layer_replication", "use_bdlora": "block-diagonal LoRA",
+            "use_qalora": "QALoRA"}
+PLAIN_INITS = ("gaussian", "eva", "orthogonal", "mica", "lora_ga")  # init_lora_weights a saved LoRA holds as is
+
+
 def _check_config(field: str, config: dict[str, Any]) -> int:
-    """The adapter's rank, once its config says it is a LoRA vLLM can serve."""
+    """The rank the adapter needs (its r, or a larger one of rank_pattern), once its config says
+    it is a LoRA vLLM can serve; else ModelNotFoundError naming the adapter_config.json field."""
     kind = config.get("peft_type")
     if kind != "LORA":
         raise ModelNotFoundError(f"{field}: {ADAPTER_CONFIG} peft_type is {kind!r}; vLLM serves LORA adapters only")
-    rank = config.get("r")
-    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 < rank <= VLLM_LORA_RANKS[-1]:
-        raise ModelNotFoundError(f"{field}: {ADAPTER_CONFIG} r must be a rank from 1 to {VLLM_LORA_RANKS[-1]}, "
-                                 f"got {rank!r}")
+    pattern = config.get("rank_pattern") or {}
+    if not isinstance(pattern, dict):
+        raise ModelNotFoundError(f"{field}: {ADAPTER_CONFIG} rank_pattern must map modules to ranks")
+    for key, rank in [("r", config.get("r")), *((f"rank_pattern.{k}", v) for k, v in pattern.items())]:
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 < rank <= VLLM_LORA_RANKS[-1]:
+            raise ModelNotFoundError(f"{field}: {ADAPTER_CONFIG} {key} must be a rank from 1 to "
+                                     f"{VLLM_LORA_RANKS[-1]}, got {rank!r}")
     if not config.get("target_modules"):
         raise ModelNotFoundError(f"{field}: {ADAPTER_CONFIG} names no target_modules")
-    return rank
+    why = _unserved(config)
+    if why:
+        raise ModelNotFoundError(f"{field}: {ADAPTER_CONFIG} {why}; vLLM 0.32 would refuse it when the engine "
+                                 f"loads it")
+    return adapter_rank(config)
+
+
+def adapter_rank(config: dict[str, Any]) -> int:
+    """The largest rank of any of the adapter's modules: r, or one of rank_pattern's."""
+    return max([config["r"], *(config.get("rank_pattern") or {}).values()])
+
+
+def _unserved(config: dict[str, Any]) -> str | None:
+    """The first field of a checked adapter_config.json that vLLM 0.32 does not serve, said by name."""
+    if "lora_alpha" not in config:
+        return "has no lora_alpha"
+    for key, what in UNSERVED.items():
+        if config.get(key):
+            return f"{key} is {config[key]!r}: vLLM serves no {what}"
+    if config.get("bias", "none") != "none":
+        return f"bias is {config['bias']!r}: vLLM serves LoRAs with bias 'none' only"
+    extra = [m for m in config.get("modules_to_save") or [] if m not in ("classifier", "score")]
+    if extra:
+        return f"modules_to_save is {extra!r}: vLLM serves no fully trained modules beside the LoRA"
+    init = config.get("init_lora_weights", True)
+    if isinstance(init, str) and init.lower() not in PLAIN_INITS:
+        return (f"init_lora_weights is {init!r}: that init changes the base model's weights; convert the "
+                f"adapter to a plain LoRA with peft's path_initial_model_for_weight_conversion")
+    return None
 
 
 def _check_weights(field: str, folder: Path, base: dict[str, Any] | None) -> None:
@@ -122,7 +162,7 @@ def adapters_on_node(model: Any, sources: dict[str, dict[str, Any]]) -> tuple[di
     sources: a URL's downloaded once per node), by name, and the LoRA rank the engine needs."""
     folders = {name: resolve(adapter, ModelSource.from_json(sources[ADAPTER_KEY + name]), ADAPTER_CONFIG)[0]
                for name, adapter in model.adapters.items()}
-    ranks = [json.loads((folder / ADAPTER_CONFIG).read_text())["r"] for folder in folders.values()]
+    ranks = [adapter_rank(json.loads((folder / ADAPTER_CONFIG).read_text())) for folder in folders.values()]
     if folders:  # the base model's rows get an adapter too (operators/engine_config.py's BASE_ADAPTER says why)
         folders[BASE_ADAPTER] = null_adapter(next(iter(folders.values())))
     return {name: str(folder) for name, folder in folders.items()}, lora_rank_for(ranks)
