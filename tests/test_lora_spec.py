@@ -74,6 +74,35 @@ def test_an_adapter_of_another_base_model_is_refused(smollm2, tiny_lora, tmp_pat
         prepare(spec_for(tmp_path, smollm2, {"sql": str(tiny_lora)}))
 
 
+def test_an_adapter_reading_attention_or_expert_widths_is_accepted(tiny_model, tmp_path):
+    """o_proj's LoRA reads num_attention_heads * head_dim numbers (2048 on Qwen3-0.6B, whose hidden
+    size is 1024), an MoE expert's down_proj moe_intermediate_size: both the base model's, not another's."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model, base)
+    config = AutoConfig.from_pretrained(base)
+    config.num_attention_heads, config.num_key_value_heads = 4, 4  # head_dim 64: attention 256 wide, hidden 64
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    lora = tmp_path / "lora"
+    get_peft_model(model, LoraConfig(r=8, lora_alpha=8, target_modules=["o_proj", "down_proj"],
+                                     init_lora_weights=False, task_type="CAUSAL_LM")).save_pretrained(lora)
+    prepare(spec_for(tmp_path, base, {"sql": str(lora)}))  # o_proj reads 256 numbers: accepted
+
+    # an MoE base: an expert's down_proj reads moe_intermediate_size numbers
+    (base / "config.json").write_text(json.dumps({**json.loads((base / "config.json").read_text()),
+                                                  "moe_intermediate_size": 96}))
+    tensors = load_file(str(lora / "adapter_model.safetensors"))
+    tensors["base_model.model.model.layers.0.mlp.experts.0.down_proj.lora_A.weight"] = torch.zeros(8, 96)
+    save_file(tensors, str(lora / "adapter_model.safetensors"))
+    prepare(spec_for(tmp_path / "moe", base, {"sql": str(lora)}))
+
+
 def test_adapter_names_and_columns_are_checked_in_the_spec(tiny_model, tmp_path):
     with pytest.raises(SpecError, match="input.adapter_column 'lora' names adapters, but model.adapters defines none"):
         spec_for(tmp_path, tiny_model, {}, adapter_column="lora")

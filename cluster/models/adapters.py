@@ -144,7 +144,7 @@ def _check_weights(field: str, folder: Path, base: dict[str, Any] | None) -> Non
         return  # the base's config is not on this machine, or the weights are in another format
     from safetensors import safe_open
 
-    sizes = {base.get("hidden_size"), base.get("intermediate_size")} - {None}
+    sizes = _input_widths(base)
     layers = base.get("num_hidden_layers")
     with safe_open(str(path), framework="np") as fh:
         for key in fh.keys():
@@ -155,6 +155,18 @@ def _check_weights(field: str, folder: Path, base: dict[str, Any] | None) -> Non
                 raise ModelNotFoundError(
                     f"{field}: {WEIGHTS} {key} reads vectors of {fh.get_slice(key).get_shape()[-1]} numbers; the "
                     f"base model's are {sorted(sizes)}: an adapter of another base model")
+
+
+def _input_widths(base: dict[str, Any]) -> set[int]:
+    """What a LoRA's A matrix may read in the base model: its hidden state (q, k, v, gate, up,
+    lm_head), the attention heads' concatenation (o_proj: heads x head_dim, not always the hidden
+    size), and an MLP's or an MoE expert's intermediate state (down_proj)."""
+    hidden, heads = base.get("hidden_size"), base.get("num_attention_heads")
+    head_dim = base.get("head_dim") or (hidden // heads if isinstance(hidden, int) and heads else None)
+    attention = heads * head_dim if isinstance(heads, int) and isinstance(head_dim, int) else None
+    widths = [hidden, attention, base.get("intermediate_size"), base.get("moe_intermediate_size"),
+              base.get("shared_expert_intermediate_size")]
+    return {w for w in widths if isinstance(w, int) and not isinstance(w, bool)}
 
 
 def adapters_on_node(model: Any, sources: dict[str, dict[str, Any]]) -> tuple[dict[str, str], int]:
