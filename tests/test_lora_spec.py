@@ -103,6 +103,14 @@ def test_an_adapter_reading_attention_or_expert_widths_is_accepted(tiny_model, t
     prepare(spec_for(tmp_path / "moe", base, {"sql": str(lora)}))
 
 
+@pytest.mark.parametrize("extra, key", [({"revision": "main"}, "revision"), ({"storage_options": {"anon": True}},
+                                                                             "storage_options")])
+def test_a_hub_or_url_field_on_a_local_adapter_is_refused_naming_the_adapters_field(tiny_model, tiny_lora, tmp_path,
+                                                                                   extra, key):
+    with pytest.raises(ModelNotFoundError, match=rf"model\.adapters\.sql\.{key} is for"):
+        prepare(spec_for(tmp_path, tiny_model, {"sql": {"source": str(tiny_lora), **extra}}))
+
+
 def test_adapter_names_and_columns_are_checked_in_the_spec(tiny_model, tmp_path):
     with pytest.raises(SpecError, match="input.adapter_column 'lora' names adapters, but model.adapters defines none"):
         spec_for(tmp_path, tiny_model, {}, adapter_column="lora")

@@ -49,16 +49,17 @@ def kind_of(name: str) -> str:
         f"(no folder at {path.resolve()}), a hub repo id (org/name), or a URL (s3://bucket/prefix/).{hint}")
 
 
-def identify(model: Any, where: str | None = None, marker: str = "config.json") -> ModelSource:
+def identify(model: Any, where: str | None = None, marker: str = "config.json", field: str = "model") -> ModelSource:
     """Find the spec's model (a ModelSpec) and pin its weights; raises ModelNotFoundError.
     `where` is the name as it may be written down (by default, with a URL's userinfo redacted);
-    `marker` the file that makes the folder what it is (a LoRA adapter's: adapter_config.json)."""
+    `marker` the file that makes the folder what it is (a LoRA adapter's: adapter_config.json);
+    `field` the spec's section it is written in (an adapter's: model.adapters.<name>)."""
     kind = kind_of(model.name)
     shown = where or redact_url(model.name)  # as written down: a URL's userinfo is a credential
     if model.revision is not None and kind != "hub":
-        raise ModelNotFoundError(f"model {shown!r}: model.revision is for hub repo ids only")
+        raise ModelNotFoundError(f"model {shown!r}: {field}.revision is for hub repo ids only")
     if model.storage_options and kind != "url":
-        raise ModelNotFoundError(f"model {shown!r}: model.storage_options is for URL folders only")
+        raise ModelNotFoundError(f"model {shown!r}: {field}.storage_options is for URL folders only")
     if kind == "builtin" and marker != "config.json":
         raise ModelNotFoundError(f"{model.name!r} is a built-in model, not a folder holding {marker}")
     if kind == "builtin":

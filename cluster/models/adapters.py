@@ -48,7 +48,7 @@ def identify_adapter(name: str, adapter: Any, base: Any) -> dict[str, Any]:
     its ModelSource as JSON. Raises ModelNotFoundError naming the field."""
     field = f"model.adapters.{name}"
     try:
-        source = identify(adapter, redact_url(adapter.source), ADAPTER_CONFIG)
+        source = identify(adapter, redact_url(adapter.source), ADAPTER_CONFIG, field)
         config = _read_config(adapter, source)
     except ModelNotFoundError as err:
         raise ModelNotFoundError(f"{field}: {err}") from None
