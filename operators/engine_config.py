@@ -49,6 +49,9 @@ class EngineConfig:
             **self.lora_kwargs(),
         }
         kwargs.update(self.engine_kwargs)
+        if self.adapters and "max_cpu_loras" not in self.engine_kwargs and isinstance(kwargs["max_loras"], int):
+            # vLLM refuses max_cpu_loras < max_loras: a user's larger max_loras takes it along
+            kwargs["max_cpu_loras"] = max(kwargs["max_cpu_loras"], kwargs["max_loras"])
         return kwargs
 
 

@@ -126,6 +126,17 @@ def test_engine_kwargs_still_win_and_a_run_without_adapters_has_no_lora(tiny_mod
     assert not {"enable_lora", "max_loras", "max_lora_rank"} & kwargs.keys()
 
 
+def test_a_users_max_loras_above_the_adapters_raises_max_cpu_loras_with_it(tiny_model, loras, tmp_path):
+    """vLLM refuses max_cpu_loras < max_loras: engine_kwargs' max_loras 6 with one adapter (and the
+    base's) takes max_cpu_loras to 6, not 2."""
+    spec = spec_for(tmp_path, tiny_model, {"sql": loras["sql"]})
+    spec.model.engine_kwargs = {"max_loras": 6}
+    sources = identify_models(spec)
+    kwargs = engine_config(EngineLoad(spec, ModelSource.from_json(sources[""]), "model", 1, True, sources),
+                           str(tiny_model)).llm_kwargs()
+    assert (kwargs["max_loras"], kwargs["max_cpu_loras"]) == (6, 6)
+
+
 def test_each_row_reads_its_adapter_and_an_unknown_one_is_that_rows_error(tiny_model, loras, tmp_path):
     names = ["sql", None, "code", "nope", str(tiny_model), 7]
     write_shards(tmp_path / "in", [{"id": i, "text": f"t{i}", "lora": json.dumps(n) if n == 7 else n}
