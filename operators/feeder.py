@@ -58,6 +58,8 @@ class StepEngine(Protocol):
     @property
     def prefix_block_tokens(self) -> int: ...
 
+    # optional: `max_num_seqs`, the sequences the engine runs in one step at most (VLLMEngine's)
+
 
 @dataclass
 class FeederStats:
@@ -123,6 +125,9 @@ class EngineFeeder:
         self.token_budget = token_budget or BUDGET_KV_CACHES * self.engine.kv_capacity_tokens()
         self.stats.token_budget = self.token_budget
         self._block_tokens = self.engine.prefix_block_tokens
+        # The budget admits by KV alone, so the engine may hold more sequences than it runs in a
+        # step (vLLM queues those beyond max_num_seqs): a step's b is the running ones only.
+        self._max_seqs: int | None = getattr(self.engine, "max_num_seqs", None)
         self._held = KVBlocks(self._block_tokens)  # what the engine holds (the loop thread's)
         self._waiting = KVBlocks(self._block_tokens)  # what was submitted and waits for it
 
@@ -241,7 +246,7 @@ class EngineFeeder:
         self.stats.max_running = max(self.stats.max_running, len(self._running))
 
     def _step(self) -> None:
-        started, running = time.monotonic(), len(self._running)
+        started, running = time.monotonic(), self._running_sequences()
         finished = self.engine.step()
         took = time.monotonic() - started
         self.stats.busy_seconds += took
@@ -262,6 +267,12 @@ class EngineFeeder:
             now = time.monotonic()
             item.future.set_result(replace(completion, queued_s=round(item.added - item.submitted, 4),
                                            generate_s=round(now - item.added, 4)))
+
+    def _running_sequences(self) -> int:
+        """The sequences the engine runs in its next step: each request's choices (vLLM runs a
+        request with n choices as n sequences), at most its max_num_seqs."""
+        sequences = sum(item.request.n for item in self._running.values())
+        return sequences if self._max_seqs is None else min(sequences, self._max_seqs)
 
     def _fail_all(self, err: BaseException) -> None:
         with self._cond:

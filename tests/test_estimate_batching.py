@@ -82,6 +82,30 @@ def test_the_feeder_sums_each_step_against_its_running_requests_and_the_fit_find
     assert feeder.stats.output_shares[-1] == 12 and sum(feeder.stats.output_shares) == 12  # each used all it may
 
 
+class QueueingEngine(TimedEngine):
+    """As vLLM: it runs at most max_num_seqs requests a step, the first added; the rest wait."""
+
+    max_num_seqs = 4
+
+    def step(self):
+        waiting = {rid: self.running.pop(rid) for rid in list(self.running)[self.max_num_seqs:]}
+        done = super().step()
+        self.running.update(waiting)
+        return done
+
+
+def test_a_step_counts_only_the_requests_the_engine_runs_not_those_it_queues_beyond_max_num_seqs(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(feeder_module, "time", clock)
+    feeder = EngineFeeder(QueueingEngine(clock), token_budget=420)  # the budget lets six in; four run
+    for f in feeder.submit([Request(k, [1] * 50, 5 * (k % 6 + 1)) for k in range(12)], {"temperature": 0.0}):
+        f.result(timeout=10)
+    sums = feeder.stats.step_sums
+    assert sums.b_max == 4
+    fit = fit_steps(sums)
+    assert fit.fixed == pytest.approx(FIXED) and fit.per_sequence == pytest.approx(PER_SEQUENCE)
+
+
 def test_a_fit_from_too_few_steps_or_one_running_count_is_refused():
     few, flat = StepSums(), StepSums()
     for b in (1, 2, 3) * 3:
