@@ -205,3 +205,21 @@ def test_a_runs_overhead_is_its_time_before_the_engine_loads_less_the_load_and_a
               {"loaded_at": 140.0, "engine": {}}]  # an engine that never finished a request tells nothing
     assert run_overhead({"started_at": 100.0, "ended_at": 200.0}, actors) == 10.0 + 5.0
     assert run_overhead({"started_at": 100.0, "ended_at": 200.0}, actors[1:]) is None
+
+
+def test_rows_with_n_choices_decode_their_choices_side_by_side_and_hold_kv_for_each(tmp_path, capsys, tiny_model):
+    spec_path = write_spec(tmp_path, tiny_model, rows=40, sampling={"max_tokens": 64, "n": 2})
+    spec = load_spec(spec_path)
+    on = {"tokens_per_second": 400.0, "start_seconds": 5.0, "engines": 1, "run_id": "r1",
+          "step_model": {"fixed": 0.01, "per_sequence": 0.001, "b_min": 1, "b_max": 96, "steps": 900, "run_id": "r1"}}
+    engine_facts.remember(spec.model, 0.0, {"on": {"cpu-2vcpu": on}, "output_ratio":
+                                            engine_facts.output_ratio(250, 1000, "r1")}, "r1")
+    option = estimate_json(capsys, spec_path, "--instance-type", "cpu-2vcpu")["options"][0]
+    # 40 rows of two choices of 16 tokens (64 max_tokens at a quarter): 80 sequences at once, 16 steps
+    # of 0.01 + 0.08 s, for 40 * 2 * 16 = 1280 tokens (not 32 steps of 40 rows).
+    assert option["seconds"] == pytest.approx(5.0 + 16 * 0.09)
+    # Their KV is the prompt and 64 tokens for each choice: where it holds 40 rows' single choices
+    # only, half the rows run at a time.
+    engine = Engine(StepModel(0.01, 0.001, 1, 96, 900), max_seqs=256, kv_tokens=20 * (10 + 2 * 64))
+    rows = [Row(16, 10 + 2 * 64, 10, 2)] * 40
+    assert simulate(rows, engine) == pytest.approx(2 * 16 * (0.01 + 0.001 * 40))

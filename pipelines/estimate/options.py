@@ -123,8 +123,10 @@ def engine_time(spec: PipelineSpec, speed: Speed, work, working: int) -> tuple[f
         where = "" if speed.measured else ", a guess" if "guess" in speed.source else " from the catalog"
         return each / speed.tokens_per_second, speed.tokens_per_second, f"tokens/s{where}: {speed.source}"
     shares = engine_facts.lookup(spec.model, spec.compute.gpus_per_actor).get("output_shares") or {}
-    lengths = expected_lengths([m for _, m in work.row_shapes], work.output_ratio, shares.get("bins"))
-    rows = [Row(length, prompt + m, prompt) for (prompt, m), length in zip(work.row_shapes, lengths, strict=True)]
+    lengths = expected_lengths([m for _, m, _ in work.row_shapes], work.output_ratio, shares.get("bins"),
+                               [n for _, _, n in work.row_shapes])
+    rows = [Row(length, prompt + n * m, prompt, n) for (prompt, m, n), length in zip(work.row_shapes, lengths,
+                                                                                     strict=True)]
     seqs = int(spec.model.engine_kwargs.get("max_num_seqs", VLLM_MAX_NUM_SEQS))
     engine = Engine(speed.step, seqs, spec.compute.max_tokens_in_flight or speed.kv_tokens)
     seconds = engine_seconds(rows, each, engine)
