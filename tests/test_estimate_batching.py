@@ -83,9 +83,14 @@ def test_the_feeder_sums_each_step_against_its_running_requests_and_the_fit_find
 
 
 class QueueingEngine(TimedEngine):
-    """As vLLM: it runs at most max_num_seqs requests a step, the first added; the rest wait."""
+    """As vLLM: it runs at most max_num_seqs requests a step, the first added; the rest wait.
+    Prompts cost nothing here, so a step's time is its running count's alone."""
 
     max_num_seqs = 4
+
+    def add(self, request_id, token_ids, sampling):
+        super().add(request_id, token_ids, sampling)
+        self.prompts = 0
 
     def step(self):
         waiting = {rid: self.running.pop(rid) for rid in list(self.running)[self.max_num_seqs:]}
@@ -104,6 +109,18 @@ def test_a_step_counts_only_the_requests_the_engine_runs_not_those_it_queues_bey
     assert sums.b_max == 4
     fit = fit_steps(sums)
     assert fit.fixed == pytest.approx(FIXED) and fit.per_sequence == pytest.approx(PER_SEQUENCE)
+
+
+def test_prompts_all_computed_in_the_first_step_fit_no_prompt_term_that_would_absorb_its_one_time_cost(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(feeder_module, "time", clock)
+    feeder = EngineFeeder(TimedEngine(clock), token_budget=1 << 20)  # all twelve go in before the first step
+    for f in feeder.submit([Request(k, [1] * 50, 5 * (k % 6 + 1)) for k in range(12)], {"temperature": 0.0}):
+        f.result(timeout=10)
+    sums = feeder.stats.step_sums
+    assert sums.p_steps == 1
+    fit = fit_steps(sums)
+    assert fit.per_prompt_token == 0 and fit.per_sequence > 0
 
 
 def test_a_fit_from_too_few_steps_or_one_running_count_is_refused():
