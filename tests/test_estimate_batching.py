@@ -240,3 +240,22 @@ def test_rows_with_n_choices_decode_their_choices_side_by_side_and_hold_kv_for_e
     engine = Engine(StepModel(0.01, 0.001, 1, 96, 900), max_seqs=256, kv_tokens=20 * (10 + 2 * 64))
     rows = [Row(16, 10 + 2 * 64, 10, 2)] * 40
     assert simulate(rows, engine) == pytest.approx(2 * 16 * (0.01 + 0.001 * 40))
+
+
+def test_the_estimate_labels_every_figure_its_simulation_used(tmp_path, capsys, tiny_model):
+    spec_path = write_spec(tmp_path, tiny_model, rows=40)
+    spec = load_spec(spec_path)
+    model = {"fixed": 0.01, "per_sequence": 0.001, "b_min": 1, "b_max": 8, "steps": 900, "run_id": "r2"}
+    on = {"tokens_per_second": 400.0, "engines": 1, "run_id": "r2", "step_model": model, "kv_tokens": 90_000,
+          "kv_tokens_run_id": "r2"}
+    engine_facts.remember(spec.model, 0.0, {"on": {"cpu-2vcpu": on}}, "r2")
+    said = estimate_json(capsys, spec_path, "--instance-type", "cpu-2vcpu")["options"][0]["seconds_from"]
+    assert "output lengths all at the expected share (no run measured their spread)" in said
+    assert "KV of 90,000 tokens (measured by run r2 on cpu-2vcpu)" in said
+    assert "max_num_seqs 256 (vLLM's default, assumed)" in said
+    assert "a guess beyond b=8: up to 40 sequences run at once" in said
+    engine_facts.remember(spec.model, 0.0, {"output_shares": {"bins": [1] * 20, "run_id": "r3"}}, "r3")
+    told = write_spec(tmp_path, tiny_model, rows=40, compute={"max_tokens_in_flight": 50_000})
+    said = estimate_json(capsys, told, "--instance-type", "cpu-2vcpu")["options"][0]["seconds_from"]
+    assert "output lengths spread as run r3 measured" in said
+    assert "KV of 50,000 tokens (compute.max_tokens_in_flight)" in said

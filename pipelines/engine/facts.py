@@ -17,7 +17,8 @@ where the next run of the same model decides.
       the latest speed and start measured on each instance type (the actors' own, cluster/
       node_facts.py), for the estimate (pipelines/estimate/); step_model: {fixed, per_sequence,
       b_min, b_max, steps, run_id}, seconds a step takes against the requests running in it
-      (operators/step_model.py); kv_tokens: the KV an engine there holds (the feeder's budget)
+      (operators/step_model.py); kv_tokens: the KV an engine there holds (the feeder's budget),
+      measured by run kv_tokens_run_id
   output_shares: {bins, run_id}
       requests counted by the share of their max_tokens they used (20 bins), for the spread of
       output lengths the estimate simulates
@@ -103,7 +104,7 @@ def _type_figures(mine: dict[str, Any], run_id: str) -> dict[str, Any]:
                if mine["rates"] else {}),
             **({"start_seconds": max(mine["starts"])} if mine["starts"] else {}),
             **({"step_model": {**fit.to_json(), "run_id": run_id}} if fit else {}),
-            **({"kv_tokens": mine["kv"]} if mine["kv"] else {}), "run_id": run_id}
+            **({"kv_tokens": mine["kv"], "kv_tokens_run_id": run_id} if mine["kv"] else {}), "run_id": run_id}
 
 
 def output_ratio(generated: int, allowed: int, run_id: str) -> dict[str, Any] | None:

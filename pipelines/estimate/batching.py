@@ -52,6 +52,12 @@ class Engine:
 
 def simulate(rows: list[Row], engine: Engine) -> float:
     """Seconds of engine steps to decode `rows` in order, continuously batched."""
+    return simulate_peak(rows, engine)[0]
+
+
+def simulate_peak(rows: list[Row], engine: Engine) -> tuple[float, int]:
+    """simulate's seconds, and the most sequences a step ran (beyond the model's b_max: a guess)."""
+    peak = 0
     running: list[tuple[float, int, int]] = []  # (the step it ends at, its KV, its sequences), soonest first
     step, seconds, held, seqs, i = 0.0, 0.0, 0, 0, 0
     while True:
@@ -64,8 +70,9 @@ def simulate(rows: list[Row], engine: Engine) -> float:
             seconds += engine.model.per_prompt_token * rows[i].prompt_tokens
             i += 1
         if not running:
-            return seconds
+            return seconds, peak
         ends = running[0][0]
+        peak = max(peak, min(seqs, engine.max_seqs))
         seconds += (ends - step) * engine.model.seconds(min(seqs, engine.max_seqs))
         step = ends
         while running and running[0][0] <= step:
@@ -105,15 +112,20 @@ def _quantile(bins: list[int], q: float) -> float:
 
 
 def engine_seconds(sample: list[Row], tokens_each: float, engine: Engine) -> float:
+    return engine_seconds_peak(sample, tokens_each, engine)[0]
+
+
+def engine_seconds_peak(sample: list[Row], tokens_each: float, engine: Engine) -> tuple[float, int]:
     """One engine's seconds for `tokens_each` output tokens of rows like `sample` (the rows the
     estimate read): the sample simulated and scaled by tokens, or, where an engine's share is
     less than the sample, a share of the sample spread over it (so a small run's engine is as
     short of rows as it will be)."""
     sample_tokens = sum(r.tokens for r in sample)
     if not sample or tokens_each <= 0:
-        return 0.0
+        return 0.0, 0
     if tokens_each < sample_tokens:
         stride = max(1, math.floor(sample_tokens / tokens_each))
         sample = sample[::stride]
         sample_tokens = sum(r.tokens for r in sample)
-    return simulate(sample, engine) * tokens_each / sample_tokens
+    seconds, peak = simulate_peak(sample, engine)
+    return seconds * tokens_each / sample_tokens, peak
