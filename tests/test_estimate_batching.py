@@ -259,3 +259,46 @@ def test_the_estimate_labels_every_figure_its_simulation_used(tmp_path, capsys, 
     said = estimate_json(capsys, told, "--instance-type", "cpu-2vcpu")["options"][0]["seconds_from"]
     assert "output lengths spread as run r3 measured" in said
     assert "KV of 50,000 tokens (compute.max_tokens_in_flight)" in said
+
+
+def test_a_routed_spec_is_not_timed_by_the_default_models_step_model_or_overhead(tmp_path, capsys, tiny_model):
+    models = {"a": {"name": str(tiny_model), "max_model_len": 2048}}
+    spec_path = write_spec(tmp_path, tiny_model, rows=40, models=models, route={"column": "text", "default": "a"})
+    spec = load_spec(spec_path)
+    model = {"fixed": 0.01, "per_sequence": 0.001, "b_min": 1, "b_max": 48, "steps": 900, "run_id": "r2"}
+    on = {"tokens_per_second": 400.0, "engines": 1, "run_id": "r2", "step_model": model,
+          "run_overhead_seconds": 12.0, "run_overhead_run_id": "r2"}
+    for kept in (spec.model, spec.models["a"]):  # the default model's key, and a's: neither times routed rows
+        engine_facts.remember(kept, 0.0, {"on": {"cpu-2vcpu": on}}, "r2")
+    option = estimate_json(capsys, spec_path, "--instance-type", "cpu-2vcpu")["options"][0]
+    assert "step model" not in option["seconds_from"] and "overhead" not in option["seconds_from"]
+    assert not option["measured"] and "a routed spec is not timed by any one model's measurements" in option[
+        "speed_source"]
+
+
+def test_a_routed_calibration_keeps_its_overhead_under_each_routed_model_never_the_default(tmp_path, monkeypatch,
+                                                                                          tiny_model):
+    import importlib
+
+    from pipelines.store import records as records_module
+
+    calibrate = importlib.import_module("pipelines.estimate.calibrate")  # the module (the package exports the function)
+
+    models = {"a": {"name": str(tiny_model), "max_model_len": 1024}}  # not the default model's key
+    spec = load_spec(write_spec(tmp_path, tiny_model, rows=4, models=models, route={"column": "text", "default": "a"}))
+
+    class Records:  # the calibration run's records: one engine of model a, 15 s outside its engine
+        def __init__(self, store):
+            pass
+
+        def runs(self):
+            return {"r7": {"started_at": 100.0, "ended_at": 200.0}}
+
+        def actors(self):
+            return {"x": {"run_id": "r7", "instance_type": "cpu-2vcpu", "model": "a", "loaded_at": 130.0,
+                          "compile": {"engine_start_seconds": 20.0}, "engine": {"last_finished_at": 195.0}}}
+
+    monkeypatch.setattr(records_module, "Records", Records)
+    calibrate.remember_overhead(spec)
+    assert engine_facts.lookup(spec.models["a"], 0.0)["on"]["cpu-2vcpu"]["run_overhead_seconds"] == 15.0
+    assert engine_facts.lookup(spec.model, 0.0) == {}

@@ -78,8 +78,9 @@ def engines_per_node(spec: PipelineSpec, entry: dict[str, Any]) -> tuple[int, fl
 
 def engine_speed(spec: PipelineSpec, instance_type: str, entry: dict[str, Any], gpus: float) -> Speed | None:
     """Measured on this type by an earlier run of the model, else the catalog's figure; None
-    where neither is known (a type only the spec prices)."""
-    on = engine_facts.lookup(spec.model, gpus).get("on", {}).get(instance_type, {})
+    where neither is known (a type only the spec prices). A routed spec's rows go to several
+    models, and what one model's runs measured does not time another's rows: the catalog's."""
+    on = {} if spec.routed else engine_facts.lookup(spec.model, gpus).get("on", {}).get(instance_type, {})
     fallback_start = float(entry.get("engine_start_seconds") or 0)
     start_source = entry.get("engine_start_seconds_source", "")
     if on.get("start_seconds"):
@@ -92,7 +93,11 @@ def engine_speed(spec: PipelineSpec, instance_type: str, entry: dict[str, Any], 
         return None
     source = str(entry.get("engine_tokens_per_second_source", ""))
     figures_for = entry.get("engine_figures_model")
-    if figures_for and figures_for != spec.model.name:
+    if spec.routed:
+        source = (f"guess for the routed models {', '.join(redact_url(m.name) for m in spec.models.values())}: "
+                  f"the catalog's figure{f' for {figures_for}' if figures_for else ''} ({source}); a routed spec "
+                  f"is not timed by any one model's measurements")
+    elif figures_for and figures_for != spec.model.name:
         source = f"guess for {redact_url(spec.model.name)}: the catalog's figure is for {figures_for} ({source})"
     return Speed(float(entry["engine_tokens_per_second"]), fallback_start, source, start_source, False)
 
