@@ -5,6 +5,7 @@ gave its seconds. A fake engine on a fake clock, so every figure is exact."""
 import json
 
 import pytest
+import yaml
 
 from operators import feeder as feeder_module
 from operators.batching import Request
@@ -162,15 +163,16 @@ def test_the_engine_facts_keep_a_fit_per_type_pooled_over_engines_and_keep_the_l
     path = tmp_path / "facts.json"
     engine_facts.remember_run(spec, {"a": actor(line(40)), "b": actor(line(40, (6, 8)))}, "r5", path)
     kept = engine_facts.lookup(spec.model, 0.0, path)["on"]["cpu-2vcpu"]
-    assert kept["step_model"]["fixed"] == pytest.approx(FIXED)
-    assert kept["step_model"]["per_sequence"] == pytest.approx(PER_SEQUENCE)
-    assert (kept["step_model"]["b_min"], kept["step_model"]["b_max"], kept["step_model"]["steps"]) == (1, 8, 80)
+    assert kept["eager_step_model"]["fixed"] == pytest.approx(FIXED)
+    assert kept["eager_step_model"]["per_sequence"] == pytest.approx(PER_SEQUENCE)
+    fit = kept["eager_step_model"]
+    assert (fit["b_min"], fit["b_max"], fit["steps"]) == (1, 8, 80)
     assert kept["kv_tokens"] == 30_000 and kept["tokens_per_second"] == 100.0
     assert engine_facts.lookup(spec.model, 0.0, path)["output_shares"] == {"bins": [2] + [0] * 18 + [6], "run_id": "r5"}
     short = {**actor(line(5)), "run_id": "r6"}
     engine_facts.remember_run(spec, {"a": short}, "r6", path)
     kept = engine_facts.lookup(spec.model, 0.0, path)["on"]["cpu-2vcpu"]
-    assert kept["run_id"] == "r6" and kept["step_model"]["run_id"] == "r5"  # five steps fit nothing
+    assert kept["run_id"] == "r6" and kept["eager_step_model"]["run_id"] == "r5"  # five steps fit nothing
 
 
 def test_the_simulation_of_a_small_case_worked_by_hand():
@@ -199,11 +201,12 @@ def test_the_estimate_simulates_with_a_measured_step_model_and_says_so(tmp_path,
     assert before["seconds"] == pytest.approx(5.0 + 640 / 400.0)
     assert before["seconds_from"].startswith("tokens/s: measured: 1 engine(s) of run r1")
     model = {"fixed": 0.01, "per_sequence": 0.001, "b_min": 1, "b_max": 48, "steps": 900, "run_id": "r2"}
-    engine_facts.remember(spec.model, 0.0, {"on": {"cpu-2vcpu": {**on, "step_model": model}}}, "r2")
+    engine_facts.remember(spec.model, 0.0, {"on": {"cpu-2vcpu": {**on, "eager_step_model": model}}}, "r2")
     after = estimate_json(capsys, spec_path, "--instance-type", "cpu-2vcpu")["options"][0]
     # 40 rows of 16 tokens (64 max_tokens at a quarter), all running at once: 16 steps of 0.01 + 0.04 s.
     assert after["seconds"] == pytest.approx(5.0 + 16 * 0.05)
-    assert after["seconds_from"].startswith("step model measured on cpu-2vcpu by run r2, fitted on b=1..48")
+    assert after["seconds_from"].startswith(
+        "step model measured on cpu-2vcpu by run r2 (eager engines), fitted on b=1..48")
     assert after["tokens_per_second"] == pytest.approx(640 / 0.8)
     # Shares measured spread (half the rows used a tenth, half nearly all) and a run's overhead:
     # the same tokens take more steps, some with few rows running, and the overhead is added.
@@ -228,7 +231,8 @@ def test_rows_with_n_choices_decode_their_choices_side_by_side_and_hold_kv_for_e
     spec_path = write_spec(tmp_path, tiny_model, rows=40, sampling={"max_tokens": 64, "n": 2})
     spec = load_spec(spec_path)
     on = {"tokens_per_second": 400.0, "start_seconds": 5.0, "engines": 1, "run_id": "r1",
-          "step_model": {"fixed": 0.01, "per_sequence": 0.001, "b_min": 1, "b_max": 96, "steps": 900, "run_id": "r1"}}
+          "eager_step_model": {"fixed": 0.01, "per_sequence": 0.001, "b_min": 1, "b_max": 96, "steps": 900,
+                               "run_id": "r1"}}
     engine_facts.remember(spec.model, 0.0, {"on": {"cpu-2vcpu": on}, "output_ratio":
                                             engine_facts.output_ratio(250, 1000, "r1")}, "r1")
     option = estimate_json(capsys, spec_path, "--instance-type", "cpu-2vcpu")["options"][0]
@@ -246,7 +250,7 @@ def test_the_estimate_labels_every_figure_its_simulation_used(tmp_path, capsys, 
     spec_path = write_spec(tmp_path, tiny_model, rows=40)
     spec = load_spec(spec_path)
     model = {"fixed": 0.01, "per_sequence": 0.001, "b_min": 1, "b_max": 8, "steps": 900, "run_id": "r2"}
-    on = {"tokens_per_second": 400.0, "engines": 1, "run_id": "r2", "step_model": model, "kv_tokens": 90_000,
+    on = {"tokens_per_second": 400.0, "engines": 1, "run_id": "r2", "eager_step_model": model, "kv_tokens": 90_000,
           "kv_tokens_run_id": "r2"}
     engine_facts.remember(spec.model, 0.0, {"on": {"cpu-2vcpu": on}}, "r2")
     said = estimate_json(capsys, spec_path, "--instance-type", "cpu-2vcpu")["options"][0]["seconds_from"]
@@ -266,7 +270,7 @@ def test_a_routed_spec_is_not_timed_by_the_default_models_step_model_or_overhead
     spec_path = write_spec(tmp_path, tiny_model, rows=40, models=models, route={"column": "text", "default": "a"})
     spec = load_spec(spec_path)
     model = {"fixed": 0.01, "per_sequence": 0.001, "b_min": 1, "b_max": 48, "steps": 900, "run_id": "r2"}
-    on = {"tokens_per_second": 400.0, "engines": 1, "run_id": "r2", "step_model": model,
+    on = {"tokens_per_second": 400.0, "engines": 1, "run_id": "r2", "eager_step_model": model,
           "run_overhead_seconds": 12.0, "run_overhead_run_id": "r2"}
     for kept in (spec.model, spec.models["a"]):  # the default model's key, and a's: neither times routed rows
         engine_facts.remember(kept, 0.0, {"on": {"cpu-2vcpu": on}}, "r2")
@@ -302,3 +306,24 @@ def test_a_routed_calibration_keeps_its_overhead_under_each_routed_model_never_t
     calibrate.remember_overhead(spec)
     assert engine_facts.lookup(spec.models["a"], 0.0)["on"]["cpu-2vcpu"]["run_overhead_seconds"] == 15.0
     assert engine_facts.lookup(spec.model, 0.0) == {}
+
+
+def test_eager_and_compiled_engines_step_models_are_kept_apart_and_the_estimate_uses_the_runs_mode(
+        tmp_path, capsys, tiny_model):
+    spec_path = write_spec(tmp_path, tiny_model, rows=40)
+    spec = load_spec(spec_path)
+    slow = StepSums()
+    for k in range(40):
+        slow.add((1, 2, 3, 4)[k % 4], 2 * (FIXED + PER_SEQUENCE * (1, 2, 3, 4)[k % 4]))
+    compiled = {**actor(line(40)), "compile": {"enforce_eager": False}}
+    engine_facts.remember_run(spec, {"a": actor(slow), "b": compiled}, "r5")
+    kept = engine_facts.lookup(spec.model, 0.0)["on"]["cpu-2vcpu"]
+    assert kept["eager_step_model"]["fixed"] == pytest.approx(2 * FIXED)
+    assert kept["compiled_step_model"]["fixed"] == pytest.approx(FIXED)
+    eager_said = estimate_json(capsys, spec_path, "--instance-type", "cpu-2vcpu")["options"][0]["seconds_from"]
+    assert "(eager engines)" in eager_said and f"{2 * FIXED * 1e3:.1f} ms +" in eager_said
+    told = yaml.safe_load(spec_path.read_text())
+    told["model"]["enforce_eager"] = False  # the run's engines compile (not part of the facts' key)
+    spec_path.write_text(yaml.safe_dump(told))
+    said = estimate_json(capsys, spec_path, "--instance-type", "cpu-2vcpu")["options"][0]["seconds_from"]
+    assert "(compiled engines)" in said and f"{FIXED * 1e3:.1f} ms +" in said

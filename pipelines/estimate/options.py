@@ -76,10 +76,13 @@ def engines_per_node(spec: PipelineSpec, entry: dict[str, Any]) -> tuple[int, fl
     return int(gpus // each), each
 
 
-def engine_speed(spec: PipelineSpec, instance_type: str, entry: dict[str, Any], gpus: float) -> Speed | None:
+def engine_speed(spec: PipelineSpec, instance_type: str, entry: dict[str, Any], gpus: float,
+                 mode: str = "eager") -> Speed | None:
     """Measured on this type by an earlier run of the model, else the catalog's figure; None
     where neither is known (a type only the spec prices). A routed spec's rows go to several
-    models, and what one model's runs measured does not time another's rows: the catalog's."""
+    models, and what one model's runs measured does not time another's rows: the catalog's.
+    `mode`: eager or compiled, as the run's engines will be (compile_mode); the step model
+    measured in that mode."""
     on = {} if spec.routed else engine_facts.lookup(spec.model, gpus).get("on", {}).get(instance_type, {})
     fallback_start = float(entry.get("engine_start_seconds") or 0)
     start_source = entry.get("engine_start_seconds_source", "")
@@ -88,7 +91,7 @@ def engine_speed(spec: PipelineSpec, instance_type: str, entry: dict[str, Any], 
     if on.get("tokens_per_second"):
         return Speed(on["tokens_per_second"], fallback_start,
                      f"measured: {on.get('engines', 1)} engine(s) of run {on['run_id']} on {instance_type}",
-                     start_source, True, *_step_model(on, instance_type), *_overhead(on))
+                     start_source, True, *_step_model(on, instance_type, mode), *_overhead(on))
     if not entry.get("engine_tokens_per_second"):
         return None
     source = str(entry.get("engine_tokens_per_second_source", ""))
@@ -102,14 +105,24 @@ def engine_speed(spec: PipelineSpec, instance_type: str, entry: dict[str, Any], 
     return Speed(float(entry["engine_tokens_per_second"]), fallback_start, source, start_source, False)
 
 
-def _step_model(on: dict[str, Any], instance_type: str) -> tuple[StepModel | None, str, int | None, str]:
-    kept = on.get("step_model")
+def compile_mode(spec: PipelineSpec, work, working: int) -> str:
+    """eager or compiled: what the run's engines will be (pipelines/engine/compile_choice.py),
+    for the decoding its pending rows allow at most."""
+    from pipelines.engine.compile_choice import for_run
+
+    return "eager" if for_run(spec, work.allowed_output_tokens, working).enforce_eager else "compiled"
+
+
+def _step_model(on: dict[str, Any], instance_type: str, mode: str
+                ) -> tuple[StepModel | None, str, int | None, str]:
+    kept = on.get(f"{mode}_step_model")
     measured_by = f"run {on['kv_tokens_run_id']}" if on.get("kv_tokens_run_id") else "an earlier run"
     kv_source = f"measured by {measured_by} on {instance_type}"
     if not kept:
         return None, "", on.get("kv_tokens"), kv_source
     model = StepModel(**{k: kept[k] for k in StepModel.__dataclass_fields__ if k in kept})
-    return model, (f"step model measured on {instance_type} by run {kept['run_id']}, fitted on b={model.b_min}.."
+    return model, (f"step model measured on {instance_type} by run {kept['run_id']} ({mode} engines), fitted on "
+                   f"b={model.b_min}.."
                    f"{model.b_max} ({model.steps:,} steps): {model.fixed * 1e3:.1f} ms + "
                    f"{model.per_sequence * 1e3:.2f} ms a running request + {model.per_prompt_token * 1e3:.3f} ms "
                    f"a prompt token"), on.get("kv_tokens"), kv_source
@@ -180,6 +193,7 @@ def options(spec: PipelineSpec, work, instance_types: list[str] | None = None) -
     found, left_out = [], []
     engines = fleet_engines(spec)
     working = engines if units is None else max(1, min(engines, units))
+    mode = compile_mode(spec, work, working)
     for name in names:
         entry = catalog.entries[name]
         per_node, gpus = engines_per_node(spec, entry)
@@ -187,7 +201,7 @@ def options(spec: PipelineSpec, work, instance_types: list[str] | None = None) -
             left_out.append(f"{name}: no engine fits ({spec.compute.gpus_per_actor:g} GPUs each, the type has "
                             f"{entry.get('gpus') or 0})")
             continue
-        speed = engine_speed(spec, name, entry, gpus)
+        speed = engine_speed(spec, name, entry, gpus, mode)
         if speed is None:
             left_out.append(f"{name}: no engine speed is known for it: no run measured one there, and the "
                             f"catalog has no engine_tokens_per_second")
