@@ -257,16 +257,21 @@ class EngineFeeder:
         for request_id, completion in finished:
             item = self._running.pop(request_id)
             self._held.remove(item.kv)
-            self.stats.requests += 1
-            self.stats.prompt_tokens += completion.prompt_tokens
-            self.stats.completion_tokens += completion.completion_tokens
-            allowed = item.request.max_tokens * item.request.n
-            if allowed > 0:
-                self.stats.output_shares[min(SHARE_BINS - 1, SHARE_BINS * completion.completion_tokens // allowed)] += 1
-            self.stats.last_finished_at = time.time()
             now = time.monotonic()
+            # Its caller has its answer before any figure is counted: an error counting (the loop then
+            # fails the requests still running) never leaves a request out of the engine and unanswered.
             item.future.set_result(replace(completion, queued_s=round(item.added - item.submitted, 4),
                                            generate_s=round(now - item.added, 4)))
+            self._count_finished(item, completion)
+
+    def _count_finished(self, item: _Item, completion: Completion) -> None:
+        self.stats.requests += 1
+        self.stats.prompt_tokens += completion.prompt_tokens
+        self.stats.completion_tokens += completion.completion_tokens
+        allowed = item.request.max_tokens * item.request.n
+        if allowed > 0:
+            self.stats.output_shares[min(SHARE_BINS - 1, SHARE_BINS * completion.completion_tokens // allowed)] += 1
+        self.stats.last_finished_at = time.time()
 
     def _running_sequences(self) -> int:
         """The sequences the engine runs in its next step: each request's choices (vLLM runs a

@@ -124,6 +124,24 @@ def test_prompts_all_computed_in_the_first_step_fit_no_prompt_term_that_would_ab
     assert fit.per_prompt_token == 0 and fit.per_sequence > 0
 
 
+class MiscountingEngine(TimedEngine):
+    """Its completions carry no token count (None): the feeder's figures cannot add them."""
+
+    def step(self):
+        return [(rid, Completion(text="x", finish_reason="length", prompt_tokens=1, completion_tokens=None))
+                for rid, _ in super().step()]
+
+
+def test_an_error_counting_a_finished_request_never_leaves_its_caller_waiting(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(feeder_module, "time", clock)
+    feeder = EngineFeeder(MiscountingEngine(clock), token_budget=1 << 20)
+    futures = feeder.submit([Request(k, [1] * 5, 2) for k in range(3)], {"temperature": 0.0})
+    assert futures[0].result(timeout=5).text == "x"  # answered before the count failed
+    for f in futures[1:]:
+        assert f.exception(timeout=5) is not None  # the others fail at once (EngineFailed), never hang
+
+
 def test_a_fit_from_too_few_steps_or_one_running_count_is_refused():
     few, flat = StepSums(), StepSums()
     for b in (1, 2, 3) * 3:
