@@ -163,6 +163,11 @@ class VLLMEngine:
         return int((cache.num_gpu_blocks or 0) * cache.block_size) or 1 << 16
 
     @property
+    def max_num_seqs(self) -> int:
+        """Sequences vLLM's scheduler runs in one step at most; the rest wait in its queue."""
+        return int(self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs)
+
+    @property
     def prefix_block_tokens(self) -> int:
         """The prefix cache's unit: prompts that share this many leading tokens share a block;
         0 for a pooling engine, which has neither (operators/kv_blocks.py)."""

@@ -58,6 +58,8 @@ class StepEngine(Protocol):
     @property
     def prefix_block_tokens(self) -> int: ...
 
+    # optional: `max_num_seqs`, the sequences the engine runs in one step at most (VLLMEngine's)
+
 
 @dataclass
 class FeederStats:
@@ -123,6 +125,9 @@ class EngineFeeder:
         self.token_budget = token_budget or BUDGET_KV_CACHES * self.engine.kv_capacity_tokens()
         self.stats.token_budget = self.token_budget
         self._block_tokens = self.engine.prefix_block_tokens
+        # The budget admits by KV alone, so the engine may hold more sequences than it runs in a
+        # step (vLLM queues those beyond max_num_seqs): a step's b is the running ones only.
+        self._max_seqs: int | None = getattr(self.engine, "max_num_seqs", None)
         self._held = KVBlocks(self._block_tokens)  # what the engine holds (the loop thread's)
         self._waiting = KVBlocks(self._block_tokens)  # what was submitted and waits for it
 
@@ -241,7 +246,7 @@ class EngineFeeder:
         self.stats.max_running = max(self.stats.max_running, len(self._running))
 
     def _step(self) -> None:
-        started, running = time.monotonic(), len(self._running)
+        started, running = time.monotonic(), self._running_sequences()
         finished = self.engine.step()
         took = time.monotonic() - started
         self.stats.busy_seconds += took
@@ -252,16 +257,27 @@ class EngineFeeder:
         for request_id, completion in finished:
             item = self._running.pop(request_id)
             self._held.remove(item.kv)
-            self.stats.requests += 1
-            self.stats.prompt_tokens += completion.prompt_tokens
-            self.stats.completion_tokens += completion.completion_tokens
-            allowed = item.request.max_tokens * item.request.n
-            if allowed > 0:
-                self.stats.output_shares[min(SHARE_BINS - 1, SHARE_BINS * completion.completion_tokens // allowed)] += 1
-            self.stats.last_finished_at = time.time()
             now = time.monotonic()
+            # Its caller has its answer before any figure is counted: an error counting (the loop then
+            # fails the requests still running) never leaves a request out of the engine and unanswered.
             item.future.set_result(replace(completion, queued_s=round(item.added - item.submitted, 4),
                                            generate_s=round(now - item.added, 4)))
+            self._count_finished(item, completion)
+
+    def _count_finished(self, item: _Item, completion: Completion) -> None:
+        self.stats.requests += 1
+        self.stats.prompt_tokens += completion.prompt_tokens
+        self.stats.completion_tokens += completion.completion_tokens
+        allowed = item.request.max_tokens * item.request.n
+        if allowed > 0:
+            self.stats.output_shares[min(SHARE_BINS - 1, SHARE_BINS * completion.completion_tokens // allowed)] += 1
+        self.stats.last_finished_at = time.time()
+
+    def _running_sequences(self) -> int:
+        """The sequences the engine runs in its next step: each request's choices (vLLM runs a
+        request with n choices as n sequences), at most its max_num_seqs."""
+        sequences = sum(item.request.n for item in self._running.values())
+        return sequences if self._max_seqs is None else min(sequences, self._max_seqs)
 
     def _fail_all(self, err: BaseException) -> None:
         with self._cond:

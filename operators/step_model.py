@@ -27,6 +27,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 MIN_STEPS = 20  # fewer steps fit noise, not the engine
+# The prompt term is fitted only from this many steps that computed prompts, and this share of
+# all: from one step (every prompt added before the first) it would absorb that step's one-time
+# cost, not measure a prompt token's.
+MIN_PROMPT_STEPS, MIN_PROMPT_STEP_SHARE = 5, 0.1
 
 
 @dataclass
@@ -44,6 +48,7 @@ class StepSums:
     pp: float = 0.0
     bp: float = 0.0
     pt: float = 0.0
+    p_steps: float = 0.0  # steps that computed prompt tokens (p > 0)
 
     def add(self, b: int, t: float, p: int = 0) -> None:
         self.n += 1
@@ -55,12 +60,14 @@ class StepSums:
         self.pp += p * p
         self.bp += b * p
         self.pt += p * t
+        self.p_steps += p > 0
         self.b_min = b if self.b_min == 0 else min(self.b_min, b)
         self.b_max = max(self.b_max, b)
 
     def merge(self, other: StepSums) -> StepSums:
         mins = [m for m in (self.b_min, other.b_min) if m]
-        added = {k: getattr(self, k) + getattr(other, k) for k in ("n", "b", "t", "bb", "bt", "p", "pp", "bp", "pt")}
+        added = {k: getattr(self, k) + getattr(other, k) for k in ("n", "b", "t", "bb", "bt", "p", "pp", "bp", "pt",
+                                                            "p_steps")}
         return StepSums(**added, b_min=min(mins) if mins else 0, b_max=max(self.b_max, other.b_max))
 
     def to_json(self) -> dict[str, Any]:
@@ -92,7 +99,8 @@ class StepModel:
 def fit_steps(sums: StepSums, min_steps: int = MIN_STEPS) -> StepModel | None:
     """The least-squares fit of t on (1, b, p) with no negative part (a cost is not negative):
     the best of the fits on each subset of the three terms whose parts are all >= 0, the exact
-    non-negative least squares for three terms. None where it would be a guess: fewer than
+    non-negative least squares for three terms; the prompt term only where enough steps computed
+    prompts (MIN_PROMPT_STEPS). None where it would be a guess: fewer than
     `min_steps` steps, or one running count only (no slope to fit)."""
     import itertools
 
@@ -103,8 +111,9 @@ def fit_steps(sums: StepSums, min_steps: int = MIN_STEPS) -> StepModel | None:
     gram = np.array([[sums.n, sums.b, sums.p], [sums.b, sums.bb, sums.bp], [sums.p, sums.bp, sums.pp]])
     moments = np.array([sums.t, sums.bt, sums.pt])
     best, best_loss = None, np.inf
+    prompts_vary = sums.p_steps >= max(MIN_PROMPT_STEPS, MIN_PROMPT_STEP_SHARE * sums.n)
     for k in (1, 2, 3):
-        for terms in itertools.combinations(range(3), k):
+        for terms in itertools.combinations(range(3 if prompts_vary else 2), k):
             sub = gram[np.ix_(terms, terms)]
             if np.linalg.cond(sub) > 1e12:
                 continue  # a term that never varies (no prompt tokens counted, say)

@@ -13,11 +13,14 @@ where the next run of the same model decides.
   eager_tokens_per_second, compiled_tokens_per_second   the latest measured, each
   eager_start_seconds, compiled_start_seconds           the latest measured, each
   compile_seconds = compiled start - eager start        once both were measured
-  on: {instance type: {tokens_per_second, start_seconds, engines, run_id, step_model, kv_tokens}}
+  on: {instance type: {tokens_per_second, start_seconds, engines, run_id, eager_step_model,
+       compiled_step_model, kv_tokens}}
       the latest speed and start measured on each instance type (the actors' own, cluster/
-      node_facts.py), for the estimate (pipelines/estimate/); step_model: {fixed, per_sequence,
-      b_min, b_max, steps, run_id}, seconds a step takes against the requests running in it
-      (operators/step_model.py); kv_tokens: the KV an engine there holds (the feeder's budget)
+      node_facts.py), for the estimate (pipelines/estimate/); eager_ and compiled_step_model:
+      {fixed, per_sequence, b_min, b_max, steps, run_id}, each fitted on its mode's engines
+      alone, seconds a step takes against the requests running in it
+      (operators/step_model.py); kv_tokens: the KV an engine there holds (the feeder's budget),
+      measured by run kv_tokens_run_id
   output_shares: {bins, run_id}
       requests counted by the share of their max_tokens they used (20 bins), for the spread of
       output lengths the estimate simulates
@@ -87,23 +90,26 @@ def measured_on(actors: dict[str, dict], run_id: str) -> dict[str, dict[str, Any
         engine = record.get("engine") or {}
         if record.get("run_id") != run_id or record.get("warm") or not record.get("instance_type"):
             continue
-        mine = found.setdefault(record["instance_type"], {"rates": [], "starts": [], "sums": StepSums(), "kv": 0})
+        mine = found.setdefault(record["instance_type"], {"rates": [], "starts": [], "kv": 0,
+                                                          "sums": {"eager": StepSums(), "compiled": StepSums()}})
         if engine.get("busy_seconds", 0) >= MIN_BUSY_SECONDS and engine.get("completion_tokens"):
             mine["rates"].append(engine["completion_tokens"] / engine["busy_seconds"])
         if compile_.get("engine_start_seconds"):
             mine["starts"].append(compile_["engine_start_seconds"])
-        mine["sums"] = mine["sums"].merge(StepSums.from_json(engine.get("step_sums")))
+        if "enforce_eager" in compile_:  # a compiled engine's steps are faster: never pooled with an eager one's
+            kind = "eager" if compile_["enforce_eager"] else "compiled"
+            mine["sums"][kind] = mine["sums"][kind].merge(StepSums.from_json(engine.get("step_sums")))
         mine["kv"] = max(mine["kv"], engine.get("token_budget") or 0)
     return {itype: _type_figures(m, run_id) for itype, m in found.items() if m["rates"] or m["starts"]}
 
 
 def _type_figures(mine: dict[str, Any], run_id: str) -> dict[str, Any]:
-    fit = fit_steps(mine["sums"])
-    return {**({"tokens_per_second": sum(mine["rates"]) / len(mine["rates"]), "engines": len(mine["rates"])}
+    fits = {f"{kind}_step_model": {**fit.to_json(), "run_id": run_id}
+            for kind, sums in mine["sums"].items() if (fit := fit_steps(sums))}
+    return {**fits, **({"tokens_per_second": sum(mine["rates"]) / len(mine["rates"]), "engines": len(mine["rates"])}
                if mine["rates"] else {}),
             **({"start_seconds": max(mine["starts"])} if mine["starts"] else {}),
-            **({"step_model": {**fit.to_json(), "run_id": run_id}} if fit else {}),
-            **({"kv_tokens": mine["kv"]} if mine["kv"] else {}), "run_id": run_id}
+            **({"kv_tokens": mine["kv"], "kv_tokens_run_id": run_id} if mine["kv"] else {}), "run_id": run_id}
 
 
 def output_ratio(generated: int, allowed: int, run_id: str) -> dict[str, Any] | None:

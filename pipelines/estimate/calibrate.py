@@ -121,6 +121,8 @@ def remember_short_speed(spec: PipelineSpec) -> None:
     from pipelines.store.output import OutputStore
     from pipelines.store.records import Records
 
+    if spec.routed:  # the ledger's tokens and seconds are every model's together: no one model's speed
+        return
     store = OutputStore(spec.output.path)
     records = Records(store)
     run_id = next(iter(records.runs()), None)
@@ -153,7 +155,8 @@ def run_overhead(run: dict[str, Any], actors: list[dict[str, Any]]) -> float | N
 
 def remember_overhead(spec: PipelineSpec) -> None:
     """Keep the calibration run's overhead (run_overhead) on each instance type it ran on, for
-    the estimate's time (pipelines/estimate/options.py)."""
+    the estimate's time (pipelines/estimate/options.py): under each model whose engines ran
+    there (a routed run's each under its own, never the default model's)."""
     from pipelines.engine import facts as engine_facts
     from pipelines.store.output import OutputStore
     from pipelines.store.records import Records
@@ -164,6 +167,23 @@ def remember_overhead(spec: PipelineSpec) -> None:
     overhead = run_overhead(run, actors)
     if overhead is None:
         return
-    on = {t: {"run_overhead_seconds": overhead, "run_overhead_run_id": run_id}
-          for t in {a["instance_type"] for a in actors}}
-    engine_facts.remember(spec.model, spec.compute.gpus_per_actor, {"on": on}, run_id)
+    for model in overhead_models(spec, actors):
+        on = {t: {"run_overhead_seconds": overhead, "run_overhead_run_id": run_id}
+              for t in {a["instance_type"] for a in actors if _model_of(spec, a) == model}}
+        engine_facts.remember(model, spec.compute.gpus_per_actor, {"on": on}, run_id)
+
+
+def _model_of(spec: PipelineSpec, actor: dict[str, Any]):
+    """The model an engine actor ran: a routed run's by the name it records, else the spec's."""
+    name = actor.get("model")
+    return spec.models[name] if spec.routed and name in spec.models else None if spec.routed else spec.model
+
+
+def overhead_models(spec: PipelineSpec, actors: list[dict[str, Any]]) -> list:
+    """The models whose engine facts keep a run's overhead: those its actors ran (none unknown)."""
+    found = []
+    for actor in actors:
+        model = _model_of(spec, actor)
+        if model is not None and all(model is not m for m in found):
+            found.append(model)
+    return found

@@ -21,7 +21,7 @@ from typing import Any
 from cluster.prices import MARKETS, PriceCatalog
 from operators.step_model import StepModel
 from pipelines.engine import facts as engine_facts
-from pipelines.estimate.batching import Engine, Row, engine_seconds, expected_lengths
+from pipelines.estimate.batching import Engine, Row, engine_seconds_peak, expected_lengths
 from pipelines.planning.units import VLLM_MAX_NUM_SEQS
 from pipelines.redact import redact_url
 from pipelines.spec import PipelineSpec
@@ -39,6 +39,7 @@ class Speed:
     step: StepModel | None = None  # measured on this type: the engine's time is simulated with it
     step_source: str = ""
     kv_tokens: int | None = None  # an engine's KV capacity there, as its feeder's budget counted it
+    kv_source: str = ""  # the run that measured kv_tokens
     overhead_seconds: float = 0.0  # a run's time outside its engines' start and steps, where measured
     overhead_source: str = ""
 
@@ -75,10 +76,14 @@ def engines_per_node(spec: PipelineSpec, entry: dict[str, Any]) -> tuple[int, fl
     return int(gpus // each), each
 
 
-def engine_speed(spec: PipelineSpec, instance_type: str, entry: dict[str, Any], gpus: float) -> Speed | None:
+def engine_speed(spec: PipelineSpec, instance_type: str, entry: dict[str, Any], gpus: float,
+                 mode: str = "eager") -> Speed | None:
     """Measured on this type by an earlier run of the model, else the catalog's figure; None
-    where neither is known (a type only the spec prices)."""
-    on = engine_facts.lookup(spec.model, gpus).get("on", {}).get(instance_type, {})
+    where neither is known (a type only the spec prices). A routed spec's rows go to several
+    models, and what one model's runs measured does not time another's rows: the catalog's.
+    `mode`: eager or compiled, as the run's engines will be (compile_mode); the step model
+    measured in that mode."""
+    on = {} if spec.routed else engine_facts.lookup(spec.model, gpus).get("on", {}).get(instance_type, {})
     fallback_start = float(entry.get("engine_start_seconds") or 0)
     start_source = entry.get("engine_start_seconds_source", "")
     if on.get("start_seconds"):
@@ -86,25 +91,41 @@ def engine_speed(spec: PipelineSpec, instance_type: str, entry: dict[str, Any], 
     if on.get("tokens_per_second"):
         return Speed(on["tokens_per_second"], fallback_start,
                      f"measured: {on.get('engines', 1)} engine(s) of run {on['run_id']} on {instance_type}",
-                     start_source, True, *_step_model(on, instance_type), *_overhead(on))
+                     start_source, True, *_step_model(on, instance_type, mode), *_overhead(on))
     if not entry.get("engine_tokens_per_second"):
         return None
     source = str(entry.get("engine_tokens_per_second_source", ""))
     figures_for = entry.get("engine_figures_model")
-    if figures_for and figures_for != spec.model.name:
+    if spec.routed:
+        source = (f"guess for the routed models {', '.join(redact_url(m.name) for m in spec.models.values())}: "
+                  f"the catalog's figure{f' for {figures_for}' if figures_for else ''} ({source}); a routed spec "
+                  f"is not timed by any one model's measurements")
+    elif figures_for and figures_for != spec.model.name:
         source = f"guess for {redact_url(spec.model.name)}: the catalog's figure is for {figures_for} ({source})"
     return Speed(float(entry["engine_tokens_per_second"]), fallback_start, source, start_source, False)
 
 
-def _step_model(on: dict[str, Any], instance_type: str) -> tuple[StepModel | None, str, int | None]:
-    kept = on.get("step_model")
+def compile_mode(spec: PipelineSpec, work, working: int) -> str:
+    """eager or compiled: what the run's engines will be (pipelines/engine/compile_choice.py),
+    for the decoding its pending rows allow at most."""
+    from pipelines.engine.compile_choice import for_run
+
+    return "eager" if for_run(spec, work.allowed_output_tokens, working).enforce_eager else "compiled"
+
+
+def _step_model(on: dict[str, Any], instance_type: str, mode: str
+                ) -> tuple[StepModel | None, str, int | None, str]:
+    kept = on.get(f"{mode}_step_model")
+    measured_by = f"run {on['kv_tokens_run_id']}" if on.get("kv_tokens_run_id") else "an earlier run"
+    kv_source = f"measured by {measured_by} on {instance_type}"
     if not kept:
-        return None, "", on.get("kv_tokens")
+        return None, "", on.get("kv_tokens"), kv_source
     model = StepModel(**{k: kept[k] for k in StepModel.__dataclass_fields__ if k in kept})
-    return model, (f"step model measured on {instance_type} by run {kept['run_id']}, fitted on b={model.b_min}.."
+    return model, (f"step model measured on {instance_type} by run {kept['run_id']} ({mode} engines), fitted on "
+                   f"b={model.b_min}.."
                    f"{model.b_max} ({model.steps:,} steps): {model.fixed * 1e3:.1f} ms + "
                    f"{model.per_sequence * 1e3:.2f} ms a running request + {model.per_prompt_token * 1e3:.3f} ms "
-                   f"a prompt token"), on.get("kv_tokens")
+                   f"a prompt token"), on.get("kv_tokens"), kv_source
 
 
 def _overhead(on: dict[str, Any]) -> tuple[float, str]:
@@ -123,12 +144,31 @@ def engine_time(spec: PipelineSpec, speed: Speed, work, working: int) -> tuple[f
         where = "" if speed.measured else ", a guess" if "guess" in speed.source else " from the catalog"
         return each / speed.tokens_per_second, speed.tokens_per_second, f"tokens/s{where}: {speed.source}"
     shares = engine_facts.lookup(spec.model, spec.compute.gpus_per_actor).get("output_shares") or {}
-    lengths = expected_lengths([m for _, m in work.row_shapes], work.output_ratio, shares.get("bins"))
-    rows = [Row(length, prompt + m, prompt) for (prompt, m), length in zip(work.row_shapes, lengths, strict=True)]
-    seqs = int(spec.model.engine_kwargs.get("max_num_seqs", VLLM_MAX_NUM_SEQS))
+    told = spec.model.engine_kwargs.get("max_num_seqs")
+    seqs = int(told or VLLM_MAX_NUM_SEQS)
+    seqs_source = (f"max_num_seqs {seqs} (model.engine_kwargs)" if told
+                   else f"max_num_seqs {seqs} (vLLM's default, assumed)")
+    lengths = expected_lengths([m for _, m, _ in work.row_shapes], work.output_ratio, shares.get("bins"),
+                               [n for _, _, n in work.row_shapes])
+    rows = [Row(length, prompt + n * m, prompt, n) for (prompt, m, n), length in zip(work.row_shapes, lengths,
+                                                                                     strict=True)]
     engine = Engine(speed.step, seqs, spec.compute.max_tokens_in_flight or speed.kv_tokens)
-    seconds = engine_seconds(rows, each, engine)
-    return seconds, each / seconds if seconds else 0.0, speed.step_source
+    seconds, peak = engine_seconds_peak(rows, each, engine)
+    return seconds, each / seconds if seconds else 0.0, speed.step_source + _simulation_labels(
+        spec, speed, shares, seqs_source, peak)
+
+
+def _simulation_labels(spec: PipelineSpec, speed: Speed, shares: dict[str, Any], seqs_source: str, peak: int) -> str:
+    """Where each figure the simulation used came from, and where it is a guess."""
+    kv = spec.compute.max_tokens_in_flight
+    labels = [f"output lengths spread as run {shares['run_id']} measured" if shares.get("bins")
+              else "output lengths all at the expected share (no run measured their spread)",
+              f"KV of {kv:,} tokens (compute.max_tokens_in_flight)" if kv
+              else f"KV of {speed.kv_tokens:,} tokens ({speed.kv_source})" if speed.kv_tokens
+              else "KV unknown (only max_num_seqs limits)", seqs_source]
+    if peak > speed.step.b_max:
+        labels.append(f"a guess beyond b={speed.step.b_max}: up to {peak} sequences run at once")
+    return "; " + "; ".join(labels)
 
 
 def fleet_engines(spec: PipelineSpec) -> int:
@@ -153,6 +193,7 @@ def options(spec: PipelineSpec, work, instance_types: list[str] | None = None) -
     found, left_out = [], []
     engines = fleet_engines(spec)
     working = engines if units is None else max(1, min(engines, units))
+    mode = compile_mode(spec, work, working)
     for name in names:
         entry = catalog.entries[name]
         per_node, gpus = engines_per_node(spec, entry)
@@ -160,7 +201,7 @@ def options(spec: PipelineSpec, work, instance_types: list[str] | None = None) -
             left_out.append(f"{name}: no engine fits ({spec.compute.gpus_per_actor:g} GPUs each, the type has "
                             f"{entry.get('gpus') or 0})")
             continue
-        speed = engine_speed(spec, name, entry, gpus)
+        speed = engine_speed(spec, name, entry, gpus, mode)
         if speed is None:
             left_out.append(f"{name}: no engine speed is known for it: no run measured one there, and the "
                             f"catalog has no engine_tokens_per_second")

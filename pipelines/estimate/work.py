@@ -46,9 +46,9 @@ class Work:
     output_ratio: float  # of that, the share expected
     output_ratio_source: str
     output_tokens: int  # expected from the engine
-    # (prompt tokens, max_tokens) of each row read that the engine would get, in order: the
+    # (prompt tokens, max_tokens, n) of each row read that the engine would get, in order: the
     # rows the estimate simulates an engine's batching on (pipelines/estimate/batching.py)
-    row_shapes: list[tuple[int, int]] = field(default_factory=list, repr=False)
+    row_shapes: list[tuple[int, int, int]] = field(default_factory=list, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k != "row_shapes"}
@@ -137,13 +137,17 @@ def sample_slices(units: list[Unit], sample_rows: int, slice_rows: int = SLICE_R
 
 def _read(spec: PipelineSpec, units: list[Unit], sources: dict[str, dict]) -> dict[str, Any]:
     """Render and tokenize the rows of `units`, as the read stage and the engine would."""
+    from pipelines.engine.decode_work import context_tokens
+
     tokenizers: dict[str | None, Any] = {}
+    contexts: dict[str | None, int] = {}  # each model's context, the room a row's output has
     seen: set[str] = set()
     found = {"rows": 0, "tokens": 0, "engine_tokens": 0, "refused": 0, "duplicates": 0, "slices": [], "shapes": []}
     for unit in units:
         model_spec = spec.for_model(unit.model).model if unit.model else spec.model
         if unit.model not in tokenizers:
             tokenizers[unit.model] = load_tokenizer(model_spec, sources[unit.model or SINGLE_MODEL])
+            contexts[unit.model] = context_tokens(model_spec)
         rows = unit_rows(unit.descriptor(), spec)
         tokens = 0
         for prompt, _error, own_max, own in zip(*(rows.column(c).to_pylist() for c in (PROMPT, ERROR, MAX_TOKENS,
@@ -163,7 +167,7 @@ def _read(spec: PipelineSpec, units: list[Unit], sources: dict[str, dict]) -> di
             if key is not None:
                 seen.add(key)
             found["engine_tokens"] += n
-            found["shapes"].append((n, own_max or spec.sampling.max_tokens or _context_left(model_spec, n)))
+            found["shapes"].append(_shape(spec, contexts[unit.model], n, own_max, own))
         found["rows"] += rows.num_rows
         found["tokens"] += tokens
         found["slices"].append((rows.num_rows, tokens))
@@ -188,11 +192,14 @@ def _token_count(spec: PipelineSpec, model_spec, tokenizer: Any, prompt: str, ow
     return None if n > context else n
 
 
-def _context_left(model_spec, prompt_tokens: int) -> int:
-    """A row without max_tokens may generate up to the context."""
-    from pipelines.engine.decode_work import context_tokens
-
-    return max(1, context_tokens(model_spec) - prompt_tokens)
+def _shape(spec: PipelineSpec, context: int, prompt_tokens: int, own_max: int | None,
+           own: str | None) -> tuple[int, int, int]:
+    """(prompt tokens, max_tokens, n) of a row as the engine gets it (operators/generate.py): its
+    own max_tokens, else its sampling's (its own or the run's), else up to the context; never more
+    than the room its prompt leaves (pipelines/engine/decode_work.py); and its sampling's choices."""
+    sampling = json.loads(own) if own else spec.sampling.model_dump(mode="json")
+    room = max(1, context - prompt_tokens)
+    return prompt_tokens, min(own_max or sampling.get("max_tokens") or room, room), sampling.get("n") or 1
 
 
 def _dedup_key(spec: PipelineSpec, model: str | None, prompt: str, own_max: int | None, own: str | None) -> str | None:
