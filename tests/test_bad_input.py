@@ -39,9 +39,7 @@ OK = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
 BAD_UTF8 = pa.array([b"hello", b"\xff\xfe not text"], pa.binary()).view(pa.string())
 
 # (case, input writer, spec's input section, expected)
-# expected: ("refused", words in the message) or ("records", {id: (error_class, words in the error)}).
-# A batch file is read whole at planning, so a line its row would fail is refused there, by line
-# (pipelines/formats/request_checks.py); a Parquet row is read only when its unit runs: a record.
+# expected: ("refused", words in the message) or ("records", {id: (error_class, words in the error)})
 CASES = [
     ("invalid UTF-8 in a prompt", parquet({"id": [1, 2], "text": BAD_UTF8}), {"prompt_column": "text"},
      ("records", {2: ("bad_input", "not valid UTF-8")})),
@@ -69,11 +67,11 @@ CASES = [
      {"kind": "openai_batch"}, ("refused", ["batch.jsonl line 2", "'body' must be a JSON object"])),
     # A request OpenAI would refuse on its own fails on its own, as there: an error record.
     ("an OpenAI max_tokens over 2**63", batch_file(OK, {**OK, "max_tokens": 2**64}),
-     {"kind": "openai_batch"}, ("refused", ["batch.jsonl line 2", "max_tokens must be <"])),
+     {"kind": "openai_batch"}, ("records", {"r1": ("bad_input", "sampling: max_tokens must be <")})),
     ("an OpenAI max_tokens as text", batch_file(OK, {**OK, "max_tokens": "4"}),
-     {"kind": "openai_batch"}, ("refused", ["batch.jsonl line 2", "max_tokens: Input should be a valid integer"])),
+     {"kind": "openai_batch"}, ("records", {"r1": ("bad_input", "max_tokens: Input should be a valid integer")})),
     ("an OpenAI temperature out of range", batch_file(OK, {**OK, "temperature": 7}),
-     {"kind": "openai_batch"}, ("refused", ["batch.jsonl line 2", "temperature must be <= 2, got 7"])),
+     {"kind": "openai_batch"}, ("records", {"r1": ("bad_input", "temperature must be <= 2, got 7")})),
     ("an OpenAI line with empty tools", batch_file(OK, {**OK, "tools": []}),
      {"kind": "openai_batch"}, ("refused", ["batch.jsonl line 2", "body.tools must be a non-empty list"])),
 ]

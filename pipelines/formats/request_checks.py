@@ -1,6 +1,7 @@
-"""A batch file's requests checked as their rows will run, before anything is written: what would
-otherwise be an error record when a row meets the engine refuses the run by name (file, line,
-field), before any engine starts (pipelines/formats/batch_files.py)."""
+"""A batch file's requests checked against the spec's models before anything is written: what a
+model cannot honour for a request (its tool parser, its reasoning parser) refuses the run by name
+(file, line, field) before any engine starts (pipelines/formats/batch_files.py). A request's own
+bad values are its row's error record instead, as OpenAI answers them in its error file."""
 
 from __future__ import annotations
 
@@ -34,16 +35,17 @@ class RequestModels:
 
 
 def check_request_rows(rows: list[dict[str, Any]], where: str, endpoint: ModuleType, models: RequestModels) -> None:
-    """A request's sampling as its row will run it: what would be an error record when the row
-    meets the engine (n: 2 with tools, a chat_template_kwargs the template cannot take, tool_choice
-    auto or a strict function its model's tool parser cannot honour) refuses the run by name."""
+    """What the spec's models cannot honour for a request refuses the run by name: tool_choice auto
+    or a strict function its model's tool parser cannot hold, n > 1 with a reasoning parser. A
+    request whose own values are wrong (temperature 7, n: 2 with tools, a template variable the
+    template cannot take) is not refused: its row becomes a bad_input record and the rest run."""
     if getattr(endpoint, "TASK", "generate") != "generate":
         return
     base = _base_sampling(endpoint, json.dumps(models.sampling, sort_keys=True))
     for row in rows:
         sampling, why = row_sampling(base, json.loads(row.get("sampling") or "{}"))
-        if why:
-            raise BatchFileError(f"{where}: the request's sampling cannot be honoured: {why}")
+        if why:  # the read stage makes it this request's bad_input record, as OpenAI answers a bad
+            continue  # request in its error file while the others run (tests/test_request_fields.py)
         sampling = sampling or base.model_dump()
         model = models.models.get(row.get("model") if models.names else None)
         why = model and (auto_refusal(sampling, model.tool_parser) or strict_refusal(sampling, model.tool_parser))
