@@ -9,9 +9,8 @@ import functools
 import json
 from typing import Any
 
-from pipelines.formats.request_checks import RequestModels, check_request_rows
+from pipelines.formats.request_checks import RequestModels, base_sampling, check_request_rows
 from pipelines.spec.row_sampling import row_sampling
-from pipelines.spec.sampling import SamplingSpec
 from spotbatch.errors import BatchFileError
 
 
@@ -40,7 +39,7 @@ def check_row(rows: list[dict[str, Any]], where: str, served: dict[str, Any], mo
     for row in rows:
         if row.get(module.PROMPT_COLUMN) is None:
             raise BatchFileError(f"{where}: params.{module.PROMPT_COLUMN} must be a list of at least one message")
-        base = SamplingSpec.model_validate({**module.DEFAULT_SAMPLING, **served[row["model"]].sampling})
+        base = base_sampling(module, json.dumps(served[row["model"]].sampling, sort_keys=True))
         _, why = row_sampling(base, row.get("sampling"))
         if why:
             field, _, rest = why.partition(" ")

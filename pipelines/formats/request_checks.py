@@ -41,7 +41,7 @@ def check_request_rows(rows: list[dict[str, Any]], where: str, endpoint: ModuleT
     template cannot take) is not refused: its row becomes a bad_input record and the rest run."""
     if getattr(endpoint, "TASK", "generate") != "generate":
         return
-    base = _base_sampling(endpoint, json.dumps(models.sampling, sort_keys=True))
+    base = base_sampling(endpoint, json.dumps(models.sampling, sort_keys=True))
     for row in rows:
         sampling, why = row_sampling(base, json.loads(row.get("sampling") or "{}"))
         if why:  # the read stage makes it this request's bad_input record, as OpenAI answers a bad
@@ -57,6 +57,6 @@ def check_request_rows(rows: list[dict[str, Any]], where: str, endpoint: ModuleT
 
 
 @functools.lru_cache(maxsize=8)
-def _base_sampling(endpoint: ModuleType, written: str) -> SamplingSpec:
+def base_sampling(endpoint: ModuleType, written: str) -> SamplingSpec:
     """A request's sampling before its own fields: the provider's defaults under the spec's."""
     return SamplingSpec.model_validate({**endpoint.DEFAULT_SAMPLING, **json.loads(written)})
