@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from cluster.models import ModelNotFoundError, ModelSource, hub, identify, resolve
+from cluster.models.adapter_weights import WEIGHTS, WEIGHTS_BIN, weight_shapes, weights_file
 from cluster.models.context import config_of
 from cluster.models.node_cache import fill_once, models_dir
 from operators.engine_args import redact_url
 from operators.engine_config import BASE_ADAPTER
 
 ADAPTER_CONFIG = "adapter_config.json"
-WEIGHTS = "adapter_model.safetensors"
-WEIGHTS_BIN = "adapter_model.bin"  # peft's safe_serialization=False; vLLM loads it too
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM 0.32's MaxLoRARanks
 LAYER = re.compile(r"\.layers\.(\d+)\.")
 
@@ -53,8 +52,15 @@ def identify_adapter(name: str, adapter: Any, base: Any) -> dict[str, Any]:
     except ModelNotFoundError as err:
         raise ModelNotFoundError(f"{field}: {err}") from None
     _check_config(field, config)
-    if source.kind == "local":
-        _check_weights(field, Path(source.where), config_of(base))
+    weights = weights_file(field, source)
+    try:
+        shapes = weight_shapes(adapter, source, weights)
+    except ModelNotFoundError as err:
+        raise ModelNotFoundError(f"{field}: {err}") from None
+    except Exception as err:  # noqa: BLE001 - a garbled header, or a store's error whose text may hold the URL's secret
+        raise ModelNotFoundError(f"{field}: cannot read {weights}'s header ({err.__class__.__name__})") from None
+    if shapes is not None:
+        _check_weights(field, shapes, config_of(base))
     return source.to_json()
 
 
@@ -137,24 +143,21 @@ def _unserved(config: dict[str, Any]) -> str | None:
     return None
 
 
-def _check_weights(field: str, folder: Path, base: dict[str, Any] | None) -> None:
-    """Each LoRA matrix reads a vector of the base model's sizes, in a layer the base model has."""
-    path = folder / WEIGHTS
-    if base is None or not path.exists():
-        return  # the base's config is not on this machine, or the weights are in another format
-    from safetensors import safe_open
-
+def _check_weights(field: str, shapes: dict[str, list[int]], base: dict[str, Any] | None) -> None:
+    """Each LoRA matrix (`shapes`: its weights' tensors) reads a vector of the base model's sizes,
+    in a layer the base model has."""
+    if base is None:
+        return  # the base's config is not on this machine
     sizes = _input_widths(base)
     layers = base.get("num_hidden_layers")
-    with safe_open(str(path), framework="np") as fh:
-        for key in fh.keys():
-            layer = LAYER.search(key)
-            if layer and isinstance(layers, int) and int(layer.group(1)) >= layers:
-                raise ModelNotFoundError(f"{field}: {WEIGHTS} has {key}, but the base model has {layers} layers")
-            if ".lora_A." in key and sizes and fh.get_slice(key).get_shape()[-1] not in sizes:
-                raise ModelNotFoundError(
-                    f"{field}: {WEIGHTS} {key} reads vectors of {fh.get_slice(key).get_shape()[-1]} numbers; the "
-                    f"base model's are {sorted(sizes)}: an adapter of another base model")
+    for key, shape in shapes.items():
+        layer = LAYER.search(key)
+        if layer and isinstance(layers, int) and int(layer.group(1)) >= layers:
+            raise ModelNotFoundError(f"{field}: {WEIGHTS} has {key}, but the base model has {layers} layers")
+        if ".lora_A." in key and sizes and shape and shape[-1] not in sizes:
+            raise ModelNotFoundError(
+                f"{field}: {WEIGHTS} {key} reads vectors of {shape[-1]} numbers; the base model's are "
+                f"{sorted(sizes)}: an adapter of another base model")
 
 
 def _input_widths(base: dict[str, Any]) -> set[int]:

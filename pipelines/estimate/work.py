@@ -106,13 +106,9 @@ def _committed(spec: PipelineSpec, planned: str) -> set[str]:
 
 def model_sources(spec: PipelineSpec) -> dict[str, dict]:
     """Every model the spec names, found and pinned, as `run` finds them (cluster/models)."""
-    from cluster.models import identify
-    from cluster.models.adapters import identify_adapters
-    from pipelines.redact import redact_url
+    from pipelines.planning.plan_run import identify_models
 
-    named = spec.models.items() if spec.routed else [(SINGLE_MODEL, spec.model)]
-    sources = {name: identify(model, redact_url(model.name)).to_json() for name, model in named}
-    return {**sources, **identify_adapters(spec.model)}
+    return identify_models(spec)
 
 
 def sample_slices(units: list[Unit], sample_rows: int, slice_rows: int = SLICE_ROWS) -> list[Unit]:

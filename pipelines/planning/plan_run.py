@@ -115,7 +115,8 @@ def identify_models(spec: PipelineSpec) -> dict[str, dict]:
     named = spec.models.items() if spec.routed else [(SINGLE_MODEL, spec.model)]
     for name, model in named:
         check_compile_cache(model, f"models.{name}" if name else "model")
-    sources = {name: identify(model, redact_url(model.name)).to_json() for name, model in named}
+    sources = {name: identify(model, redact_url(model.name), field=f"models.{name}" if name else "model").to_json()
+               for name, model in named}
     return {**sources, **identify_adapters(spec.model)}  # the adapters' pins, beside their model's
 
 
