@@ -91,8 +91,10 @@ def run_figures(state: State, tenant: str, batch_id: str) -> tuple[dict[str, Any
 
 def figures_of(status, summary) -> tuple[dict[str, Any], dict[str, Any]]:
     """(usage, cost fields) from a run's status and its ledger's summary, read once by the caller."""
-    usage = {"input_tokens": status.prompt_tokens, "input_tokens_details": {"cached_tokens": 0},
-             "output_tokens": status.completion_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+    usage = {"input_tokens": status.prompt_tokens,
+             "input_tokens_details": {"cached_tokens": status.cached_prompt_tokens},  # the prefix cache's
+             "output_tokens": status.completion_tokens,
+             "output_tokens_details": {"reasoning_tokens": status.reasoning_tokens},
              "total_tokens": status.prompt_tokens + status.completion_tokens}
     cost = {"cost_usd": summary.total_usd, "usd_per_1m_output_tokens": summary.usd_per_1m_output_tokens,
             "usd_per_1m_input_tokens": summary.usd_per_1m_input_tokens, "breakdown_usd": summary.breakdown_usd,

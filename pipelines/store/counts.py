@@ -29,6 +29,7 @@ class UnitCounts:
     reused_rows: int = 0  # answered by a duplicate in the run or by the response cache
     reused_completion_tokens: int = 0
     reasoning_tokens: int = 0  # of completion_tokens, the thinking a reasoning parser kept apart
+    cached_prompt_tokens: int = 0  # of prompt_tokens, those the engine's prefix cache already held
     errors_by_class: dict[str, int] = field(default_factory=dict)  # operators/failures.py
 
     @classmethod
@@ -40,6 +41,7 @@ class UnitCounts:
         by_class = dict(Counter(c for c in cols["error_class"] if c is not None))
         completion = cols.get("completion_tokens") or [0] * len(served)  # an embedding generates none
         reasoning = cols.get("reasoning_tokens") or [0] * len(served)
+        cached = cols.get("cached_prompt_tokens") or [0] * len(served)  # an embedding's has none
         return cls(
             rows=len(cols["error"]),
             errors=sum(by_class.values()),
@@ -49,6 +51,7 @@ class UnitCounts:
             reused_rows=len(reused),
             reused_completion_tokens=sum(completion[i] for i in reused),
             reasoning_tokens=sum(reasoning[i] or 0 for i in engine),
+            cached_prompt_tokens=sum(cached[i] or 0 for i in engine),
             errors_by_class=by_class,
         )
 
@@ -59,11 +62,12 @@ class UnitCounts:
         return cls(**{k: v for k, v in data.items() if k in names})
 
     def to_json(self) -> dict[str, Any]:
-        """The counts as records and footers hold them; reasoning_tokens only when a reasoning
-        parser counted some, so the records of every other run keep the keys they always had."""
+        """The counts as records and footers hold them; reasoning_tokens and cached_prompt_tokens
+        only when there are some, so the records of every other run keep the keys they always had."""
         data = asdict(self)
-        if not data["reasoning_tokens"]:
-            del data["reasoning_tokens"]
+        for name in ("reasoning_tokens", "cached_prompt_tokens"):
+            if not data[name]:
+                del data[name]
         return data
 
     def add(self, other: UnitCounts) -> None:

@@ -35,6 +35,7 @@ class RunStatus:
     finished: bool
     stopped: str | None  # why the latest run of an unfinished output stopped early: budget, deadline, cancelled
     reasoning_tokens: int = 0  # of completion_tokens, the thinking a reasoning parser kept apart
+    cached_prompt_tokens: int = 0  # of prompt_tokens, those the engine's prefix cache already held
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,6 +75,7 @@ def run_status(path: str, storage_options: dict[str, Any] | None = None) -> RunS
         finished=committed == planned,
         stopped=None if committed == planned else last_stop(records),
         reasoning_tokens=done.reasoning_tokens,
+        cached_prompt_tokens=done.cached_prompt_tokens,
     )
 
 

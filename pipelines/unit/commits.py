@@ -124,6 +124,7 @@ class UnitCommits:
             footer.prompt_tokens = before.prompt_tokens + counts.prompt_tokens
             footer.completion_tokens = before.completion_tokens + counts.completion_tokens
             footer.reasoning_tokens = before.reasoning_tokens + counts.reasoning_tokens
+            footer.cached_prompt_tokens = before.cached_prompt_tokens + counts.cached_prompt_tokens
             return merged, footer.to_json()
 
         self.store.replace(unit_id, merge)

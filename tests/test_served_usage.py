@@ -1,0 +1,66 @@
+"""A served batch's `usage` as OpenAI's Batch object gives it: input tokens with those the prefix
+cache held (`input_tokens_details.cached_tokens`), output tokens with the reasoning a parser kept
+apart (`output_tokens_details.reasoning_tokens`), summed from the committed units' footers, the
+same counts `spotbatch status` reads. Both were written as 0 whatever the run did."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+from openai.types import Batch
+
+from operators.generate import RESULT_SCHEMA, empty_results
+from pipelines.planning.plan_run import plan_run
+from pipelines.spec import PipelineSpec
+from pipelines.store.counts import UnitCounts
+from pipelines.store.status import format_status, run_status
+from pipelines.stream.unit_rows import read_unit_rows
+from server.finish import figures_of
+
+
+def committed(tmp_path) -> str:
+    """A three-request batch's output, each unit committed as if the engine had answered with 3
+    prompt tokens of which 2 from its prefix cache, and 4 output tokens of which 1 of thinking."""
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text("".join(json.dumps({
+        "custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
+        "body": {"model": "m", "messages": [{"role": "user", "content": f"q{i}"}]}}) + "\n" for i in range(3)))
+    spec = PipelineSpec(input={"kind": "openai_batch", "paths": str(batch)}, model={"name": "tiny-random"},
+                        compute={"tokens_per_unit": 1}, output={"path": str(tmp_path / "out")})
+    _, store, plan = plan_run(spec)
+    for unit in plan.units:
+        ids = read_unit_rows(unit.path, unit.start, unit.stop, ["custom_id"], {}).column("custom_id")
+        n = len(ids)
+        cols = {**empty_results([None] * n), "output": ["X"] * n, "prompt_tokens": [3] * n,
+                "cached_prompt_tokens": [2] * n, "completion_tokens": [4] * n, "reasoning_tokens": [1] * n,
+                "finish_reason": ["stop"] * n, "served_from": ["engine"] * n}
+        table = pa.table({"custom_id": ids, **{f.name: pa.array(cols[f.name], f.type) for f in RESULT_SCHEMA},
+                          "model": ["m"] * n, "spec_fingerprint": [plan.fingerprint] * n})
+        store.commit(unit.unit_id, table, UnitCounts.of_results(cols, 0.0).to_json())
+    return str(tmp_path / "out")
+
+
+def test_a_batchs_usage_counts_cached_prompt_and_reasoning_tokens(tmp_path):
+    status = run_status(committed(tmp_path))
+    usage, _ = figures_of(status, _summary())
+    batch = Batch.model_validate({"id": "batch_1", "object": "batch", "endpoint": "/v1/chat/completions",
+                                  "input_file_id": "file-1", "completion_window": "24h", "status": "completed",
+                                  "created_at": 0, "usage": usage})
+    assert (batch.usage.input_tokens, batch.usage.input_tokens_details.cached_tokens) == (9, 6)
+    assert (batch.usage.output_tokens, batch.usage.output_tokens_details.reasoning_tokens) == (12, 3)
+    assert batch.usage.total_tokens == 21
+    assert "(3 of them reasoning)" in format_status(status)
+
+
+def test_a_footer_keeps_the_keys_it_always_had_when_nothing_was_cached():
+    counts = UnitCounts(rows=1, prompt_tokens=3, completion_tokens=1).to_json()
+    assert "cached_prompt_tokens" not in counts and "reasoning_tokens" not in counts
+    assert UnitCounts.from_json(counts).cached_prompt_tokens == 0
+
+
+def _summary():
+    from types import SimpleNamespace
+
+    return SimpleNamespace(total_usd=0.0, usd_per_1m_output_tokens=None, usd_per_1m_input_tokens=None,
+                           breakdown_usd={})
