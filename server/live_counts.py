@@ -1,11 +1,14 @@
 """A running batch's request_counts as OpenAI counts them: requests, not rows. A request of
 several rows (a list of prompts or of inputs; pipelines/formats/lines.py row_ids) is counted
 once all its rows are committed: failed if any of them is an error, as the openai-batch export
-decides its line. Only the committed units' id and error columns are read."""
+decides its line. Only the committed units' id and error columns are read, each unit's once."""
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.formats.lines import request_of
@@ -16,12 +19,45 @@ from pipelines.store.units import STATS_READS_IN_FLIGHT
 from server.state import State
 
 UNITS_READ_AHEAD = 4 * STATS_READS_IN_FLIGHT  # units' columns held at once, whatever the run's size
+RUNS_KEPT = 64  # runs whose units' tallies are kept, the most recently polled
+
+
+@dataclass(frozen=True)
+class Tally:
+    """What one committed unit adds to its batch's counts: requests it holds whole, and the rows
+    it holds of requests split over several units."""
+
+    completed: int = 0
+    failed: int = 0
+    partial: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # custom_id: rows, errors, of rows
+
+
+class Tallies:
+    """Each committed unit's tally, read once: a unit's results never change once committed (a
+    served run never retries failed rows into them), so a poll reads only the units committed
+    since the last one, not every unit of the run again."""
+
+    def __init__(self) -> None:
+        self._runs: OrderedDict[str, dict[str, Tally]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def of_run(self, url: str) -> dict[str, Tally]:
+        with self._lock:
+            run = self._runs.pop(url, None) or {}
+            self._runs[url] = run
+            while len(self._runs) > RUNS_KEPT:
+                self._runs.popitem(last=False)
+            return run
+
+
+TALLIES = Tallies()
 
 
 def request_counts(state: State, tenant: str, batch: dict[str, Any]) -> dict[str, int] | None:
     """{total, completed, failed} of the batch's requests answered so far; None before its run is
-    planned. Memory holds the requests whose rows are partly committed, not every request."""
-    store = OutputStore(state.run_url(tenant, batch["id"]), state.storage_options)
+    planned. Memory holds each unit's tally (two numbers, and the requests split between units)."""
+    url = state.run_url(tenant, batch["id"])
+    store = OutputStore(url, state.storage_options)
     manifest = store.read_manifest()
     if manifest is None:
         return None
@@ -29,17 +65,40 @@ def request_counts(state: State, tenant: str, batch: dict[str, Any]) -> dict[str
     several = batch["endpoint"] in ENDPOINTS and ENDPOINTS[batch["endpoint"]].LIST_INPUTS  # Anthropic's: a row each
     committed = store.committed_units()
     units = [u.unit_id for u in plan.units if u.unit_id in committed]
-    counts = {"total": batch["request_counts"]["total"], "completed": 0, "failed": 0}
-    partial: dict[str, list[int]] = {}  # custom_id: [its rows seen, of them errors]
+    known = TALLIES.of_run(f"{url}#{manifest.get('fingerprint')}")
+    new = [u for u in units if u not in known]
     with ThreadPoolExecutor(STATS_READS_IN_FLIGHT) as pool:
-        for at in range(0, len(units), UNITS_READ_AHEAD):
-            read = pool.map(lambda u: store.read_unit(u, [plan.id_column, "error"]), units[at:at + UNITS_READ_AHEAD])
-            for table in read:
-                for row_id, error in zip(table.column(0).to_pylist(), table.column(1).to_pylist()):
-                    custom_id, _, count = request_of(str(row_id)) if several else (str(row_id), 0, 1)
-                    seen = partial.setdefault(custom_id, [0, 0]) if count > 1 else [0, 0]
-                    seen[0], seen[1] = seen[0] + 1, seen[1] + (error is not None)
-                    if seen[0] == count:
-                        partial.pop(custom_id, None)
-                        counts["failed" if seen[1] else "completed"] += 1
+        for at in range(0, len(new), UNITS_READ_AHEAD):
+            read = pool.map(lambda u: store.read_unit(u, [plan.id_column, "error"]), new[at:at + UNITS_READ_AHEAD])
+            for unit_id, table in zip(new[at:at + UNITS_READ_AHEAD], read):
+                known[unit_id] = tally(table.column(0).to_pylist(), table.column(1).to_pylist(), several)
+    return {"total": batch["request_counts"]["total"], **summed([known[u] for u in units])}
+
+
+def tally(row_ids: list, errors: list, several: bool) -> Tally:
+    """A unit's tally from its id and error columns."""
+    completed = failed = 0
+    partial: dict[str, list[int]] = {}
+    for row_id, error in zip(row_ids, errors):
+        custom_id, _, count = request_of(str(row_id)) if several else (str(row_id), 0, 1)
+        if count == 1:
+            completed, failed = completed + (error is None), failed + (error is not None)
+            continue
+        seen = partial.setdefault(custom_id, [0, 0, count])
+        seen[0], seen[1] = seen[0] + 1, seen[1] + (error is not None)
+    return Tally(completed, failed, {k: tuple(v) for k, v in partial.items()})
+
+
+def summed(tallies: list[Tally]) -> dict[str, int]:
+    """{completed, failed}: a request split over units counts once all its rows are committed,
+    failed if any of them is an error, as the openai-batch export decides its line."""
+    counts = {"completed": sum(t.completed for t in tallies), "failed": sum(t.failed for t in tallies)}
+    split: dict[str, list[int]] = {}
+    for t in tallies:
+        for custom_id, (rows, errors, count) in t.partial.items():
+            seen = split.setdefault(custom_id, [0, 0, count])
+            seen[0], seen[1] = seen[0] + rows, seen[1] + errors
+    for rows, errors, count in split.values():
+        if rows == count:
+            counts["failed" if errors else "completed"] += 1
     return counts

@@ -64,3 +64,25 @@ def _summary():
 
     return SimpleNamespace(total_usd=0.0, usd_per_1m_output_tokens=None, usd_per_1m_input_tokens=None,
                            breakdown_usd={})
+
+
+def test_a_polls_request_counts_read_each_committed_unit_once(tmp_path, monkeypatch):
+    """A poll read every committed unit of the run again: a 50,000-request batch polled every few
+    seconds read its whole output each time. Now only the units committed since the last poll."""
+    from pipelines.store.output import OutputStore
+    from server.live_counts import request_counts
+    from server.state import State
+
+    state = State(str(tmp_path / "store"))
+    run = tmp_path / "store" / "runs" / "tenant" / "batch_1"
+    run.parent.mkdir(parents=True)
+    committed(tmp_path)
+    (tmp_path / "out").rename(run)
+    reads = []
+    read_unit = OutputStore.read_unit
+    monkeypatch.setattr(OutputStore, "read_unit", lambda self, u, c=None: reads.append(u) or read_unit(self, u, c))
+    batch = {"id": "batch_1", "endpoint": "/v1/chat/completions", "request_counts": {"total": 3}}
+    assert request_counts(state, "tenant", batch) == {"total": 3, "completed": 3, "failed": 0}
+    assert len(reads) == 3
+    assert request_counts(state, "tenant", batch) == {"total": 3, "completed": 3, "failed": 0}
+    assert len(reads) == 3  # the second poll read no unit again
