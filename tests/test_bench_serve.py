@@ -4,6 +4,8 @@ figures themselves come from a real run of it (docs/benchmarks.md, Serving)."""
 
 import json
 
+import pytest
+
 from jobs.bench import serve
 from jobs.cli import main
 
@@ -42,8 +44,10 @@ def test_bench_serve_takes_its_flags_and_writes_the_figures_it_prints(tmp_path, 
     # medians of each column, and the median of the per-round differences (1.5, 0.5, 3.0), not their difference
     assert (side["run_seconds"], side["server_seconds"], side["added_seconds"]) == (11.0, 12.5, 1.5)
     assert side["server_steps"]["upload"] == 0.01 and side["goal_seconds"] == 2.0
+    assert side["outside_run_seconds"] == pytest.approx(1.4)  # B's seconds minus its run (1.4, 0.4, 2.9): median
     printed = capsys.readouterr().out
     assert "spotbatch run 11.00 s" in printed and "+1.50 s per batch (goal <= 2 s: met)" in printed
+    assert "outside its run 1.40 s" in printed
     assert "12 batches of 4 lines in a row: 0 model loads" in printed
     assert "RSS after 10 410 MB (peak 420), after 12 411 MB (peak 441): peak x1.050" in printed
 

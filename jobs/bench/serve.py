@@ -133,12 +133,16 @@ def through_server(api, store: Path, jsonl: Path, poll: float) -> dict[str, Any]
 
 
 def compare(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """Medians over the rounds: A's seconds, B's, their difference per round, B's steps."""
+    """Medians over the rounds: A's seconds, B's, their difference per round, B's steps, and B's
+    seconds outside its run (on a busy machine the runs' own seconds vary more than the server adds)."""
     steps = rounds[0]["server"]["steps"]
     return {"run_seconds": statistics.median(r["run"]["seconds"] for r in rounds),
             "server_seconds": statistics.median(r["server"]["seconds"] for r in rounds),
             "added_seconds": statistics.median(r["server"]["seconds"] - r["run"]["seconds"] for r in rounds),
             "server_steps": {k: statistics.median(r["server"]["steps"][k] for r in rounds) for k in steps},
+            # the server's own seconds around its run: what it adds whatever the engine's speed that round
+            "outside_run_seconds": statistics.median(r["server"]["seconds"] - r["server"]["steps"]["run"]
+                                                     for r in rounds),
             "goal_seconds": GOAL_SECONDS}
 
 
@@ -153,7 +157,7 @@ def side_by_side(api, store: Path, config, work: Path, args: argparse.Namespace,
             one[way] = (through_run(config, jsonl, work / f"run-{r}", address) if way == "run"
                         else through_server(api, store, jsonl, args.poll))
         print(f"bench: round {r + 1}: spotbatch run {one['run']['seconds']:.2f} s, through the server "
-              f"{one['server']['seconds']:.2f} s (+{one['server']['seconds'] - one['run']['seconds']:.2f} s)",
+              f"{one['server']['seconds']:.2f} s ({one['server']['seconds'] - one['run']['seconds']:+.2f} s)",
               flush=True)
         rounds.append(one)
     return {"lines": args.lines, "max_completion_tokens": args.max_tokens, "poll_seconds": args.poll,
@@ -232,9 +236,9 @@ def report(figures: dict[str, Any]) -> str:
         f"serve bench: {s['lines']} chat lines, median of {len(s['rounds'])} rounds, both on a warm engine:",
         f"  spotbatch run {s['run_seconds']:.2f} s; through the server (SDK upload, create, poll every "
         f"{s['poll_seconds']} s, download) {s['server_seconds']:.2f} s: x{s['server_seconds'] / s['run_seconds']:.2f}, "
-        f"+{s['added_seconds']:.2f} s per batch (goal <= {s['goal_seconds']:.0f} s: "
+        f"{s['added_seconds']:+.2f} s per batch (goal <= {s['goal_seconds']:.0f} s: "
         f"{'met' if s['added_seconds'] <= s['goal_seconds'] else 'missed'})",
-        f"  the server's seconds (median): {steps}",
+        f"  the server's seconds (median): {steps}; outside its run {s['outside_run_seconds']:.2f} s",
         f"  {n} batches of {row['lines_each']} lines in a row: {row['model_loads']} model loads, median "
         f"{row['median_batch_seconds']:.2f} s a batch; RSS after 10 {tenth['rss_mb']:.0f} MB (peak "
         f"{tenth['peak_rss_mb']:.0f}), after {n} {mem[f'after_{n}']['rss_mb']:.0f} MB (peak "
