@@ -163,6 +163,11 @@ def _bench(args: argparse.Namespace) -> int:
 
         adhoc.main(args.adhoc)
         return 0
+    if args.serve is not None:
+        from jobs.bench import serve
+
+        serve.main(args.serve)
+        return 0
     if args.task == "embed":
         from jobs.bench.embed import bench as bench_embed
 

@@ -161,6 +161,10 @@ def add_bench(sub: argparse._SubParsersAction, handler: Handler) -> None:
     p.add_argument("--adhoc", nargs=argparse.REMAINDER, metavar="ARGS",
                    help="instead: five small batches one after another in one process, against plain vLLM's "
                         "start-up and warm generate (jobs/bench/adhoc.py; its options follow)")
+    p.add_argument("--serve", nargs=argparse.REMAINDER, metavar="ARGS",
+                   help="instead: a file through `spotbatch run` and through `spotbatch serve` with the OpenAI "
+                        "SDK side by side, then 50 small batches in a row: model loads and the server's memory "
+                        "(jobs/bench/serve.py; its options follow, e.g. --serve --lines 48 --rounds 3)")
     p.set_defaults(func=handler)
 
 

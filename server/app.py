@@ -4,7 +4,8 @@ uvicorn. Every error a client gets is OpenAI's body, `{"error": {message, type, 
 from __future__ import annotations
 
 import logging
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,3 +105,29 @@ def serve(config: str | ServeConfig, store: str, *, port: int = 8000, host: str 
     log.info("spotbatch serve on http://%s:%d/v1 (store %s; models %s)", host, port, redact_url(store),
              ", ".join(config.models))
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+@contextmanager
+def serve_in_thread(serving: Serving) -> Iterator[str]:
+    """The server on a free loopback port, in a thread of this process (uvicorn), while the block
+    runs; yields its base URL (http://127.0.0.1:PORT/v1). For tests and benchmarks: the batches'
+    runs, their warm engines and their memory are this process's, as they are `spotbatch serve`'s."""
+    import threading
+    import time
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(create_app(serving), host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="spotbatch-serve", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the server did not start")
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(120)

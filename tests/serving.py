@@ -3,32 +3,11 @@ the official OpenAI SDK pointed at it."""
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-from server.app import Serving, create_app
+from server.app import serve_in_thread
 
-
-@contextmanager
-def served(serving: Serving) -> Iterator[str]:
-    """The server's base URL (http://127.0.0.1:PORT/v1) while the block runs; stopped after it."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(create_app(serving), host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="test-serve", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(120)
+served = serve_in_thread  # the server in a thread of the test process (server/app.py)
 
 
 def client(base_url: str, key: str):
