@@ -5,8 +5,10 @@ the anthropic SDK runs a Message Batch on the same engine.
 One server and one warm engine for the whole module (the batches run one after another on it)."""
 
 import json
+import time
 
 import pytest
+import ray
 import yaml
 from openai.types import Batch, CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion
@@ -23,6 +25,7 @@ from tests.serving import chat_line, client, jsonl, served, wait_for
 pytestmark = pytest.mark.engine
 KEY = "sk-serve-engine-test-0123"
 ENDED = ("completed", "failed", "expired", "cancelled")
+KEEP_WARM, GRACE = 3, 5  # seconds: the last test's idle window, and the time its engines take to go
 
 
 @pytest.fixture(scope="module")
@@ -31,17 +34,22 @@ def store(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def api(store, ray_cluster, smollm2, minilm):
+def serving(store, ray_cluster, smollm2, minilm) -> Serving:
     """The example's config, as a test runs it: an eager engine (starts in seconds), units of a
     few requests (so a cancel or a deadline falls between them)."""
     data = yaml.safe_load((ROOT / "examples" / "serve.yaml").read_text())
     data["models"]["gpt-4o-mini"]["model"]["enforce_eager"] = True
     data["models"]["gpt-4o-mini"]["compute"]["tokens_per_unit"] = 300
     data["models"]["claude-haiku-4-5"] = data["models"]["gpt-4o-mini"]  # the same engine, Anthropic's name
+    return Serving(config_from(data), str(store), address=ray_cluster)
+
+
+@pytest.fixture(scope="module")
+def api(serving):
     mp = pytest.MonkeyPatch()
     mp.setenv("SPOTBATCH_API_KEY", KEY)
     try:
-        with served(Serving(config_from(data), str(store), address=ray_cluster)) as url:
+        with served(serving) as url:
             yield client(url, KEY)
     finally:
         mp.undo()
@@ -162,36 +170,6 @@ def test_the_guides_curl_block_runs_a_batch(api, tmp_path):
     assert json.loads(line)["custom_id"] == "curl-1"
 
 
-def engines_of(store, batch: Batch) -> list[dict]:
-    run = store / "runs" / key_hash(KEY)[:32] / batch.id
-    return list(Records(OutputStore(str(run))).actors().values())
-
-
-def test_two_batches_on_two_models_queued_each_models_engine_starting_on_its_turn(api, store):
-    """A chat batch and an embeddings batch, queued: both complete (embeddings parse as the SDK's
-    CreateEmbeddingResponse), and the embedding model's engine starts only when its batch runs."""
-    chat = create(api, [chat_line(f"t{i}", content=f"Name a colour, {i}.", max_completion_tokens=8)
-                        for i in range(3)])
-    texts = ["the cat sat on the mat", "spot instances are cheap", "exactly once"]
-    up = api.files.create(file=("emb.jsonl", jsonl([
-        {"custom_id": f"v{i}", "method": "POST", "url": "/v1/embeddings",
-         "body": {"model": "text-embedding-3-small", "input": text}} for i, text in enumerate(texts)])),
-        purpose="batch")
-    emb = api.batches.create(input_file_id=up.id, endpoint="/v1/embeddings", completion_window="24h")
-    chat, emb = wait_for(api, chat.id, 240), wait_for(api, emb.id, 240)
-    assert (chat.status, emb.status) == ("completed", "completed"), (chat.errors, emb.errors)
-    (chat_engine,) = engines_of(store, chat)
-    assert chat_engine.get("warm")  # the chat model's engine was kept from the batches before
-    (emb_engine,) = engines_of(store, emb)
-    assert emb_engine["started_at"] >= chat.completed_at - 1  # started when its batch's turn came
-    vectors = {o["custom_id"]: CreateEmbeddingResponse.model_validate(o["response"]["body"])
-               for o in lines_of(api, emb.output_file_id)}
-    assert sorted(vectors) == ["v0", "v1", "v2"] and len(vectors["v0"].data[0].embedding) == 384
-    # One model's engines are kept warm at a time (pipelines/engine/warm_pool.py): the chat engine
-    # went when the embedding model's started; the embedding engine stays for the next batch.
-    assert POOL.held() == 1
-
-
 def test_the_status_page_in_a_browser_signs_in_and_shows_a_running_batch_move_and_its_cost(api):
     """Headless Chromium (tests/browser.py): nothing without a key; signed in, a batch's page
     refreshes by itself while it runs, its progress moves and its cost appears; the screenshot
@@ -230,3 +208,45 @@ def test_the_status_page_in_a_browser_signs_in_and_shows_a_running_batch_move_an
         wait_until(browser, lambda: "Log out" not in browser.page_source, 30, "the logout did not go through")
         browser.get(f"{base}/batches/{batch.id}")
         assert browser.current_url == asked and "Log out" not in browser.page_source
+
+
+def engines_of(store, batch: Batch) -> list[dict]:
+    run = store / "runs" / key_hash(KEY)[:32] / batch.id
+    return list(Records(OutputStore(str(run))).actors().values())
+
+
+def test_two_batches_on_two_models_queued_each_models_engine_starting_on_its_turn_then_released(api, serving,
+                                                                                                 store):
+    """A chat batch and an embeddings batch, queued: both complete (embeddings parse as the SDK's
+    CreateEmbeddingResponse), the embedding model's engine starts only when its batch runs, and
+    both engines are released after the idle window (every CPU free). The module's last engine
+    user: its short window would make a later test load an engine again."""
+    serving.config.keep_warm_seconds = KEEP_WARM  # what the driver reads for each batch it runs
+    chat = create(api, [chat_line(f"t{i}", content=f"Name a colour, {i}.", max_completion_tokens=8)
+                        for i in range(3)])
+    texts = ["the cat sat on the mat", "spot instances are cheap", "exactly once"]
+    up = api.files.create(file=("emb.jsonl", jsonl([
+        {"custom_id": f"v{i}", "method": "POST", "url": "/v1/embeddings",
+         "body": {"model": "text-embedding-3-small", "input": text}} for i, text in enumerate(texts)])),
+        purpose="batch")
+    emb = api.batches.create(input_file_id=up.id, endpoint="/v1/embeddings", completion_window="24h")
+    chat, emb = wait_for(api, chat.id, 240), wait_for(api, emb.id, 240)
+    assert (chat.status, emb.status) == ("completed", "completed"), (chat.errors, emb.errors)
+    (chat_engine,) = engines_of(store, chat)
+    assert chat_engine.get("warm")  # the chat model's engine was kept from the batches before
+    (emb_engine,) = engines_of(store, emb)
+    assert emb_engine["started_at"] >= chat.completed_at - 1  # started when its batch's turn came
+    vectors = {o["custom_id"]: CreateEmbeddingResponse.model_validate(o["response"]["body"])
+               for o in lines_of(api, emb.output_file_id)}
+    assert sorted(vectors) == ["v0", "v1", "v2"] and len(vectors["v0"].data[0].embedding) == 384
+    # One model's engines are kept warm at a time (pipelines/engine/warm_pool.py): the chat engine
+    # went when the embedding model's started; the embedding engine, idle keep_warm_seconds after
+    # its batch, goes too, and the cluster is left with every CPU free.
+    waited, deadline = time.monotonic(), time.monotonic() + KEEP_WARM + GRACE
+    while POOL.held() or ray.available_resources().get("CPU") != ray.cluster_resources()["CPU"]:
+        assert time.monotonic() < deadline, (f"{POOL.held()} engines held, CPUs free "
+                                             f"{ray.available_resources().get('CPU')} of "
+                                             f"{ray.cluster_resources()['CPU']}, {KEEP_WARM + GRACE} s after")
+        time.sleep(0.2)
+    print(f"released {time.monotonic() - waited:.1f} s after the last batch completed")
+    assert "warm_until" in engines_of(store, chat)[0] and "warm_until" in engines_of(store, emb)[0]  # released
