@@ -1,6 +1,12 @@
 """A run asked to stop (`spotbatch cancel` from another process, an interrupt, a deadline)
-takes no new unit, commits the units in flight, exits 4 and says why; the same command then
-finishes with every row exactly once."""
+takes no new unit, commits the units in flight, exits 4 and says why; the same spec then
+finishes with every row exactly once.
+
+The stopped runs are `spotbatch run` processes, as users start them. The resumes run as a
+notebook's do: `run(spec)` in this process, on one engine kept warm between them (the first
+resume starts it), so a stop is shown to leave nothing that a warm engine trips on, and the
+module starts one engine for its resumes instead of one each. The CLI's own resume is
+tests/test_resume.py's."""
 
 import json
 import signal
@@ -8,9 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from jobs.bench.stop_latency import job as job_of_units
 from jobs.bench.stop_latency import stop_written
+from pipelines.engine.warm_pool import POOL
+from pipelines.run import run
+from pipelines.spec import PipelineSpec
 from pipelines.stops.stopping import cancel
 from pipelines.store.output import OutputStore
 from pipelines.store.records import Records
@@ -20,11 +30,23 @@ from tests.helpers import committed_ends, spotbatch, start_spotbatch, wait_until
 from tests.test_resume import ROWS, job, output_ids
 
 pytestmark = pytest.mark.engine
+WARM_SECONDS = 900  # outlasts the module's tests; the engine is let go when the module ends
 
 
-def resumed_exactly(spec, output: str, address: str) -> None:
-    again = spotbatch("run", str(spec), "--address", address)
-    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
+@pytest.fixture(scope="module")
+def warm_engine(ray_cluster):
+    """The engine the module's resumes share, held by this process (their driver) between them."""
+    yield ray_cluster
+    POOL.release()
+
+
+def resumed_exactly(spec: Path, output: str, address: str) -> None:
+    """The same spec (the file the stopped run read) resumed on the module's warm engine."""
+    data = yaml.safe_load(spec.read_text())
+    data["compute"]["keep_warm_seconds"] = WARM_SECONDS  # an engine setting only: the same run resumes
+    again = run(PipelineSpec.model_validate(data), address=address)
+    assert again.finished and again.stopped is None, again
+    assert POOL.held() == 1  # kept warm for the next resume
     ids = output_ids(output, {})
     assert len(ids) == ROWS and set(ids) == set(range(ROWS))
     assert run_status(output).finished and run_status(output).stopped is None
@@ -48,7 +70,7 @@ def slow_job(tmp_path, output: str) -> dict:
 
 @pytest.mark.parametrize("how", ["cancel", "interrupt"])
 def test_a_cancelled_run_commits_what_is_in_flight_exits_4_and_resumes_exactly(tmp_path, ray_cluster, tiny_model,
-                                                                              how):
+                                                                              warm_engine, how):
     write_shards(tmp_path / "in", [{"id": i, "text": f"prompt number {i}"} for i in range(ROWS)], shards=3)
     output = str(tmp_path / "out")
     spec = write_spec(tmp_path / "spec.yaml", slow_job(tmp_path, output))
@@ -74,11 +96,11 @@ def test_a_cancelled_run_commits_what_is_in_flight_exits_4_and_resumes_exactly(t
     assert "stopped: cancelled" in shown.stdout, shown.stdout
     assert json.loads(spotbatch("status", output, "--json").stdout)["stopped"] == "cancelled"
     assert spotbatch("cancel", output).stdout.startswith("spotbatch: no run is working on")
-    resumed_exactly(spec, output, ray_cluster)
+    resumed_exactly(spec, output, warm_engine)
 
 
-def test_a_second_interrupt_abandons_only_the_units_in_flight_and_the_same_command_resumes_exactly(
-        tmp_path, ray_cluster, tiny_model):
+def test_a_second_interrupt_abandons_only_the_units_in_flight_and_the_same_spec_resumes_exactly(
+        tmp_path, ray_cluster, tiny_model, warm_engine):
     write_shards(tmp_path / "in", [{"id": i, "text": f"prompt number {i}"} for i in range(ROWS)], shards=3)
     output = str(tmp_path / "out")
     data = slow_job(tmp_path, output)
@@ -100,10 +122,10 @@ def test_a_second_interrupt_abandons_only_the_units_in_flight_and_the_same_comma
     attempts = Records(store).attempts()
     open_ = [u for u, tries in attempts.items() for t in tries.values() if "end" not in t]
     assert len(open_) <= 1 and not set(open_) & store.committed_units()
-    resumed_exactly(spec, output, ray_cluster)
+    resumed_exactly(spec, output, warm_engine)
 
 
-def test_a_run_past_its_deadline_exits_4_and_resumes_exactly(tmp_path, ray_cluster, tiny_model):
+def test_a_run_past_its_deadline_exits_4_and_resumes_exactly(tmp_path, ray_cluster, tiny_model, warm_engine):
     write_shards(tmp_path / "in", [{"id": i, "text": f"prompt number {i}"} for i in range(ROWS)], shards=3)
     output = str(tmp_path / "out")
     spec = write_spec(tmp_path / "spec.yaml", slow_job(tmp_path, output))
@@ -113,7 +135,7 @@ def test_a_run_past_its_deadline_exits_4_and_resumes_exactly(tmp_path, ray_clust
     record = stopped_run(output)
     assert record["stopped"] == "deadline" and record["deadline"] == pytest.approx(record["started_at"] + 1)
     assert not run_status(output).finished
-    resumed_exactly(spec, output, ray_cluster)
+    resumed_exactly(spec, output, warm_engine)
 
 
 def test_a_deadline_that_lands_mid_run_takes_no_unit_that_would_end_past_it(tmp_path, ray_cluster, tiny_model):
