@@ -236,15 +236,6 @@ def test_the_estimate_simulates_with_a_measured_step_model_and_says_so(tmp_path,
     assert "plus 12 s of a run's overhead" in spread["seconds_from"] and "by run r3" in spread["seconds_from"]
 
 
-def test_a_runs_overhead_is_its_time_before_the_engine_loads_less_the_load_and_after_its_last_request():
-    from pipelines.estimate.calibrate import run_overhead
-
-    actors = [{"loaded_at": 130.0, "compile": {"engine_start_seconds": 20.0}, "engine": {"last_finished_at": 195.0}},
-              {"loaded_at": 140.0, "engine": {}}]  # an engine that never finished a request tells nothing
-    assert run_overhead({"started_at": 100.0, "ended_at": 200.0}, actors) == 10.0 + 5.0
-    assert run_overhead({"started_at": 100.0, "ended_at": 200.0}, actors[1:]) is None
-
-
 def test_rows_with_n_choices_decode_their_choices_side_by_side_and_hold_kv_for_each(tmp_path, capsys, tiny_model):
     spec_path = write_spec(tmp_path, tiny_model, rows=40, sampling={"max_tokens": 64, "n": 2})
     spec = load_spec(spec_path)
@@ -296,34 +287,6 @@ def test_a_routed_spec_is_not_timed_by_the_default_models_step_model_or_overhead
     assert "step model" not in option["seconds_from"] and "overhead" not in option["seconds_from"]
     assert not option["measured"] and "a routed spec is not timed by any one model's measurements" in option[
         "speed_source"]
-
-
-def test_a_routed_calibration_keeps_its_overhead_under_each_routed_model_never_the_default(tmp_path, monkeypatch,
-                                                                                          tiny_model):
-    import importlib
-
-    from pipelines.store import records as records_module
-
-    calibrate = importlib.import_module("pipelines.estimate.calibrate")  # the module (the package exports the function)
-
-    models = {"a": {"name": str(tiny_model), "max_model_len": 1024}}  # not the default model's key
-    spec = load_spec(write_spec(tmp_path, tiny_model, rows=4, models=models, route={"column": "text", "default": "a"}))
-
-    class Records:  # the calibration run's records: one engine of model a, 15 s outside its engine
-        def __init__(self, store):
-            pass
-
-        def runs(self):
-            return {"r7": {"started_at": 100.0, "ended_at": 200.0}}
-
-        def actors(self):
-            return {"x": {"run_id": "r7", "instance_type": "cpu-2vcpu", "model": "a", "loaded_at": 130.0,
-                          "compile": {"engine_start_seconds": 20.0}, "engine": {"last_finished_at": 195.0}}}
-
-    monkeypatch.setattr(records_module, "Records", Records)
-    calibrate.remember_overhead(spec)
-    assert engine_facts.lookup(spec.models["a"], 0.0)["on"]["cpu-2vcpu"]["run_overhead_seconds"] == 15.0
-    assert engine_facts.lookup(spec.model, 0.0) == {}
 
 
 def test_eager_and_compiled_engines_step_models_are_kept_apart_and_the_estimate_uses_the_runs_mode(

@@ -678,7 +678,7 @@ def test_the_fingerprint_of_a_spec_written_before_the_new_sampling_fields_is_unc
 
 
 def test_a_large_fleets_slower_beat_still_holds_its_units_and_ends_its_cost(where):
-    from pipelines.store.ledger import _actor_end
+    from pipelines.store.ledger import actor_end
     from pipelines.store.records import beat_seconds
 
     period = beat_seconds(1000)  # 50 s: 20 beat PUTs a second for the whole fleet
@@ -689,4 +689,4 @@ def test_a_large_fleets_slower_beat_still_holds_its_units_and_ends_its_cost(wher
     Records(store).actor_beat("actor-b", {"time": time.time() - 2.5 * period, "period": period})
     assert not Records(store).open_elsewhere(Records(store).unit_attempts(UNIT), "run-a")
     lost = {"last_seen": 1000.0, "beat_seconds": period, "run_id": "r"}
-    assert _actor_end(lost, {"r": {"ended_at": 5000.0}}, now=6000.0) == 1000.0 + period
+    assert actor_end(lost, {"r": {"ended_at": 5000.0}}, now=6000.0) == 1000.0 + period

@@ -20,7 +20,10 @@ where the next run of the same model decides.
       {fixed, per_sequence, b_min, b_max, steps, run_id}, each fitted on its mode's engines
       alone, seconds a step takes against the requests running in it
       (operators/step_model.py); kv_tokens: the KV an engine there holds (the feeder's budget),
-      measured by run kv_tokens_run_id
+      measured by run kv_tokens_run_id; run_overhead_seconds: a calibration run's seconds outside
+      its engine's start and steps, of which priced_overhead_seconds the ledger prices and
+      before_engine_seconds (Ray's start, the placement) it does not, measured by run
+      run_overhead_run_id (pipelines/estimate/overhead.py)
   output_shares: {bins, run_id}
       requests counted by the share of their max_tokens they used (20 bins), for the spread of
       output lengths the estimate simulates

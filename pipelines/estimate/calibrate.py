@@ -26,6 +26,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.estimate.overhead import remember_overhead
 from pipelines.spec import PipelineSpec
 
 CALIBRATION_FILE = "calibration.parquet"
@@ -105,7 +106,7 @@ def _run(spec: PipelineSpec, rows: int, address: str | None) -> Calibration:
         summary = run(spec, address=address)
     seconds = time.monotonic() - started
     remember_short_speed(spec)
-    remember_overhead(spec)
+    remember_overhead(spec)  # pipelines/estimate/overhead.py
     usd = summary.cost.total_usd if summary.cost else 0.0
     return Calibration(rows=rows, seconds=seconds, usd=usd, output_tokens=summary.completion_tokens,
                        tokens_per_second=summary.completion_tokens / seconds if seconds else 0.0)
@@ -136,54 +137,3 @@ def remember_short_speed(spec: PipelineSpec) -> None:
     speed = {t: {**on.get(t, {}), "tokens_per_second": summary.output_tokens / working, "engines": 1,
                  "run_id": run_id} for t in missing}
     engine_facts.remember(spec.model, spec.compute.gpus_per_actor, {"on": speed}, run_id)
-
-
-def run_overhead(run: dict[str, Any], actors: list[dict[str, Any]]) -> float | None:
-    """A run's seconds outside its engines' start and steps: Ray's start and the engine actor's
-    placement before the engine starts to load, and the run's wrap-up after its last request
-    (the ledger, the records). Every run pays them once, whatever its rows; None where the
-    records do not tell (no engine finished a request)."""
-    ended = [a for a in actors if (a.get("engine") or {}).get("last_finished_at") and a.get("loaded_at")]
-    if not ended or not run.get("started_at") or not run.get("ended_at"):
-        return None
-    first = min(ended, key=lambda a: a["loaded_at"])
-    loading = (first.get("compile") or {}).get("engine_start_seconds") or 0.0
-    before = first["loaded_at"] - run["started_at"] - loading
-    after = run["ended_at"] - max(a["engine"]["last_finished_at"] for a in ended)
-    return max(0.0, before) + max(0.0, after)
-
-
-def remember_overhead(spec: PipelineSpec) -> None:
-    """Keep the calibration run's overhead (run_overhead) on each instance type it ran on, for
-    the estimate's time (pipelines/estimate/options.py): under each model whose engines ran
-    there (a routed run's each under its own, never the default model's)."""
-    from pipelines.engine import facts as engine_facts
-    from pipelines.store.output import OutputStore
-    from pipelines.store.records import Records
-
-    records = Records(OutputStore(spec.output.path))
-    run_id, run = next(iter(records.runs().items()), (None, {}))
-    actors = [a for a in records.actors().values() if a.get("run_id") == run_id and a.get("instance_type")]
-    overhead = run_overhead(run, actors)
-    if overhead is None:
-        return
-    for model in overhead_models(spec, actors):
-        on = {t: {"run_overhead_seconds": overhead, "run_overhead_run_id": run_id}
-              for t in {a["instance_type"] for a in actors if _model_of(spec, a) == model}}
-        engine_facts.remember(model, spec.compute.gpus_per_actor, {"on": on}, run_id)
-
-
-def _model_of(spec: PipelineSpec, actor: dict[str, Any]):
-    """The model an engine actor ran: a routed run's by the name it records, else the spec's."""
-    name = actor.get("model")
-    return spec.models[name] if spec.routed and name in spec.models else None if spec.routed else spec.model
-
-
-def overhead_models(spec: PipelineSpec, actors: list[dict[str, Any]]) -> list:
-    """The models whose engine facts keep a run's overhead: those its actors ran (none unknown)."""
-    found = []
-    for actor in actors:
-        model = _model_of(spec, actor)
-        if model is not None and all(model is not m for m in found):
-            found.append(model)
-    return found

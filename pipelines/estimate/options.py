@@ -3,7 +3,9 @@ cost.prices) in each market, with the engines that fit one node, the engine spee
 that type by earlier runs of the model where known, else the catalog's figure, which names its
 source or says it is a guess), the time, and the $ with the engines' load and spot's waste.
 
-Time = the slowest engine start + an engine's seconds on its share of the output tokens. Where
+Time = a run's overhead (where a calibration measured it) + the slowest engine start + an
+engine's seconds on its share of the output tokens; $ prices only what the ledger prices of it,
+an engine actor from its start to its release (pipelines/estimate/overhead.py). Where
 an earlier run measured a step model on the type (seconds a step takes against the requests
 running in it, pipelines/engine/facts.py), those seconds are a simulation of continuous
 batching on the rows read (batching.py): a speed measured on a small sample, whose engine held
@@ -21,6 +23,7 @@ from typing import Any
 from cluster.prices import MARKETS, PriceCatalog
 from operators.step_model import StepModel
 from pipelines.engine import facts as engine_facts
+from pipelines.estimate import overhead
 from pipelines.estimate.batching import Engine, Row, engine_seconds_peak, expected_lengths
 from pipelines.planning.units import VLLM_MAX_NUM_SEQS
 from pipelines.redact import redact_url
@@ -41,6 +44,7 @@ class Speed:
     kv_tokens: int | None = None  # an engine's KV capacity there, as its feeder's budget counted it
     kv_source: str = ""  # the run that measured kv_tokens
     overhead_seconds: float = 0.0  # a run's time outside its engines' start and steps, where measured
+    priced_overhead_seconds: float = 0.0  # of it, what the ledger prices (pipelines/estimate/overhead.py)
     overhead_source: str = ""
 
 
@@ -52,7 +56,8 @@ class Option:
     engines_per_node: int
     nodes: int
     tokens_per_second: float  # per engine
-    seconds: float
+    seconds: float  # the run's wall time
+    priced_seconds: float  # of it, an engine's seconds the ledger prices: from its actor's start to its release
     usd: float
     usd_per_hour: float  # per node
     usd_per_1m_input_tokens: float | None
@@ -91,7 +96,7 @@ def engine_speed(spec: PipelineSpec, instance_type: str, entry: dict[str, Any], 
     if on.get("tokens_per_second"):
         return Speed(on["tokens_per_second"], fallback_start,
                      f"measured: {on.get('engines', 1)} engine(s) of run {on['run_id']} on {instance_type}",
-                     start_source, True, *_step_model(on, instance_type, mode), *_overhead(on))
+                     start_source, True, *_step_model(on, instance_type, mode), *overhead.from_facts(on))
     if not entry.get("engine_tokens_per_second"):
         return None
     source = str(entry.get("engine_tokens_per_second_source", ""))
@@ -126,14 +131,6 @@ def _step_model(on: dict[str, Any], instance_type: str, mode: str
                    f"{model.b_max} ({model.steps:,} steps): {model.fixed * 1e3:.1f} ms + "
                    f"{model.per_sequence * 1e3:.2f} ms a running request + {model.per_prompt_token * 1e3:.3f} ms "
                    f"a prompt token"), on.get("kv_tokens"), kv_source
-
-
-def _overhead(on: dict[str, Any]) -> tuple[float, str]:
-    if on.get("run_overhead_seconds") is None:
-        return 0.0, ""
-    return on["run_overhead_seconds"], (f"; plus {on['run_overhead_seconds']:.0f} s of a run's overhead (Ray's start, "
-                                        f"the actor's placement, the wrap-up) measured by run "
-                                        f"{on['run_overhead_run_id']}")
 
 
 def engine_time(spec: PipelineSpec, speed: Speed, work, working: int) -> tuple[float, float, str]:
@@ -209,14 +206,15 @@ def options(spec: PipelineSpec, work, instance_types: list[str] | None = None) -
         nodes = math.ceil(engines / per_node)
         decoding, tokens_per_second, seconds_from = engine_time(spec, speed, work, working)
         seconds = speed.overhead_seconds + speed.start_seconds + decoding
+        priced = speed.priced_overhead_seconds + speed.start_seconds + decoding  # the ledger's spans only
         seconds_from += speed.overhead_source
         for market in MARKETS:
             if entry.get(market) is None:
                 continue
             quote = catalog.quote(name, market)
-            usd = nodes * quote.usd_per_hour * seconds / 3600 * (1 + SPOT_WASTE if market == "spot" else 1)
+            usd = nodes * quote.usd_per_hour * priced / 3600 * (1 + SPOT_WASTE if market == "spot" else 1)
             found.append(Option(
-                name, market, engines, per_node, nodes, tokens_per_second, seconds, usd,
+                name, market, engines, per_node, nodes, tokens_per_second, seconds, priced, usd,
                 quote.usd_per_hour, usd / input_tokens * 1e6 if input_tokens else None,
                 usd / output_tokens * 1e6 if output_tokens else None,
                 speed.source, quote.source, speed.measured, seconds_from))

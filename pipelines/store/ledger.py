@@ -34,7 +34,7 @@ class Ledger:
     started_at: float | None
 
 
-def _actor_end(actor: dict[str, Any], runs: dict[str, dict[str, Any]], now: float) -> float:
+def actor_end(actor: dict[str, Any], runs: dict[str, dict[str, Any]], now: float) -> float:
     """When the actor stopped costing: its run's end if it lived that long; else (preempted, or
     its driver died) the end of the heartbeat interval in which it died: it beat no more, and
     a node is billed until it is gone, so this errs by less than one interval, on the high side."""
@@ -89,7 +89,7 @@ def compute_ledger(store: OutputStore, reference: dict[str, Any] | None = None, 
     actors: list[ActorTime] = []
     for actor_id, rec in sorted(actor_records.items()):
         mine = by_actor_attempts.get(actor_id, [])
-        ended = max([_actor_end(rec, runs, now)] + [a.ended_at for a in mine if a.ended_at is not None])
+        ended = max([actor_end(rec, runs, now)] + [a.ended_at for a in mine if a.ended_at is not None])
         actors.append(split_actor_time(ActorTime(
             actor_id=actor_id, started_at=rec["started_at"], loaded_at=rec["loaded_at"], ended_at=ended,
             usd_per_second=rec["usd_per_hour"] * rec["share"] / 3600,
