@@ -39,7 +39,7 @@ def create(request: Request, body: Annotated[Any, Body()], tenant: str = Depends
         state.storage.put(state.storage.path(state.content_name(tenant, errored_file(batch_id))),
                           errored_jsonl(checked.errored))
     state.storage.put(state.storage.path(state.content_name(tenant, requests_file(batch_id))), checked.jsonl)
-    record = new_record(batch_id, checked.total, checked.models, app.config.message_batch_expiry)
+    record = new_record(batch_id, checked, app.config.message_batch_expiry)
     state.put_batch(tenant, record)  # the requests first, then the batch: a batch listed is a batch whole
     app.driver.submit(tenant, batch_id)
     return message_batch(record, _base(request))

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipelines.formats.anthropic import ENDPOINT
+from server.anthropic_requests import Checked
 from server.objects import TERMINAL, batch_object
 
 PREFIX = "msgbatch_"
@@ -41,15 +42,17 @@ def results_file(batch_id: str) -> str:
     return f"{batch_id}-results"
 
 
-def new_record(batch_id: str, total: int, models: list[str], expiry: str) -> dict[str, Any]:
+def new_record(batch_id: str, checked: Checked, expiry: str) -> dict[str, Any]:
     """The record of a new Message Batch: checked already (at create), so in_progress, its requests
-    counted (those errored at create too) and its models known (none when every request is
-    errored); it expires `expiry` ("24h") after its creation."""
+    counted (those errored at create too, also counted apart for the status page) and its models
+    known (none when every request is errored); it expires `expiry` ("24h") after its creation."""
     now = int(time.time())
     record = batch_object(batch_id, {"endpoint": ENDPOINT, "input_file_id": requests_file(batch_id),
                                      "completion_window": expiry}, now)
+    models = checked.models
     record.update(status="in_progress", in_progress_at=now, model=models[0] if models else None,
-                  spotbatch={"models": models}, request_counts={"total": total, "completed": 0, "failed": 0})
+                  spotbatch={"models": models, "errored_at_create": len(checked.errored)},
+                  request_counts={"total": checked.total, "completed": 0, "failed": 0})
     return record
 
 

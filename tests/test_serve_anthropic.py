@@ -105,7 +105,8 @@ def test_list_pages_as_anthropics_and_the_openai_side_shows_no_message_batch(bas
 
 def test_cancel_before_its_turn_ends_canceled_and_an_ended_batch_is_not_cancelled_again(base_url, monkeypatch):
     """The validating thread is held by an OpenAI batch, so the Message Batch waits its turn: it is
-    cancelled first, and ends with every request `canceled` (no run, no engine)."""
+    cancelled first, and ends with every request `canceled` (no run, no engine), but the one whose
+    params were bad: it was never processing, so it stays `errored`."""
     import server.driver
     from tests.serving import client as openai_client
 
@@ -115,7 +116,7 @@ def test_cancel_before_its_turn_ends_canceled_and_an_ended_batch_is_not_cancelle
     up = o.files.create(file=("in.jsonl", jsonl([chat_line("x", model="nope")])), purpose="batch")
     o.batches.create(input_file_id=up.id, endpoint="/v1/chat/completions", completion_window="24h")
     c = client(base_url, KEY)
-    batch = c.messages.batches.create(requests=[request("a"), request("b")])
+    batch = c.messages.batches.create(requests=[request("a"), request("b"), request("c", temperature=5)])
     with pytest.raises(anthropic.BadRequestError, match="still in progress"):
         c.messages.batches.delete(batch.id)
     canceling = c.messages.batches.cancel(batch.id)
@@ -123,7 +124,9 @@ def test_cancel_before_its_turn_ends_canceled_and_an_ended_batch_is_not_cancelle
     busy.set()
     batch = ended(c, batch.id)
     assert batch.request_counts.canceled == 2 and batch.ended_at >= batch.cancel_initiated_at
-    assert {r.result.type for r in c.messages.batches.results(batch.id)} == {"canceled"}
+    assert batch.request_counts.errored == 1
+    assert {r.custom_id: r.result.type for r in c.messages.batches.results(batch.id)} == {
+        "a": "canceled", "b": "canceled", "c": "errored"}
     with pytest.raises(anthropic.BadRequestError) as err:
         c.messages.batches.cancel(batch.id)
     assert err.value.body == {"type": "error", "error": {"type": "invalid_request_error", "message":
