@@ -187,7 +187,8 @@ class Driver:
         without waiting its turn (`cancelled` if a cancel came first), its results those errors."""
         if batch.get("spotbatch", {}).get("models", True):
             return False
-        self._finish(tenant, batch["id"], "cancelled" if batch["status"] == "cancelling" else "completed")
+        cancelled = self.state.batch(tenant, batch["id"])["status"] == "cancelling"  # as it is now
+        self._finish(tenant, batch["id"], "cancelled" if cancelled else "completed")
         return True
 
     def _validate(self, tenant: str, batch: dict[str, Any]) -> bool:
