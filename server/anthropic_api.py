@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
+from server.anthropic_errored import errored_file, errored_jsonl
 from server.anthropic_finish import results_lines
 from server.anthropic_objects import (
     PREFIX,
@@ -34,8 +35,11 @@ def create(request: Request, body: Annotated[Any, Body()], tenant: str = Depends
     checked = check_requests(body, app.config.models, app.config.max_message_batch_requests)
     batch_id = new_id(PREFIX)
     state = app.state
+    if checked.errored:  # kept before the batch is acknowledged: a restarted server errors them all the same
+        state.storage.put(state.storage.path(state.content_name(tenant, errored_file(batch_id))),
+                          errored_jsonl(checked.errored))
     state.storage.put(state.storage.path(state.content_name(tenant, requests_file(batch_id))), checked.jsonl)
-    record = new_record(batch_id, checked.total, checked.models, app.config.message_batch_expiry)
+    record = new_record(batch_id, checked, app.config.message_batch_expiry)
     state.put_batch(tenant, record)  # the requests first, then the batch: a batch listed is a batch whole
     app.driver.submit(tenant, batch_id)
     return message_batch(record, _base(request))
@@ -85,15 +89,15 @@ def cancel(request: Request, batch_id: str, tenant: str = Depends(tenant_of)) ->
 
 @router.delete("/{batch_id}")
 def delete(request: Request, batch_id: str, tenant: str = Depends(tenant_of)) -> dict[str, Any]:
-    """An ended batch only, as at Anthropic: its record first (unlisted), then its requests,
-    results and run."""
+    """An ended batch only, as at Anthropic: its record first (unlisted), then its requests (those
+    errored at create too), results and run."""
     state = request.app.state.state
     if _record(request, tenant, batch_id)["status"] not in TERMINAL:
         raise ApiError(400, f"message batch {batch_id} is still in progress; it can be deleted once it has ended "
                             f"(cancel it first)")
     storage = state.storage
     storage.delete(storage.path(f"batches/{tenant}/{batch_id}.json"))
-    for name in (requests_file(batch_id), results_file(batch_id)):
+    for name in (requests_file(batch_id), errored_file(batch_id), results_file(batch_id)):
         storage.delete(storage.path(f"files/{tenant}/{name}"), recursive=True)
     storage.delete(storage.path(f"runs/{tenant}/{batch_id}"), recursive=True)
     return deleted(batch_id)

@@ -1,9 +1,11 @@
 """A Message Batch's results when its run ends: spotbatch's own anthropic-batch export of the run
 (pipelines/formats/export.py: succeeded and errored lines), then a `canceled` or `expired` line
-for each request the run did not answer, as Anthropic ends a batch; one JSONL file in the store,
-and its counts. A batch whose run broke (the driver's `failed`) keeps what its run committed, as
-Anthropic has no failed batch: each request it did not answer is `errored`, saying why. One whose
-results could not be written has no file: every request errored, with why (results_lines)."""
+for each request the run did not answer, as Anthropic ends a batch, and an `errored` line for
+each request whose params were refused at create (server/anthropic_errored.py), however the
+batch ended; one JSONL file in the store, and its counts. A batch whose run broke (the driver's
+`failed`) keeps what its run committed, as Anthropic has no failed batch: each request it did not
+answer is `errored`, saying why. One whose results could not be written has no file: every
+request errored, with why (results_lines)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from pipelines.formats.export import ExportRequest, export
+from server.anthropic_errored import errored_requests, errored_result
 from server.anthropic_objects import COUNTS, error_body, results_file
 from server.finish import _input_ids
 from server.state import State
@@ -45,6 +48,9 @@ def finish_message_batch(state: State, tenant: str, batch: dict[str, Any], statu
                     result = unanswered(status, why)
                     fh.write(json.dumps({"custom_id": custom_id, "result": result}) + "\n")
                     counts[result["type"]] += 1
+            for errored in errored_requests(state, tenant, batch["id"]):  # never processing: errored still
+                fh.write(json.dumps(errored_result(errored)) + "\n")
+                counts["errored"] += 1
         state.storage.put_from(state.storage.path(state.content_name(tenant, results_file(batch["id"]))), local)
     return {"message_batch_counts": counts, "output_file_id": None, "error_file_id": None,
             "request_counts": {"total": batch["request_counts"]["total"], "completed": counts["succeeded"],
@@ -70,3 +76,5 @@ def results_lines(state: State, tenant: str, batch: dict[str, Any]) -> Iterator[
     error = error_body(500, errors[0]["message"])
     for custom_id in _input_ids(state, tenant, batch["input_file_id"]):
         yield (json.dumps({"custom_id": custom_id, "result": {"type": "errored", "error": error}}) + "\n").encode()
+    for errored in errored_requests(state, tenant, batch["id"]):
+        yield (json.dumps(errored_result(errored)) + "\n").encode()

@@ -5,7 +5,8 @@ A Message Batch is stored as every batch is (server/state.py: batches/<tenant>/<
 the record the driver runs (OpenAI's batch object, endpoint /v1/messages), so the driver, a
 restarted server and a status page read it as any other; this module shows it as Anthropic does.
 Its inline requests are the JSONL input file the run reads (files/<tenant>/<id>-requests/content.jsonl,
-with no file object: the Files API does not list it), its results another (<id>-results).
+with no file object: the Files API does not list it), those errored at create another
+(<id>-errored, server/anthropic_errored.py), its results a third (<id>-results).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipelines.formats.anthropic import ENDPOINT
+from server.anthropic_requests import Checked
 from server.objects import TERMINAL, batch_object
 
 PREFIX = "msgbatch_"
@@ -40,14 +42,17 @@ def results_file(batch_id: str) -> str:
     return f"{batch_id}-results"
 
 
-def new_record(batch_id: str, total: int, models: list[str], expiry: str) -> dict[str, Any]:
+def new_record(batch_id: str, checked: Checked, expiry: str) -> dict[str, Any]:
     """The record of a new Message Batch: checked already (at create), so in_progress, its requests
-    counted and its models known; it expires `expiry` ("24h") after its creation."""
+    counted (those errored at create too, also counted apart for the status page) and its models
+    known (none when every request is errored); it expires `expiry` ("24h") after its creation."""
     now = int(time.time())
     record = batch_object(batch_id, {"endpoint": ENDPOINT, "input_file_id": requests_file(batch_id),
                                      "completion_window": expiry}, now)
-    record.update(status="in_progress", in_progress_at=now, model=models[0], spotbatch={"models": models},
-                  request_counts={"total": total, "completed": 0, "failed": 0})
+    models = checked.models
+    record.update(status="in_progress", in_progress_at=now, model=models[0] if models else None,
+                  spotbatch={"models": models, "errored_at_create": len(checked.errored)},
+                  request_counts={"total": checked.total, "completed": 0, "failed": 0})
     return record
 
 

@@ -93,6 +93,8 @@ class Driver:
                     continue
                 if batch["status"] == "validating" and not self._validate(tenant, batch):
                     continue
+                if self._ended_with_nothing_to_run(tenant, batch):
+                    continue
             except Exception as err:
                 log.exception("batch %s could not be validated", batch_id)
                 self._fail(tenant, batch_id, _message(err))
@@ -124,7 +126,8 @@ class Driver:
             if batch is None or "spotbatch" not in batch or not self._waiting.take(tenant, batch_id):
                 return
             if batch["status"] in RUNNING:
-                self._finish(tenant, batch_id, None, self.state.batch(tenant, batch_id)["status"] == "cancelling")
+                cancelled = self.state.batch(tenant, batch_id)["status"] == "cancelling"
+                self._finish(tenant, batch_id, end_status(None, cancelled))
         except Exception as err:
             log.exception("batch %s failed", batch_id)
             self._fail(tenant, batch_id, _message(err))
@@ -148,6 +151,8 @@ class Driver:
             return
         if batch["status"] == "validating" and not self._validate(tenant, batch):
             return
+        if self._ended_with_nothing_to_run(tenant, batch):
+            return
         from pipelines.run import run
         from pipelines.stops.control import RunControl
 
@@ -167,7 +172,7 @@ class Driver:
                 self._current = None
         if self._stopping and not (summary and summary.finished):
             return  # stopped by the server's shutdown: the next server resumes it
-        self._finish(tenant, batch_id, summary, control.asked)
+        self._finish(tenant, batch_id, end_status(summary, control.asked))
 
     def _ended_unvalidated(self, tenant: str, batch: dict[str, Any]) -> bool:
         """A batch cancelled before its file was validated ends `cancelled` at once: nothing ran, so
@@ -175,6 +180,15 @@ class Driver:
         if batch["status"] != "cancelling" or "spotbatch" in batch:
             return False
         self._end(tenant, batch["id"], "cancelled", output_file_id=None, error_file_id=None)
+        return True
+
+    def _ended_with_nothing_to_run(self, tenant: str, batch: dict[str, Any]) -> bool:
+        """A Message Batch whose every request was errored at create runs nothing: it ends at once,
+        without waiting its turn (`cancelled` if a cancel came first), its results those errors."""
+        if batch.get("spotbatch", {}).get("models", True):
+            return False
+        cancelled = self.state.batch(tenant, batch["id"])["status"] == "cancelling"  # as it is now
+        self._finish(tenant, batch["id"], "cancelled" if cancelled else "completed")
         return True
 
     def _validate(self, tenant: str, batch: dict[str, Any]) -> bool:
@@ -194,15 +208,8 @@ class Driver:
         self.state.update_batch(tenant, batch["id"], in_progress)
         return True
 
-    def _finish(self, tenant: str, batch_id: str, summary, cancelled: bool) -> None:
-        if summary is not None and summary.stopped == "cancelled" or summary is None and cancelled:
-            status = "cancelled"
-        elif summary is None or summary.stopped == "deadline":
-            status = "expired"
-        elif summary.finished:
-            status = "completed"
-        else:
-            raise RuntimeError(f"the run stopped unfinished ({summary.stopped or 'units left'})")
+    def _finish(self, tenant: str, batch_id: str, status: str) -> None:
+        """The batch's results written, and the batch ended `status`."""
 
         def finalizing(b: dict[str, Any]) -> None:  # read and set under the store's lock: a cancel stays
             if b["status"] != "cancelling":
@@ -216,18 +223,10 @@ class Driver:
         self._end(tenant, batch_id, status, **fields)
 
     def _end(self, tenant: str, batch_id: str, status: str, errors: list | None = None, **fields: Any) -> None:
-        from server.finish import run_figures
-
-        try:
-            figures = run_figures(self.state, tenant, batch_id)
-        except Exception:  # a run that broke before its records were whole: the batch ends all the same
-            log.exception("batch %s: its run's figures could not be read", batch_id)
-            figures = None
-        at = {"failed": "failed_at", "completed": "completed_at", "expired": "expired_at",
-              "cancelled": "cancelled_at"}[status]
+        figures = _figures(self.state, tenant, batch_id)
 
         def ended(b: dict[str, Any]) -> None:
-            b.update(status=status, **fields, **{at: int(time.time())})
+            b.update(status=status, **fields, **{f"{status}_at": int(time.time())})  # failed_at, completed_at...
             if errors:
                 b["errors"] = {"object": "list", "data": errors}
             if figures is not None:
@@ -236,6 +235,27 @@ class Driver:
 
         self.state.update_batch(tenant, batch_id, ended)
         log.info("batch %s %s", batch_id, status)
+
+
+def end_status(summary, cancelled: bool) -> str:
+    """How a batch ends after its run's `summary` (None: it did not run), `cancelled` if asked."""
+    if summary is not None and summary.stopped == "cancelled" or summary is None and cancelled:
+        return "cancelled"
+    if summary is None or summary.stopped == "deadline":
+        return "expired"
+    if summary.finished:
+        return "completed"
+    raise RuntimeError(f"the run stopped unfinished ({summary.stopped or 'units left'})")
+
+
+def _figures(state: State, tenant: str, batch_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    from server.finish import run_figures
+
+    try:
+        return run_figures(state, tenant, batch_id)
+    except Exception:  # a run that broke before its records were whole: the batch ends all the same
+        log.exception("batch %s: its run's figures could not be read", batch_id)
+        return None
 
 
 def batch_spec(state: State, config: ServeConfig, tenant: str, batch: dict[str, Any]):

@@ -1,7 +1,8 @@
 """What a run would refuse of one request, checked when the batch is made, by the run's own code:
 tools its model cannot parse (pipelines/formats/batch_files.py refuses the whole run for one such
 request), and, for a Message Batch, what the run makes the request's error record (no messages,
-sampling fields the run's SamplingSpec refuses), which Anthropic refuses at create."""
+sampling fields the run's SamplingSpec refuses), which Anthropic answers as that request's
+invalid_request_error (server/anthropic_requests.py makes the request errored, not the run)."""
 
 from __future__ import annotations
 

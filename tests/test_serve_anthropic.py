@@ -1,19 +1,26 @@
 """Anthropic's Message Batches on `spotbatch serve`, without an engine: the official `anthropic`
 SDK, pointed at the server on loopback, creates, retrieves, lists (Anthropic's pagination),
 cancels, deletes and reads results as its own types, and meets Anthropic's errors for a wrong
-key, another key's batch, an oversize batch and a bad request (naming its index). The server's
+key, another key's batch, an oversize batch and a request of a bad shape (naming its index); a
+request whose params are bad ends `errored` (naming its index and field) while the others go on. The server's
 Message Batches expire as they are created here (message_batch_expiry 0s), so each ends without
 an engine: its requests `expired`, or `canceled` when cancelled first. A batch that runs is in
 tests/test_serve_engine.py."""
 
 import hashlib
 import json
+import re
 import threading
 
 import anthropic
 import httpx
 import pytest
-from anthropic.types.messages import DeletedMessageBatch, MessageBatch, MessageBatchIndividualResponse
+from anthropic.types.messages import (
+    DeletedMessageBatch,
+    MessageBatch,
+    MessageBatchErroredResult,
+    MessageBatchIndividualResponse,
+)
 
 from server.app import Serving
 from server.config import config_from
@@ -98,7 +105,8 @@ def test_list_pages_as_anthropics_and_the_openai_side_shows_no_message_batch(bas
 
 def test_cancel_before_its_turn_ends_canceled_and_an_ended_batch_is_not_cancelled_again(base_url, monkeypatch):
     """The validating thread is held by an OpenAI batch, so the Message Batch waits its turn: it is
-    cancelled first, and ends with every request `canceled` (no run, no engine)."""
+    cancelled first, and ends with every request `canceled` (no run, no engine), but the one whose
+    params were bad: it was never processing, so it stays `errored`."""
     import server.driver
     from tests.serving import client as openai_client
 
@@ -108,7 +116,7 @@ def test_cancel_before_its_turn_ends_canceled_and_an_ended_batch_is_not_cancelle
     up = o.files.create(file=("in.jsonl", jsonl([chat_line("x", model="nope")])), purpose="batch")
     o.batches.create(input_file_id=up.id, endpoint="/v1/chat/completions", completion_window="24h")
     c = client(base_url, KEY)
-    batch = c.messages.batches.create(requests=[request("a"), request("b")])
+    batch = c.messages.batches.create(requests=[request("a"), request("b"), request("c", temperature=5)])
     with pytest.raises(anthropic.BadRequestError, match="still in progress"):
         c.messages.batches.delete(batch.id)
     canceling = c.messages.batches.cancel(batch.id)
@@ -116,7 +124,9 @@ def test_cancel_before_its_turn_ends_canceled_and_an_ended_batch_is_not_cancelle
     busy.set()
     batch = ended(c, batch.id)
     assert batch.request_counts.canceled == 2 and batch.ended_at >= batch.cancel_initiated_at
-    assert {r.result.type for r in c.messages.batches.results(batch.id)} == {"canceled"}
+    assert batch.request_counts.errored == 1
+    assert {r.custom_id: r.result.type for r in c.messages.batches.results(batch.id)} == {
+        "a": "canceled", "b": "canceled", "c": "errored"}
     with pytest.raises(anthropic.BadRequestError) as err:
         c.messages.batches.cancel(batch.id)
     assert err.value.body == {"type": "error", "error": {"type": "invalid_request_error", "message":
@@ -172,16 +182,36 @@ def test_an_oversize_batch_gets_anthropics_errors(base_url):
     ([request("a"), request("b c")], "requests[1]: custom_id 'b c' must be 1 to 64 characters of letters"),
     ([request("a" * 65)], "requests[0]: custom_id 'aaaa"),
     ([request("a"), request("b"), request("a")], "requests[2]: custom_id 'a' is used by an earlier request"),
+    ([request("a"), "b"], "requests[1]: a batch request line must be a JSON object, got a string"),
+    ([{"params": request("a")["params"]}], "requests[0]: custom_id must be a string, got null"),
+    ([{"custom_id": "a"}], "requests[0]: field 'params' must be a JSON object"),
+    ([{"custom_id": "a", "params": "hi"}], "requests[0]: field 'params' must be a JSON object"),
+    ([{**request("a"), "model": "claude-haiku"}], "requests[0]: field 'model' is not part of an Anthropic"),
+    # the shape is checked before any request's params: a later bad custom_id is refused all the same
+    ([request("a", max_tokens=0), request("b c")], "requests[1]: custom_id 'b c'"),
+    ([], "requests: must be a list of at least one request"),
+])
+def test_a_request_of_a_bad_shape_is_refused_at_create_naming_its_index(base_url, requests, message):
+    """What Anthropic refuses at create: the body's shape, each request's custom_id and params
+    being there, Anthropic's custom_id rule, a custom_id used twice."""
+    c = client(base_url, KEY)
+    with pytest.raises(anthropic.BadRequestError) as err:
+        c.messages.batches.create(requests=requests)
+    assert err.value.body["type"] == "error" and err.value.body["error"]["type"] == "invalid_request_error"
+    assert err.value.body["error"]["message"].startswith(message)
+    assert c.messages.batches.list().data == []  # nothing was made
+
+
+@pytest.mark.parametrize("requests, message", [
     ([request("a"), request("b", model="claude-9")], "requests[1]: params.model 'claude-9' is not a model this "
                                                       "server serves (claude-haiku, gpt-4o-mini)"),
     ([{"custom_id": "a", "params": {"model": "claude-haiku", "messages": []}}], "requests[0]: params.max_tokens is "
                                                                                 "required"),
     ([request("a", thinking={"type": "enabled"})], "requests[0]"),
     # tools need a tool parser the served model lacks (tool_choice auto, Anthropic's default): the run
-    # would refuse the whole batch, so the request is refused here
+    # would refuse the whole batch, so this request is errored here and the others run
     ([request("a"), request("b", tools=[{"name": "f", "input_schema": {"type": "object"}}])],
      "requests[1]: tools cannot be honoured: tool_choice auto"),
-    # what the run could only make an errored request is refused here, as Anthropic refuses it
     ([request("a", messages="Say hi")], "requests[0]: params.messages must be a list"),
     ([request("a", messages={"role": "user"})], "requests[0]: params.messages must be a list"),
     ([request("a", messages=[])], "requests[0]: params.messages must be a list"),
@@ -190,16 +220,25 @@ def test_an_oversize_batch_gets_anthropics_errors(base_url):
     ([request("a", max_tokens="16")], "requests[0]: params.max_tokens: Input should be a valid integer"),
     ([request("a", max_tokens=0)], "requests[0]: params.max_tokens must be > 0"),
     ([request("a", max_tokens=-1)], "requests[0]: params.max_tokens must be > 0"),
-    ([request("a", temperature=5)], "requests[0]: params.temperature must be <= 2"),
-    ([], "requests: must be a list of at least one request"),
+    ([request("b"), request("a", temperature=5)], "requests[1]: params.temperature must be <= 2"),
 ])
-def test_a_bad_request_is_refused_at_create_naming_its_index(base_url, requests, message):
+def test_a_request_with_bad_params_ends_errored_and_the_others_go_on(base_url, requests, message):
+    """As at Anthropic, which checks each request's params asynchronously: the batch is made, and
+    the request ends `errored` (invalid_request_error, naming its index and the field) once the
+    batch has ended; the others go on (here they expire: message_batch_expiry 0s)."""
     c = client(base_url, KEY)
-    with pytest.raises(anthropic.BadRequestError) as err:
-        c.messages.batches.create(requests=requests)
-    assert err.value.body["type"] == "error" and err.value.body["error"]["type"] == "invalid_request_error"
-    assert err.value.body["error"]["message"].startswith(message)
-    assert c.messages.batches.list().data == []  # nothing was made
+    batch = c.messages.batches.create(requests=requests)
+    assert batch.processing_status == "in_progress" and batch.request_counts.processing == len(requests)
+    bad = requests[int(re.match(r"requests\[(\d+)]", message).group(1))]["custom_id"]
+    batch = ended(c, batch.id)
+    assert batch.request_counts.model_dump() == {"processing": 0, "succeeded": 0, "errored": 1, "canceled": 0,
+                                                 "expired": len(requests) - 1}
+    results = {r.custom_id: r.result for r in c.messages.batches.results(batch.id)}
+    assert sorted(results) == sorted(r["custom_id"] for r in requests)
+    assert isinstance(results[bad], MessageBatchErroredResult) and results[bad].error.type == "error"
+    assert results[bad].error.error.type == "invalid_request_error"
+    assert results[bad].error.error.message.startswith(message)
+    assert {results[r["custom_id"]].type for r in requests if r["custom_id"] != bad} <= {"expired"}
 
 
 def test_a_body_that_is_not_a_batch_is_refused_by_name(base_url):
@@ -386,3 +425,136 @@ def test_an_error_names_the_request_not_the_servers_store_or_the_tenant(tmp_path
     assert messages == {"requests[1]: params.messages[0].content: refused here; output <store>/runs/<tenant>/"
                         f"{batch.id} left as it was"}
     assert tenants and not any(t in m or str(tmp_path) in m for t in tenants for m in messages)
+
+
+def test_a_batch_whose_every_request_is_errored_runs_nothing_and_ends_at_once(tmp_path, monkeypatch):
+    """Every request's params bad: nothing to run, so the batch ends at once, every result errored,
+    without waiting its turn behind a batch that runs (held here, no engine), and no run of it."""
+    from types import SimpleNamespace
+
+    import pipelines.run
+
+    runs, release = [], threading.Event()
+
+    def run(spec, **_):
+        runs.append(spec.output.path)
+        release.wait(60)
+        return SimpleNamespace(finished=False, stopped="deadline")
+
+    monkeypatch.setattr(pipelines.run, "run", run)
+    monkeypatch.setenv("SPOTBATCH_API_KEY", KEY)
+    config = config_from({"models": {"claude-haiku": "tiny-random"}})
+    try:
+        with served(Serving(config, str(tmp_path / "store"))) as url:
+            c = client(url.removesuffix("/v1"), KEY)
+            first = c.messages.batches.create(requests=[request("a")])
+            bad = c.messages.batches.create(requests=[request("x", max_tokens=0), request("y", model="claude-9")])
+            bad = ended(c, bad.id, timeout=20)
+            assert c.messages.batches.retrieve(first.id).processing_status == "in_progress"
+            results = {r.custom_id: r.result for r in c.messages.batches.results(bad.id)}
+            release.set()
+            assert ended(c, first.id).request_counts.expired == 1
+    finally:
+        release.set()
+    assert bad.request_counts.model_dump() == {"processing": 0, "succeeded": 0, "errored": 2, "canceled": 0,
+                                               "expired": 0}
+    assert all(isinstance(r, MessageBatchErroredResult) for r in results.values())
+    assert results["x"].error.error.message.startswith("requests[0]: params.max_tokens must be > 0")
+    assert results["y"].error.error.message.startswith("requests[1]: params.model 'claude-9' is not a model")
+    assert len(runs) == 1 and first.id in runs[0] and not list((tmp_path / "store" / "runs").rglob(f"{bad.id}*"))
+
+
+def test_a_mixed_batch_runs_only_its_good_requests(tmp_path, monkeypatch):
+    """The run's requests are the good ones only; at the end the good are answered (a's unit
+    committed by hand, no engine; c left at the deadline) and the bad errored."""
+    from types import SimpleNamespace
+
+    import fsspec
+
+    import pipelines.run
+
+    read = []
+
+    def run(spec, **_):
+        with fsspec.open(spec.input.paths[0], "rt") as fh:
+            read.extend(json.loads(line)["custom_id"] for line in fh)
+        commit_first_unit_by_hand(spec)
+        return SimpleNamespace(finished=False, stopped="deadline")
+
+    monkeypatch.setattr(pipelines.run, "run", run)
+    monkeypatch.setenv("SPOTBATCH_API_KEY", KEY)
+    config = config_from({"models": {"claude-haiku": {"model": {"name": "tiny-random"},
+                                                      "compute": {"tokens_per_unit": 1}}}})
+    with served(Serving(config, str(tmp_path / "store"))) as url:
+        c = client(url.removesuffix("/v1"), KEY)
+        requests = [request("a"), request("b", temperature=5), request("c"), request("d", messages=[])]
+        batch = ended(c, c.messages.batches.create(requests=requests).id)
+        results = {r.custom_id: r.result for r in c.messages.batches.results(batch.id)}
+    assert read == ["a", "c"]
+    assert {k: r.type for k, r in results.items()} == {"a": "succeeded", "b": "errored", "c": "expired",
+                                                        "d": "errored"}
+    assert results["b"].error.error.message.startswith("requests[1]: params.temperature must be <= 2")
+    assert results["d"].error.error.message.startswith("requests[3]: params.messages must be a list")
+    assert batch.request_counts.model_dump() == {"processing": 0, "succeeded": 1, "errored": 2, "canceled": 0,
+                                                 "expired": 1}
+
+
+def test_a_restarted_server_keeps_the_requests_errored_at_create(tmp_path, monkeypatch):
+    """The errored requests are in the store before the batch is acknowledged: a server stopped
+    while the batch's run is held, and another on the same store, ends it with them errored (the
+    good request's unit committed by hand there, no engine)."""
+    from types import SimpleNamespace
+
+    import pipelines.run
+
+    running = threading.Event()
+
+    def held(spec, control, **_):
+        running.set()
+        while not control.asked:  # until the server's shutdown stops it
+            threading.Event().wait(0.05)
+        return SimpleNamespace(finished=False, stopped="cancelled")
+
+    def answered(spec, **_):
+        commit_first_unit_by_hand(spec)
+        return SimpleNamespace(finished=True, stopped=None)
+
+    monkeypatch.setattr(pipelines.run, "run", held)
+    monkeypatch.setenv("SPOTBATCH_API_KEY", KEY)
+    config = config_from({"models": {"claude-haiku": {"model": {"name": "tiny-random"},
+                                                      "compute": {"tokens_per_unit": 1}}}})
+    store = str(tmp_path / "store")
+    with served(Serving(config, store)) as url:
+        c = client(url.removesuffix("/v1"), KEY)
+        batch = c.messages.batches.create(requests=[request("a", max_tokens=0), request("b")])
+        assert running.wait(30)
+    monkeypatch.setattr(pipelines.run, "run", answered)
+    monkeypatch.setenv("SPOTBATCH_API_KEY", KEY)  # a server takes it out of the environment
+    with served(Serving(config, store)) as url:
+        c = client(url.removesuffix("/v1"), KEY)
+        batch = ended(c, batch.id)
+        results = {r.custom_id: r.result for r in c.messages.batches.results(batch.id)}
+    assert batch.request_counts.model_dump() == {"processing": 0, "succeeded": 1, "errored": 1, "canceled": 0,
+                                                 "expired": 0}
+    assert results["b"].type == "succeeded" and isinstance(results["a"], MessageBatchErroredResult)
+    assert results["a"].error.error.message.startswith("requests[0]: params.max_tokens must be > 0")
+
+
+def test_a_run_error_names_the_request_by_its_index_in_the_batch(tmp_path, monkeypatch):
+    """The run's requests leave out those errored at create, so its line 2 is here requests[3]."""
+    import pipelines.run
+    from spotbatch.errors import BatchFileError
+
+    def run(spec, **_):
+        raise BatchFileError(f"{spec.input.paths[0]} line 2: params.messages[0].content: refused here")
+
+    monkeypatch.setattr(pipelines.run, "run", run)
+    monkeypatch.setenv("SPOTBATCH_API_KEY", KEY)
+    config = config_from({"models": {"claude-haiku": "tiny-random"}})
+    with served(Serving(config, str(tmp_path / "store"))) as url:
+        c = client(url.removesuffix("/v1"), KEY)
+        requests = [request("x", max_tokens=0), request("a"), request("y", max_tokens=0), request("b")]
+        batch = ended(c, c.messages.batches.create(requests=requests).id)
+        messages = {r.custom_id: r.result.error.error.message for r in c.messages.batches.results(batch.id)}
+    assert messages["a"] == messages["b"] == "requests[3]: params.messages[0].content: refused here"
+    assert messages["x"].startswith("requests[0]: params.max_tokens") and messages["y"].startswith("requests[2]")

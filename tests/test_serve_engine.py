@@ -100,7 +100,9 @@ def test_a_batch_completes_with_output_and_error_files_in_openais_shapes(api):
 
 def test_a_message_batch_runs_through_the_anthropic_sdk_on_the_warm_engine(api):
     """Anthropic's SDK creates a Message Batch, polls it and reads its results as its own types:
-    the answers `succeeded`, a request past the context `errored`; on the chat engine kept warm."""
+    the answers `succeeded`, a request past the context `errored`, and one whose params are bad
+    (temperature 5) `errored` too, the others run all the same, as at Anthropic; on the chat
+    engine kept warm."""
     import anthropic
     from anthropic.types.messages import MessageBatchErroredResult, MessageBatchSucceededResult
 
@@ -110,13 +112,16 @@ def test_a_message_batch_runs_through_the_anthropic_sdk_on_the_warm_engine(api):
                 for i in range(3)]
     requests.append({"custom_id": "too-long", "params": {"model": "claude-haiku-4-5", "max_tokens": 8,
                                                          "messages": [{"role": "user", "content": "word " * 3000}]}})
+    requests.insert(1, {"custom_id": "hot", "params": {**requests[0]["params"], "temperature": 5}})
     batch = c.messages.batches.create(requests=requests)
     while batch.processing_status != "ended":
         batch = c.messages.batches.retrieve(batch.id)
-    assert batch.request_counts.model_dump() == {"processing": 0, "succeeded": 3, "errored": 1, "canceled": 0,
+    assert batch.request_counts.model_dump() == {"processing": 0, "succeeded": 3, "errored": 2, "canceled": 0,
                                                  "expired": 0}
     results = {r.custom_id: r.result for r in c.messages.batches.results(batch.id)}
-    assert sorted(results) == ["m0", "m1", "m2", "too-long"]
+    assert sorted(results) == ["hot", "m0", "m1", "m2", "too-long"]
+    assert isinstance(results["hot"], MessageBatchErroredResult)
+    assert results["hot"].error.error.message.startswith("requests[1]: params.temperature must be <= 2")
     for i in range(3):
         answer = results[f"m{i}"]
         assert isinstance(answer, MessageBatchSucceededResult) and answer.message.content[0].text

@@ -180,6 +180,30 @@ def test_a_message_batch_shows_as_anthropics_in_its_words_and_counts(tmp_path, m
             assert "2 of 2, 2 expired" in html and "2 requests" in html and "completed" not in html
 
 
+def test_a_message_batchs_requests_errored_at_create_count_as_done_while_it_runs(tmp_path, monkeypatch):
+    """A request whose params are bad ends errored, not run (server/anthropic_errored.py): while the
+    batch waits (its driver held, no engine), the page counts it answered and failed, 1 of 3."""
+    import server.driver
+
+    hold = threading.Event()
+    monkeypatch.setattr(server.driver.Driver, "_drive", lambda self, tenant, batch_id: hold.wait(30))
+    monkeypatch.setenv("SPOTBATCH_API_KEY", KEY)
+    config = config_from({"models": {"claude-haiku": "tiny-random"}})
+    try:
+        with served(Serving(config, str(tmp_path / "store"))) as url:
+            request = {"model": "claude-haiku", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+            requests = [{"custom_id": "a", "params": request}, {"custom_id": "b", "params": {**request, "top_k": -2}},
+                        {"custom_id": "c", "params": request}]
+            made = httpx.post(f"{url}/messages/batches", json={"requests": requests},
+                              headers={"x-api-key": KEY, "anthropic-version": "2023-06-01"})
+            assert made.status_code == 200, made.text
+            row = signed_in(url.removesuffix("/v1"), KEY).get("/").text.split(f'data-batch="{made.json()["id"]}"')[1]
+            assert ">in_progress<" in row and "1 of 3, 1 failed" in row
+            hold.set()
+    finally:
+        hold.set()
+
+
 def test_a_batch_waiting_its_turn_shows_queued_with_no_eta(page, monkeypatch):
     """A batch is in_progress from its validation on, but its run starts only when the driver
     takes it: until then the page says `queued` (here the driver is held, so no engine starts)."""

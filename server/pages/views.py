@@ -91,13 +91,14 @@ def openai_view(state: State, tenant: str, batch: dict[str, Any], read: RunRead 
 def message_batch_view(state: State, tenant: str, record: dict[str, Any], read: RunRead | None) -> BatchView:
     """An Anthropic Message Batch as a BatchView: its processing_status and, once ended, its
     request_counts, as its API shows them (server/anthropic_objects.py); while it works, the
-    requests its run has answered so far."""
+    requests its run has answered so far, and those errored at create (which its run leaves out)."""
     live, usage, cost = _live(state, tenant, record, read)
     counts = message_request_counts(record)
     total = record["request_counts"]["total"]
     ended = {k: n for k, n in counts.items() if k != "processing"}
+    errored = (record.get("spotbatch") or {}).get("errored_at_create", 0)
     done, failed = (total - counts["processing"], total - counts["succeeded"]) if not counts["processing"] else (
-        live["completed"] + live["failed"], live["failed"])
+        live["completed"] + live["failed"] + errored, live["failed"] + errored)
     return _view(record, usage, cost, _run_start(state, tenant, record), kind="Anthropic",
                  status=processing_status(record), total=total, done=done, failed=failed,
                  label=f"{total:,} request{'s' if total != 1 else ''}",
