@@ -128,12 +128,12 @@ def test_parquet_rows_keep_the_thinking_apart_from_the_answer_and_count_it(tmp_p
     answer = rows[2]
     assert answer["reasoning"] is None and answer["output"] and answer["reasoning_tokens"] == 0
     # A thinking budget (issue 33): vLLM wrote </think> (3 SmolLM2 tokens) once the thinking passed the
-    # budget, where the same row without one thinks to max_tokens. vLLM 0.32 on CPU ends it a token or
-    # two late: budget 5 (the prompt's newline after <think> counted) gave 6 generated thinking tokens.
+    # budget and the answer followed, where the same row without one thinks to max_tokens. vLLM 0.32 on
+    # CPU ends it a token or two late: budget 5 (the prompt's newline after <think> counted) gave 6
+    # generated thinking tokens.
     kept, unbounded = rows[3], rows[4]
-    assert kept["reasoning"] is not None and 0 < kept["reasoning_tokens"] <= 4 + 2, kept
-    assert kept["finish_reason"] == "stop" and kept["completion_tokens"] < 24, kept
-    assert unbounded["finish_reason"] == "length" and unbounded["reasoning_tokens"] > 4 + 2, unbounded
+    assert kept["reasoning"] is not None and 0 < kept["reasoning_tokens"] <= 4 + 2 and kept["output"], kept
+    assert unbounded["reasoning_tokens"] > 4 + 2 and not unbounded["output"], unbounded
     # Counted apart in the summary, the status and the ledger's line for the unit.
     thinking = sum(r["reasoning_tokens"] for r in rows.values())
     assert f"({thinking:,} of them reasoning)" in proc.stdout, proc.stdout
