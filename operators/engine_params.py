@@ -41,6 +41,9 @@ def sampling_params(sampling: dict[str, Any]):
         # OpenAI's logprobs: true with top_logprobs k is vLLM's logprobs=k (the chosen token comes too).
         logprobs=(sampling.get("top_logprobs") or 0) if sampling.get("logprobs") else None,
         structured_outputs=structured,
+        # Needs the engine's reasoning_config, which vLLM makes from its reasoning_parser
+        # (EngineArgs._set_default_reasoning_config_args): model.reasoning_parser (pipelines/spec/pipeline.py).
+        thinking_token_budget=sampling.get("thinking_token_budget"),
         # Set by a tool parser for an auto call (operators/output_parsing.py), never by a user.
         skip_special_tokens=sampling.get("skip_special_tokens", True),
         spaces_between_special_tokens=sampling.get("spaces_between_special_tokens", True),

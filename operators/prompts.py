@@ -25,7 +25,9 @@ def chat_messages(prompt: str, system_prompt: str | None, fmt: str = "chat") -> 
     [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': 'Hi'}]
     """
     messages = json.loads(prompt) if fmt == "messages" else [{"role": "user", "content": prompt}]
-    messages = [_calls_for_template(m) for m in messages]
+    # An earlier turn's thinking under both names templates read, as vLLM's server gives it.
+    messages = [{**m, "reasoning_content": m["reasoning"]} if isinstance(m, dict) and "reasoning" in m else m
+                for m in map(_calls_for_template, messages)]
     if system_prompt and not any(m.get("role") == "system" for m in messages):
         messages.insert(0, {"role": "system", "content": system_prompt})
     return messages

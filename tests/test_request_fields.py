@@ -134,7 +134,7 @@ def test_an_anthropic_batch_file_both_ways(tmp_path, ray_cluster, smollm2):
     assert short["stop_reason"] == "max_tokens" and short["usage"]["output_tokens"] == 3
     assert results["plain"]["message"]["content"][0]["type"] == "text"
     assert results["plain"]["message"]["model"] == "smollm2-135m"
-    batch.write_text(request("think", thinking={"type": "enabled", "budget_tokens": 1024}) + "\n")
+    batch.write_text(request("think", max_tokens=2048, thinking={"type": "enabled", "budget_tokens": 1024}) + "\n")
     write_spec(tmp_path / "spec.yaml", spec_for(tmp_path, "anthropic_batch", batch, out="out2").model_dump(mode="json"))
     proc = spotbatch("run", str(tmp_path / "spec.yaml"))
     assert proc.returncode == 2 and "line 1: field params.thinking cannot be honoured" in proc.stderr, proc.stderr

@@ -37,7 +37,8 @@ def messages_of(request: dict) -> list[dict]:
 def test_a_responses_trace_reads_to_the_chat_lines_messages():
     chat = messages_of(line("/v1/chat/completions", messages=HISTORY, tools=TOOLS))
     responses = messages_of(line("/v1/responses", input=TRACE, tools=FLAT_TOOLS))
-    assert responses == chat
+    # the reasoning item is the calling message's earlier thinking, as vLLM's Responses server reads it
+    assert responses[1].pop("reasoning") == "They want Paris." and responses == chat
     assert responses[1]["tool_calls"][0] == {"id": "call_1", "type": "function",
                                              "function": {"name": "get_weather", "arguments": ARGS}}
 
@@ -66,6 +67,24 @@ def test_a_responses_trace_renders_the_chat_lines_prompt_tokens(smollm2):
     chat = tokens(line("/v1/chat/completions", messages=HISTORY, tools=TOOLS))
     assert tokens(line("/v1/responses", input=TRACE, tools=FLAT_TOOLS)) == chat
     assert "<tool_response>Sunny, 24 C</tool_response>" in tokenizer.decode(chat)
+
+
+SHOWS_THINKING = ("{% for m in messages %}{{ m.role }}:{% if m.reasoning_content %}<think>{{ m.reasoning_content }}"
+                  "</think>{% endif %}{{ m.content or '' }}|{% endfor %}")
+
+
+def test_a_reasoning_item_reaches_the_template_as_the_answers_earlier_thinking_as_at_vllm(smollm2):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(smollm2))
+    summary = {**THOUGHT, "content": None, "summary": [{"type": "summary_text", "text": "Short."}]}
+    trace = [TRACE[0], THOUGHT, {"role": "assistant", "content": [{"type": "output_text", "text": "Sunny."}]},
+             {"role": "user", "content": "And Oslo?"}, summary, CALL]
+    (row,) = openai.read_request(line("/v1/responses", input=trace), "f line 1", None)[1]
+    text = tokenizer.decode(prompt_token_ids(tokenizer, row["messages"], PromptForm(None, "messages"),
+                                             SHOWS_THINKING, {}))
+    assert text == ("user:Weather in Paris for 2 days?|assistant:<think>They want Paris.</think>Sunny.|"
+                    "user:And Oslo?|assistant:<think>Short.</think>|")
 
 
 @pytest.mark.parametrize("items, named", [

@@ -207,7 +207,13 @@ def test_a_request_of_a_bad_shape_is_refused_at_create_naming_its_index(base_url
                                                       "server serves (claude-haiku, gpt-4o-mini)"),
     ([{"custom_id": "a", "params": {"model": "claude-haiku", "messages": []}}], "requests[0]: params.max_tokens is "
                                                                                 "required"),
-    ([request("a", thinking={"type": "enabled"})], "requests[0]"),
+    ([request("a", thinking={"type": "enabled"})], "requests[0]: field params.thinking.budget_tokens must be an "
+                                                   "integer of at least 1024"),
+    ([request("a", thinking={"type": "adaptive"})], "requests[0]: field params.thinking: type adaptive is not "
+                                                    "honoured here"),
+    # a budget the served model cannot keep (it has no reasoning parser): the run would refuse the batch
+    ([request("a", max_tokens=2048, thinking={"type": "enabled", "budget_tokens": 1024})],
+     "requests[0]: field params.thinking cannot be honoured: the model has no reasoning_parser"),
     # tools need a tool parser the served model lacks (tool_choice auto, Anthropic's default): the run
     # would refuse the whole batch, so this request is errored here and the others run
     ([request("a"), request("b", tools=[{"name": "f", "input_schema": {"type": "object"}}])],

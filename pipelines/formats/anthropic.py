@@ -5,8 +5,10 @@ In, one request per line:
      "system": "...", "temperature": 0.5, "top_p": 0.9, "top_k": 40, "stop_sequences": ["\\n\\n"],
      "metadata": {...}}}
 Every field is honoured with Anthropic's meaning (a request without `temperature` samples at
-1.0, as Anthropic does) or refused by name (images, documents, thinking); tools and tool_choice
-are read into OpenAI's (pipelines/formats/anthropic_tools.py). Out, per row:
+1.0, as Anthropic does) or refused by name (images, documents); tools and tool_choice are read
+into OpenAI's (pipelines/formats/anthropic_tools.py); thinking as vLLM's Anthropic server reads it
+(enabled: a thinking_token_budget, which needs model.reasoning_parser; disabled: the chat
+template's enable_thinking: false). Out, per row:
     {"custom_id": "r1", "result": {"type": "succeeded", "message": {"id", "type": "message",
      "role": "assistant", "model", "content": [thinking, text and tool_use blocks], "stop_reason",
      "stop_sequence", "usage": {"input_tokens", "output_tokens"}}}}
@@ -37,11 +39,14 @@ SAMPLING_FIELDS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top
                    "max_tokens": "max_tokens"}
 INERT_FIELDS = {"metadata", "service_tier"}  # bookkeeping at Anthropic too
 REFUSED = {
-    "thinking": "extended thinking is not a setting here", "stream": "a batch is not streamed",
+    "stream": "a batch is not streamed",
     "mcp_servers": "MCP servers are not called here", "container": "code execution is not run here",
 }
 MODEL_FIELD = "params.model"  # where a request names its model (pipelines/formats/batch_files.py)
-PARAMS_FIELDS = set(SAMPLING_FIELDS) | INERT_FIELDS | {"model", "messages", "system", "tools", "tool_choice"}
+THINKING_FIELD = "params.thinking"  # where it asks for a thinking budget (pipelines/formats/request_checks.py)
+PARAMS_FIELDS = set(SAMPLING_FIELDS) | INERT_FIELDS | {"model", "messages", "system", "tools", "tool_choice",
+                                                       "thinking"}
+MIN_BUDGET = 1024  # Anthropic's least budget_tokens
 ROLES = {"user", "assistant"}
 DEFAULT_SAMPLING = {"temperature": 1.0, "top_p": 1.0, "seed": None, "n": 1}
 
@@ -72,7 +77,38 @@ def read_request(request: Any, where: str, models: list[str] | None) -> tuple[Mo
         "custom_id": request["custom_id"],
         "model": requested_model(params.get("model"), where, "params.model", models),
         "messages": chat_messages_of(messages, where, "params.messages", system=system),
-        "sampling": json.dumps({**sampling, **tool_sampling(params, where)})}]
+        "sampling": json.dumps({**sampling, **tool_sampling(params, where), **thinking_sampling(params, where)})}]
+
+
+def thinking_sampling(params: dict[str, Any], where: str) -> dict[str, Any]:
+    """A request's thinking as vLLM's Anthropic server reads it: enabled, a thinking token budget
+    (Anthropic's rules: at least 1024, less than max_tokens); disabled, the chat template's
+    enable_thinking: false (vLLM's reasoning_effort none). Adaptive (its depth set by an effort,
+    which is not a setting here), display and anything else are refused by name."""
+    if "thinking" not in params:
+        return {}
+    thinking, field = params["thinking"], f"{where}: field {THINKING_FIELD}"
+    kind = thinking.get("type") if isinstance(thinking, dict) else None
+    if kind == "disabled" and set(thinking) == {"type"}:
+        return {"chat_template_kwargs": {"enable_thinking": False}}
+    if kind == "adaptive":
+        raise BatchFileError(f"{field}: type adaptive is not honoured here (its depth follows an effort, which "
+                             f"is not a setting here): give {{type: enabled, budget_tokens}} or {{type: disabled}}")
+    if kind != "enabled":
+        raise BatchFileError(f"{field} must be {{type: enabled, budget_tokens}} or {{type: disabled}}, got "
+                             f"{json.dumps(thinking)[:80]}")
+    unknown = sorted(set(thinking) - {"type", "budget_tokens"})
+    if unknown:
+        raise BatchFileError(f"{field}.{unknown[0]} is not honoured here (takes type and budget_tokens; the "
+                             f"thinking is returned whole)")
+    budget = thinking.get("budget_tokens")
+    if type(budget) is not int or budget < MIN_BUDGET:
+        raise BatchFileError(f"{field}.budget_tokens must be an integer of at least {MIN_BUDGET} (as at "
+                             f"Anthropic), got {json.dumps(budget)}")
+    if type(params.get("max_tokens")) is int and budget >= params["max_tokens"]:
+        raise BatchFileError(f"{field}.budget_tokens must be less than params.max_tokens (as at Anthropic), got "
+                             f"{budget} with max_tokens {params['max_tokens']}")
+    return {"thinking_token_budget": budget}
 
 
 def stop_reason(row: dict[str, Any]) -> str:

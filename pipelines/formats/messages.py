@@ -12,7 +12,8 @@ from spotbatch.errors import BatchFileError
 ROLES = {"system", "developer", "user", "assistant", "tool"}
 MESSAGE_FIELDS = {"role", "content", "name"}
 # An agent trace's history: an assistant's calls, and the tool's answer to each (by its call's id).
-ROLE_FIELDS = {"assistant": {"tool_calls"}, "tool": {"tool_call_id"}}
+ROLE_FIELDS = {"assistant": {"tool_calls", "reasoning"}, "tool": {"tool_call_id"}}  # reasoning: vLLM's, earlier
+# thinking for templates that show it (a Responses reasoning item's, pipelines/formats/responses_input.py)
 CALL_FIELDS = {"id", "type", "function"}
 
 
@@ -69,6 +70,8 @@ def chat_messages_of(messages: Any, where: str, field: str, system: str | None =
             read["name"] = string_field(message["name"], where, f"{at}.name")
         if "tool_calls" in message:
             read["tool_calls"] = tool_calls_of(message["tool_calls"], where, f"{at}.tool_calls")
+        if "reasoning" in message:
+            read["reasoning"] = string_field(message["reasoning"], where, f"{at}.reasoning")
         if role == "tool":
             read["tool_call_id"] = string_field(message.get("tool_call_id"), where, f"{at}.tool_call_id")
         out.append(read)

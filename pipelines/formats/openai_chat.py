@@ -28,7 +28,8 @@ LIST_INPUTS = False  # one row per request
 # Body fields mapped onto the row's sampling (pipelines/spec/sampling.py's SamplingSpec, OpenAI's names).
 SAMPLING_FIELDS = {"temperature", "top_p", "seed", "stop", "n", "logprobs", "top_logprobs", "response_format",
                    "presence_penalty", "frequency_penalty", "tools", "tool_choice", "parallel_tool_calls",
-                   "chat_template_kwargs"}  # the last: vLLM's server's extension, e.g. {enable_thinking: false}
+                   "chat_template_kwargs", "thinking_token_budget"}  # the last two: vLLM's server's extensions
+THINKING_FIELD = "body.thinking_token_budget"  # needs model.reasoning_parser (pipelines/formats/request_checks.py)
 # Fields that change no answer at OpenAI either: bookkeeping and delivery.
 INERT_FIELDS = {"user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"}
 REFUSED = {

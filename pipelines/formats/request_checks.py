@@ -36,7 +36,8 @@ class RequestModels:
 
 def check_request_rows(rows: list[dict[str, Any]], where: str, endpoint: ModuleType, models: RequestModels) -> None:
     """What the spec's models cannot honour for a request refuses the run by name: tool_choice auto
-    or a strict function its model's tool parser cannot hold, n > 1 with a reasoning parser. A
+    or a strict function its model's tool parser cannot hold, n > 1 with a reasoning parser, a
+    thinking budget without one. A
     request whose own values are wrong (temperature 7, n: 2 with tools, a template variable the
     template cannot take) is not refused: its row becomes a bad_input record and the rest run."""
     if getattr(endpoint, "TASK", "generate") != "generate":
@@ -51,6 +52,10 @@ def check_request_rows(rows: list[dict[str, Any]], where: str, endpoint: ModuleT
         why = model and (auto_refusal(sampling, model.tool_parser) or strict_refusal(sampling, model.tool_parser))
         if why:
             raise BatchFileError(f"{where}: tools cannot be honoured: {why}")
+        if model and sampling.get("thinking_token_budget") is not None and not model.reasoning_parser:
+            raise BatchFileError(f"{where}: field {getattr(endpoint, 'THINKING_FIELD', 'thinking_token_budget')} "
+                                 f"cannot be honoured: the model has no reasoning_parser (vLLM ends a thinking it "
+                                 f"knows by its parser's markers)")
         if model and model.reasoning_parser and sampling.get("n", 1) > 1:
             raise BatchFileError(f"{where}: n: {sampling['n']} cannot be honoured: model.reasoning_parser takes "
                                  f"n: 1 (each result row keeps one choice's reasoning)")

@@ -6,8 +6,11 @@
   `tool_calls` [{id: call_id, type: function, function: {name, arguments}}], OpenAI chat's form;
 - a `function_call_output` item is a {role: tool, tool_call_id, content} message; one whose
   call_id no earlier function_call made is refused, as OpenAI refuses it;
-- a `reasoning` item (an earlier answer's thinking) is read but not put in the prompt: a chat
-  line's messages hold no earlier thinking either, and thinking models' templates drop it.
+- a `reasoning` item (an earlier answer's thinking) is the `reasoning` of the assistant message
+  before it (one that has none yet), or starts one, which the next function_call or assistant
+  message joins; the chat template sees it as `reasoning_content` too (operators/prompts.py), and
+  a thinking model's template shows it or drops it as it does at vLLM's server. vLLM reads the
+  first text part (content, else summary); here all are joined, so nothing written is lost.
   Its `encrypted_content` is OpenAI's, which nothing here can read: refused, as vLLM does.
 
 Every other item type and any unknown field is refused by name.
@@ -42,8 +45,14 @@ def input_messages(items: Any, where: str) -> list[dict[str, Any]] | None:
         at = f"body.input[{i}]"
         kind = _kind(item, where, at)
         if kind == "message":
-            messages.append({"role": item.get("role"), "content": _text(item.get("content"), where, f"{at}.content",
-                                                                        MESSAGE_PARTS)})
+            message = {"role": item.get("role"), "content": _text(item.get("content"), where, f"{at}.content",
+                                                                  MESSAGE_PARTS)}
+            last = messages[-1] if messages else None
+            if message["role"] == "assistant" and last and "reasoning" in last and last["content"] is None \
+                    and not last.get("tool_calls"):
+                last["content"] = message["content"]  # the answer its reasoning item began, as vLLM joins them
+            else:
+                messages.append(message)
         elif kind == "function_call":
             call = {"id": string_field(item.get("call_id"), where, f"{at}.call_id"), "type": "function",
                     "function": {"name": string_field(item.get("name"), where, f"{at}.name"),
@@ -64,7 +73,12 @@ def input_messages(items: Any, where: str) -> list[dict[str, Any]] | None:
                        else string_field(output, where, f"{at}.output"))
             messages.append({"role": "tool", "tool_call_id": call_id, "content": content})
         else:
-            _reasoning(item, where, at)
+            thought = _reasoning(item, where, at)
+            last = messages[-1] if messages else None
+            if last is not None and last["role"] == "assistant" and "reasoning" not in last:
+                last["reasoning"] = thought
+            else:
+                messages.append({"role": "assistant", "content": None, "reasoning": thought})
     return messages
 
 
@@ -82,17 +96,17 @@ def _kind(item: Any, where: str, at: str) -> str:
     return kind
 
 
-def _reasoning(item: dict[str, Any], where: str, at: str) -> None:
-    """Checks a reasoning item, which adds nothing to the prompt (the module says why)."""
+def _reasoning(item: dict[str, Any], where: str, at: str) -> str:
+    """A reasoning item's text: its content's parts, else its summary's (as vLLM reads it)."""
     if item.get("encrypted_content") is not None:
         raise BatchFileError(f"{where}: {at}.encrypted_content cannot be honoured: it is OpenAI's, encrypted for "
                              f"its own models; refused rather than dropped")
-    for field, kinds in REASONING_PARTS.items():
-        if item.get(field) is not None:
-            if not isinstance(item[field], list):
-                raise BatchFileError(f"{where}: {at}.{field} must be a list of text parts, got "
-                                     f"{kind_of(item[field])}")
-            _text(item[field], where, f"{at}.{field}", kinds)
+    for field in REASONING_PARTS:
+        if item.get(field) is not None and not isinstance(item[field], list):
+            raise BatchFileError(f"{where}: {at}.{field} must be a list of text parts, got {kind_of(item[field])}")
+    texts = {field: _text(item[field], where, f"{at}.{field}", kinds) if item.get(field) else ""
+             for field, kinds in REASONING_PARTS.items()}
+    return texts["content"] or texts["summary"]
 
 
 def _text(content: Any, where: str, field: str, kinds: tuple[str, ...]) -> Any:

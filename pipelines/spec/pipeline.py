@@ -142,6 +142,9 @@ class PipelineSpec(_Section):
             if model.reasoning_parser and self.sampling.n > 1:
                 raise ValueError(f"{where}.reasoning_parser takes sampling.n: 1 (each result row keeps one "
                                  f"choice's reasoning)")
+            if self.sampling.thinking_token_budget is not None and not model.reasoning_parser:
+                raise ValueError(f"sampling.thinking_token_budget needs {where}.reasoning_parser (vLLM ends a "
+                                 f"thinking it knows by its parser's markers)")
         return self
 
     @model_validator(mode="after")

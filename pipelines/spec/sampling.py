@@ -54,6 +54,10 @@ class SamplingSpec(_Section):
     chat_template_kwargs: dict[str, Any] | None = Field(
         None, description="A row's own chat template variables over model.chat_template_kwargs, e.g. "
         "{enable_thinking: false}.")
+    thinking_token_budget: int | None = Field(
+        None, ge=0, description="vLLM's: most tokens a row's thinking may take before the engine ends it (writes "
+        "the reasoning parser's end, e.g. </think>) and the answer follows; needs model.reasoning_parser. -1 or "
+        "null: no budget. Anthropic's thinking {type: enabled, budget_tokens} is read into it.")
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -99,6 +103,11 @@ class SamplingSpec(_Section):
             wanted = {"choice": "a non-empty list of strings", "json": "a JSON Schema object"}.get(kind, "a string")
             raise ValueError(f"{kind} must be {wanted}")
         return value
+
+    @field_validator("thinking_token_budget", mode="before")
+    @classmethod
+    def _unlimited(cls, value: Any) -> Any:
+        return None if value == -1 and type(value) is int else value  # vLLM's -1: no budget
 
     @field_validator("chat_template_kwargs")
     @classmethod
