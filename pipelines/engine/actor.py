@@ -245,4 +245,15 @@ class EngineActor:
         finally:
             self.feeder.release_turn()  # a unit that submitted nothing (skipped, all cached)
             held = self.units.release(bound.actor_id, outcome is not None)
+        if self.units.count == 0:
+            self._beat_now()
         return outcome, held
+
+    def _beat_now(self) -> None:
+        """A beat as the engine runs out of work: its figures (steps, last request) reach the record
+        even when the run ends before the next periodic beat, as a short calibration's does
+        (pipelines/estimate/calibrate.py reads them). One PUT per time the engine empties."""
+        try:
+            self.beats.once({"engine": self.feeder.stats.to_json()})
+        except Exception:  # a missed beat only leaves the periodic one to say it
+            pass
