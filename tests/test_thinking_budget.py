@@ -13,7 +13,7 @@ import pytest
 from operators.engine_params import sampling_params
 from operators.tokens import PromptForm, prompt_token_ids
 from pipelines.formats.batch_files import resolve_input
-from pipelines.spec import validate_spec
+from pipelines.spec import PipelineSpec, validate_spec
 from spotbatch.errors import SpecError
 from tests.helpers import spotbatch, write_spec
 from tests.test_tools_reasoning import TEMPLATE
@@ -120,3 +120,15 @@ def test_a_specs_thinking_token_budget_needs_a_reasoning_parser_and_changes_the_
               "sampling": {"thinking_token_budget": 64}}
     with pytest.raises(SpecError, match=r"needs models.b.reasoning_parser"):
         validate_spec(routed)
+
+
+def test_thinking_disabled_keeps_the_specs_own_template_variables(tmp_path):
+    """{type: disabled} adds enable_thinking: false to the template's variables, as vLLM's server
+    adds it beside a request's own; the spec's sampling.chat_template_kwargs are not dropped."""
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text(json.dumps(anthropic_line("off", thinking={"type": "disabled"})) + "\n")
+    spec = PipelineSpec(input={"kind": "anthropic_batch", "paths": str(batch)},
+                        model={"name": "tiny-random", **PARSER}, output={"path": str(tmp_path / "out")},
+                        sampling={"chat_template_kwargs": {"custom_flag": True}})
+    (off,) = row_samplings(spec)
+    assert off["chat_template_kwargs"] == {"custom_flag": True, "enable_thinking": False}

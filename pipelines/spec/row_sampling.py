@@ -12,6 +12,9 @@ from pipelines.spec.problems import describe_problem
 from pipelines.spec.sampling import SamplingSpec
 
 
+KWARGS = "chat_template_kwargs"
+
+
 def row_sampling(base: SamplingSpec | Any, override: Any) -> tuple[dict[str, Any] | None, str | None]:
     """A row's own sampling (every field: the run's, with the row's overrides), or why the
     overrides cannot be used. An override is a JSON object (text) or a struct; null: none.
@@ -42,9 +45,14 @@ def row_sampling(base: SamplingSpec | Any, override: Any) -> tuple[dict[str, Any
         return None, str(err)
     if not override:
         return None, None
+    written = base.model_dump()
+    if isinstance(written.get(KWARGS), dict) and isinstance(override.get(KWARGS), dict):
+        # Template variables by name, as vLLM's server puts a request's over its defaults: a row's
+        # (or Anthropic's thinking disabled, pipelines/formats/anthropic.py) keeps the spec's others.
+        override = {**override, KWARGS: {**written[KWARGS], **override[KWARGS]}}
     try:
         # Strict: "64" or 64.5 for an integer is refused, as the providers refuse it, not guessed at.
-        merged = type(base).model_validate({**base.model_dump(), **override}, strict=True)
+        merged = type(base).model_validate({**written, **override}, strict=True)
     except ValidationError as err:
         # A rule across fields is the row's sampling's, not the spec's: no "spec:" before it.
         return None, "; ".join(describe_problem(e).removeprefix("spec: ") for e in err.errors())
