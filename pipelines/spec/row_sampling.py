@@ -11,7 +11,6 @@ from pipelines.formats.json_text import NotJSON, check_json_value, load_json
 from pipelines.spec.problems import describe_problem
 from pipelines.spec.sampling import SamplingSpec
 
-
 KWARGS = "chat_template_kwargs"
 
 
