@@ -18,7 +18,8 @@ from tests.helpers import hub_cache, spotbatch, write_spec
 from tests.lora import make_adapter
 
 OTHER_BASE = r"model\.adapters\.sql: adapter_model\.safetensors .* reads vectors of 64 numbers; the base model's are"
-NO_WEIGHTS = r"model\.adapters\.sql: the adapter holds no adapter_model\.safetensors or adapter_model\.bin"
+NO_WEIGHTS = (r"model\.adapters\.sql: the adapter holds no adapter_model\.safetensors, adapter_model\.bin or "
+              r"adapter_model\.pt")
 
 
 @pytest.fixture(scope="module")
