@@ -30,9 +30,19 @@ def weights_file(field: str, source: ModelSource) -> str:
     files = _files(source)
     found = next((name for name in WEIGHTS_FILES if files is None or name in files), None)
     if found is None:
+        shown = f"{', '.join(sorted(files)[:5])}{', ...' if len(files) > 5 else ''}"
         raise ModelNotFoundError(f"{field}: the adapter holds no {WEIGHTS}, {WEIGHTS_BIN} or {WEIGHTS_PT} (found: "
-                                 f"{', '.join(sorted(files)[:5])}{', ...' if len(files) > 5 else ''})")
+                                 f"{shown}){_looked_in(source)}")
     return found
+
+
+def _looked_in(source: ModelSource) -> str:
+    """Offline, a hub adapter's files are the cache's: an online planning (an estimate) leaves
+    its adapter_config.json there and no weights, which the hub may well hold."""
+    if source.kind != "hub" or not hub.offline():
+        return ""
+    return (f"; HF_HUB_OFFLINE is set: only the hub cache at {hub.hub_cache()} was looked in; hf download "
+            f"{source.pin['repo']} --revision {source.pin['commit']} fills it")
 
 
 def weight_shapes(adapter: Any, source: ModelSource, name: str) -> dict[str, list[int]] | None:
