@@ -86,6 +86,9 @@ def tally(row_ids: list, errors: list, several: bool) -> Tally:
             continue
         seen = partial.setdefault(custom_id, [0, 0, count])
         seen[0], seen[1] = seen[0] + 1, seen[1] + (error is not None)
+        if seen[0] == count:  # the whole request is in this unit: counted here, not kept as split
+            del partial[custom_id]
+            completed, failed = completed + (not seen[1]), failed + bool(seen[1])
     return Tally(completed, failed, {k: tuple(v) for k, v in partial.items()})
 
 

@@ -91,18 +91,20 @@ def test_the_null_adapter_zeroes_an_embedding_loras_factors_too(tiny_model, tmp_
     assert nonzero_b == []  # every B factor zero: x A B adds 0 on every module
 
 
-def test_an_adapter_saved_as_bin_only_gets_its_null_adapter_too(tiny_model, loras, tmp_path):
-    """Planning takes a folder with only adapter_model.bin (peft's safe_serialization=False; vLLM loads
-    it), so the null adapter is made from it too, not from an adapter_model.safetensors that is not there."""
+@pytest.mark.parametrize("weights", ["adapter_model.bin", "adapter_model.pt"])
+def test_an_adapter_saved_as_bin_only_gets_its_null_adapter_too(tiny_model, loras, tmp_path, weights):
+    """Planning takes a folder with only adapter_model.bin (peft's safe_serialization=False) or
+    adapter_model.pt (vLLM 0.32's lora_model.py loads either), so the null adapter is made from it
+    too, not from an adapter_model.safetensors that is not there. A .pt adapter was refused."""
     import shutil
 
     import torch
     from safetensors.torch import load_file
 
-    folder = tmp_path / "bin-lora"
+    folder = tmp_path / "torch-lora"
     folder.mkdir()
     shutil.copy(loras["sql"] / "adapter_config.json", folder)
-    torch.save(load_file(str(loras["sql"] / "adapter_model.safetensors")), folder / "adapter_model.bin")
+    torch.save(load_file(str(loras["sql"] / "adapter_model.safetensors")), folder / weights)
     spec = spec_for(tmp_path, tiny_model, {"sql": folder})
     sources = identify_models(spec)
     config = engine_config(EngineLoad(spec, ModelSource.from_json(sources[""]), "model", 1, True, sources),

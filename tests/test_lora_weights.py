@@ -18,7 +18,8 @@ from tests.helpers import hub_cache, spotbatch, write_spec
 from tests.lora import make_adapter
 
 OTHER_BASE = r"model\.adapters\.sql: adapter_model\.safetensors .* reads vectors of 64 numbers; the base model's are"
-NO_WEIGHTS = r"model\.adapters\.sql: the adapter holds no adapter_model\.safetensors or adapter_model\.bin"
+NO_WEIGHTS = (r"model\.adapters\.sql: the adapter holds no adapter_model\.safetensors, adapter_model\.bin or "
+              r"adapter_model\.pt")
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +97,15 @@ def test_a_routed_models_revision_on_a_folder_is_refused_naming_its_own_field(ti
         "models": {"a": {"name": str(tiny_model), "revision": "main"}, "b": {"name": "tiny-random"}}})
     proc = spotbatch("run", str(tmp_path / "spec.yaml"))
     assert proc.returncode == 2 and "models.a.revision is for hub repo ids only" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_an_offline_hub_cache_that_holds_only_the_adapters_config_says_where_it_looked(
+        tiny_model, tiny_lora, tmp_path, place):
+    """What an online planning (an estimate, say) leaves in the cache is adapter_config.json
+    alone; offline, the adapter was said to hold no weights, when the cache did not."""
+    folder = tmp_path / "config-only"
+    folder.mkdir()
+    shutil.copy(tiny_lora / "adapter_config.json", folder)
+    with pytest.raises(ModelNotFoundError, match=NO_WEIGHTS + r".*HF_HUB_OFFLINE is set: only the hub cache at "
+                       r".*hf\S* was looked in; hf download acme/lora --revision e{40}"):
+        prepare(spec_for(tmp_path, tiny_model, place(folder, "hub")))

@@ -86,3 +86,18 @@ def test_a_polls_request_counts_read_each_committed_unit_once(tmp_path, monkeypa
     assert len(reads) == 3
     assert request_counts(state, "tenant", batch) == {"total": 3, "completed": 3, "failed": 0}
     assert len(reads) == 3  # the second poll read no unit again
+
+
+def test_a_units_tally_keeps_only_the_requests_split_between_units():
+    """A unit's tally is kept for every poll of its batch: a request of several prompts whose rows
+    are all in the unit is counted there, not kept as a split request (an embeddings batch of
+    50,000 list inputs held 50,000 of them per batch, each summed again on every poll)."""
+    from pipelines.formats.lines import row_ids
+    from server.live_counts import summed, tally
+
+    whole_ok, whole_bad, split = row_ids("a", 3, "f"), row_ids("b", 2, "f"), row_ids("c", 4, "f")
+    first = tally([*whole_ok, *whole_bad, "d", *split[:1]], [None] * 3 + [None, "boom"] + [None, None], True)
+    assert (first.completed, first.failed, first.partial) == (2, 1, {"c": (1, 0, 4)})
+    second = tally(split[1:], [None, "boom", None], True)
+    assert summed([first]) == {"completed": 2, "failed": 1}  # c: one row of four so far
+    assert summed([first, second]) == {"completed": 2, "failed": 2}  # c whole, one of its rows an error

@@ -18,24 +18,36 @@ from cluster.models import ModelNotFoundError, ModelSource, hub
 
 WEIGHTS = "adapter_model.safetensors"
 WEIGHTS_BIN = "adapter_model.bin"  # peft's safe_serialization=False; vLLM loads it too
+WEIGHTS_PT = "adapter_model.pt"  # a torch.save of the tensors, which vLLM 0.32 loads as .bin
+WEIGHTS_FILES = (WEIGHTS, WEIGHTS_BIN, WEIGHTS_PT)  # vLLM's order (vllm/lora/lora_model.py)
 MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on a header
 
 
 def weights_file(field: str, source: ModelSource) -> str:
-    """The weights file the pinned adapter holds (safetensors before .bin, as vLLM looks), or
+    """The weights file the pinned adapter holds (safetensors, .bin, .pt: the first vLLM finds), or
     ModelNotFoundError naming the field: a folder with a config and no weights would fail only
     when an engine loads it, after the run has begun."""
     files = _files(source)
-    found = next((name for name in (WEIGHTS, WEIGHTS_BIN) if files is None or name in files), None)
+    found = next((name for name in WEIGHTS_FILES if files is None or name in files), None)
     if found is None:
-        raise ModelNotFoundError(f"{field}: the adapter holds no {WEIGHTS} or {WEIGHTS_BIN} (found: "
-                                 f"{', '.join(sorted(files)[:5])}{', ...' if len(files) > 5 else ''})")
+        shown = f"{', '.join(sorted(files)[:5])}{', ...' if len(files) > 5 else ''}"
+        raise ModelNotFoundError(f"{field}: the adapter holds no {WEIGHTS}, {WEIGHTS_BIN} or {WEIGHTS_PT} (found: "
+                                 f"{shown}){_looked_in(source)}")
     return found
+
+
+def _looked_in(source: ModelSource) -> str:
+    """Offline, a hub adapter's files are the cache's: an online planning (an estimate) leaves
+    its adapter_config.json there and no weights, which the hub may well hold."""
+    if source.kind != "hub" or not hub.offline():
+        return ""
+    return (f"; HF_HUB_OFFLINE is set: only the hub cache at {hub.hub_cache()} was looked in; hf download "
+            f"{source.pin['repo']} --revision {source.pin['commit']} fills it")
 
 
 def weight_shapes(adapter: Any, source: ModelSource, name: str) -> dict[str, list[int]] | None:
     """Each tensor's shape in the adapter's safetensors weights, from the header alone; None for
-    .bin weights (a pickle: nothing to read without loading it) or a header nobody can reach."""
+    .bin or .pt weights (a pickle: nothing to read without loading it) or a header nobody can reach."""
     if name != WEIGHTS:
         return None
     if source.kind == "local":

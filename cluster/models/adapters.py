@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.models import ModelNotFoundError, ModelSource, hub, identify, resolve
-from cluster.models.adapter_weights import WEIGHTS, WEIGHTS_BIN, weight_shapes, weights_file
+from cluster.models.adapter_weights import WEIGHTS, WEIGHTS_FILES, weight_shapes, weights_file
 from cluster.models.context import config_of
 from cluster.models.node_cache import fill_once, models_dir
 from operators.engine_args import redact_url
@@ -186,11 +186,11 @@ def adapters_on_node(model: Any, sources: dict[str, dict[str, Any]]) -> tuple[di
 def null_adapter(like: Path) -> Path:
     """An adapter that adds exactly nothing: `like`'s keys and shapes, every tensor zero (x A B = 0
     whatever a factor is called: lora_B, and peft's lora_embedding_B of an embedding LoRA), made
-    once per node in the node cache. `like`'s weights may be adapter_model.bin (which planning
-    and vLLM accept); the null's are safetensors either way."""
+    once per node in the node cache. `like`'s weights may be adapter_model.bin or .pt (which
+    planning and vLLM accept); the null's are safetensors either way."""
     from cluster.models.local import file_hash
 
-    weights = like / WEIGHTS if (like / WEIGHTS).exists() else like / WEIGHTS_BIN
+    weights = next((like / name for name in WEIGHTS_FILES if (like / name).exists()), like / WEIGHTS)
     # lora-null-2: the nulls an earlier version made kept lora_embedding_B; a node never reuses them
     dest = models_dir() / "lora-null-2" / file_hash(weights)[:16]
 
