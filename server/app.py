@@ -123,6 +123,7 @@ def serve_in_thread(serving: Serving) -> Iterator[str]:
     deadline = time.monotonic() + 60
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True  # a late start must not leave a server nobody stops
             raise RuntimeError("the server did not start")
         time.sleep(0.05)
     port = server.servers[0].sockets[0].getsockname()[1]

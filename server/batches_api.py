@@ -104,11 +104,10 @@ def _live(request: Request, tenant: str, batch: dict[str, Any]) -> dict[str, Any
     stored counts are set only when it ends)."""
     if batch["status"] not in ("in_progress", "finalizing", "cancelling"):
         return batch
-    from server.finish import run_figures
-    from server.live_counts import request_counts
+    from server.live_counts import FIGURES, request_counts
 
     state = request.app.state.state
-    figures = run_figures(state, tenant, batch["id"])
+    figures = FIGURES.get(state, tenant, batch["id"])
     counts = request_counts(state, tenant, batch)
     if figures is None or counts is None:
         return batch

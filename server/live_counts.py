@@ -6,6 +6,7 @@ decides its line. Only the committed units' id and error columns are read, each 
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -105,3 +106,35 @@ def summed(tallies: list[Tally]) -> dict[str, int]:
         if rows == count:
             counts["failed" if errors else "completed"] += 1
     return counts
+
+
+FIGURES_SECONDS = 2.0  # a running batch's usage and cost are read at most this often, however many poll
+
+
+class RecentFigures:
+    """run_figures (the run's status and ledger: every unit's footer and every record) of a
+    running batch, kept FIGURES_SECONDS: clients polling in a loop cost the store a read of
+    them every few seconds, not one per poll."""
+
+    def __init__(self) -> None:
+        self._seen: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, state: State, tenant: str, batch_id: str) -> Any:
+        from server.finish import run_figures
+
+        key, now = state.run_url(tenant, batch_id), time.monotonic()
+        with self._lock:
+            seen = self._seen.get(key)
+        if seen is not None and now - seen[0] < FIGURES_SECONDS:
+            return seen[1]
+        figures = run_figures(state, tenant, batch_id)
+        with self._lock:
+            self._seen[key] = (now, figures)
+            self._seen.move_to_end(key)
+            while len(self._seen) > RUNS_KEPT:
+                self._seen.popitem(last=False)
+        return figures
+
+
+FIGURES = RecentFigures()

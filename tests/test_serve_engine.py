@@ -237,6 +237,7 @@ def test_two_batches_on_two_models_queued_each_models_engine_starting_on_its_tur
     emb = api.batches.create(input_file_id=up.id, endpoint="/v1/embeddings", completion_window="24h")
     chat, emb = wait_for(api, chat.id, 240), wait_for(api, emb.id, 240)
     assert (chat.status, emb.status) == ("completed", "completed"), (chat.errors, emb.errors)
+    assert POOL.held() <= 1  # the chat engine went when the embedding model's started: one model at a time
     (chat_engine,) = engines_of(store, chat)
     assert chat_engine.get("warm")  # the chat model's engine was kept from the batches before
     (emb_engine,) = engines_of(store, emb)

@@ -6,6 +6,7 @@ same counts `spotbatch status` reads. Both were written as 0 whatever the run di
 from __future__ import annotations
 
 import json
+import time
 
 import pyarrow as pa
 from openai.types import Batch
@@ -101,3 +102,23 @@ def test_a_units_tally_keeps_only_the_requests_split_between_units():
     second = tally(split[1:], [None, "boom", None], True)
     assert summed([first]) == {"completed": 2, "failed": 1}  # c: one row of four so far
     assert summed([first, second]) == {"completed": 2, "failed": 2}  # c whole, one of its rows an error
+
+
+def test_polls_in_a_loop_read_a_running_batchs_figures_once_every_few_seconds(tmp_path, monkeypatch):
+    """Each poll of a running batch read its run's status and ledger (every footer, every record)."""
+    import server.finish
+    from server.live_counts import FIGURES_SECONDS, RecentFigures
+    from server.state import State
+
+    reads = []
+    monkeypatch.setattr(server.finish, "run_figures", lambda state, tenant, batch: reads.append(batch) or ({}, {}))
+    figures, state = RecentFigures(), State(str(tmp_path / "store"))
+    for _ in range(5):
+        figures.get(state, "tenant", "batch_1")
+    assert reads == ["batch_1"]
+    figures.get(state, "tenant", "batch_2")
+    assert reads == ["batch_1", "batch_2"]  # another batch's are its own
+    later = time.monotonic() + FIGURES_SECONDS + 1
+    monkeypatch.setattr("time.monotonic", lambda: later)
+    figures.get(state, "tenant", "batch_1")
+    assert reads == ["batch_1", "batch_2", "batch_1"]  # read again once they are older than FIGURES_SECONDS

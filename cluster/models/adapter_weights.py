@@ -54,20 +54,33 @@ def weight_shapes(adapter: Any, source: ModelSource, name: str) -> dict[str, lis
         with open(Path(source.where) / WEIGHTS, "rb") as fh:
             return read_header(fh)
     if source.kind == "url":
-        import fsspec
-
-        with fsspec.open(adapter.source.rstrip("/") + "/" + WEIGHTS, "rb", **adapter.storage_options) as fh:
-            return read_header(fh)
+        return _url_shapes(adapter.source.rstrip("/") + "/" + WEIGHTS, adapter.storage_options)
     return _hub_shapes(source)
+
+
+def _url_shapes(url: str, options: dict[str, Any]) -> dict[str, list[int]]:
+    """The header by two ranged reads: a store's file object reads ahead (s3fs: 50 MB blocks)."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url, **options)
+    size = header_size(fs.cat_file(path, start=0, end=8))
+    return shapes_of(fs.cat_file(path, start=8, end=8 + size))
 
 
 def read_header(fh: BinaryIO) -> dict[str, list[int]]:
     """The tensors' shapes of a safetensors file open at its start."""
-    (size,) = struct.unpack("<Q", fh.read(8))
+    return shapes_of(fh.read(header_size(fh.read(8))))
+
+
+def header_size(first: bytes) -> int:
+    (size,) = struct.unpack("<Q", first)
     if size > MAX_HEADER:
         raise ModelNotFoundError(f"{WEIGHTS} is not a safetensors file (a header of {size} bytes)")
-    header = json.loads(fh.read(size))
-    return {key: list(value["shape"]) for key, value in header.items() if key != "__metadata__"}
+    return size
+
+
+def shapes_of(header: bytes) -> dict[str, list[int]]:
+    return {key: list(value["shape"]) for key, value in json.loads(header).items() if key != "__metadata__"}
 
 
 def _files(source: ModelSource) -> set[str] | None:
