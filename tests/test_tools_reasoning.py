@@ -400,6 +400,8 @@ def test_an_anthropic_turns_thinking_blocks_reach_the_template_as_its_earlier_re
      r"params.messages\[1\].content\[0\].thinking must be a string"),
     ({"role": "user", "content": [{"type": "thinking", "thinking": "Hm.", "signature": "s"}]},
      r"params.messages\[1\].content\[0\].type 'thinking' cannot be honoured"),
+    ({"role": "assistant", "content": [THINKING_TRACE[1]["content"][3], 5]},  # not a block: it used to crash
+     r"params.messages\[1\].content\[\d\] must be an object \(a content part\), got a number"),
 ])
 def test_a_thinking_block_that_cannot_be_honoured_is_refused_by_name(turn, named):
     with pytest.raises(BatchFileError, match=f"f line 1: {named}"):

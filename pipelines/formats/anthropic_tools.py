@@ -78,17 +78,21 @@ def openai_messages(messages: Any, where: str) -> Any:
     out: list[Any] = []
     for i, m in enumerate(messages):
         blocks = m.get("content") if isinstance(m, dict) else None
+        if not isinstance(blocks, list):
+            out.append(m)
+            continue
         read = ("tool_use", "tool_result", *(THOUGHTS if m.get("role") == "assistant" else ()))
-        if not isinstance(blocks, list) or not any(isinstance(b, dict) and b.get("type") in read for b in blocks):
+        kinds = [b.get("type") if isinstance(b, dict) else None for b in blocks]  # not a block: the reader's
+        if not any(kind in read for kind in kinds):
             out.append(m)
             continue
         at = f"params.messages[{i}].content"
         _check_blocks(blocks, where, at)
-        uses = [b for b in blocks if b.get("type") == "tool_use"]
-        results = [b for b in blocks if b.get("type") == "tool_result"]
-        thoughts = [string_field(b.get("thinking"), where, f"{at}[{j}].thinking") for j, b in enumerate(blocks)
-                    if b.get("type") == "thinking" and "thinking" in read]
-        rest = [b for b in blocks if b.get("type") not in read]
+        uses = [b for b, kind in zip(blocks, kinds) if kind == "tool_use"]
+        results = [b for b, kind in zip(blocks, kinds) if kind == "tool_result"]
+        thoughts = [string_field(b.get("thinking"), where, f"{at}[{j}].thinking")
+                    for j, (b, kind) in enumerate(zip(blocks, kinds)) if kind == "thinking" and kind in read]
+        rest = [b for b, kind in zip(blocks, kinds) if kind not in read]
         out += [{"role": "tool", "tool_call_id": string_field(r.get("tool_use_id"), where, f"{at}[].tool_use_id"),
                  "content": _result_content(r, where, at)} for r in results]
         if len(results) < len(blocks):  # a turn of thinking alone is a turn too, as at vLLM
