@@ -25,12 +25,24 @@ def chat_messages(prompt: str, system_prompt: str | None, fmt: str = "chat") -> 
     [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': 'Hi'}]
     """
     messages = json.loads(prompt) if fmt == "messages" else [{"role": "user", "content": prompt}]
-    # An earlier turn's thinking under both names templates read, as vLLM's server gives it.
-    messages = [{**m, "reasoning_content": m["reasoning"]} if isinstance(m, dict) and "reasoning" in m else m
-                for m in map(_calls_for_template, messages)]
+    messages = [_reasoning_for_template(m) for m in map(_calls_for_template, messages)]
     if system_prompt and not any(m.get("role") == "system" for m in messages):
         messages.insert(0, {"role": "system", "content": system_prompt})
     return messages
+
+
+def _reasoning_for_template(message: Any) -> Any:
+    """An earlier turn's thinking under both names templates read, as vLLM's server gives it; a
+    message of thinking alone (a Responses reasoning item no answer joined) has "" for content, as
+    vLLM gives a template, where a template joining None to text would fail.
+
+    >>> _reasoning_for_template({"role": "assistant", "content": None, "reasoning": "Hm."})
+    {'role': 'assistant', 'content': '', 'reasoning': 'Hm.', 'reasoning_content': 'Hm.'}
+    """
+    if not isinstance(message, dict) or "reasoning" not in message:
+        return message
+    content = "" if message.get("content") is None else message["content"]
+    return {**message, "content": content, "reasoning_content": message["reasoning"]}
 
 
 def _calls_for_template(message: dict[str, Any]) -> dict[str, Any]:

@@ -35,10 +35,14 @@ def create(request: Request, body: Annotated[Any, Body()], tenant: str = Depends
     checked = check_requests(body, app.config.models, app.config.max_message_batch_requests)
     batch_id = new_id(PREFIX)
     state = app.state
-    if checked.errored:  # kept before the batch is acknowledged: a restarted server errors them all the same
+    # Both on the disk before the batch record is (put_batch syncs it): on power loss no record
+    # outlives its requests. The errored ones are kept before the batch is acknowledged: a
+    # restarted server errors them all the same.
+    if checked.errored:
         state.storage.put(state.storage.path(state.content_name(tenant, errored_file(batch_id))),
-                          errored_jsonl(checked.errored))
-    state.storage.put(state.storage.path(state.content_name(tenant, requests_file(batch_id))), checked.jsonl)
+                          errored_jsonl(checked.errored), durable=True)
+    state.storage.put(state.storage.path(state.content_name(tenant, requests_file(batch_id))), checked.jsonl,
+                      durable=True)
     record = new_record(batch_id, checked, app.config.message_batch_expiry)
     state.put_batch(tenant, record)  # the requests first, then the batch: a batch listed is a batch whole
     app.driver.submit(tenant, batch_id)

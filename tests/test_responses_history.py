@@ -115,3 +115,16 @@ def test_a_bad_history_item_in_a_file_names_its_file_and_line_before_anything_ru
     with pytest.raises(InputError, match=r"batch.jsonl line 2: body.input\[0\].call_id must be a string"):
         run(spec)
     assert not list(tmp_path.rglob("*.parquet"))
+
+
+def test_a_reasoning_item_no_answer_follows_renders_with_the_models_own_template(smollm2):
+    """[user, reasoning, user]: the reasoning item starts an assistant message no answer joins; its
+    content reaches the template as "" (as vLLM gives it), not None, which SmolLM2's template cannot
+    join to text."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(smollm2))
+    trace = [TRACE[0], THOUGHT, {"role": "user", "content": "And Oslo?"}]
+    (row,) = openai.read_request(line("/v1/responses", input=trace), "f line 1", None)[1]
+    text = tokenizer.decode(prompt_token_ids(tokenizer, row["messages"], PromptForm(None, "messages")))
+    assert "<|im_start|>assistant\n<|im_end|>\n<|im_start|>user\nAnd Oslo?<|im_end|>" in text

@@ -132,3 +132,26 @@ def test_thinking_disabled_keeps_the_specs_own_template_variables(tmp_path):
                         sampling={"chat_template_kwargs": {"custom_flag": True}})
     (off,) = row_samplings(spec)
     assert off["chat_template_kwargs"] == {"custom_flag": True, "enable_thinking": False}
+
+
+def test_a_parquet_rows_own_thinking_token_budget_without_a_reasoning_parser_is_its_rows_error(tmp_path):
+    """A row's own thinking_token_budget (input.sampling_column) on a model with no reasoning
+    parser: that row's bad_input record, naming the field the model lacks, before any engine
+    starts (vLLM would refuse it by its CLI flag once the engine ran); the other rows go on."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"id": [1, 2, 3], "text": ["a", "b", "c"], "m": ["a", "b", "b"],
+                             "params": ['{"thinking_token_budget": 16}', '{"thinking_token_budget": 16}',
+                                        '{"temperature": 0.5}']}), tmp_path / "in" / "p.parquet")
+    base = {"input": {"paths": str(tmp_path / "in"), "prompt_column": "text", "sampling_column": "params"},
+            "output": {"path": str(tmp_path / "out")}}
+    errors = read_errors(validate_spec({**base, "model": {"name": "tiny-random"}}))
+    assert errors == ["params: thinking_token_budget needs model.reasoning_parser (vLLM ends a thinking it "
+                      "knows by its parser's markers)"] * 2 + [None], errors
+    routed = validate_spec({**base, "route": {"column": "m"},
+                            "models": {"a": {"name": "tiny-random", **PARSER}, "b": {"name": "tiny-random"}}})
+    assert sorted(read_errors(routed), key=str) == [None, None, (
+        "params: thinking_token_budget needs models.b.reasoning_parser (vLLM ends a thinking it knows by its "
+        "parser's markers)")], read_errors(routed)

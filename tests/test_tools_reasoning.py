@@ -352,3 +352,57 @@ def test_an_auto_rows_engine_settings_are_what_its_tool_parsers_adjust_request_s
     # ...: for a strict tool), which vLLM's server sends to the engine.
     tag = [getattr(s.structured_outputs, "structural_tag", None) for s in (ran, adjusted)]
     assert tag[0] == tag[1]
+
+
+THINKING_TRACE = [
+    {"role": "user", "content": "Weather in Paris for 2 days?"},
+    {"role": "assistant", "content": [{"type": "thinking", "thinking": "They want Paris", "signature": "EqQB"},
+                                      {"type": "redacted_thinking", "data": "EmwKAhgB"},
+                                      {"type": "thinking", "thinking": ", for 2 days.", "signature": "EqQC"},
+                                      {"type": "tool_use", "id": "toolu_1", "name": "get_weather",
+                                       "input": {"city": "Paris", "days": 2}}]},
+    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "Sunny"}]}]
+SHOWS_REASONING = ("{% for m in messages %}{{ m.role }}:{% if m.reasoning_content %}<think>{{ m.reasoning_content }}"
+                   "</think>{% endif %}{{ m.content or '' }}|{% endfor %}")
+
+
+def anthropic_messages(history: list[dict]) -> str:
+    from pipelines.formats import anthropic
+
+    _, (row,) = anthropic.read_request({"custom_id": "a", "params": {"max_tokens": 50, "messages": history}},
+                                       "f line 1", None)
+    return row["messages"]
+
+
+def test_an_anthropic_turns_thinking_blocks_reach_the_template_as_its_earlier_reasoning(smollm2):
+    """Anthropic asks a tool-use trace made with thinking to send its thinking blocks back: they are
+    the turn's reasoning, joined, as vLLM's Anthropic server reads them; redacted_thinking (encrypted
+    for Anthropic's models) is dropped as vLLM drops it."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(smollm2))
+    messages = anthropic_messages(THINKING_TRACE)
+    assert json.loads(messages)[1]["reasoning"] == "They want Paris, for 2 days."
+    text = tokenizer.decode(prompt_token_ids(tokenizer, messages, PromptForm(None, "messages"), SHOWS_REASONING))
+    assert text == ("user:Weather in Paris for 2 days?|assistant:<think>They want Paris, for 2 days.</think>|"
+                    "tool:Sunny|")
+    # a turn of thinking alone renders with the model's own template, its content "" as at vLLM
+    alone = anthropic_messages([THINKING_TRACE[0], {"role": "assistant", "content": THINKING_TRACE[1]["content"][:1]},
+                                {"role": "user", "content": "And Oslo?"}])
+    text = tokenizer.decode(prompt_token_ids(tokenizer, alone, PromptForm(None, "messages")))
+    assert "<|im_start|>assistant\n<|im_end|>\n<|im_start|>user\nAnd Oslo?<|im_end|>" in text
+
+
+@pytest.mark.parametrize("turn, named", [
+    ({"role": "assistant", "content": [{"type": "thinking", "thinking": "Hm.", "signature": "s", "budget": 5}]},
+     r"field params.messages\[1\].content\[0\].budget is not a thinking field"),
+    ({"role": "assistant", "content": [{"type": "thinking", "thinking": 7, "signature": "s"}]},
+     r"params.messages\[1\].content\[0\].thinking must be a string"),
+    ({"role": "user", "content": [{"type": "thinking", "thinking": "Hm.", "signature": "s"}]},
+     r"params.messages\[1\].content\[0\].type 'thinking' cannot be honoured"),
+    ({"role": "assistant", "content": [THINKING_TRACE[1]["content"][3], 5]},  # not a block: it used to crash
+     r"params.messages\[1\].content\[\d\] must be an object \(a content part\), got a number"),
+])
+def test_a_thinking_block_that_cannot_be_honoured_is_refused_by_name(turn, named):
+    with pytest.raises(BatchFileError, match=f"f line 1: {named}"):
+        anthropic_messages([THINKING_TRACE[0], turn])

@@ -1,8 +1,8 @@
 """Anthropic's tools in a Messages request, read into OpenAI's shapes (the row's sampling and
 messages hold OpenAI's, pipelines/formats/openai_chat.py), and calls written back as tool_use
 blocks. In: `tools` [{name, description, input_schema}], `tool_choice` {type: auto|any|tool|none,
-name, disable_parallel_tool_use}; assistant `tool_use` blocks and user `tool_result` blocks in the
-history. Out: tool_use blocks {id, name, input}."""
+name, disable_parallel_tool_use}; assistant `tool_use` (and `thinking`) blocks and user `tool_result`
+blocks in the history. Out: tool_use blocks {id, name, input}."""
 
 from __future__ import annotations
 
@@ -16,7 +16,12 @@ from spotbatch.errors import BatchFileError
 TOOL_FIELDS = {"name", "description", "input_schema", "type", "cache_control"}
 # A history's blocks; cache_control is a provider's billing hint (the engine's prefix cache needs none).
 BLOCK_FIELDS = {"tool_use": {"type", "id", "name", "input", "cache_control"},
-                "tool_result": {"type", "tool_use_id", "content", "is_error", "cache_control"}}
+                "tool_result": {"type", "tool_use_id", "content", "is_error", "cache_control"},
+                # An assistant turn's thinking, which Anthropic asks be sent back in a tool-use trace made
+                # with thinking; its signature (Anthropic's check of it) is not read by any engine here.
+                "thinking": {"type", "thinking", "signature", "cache_control"},
+                "redacted_thinking": {"type", "data", "cache_control"}}
+THOUGHTS = ("thinking", "redacted_thinking")  # an assistant turn's own; in a user turn, refused by the reader
 ERROR_PREFIX = "Error: "  # how a tool_result with is_error: true reads to the model (the template sees text)
 CHOICES = {"auto": "auto", "any": "required", "none": "none"}
 
@@ -65,25 +70,35 @@ def _choice(choice: Any, where: str) -> dict[str, Any]:
 
 def openai_messages(messages: Any, where: str) -> Any:
     """The history with its tool_use and tool_result blocks as OpenAI's tool_calls and tool
-    messages; anything else is left for the messages reader to check."""
+    messages, and an assistant turn's thinking blocks as its `reasoning` (joined, as vLLM's
+    Anthropic server reads them; redacted_thinking, Anthropic's encrypted thinking, dropped as
+    vLLM drops it: no engine here can read it); anything else is left for the messages reader."""
     if not isinstance(messages, list):
         return messages
     out: list[Any] = []
     for i, m in enumerate(messages):
         blocks = m.get("content") if isinstance(m, dict) else None
-        if not isinstance(blocks, list) or not any(isinstance(b, dict) and b.get("type") in ("tool_use", "tool_result")
-                                                   for b in blocks):
+        if not isinstance(blocks, list):
+            out.append(m)
+            continue
+        read = ("tool_use", "tool_result", *(THOUGHTS if m.get("role") == "assistant" else ()))
+        kinds = [b.get("type") if isinstance(b, dict) else None for b in blocks]  # not a block: the reader's
+        if not any(kind in read for kind in kinds):
             out.append(m)
             continue
         at = f"params.messages[{i}].content"
         _check_blocks(blocks, where, at)
-        uses = [b for b in blocks if b.get("type") == "tool_use"]
-        results = [b for b in blocks if b.get("type") == "tool_result"]
-        rest = [b for b in blocks if b.get("type") not in ("tool_use", "tool_result")]
+        uses = [b for b, kind in zip(blocks, kinds) if kind == "tool_use"]
+        results = [b for b, kind in zip(blocks, kinds) if kind == "tool_result"]
+        thoughts = [string_field(b.get("thinking"), where, f"{at}[{j}].thinking")
+                    for j, (b, kind) in enumerate(zip(blocks, kinds)) if kind == "thinking" and kind in read]
+        rest = [b for b, kind in zip(blocks, kinds) if kind not in read]
         out += [{"role": "tool", "tool_call_id": string_field(r.get("tool_use_id"), where, f"{at}[].tool_use_id"),
                  "content": _result_content(r, where, at)} for r in results]
-        if uses or rest:
-            message: dict[str, Any] = {"role": m.get("role"), "content": rest or None}
+        if len(results) < len(blocks):  # a turn of thinking alone is a turn too, as at vLLM
+            message: dict[str, Any] = {"role": m.get("role"), "content": rest or (None if uses else "")}
+            if thoughts:
+                message["reasoning"] = "".join(thoughts)
             if uses:
                 message["tool_calls"] = [{"id": string_field(u.get("id"), where, f"{at}[].id"), "type": "function",
                                           "function": {"name": string_field(u.get("name"), where, f"{at}[].name"),

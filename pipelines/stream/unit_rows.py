@@ -165,6 +165,7 @@ def unit_rows(unit: dict[str, Any], spec: PipelineSpec) -> pa.Table:
         for i, value in enumerate(_values(rows.column(name))):
             sampling, why = ((None, f"is {value}") if isinstance(value, InvalidText)
                              else row_sampling(spec.embed if spec.task == "embed" else spec.sampling, value))
+            why = why or unparsed_thinking(sampling, spec, unit.get("model"))
             if why:
                 errors[i] = errors[i] or f"{name}: {why}"
                 prompts[i] = None
@@ -183,6 +184,17 @@ def unit_rows(unit: dict[str, Any], spec: PipelineSpec) -> pa.Table:
             SAMPLING: pa.array(samplings, pa.string()),
         }
     )
+
+
+def unparsed_thinking(sampling: dict[str, Any] | None, spec: PipelineSpec, routed_to: str | None) -> str | None:
+    """Why a row's own thinking_token_budget cannot be honoured: its model has no reasoning parser
+    (the spec's own budget is refused so in pipelines/spec/pipeline.py), said here before the
+    engine starts rather than by vLLM's CLI flag after."""
+    model, where = (spec.models[routed_to], f"models.{routed_to}") if routed_to else (spec.model, "model")
+    if not sampling or sampling.get("thinking_token_budget") is None or model.reasoning_parser:
+        return None
+    return (f"thinking_token_budget needs {where}.reasoning_parser (vLLM ends a thinking it knows by its "
+            f"parser's markers)")
 
 
 def pick_adapters(spec: PipelineSpec, names: list[Any], samplings: list[str | None],
