@@ -1,11 +1,14 @@
 """An adapter's weights checked at planning in every form it may take (a local folder, a hub
-commit in the cache, an S3 folder): a folder with a config and no weights, and an adapter of
+commit in the cache, an S3 folder, an HTTP folder): a folder with a config and no weights, and an adapter of
 another base model, are refused naming the adapter before anything is written; the check reads
 the safetensors header only. No engine starts here."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import shutil
+import threading
 import uuid
 
 import pytest
@@ -38,6 +41,8 @@ def place(tmp_path, monkeypatch, request):
             monkeypatch.setenv("HF_HUB_OFFLINE", "1")
             hub_cache(tmp_path / "hf", folder, "acme/lora", "e" * 40)
             return {"source": "acme/lora", "revision": "main"}
+        if form == "http":
+            return {"source": served(folder, request)}
         import s3fs
 
         options = request.getfixturevalue("s3_server")
@@ -48,6 +53,19 @@ def place(tmp_path, monkeypatch, request):
     return put
 
 
+def served(folder, request) -> str:
+    """The folder's URL on python's http.server, which ignores Range and sends a file whole."""
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    request.addfinalizer(server.server_close)
+    request.addfinalizer(server.shutdown)
+    return f"http://127.0.0.1:{server.server_port}/"
+
+
 def spec_for(tmp_path, base, adapter: dict) -> PipelineSpec:
     write_shards(tmp_path / "in", [{"id": i, "text": f"t{i}", "lora": "sql"} for i in range(2)], 1)
     return PipelineSpec.model_validate({
@@ -55,7 +73,7 @@ def spec_for(tmp_path, base, adapter: dict) -> PipelineSpec:
         "model": {"name": str(base), "adapters": {"sql": adapter}}, "output": {"path": str(tmp_path / "out")}})
 
 
-FORMS = ["local", "hub", pytest.param("s3", marks=pytest.mark.s3)]
+FORMS = ["local", "hub", "http", pytest.param("s3", marks=pytest.mark.s3)]
 
 
 @pytest.mark.parametrize("form", FORMS)
@@ -68,7 +86,7 @@ def test_an_adapter_of_another_base_model_is_refused_in_every_form(smollm2, tiny
 @pytest.mark.parametrize("form", FORMS)
 def test_an_adapter_of_its_own_base_model_passes_in_every_form(tiny_model, tiny_lora, tmp_path, place, form):
     _, plan = prepare(spec_for(tmp_path, tiny_model, place(tiny_lora, form)))
-    assert plan.models["adapter:sql"]["kind"] == {"s3": "url"}.get(form, form)
+    assert plan.models["adapter:sql"]["kind"] == {"s3": "url", "http": "url"}.get(form, form)
 
 
 @pytest.mark.parametrize("form", FORMS)
