@@ -113,24 +113,35 @@ FIGURES_SECONDS = 2.0  # a running batch's usage and cost are read at most this 
 
 class RecentFigures:
     """run_figures (the run's status and ledger: every unit's footer and every record) of a
-    running batch, kept FIGURES_SECONDS: clients polling in a loop cost the store a read of
-    them every few seconds, not one per poll."""
+    running batch, kept FIGURES_SECONDS from when the read ended: clients polling in a loop cost
+    the store a read every few seconds, not one per poll. One read of a run at a time: polls that
+    come while it reads get the last figures; a slower read never replaces a newer one."""
 
     def __init__(self) -> None:
         self._seen: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+        self._reading: set[str] = set()
         self._lock = threading.Lock()
 
     def get(self, state: State, tenant: str, batch_id: str) -> Any:
         from server.finish import run_figures
 
-        key, now = state.run_url(tenant, batch_id), time.monotonic()
+        key = state.run_url(tenant, batch_id)
         with self._lock:
             seen = self._seen.get(key)
-        if seen is not None and now - seen[0] < FIGURES_SECONDS:
-            return seen[1]
-        figures = run_figures(state, tenant, batch_id)
+            if seen is not None and (time.monotonic() - seen[0] < FIGURES_SECONDS or key in self._reading):
+                return seen[1]
+            self._reading.add(key)
+        try:
+            figures = run_figures(state, tenant, batch_id)
+        finally:
+            with self._lock:
+                self._reading.discard(key)
+        if figures is None:  # not planned yet: asked again at the next poll
+            return None
         with self._lock:
-            self._seen[key] = (now, figures)
+            now = time.monotonic()
+            if key not in self._seen or self._seen[key][0] <= now:
+                self._seen[key] = (now, figures)
             self._seen.move_to_end(key)
             while len(self._seen) > RUNS_KEPT:
                 self._seen.popitem(last=False)

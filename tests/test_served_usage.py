@@ -122,3 +122,34 @@ def test_polls_in_a_loop_read_a_running_batchs_figures_once_every_few_seconds(tm
     monkeypatch.setattr("time.monotonic", lambda: later)
     figures.get(state, "tenant", "batch_1")
     assert reads == ["batch_1", "batch_2", "batch_1"]  # read again once they are older than FIGURES_SECONDS
+
+
+def test_a_poll_during_a_slow_read_gets_the_last_figures_and_no_second_read(tmp_path, monkeypatch):
+    """A read of a large run's figures may take longer than FIGURES_SECONDS: polls meanwhile got a
+    read each, and the entry was stale as soon as it was stored."""
+    import threading
+
+    import server.finish
+    from server.live_counts import FIGURES_SECONDS, RecentFigures
+    from server.state import State
+
+    figures, state = RecentFigures(), State(str(tmp_path / "store"))
+    reads, release = [], threading.Event()
+
+    def slow(state, tenant, batch):
+        reads.append(batch)
+        if len(reads) > 1:
+            release.wait(10)
+        return {"n": len(reads)}, {}
+    monkeypatch.setattr(server.finish, "run_figures", slow)
+    assert figures.get(state, "t", "b")[0] == {"n": 1}
+    later = time.monotonic() + FIGURES_SECONDS + 1
+    monkeypatch.setattr("time.monotonic", lambda: later)
+    reader = threading.Thread(target=figures.get, args=(state, "t", "b"))
+    reader.start()
+    while len(reads) < 2:
+        time.sleep(0.01)
+    assert figures.get(state, "t", "b")[0] == {"n": 1} and len(reads) == 2  # the last figures, no third read
+    release.set()
+    reader.join(10)
+    assert figures.get(state, "t", "b")[0] == {"n": 2} and len(reads) == 2  # the new ones, fresh from the end
