@@ -104,3 +104,21 @@ def committed_ends(output: str, storage_options: dict | None = None) -> list[dic
     attempts = Records(OutputStore(output, storage_options)).attempts()
     return [t["end"] for tries in attempts.values() for t in tries.values()
             if t.get("end", {}).get("outcome") == "committed"]
+
+
+def http_folder(folder: Path, request) -> str:
+    """`folder`'s URL on python's http.server (a thread of this process, stopped when the test
+    ends), which lists a folder as HTML links and ignores Range, sending a file whole."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    request.addfinalizer(server.server_close)
+    request.addfinalizer(server.shutdown)
+    return f"http://127.0.0.1:{server.server_port}/"

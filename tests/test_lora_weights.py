@@ -5,10 +5,7 @@ the safetensors header only. No engine starts here."""
 
 from __future__ import annotations
 
-import functools
-import http.server
 import shutil
-import threading
 import uuid
 
 import pytest
@@ -17,7 +14,7 @@ from pipelines.run import prepare
 from pipelines.spec import PipelineSpec
 from spotbatch.errors import ModelNotFoundError
 from tests.conftest import write_shards
-from tests.helpers import hub_cache, spotbatch, write_spec
+from tests.helpers import http_folder, hub_cache, spotbatch, write_spec
 from tests.lora import make_adapter
 
 OTHER_BASE = r"model\.adapters\.sql: adapter_model\.safetensors .* reads vectors of 64 numbers; the base model's are"
@@ -42,7 +39,7 @@ def place(tmp_path, monkeypatch, request):
             hub_cache(tmp_path / "hf", folder, "acme/lora", "e" * 40)
             return {"source": "acme/lora", "revision": "main"}
         if form == "http":
-            return {"source": served(folder, request)}
+            return {"source": http_folder(folder, request)}
         import s3fs
 
         options = request.getfixturevalue("s3_server")
@@ -51,19 +48,6 @@ def place(tmp_path, monkeypatch, request):
         fs.put(str(folder), url, recursive=True)
         return {"source": url, "storage_options": options}
     return put
-
-
-def served(folder, request) -> str:
-    """The folder's URL on python's http.server, which ignores Range and sends a file whole."""
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    request.addfinalizer(server.server_close)
-    request.addfinalizer(server.shutdown)
-    return f"http://127.0.0.1:{server.server_port}/"
 
 
 def spec_for(tmp_path, base, adapter: dict) -> PipelineSpec:

@@ -21,7 +21,7 @@ from cluster.models.source import ModelSource, describe_change
 # What names a file's content in a listing, by store: S3 (ETag, VersionId), GCS (generation,
 # md5Hash), Azure (etag); the modification time where there is nothing better.
 CONTENT_KEYS = ("ETag", "etag", "VersionId", "version_id", "generation", "md5Hash", "content_md5",
-                "LastModified", "last_modified", "mtime")
+                "Content-MD5", "Digest", "LastModified", "last_modified", "mtime")  # HTTP: ETag, Content-MD5, Digest
 
 
 def _fs(url: str, options: dict[str, Any]):
@@ -38,6 +38,8 @@ def _listing(fs, root: str) -> dict[str, list]:
         rel = path[len(root):].lstrip("/")
         if info.get("type") == "directory" or not rel or path.endswith("/"):
             continue
+        if info.get("size") is None:  # a web server's folder page links files without sizes: ask each
+            info = fs.info(path)
         content = next((str(info[k]) for k in CONTENT_KEYS if info.get(k) is not None), None)
         files[rel] = [int(info.get("size") or 0), content]
     return files
