@@ -155,3 +155,25 @@ def test_a_parquet_rows_own_thinking_token_budget_without_a_reasoning_parser_is_
     assert sorted(read_errors(routed), key=str) == [None, None, (
         "params: thinking_token_budget needs models.b.reasoning_parser (vLLM ends a thinking it knows by its "
         "parser's markers)")], read_errors(routed)
+
+
+def test_a_parquet_rows_own_n_or_tools_its_model_cannot_honour_is_its_rows_error(tmp_path):
+    """The other two per-request checks of a batch file, for a Parquet row's own sampling: n > 1
+    on a model with a reasoning parser, and tools with tool_choice auto on a model without a tool
+    parser, were passed to the engine (n: 2 kept one choice's reasoning; auto ran unparsed)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"id": [1, 2, 3], "text": ["a", "b", "c"],
+                             "params": ['{"n": 2}', json.dumps({"tools": [tool]}), '{"temperature": 0.5}']}),
+                   tmp_path / "in" / "p.parquet")
+    spec = validate_spec({"input": {"paths": str(tmp_path / "in"), "prompt_column": "text",
+                                    "sampling_column": "params"},
+                          "output": {"path": str(tmp_path / "out")}, "model": {"name": "tiny-random", **PARSER}})
+    errors = read_errors(spec)
+    assert errors[0] == "params: n: 2 cannot be honoured: model.reasoning_parser takes n: 1 (one reasoning a row)"
+    assert errors[1].startswith("params: tools cannot be honoured: tool_choice auto (OpenAI's default when tools "
+                                "are given) needs model.tool_parser"), errors
+    assert errors[2] is None

@@ -165,7 +165,7 @@ def unit_rows(unit: dict[str, Any], spec: PipelineSpec) -> pa.Table:
         for i, value in enumerate(_values(rows.column(name))):
             sampling, why = ((None, f"is {value}") if isinstance(value, InvalidText)
                              else row_sampling(spec.embed if spec.task == "embed" else spec.sampling, value))
-            why = why or unparsed_thinking(sampling, spec, unit.get("model"))
+            why = why or unhonoured(sampling, spec, unit.get("model"))
             if why:
                 errors[i] = errors[i] or f"{name}: {why}"
                 prompts[i] = None
@@ -186,15 +186,25 @@ def unit_rows(unit: dict[str, Any], spec: PipelineSpec) -> pa.Table:
     )
 
 
-def unparsed_thinking(sampling: dict[str, Any] | None, spec: PipelineSpec, routed_to: str | None) -> str | None:
-    """Why a row's own thinking_token_budget cannot be honoured: its model has no reasoning parser
-    (the spec's own budget is refused so in pipelines/spec/pipeline.py), said here before the
-    engine starts rather than by vLLM's CLI flag after."""
-    model, where = (spec.models[routed_to], f"models.{routed_to}") if routed_to else (spec.model, "model")
-    if not sampling or sampling.get("thinking_token_budget") is None or model.reasoning_parser:
+def unhonoured(sampling: dict[str, Any] | None, spec: PipelineSpec, routed_to: str | None) -> str | None:
+    """Why a row's own sampling asks what its model cannot do, said before the engine starts (a
+    batch file's request is refused by line for the same: pipelines/formats/request_checks.py):
+    a thinking_token_budget without a reasoning parser (vLLM would name its CLI flag), n > 1 with
+    one (each result row keeps one choice's reasoning), tool_choice auto or a strict function its
+    tool parser cannot hold. The spec's own sampling is refused so in pipelines/spec/pipeline.py."""
+    from pipelines.spec.tools import auto_refusal, strict_refusal
+
+    if not sampling:
         return None
-    return (f"thinking_token_budget needs {where}.reasoning_parser (vLLM ends a thinking it knows by its "
-            f"parser's markers)")
+    model, where = (spec.models[routed_to], f"models.{routed_to}") if routed_to else (spec.model, "model")
+    if sampling.get("thinking_token_budget") is not None and not model.reasoning_parser:
+        return (f"thinking_token_budget needs {where}.reasoning_parser (vLLM ends a thinking it knows by its "
+                f"parser's markers)")
+    if model.reasoning_parser and (sampling.get("n") or 1) > 1:
+        return f"n: {sampling['n']} cannot be honoured: {where}.reasoning_parser takes n: 1 (one reasoning a row)"
+    why = sampling.get("tools") and (auto_refusal(sampling, model.tool_parser)
+                                     or strict_refusal(sampling, model.tool_parser))
+    return f"tools cannot be honoured: {why.replace('model.', where + '.')}" if why else None
 
 
 def pick_adapters(spec: PipelineSpec, names: list[Any], samplings: list[str | None],
