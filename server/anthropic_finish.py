@@ -51,7 +51,8 @@ def finish_message_batch(state: State, tenant: str, batch: dict[str, Any], statu
             for errored in errored_requests(state, tenant, batch["id"]):  # never processing: errored still
                 fh.write(json.dumps(errored_result(errored)) + "\n")
                 counts["errored"] += 1
-        state.storage.put_from(state.storage.path(state.content_name(tenant, results_file(batch["id"]))), local)
+        state.storage.put_from(state.storage.path(state.content_name(tenant, results_file(batch["id"]))), local,
+                               durable=True)  # before the durable record that says the batch ended
     return {"message_batch_counts": counts, "output_file_id": None, "error_file_id": None,
             "request_counts": {"total": batch["request_counts"]["total"], "completed": counts["succeeded"],
                                "failed": counts["errored"]}}

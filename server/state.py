@@ -50,13 +50,16 @@ class State:
         return f"files/{tenant}/{file_id}/content.jsonl"
 
     def add_file(self, tenant: str, meta: dict[str, Any], local_file: str) -> None:
-        """The content first, then the object: a file listed is a file whole."""
-        self.storage.put_from(self._path(self.content_name(tenant, meta["id"])), local_file)
-        self.storage.put(self._path(f"files/{tenant}/{meta['id']}/meta.json"), json.dumps(meta).encode())
+        """The content first, then the object: a file listed is a file whole. Both durable: a
+        batch record (durable) points at them, and must not outlive them in a power loss."""
+        self.storage.put_from(self._path(self.content_name(tenant, meta["id"])), local_file, durable=True)
+        self.storage.put(self._path(f"files/{tenant}/{meta['id']}/meta.json"), json.dumps(meta).encode(),
+                         durable=True)
 
     def add_file_bytes(self, tenant: str, meta: dict[str, Any], data: bytes) -> None:
-        self.storage.put(self._path(self.content_name(tenant, meta["id"])), data)
-        self.storage.put(self._path(f"files/{tenant}/{meta['id']}/meta.json"), json.dumps(meta).encode())
+        self.storage.put(self._path(self.content_name(tenant, meta["id"])), data, durable=True)
+        self.storage.put(self._path(f"files/{tenant}/{meta['id']}/meta.json"), json.dumps(meta).encode(),
+                         durable=True)
 
     def file(self, tenant: str, file_id: str) -> dict[str, Any] | None:
         if "/" in file_id or file_id.startswith("."):

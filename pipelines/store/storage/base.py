@@ -53,7 +53,7 @@ class Storage(ABC):
         `durable` as in `create`."""
 
     @abstractmethod
-    def put_from(self, path: str, local_file: str) -> None:
+    def put_from(self, path: str, local_file: str, durable: bool = False) -> None:
         """`put` of a file on this machine's disk, without holding it in memory."""
 
     @abstractmethod

@@ -30,7 +30,7 @@ class LocalStorage(Storage):
     @contextmanager
     def create_staged(self, path: str, stage_in: str | None = None, durable: bool = False) -> Iterator[IO[bytes]]:
         folder = stage_in or os.path.dirname(path)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        _make_folder(os.path.dirname(path), durable)
         os.makedirs(folder, exist_ok=True)
         staged = f"{folder}/{os.path.basename(path)}.{uuid.uuid4().hex}{STAGED}"
         try:
@@ -45,7 +45,7 @@ class LocalStorage(Storage):
             _unlink(staged)
 
     def put(self, path: str, data: bytes, durable: bool = False) -> None:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        _make_folder(os.path.dirname(path), durable)
         staged = f"{path}.{uuid.uuid4().hex}{STAGED}"
         try:
             with open(staged, "wb") as fh:
@@ -58,12 +58,17 @@ class LocalStorage(Storage):
         finally:
             _unlink(staged)
 
-    def put_from(self, path: str, local_file: str) -> None:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+    def put_from(self, path: str, local_file: str, durable: bool = False) -> None:
+        _make_folder(os.path.dirname(path), durable)
         staged = f"{path}.{uuid.uuid4().hex}{STAGED}"
         try:
             shutil.copyfile(local_file, staged)
+            if durable:
+                with open(staged, "rb+") as fh:
+                    _sync(fh)
             os.replace(staged, path)
+            if durable:
+                _sync_folder(os.path.dirname(path))
         finally:
             _unlink(staged)
 
@@ -167,6 +172,19 @@ def _same_file(a: str, b: str) -> bool:
 def _sync(fh: IO[bytes]) -> None:
     fh.flush()
     os.fsync(fh.fileno())
+
+
+def _make_folder(folder: str, durable: bool) -> None:
+    """`folder` and any missing parent; with `durable`, each new folder's name is synced into its
+    parent, so a durable file in a folder made for it survives a power loss with its path."""
+    missing, at = [], folder
+    while at and not os.path.isdir(at):
+        missing.append(at)
+        at = os.path.dirname(at)
+    os.makedirs(folder, exist_ok=True)
+    if durable:
+        for made in reversed(missing):
+            _sync_folder(os.path.dirname(made))
 
 
 def _sync_folder(folder: str) -> None:

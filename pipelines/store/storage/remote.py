@@ -106,7 +106,7 @@ class FsspecStorage(Storage):
     def put(self, path: str, data: bytes, durable: bool = False) -> None:
         self.fs.pipe_file(path, data)
 
-    def put_from(self, path: str, local_file: str) -> None:
+    def put_from(self, path: str, local_file: str, durable: bool = False) -> None:
         self.fs.put_file(local_file, path)  # one PUT, or a multipart upload visible once complete
 
     def replaces_if_version(self) -> bool:
