@@ -262,19 +262,28 @@ def batch_spec(state: State, config: ServeConfig, tenant: str, batch: dict[str, 
     """The spotbatch spec a batch runs: its file as OpenAI batch input (a Message Batch's as
     Anthropic's), each model it names routed to the served model (serve.yaml), the first model's
     compute and sampling, and its window's end as the deadline."""
+    kind = "anthropic_batch" if is_message_batch(batch) else "openai_batch"
+    return served_spec(config, batch["spotbatch"]["models"], kind,
+                       (state.url_of(state.content_name(tenant, batch["input_file_id"])),
+                        state.run_url(tenant, batch["id"]), state.storage_options),
+                       max(1, int(batch["expires_at"] - time.time())))
+
+
+def served_spec(config: ServeConfig, names: list[str], kind: str, where: tuple[str, str, dict[str, Any]],
+                deadline_seconds: int):
+    """The spec of a batch file of `kind` naming the served models `names`: each routed to its
+    serve.yaml model, the first one's compute and sampling. `where`: (the file, the run's output,
+    the store's options)."""
     from pipelines.spec import PipelineSpec
 
-    names = batch["spotbatch"]["models"]
+    path, output, options = where
     first = config.models[names[0]]
-    remaining = max(1, int(batch["expires_at"] - time.time()))
-    options, kind = state.storage_options, "anthropic_batch" if is_message_batch(batch) else "openai_batch"
     return PipelineSpec.model_validate({
-        "input": {"kind": kind, "storage_options": options,
-                  "paths": [state.url_of(state.content_name(tenant, batch["input_file_id"]))]},
+        "input": {"kind": kind, "storage_options": options, "paths": [path]},
         "models": {name: config.models[name].model for name in names},
         "sampling": first.sampling,
-        "compute": {**first.compute, "deadline": f"{remaining}s", "keep_warm_seconds": config.keep_warm_seconds},
-        "output": {"path": state.run_url(tenant, batch["id"]), "storage_options": options}})
+        "compute": {**first.compute, "deadline": f"{deadline_seconds}s", "keep_warm_seconds": config.keep_warm_seconds},
+        "output": {"path": output, "storage_options": options}})
 
 
 def _message(err: Exception) -> str:

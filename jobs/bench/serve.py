@@ -70,15 +70,10 @@ def serve_config():
 
 
 def run_spec(config, jsonl: Path, output: Path):
-    """The spec the server runs a batch of this file as (server/driver.py batch_spec), 24 h window."""
-    from pipelines.spec import PipelineSpec
+    """The spec the server runs a batch of this file as (server/driver.py's own), 24 h window."""
+    from server.driver import served_spec
 
-    served = config.models[MODEL]
-    return PipelineSpec.model_validate({
-        "input": {"kind": "openai_batch", "paths": [str(jsonl)]},
-        "models": {MODEL: served.model}, "sampling": served.sampling,
-        "compute": {**served.compute, "deadline": "86400s", "keep_warm_seconds": config.keep_warm_seconds},
-        "output": {"path": str(output)}})
+    return served_spec(config, [MODEL], "openai_batch", (str(jsonl), str(output), {}), 86400)
 
 
 def run_records(output: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
