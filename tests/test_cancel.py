@@ -4,9 +4,10 @@ finishes with every row exactly once.
 
 The stopped runs are `spotbatch run` processes, as users start them. The resumes run as a
 notebook's do: `run(spec)` in this process, on one engine kept warm between them (the first
-resume starts it), so a stop is shown to leave nothing that a warm engine trips on, and the
-module starts one engine for its resumes instead of one each. The CLI's own resume is
-tests/test_resume.py's."""
+resume starts it), so an output a stop left behind is shown to resume on an engine another
+run kept warm, and the module starts one engine for its resumes instead of one each. The CLI's
+own resume is tests/test_resume.py's; a cancel on a warm engine of the same process (the
+notebook's cancel-then-resume), tests/test_warm_engines.py's."""
 
 import json
 import signal
