@@ -47,18 +47,36 @@ def check_request_rows(rows: list[dict[str, Any]], where: str, endpoint: ModuleT
         sampling, why = row_sampling(base, json.loads(row.get("sampling") or "{}"))
         if why:  # the read stage makes it this request's bad_input record, as OpenAI answers a bad
             continue  # request in its error file while the others run (tests/test_request_fields.py)
-        sampling = sampling or base.model_dump()
         model = models.models.get(row.get("model") if models.names else None)
-        why = model and (auto_refusal(sampling, model.tool_parser) or strict_refusal(sampling, model.tool_parser))
-        if why:
+        cannot = model and model_cannot(sampling or base.model_dump(), model)
+        if not cannot:
+            continue
+        rule, why = cannot
+        if rule == "tools":
             raise BatchFileError(f"{where}: tools cannot be honoured: {why}")
-        if model and sampling.get("thinking_token_budget") is not None and not model.reasoning_parser:
+        if rule == "thinking_token_budget":
             raise BatchFileError(f"{where}: field {getattr(endpoint, 'THINKING_FIELD', 'thinking_token_budget')} "
                                  f"cannot be honoured: the model has no reasoning_parser (vLLM ends a thinking it "
                                  f"knows by its parser's markers)")
-        if model and model.reasoning_parser and sampling.get("n", 1) > 1:
-            raise BatchFileError(f"{where}: n: {sampling['n']} cannot be honoured: model.reasoning_parser takes "
-                                 f"n: 1 (each result row keeps one choice's reasoning)")
+        raise BatchFileError(f"{where}: n: {why} cannot be honoured: model.reasoning_parser takes "
+                             f"n: 1 (each result row keeps one choice's reasoning)")
+
+
+def model_cannot(sampling: dict[str, Any], model: Any) -> tuple[str, str] | None:
+    """What of a request's (or a row's) sampling its model (a ModelSpec) cannot honour, the one
+    place these are decided; the callers say it in their words (a batch file's refusal by line
+    above, a Parquet row's bad_input record in pipelines/stream/unit_rows.py): ("tools", why) for
+    tool_choice auto or a strict function its tool parser cannot hold, ("thinking_token_budget",
+    "") for a budget without a reasoning parser, ("n", n) for n > 1 with one."""
+    why = sampling.get("tools") and (auto_refusal(sampling, model.tool_parser)
+                                     or strict_refusal(sampling, model.tool_parser))
+    if why:
+        return "tools", why
+    if sampling.get("thinking_token_budget") is not None and not model.reasoning_parser:
+        return "thinking_token_budget", ""
+    if model.reasoning_parser and (sampling.get("n") or 1) > 1:
+        return "n", str(sampling["n"])
+    return None
 
 
 @functools.lru_cache(maxsize=8)

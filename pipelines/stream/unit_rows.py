@@ -187,24 +187,22 @@ def unit_rows(unit: dict[str, Any], spec: PipelineSpec) -> pa.Table:
 
 
 def unhonoured(sampling: dict[str, Any] | None, spec: PipelineSpec, routed_to: str | None) -> str | None:
-    """Why a row's own sampling asks what its model cannot do, said before the engine starts (a
-    batch file's request is refused by line for the same: pipelines/formats/request_checks.py):
-    a thinking_token_budget without a reasoning parser (vLLM would name its CLI flag), n > 1 with
-    one (each result row keeps one choice's reasoning), tool_choice auto or a strict function its
-    tool parser cannot hold. The spec's own sampling is refused so in pipelines/spec/pipeline.py."""
-    from pipelines.spec.tools import auto_refusal, strict_refusal
+    """Why a row's own sampling asks what its model cannot do (pipelines/formats/request_checks.py
+    model_cannot, which refuses a batch file's request by line for the same), said before the
+    engine starts. The spec's own sampling is refused so in pipelines/spec/pipeline.py."""
+    from pipelines.formats.request_checks import model_cannot
 
-    if not sampling:
-        return None
     model, where = (spec.models[routed_to], f"models.{routed_to}") if routed_to else (spec.model, "model")
-    if sampling.get("thinking_token_budget") is not None and not model.reasoning_parser:
+    cannot = model_cannot(sampling, model) if sampling else None
+    if not cannot:
+        return None
+    rule, why = cannot
+    if rule == "tools":
+        return f"tools cannot be honoured: {why.replace('model.', where + '.')}"
+    if rule == "thinking_token_budget":
         return (f"thinking_token_budget needs {where}.reasoning_parser (vLLM ends a thinking it knows by its "
                 f"parser's markers)")
-    if model.reasoning_parser and (sampling.get("n") or 1) > 1:
-        return f"n: {sampling['n']} cannot be honoured: {where}.reasoning_parser takes n: 1 (one reasoning a row)"
-    why = sampling.get("tools") and (auto_refusal(sampling, model.tool_parser)
-                                     or strict_refusal(sampling, model.tool_parser))
-    return f"tools cannot be honoured: {why.replace('model.', where + '.')}" if why else None
+    return f"n: {why} cannot be honoured: {where}.reasoning_parser takes n: 1 (one reasoning a row)"
 
 
 def pick_adapters(spec: PipelineSpec, names: list[Any], samplings: list[str | None],
