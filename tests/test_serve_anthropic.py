@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 import threading
+from contextlib import contextmanager
 
 import anthropic
 import httpx
@@ -301,7 +302,6 @@ def test_a_run_that_breaks_keeps_its_committed_answers_and_errors_only_the_rest(
     and request_counts as the results file. The run commits request a's unit by hand (no engine)."""
     from types import SimpleNamespace
 
-    import pipelines.run
 
     def run(spec, **_):
         commit_first_unit_by_hand(spec)
@@ -309,12 +309,7 @@ def test_a_run_that_breaks_keeps_its_committed_answers_and_errors_only_the_rest(
             raise RuntimeError("the run broke")
         return SimpleNamespace(finished=False, stopped=None)
 
-    monkeypatch.setattr(pipelines.run, "run", run)
-    monkeypatch.setenv("SPOTBATCH_API_KEY", KEY)
-    config = config_from({"models": {"claude-haiku": {"model": {"name": "tiny-random"},
-                                                      "compute": {"tokens_per_unit": 1}}}})
-    with served(Serving(config, str(tmp_path / "store"))) as url:
-        c = client(url.removesuffix("/v1"), KEY)
+    with served_with_run(monkeypatch, str(tmp_path / "store"), run) as c:
         batch = ended(c, c.messages.batches.create(requests=[request("a"), request("b"), request("c")]).id)
         results = {r.custom_id: r.result for r in c.messages.batches.results(batch.id)}
     assert results["a"].type == "succeeded" and results["a"].message.content[0].text == "X"
@@ -322,6 +317,21 @@ def test_a_run_that_breaks_keeps_its_committed_answers_and_errors_only_the_rest(
     assert all(results[i].error.error.type == "api_error" for i in "bc")
     assert batch.request_counts.model_dump() == {"processing": 0, "succeeded": 1, "errored": 2, "canceled": 0,
                                                  "expired": 0}
+
+
+UNIT_PER_REQUEST = {"models": {"claude-haiku": {"model": {"name": "tiny-random"}, "compute": {"tokens_per_unit": 1}}}}
+
+
+@contextmanager
+def served_with_run(monkeypatch, store: str, run, models: dict = UNIT_PER_REQUEST):
+    """A server on `store` (serve.yaml's `models`) whose batches' runs are `run` (no engine), and
+    the anthropic SDK's client on it."""
+    import pipelines.run
+
+    monkeypatch.setattr(pipelines.run, "run", run)
+    monkeypatch.setenv("SPOTBATCH_API_KEY", KEY)  # each time: a server takes it out of the environment
+    with served(Serving(config_from(models), store)) as url:
+        yield client(url.removesuffix("/v1"), KEY)
 
 
 def commit_first_unit_by_hand(spec) -> None:
@@ -478,7 +488,6 @@ def test_a_mixed_batch_runs_only_its_good_requests(tmp_path, monkeypatch):
 
     import fsspec
 
-    import pipelines.run
 
     read = []
 
@@ -488,12 +497,7 @@ def test_a_mixed_batch_runs_only_its_good_requests(tmp_path, monkeypatch):
         commit_first_unit_by_hand(spec)
         return SimpleNamespace(finished=False, stopped="deadline")
 
-    monkeypatch.setattr(pipelines.run, "run", run)
-    monkeypatch.setenv("SPOTBATCH_API_KEY", KEY)
-    config = config_from({"models": {"claude-haiku": {"model": {"name": "tiny-random"},
-                                                      "compute": {"tokens_per_unit": 1}}}})
-    with served(Serving(config, str(tmp_path / "store"))) as url:
-        c = client(url.removesuffix("/v1"), KEY)
+    with served_with_run(monkeypatch, str(tmp_path / "store"), run) as c:
         requests = [request("a"), request("b", temperature=5), request("c"), request("d", messages=[])]
         batch = ended(c, c.messages.batches.create(requests=requests).id)
         results = {r.custom_id: r.result for r in c.messages.batches.results(batch.id)}
@@ -512,7 +516,6 @@ def test_a_restarted_server_keeps_the_requests_errored_at_create(tmp_path, monke
     good request's unit committed by hand there, no engine)."""
     from types import SimpleNamespace
 
-    import pipelines.run
 
     running = threading.Event()
 
@@ -526,19 +529,11 @@ def test_a_restarted_server_keeps_the_requests_errored_at_create(tmp_path, monke
         commit_first_unit_by_hand(spec)
         return SimpleNamespace(finished=True, stopped=None)
 
-    monkeypatch.setattr(pipelines.run, "run", held)
-    monkeypatch.setenv("SPOTBATCH_API_KEY", KEY)
-    config = config_from({"models": {"claude-haiku": {"model": {"name": "tiny-random"},
-                                                      "compute": {"tokens_per_unit": 1}}}})
     store = str(tmp_path / "store")
-    with served(Serving(config, store)) as url:
-        c = client(url.removesuffix("/v1"), KEY)
+    with served_with_run(monkeypatch, store, held) as c:
         batch = c.messages.batches.create(requests=[request("a", max_tokens=0), request("b")])
         assert running.wait(30)
-    monkeypatch.setattr(pipelines.run, "run", answered)
-    monkeypatch.setenv("SPOTBATCH_API_KEY", KEY)  # a server takes it out of the environment
-    with served(Serving(config, store)) as url:
-        c = client(url.removesuffix("/v1"), KEY)
+    with served_with_run(monkeypatch, store, answered) as c:
         batch = ended(c, batch.id)
         results = {r.custom_id: r.result for r in c.messages.batches.results(batch.id)}
     assert batch.request_counts.model_dump() == {"processing": 0, "succeeded": 1, "errored": 1, "canceled": 0,
