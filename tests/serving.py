@@ -35,3 +35,12 @@ def wait_for(c, batch_id: str, timeout: float, until=("completed", "failed", "ex
             return batch
         assert time.monotonic() < deadline, f"batch {batch_id} still {batch.status} after {timeout} s"
         time.sleep(0.5)
+
+
+def answered_ids(c, batch) -> list[str]:
+    """The custom_id of every line in the batch's output and error files, as the SDK downloads them
+    (a request answered twice appears twice)."""
+    import json
+
+    return [json.loads(line)["custom_id"] for fid in (batch.output_file_id, batch.error_file_id) if fid
+            for line in c.files.content(fid).text.splitlines()]

@@ -2,7 +2,6 @@
 store: the batch completes, and every custom_id is in the output or error file exactly once
 (the server keeps no state of its own; the run resumes)."""
 
-import json
 import os
 import signal
 import socket
@@ -15,7 +14,7 @@ import pytest
 import yaml
 
 from tests.helpers import ROOT
-from tests.serving import chat_line, client, jsonl, wait_for
+from tests.serving import answered_ids, chat_line, client, jsonl, wait_for
 
 pytestmark = pytest.mark.engine
 KEY = "sk-serve-kill-test-0123"
@@ -68,8 +67,7 @@ def test_a_server_killed_mid_batch_and_started_again_completes_it_exactly_once(t
     second = start_server(tmp_path, ray_cluster, port, "second.log")
     try:
         batch = wait_for(c, batch.id, 300)
-        answered = [json.loads(line)["custom_id"] for fid in (batch.output_file_id, batch.error_file_id) if fid
-                    for line in c.files.content(fid).text.splitlines()]
+        answered = answered_ids(c, batch)
     finally:
         second.terminate()
         second.wait(60)

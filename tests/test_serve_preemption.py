@@ -4,7 +4,6 @@ tests/test_serve_kill.py's) runs a batch on a cluster whose engines may only run
 it started. The batch completes, every custom_id exactly once, and its cost counts the lost
 attempt as wasted."""
 
-import json
 
 import pytest
 import yaml
@@ -13,7 +12,7 @@ from pipelines.store.output import OutputStore
 from pipelines.store.status import run_status
 from server.keys import key_hash
 from tests.helpers import wait_until
-from tests.serving import chat_line, client, jsonl, wait_for
+from tests.serving import answered_ids, chat_line, client, jsonl, wait_for
 from tests.test_preemption import freeze_unit_in_flight, spot_cluster  # noqa: F401 (a fixture)
 from tests.test_serve_kill import KEY, free_port, start_server
 
@@ -51,8 +50,7 @@ def test_a_spot_node_killed_under_a_served_batch_loses_nothing(tmp_path, spot_cl
         node.kill()
         cluster.add_node(cpus=1, resources={"spot": 1})  # the replacement a spot fleet brings
         batch = wait_for(c, batch.id, 600)
-        answered = [json.loads(line)["custom_id"] for fid in (batch.output_file_id, batch.error_file_id) if fid
-                    for line in c.files.content(fid).text.splitlines()]
+        answered = answered_ids(c, batch)
     finally:
         server.terminate()
         server.wait(60)
