@@ -36,3 +36,36 @@ def test_a_folder_that_changes_while_a_node_downloads_it_is_not_kept(tmp_path, m
     (folder / "model.safetensors").write_bytes(b"v" * 2000)
     with pytest.raises(ModelChangedError, match="model.safetensors"):
         resolve(model, planned)
+
+
+def test_a_file_the_server_will_not_size_is_refused_without_the_urls_password(tmp_path, request):
+    """A file the folder page links but the server will not answer for: refused by its name, never
+    with the URL, whose userinfo is a password."""
+    import functools
+    import http.server
+    import threading
+    from types import SimpleNamespace
+
+    from cluster.models import ModelNotFoundError, identify
+
+    fake_model(tmp_path / "web" / "ft")
+
+    class Refusing(http.server.SimpleHTTPRequestHandler):
+        def do_HEAD(self):
+            self.send_error(500) if self.path.endswith("model.safetensors") else super().do_HEAD()
+
+        def do_GET(self):  # fsspec asks by GET where HEAD fails
+            self.send_error(500) if self.path.endswith("model.safetensors") else super().do_GET()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             functools.partial(Refusing, directory=str(tmp_path / "web")))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    request.addfinalizer(server.server_close)
+    request.addfinalizer(server.shutdown)
+    url = f"http://user:pw-secret-42@127.0.0.1:{server.server_port}/ft/"
+    with pytest.raises(ModelNotFoundError) as err:
+        identify(SimpleNamespace(name=url, revision=None, storage_options={}))
+    assert "model.safetensors" in str(err.value) and "pw-secret-42" not in str(err.value), err.value

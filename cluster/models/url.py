@@ -39,7 +39,11 @@ def _listing(fs, root: str) -> dict[str, list]:
         if info.get("type") == "directory" or not rel or path.endswith("/"):
             continue
         if info.get("size") is None:  # a web server's folder page links files without sizes: ask each
-            info = fs.info(path)
+            try:
+                info = fs.info(path)
+            except Exception as err:  # noqa: BLE001 - its text may quote the URL, userinfo and all
+                raise ModelNotFoundError(f"{rel}: the server would not say its size ({err.__class__.__name__})") \
+                    from None
         content = next((str(info[k]) for k in CONTENT_KEYS if info.get(k) is not None), None)
         files[rel] = [int(info.get("size") or 0), content]
     return files
@@ -49,6 +53,8 @@ def identify(url: str, options: dict[str, Any], where: str, marker: str = "confi
     try:
         fs, root = _fs(url, options)
         files = _listing(fs, root)
+    except ModelNotFoundError as err:  # a file of it said by name (_listing), never with the URL
+        raise ModelNotFoundError(f"model {where!r}: {err}") from None
     except ImportError as err:  # no fsspec driver for the scheme: its message names the package
         raise ModelNotFoundError(f"model {where!r}: cannot open that URL ({err})") from None
     except ValueError as err:  # its message may quote the URL, credentials and all
